@@ -1,0 +1,65 @@
+// Internal helpers shared by every ABI entry: error reporting, exception fencing, handle registry.
+#pragma once
+
+#include "qatml/qatml.h"
+
+#include <cstdarg>
+#include <new>
+#include <string>
+
+namespace qatml {
+
+// Sets the calling thread's last-error message and returns `status` (printf-style message).
+qatml_status fail(qatml_status status, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+// Runs `body` (returning qatml_status) with every C++ exception turned into a status, so none ever
+// crosses the C ABI. Clears the thread's error first so a success leaves no stale message.
+template <typename Body>
+qatml_status guarded(const char* function, Body&& body) noexcept {
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        return fail(QATML_OUT_OF_MEMORY, "%s: out of memory", function);
+    } catch (const std::exception& e) {
+        return fail(QATML_INTERNAL, "%s: internal error: %s", function, e.what());
+    } catch (...) {
+        return fail(QATML_INTERNAL, "%s: internal error (unknown exception)", function);
+    }
+}
+
+// Kinds of opaque handle. Each handle object starts with its kind so the registry can tell them apart.
+enum class HandleKind : uint32_t { Context = 0x51430001u, PackedWeights = 0x51430002u };
+
+// Registry of live handles: lets every entry reject NULL, destroyed and foreign pointers without
+// dereferencing them. Registration costs a mutex and a hash insert; only create/destroy and
+// validation touch it.
+void register_handle(const void* handle, HandleKind kind);
+bool unregister_handle(const void* handle, HandleKind kind);
+bool is_live_handle(const void* handle, HandleKind kind);
+
+// Validates a handle argument; on failure sets the error and returns false.
+#define QATML_CHECK_HANDLE(ptr, kind, fn)                                                         \
+    do {                                                                                           \
+        if ((ptr) == nullptr)                                                                      \
+            return ::qatml::fail(QATML_INVALID_HANDLE, "%s: handle '%s' is NULL", fn, #ptr);      \
+        if (!::qatml::is_live_handle((ptr), (kind)))                                               \
+            return ::qatml::fail(QATML_INVALID_HANDLE,                                             \
+                                 "%s: handle '%s' (%p) is not a live handle of this kind "        \
+                                 "(destroyed, foreign or corrupted)",                              \
+                                 fn, #ptr, static_cast<const void*>(ptr));                         \
+    } while (0)
+
+#define QATML_CHECK_NOT_NULL(ptr, fn)                                                              \
+    do {                                                                                           \
+        if ((ptr) == nullptr)                                                                      \
+            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: argument '%s' is NULL", fn, #ptr);  \
+    } while (0)
+
+// CPU dispatch, also used by the kernels.
+uint32_t cpu_features();
+qatml_isa detected_isa();
+// Active ISA with the override applied; returns false and sets the error for a bad QATML_MAX_ISA.
+bool active_isa(qatml_isa* out, const char* function);
+bool parse_isa_name(const char* name, qatml_isa* out);
+
+}  // namespace qatml
