@@ -1,0 +1,70 @@
+namespace Microsoft.ML.Quantization.Inference;
+
+/// <summary>Where ONNX Runtime runs a model.</summary>
+public enum OnnxExecutionProvider
+{
+    /// <summary>ONNX Runtime's CPU provider (MLAS kernels). Always available.</summary>
+    Cpu = 0,
+    /// <summary>The CUDA provider: needs the Microsoft.ML.OnnxRuntime.Gpu package, CUDA 13 libraries and a GPU.</summary>
+    Cuda = 1,
+    /// <summary>The TensorRT provider (falls back to CUDA, then CPU, for nodes TensorRT does not take): GPU package, TensorRT libraries and a GPU.</summary>
+    TensorRT = 2,
+}
+
+/// <summary>ONNX Runtime graph optimisation levels.</summary>
+public enum OnnxGraphOptimization
+{
+    /// <summary>No graph rewrites.</summary>
+    None = 0,
+    /// <summary>Constant folding and redundant node removal.</summary>
+    Basic = 1,
+    /// <summary>Basic plus node fusions (Conv+Relu, QDQ to integer kernels, ...).</summary>
+    Extended = 2,
+    /// <summary>Extended plus layout optimisations. The default.</summary>
+    All = 3,
+}
+
+/// <summary>How QatMl's transformers run ONNX Runtime: threads, graph optimisation and execution provider.</summary>
+public class OnnxRuntimeOptions
+{
+    /// <summary>Threads ONNX Runtime uses inside one operator. 0 (default) lets ONNX Runtime choose (one per core).</summary>
+    public int IntraOpNumThreads { get; set; }
+
+    /// <summary>Graph optimisation level. Default <see cref="OnnxGraphOptimization.All"/>.</summary>
+    public OnnxGraphOptimization GraphOptimization { get; set; } = OnnxGraphOptimization.All;
+
+    /// <summary>Execution provider. Default <see cref="OnnxExecutionProvider.Cpu"/>.</summary>
+    public OnnxExecutionProvider ExecutionProvider { get; set; } = OnnxExecutionProvider.Cpu;
+
+    /// <summary>GPU ordinal for CUDA/TensorRT. <c>null</c> (default) uses <see cref="MLContext.GpuDeviceId"/>, else 0.</summary>
+    public int? GpuDeviceId { get; set; }
+
+    /// <summary>
+    /// When the requested GPU provider or device is not available: <c>true</c> runs on the CPU and logs a
+    /// warning, <c>false</c> throws. <c>null</c> (default) uses <see cref="MLContext.FallbackToCpu"/>.
+    /// </summary>
+    public bool? FallbackToCpu { get; set; }
+
+    /// <summary>Rows per ONNX Runtime call. Default 64. Models with a fixed batch dimension need their own batch size (or a symbolic batch).</summary>
+    public int BatchSize { get; set; } = 64;
+
+    internal void CopyTo(OnnxRuntimeOptions other)
+    {
+        other.IntraOpNumThreads = IntraOpNumThreads;
+        other.GraphOptimization = GraphOptimization;
+        other.ExecutionProvider = ExecutionProvider;
+        other.GpuDeviceId = GpuDeviceId;
+        other.FallbackToCpu = FallbackToCpu;
+        other.BatchSize = BatchSize;
+    }
+
+    internal void Validate()
+    {
+        if (BatchSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+        if (IntraOpNumThreads < 0)
+            throw new ArgumentOutOfRangeException(nameof(IntraOpNumThreads), IntraOpNumThreads, "IntraOpNumThreads must be 0 (ONNX Runtime's choice) or positive.");
+        if (!Enum.IsDefined(ExecutionProvider))
+            throw new ArgumentOutOfRangeException(nameof(ExecutionProvider), ExecutionProvider, "Unknown execution provider.");
+    }
+}

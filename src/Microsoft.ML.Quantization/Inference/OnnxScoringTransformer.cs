@@ -1,0 +1,92 @@
+namespace Microsoft.ML.Quantization.Inference;
+
+/// <summary>
+/// Scores an IDataView with a float ONNX model through ONNX Runtime, many rows per call. Lazy like
+/// every ML.NET transform; cursors and parallel cursors share one session. Created by
+/// <see cref="OnnxScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxScoringOptions)"/>.
+/// </summary>
+public sealed class OnnxScoringTransformer : ITransformer, IDisposable
+{
+    private readonly OrtBatchScorer _scorer;
+
+    internal OnnxScoringTransformer(MLContext context, OnnxScoringOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Context = context;
+        ModelName = options.ModelPath ?? "(model bytes)";
+        byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
+        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize);
+        Options = new OnnxScoringOptions { ModelPath = options.ModelPath };
+        options.CopyTo(Options);
+        foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);
+        foreach (OnnxColumnBinding b in options.Outputs) Options.Outputs.Add(b);
+        foreach (var kv in options.InputShapes) Options.InputShapes[kv.Key] = kv.Value;
+
+        OrtSessionFactory.Result session = OrtSessionFactory.Create(context, ModelBytes, options, ModelName);
+        try
+        {
+            var (inputs, outputs) = OrtBatchScorer.Describe(session.Session, ModelName, options.Inputs, options.Outputs, options.InputShapes, options.BatchSize);
+            _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize);
+        }
+        catch
+        {
+            session.Session.Dispose();
+            throw;
+        }
+    }
+
+    internal MLContext Context { get; }
+
+    internal string ModelName { get; }
+
+    /// <summary>The ONNX bytes the session runs (the input model, plus graph outputs for requested intermediate tensors).</summary>
+    internal byte[] ModelBytes { get; }
+
+    internal OrtBatchScorer Scorer => _scorer;
+
+    /// <summary>The options this transformer was created with (a copy).</summary>
+    public OnnxScoringOptions Options { get; }
+
+    /// <summary>The execution provider that actually runs the model (CPU after a fall-back).</summary>
+    public OnnxExecutionProvider ExecutionProvider => _scorer.Provider;
+
+    /// <summary>Names of the columns this transformer adds, in order.</summary>
+    public IReadOnlyList<string> OutputColumnNames => _scorer.Outputs.Select(o => o.ColumnName).ToArray();
+
+    /// <summary>Names of the columns this transformer reads.</summary>
+    public IReadOnlyList<string> InputColumnNames => _scorer.Inputs.Select(i => i.ColumnName).ToArray();
+
+    bool ITransformer.IsRowToRowMapper => false;
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema));
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        foreach (OutputSpec o in _scorer.Outputs)
+            builder.AddColumn(o.ColumnName, _scorer.OutputType(o));
+        return builder.ToSchema();
+    }
+
+    /// <summary>Returns a lazy view: the model runs when a cursor reads an output column.</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        _scorer.ValidateInputSchema(input.Schema, nameof(input));
+        return new BatchScoringDataView(input, _scorer);
+    }
+
+    IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
+        => throw new NotSupportedException("OnnxScoringTransformer scores batches of rows; use Transform (PredictionEngine needs a row-to-row mapper).");
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+        => throw new NotSupportedException(
+            "OnnxScoringTransformer is a building block and is not saved with mlContext.Model.Save; save the ONNX model file and its options instead.");
+
+    /// <summary>Releases the ONNX Runtime session.</summary>
+    public void Dispose() => _scorer.Dispose();
+
+}

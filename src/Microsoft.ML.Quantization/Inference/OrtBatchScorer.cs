@@ -1,0 +1,261 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Microsoft.ML.Quantization.Internal;
+
+namespace Microsoft.ML.Quantization.Inference;
+
+/// <summary>One graph input fed from a column: per-row shape and element count.</summary>
+internal sealed record InputSpec(string ColumnName, string TensorName, int[] RowDims)
+{
+    public int RowSize { get; } = RowDims.Aggregate(1, (a, b) => checked(a * b));
+}
+
+/// <summary>One tensor exposed as a column. <see cref="RowDims"/> is null when its shape is not known before running.</summary>
+internal sealed record OutputSpec(string ColumnName, string TensorName, int[]? RowDims)
+{
+    public int RowSize { get; } = RowDims?.Aggregate(1, (a, b) => checked(a * b)) ?? -1;
+}
+
+/// <summary>
+/// Runs an ONNX Runtime session on batches of rows held in caller-owned float buffers: the part of
+/// every QatMl transformer that talks to ONNX Runtime. Thread-safe (InferenceSession.Run is); each
+/// cursor owns its own <see cref="Batch"/> of staging buffers.
+/// </summary>
+internal sealed class OrtBatchScorer : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+
+    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize)
+    {
+        _session = session;
+        Provider = provider;
+        Inputs = inputs;
+        Outputs = outputs;
+        BatchSize = batchSize;
+    }
+
+    internal InputSpec[] Inputs { get; }
+    internal OutputSpec[] Outputs { get; }
+    internal int BatchSize { get; }
+    internal OnnxExecutionProvider Provider { get; }
+    internal InferenceSession Session => _session;
+
+    /// <summary>
+    /// Reads the model's inputs and the requested tensors and checks they are float tensors whose
+    /// per-row shape is known (or declared). The first dimension is the batch.
+    /// </summary>
+    internal static (InputSpec[] Inputs, OutputSpec[] Outputs) Describe(InferenceSession session, string modelName,
+        IList<OnnxColumnBinding> inputBindings, IList<OnnxColumnBinding> outputBindings, IDictionary<string, int[]> declaredShapes, int batchSize)
+    {
+        var inputBinding = inputBindings.Count > 0
+            ? inputBindings
+            : session.InputMetadata.Keys.Select(n => new OnnxColumnBinding(n, n)).ToList();
+        var inputs = new List<InputSpec>();
+        foreach (OnnxColumnBinding b in inputBinding)
+        {
+            if (!session.InputMetadata.TryGetValue(b.TensorName, out NodeMetadata? meta))
+                throw new ArgumentException($"Model '{modelName}' has no input '{b.TensorName}' (inputs: {string.Join(", ", session.InputMetadata.Keys)}).");
+            if (meta.ElementDataType != TensorElementType.Float)
+                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is {meta.ElementDataType}; only float inputs are supported.");
+            int[] dims = meta.Dimensions;
+            if (dims.Length == 0)
+                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is a scalar; inputs need a batch dimension.");
+            if (dims[0] > 0 && dims[0] != batchSize)
+                throw new InvalidOperationException(
+                    $"Model '{modelName}' input '{b.TensorName}' has a fixed batch dimension of {dims[0]}, but BatchSize is {batchSize}. " +
+                    $"Use BatchSize = {dims[0]}, or make the batch dimension symbolic first (OnnxRewrites.MakeBatchSymbolic).");
+            int[] row = dims[1..];
+            if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared))
+            {
+                if (declared.Length != row.Length || declared.Where((d, i) => d <= 0 || (row[i] > 0 && row[i] != d)).Any())
+                    throw new ArgumentException($"Declared shape [{string.Join(", ", declared)}] for input '{b.TensorName}' does not fit the model's per-row shape [{string.Join(", ", row.Select(DimText))}].");
+                row = declared;
+            }
+            else if (row.Any(d => d <= 0))
+            {
+                throw new ArgumentException(
+                    $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row.Select(DimText))}] with symbolic dimensions; declare it in InputShapes.");
+            }
+            inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
+        }
+
+        var outputBinding = outputBindings.Count > 0
+            ? outputBindings
+            : session.OutputMetadata.Keys.Select(n => new OnnxColumnBinding(n, n)).ToList();
+        var outputs = new List<OutputSpec>();
+        foreach (OnnxColumnBinding b in outputBinding)
+        {
+            if (!session.OutputMetadata.TryGetValue(b.TensorName, out NodeMetadata? meta))
+                throw new ArgumentException($"Model '{modelName}' has no tensor '{b.TensorName}' to output.");
+            if (meta.ElementDataType != TensorElementType.Float)
+                throw new NotSupportedException($"Model '{modelName}' tensor '{b.TensorName}' is {meta.ElementDataType}; only float outputs can be columns.");
+            int[] dims = meta.Dimensions;
+            int[]? row = dims.Length >= 1 && dims.Skip(1).All(d => d > 0) ? dims[1..] : null;
+            outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, row));
+        }
+        return (inputs.ToArray(), outputs.ToArray());
+    }
+
+    private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
+
+    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
+    internal void ValidateInputSchema(DataViewSchema schema, string paramName)
+    {
+        foreach (InputSpec input in Inputs)
+        {
+            DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
+            if (column is null)
+                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
+            string expected = $"Vector<Single, {input.RowSize}>";
+            if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
+                throw SchemaErrors.Mismatch(paramName, input.ColumnName, expected, SchemaShapes.Describe(column.Value.Type));
+            if (vector.Size != 0 && vector.Size != input.RowSize)
+                throw SchemaErrors.Mismatch(paramName, input.ColumnName, expected, SchemaShapes.Describe(column.Value.Type));
+        }
+    }
+
+    /// <summary>The estimator-level output shape for these inputs and outputs.</summary>
+    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName)
+    {
+        foreach (InputSpec input in inputs)
+        {
+            SchemaShape.Column column = shape.FirstOrDefault(c => c.Name == input.ColumnName);
+            if (column.Name is null)
+                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
+            if (column.Kind == SchemaShape.Column.VectorKind.Scalar || column.ItemType != NumberDataViewType.Single)
+                throw SchemaErrors.Mismatch(paramName, input.ColumnName, $"Vector<Single, {input.RowSize}>", SchemaShapes.Describe(column));
+        }
+        return SchemaShapes.With(shape, outputs.Select(o =>
+            SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
+    }
+
+    internal DataViewType OutputType(OutputSpec output)
+        => output.RowDims is null
+            ? new VectorDataViewType(NumberDataViewType.Single)
+            : new VectorDataViewType(NumberDataViewType.Single, output.RowSize);
+
+    /// <summary>A cursor's staging buffers: inputs and fixed-shape outputs, with their OrtValues for full batches.</summary>
+    internal sealed class Batch : IDisposable
+    {
+        private readonly OrtBatchScorer _scorer;
+        private readonly OrtValue[] _fullInputs;
+        private readonly OrtValue?[] _fullOutputs;
+        private readonly string[] _inputNames;
+        private readonly string[] _outputNames;
+        private readonly List<OrtValue> _transient = new();
+        private IDisposableReadOnlyCollection<OrtValue>? _allocated;
+
+        internal Batch(OrtBatchScorer scorer, bool[] outputActive)
+        {
+            _scorer = scorer;
+            int b = scorer.BatchSize;
+            InputBuffers = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
+            _fullInputs = scorer.Inputs.Select((i, k) => OrtValue.CreateTensorValueFromMemory(InputBuffers[k], Shape(b, i.RowDims))).ToArray();
+            ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
+            OutputBuffers = new float[scorer.Outputs.Length][];
+            _fullOutputs = new OrtValue?[scorer.Outputs.Length];
+            foreach (int k in ActiveOutputs)
+            {
+                OutputSpec o = scorer.Outputs[k];
+                if (o.RowDims is null)
+                    continue;
+                OutputBuffers[k] = new float[checked(o.RowSize * b)];
+                _fullOutputs[k] = OrtValue.CreateTensorValueFromMemory(OutputBuffers[k], Shape(b, o.RowDims));
+            }
+            _inputNames = scorer.Inputs.Select(i => i.TensorName).ToArray();
+            _outputNames = ActiveOutputs.Select(k => scorer.Outputs[k].TensorName).ToArray();
+            OutputRowSizes = scorer.Outputs.Select(o => o.RowSize).ToArray();
+        }
+
+        /// <summary>Row-major [BatchSize, rowSize] staging per input, filled by the cursor.</summary>
+        internal float[][] InputBuffers { get; }
+
+        /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
+        internal float[][] OutputBuffers { get; }
+
+        /// <summary>Per-row element count of each output (for variable shapes: of the last batch).</summary>
+        internal int[] OutputRowSizes { get; }
+
+        internal int[] ActiveOutputs { get; }
+
+        /// <summary>Runs the model on the first <paramref name="rows"/> rows of the input buffers.</summary>
+        internal void Run(int rows)
+        {
+            if (ActiveOutputs.Length == 0)
+                return;
+            DisposeTransient();
+            bool full = rows == _scorer.BatchSize;
+            var inputs = new OrtValue[_inputNames.Length];
+            for (int k = 0; k < inputs.Length; k++)
+                inputs[k] = full ? _fullInputs[k] : Transient(InputBuffers[k], rows, _scorer.Inputs[k].RowDims);
+
+            bool allFixed = ActiveOutputs.All(k => _scorer.Outputs[k].RowDims is not null);
+            if (allFixed)
+            {
+                var outputs = new OrtValue[ActiveOutputs.Length];
+                for (int j = 0; j < outputs.Length; j++)
+                {
+                    int k = ActiveOutputs[j];
+                    outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _scorer.Outputs[k].RowDims!);
+                }
+                _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
+                return;
+            }
+
+            // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
+            _allocated = _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames);
+            for (int j = 0; j < ActiveOutputs.Length; j++)
+            {
+                int k = ActiveOutputs[j];
+                ReadOnlySpan<float> data = _allocated[j].GetTensorDataAsSpan<float>();
+                if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
+                    OutputBuffers[k] = new float[data.Length];
+                data.CopyTo(OutputBuffers[k]);
+                OutputRowSizes[k] = rows == 0 ? 0 : data.Length / rows;
+            }
+            _allocated.Dispose();
+            _allocated = null;
+        }
+
+        private OrtValue Transient(float[] buffer, int rows, int[] rowDims)
+        {
+            int size = rowDims.Aggregate(1, (a, b) => a * b);
+            var value = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), Shape(rows, rowDims));
+            _transient.Add(value);
+            return value;
+        }
+
+        private void DisposeTransient()
+        {
+            foreach (OrtValue v in _transient)
+                v.Dispose();
+            _transient.Clear();
+        }
+
+        private static long[] Shape(int rows, int[] rowDims)
+        {
+            var shape = new long[rowDims.Length + 1];
+            shape[0] = rows;
+            for (int i = 0; i < rowDims.Length; i++)
+                shape[i + 1] = rowDims[i];
+            return shape;
+        }
+
+        public void Dispose()
+        {
+            DisposeTransient();
+            _allocated?.Dispose();
+            foreach (OrtValue v in _fullInputs)
+                v.Dispose();
+            foreach (OrtValue? v in _fullOutputs)
+                v?.Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        _runOptions.Dispose();
+        _session.Dispose();
+    }
+}
