@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test from a clean clone: builds the solution (which builds src/Native through CMake),
+# the native GoogleTest suite (CTest, then again under ASan+UBSan), and the xunit suite.
+# Usage: build/test.sh [--no-sanitize]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+sanitize=1
+[[ "${1:-}" == "--no-sanitize" ]] && sanitize=0
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+echo "== build (Release; native library through CMake)"
+dotnet build QatMl.sln -c Release -nologo -clp:ErrorsOnly
+
+echo "== native tests (CTest)"
+cmake --build artifacts/native/release --parallel 2
+ctest --test-dir artifacts/native/release --output-on-failure 2>&1 | tee "$log/ctest.txt"
+
+if (( sanitize )); then
+  echo "== native tests under AddressSanitizer + UndefinedBehaviorSanitizer (CTest)"
+  cmake --preset sanitize -S src/Native > /dev/null
+  cmake --build artifacts/native/sanitize --parallel 2
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir artifacts/native/sanitize --output-on-failure 2>&1 | tee "$log/ctest-sanitize.txt"
+fi
+
+echo "== managed tests (xunit)"
+dotnet test QatMl.sln -c Release --no-build -nologo 2>&1 | tee "$log/xunit.txt"
+
+# One closing line over all suites.
+native=$(cat "$log"/ctest*.txt | sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\1 \2/p' | awk '{f+=$1; t+=$2} END {print t-f, f}')
+managed=$(sed -n 's/.*Failed: *\([0-9]*\), Passed: *\([0-9]*\).*/\2 \1/p' "$log/xunit.txt" | awk '{p+=$1; f+=$2} END {print p+0, f+0}')
+read -r np nf <<< "$native"
+read -r mp mf <<< "$managed"
+echo "native (ctest): $np passed, $nf failed; managed (xunit): $mp passed, $mf failed"
+echo "total: $((np + mp)) passed, $((nf + mf)) failed"
