@@ -19,6 +19,9 @@ internal static class TestData
 
     public static string FmnistNetBn => Path("models", "fmnistnet_fp32_bn.onnx");
 
+    /// <summary>ResNet18.onnx from NuGet Microsoft.ML.DnnImageFeaturizer.ResNet18 (output folder's DnnImageModels/, else the NuGet cache).</summary>
+    public static string ResNet18Path => QatMl.Samples.ResNet18Images.ModelPath;
+
     public static string FashionMnistFolder => Path("fashion-mnist");
 
     private static string RepoRoot

@@ -140,4 +140,6 @@ QATML_API qatml_status qatml_context_get_num_threads(const qatml_context* contex
 } /* extern "C" */
 #endif
 
+#include "qatml_kernels.h"
+
 #endif /* QATML_QATML_H */

@@ -1,0 +1,278 @@
+using Google.Protobuf;
+using Microsoft.ML.Quantization.Onnx.Proto;
+
+namespace Microsoft.ML.Quantization.Onnx;
+
+/// <summary>How <see cref="OnnxModel.Save"/> writes a model.</summary>
+internal sealed record OnnxSaveOptions
+{
+    /// <summary>Initializers of at least this many bytes go to a side file; null keeps everything inline.</summary>
+    public long? ExternalDataThreshold { get; init; }
+
+    /// <summary>The side file's name, relative to the model's folder (default: model file name + ".data").</summary>
+    public string? ExternalDataFileName { get; init; }
+}
+
+/// <summary>
+/// An ONNX ModelProto held in memory. External tensor data is read into the tensors on load, so the
+/// object is self-contained; <see cref="Save"/> can externalize large tensors again.
+/// </summary>
+internal sealed class OnnxModel
+{
+    private const int MaxProtobufBytes = int.MaxValue;
+
+    private OnnxModel(ModelProto proto, string? sourceName)
+    {
+        Proto = proto;
+        SourceName = sourceName;
+        Proto.Graph ??= new GraphProto { Name = "graph" };
+        Graph = new OnnxGraph(Proto.Graph, this);
+    }
+
+    internal ModelProto Proto { get; }
+
+    /// <summary>The file (or name) the model came from, for error messages.</summary>
+    public string? SourceName { get; internal set; }
+
+    public OnnxGraph Graph { get; }
+
+    public long IrVersion { get => Proto.IrVersion; set => Proto.IrVersion = value; }
+
+    public string ProducerName { get => Proto.ProducerName; set => Proto.ProducerName = value; }
+
+    /// <summary>Opset per domain ("" is the default ai.onnx domain).</summary>
+    public IReadOnlyDictionary<string, long> OpsetImports =>
+        Proto.OpsetImport.GroupBy(o => NormalizeDomain(o.Domain)).ToDictionary(g => g.Key, g => g.Max(o => o.Version));
+
+    /// <summary>The default-domain opset (ai.onnx), or 0 when none is imported.</summary>
+    public long DefaultOpset => OpsetImports.TryGetValue("", out long v) ? v : 0;
+
+    public void SetOpset(string domain, long version)
+    {
+        domain = NormalizeDomain(domain);
+        var existing = Proto.OpsetImport.Where(o => NormalizeDomain(o.Domain) == domain).ToList();
+        foreach (var o in existing)
+            Proto.OpsetImport.Remove(o);
+        Proto.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });
+    }
+
+    internal static string NormalizeDomain(string domain) => domain == "ai.onnx" ? "" : domain;
+
+    internal string Describe => SourceName is null ? "ONNX model" : $"ONNX model '{SourceName}'";
+
+    public OnnxModel Clone() => new(Proto.Clone(), SourceName);
+
+    /// <summary>Reads a model file; external data is resolved relative to the file's folder.</summary>
+    public static OnnxModel Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(full);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidOnnxModelException($"ONNX model '{path}' could not be read: {e.Message}", e);
+        }
+        return Parse(bytes, Path.GetDirectoryName(full), path);
+    }
+
+    /// <summary>Parses ModelProto bytes. Without <paramref name="baseDirectory"/>, external data is refused.</summary>
+    public static OnnxModel Parse(ReadOnlySpan<byte> bytes, string? baseDirectory = null, string? sourceName = null)
+    {
+        string what = sourceName is null ? "ONNX model" : $"ONNX model '{sourceName}'";
+        if (bytes.IsEmpty)
+            throw new InvalidOnnxModelException($"{what} is empty: not an ONNX ModelProto.");
+        ModelProto proto;
+        try
+        {
+            proto = ModelProto.Parser.ParseFrom(bytes);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // InvalidProtocolBufferException mostly; anything the parser throws on hostile bytes is reported the same way.
+            throw new InvalidOnnxModelException($"{what} is truncated or not an ONNX ModelProto: {e.Message}", e);
+        }
+        // A random byte string can parse as a protobuf message with only unknown fields: demand the
+        // parts every ONNX model has.
+        if (proto.IrVersion <= 0 || proto.Graph is null)
+            throw new InvalidOnnxModelException($"{what} is truncated or not an ONNX ModelProto: " +
+                (proto.IrVersion <= 0 ? "it has no ir_version" : "it has no graph") + ".");
+        var model = new OnnxModel(proto, sourceName);
+        model.ResolveExternalData(baseDirectory);
+        return model;
+    }
+
+    /// <summary>The serialized model; every tensor inline.</summary>
+    public byte[] ToBytes()
+    {
+        try
+        {
+            return Proto.ToByteArray();
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or OverflowException)
+        {
+            throw new InvalidOnnxModelException($"{Describe} could not be serialized (ONNX protobuf files are limited to 2 GB; save with an external data threshold): {e.Message}", e);
+        }
+    }
+
+    /// <summary>Writes the model atomically (temporary file, then rename), optionally externalizing large tensors.</summary>
+    public void Save(string path, OnnxSaveOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        string folder = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(folder);
+        ModelProto toWrite = Proto;
+        string? dataTemp = null, dataFinal = null;
+        if (options?.ExternalDataThreshold is long threshold)
+        {
+            string dataName = options.ExternalDataFileName ?? Path.GetFileName(full) + ".data";
+            dataFinal = Path.GetFullPath(Path.Combine(folder, dataName));
+            CheckInside(folder, dataFinal, dataName, "<save>");
+            toWrite = Proto.Clone();
+            dataTemp = dataFinal + ".tmp-" + Guid.NewGuid().ToString("N");
+            using (var stream = new FileStream(dataTemp, FileMode.CreateNew, FileAccess.Write))
+            {
+                foreach (var tensor in AllTensors(toWrite.Graph))
+                {
+                    var t = new OnnxTensor(tensor);
+                    if (t.ElementType == OnnxElementType.String)
+                        continue;
+                    t.MakeRaw();
+                    if (tensor.RawData.Length < threshold)
+                        continue;
+                    // Offsets aligned to 4 KiB, as onnx's own writer does, so readers can mmap.
+                    long offset = (stream.Position + 4095) / 4096 * 4096;
+                    stream.SetLength(offset);
+                    stream.Position = offset;
+                    tensor.RawData.WriteTo(stream);
+                    tensor.ExternalData.Clear();
+                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName.Replace('\\', '/') });
+                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    tensor.DataLocation = TensorProto.Types.DataLocation.External;
+                    tensor.RawData = ByteString.Empty;
+                }
+            }
+        }
+        string temp = full + ".tmp-" + Guid.NewGuid().ToString("N");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+                toWrite.WriteTo(stream);
+            if (dataTemp is not null)
+                File.Move(dataTemp, dataFinal!, overwrite: true);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+                File.Delete(temp);
+            if (dataTemp is not null && File.Exists(dataTemp))
+                File.Delete(dataTemp);
+        }
+    }
+
+    /// <summary>Every TensorProto in the graph: initializers, Constant values and tensor attributes, subgraphs included.</summary>
+    internal static IEnumerable<TensorProto> AllTensors(GraphProto graph)
+    {
+        foreach (var t in graph.Initializer)
+            yield return t;
+        foreach (var node in graph.Node)
+            foreach (var a in node.Attribute)
+            {
+                if (a.T is not null)
+                    yield return a.T;
+                foreach (var t in a.Tensors)
+                    yield return t;
+                if (a.G is not null)
+                    foreach (var t in AllTensors(a.G))
+                        yield return t;
+                foreach (var g in a.Graphs)
+                    foreach (var t in AllTensors(g))
+                        yield return t;
+            }
+    }
+
+    private void ResolveExternalData(string? baseDirectory)
+    {
+        foreach (var tensor in AllTensors(Proto.Graph))
+        {
+            if (tensor.DataLocation != TensorProto.Types.DataLocation.External)
+                continue;
+            string? location = null;
+            long offset = 0, length = -1;
+            foreach (var kv in tensor.ExternalData)
+            {
+                switch (kv.Key)
+                {
+                    case "location": location = kv.Value; break;
+                    case "offset" when !long.TryParse(kv.Value, out offset) || offset < 0:
+                        throw new InvalidOnnxModelException($"{Describe}: external data offset '{kv.Value}' of tensor '{tensor.Name}' is not a non-negative integer.");
+                    case "length" when !long.TryParse(kv.Value, out length) || length < 0:
+                        throw new InvalidOnnxModelException($"{Describe}: external data length '{kv.Value}' of tensor '{tensor.Name}' is not a non-negative integer.");
+                }
+            }
+            if (string.IsNullOrEmpty(location))
+                throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' is marked external but has no 'location'.");
+            if (baseDirectory is null)
+                throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' has external data '{location}' but the model was parsed from bytes without a base directory.");
+            string folder = Path.GetFullPath(baseDirectory);
+            if (Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
+                throw new InvalidOnnxModelException($"External data location '{location}' of tensor '{tensor.Name}' escapes the model folder '{folder}'.");
+            string file = Path.GetFullPath(Path.Combine(folder, location));
+            CheckInside(folder, file, location, tensor.Name);
+            if (!File.Exists(file))
+                throw new InvalidOnnxModelException($"{Describe}: external data file '{location}' of tensor '{tensor.Name}' does not exist in '{folder}'.");
+            var elementSize = OnnxTensor.ElementSize((OnnxElementType)tensor.DataType);
+            long count = 1;
+            foreach (long d in tensor.Dims)
+                count *= d;
+            long expected = elementSize == 0 ? (count + 1) / 2 : count * elementSize;
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
+            if (length < 0)
+                length = elementSize >= 0 ? expected : stream.Length - offset;
+            if (elementSize >= 0 && length != expected)
+                throw new InvalidOnnxModelException($"{Describe}: external data of tensor '{tensor.Name}' is {length} bytes but its type and dims need {expected}.");
+            if (offset + length > stream.Length)
+                throw new InvalidOnnxModelException($"{Describe}: external data of tensor '{tensor.Name}' ({location}, offset {offset}, length {length}) runs past the end of the file ({stream.Length} bytes).");
+            var buffer = new byte[length];
+            stream.Position = offset;
+            stream.ReadExactly(buffer);
+            tensor.RawData = ByteString.CopyFrom(buffer);
+            tensor.ExternalData.Clear();
+            tensor.DataLocation = TensorProto.Types.DataLocation.Default;
+        }
+    }
+
+    /// <summary>Refuses a path outside <paramref name="folder"/>, following symbolic links on the way.</summary>
+    private static void CheckInside(string folder, string file, string location, string tensorName)
+    {
+        string root = Path.TrimEndingDirectorySeparator(folder) + Path.DirectorySeparatorChar;
+        if (!file.StartsWith(root, StringComparison.Ordinal))
+            throw new InvalidOnnxModelException($"External data location '{location}' of tensor '{tensorName}' escapes the model folder '{folder}'.");
+        // A link inside the folder may point out of it: resolve each existing component.
+        string current = Path.TrimEndingDirectorySeparator(folder);
+        foreach (string part in file[root.Length..].Split(Path.DirectorySeparatorChar))
+        {
+            current = Path.Combine(current, part);
+            FileSystemInfo info = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
+            if (!info.Exists || info.LinkTarget is null)
+                continue;
+            var target = info.ResolveLinkTarget(returnFinalTarget: true);
+            string resolved = target is null ? current : Path.GetFullPath(target.FullName);
+            string realRoot = Path.TrimEndingDirectorySeparator(ResolveReal(folder)) + Path.DirectorySeparatorChar;
+            if (!resolved.StartsWith(realRoot, StringComparison.Ordinal) && !resolved.StartsWith(root, StringComparison.Ordinal))
+                throw new InvalidOnnxModelException($"External data location '{location}' of tensor '{tensorName}' escapes the model folder '{folder}' through the link '{current}' -> '{resolved}'.");
+        }
+    }
+
+    private static string ResolveReal(string folder)
+    {
+        var info = new DirectoryInfo(folder);
+        return info.LinkTarget is null ? info.FullName : info.ResolveLinkTarget(true)?.FullName ?? info.FullName;
+    }
+}

@@ -1,0 +1,117 @@
+// Helpers of the kernel ABI layer (baseline code only; never include from an ISA translation unit).
+#pragma once
+
+#include "core/internal.h"
+#include "kernels/kernel_common.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace qatml {
+namespace kernels {
+
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+#define QATML_CHECK_POSITIVE(v, fn)                                                                     \
+    do {                                                                                                \
+        if ((v) <= 0 || (v) > ::qatml::kernels::kMaxElements)                                          \
+            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' = %lld must be in 1..2^40", fn, #v,   \
+                                 static_cast<long long>(v));                                            \
+    } while (0)
+
+#define QATML_CHECK_ALIGNED(ptr, align, fn)                                                              \
+    do {                                                                                                \
+        if ((ptr) != nullptr && reinterpret_cast<uintptr_t>(ptr) % (align) != 0)                        \
+            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' (%p) is not aligned to %d bytes", fn,  \
+                                 #ptr, static_cast<const void*>(ptr), static_cast<int>(align));          \
+    } while (0)
+
+// a*b(*c) with overflow and range check; false and error set on failure.
+bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out);
+
+// Validates the context: NULL or a live CPU context. CUDA contexts: QATML_UNSUPPORTED.
+qatml_status check_context(const qatml_context* ctx, const char* fn);
+qatml_device context_device(const qatml_context* ctx);
+
+bool type_range(int32_t type, int32_t* lo, int32_t* hi);
+const char* type_name(int32_t type);
+
+// 64-byte aligned byte buffer, uninitialised (packing writes what the kernels read).
+struct AlignedBuffer {
+    uint8_t* data = nullptr;
+    int64_t size = 0;
+    AlignedBuffer() = default;
+    explicit AlignedBuffer(int64_t bytes) { resize(bytes); }
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    ~AlignedBuffer() { std::free(data); }
+    void zero() {
+        if (data) std::memset(data, 0, static_cast<size_t>(size));
+    }
+    void resize(int64_t bytes) {
+        std::free(data);
+        data = nullptr;
+        size = bytes;
+        if (bytes > 0) {
+            data = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64)));
+            if (!data) throw std::bad_alloc();
+        }
+    }
+};
+
+// Validated epilogue in kernel terms.
+struct Epilogue {
+    int out_type = QATML_TYPE_INT32;
+    const int32_t* bias = nullptr;
+    std::vector<float> mult;  // one per channel (expanded)
+    int32_t zp = 0, lo = 0, hi = 0;
+};
+qatml_status check_epilogue(const qatml_epilogue* ep, int64_t channels, Epilogue* out, const char* fn);
+
+// Scalar requantization, the reference every fast path matches bit for bit.
+inline int32_t requant_one(int32_t acc, float mult, int32_t zp, int32_t lo, int32_t hi) {
+    float f = static_cast<float>(acc) * mult;
+    const float lf = static_cast<float>(lo - zp), hf = static_cast<float>(hi - zp);
+    f = f < lf ? lf : f;
+    f = f > hf ? hf : f;
+    return static_cast<int32_t>(std::nearbyint(f)) + zp;
+}
+inline void store_out(const Epilogue& e, int32_t acc, int64_t channel, void* out, int64_t index) {
+    if (e.out_type == QATML_TYPE_INT32) {
+        static_cast<int32_t*>(out)[index] = acc;
+    } else {
+        const int32_t v = requant_one(acc, e.mult[static_cast<size_t>(channel)], e.zp, e.lo, e.hi);
+        if (e.out_type == QATML_TYPE_UINT8) static_cast<uint8_t*>(out)[index] = static_cast<uint8_t>(v);
+        else static_cast<int8_t*>(out)[index] = static_cast<int8_t>(v);
+    }
+}
+inline int64_t elem_size(int32_t type) { return type == QATML_TYPE_INT32 || type == QATML_TYPE_FLOAT32 ? 4 : 1; }
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+inline uint32_t wrap_mul(int32_t a, int32_t b) { return static_cast<uint32_t>(a) * static_cast<uint32_t>(b); }
+
+// Runs the ISA driver.
+void run_gemm(int isa, const GemmCall& call);
+
+}  // namespace kernels
+}  // namespace qatml
+
+// Packed weights (HandleKind::PackedWeights).
+struct qatml_packed_weights {
+    qatml::HandleKind kind = qatml::HandleKind::PackedWeights;
+    int32_t role = 0;  // 1 = GEMM B, 2 = convolution
+    qatml_device device{};
+    int32_t isa = QATML_ISA_SCALAR;
+    int mr = 1, nr = 1;
+    int64_t k = 0, n = 0, k4 = 0;  // reduction length (per group) and output channels (all groups)
+    int64_t groups = 1, cpg = 0, kh = 1, kw = 1, mpg = 0;
+    std::vector<int8_t> plain;         // scalar / depthwise: GEMM [K, N]; conv [M, K]
+    qatml::kernels::AlignedBuffer packed;  // GEMM: vector panels; conv: broadcast tiles per group
+    int64_t group_stride = 0;          // conv: bytes between groups in `packed`
+    std::vector<int32_t> wsum, zw;     // per channel: sum of weights, weight zero point
+    bool has_zw = false;
+    bool depthwise = false;
+};

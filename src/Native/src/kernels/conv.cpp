@@ -1,0 +1,505 @@
+// 2-D convolution over NCHW u8/s8 activations: im2col into packed panels + the packed GEMM
+// (weights broadcast, pixels in vector lanes), a direct kernel for depthwise, a scalar reference.
+#include "kernels/abi_util.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <emmintrin.h>  // SSE2: part of baseline x86-64
+
+namespace qatml {
+namespace kernels {
+void pack_bc_tiles(const uint8_t* src, int64_t rows, int64_t kk, int64_t ld, int mr, int64_t k4, uint8_t flip,
+                   uint8_t* dst, int32_t* rowsum);
+
+namespace {
+
+struct Geometry {
+    int64_t n, c, h, w, m, groups, cpg, mpg, kh, kw, oh, ow;
+    int64_t sh, sw, pt, pl, dh, dw;
+};
+
+inline int8_t weight_at(const void* w, int32_t type, int64_t i) {
+    if (type == QATML_TYPE_INT8) return static_cast<const int8_t*>(w)[i];
+    const uint8_t byte = static_cast<const uint8_t*>(w)[i >> 1];
+    const int v = (i & 1) ? (byte >> 4) : (byte & 0x0f);
+    return static_cast<int8_t>(v >= 8 ? v - 16 : v);
+}
+
+// Direct kernel: reference for every convolution and the depthwise path. Works on raw values.
+void conv_direct(const Geometry& g, const uint8_t* x, bool x_signed, int32_t xz, const qatml_packed_weights& w,
+                 const Epilogue& ep, void* y) {
+    const int64_t kg = g.cpg * g.kh * g.kw;
+    for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t oc = 0; oc < g.m; ++oc) {
+            const int64_t grp = oc / g.mpg;
+            const int32_t zw = w.zw[static_cast<size_t>(oc)];
+            const int8_t* wr = w.plain.data() + oc * kg;
+            for (int64_t oy = 0; oy < g.oh; ++oy)
+                for (int64_t ox = 0; ox < g.ow; ++ox) {
+                    uint32_t acc = ep.bias ? static_cast<uint32_t>(ep.bias[oc]) : 0u;
+                    for (int64_t ci = 0; ci < g.cpg; ++ci) {
+                        const uint8_t* plane = x + ((n * g.c) + grp * g.cpg + ci) * g.h * g.w;
+                        for (int64_t ky = 0; ky < g.kh; ++ky) {
+                            const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+                            if (iy < 0 || iy >= g.h) continue;  // padding: x = zero point, contributes 0
+                            for (int64_t kx = 0; kx < g.kw; ++kx) {
+                                const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+                                if (ix < 0 || ix >= g.w) continue;
+                                const uint8_t raw = plane[iy * g.w + ix];
+                                const int32_t xv = x_signed ? int32_t(int8_t(raw)) : int32_t(raw);
+                                acc += wrap_mul(xv - xz, wr[(ci * g.kh + ky) * g.kw + kx] - zw);
+                            }
+                        }
+                    }
+                    store_out(ep, static_cast<int32_t>(acc), oc, y, ((n * g.m + oc) * g.oh + oy) * g.ow + ox);
+                }
+        }
+}
+
+// Depthwise (groups == C == M): per channel, a padded int16 plane of (x - x_zp) (padding 0) and a
+// tap-by-tap multiply-accumulate into an int32 plane; the inner loop runs over output columns and
+// vectorises at the baseline ISA. Exact integer arithmetic, so identical to conv_direct.
+void conv_depthwise(const Geometry& g, const uint8_t* x, bool x_signed, int32_t xz, const qatml_packed_weights& w,
+                    const Epilogue& ep, void* y) {
+    const int64_t hp = g.h + g.pt + (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, wp = g.w + g.pl + (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+    std::vector<int16_t> plane(static_cast<size_t>(hp * wp));
+    std::vector<int32_t> acc(static_cast<size_t>(g.oh * g.ow));
+    for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t c = 0; c < g.c; ++c) {
+            std::fill(plane.begin(), plane.end(), int16_t(0));
+            const uint8_t* src = x + (n * g.c + c) * g.h * g.w;
+            for (int64_t iy = 0; iy < g.h; ++iy)
+                for (int64_t ix = 0; ix < g.w; ++ix) {
+                    const int32_t v = x_signed ? int32_t(int8_t(src[iy * g.w + ix])) : int32_t(src[iy * g.w + ix]);
+                    plane[static_cast<size_t>((iy + g.pt) * wp + ix + g.pl)] = static_cast<int16_t>(v - xz);
+                }
+            const int32_t b = ep.bias ? ep.bias[c] : 0;
+            std::fill(acc.begin(), acc.end(), b);
+            const int8_t* wr = w.plain.data() + c * g.kh * g.kw;
+            const int32_t zw = w.zw[static_cast<size_t>(c)];
+            for (int64_t ky = 0; ky < g.kh; ++ky)
+                for (int64_t kx = 0; kx < g.kw; ++kx) {
+                    const int32_t wv = wr[ky * g.kw + kx] - zw;
+                    for (int64_t oy = 0; oy < g.oh; ++oy) {
+                        const int16_t* pr = plane.data() + (oy * g.sh + ky * g.dh) * wp + kx * g.dw;
+                        int32_t* ar = acc.data() + oy * g.ow;
+                        if (g.sw == 1) {
+                            for (int64_t ox = 0; ox < g.ow; ++ox) ar[ox] += int32_t(pr[ox]) * wv;
+                        } else {
+                            for (int64_t ox = 0; ox < g.ow; ++ox) ar[ox] += int32_t(pr[ox * g.sw]) * wv;
+                        }
+                    }
+                }
+            const int64_t base = (n * g.m + c) * g.oh * g.ow;
+            for (int64_t i = 0; i < g.oh * g.ow; ++i) store_out(ep, acc[static_cast<size_t>(i)], c, y, base + i);
+        }
+}
+
+// The input planes of one image and group with the padding materialised (value `pad`) and the
+// XOR flip applied: [cpg][hp][wp] plus 16 bytes of slack for over-reading 16-byte copies.
+struct PaddedPlanes {
+    int64_t hp = 0, wp = 0;
+    uint8_t* data = nullptr;
+};
+void pad_planes(const Geometry& g, const uint8_t* img, uint8_t flip, uint8_t pad, PaddedPlanes& pp) {
+    // Locals: byte stores may alias anything, which would otherwise reload g's fields per byte.
+    const int64_t h = g.h, w = g.w, pt = g.pt, pl = g.pl, hp = pp.hp, wp = pp.wp, cpg = g.cpg;
+    const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
+    for (int64_t ci = 0; ci < cpg; ++ci) {
+        uint8_t* dst = pp.data + ci * hp * wp;
+        const uint8_t* src = img + ci * h * w;
+        std::memset(dst, pad, static_cast<size_t>(pt * wp));
+        for (int64_t y = 0; y < h; ++y) {
+            uint8_t* d = dst + (pt + y) * wp;
+            const uint8_t* s = src + y * w;
+            std::memset(d, pad, static_cast<size_t>(pl));
+            int64_t x = 0;
+            if (flip == 0) {
+                std::memcpy(d + pl, s, static_cast<size_t>(w));
+                x = w;
+            }
+            for (; x + 16 <= w; x += 16)
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + pl + x),
+                                 _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + x)), fl));
+            for (; x < w; ++x) d[pl + x] = static_cast<uint8_t>(s[x] ^ flip);
+            std::memset(d + pl + w, pad, static_cast<size_t>(wp - pl - w));
+        }
+        std::memset(dst + (pt + h) * wp, pad, static_cast<size_t>((hp - pt - h) * wp));
+    }
+}
+
+// One im2col row: the bytes that reduction index kk (channel ci, tap ky, kx) reads for output
+// pixels [p0, p0 + np). May write up to 15 bytes past row + np.
+void im2col_row(const Geometry& g, const PaddedPlanes& pp, int64_t kk, int64_t p0, int64_t np, uint8_t* row) {
+    const int64_t ci = kk / (g.kh * g.kw), ky = (kk / g.kw) % g.kh, kx = kk % g.kw;
+    const uint8_t* plane = pp.data + ci * pp.hp * pp.wp + ky * g.dh * pp.wp + kx * g.dw;
+    int64_t j = 0;
+    int64_t oy = p0 / g.ow, ox0 = p0 % g.ow;
+    while (j < np) {
+        const int64_t run = std::min(np - j, g.ow - ox0);
+        const uint8_t* src = plane + oy * g.sh * pp.wp + ox0 * g.sw;
+        uint8_t* d = row + j;
+        if (g.sw == 1) {
+            for (int64_t t = 0; t < run; t += 16)
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + t), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t)));
+        } else {
+            for (int64_t t = 0; t < run; ++t) d[t] = src[t * g.sw];
+        }
+        j += run;
+        ox0 = 0;
+        ++oy;
+    }
+}
+
+// im2col of pixels [p0, p0 + np) of one image and group into vector panels [np/nr][k4][nr][4]:
+// four im2col rows at a time, interleaved 4 x 16 bytes with SSE2 (baseline x86-64).
+void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t p0, int64_t np, int nr, int64_t k4,
+                   uint8_t* dst, int32_t* colsum, uint8_t* rows) {
+    const int64_t kg = g.cpg * g.kh * g.kw;
+    const int64_t npad = round_up(np, nr);
+    const int64_t stride = round_up(npad, 16);
+    for (int64_t g4 = 0; g4 < k4; ++g4) {
+        for (int q = 0; q < 4; ++q) {
+            uint8_t* row = rows + q * stride;
+            const int64_t kk = g4 * 4 + q;
+            if (kk < kg) {
+                im2col_row(g, pp, kk, p0, np, row);
+                std::memset(row + np, 0, static_cast<size_t>(stride - np));
+            } else {
+                std::memset(row, 0, static_cast<size_t>(stride));
+            }
+        }
+        for (int64_t j = 0; j < npad; j += 16) {
+            const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + j));
+            const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + stride + j));
+            const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + 2 * stride + j));
+            const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + 3 * stride + j));
+            const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+            const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+            uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_unpacklo_epi16(t0, t2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), _mm_unpackhi_epi16(t0, t2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), _mm_unpacklo_epi16(t1, t3));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), _mm_unpackhi_epi16(t1, t3));
+        }
+    }
+    if (colsum) {
+        for (int64_t j = 0; j < npad; ++j) colsum[j] = 0;
+        for (int64_t j = 0; j < np; ++j) {
+            int32_t s = 0;
+            for (int64_t g4 = 0; g4 < k4; ++g4) {
+                const uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
+                s += d[0] + d[1] + d[2] + d[3];
+            }
+            colsum[j] = s;
+        }
+    }
+}
+
+// Stride 1: over the padded planes, output pixel (oy, ox) on a grid wp wide ("virtual" pixel
+// q = oy * wp + ox, columns ox >= OW are computed and dropped) reads plane[q + ky*dh*wp + kx*dw], so
+// every reduction row is one contiguous slice and the panels are built in a single pass.
+void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t p0, int64_t np, int nr, int64_t k4,
+                        uint8_t* dst, int32_t* colsum, const uint8_t* zeros) {
+    const int64_t kg = g.cpg * g.kh * g.kw;
+    const int64_t npad = round_up(np, nr);
+    for (int64_t g4 = 0; g4 < k4; ++g4) {
+        const uint8_t* src[4];
+        for (int q = 0; q < 4; ++q) {
+            const int64_t kk = g4 * 4 + q;
+            if (kk < kg) {
+                const int64_t ci = kk / (g.kh * g.kw), ky = (kk / g.kw) % g.kh, kx = kk % g.kw;
+                src[q] = pp.data + ci * pp.hp * pp.wp + ky * g.dh * pp.wp + kx * g.dw + p0;
+            } else {
+                src[q] = zeros;
+            }
+        }
+        for (int64_t j = 0; j < npad; j += 16) {
+            const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[0] + j));
+            const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[1] + j));
+            const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[2] + j));
+            const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[3] + j));
+            const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+            const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+            uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_unpacklo_epi16(t0, t2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), _mm_unpackhi_epi16(t0, t2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), _mm_unpacklo_epi16(t1, t3));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), _mm_unpackhi_epi16(t1, t3));
+        }
+    }
+    if (colsum) {
+        for (int64_t j = 0; j < npad; ++j) colsum[j] = 0;
+        for (int64_t j = 0; j < np; ++j) {
+            int32_t s = 0;
+            for (int64_t g4 = 0; g4 < k4; ++g4) {
+                const uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
+                s += d[0] + d[1] + d[2] + d[3];
+            }
+            colsum[j] = s;
+        }
+    }
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace qatml
+
+using namespace qatml;
+using namespace qatml::kernels;
+
+extern "C" {
+
+QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const void* w, int32_t w_type,
+                                               int64_t out_channels, int64_t in_channels_per_group,
+                                               int64_t kernel_h, int64_t kernel_w, int64_t groups,
+                                               const int32_t* w_zero_points, qatml_packed_weights** out_packed) {
+    static const char* fn = "qatml_conv_pack_weights";
+    return guarded(fn, [&]() -> qatml_status {
+        QATML_CHECK_NOT_NULL(out_packed, fn);
+        *out_packed = nullptr;
+        qatml_status st = check_context(ctx, fn);
+        if (st != QATML_OK) return st;
+        QATML_CHECK_NOT_NULL(w, fn);
+        QATML_CHECK_ALIGNED(w_zero_points, 4, fn);
+        QATML_CHECK_POSITIVE(out_channels, fn);
+        QATML_CHECK_POSITIVE(in_channels_per_group, fn);
+        QATML_CHECK_POSITIVE(kernel_h, fn);
+        QATML_CHECK_POSITIVE(kernel_w, fn);
+        QATML_CHECK_POSITIVE(groups, fn);
+        if (w_type != QATML_TYPE_INT8 && w_type != QATML_TYPE_INT4)
+            return fail(QATML_INVALID_ARGUMENT, "%s: w_type %d must be INT8 or INT4", fn, w_type);
+        if (out_channels % groups != 0)
+            return fail(QATML_INVALID_ARGUMENT, "%s: out_channels %lld is not a multiple of groups %lld", fn,
+                        (long long)out_channels, (long long)groups);
+        int64_t khw = 0, kg = 0, total = 0;
+        if (!checked_mul(fn, "kH*kW", kernel_h, kernel_w, &khw) || !checked_mul(fn, "C/g*kH*kW", khw, in_channels_per_group, &kg) ||
+            !checked_mul(fn, "M*C/g*kH*kW", kg, out_channels, &total))
+            return QATML_INVALID_ARGUMENT;
+        int32_t zlo = 0, zhi = 0;
+        type_range(w_type, &zlo, &zhi);
+        bool has_zw = false;
+        if (w_zero_points)
+            for (int64_t i = 0; i < out_channels; ++i) {
+                if (w_zero_points[i] < zlo || w_zero_points[i] > zhi)
+                    return fail(QATML_INVALID_ARGUMENT, "%s: w_zero_points[%lld] = %d is outside the %s range", fn,
+                                (long long)i, w_zero_points[i], type_name(w_type));
+                has_zw |= w_zero_points[i] != 0;
+            }
+        qatml_isa isa = QATML_ISA_SCALAR;
+        if (!active_isa(&isa, fn)) return QATML_INVALID_ARGUMENT;
+
+        auto pw = std::make_unique<qatml_packed_weights>();
+        pw->role = 2;
+        pw->device = context_device(ctx);
+        pw->isa = isa;
+        isa_tile(isa, &pw->mr, &pw->nr);
+        pw->k = kg;
+        pw->n = out_channels;
+        pw->k4 = (kg + 3) / 4;
+        pw->groups = groups;
+        pw->cpg = in_channels_per_group;
+        pw->kh = kernel_h;
+        pw->kw = kernel_w;
+        pw->mpg = out_channels / groups;
+        pw->depthwise = in_channels_per_group == 1 && pw->mpg == 1;
+        pw->has_zw = has_zw;
+        pw->zw.assign(static_cast<size_t>(out_channels), 0);
+        if (has_zw) std::copy(w_zero_points, w_zero_points + out_channels, pw->zw.begin());
+        std::vector<int8_t> plain(static_cast<size_t>(total));
+        pw->wsum.assign(static_cast<size_t>(out_channels), 0);
+        for (int64_t i = 0; i < total; ++i) {
+            plain[static_cast<size_t>(i)] = weight_at(w, w_type, i);
+            pw->wsum[static_cast<size_t>(i / kg)] += plain[static_cast<size_t>(i)];
+        }
+        if (isa == QATML_ISA_SCALAR || pw->depthwise) {
+            pw->plain = std::move(plain);
+        } else {
+            pw->group_stride = round_up(pw->mpg, pw->mr) * pw->k4 * 4;
+            pw->packed.resize(pw->group_stride * groups);
+            pw->packed.zero();
+            for (int64_t g = 0; g < groups; ++g)
+                pack_bc_tiles(reinterpret_cast<const uint8_t*>(plain.data()) + g * pw->mpg * kg, pw->mpg, kg, kg, pw->mr,
+                              pw->k4, 0, pw->packed.data + g * pw->group_stride, nullptr);
+        }
+        register_handle(pw.get(), HandleKind::PackedWeights);
+        *out_packed = pw.release();
+        return QATML_OK;
+    });
+}
+
+QATML_API qatml_status qatml_conv2d_output_size(const qatml_conv2d_params* p, int64_t kernel_h, int64_t kernel_w,
+                                                int64_t* out_h, int64_t* out_w) {
+    static const char* fn = "qatml_conv2d_output_size";
+    return guarded(fn, [&]() -> qatml_status {
+        QATML_CHECK_NOT_NULL(p, fn);
+        QATML_CHECK_NOT_NULL(out_h, fn);
+        QATML_CHECK_NOT_NULL(out_w, fn);
+        QATML_CHECK_POSITIVE(kernel_h, fn);
+        QATML_CHECK_POSITIVE(kernel_w, fn);
+        QATML_CHECK_POSITIVE(p->height, fn);
+        QATML_CHECK_POSITIVE(p->width, fn);
+        QATML_CHECK_POSITIVE(p->stride_h, fn);
+        QATML_CHECK_POSITIVE(p->stride_w, fn);
+        QATML_CHECK_POSITIVE(p->dilation_h, fn);
+        QATML_CHECK_POSITIVE(p->dilation_w, fn);
+        if (p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 || p->pad_right < 0 || p->pad_top > (1 << 20) ||
+            p->pad_left > (1 << 20) || p->pad_bottom > (1 << 20) || p->pad_right > (1 << 20))
+            return fail(QATML_INVALID_ARGUMENT, "%s: pads must be in 0..2^20", fn);
+        if (kernel_h > (1 << 20) || kernel_w > (1 << 20) || p->dilation_h > (1 << 20) || p->dilation_w > (1 << 20))
+            return fail(QATML_INVALID_ARGUMENT, "%s: kernel and dilation must be <= 2^20", fn);
+        const int64_t eh = p->dilation_h * (kernel_h - 1) + 1, ew = p->dilation_w * (kernel_w - 1) + 1;
+        const int64_t hh = p->height + p->pad_top + p->pad_bottom, ww = p->width + p->pad_left + p->pad_right;
+        if (hh < eh || ww < ew)
+            return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld (dilated) kernel does not fit the padded %lldx%lld input",
+                        fn, (long long)eh, (long long)ew, (long long)hh, (long long)ww);
+        *out_h = (hh - eh) / p->stride_h + 1;
+        *out_w = (ww - ew) / p->stride_w + 1;
+        return QATML_OK;
+    });
+}
+
+QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
+                                    int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
+                                    const qatml_epilogue* epilogue, void* y) {
+    static const char* fn = "qatml_conv2d";
+    return guarded(fn, [&]() -> qatml_status {
+        qatml_status st = check_context(ctx, fn);
+        if (st != QATML_OK) return st;
+        QATML_CHECK_NOT_NULL(params, fn);
+        QATML_CHECK_HANDLE(w, HandleKind::PackedWeights, fn);
+        if (w->role != 2) return fail(QATML_INVALID_ARGUMENT, "%s: packed weights are GEMM B, not convolution weights", fn);
+        QATML_CHECK_NOT_NULL(x, fn);
+        QATML_CHECK_NOT_NULL(y, fn);
+        QATML_CHECK_POSITIVE(params->batch, fn);
+        QATML_CHECK_POSITIVE(params->channels, fn);
+        if (params->channels != w->cpg * w->groups)
+            return fail(QATML_INVALID_ARGUMENT, "%s: input has %lld channels but the weights expect %lld (%lld groups x %lld)",
+                        fn, (long long)params->channels, (long long)(w->cpg * w->groups), (long long)w->groups,
+                        (long long)w->cpg);
+        Geometry g{};
+        if ((st = qatml_conv2d_output_size(params, w->kh, w->kw, &g.oh, &g.ow)) != QATML_OK) return st;
+        int64_t t = 0, in_elems = 0, out_elems = 0;
+        if (!checked_mul(fn, "N*C", params->batch, params->channels, &t) || !checked_mul(fn, "N*C*H", t, params->height, &t) ||
+            !checked_mul(fn, "N*C*H*W", t, params->width, &in_elems) || !checked_mul(fn, "N*M", params->batch, w->n, &t) ||
+            !checked_mul(fn, "N*M*OH", t, g.oh, &t) || !checked_mul(fn, "N*M*OH*OW", t, g.ow, &out_elems))
+            return QATML_INVALID_ARGUMENT;
+        int32_t xlo = 0, xhi = 0;
+        if ((x_type != QATML_TYPE_UINT8 && x_type != QATML_TYPE_INT8) || !type_range(x_type, &xlo, &xhi))
+            return fail(QATML_INVALID_ARGUMENT, "%s: x_type %d must be UINT8 or INT8", fn, x_type);
+        if (x_zero_point < xlo || x_zero_point > xhi)
+            return fail(QATML_INVALID_ARGUMENT, "%s: x_zero_point %d is outside the %s range", fn, x_zero_point,
+                        type_name(x_type));
+        Epilogue ep;
+        if ((st = check_epilogue(epilogue, w->n, &ep, fn)) != QATML_OK) return st;
+        if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(y, 4, fn);
+        if (context_device(ctx).kind != w->device.kind)
+            return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        g.n = params->batch; g.c = params->channels; g.h = params->height; g.w = params->width;
+        g.m = w->n; g.groups = w->groups; g.cpg = w->cpg; g.mpg = w->mpg; g.kh = w->kh; g.kw = w->kw;
+        g.sh = params->stride_h; g.sw = params->stride_w; g.pt = params->pad_top; g.pl = params->pad_left;
+        g.dh = params->dilation_h; g.dw = params->dilation_w;
+        const uint8_t* x8 = static_cast<const uint8_t*>(x);
+        const bool xs = x_type == QATML_TYPE_INT8;
+        if (w->isa == QATML_ISA_SCALAR) {
+            conv_direct(g, x8, xs, x_zero_point, *w, ep, y);  // the reference
+            return QATML_OK;
+        }
+        if (w->depthwise) {
+            conv_depthwise(g, x8, xs, x_zero_point, *w, ep, y);
+            return QATML_OK;
+        }
+        const uint8_t flip = xs ? 0x80 : 0x00;
+        const int32_t za = xs ? x_zero_point + 128 : x_zero_point;
+        const uint8_t pad = static_cast<uint8_t>(za);
+        const int mr = w->mr, nr = w->nr;
+        const int64_t k4 = w->k4, kg = w->k, P = g.oh * g.ow;
+        const int64_t mpad = round_up(g.m, mr);
+        std::vector<int32_t> rowadd(static_cast<size_t>(mpad), 0), rowmul(static_cast<size_t>(mpad), 0);
+        std::vector<float> mult(static_cast<size_t>(mpad), 1.0f);
+        for (int64_t oc = 0; oc < g.m; ++oc) {
+            const int32_t zw = w->zw[static_cast<size_t>(oc)];
+            uint32_t v = ep.bias ? static_cast<uint32_t>(ep.bias[oc]) : 0u;
+            v -= wrap_mul(za, w->wsum[static_cast<size_t>(oc)]);
+            v += static_cast<uint32_t>(kg) * static_cast<uint32_t>(za) * static_cast<uint32_t>(zw);
+            rowadd[static_cast<size_t>(oc)] = static_cast<int32_t>(v);
+            rowmul[static_cast<size_t>(oc)] = static_cast<int32_t>(0u - static_cast<uint32_t>(zw));
+            if (ep.out_type != QATML_TYPE_INT32) mult[static_cast<size_t>(oc)] = ep.mult[static_cast<size_t>(oc)];
+        }
+        // Stride 1 computes on the padded-width grid (see panels_from_planes) into a staging buffer.
+        const bool grid = g.sh == 1 && g.sw == 1;
+        PaddedPlanes pp;
+        pp.hp = g.h + params->pad_top + params->pad_bottom;
+        pp.wp = g.w + params->pad_left + params->pad_right;
+        const int64_t pv = grid ? g.oh * pp.wp : P;  // pixels the GEMM computes per image and group
+        // Pixel chunk: packed panels of about 192 KiB.
+        int64_t chunk = std::max<int64_t>(nr, (196608 / (k4 * 4)) / nr * nr);
+        chunk = std::min(chunk, round_up(pv, nr));
+        AlignedBuffer panels(chunk * k4 * 4), rows(grid ? 0 : 4 * round_up(chunk, 16) + 16);
+        AlignedBuffer planes(g.cpg * pp.hp * pp.wp + (g.kw - 1) * g.dw + nr + 64);
+        pp.data = planes.data;
+        AlignedBuffer zeros(grid ? round_up(chunk, 16) + 16 : 0);
+        zeros.zero();
+        const int64_t kc4 = 256;
+        AlignedBuffer scratch(k4 > kc4 ? round_up(g.mpg, mr) * chunk * 4 : 0);
+        const int64_t esz = elem_size(ep.out_type);
+        AlignedBuffer staging(grid ? g.mpg * chunk * esz : 0);
+        std::vector<int32_t> coladd(static_cast<size_t>(chunk), 0), colsum(static_cast<size_t>(chunk), 0);
+        for (int64_t n = 0; n < g.n; ++n)
+            for (int64_t grp = 0; grp < g.groups; ++grp) {
+                const uint8_t* img = x8 + (n * g.c + grp * g.cpg) * g.h * g.w;
+                pad_planes(g, img, flip, pad, pp);
+                uint8_t* out0 = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
+                for (int64_t p0 = 0; p0 < pv; p0 += chunk) {
+                    const int64_t np = std::min(chunk, pv - p0);
+                    if (grid)
+                        panels_from_planes(g, pp, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr,
+                                           zeros.data);
+                    else
+                        im2col_panels(g, pp, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr, rows.data);
+                    GemmCall call{};
+                    call.bc = w->packed.data + grp * w->group_stride;
+                    call.vec = panels.data;
+                    call.rows = g.mpg;
+                    call.cols = np;
+                    call.k4 = k4;
+                    call.bc_signed = true;
+                    call.rowadd = rowadd.data() + grp * g.mpg;
+                    call.coladd = coladd.data();
+                    call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;
+                    call.colmul = colsum.data();
+                    call.mult = mult.data() + grp * g.mpg;
+                    call.mult_per_row = true;
+                    call.out_type = ep.out_type;
+                    call.zp = ep.zp;
+                    call.lo = ep.lo;
+                    call.hi = ep.hi;
+                    call.out = grid ? staging.data : out0 + p0 * esz;
+                    call.ldc = grid ? chunk : P;
+                    call.kc4 = kc4;
+                    call.scratch = reinterpret_cast<int32_t*>(scratch.data);
+                    call.scratch_ld = chunk;
+                    run_gemm(w->isa, call);
+                    if (grid) {  // drop the columns ox >= OW and store NCHW
+                        for (int64_t m = 0; m < g.mpg; ++m) {
+                            const uint8_t* srow = staging.data + m * chunk * esz;
+                            uint8_t* drow = out0 + m * P * esz;
+                            int64_t q = p0;
+                            while (q < p0 + np) {
+                                const int64_t oy = q / pp.wp, ox = q % pp.wp;
+                                const int64_t run = std::min(pp.wp - ox, p0 + np - q);
+                                const int64_t keep = std::max<int64_t>(0, std::min(run, g.ow - ox));
+                                if (keep > 0)
+                                    std::memcpy(drow + (oy * g.ow + ox) * esz, srow + (q - p0) * esz, static_cast<size_t>(keep * esz));
+                                q += run;
+                            }
+                        }
+                    }
+                }
+            }
+        return QATML_OK;
+    });
+}
+
+}  // extern "C"

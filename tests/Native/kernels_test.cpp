@@ -1,0 +1,501 @@
+// INT8 kernels: every fast path bit-exact against the scalar path on random shapes, the ONNX integer
+// operators on hand-made cases, and argument validation at the ABI.
+#include "qatml/qatml.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct IsaCap {  // sets the programmatic ISA cap for one scope
+    explicit IsaCap(int isa) { EXPECT_EQ(qatml_cpu_set_max_isa(isa), QATML_OK); }
+    ~IsaCap() { qatml_cpu_set_max_isa(-1); }
+};
+
+std::vector<int> fast_isas() {
+    int32_t det = 0;
+    qatml_cpu_detected_isa(&det);
+    std::vector<int> v;
+    for (int i = QATML_ISA_AVX2; i <= det; ++i) v.push_back(i);
+    return v;
+}
+
+struct Packed {
+    qatml_packed_weights* p = nullptr;
+    ~Packed() { qatml_packed_weights_destroy(p); }
+};
+
+std::mt19937& rng() {  // QATML_TEST_SEED varies the random shapes (default 12345)
+    static std::mt19937 r(std::getenv("QATML_TEST_SEED") ? unsigned(std::strtoul(std::getenv("QATML_TEST_SEED"), nullptr, 10))
+                                                         : 12345u);
+    return r;
+}
+int rnd(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
+
+template <typename T>
+std::vector<T> random_vec(size_t n, int lo, int hi) {
+    std::vector<T> v(n);
+    for (auto& x : v) x = static_cast<T>(rnd(lo, hi));
+    return v;
+}
+
+struct GemmCase {
+    int64_t m, n, k;
+    int32_t a_type, out_type;
+    int32_t za;
+    bool wzp, bias, trans, int4, clamp, per_channel;
+};
+
+// Runs one GEMM with the ISA capped at `isa`; returns the output bytes.
+std::vector<uint8_t> run_gemm(int isa, const GemmCase& c, const std::vector<uint8_t>& a, int64_t lda,
+                              const std::vector<int8_t>& b, const std::vector<int32_t>& zb,
+                              const std::vector<int32_t>& bias, const std::vector<float>& mult, int64_t ldc) {
+    IsaCap cap(isa);
+    Packed pw;
+    std::vector<uint8_t> b4;
+    const void* bp = b.data();
+    if (c.int4) {
+        b4.resize((b.size() + 1) / 2);
+        EXPECT_EQ(qatml_int4_pack(b.data(), static_cast<int64_t>(b.size()), 1, b4.data()), QATML_OK);
+        bp = b4.data();
+    }
+    EXPECT_EQ(qatml_gemm_pack_b(nullptr, bp, c.int4 ? QATML_TYPE_INT4 : QATML_TYPE_INT8, c.k, c.n, c.trans ? 1 : 0,
+                                c.wzp ? zb.data() : nullptr, &pw.p),
+              QATML_OK)
+        << qatml_last_error();
+    int32_t got_isa = -1;
+    EXPECT_EQ(qatml_packed_weights_info(pw.p, &got_isa, nullptr, nullptr, nullptr), QATML_OK);
+    EXPECT_EQ(got_isa, isa);
+    qatml_epilogue ep;
+    std::memset(&ep, 0, sizeof ep);
+    ep.out_type = c.out_type;
+    ep.bias = c.bias ? bias.data() : nullptr;
+    ep.multipliers = mult.data();
+    ep.multiplier_count = c.per_channel ? c.n : 1;
+    ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 7 : -3;
+    ep.has_clamp = c.clamp;
+    ep.clamp_min = ep.out_zero_point;
+    ep.clamp_max = 100;
+    const int64_t es = c.out_type == QATML_TYPE_INT32 ? 4 : 1;
+    std::vector<uint8_t> out(static_cast<size_t>(c.m * ldc * es), 0xCD);
+    EXPECT_EQ(qatml_gemm(nullptr, c.m, a.data(), c.a_type, lda, c.za, pw.p, &ep, out.data(), ldc), QATML_OK)
+        << qatml_last_error();
+    return out;
+}
+
+}  // namespace
+
+TEST(KernelsGemm, ScalarMatchesInt64Reference) {
+    const int64_t m = 5, n = 7, k = 13;
+    auto a = random_vec<uint8_t>(m * k, 0, 255);
+    auto b = random_vec<int8_t>(k * n, -128, 127);
+    std::vector<int32_t> zb(n), bias(n);
+    for (int j = 0; j < n; ++j) zb[j] = rnd(-5, 5), bias[j] = rnd(-1000, 1000);
+    GemmCase c{m, n, k, QATML_TYPE_UINT8, QATML_TYPE_INT32, 17, true, true, false, false, false, false};
+    std::vector<float> mult{1.0f};
+    auto out = run_gemm(QATML_ISA_SCALAR, c, a, k, b, zb, bias, mult, n);
+    const int32_t* o = reinterpret_cast<const int32_t*>(out.data());
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            int64_t s = bias[j];
+            for (int64_t kk = 0; kk < k; ++kk) s += int64_t(a[i * k + kk] - 17) * (b[kk * n + j] - zb[j]);
+            ASSERT_EQ(o[i * n + j], s);
+        }
+}
+
+TEST(KernelsGemm, FastPathsAreBitExactOnRandomShapes) {
+    auto isas = fast_isas();
+    if (isas.empty()) GTEST_SKIP() << "no SIMD ISA on this CPU";
+    for (int iter = 0; iter < 60; ++iter) {
+        GemmCase c;
+        c.m = iter < 3 ? 1 : rnd(1, 40);
+        c.n = rnd(1, 80);
+        c.k = rnd(1, 70);
+        if (iter % 7 == 0) c.k = rnd(200, 600);
+        if (iter % 7 == 3) c.k = rnd(1025, 2600);  // several K blocks
+        c.a_type = (iter & 1) ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int ot = iter % 3;
+        c.out_type = ot == 0 ? QATML_TYPE_INT32 : ot == 1 ? QATML_TYPE_UINT8 : QATML_TYPE_INT8;
+        c.za = c.a_type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        c.wzp = iter % 5 == 1;
+        c.bias = iter % 2 == 0;
+        c.trans = iter % 4 == 3;
+        c.int4 = iter % 6 == 5;
+        c.clamp = iter % 3 == 2;
+        c.per_channel = iter % 2 == 1;
+        const int64_t lda = c.k + (iter % 3), ldc = c.n + (iter % 2) * 3;
+        auto a = random_vec<uint8_t>(c.m * lda, 0, 255);
+        auto b = c.int4 ? random_vec<int8_t>(c.k * c.n, -8, 7) : random_vec<int8_t>(c.k * c.n, -128, 127);
+        std::vector<int32_t> zb(c.n), bias(c.n);
+        std::vector<float> mult(c.n);
+        for (int64_t j = 0; j < c.n; ++j) {
+            zb[j] = c.int4 ? rnd(-8, 7) : rnd(-128, 127);
+            bias[j] = rnd(-50000, 50000);
+            mult[j] = std::ldexp(1.0f + rnd(0, 1 << 20) / float(1 << 20), -rnd(8, 16));
+        }
+        auto ref = run_gemm(QATML_ISA_SCALAR, c, a, lda, b, zb, bias, mult, ldc);
+        for (int isa : isas) {
+            auto got = run_gemm(isa, c, a, lda, b, zb, bias, mult, ldc);
+            ASSERT_EQ(got, ref) << "isa " << qatml_isa_name(isa) << " iter " << iter << " m=" << c.m << " n=" << c.n
+                                << " k=" << c.k << " a_type=" << c.a_type << " out=" << c.out_type;
+        }
+    }
+}
+
+TEST(KernelsGemm, Avx2IsExactAtTheSaturationCornerOfVpmaddubsw) {
+    // 255 * -128 + 255 * -128 saturates vpmaddubsw's int16 pairs if used naively.
+    auto isas = fast_isas();
+    if (isas.empty()) GTEST_SKIP();
+    GemmCase c{3, 33, 64, QATML_TYPE_UINT8, QATML_TYPE_INT32, 0, false, false, false, false, false, false};
+    std::vector<uint8_t> a(c.m * c.k, 255);
+    std::vector<int8_t> b(c.k * c.n, -128);
+    for (size_t i = 0; i < b.size(); i += 3) b[i] = 127;
+    std::vector<int32_t> z(c.n), bias(c.n);
+    std::vector<float> mult{1.0f};
+    auto ref = run_gemm(QATML_ISA_SCALAR, c, a, c.k, b, z, bias, mult, c.n);
+    for (int isa : isas) EXPECT_EQ(run_gemm(isa, c, a, c.k, b, z, bias, mult, c.n), ref) << qatml_isa_name(isa);
+}
+
+// ---- convolution ------------------------------------------------------------------------------
+
+namespace {
+struct ConvCase {
+    qatml_conv2d_params p;
+    int64_t m, kh, kw, groups;
+    int32_t x_type, out_type, xz;
+    bool wzp, int4;
+};
+
+std::vector<uint8_t> run_conv(int isa, const ConvCase& c, const std::vector<uint8_t>& x, const std::vector<int8_t>& w,
+                              const std::vector<int32_t>& zw, const std::vector<int32_t>& bias,
+                              const std::vector<float>& mult) {
+    IsaCap cap(isa);
+    Packed pw;
+    std::vector<uint8_t> w4;
+    const void* wp = w.data();
+    if (c.int4) {
+        w4.resize((w.size() + 1) / 2);
+        EXPECT_EQ(qatml_int4_pack(w.data(), static_cast<int64_t>(w.size()), 1, w4.data()), QATML_OK);
+        wp = w4.data();
+    }
+    EXPECT_EQ(qatml_conv_pack_weights(nullptr, wp, c.int4 ? QATML_TYPE_INT4 : QATML_TYPE_INT8, c.m, c.p.channels / c.groups,
+                                      c.kh, c.kw, c.groups, c.wzp ? zw.data() : nullptr, &pw.p),
+              QATML_OK)
+        << qatml_last_error();
+    int64_t oh = 0, ow = 0;
+    EXPECT_EQ(qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow), QATML_OK) << qatml_last_error();
+    qatml_epilogue ep;
+    std::memset(&ep, 0, sizeof ep);
+    ep.out_type = c.out_type;
+    ep.bias = bias.data();
+    ep.multipliers = mult.data();
+    ep.multiplier_count = c.m;
+    ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
+    const int64_t es = c.out_type == QATML_TYPE_INT32 ? 4 : 1;
+    std::vector<uint8_t> y(static_cast<size_t>(c.p.batch * c.m * oh * ow * es), 0xCD);
+    EXPECT_EQ(qatml_conv2d(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, y.data()), QATML_OK) << qatml_last_error();
+    return y;
+}
+}  // namespace
+
+TEST(KernelsConv, FastPathsAreBitExactOnRandomGeometries) {
+    auto isas = fast_isas();
+    if (isas.empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 40; ++iter) {
+        ConvCase c{};
+        c.groups = iter % 5 == 0 ? rnd(2, 3) : 1;
+        const int64_t cpg = rnd(1, 6);
+        c.p.batch = rnd(1, 2);
+        c.p.channels = cpg * c.groups;
+        c.p.height = rnd(3, 12);
+        c.p.width = rnd(3, 21);  // >= 16 exercises the 16-byte padding copies
+        c.kh = rnd(1, 3);
+        c.kw = rnd(1, 3);
+        c.p.stride_h = rnd(1, 2);
+        c.p.stride_w = rnd(1, 2);
+        c.p.dilation_h = rnd(1, 2);
+        c.p.dilation_w = rnd(1, 2);
+        c.p.pad_top = rnd(0, 2);
+        c.p.pad_left = rnd(0, 2);
+        c.p.pad_bottom = rnd(0, 2);
+        c.p.pad_right = rnd(0, 2);
+        c.m = c.groups * rnd(1, 20);
+        if (iter % 10 == 3) {  // K = C/g * kH * kW > 1024: several K blocks
+            c.groups = 1;
+            c.p.channels = rnd(115, 130);
+            c.kh = c.kw = 3;
+            c.m = rnd(1, 30);
+        }
+        if (iter % 8 == 7) {  // depthwise
+            c.groups = c.p.channels = c.m = rnd(2, 9);
+        }
+        c.x_type = (iter & 1) ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int ot = iter % 3;
+        c.out_type = ot == 0 ? QATML_TYPE_INT32 : ot == 1 ? QATML_TYPE_UINT8 : QATML_TYPE_INT8;
+        c.xz = c.x_type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        c.wzp = iter % 6 == 1;
+        c.int4 = iter % 9 == 4;
+        int64_t oh = 0, ow = 0;
+        if (qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow) != QATML_OK) continue;
+        const int64_t wn = c.m * (c.p.channels / c.groups) * c.kh * c.kw;
+        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
+        auto w = c.int4 ? random_vec<int8_t>(wn, -8, 7) : random_vec<int8_t>(wn, -127, 127);
+        std::vector<int32_t> zw(c.m), bias(c.m);
+        std::vector<float> mult(c.m);
+        for (int64_t i = 0; i < c.m; ++i) {
+            zw[i] = c.int4 ? rnd(-8, 7) : rnd(-20, 20);
+            bias[i] = rnd(-3000, 3000);
+            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(6, 12));
+        }
+        auto ref = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+        for (int isa : isas) {
+            auto got = run_conv(isa, c, x, w, zw, bias, mult);
+            ASSERT_EQ(got, ref) << "isa " << qatml_isa_name(isa) << " iter " << iter;
+        }
+    }
+}
+
+TEST(KernelsConv, ConvIntegerHandMadeWithPaddingAndZeroPoints) {
+    // ConvInteger: x [1,1,3,3] uint8, x_zero_point 1, w [1,1,2,2] = 1, pads 1 -> y [1,1,4,4].
+    // Padding holds the zero point, so it contributes 0.
+    for (int isa : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(isa);
+        std::vector<uint8_t> x{2, 3, 4, 5, 6, 7, 8, 9, 10};
+        std::vector<int8_t> w{1, 1, 1, 1};
+        Packed pw;
+        ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, 1, 1, 2, 2, 1, nullptr, &pw.p), QATML_OK);
+        qatml_conv2d_params p{1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int32_t> y(16);
+        ASSERT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 1, pw.p, &ep, y.data()), QATML_OK)
+            << qatml_last_error();
+        // ONNX ConvInteger reference output for this case.
+        std::vector<int32_t> expect{1, 3, 5, 3, 5, 12, 16, 9, 11, 24, 28, 15, 7, 15, 17, 9};
+        EXPECT_EQ(y, expect);
+    }
+}
+
+TEST(KernelsConv, QLinearConvHandMade) {
+    // x uint8 [1,2,2,2] (zp 128, scale 0.5); w int8 [2,2,1,1] per-channel scales {0.25, 0.5};
+    // y uint8 scale 1, zp 10. y = round(sum((x-128)*w) * 0.5*s_w[c]) + 10.
+    std::vector<uint8_t> x{130, 126, 128, 140, 132, 128, 100, 129};
+    std::vector<int8_t> w{2, -1, 3, 4};
+    for (int isa : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(isa);
+        Packed pw;
+        ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, 2, 2, 1, 1, 1, nullptr, &pw.p), QATML_OK);
+        qatml_conv2d_params p{1, 2, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1};
+        float mult[2] = {0.5f * 0.25f / 1.0f, 0.5f * 0.5f / 1.0f};
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_UINT8;
+        ep.multipliers = mult;
+        ep.multiplier_count = 2;
+        ep.out_zero_point = 10;
+        std::vector<uint8_t> y(8);
+        ASSERT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 128, pw.p, &ep, y.data()), QATML_OK);
+        // channel 0 acc: 2*(x0-128) - (x1-128): {2*2-4, 2*-2-0, 0-(-28), 2*12-1} = {0,-4,28,23} *0.125
+        // -> {0,-0.5,3.5,2.875} -> round half even {0,-0,4,3} + 10
+        // channel 1 acc: 3*(x0-128)+4*(x1-128): {6+16, -6+0, 0-112, 36+4} = {22,-6,-112,40} *0.25
+        // -> {5.5,-1.5,-28,10} -> {6,-2,-28,10} + 10
+        std::vector<uint8_t> expect{10, 10, 14, 13, 16, 8, 0, 20};
+        EXPECT_EQ(y, expect);
+    }
+}
+
+// ---- GEMM hand-made ONNX cases ----------------------------------------------------------------
+
+TEST(KernelsGemm, MatMulIntegerHandMade) {
+    // ONNX MatMulInteger example: A uint8 [4,3] zp 12, B int8 [3,2] zp 0 (int8 variant).
+    std::vector<uint8_t> a{11, 7, 3, 10, 6, 2, 9, 5, 1, 8, 4, 0};
+    std::vector<int8_t> b{1, 4, 2, 5, 3, 6};
+    for (int isa : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(isa);
+        Packed pw;
+        ASSERT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_INT8, 3, 2, 0, nullptr, &pw.p), QATML_OK);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int32_t> y(8);
+        ASSERT_EQ(qatml_gemm(nullptr, 4, a.data(), QATML_TYPE_UINT8, 3, 12, pw.p, &ep, y.data(), 2), QATML_OK);
+        std::vector<int32_t> expect{-38, -83, -44, -98, -50, -113, -56, -128};
+        EXPECT_EQ(y, expect);
+    }
+}
+
+TEST(KernelsGemm, QLinearMatMulHandMade) {
+    // ONNX QLinearMatMul example (uint8 A, int8 B variant): a_scale 0.0066, a_zp 113, b_scale 0.00705,
+    // b_zp 0, y_scale 0.0107, y_zp 118. Expected values computed with the float32 multiplier.
+    std::vector<uint8_t> a{208, 236, 0, 238, 3, 214, 255, 29};
+    std::vector<int8_t> b{25, -12, 0, 127, -100, 3, 55, 33, 1, 2, 3, 4};  // [4,3]
+    const float mult = 0.0066f * 0.00705f / 0.0107f;
+    std::vector<uint8_t> expect(6);
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j) {
+            int32_t s = 0;
+            for (int k = 0; k < 4; ++k) s += (a[i * 4 + k] - 113) * b[k * 3 + j];
+            float v = static_cast<float>(s) * mult;
+            long q = std::lrint(v) + 118;
+            expect[i * 3 + j] = static_cast<uint8_t>(q < 0 ? 0 : q > 255 ? 255 : q);
+        }
+    for (int isa : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(isa);
+        Packed pw;
+        ASSERT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_INT8, 4, 3, 0, nullptr, &pw.p), QATML_OK);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_UINT8;
+        ep.multipliers = &mult;
+        ep.multiplier_count = 1;
+        ep.out_zero_point = 118;
+        std::vector<uint8_t> y(6);
+        ASSERT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 4, 113, pw.p, &ep, y.data(), 3), QATML_OK);
+        EXPECT_EQ(y, expect);
+    }
+}
+
+// ---- quantize / dequantize / requantize / int4 ------------------------------------------------
+
+TEST(KernelsQuantize, QuantizeLinearRoundsHalfToEvenAndSaturates) {
+    std::vector<float> x{0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 1000.f, -1000.f, NAN, 3.0f};
+    float s = 1.0f;
+    int32_t zp = 128;
+    std::vector<uint8_t> y(x.size());
+    ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, &zp, QATML_TYPE_UINT8, y.data()), QATML_OK);
+    std::vector<uint8_t> expect{128, 130, 130, 128, 126, 255, 0, 128, 131};
+    EXPECT_EQ(y, expect);
+    std::vector<int8_t> y8(x.size());
+    ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, nullptr, QATML_TYPE_INT8, y8.data()), QATML_OK);
+    std::vector<int8_t> expect8{0, 2, 2, 0, -2, 127, -128, 0, 3};
+    EXPECT_EQ(y8, expect8);
+}
+
+TEST(KernelsQuantize, PerChannelAndInt4) {
+    // x [2 channels, 3 inner], axis 0 scales {0.5, 2}, int4 output, zero points {1, -2}.
+    std::vector<float> x{1.0f, -3.0f, 100.0f, 2.0f, 3.0f, -100.0f};
+    float scales[2] = {0.5f, 2.0f};
+    int32_t zps[2] = {1, -2};
+    std::vector<uint8_t> y(3);
+    ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 2, 3, scales, zps, QATML_TYPE_INT4, y.data()), QATML_OK);
+    // ch0: 2+1=3, -6+1=-5, 200->7 ; ch1: 1-2=-1, 1.5->2-2=0, -50->-8
+    std::vector<int8_t> unpacked(6);
+    ASSERT_EQ(qatml_int4_unpack(y.data(), 6, 1, unpacked.data()), QATML_OK);
+    EXPECT_EQ(unpacked, (std::vector<int8_t>{3, -5, 7, -1, 0, -8}));
+    EXPECT_EQ(y[0], uint8_t((3 & 0xf) | ((-5 & 0xf) << 4)));  // first element in the low nibble
+    std::vector<float> back(6);
+    ASSERT_EQ(qatml_dequantize_linear(nullptr, y.data(), QATML_TYPE_INT4, 1, 2, 3, scales, zps, back.data()), QATML_OK);
+    EXPECT_EQ(back, (std::vector<float>{1.0f, -3.0f, 3.0f, 2.0f, 4.0f, -12.0f}));
+}
+
+TEST(KernelsQuantize, DequantizeAndRequantize) {
+    std::vector<uint8_t> x{0, 128, 255};
+    float s = 0.1f;
+    int32_t zp = 128;
+    std::vector<float> y(3);
+    ASSERT_EQ(qatml_dequantize_linear(nullptr, x.data(), QATML_TYPE_UINT8, 1, 1, 3, &s, &zp, y.data()), QATML_OK);
+    EXPECT_EQ(y[0], -128 * 0.1f);
+    EXPECT_EQ(y[1], 0.0f);
+    EXPECT_EQ(y[2], 127 * 0.1f);
+    std::vector<int32_t> acc{10, 30, 50, -1000000};
+    int32_t bias[2] = {0, 10};
+    float mult[2] = {0.1f, 0.05f};
+    std::vector<int8_t> q(4);
+    // [outer 1, channels 2, inner 2]
+    ASSERT_EQ(qatml_requantize(nullptr, acc.data(), 1, 2, 2, bias, mult, 0, QATML_TYPE_INT8, q.data()), QATML_OK);
+    EXPECT_EQ(q, (std::vector<int8_t>{1, 3, 3, -128}));  // 1.0, 3.0, 60*.05=3.0, saturated
+}
+
+// ---- pooling and add --------------------------------------------------------------------------
+
+TEST(KernelsPool, MaxAverageAndGlobalAverage) {
+    std::vector<uint8_t> x{1, 2, 3, 4, 5, 6, 7, 8, 9};  // [1,1,3,3]
+    qatml_conv2d_params p{1, 1, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1};
+    std::vector<uint8_t> y(4);
+    ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1, 0, 1, 0, y.data()), QATML_OK);
+    EXPECT_EQ(y, (std::vector<uint8_t>{5, 6, 8, 9}));
+    ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &p, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y.data()),
+              QATML_OK);
+    // (1+2+4+5)/4 = 3, (2+3+5+6)/4 = 4, 6, 7
+    EXPECT_EQ(y, (std::vector<uint8_t>{3, 4, 6, 7}));
+    // padded average, count_include_pad: corner (1) /4 with pads 1 -> 0.25 -> 0
+    qatml_conv2d_params pp{1, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1};
+    std::vector<uint8_t> y2(4);
+    ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &pp, 2, 2, 1, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y2.data()),
+              QATML_OK);
+    EXPECT_EQ(y2, (std::vector<uint8_t>{0, 1, 3, 7}));  // 1/4, (2+3)/4, (4+7)/4, (5+6+8+9)/4
+    std::vector<uint8_t> g(1);
+    ASSERT_EQ(qatml_global_average_pool(nullptr, x.data(), QATML_TYPE_UINT8, 1, 1, 9, 1.0f, 0, 1.0f, 0, g.data()), QATML_OK);
+    EXPECT_EQ(g[0], 5);
+}
+
+TEST(KernelsAdd, QLinearAdd) {
+    std::vector<uint8_t> a{0, 128, 255}, b{128, 129, 255}, y(3);
+    ASSERT_EQ(qatml_add(nullptr, a.data(), 0.5f, 128, b.data(), 0.25f, 128, QATML_TYPE_UINT8, 3, 1.0f, 128, y.data()), QATML_OK);
+    // (-128*0.5 + 0) = -64 -> 64; (0 + 0.25) -> 0 -> 128; (63.5 + 31.75 = 95.25) -> 95 -> 223
+    EXPECT_EQ(y, (std::vector<uint8_t>{64, 128, 223}));
+}
+
+// ---- validation -------------------------------------------------------------------------------
+
+TEST(KernelsAbi, ValidatesArguments) {
+    std::vector<int8_t> b(12, 1);
+    qatml_packed_weights* pw = nullptr;
+    EXPECT_EQ(qatml_gemm_pack_b(nullptr, nullptr, QATML_TYPE_INT8, 3, 4, 0, nullptr, &pw), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("'b' is NULL"), std::string::npos) << qatml_last_error();
+    EXPECT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_INT8, 0, 4, 0, nullptr, &pw), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_INT8, int64_t(1) << 30, int64_t(1) << 30, 0, nullptr, &pw),
+              QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("overflows"), std::string::npos) << qatml_last_error();
+    EXPECT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_UINT8, 3, 4, 0, nullptr, &pw), QATML_INVALID_ARGUMENT);
+    ASSERT_EQ(qatml_gemm_pack_b(nullptr, b.data(), QATML_TYPE_INT8, 3, 4, 0, nullptr, &pw), QATML_OK);
+    std::vector<uint8_t> a(6, 1);
+    std::vector<int32_t> c(8 + 1);
+    qatml_epilogue ep;
+    std::memset(&ep, 0, sizeof ep);
+    ep.out_type = QATML_TYPE_INT32;
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 2, 0, pw, &ep, c.data(), 4), QATML_INVALID_ARGUMENT);  // lda < K
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 3, 300, pw, &ep, c.data(), 4), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 3, 0, pw, &ep,
+                         reinterpret_cast<uint8_t*>(c.data()) + 1, 4),
+              QATML_INVALID_ARGUMENT);  // misaligned int32 output
+    EXPECT_NE(std::string(qatml_last_error()).find("aligned"), std::string::npos);
+    ep.out_type = QATML_TYPE_UINT8;  // no multipliers
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 3, 0, pw, &ep, c.data(), 4), QATML_INVALID_ARGUMENT);
+    ep.out_type = QATML_TYPE_INT32;
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 3, 0, pw, &ep, c.data(), 4), QATML_OK);
+    ASSERT_EQ(qatml_packed_weights_destroy(pw), QATML_OK);
+    EXPECT_EQ(qatml_gemm(nullptr, 2, a.data(), QATML_TYPE_UINT8, 3, 0, pw, &ep, c.data(), 4), QATML_INVALID_HANDLE);
+    EXPECT_EQ(qatml_packed_weights_destroy(pw), QATML_INVALID_HANDLE);
+    EXPECT_EQ(qatml_packed_weights_destroy(nullptr), QATML_OK);
+    // A context is not packed weights.
+    qatml_device cpu{QATML_DEVICE_CPU, 0};
+    qatml_context* ctx = nullptr;
+    ASSERT_EQ(qatml_context_create(&cpu, 1, &ctx), QATML_OK);
+    EXPECT_EQ(qatml_gemm(ctx, 2, a.data(), QATML_TYPE_UINT8, 3, 0, reinterpret_cast<qatml_packed_weights*>(ctx), &ep,
+                         c.data(), 4),
+              QATML_INVALID_HANDLE);
+    float s = 0.0f;
+    std::vector<float> x(4);
+    std::vector<uint8_t> q(4);
+    EXPECT_EQ(qatml_quantize_linear(ctx, x.data(), 1, 1, 4, &s, nullptr, QATML_TYPE_UINT8, q.data()), QATML_INVALID_ARGUMENT);
+    s = 1.0f;
+    EXPECT_EQ(qatml_quantize_linear(ctx, x.data(), 1, 1, 4, &s, nullptr, QATML_TYPE_UINT8, q.data()), QATML_OK);
+    qatml_context_destroy(ctx);
+    EXPECT_EQ(qatml_quantize_linear(ctx, x.data(), 1, 1, 4, &s, nullptr, QATML_TYPE_UINT8, q.data()), QATML_INVALID_HANDLE);
+    qatml_conv2d_params p{1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1};
+    int64_t oh, ow;
+    EXPECT_EQ(qatml_conv2d_output_size(&p, 3, 3, &oh, &ow), QATML_INVALID_ARGUMENT);
+    p.stride_h = 0;
+    EXPECT_EQ(qatml_conv2d_output_size(&p, 1, 1, &oh, &ow), QATML_INVALID_ARGUMENT);
+    std::vector<int8_t> bad{9};
+    std::vector<uint8_t> packed(1);
+    EXPECT_EQ(qatml_int4_pack(bad.data(), 1, 1, packed.data()), QATML_INVALID_ARGUMENT);
+}
