@@ -108,6 +108,27 @@ public sealed class OnnxScoringTests
     }
 
     [Fact]
+    public void IntermediateTensorCanBeRequestedAsAnExtraOutput()
+    {
+        var context = new MLContext(seed: 1);
+        var options = FmnistOptions();
+        var model = Microsoft.ML.Quantization.Onnx.OnnxModel.Load(TestData.FmnistNet);
+        string relu = model.Graph.Nodes.First(n => n.OpType == "Relu").Outputs[0];
+        options.Outputs.Add(new OnnxColumnBinding("logits", "logits"));
+        options.Outputs.Add(new OnnxColumnBinding("firstRelu", relu));
+        using var transformer = context.Quantization.ScoreOnnxModel(options).Fit(Images(context));
+        IDataView scored = transformer.Transform(Images(context));
+        var column = scored.Schema["firstRelu"];
+        using var cursor = scored.GetRowCursor([column, scored.Schema["logits"]]);
+        var getter = cursor.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> value = default;
+        Assert.True(cursor.MoveNext());
+        getter(ref value);
+        Assert.Equal(32 * 28 * 28, value.Length);                 // conv1 output after ReLU
+        Assert.True(value.DenseValues().All(v => v >= 0) && value.DenseValues().Any(v => v > 0));
+    }
+
+    [Fact]
     public void TransformIsLazy()
     {
         var context = new MLContext(seed: 1);
