@@ -118,15 +118,7 @@ internal static unsafe class QuantizedKernels
     {
         NativeApi.EnsureLoaded();
         CheckGemm(a.Length, m, b, c.Length, bias.Length, multipliers.Length);
-        var ep = new NativeMethods.Epilogue
-        {
-            OutType = (int)NativeMethods.ElementType.UInt8,
-            MultiplierCount = multipliers.Length,
-            OutZeroPoint = outZeroPoint,
-            HasClamp = relu ? 1 : 0,
-            ClampMin = outZeroPoint,
-            ClampMax = byte.MaxValue,
-        };
+        NativeMethods.Epilogue ep = UInt8Epilogue(multipliers.Length, outZeroPoint, relu);
         fixed (byte* pa = a)
         fixed (byte* pc = c)
         fixed (int* pb = bias)
@@ -138,6 +130,17 @@ internal static unsafe class QuantizedKernels
                 &ep, pc, b.N));
         }
     }
+
+    // Requantization to uint8; ReLU clamps at the output zero point (real 0).
+    private static NativeMethods.Epilogue UInt8Epilogue(int multiplierCount, byte outZeroPoint, bool relu) => new()
+    {
+        OutType = (int)NativeMethods.ElementType.UInt8,
+        MultiplierCount = multiplierCount,
+        OutZeroPoint = outZeroPoint,
+        HasClamp = relu ? 1 : 0,
+        ClampMin = outZeroPoint,
+        ClampMax = byte.MaxValue,
+    };
 
     private static void CheckGemm(int aLength, int m, PackedInt8Weights b, int cLength, int biasLength, int multiplierCount)
     {
@@ -176,15 +179,7 @@ internal static unsafe class QuantizedKernels
         RequireLength(y.Length, p.Batch * w.N * oh * ow, nameof(y));
         if (!bias.IsEmpty) RequireLength(bias.Length, w.N, nameof(bias));
         if (multipliers.IsEmpty) throw new ArgumentException("multipliers must hold 1 or M values", nameof(multipliers));
-        var ep = new NativeMethods.Epilogue
-        {
-            OutType = (int)NativeMethods.ElementType.UInt8,
-            MultiplierCount = multipliers.Length,
-            OutZeroPoint = outZeroPoint,
-            HasClamp = relu ? 1 : 0,
-            ClampMin = outZeroPoint,
-            ClampMax = byte.MaxValue,
-        };
+        NativeMethods.Epilogue ep = UInt8Epilogue(multipliers.Length, outZeroPoint, relu);
         fixed (byte* px = x)
         fixed (byte* py = y)
         fixed (int* pb = bias)
