@@ -1,3 +1,5 @@
+using Microsoft.ML.Quantization.Onnx;
+
 namespace Microsoft.ML.Quantization.Inference;
 
 /// <summary>Reads the model a transformer runs and adapts it for batched scoring.</summary>
@@ -14,20 +16,80 @@ internal static class OnnxModelSource
         return File.ReadAllBytes(path);
     }
 
-    /// <summary>Returns the bytes to run: intermediate tensors in <paramref name="outputTensors"/> become graph outputs.</summary>
+    /// <summary>
+    /// Returns the bytes to run. A fixed batch dimension other than 1 = <paramref name="batchSize"/> is made
+    /// symbolic (upgrading the opset to 13 first when an old Reshape form needs it), so any batch size runs;
+    /// where the graph pins its batch, a fixed batch equal to <paramref name="batchSize"/> is kept (the scorer
+    /// pads the last batch) and any other is a clear error. Intermediate tensors in <paramref name="outputTensors"/>
+    /// become graph outputs.
+    /// </summary>
     internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize)
     {
-        var parsed = Onnx.OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
-        var missing = outputTensors.Where(t => !parsed.Graph.IsGraphOutput(t)).Distinct().ToList();
-        if (missing.Count == 0)
-            return model;
-        var known = new HashSet<string>(parsed.Graph.TensorNames());
-        foreach (string tensor in missing)
+        string name = path ?? "(model bytes)";
+        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        bool changed = false;
+
+        long? fixedBatch = parsed.Graph.RuntimeInputs.Select(i => i.Shape is { Count: > 0 } s ? s[0].Value : null).FirstOrDefault(v => v is not null);
+        if (fixedBatch is long batch && !(batch == 1 && batchSize == 1))
         {
-            if (!known.Contains(tensor))
-                throw new ArgumentException($"Model '{path ?? "(model bytes)"}' has no tensor '{tensor}' to output.");
-            parsed.Graph.AddOutput(tensor);
+            OnnxModel? symbolic = TryMakeBatchSymbolic(parsed, out string? reason);
+            if (symbolic is not null)
+            {
+                parsed = symbolic;
+                changed = true;
+            }
+            else if (batch != batchSize)
+            {
+                throw new InvalidOperationException(
+                    $"Model '{name}' has a fixed batch dimension of {batch}, BatchSize is {batchSize}, and the batch cannot be made symbolic: {reason} Use BatchSize = {batch}.");
+            }
         }
-        return parsed.ToBytes();
+
+        var missing = outputTensors.Where(t => !parsed.Graph.IsGraphOutput(t)).Distinct().ToList();
+        if (missing.Count > 0)
+        {
+            var known = new HashSet<string>(parsed.Graph.TensorNames());
+            foreach (string tensor in missing)
+            {
+                if (!known.Contains(tensor))
+                    throw new ArgumentException($"Model '{name}' has no tensor '{tensor}' to output.");
+                parsed.Graph.AddOutput(tensor);
+            }
+            changed = true;
+        }
+        return changed ? parsed.ToBytes() : model;
+    }
+
+    private static OnnxModel? TryMakeBatchSymbolic(OnnxModel model, out string? reason)
+    {
+        var work = model.Clone();
+        try
+        {
+            OnnxRewrites.MakeBatchSymbolic(work);
+            reason = null;
+            return work;
+        }
+        catch (InvalidOnnxModelException first) when (work.DefaultOpset < 13)
+        {
+            // Opset 1-4 Reshape keeps its shape in an attribute: the upgrade moves it to an input.
+            try
+            {
+                work = model.Clone();
+                OnnxRewrites.UpgradeOpset(work, 13);
+                OnnxRewrites.MakeBatchSymbolic(work);
+                reason = null;
+                return work;
+            }
+            catch (InvalidOnnxModelException)
+            {
+                reason = first.Message;
+                return null;
+            }
+        }
+        catch (InvalidOnnxModelException e)
+        {
+            reason = e.Message;
+            return null;
+        }
     }
 }

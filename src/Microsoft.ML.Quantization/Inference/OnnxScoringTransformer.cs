@@ -26,8 +26,8 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, ModelBytes, options, ModelName);
         try
         {
-            var (inputs, outputs) = OrtBatchScorer.Describe(session.Session, ModelName, options.Inputs, options.Outputs, options.InputShapes, options.BatchSize);
-            _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize);
+            var (inputs, outputs, fixedBatch) = OrtBatchScorer.Describe(session.Session, ModelName, options.Inputs, options.Outputs, options.InputShapes, options.BatchSize);
+            _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize, fixedBatch);
         }
         catch
         {

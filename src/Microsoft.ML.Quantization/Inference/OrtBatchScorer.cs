@@ -26,9 +26,10 @@ internal sealed class OrtBatchScorer : IDisposable
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
 
-    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize)
+    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize, bool fixedBatch = false)
     {
         _session = session;
+        FixedBatch = fixedBatch;
         Provider = provider;
         Inputs = inputs;
         Outputs = outputs;
@@ -41,17 +42,21 @@ internal sealed class OrtBatchScorer : IDisposable
     internal OnnxExecutionProvider Provider { get; }
     internal InferenceSession Session => _session;
 
+    /// <summary>The graph's batch dimension is fixed at <see cref="BatchSize"/>: a short last batch runs padded.</summary>
+    internal bool FixedBatch { get; }
+
     /// <summary>
     /// Reads the model's inputs and the requested tensors and checks they are float tensors whose
     /// per-row shape is known (or declared). The first dimension is the batch.
     /// </summary>
-    internal static (InputSpec[] Inputs, OutputSpec[] Outputs) Describe(InferenceSession session, string modelName,
+    internal static (InputSpec[] Inputs, OutputSpec[] Outputs, bool FixedBatch) Describe(InferenceSession session, string modelName,
         IList<OnnxColumnBinding> inputBindings, IList<OnnxColumnBinding> outputBindings, IDictionary<string, int[]> declaredShapes, int batchSize)
     {
         var inputBinding = inputBindings.Count > 0
             ? inputBindings
             : session.InputMetadata.Keys.Select(n => new OnnxColumnBinding(n, n)).ToList();
         var inputs = new List<InputSpec>();
+        bool fixedBatch = false;
         foreach (OnnxColumnBinding b in inputBinding)
         {
             if (!session.InputMetadata.TryGetValue(b.TensorName, out NodeMetadata? meta))
@@ -65,6 +70,7 @@ internal sealed class OrtBatchScorer : IDisposable
                 throw new InvalidOperationException(
                     $"Model '{modelName}' input '{b.TensorName}' has a fixed batch dimension of {dims[0]}, but BatchSize is {batchSize}. " +
                     $"Use BatchSize = {dims[0]}, or make the batch dimension symbolic first (OnnxRewrites.MakeBatchSymbolic).");
+            fixedBatch |= dims[0] > 0;
             int[] row = dims[1..];
             if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared))
             {
@@ -94,7 +100,7 @@ internal sealed class OrtBatchScorer : IDisposable
             int[]? row = dims.Length >= 1 && dims.Skip(1).All(d => d > 0) ? dims[1..] : null;
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, row));
         }
-        return (inputs.ToArray(), outputs.ToArray());
+        return (inputs.ToArray(), outputs.ToArray(), fixedBatch);
     }
 
     private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
@@ -185,7 +191,8 @@ internal sealed class OrtBatchScorer : IDisposable
             if (ActiveOutputs.Length == 0)
                 return;
             DisposeTransient();
-            bool full = rows == _scorer.BatchSize;
+            // A fixed-batch graph always runs a full batch; rows past `rows` are stale and never read.
+            bool full = rows == _scorer.BatchSize || _scorer.FixedBatch;
             var inputs = new OrtValue[_inputNames.Length];
             for (int k = 0; k < inputs.Length; k++)
                 inputs[k] = full ? _fullInputs[k] : Transient(InputBuffers[k], rows, _scorer.Inputs[k].RowDims);
@@ -212,7 +219,8 @@ internal sealed class OrtBatchScorer : IDisposable
                 if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
                     OutputBuffers[k] = new float[data.Length];
                 data.CopyTo(OutputBuffers[k]);
-                OutputRowSizes[k] = rows == 0 ? 0 : data.Length / rows;
+                int ran = full ? _scorer.BatchSize : rows;
+                OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
             }
             _allocated.Dispose();
             _allocated = null;

@@ -37,6 +37,8 @@ internal sealed class OnnxNode
 
     public long[]? GetInts(string name) => Attribute(name) is { } a ? [.. a.Ints] : null;
 
+    public float[]? GetFloats(string name) => Attribute(name) is { } a ? [.. a.Floats] : null;
+
     public OnnxTensor? GetTensor(string name) => Attribute(name) is { T: { } t } ? new OnnxTensor(t) : null;
 
     public void SetInt(string name, long value) => Replace(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
@@ -49,6 +51,13 @@ internal sealed class OnnxNode
     {
         var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
         a.Ints.AddRange(values);
+        Replace(a);
+    }
+
+    public void SetFloats(string name, IEnumerable<float> values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Floats };
+        a.Floats.AddRange(values);
         Replace(a);
     }
 

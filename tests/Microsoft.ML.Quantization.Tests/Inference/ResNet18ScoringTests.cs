@@ -24,14 +24,71 @@ public sealed class ResNet18ScoringTests
     }
 
     [Fact]
-    public void FixedBatchDimensionRefusesALargerBatchWithAClearError()
+    public void FixedBatchResNet18RunsAtBatch16AfterAnAutomaticSymbolicBatch()
     {
+        // 20 images: one full batch of 16 and a short one of 4. The graph (IR 3, opset 8, batch fixed at 1)
+        // is upgraded to opset 13 and given a symbolic batch by the transform itself.
         var context = new MLContext(seed: 1);
-        var options = new OnnxScoringOptions { ModelPath = ResNet18Images.PreprocessPath, BatchSize = 16 };
-        var error = Assert.Throws<InvalidOperationException>(() => context.Quantization.ScoreOnnxModel(options).Fit(
-            context.Data.LoadFromEnumerable(new[] { new Pixels() })));
-        Assert.Contains("fixed batch dimension of 1", error.Message);
-        Assert.Contains("OriginalInput", error.Message);
+        FashionMnist.Set set = FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 20);
+        IDataView inputs = context.Data.Cache(ResNet18Images.Load(context, set, 20));
+
+        float[][] Score(int batchSize)
+        {
+            var options = new OnnxScoringOptions { ModelPath = ResNet18Images.ModelPath, BatchSize = batchSize, IntraOpNumThreads = 1 };
+            options.Outputs.Add(new OnnxColumnBinding("Features", ResNet18Images.OutputTensor));
+            using OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(options).Fit(inputs);
+            return context.Data.CreateEnumerable<FeatureRow>(transformer.Transform(inputs), false).Select(f => f.Features).ToArray();
+        }
+
+        float[][] one = Score(1), sixteen = Score(16);
+        Assert.Equal(20, sixteen.Length);
+        for (int i = 0; i < one.Length; i++)
+            Onnx.OrtRunner.AssertClose(one[i], sixteen[i], 1e-4);
+    }
+
+    [Fact]
+    public void PinnedFixedBatch_EqualBatchSizePadsTheLastBatch_OtherBatchSizeIsAClearError()
+    {
+        // FmnistNet with a fixed batch of 2 whose Flatten became Reshape to [6272] and back to [2, 3136]:
+        // the first Reshape folds the batch away, so it cannot be made symbolic.
+        var model = Microsoft.ML.Quantization.Onnx.OnnxModel.Load(TestData.FmnistNet);
+        var g = model.Graph;
+        g.Proto.Input[0].Type.TensorType.Shape.Dim[0].DimValue = 2;
+        var flatten = g.Nodes.First(n => n.OpType == "Flatten");
+        string flat = flatten.Outputs[0], folded = g.FreshName("folded");
+        flatten.OpType = "Reshape";
+        flatten.RemoveAttribute("axis");
+        flatten.Outputs[0] = folded;
+        g.SetInitializer(Microsoft.ML.Quantization.Onnx.OnnxTensor.FromInt64("pinned", [1], [2 * 3136]));
+        g.SetInitializer(Microsoft.ML.Quantization.Onnx.OnnxTensor.FromInt64("unfolded", [2], [2, 3136]));
+        flatten.Inputs.Add("pinned");
+        g.AddNode("Reshape", [folded, "unfolded"], [flat]);
+        g.SortTopologically();
+        string output = g.Outputs[0].Name;
+        byte[] bytes = model.ToBytes();
+
+        var context = new MLContext(seed: 1);
+        FashionMnist.Set set = FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 5);
+        IDataView data = FashionMnist.Load(context, set);
+        var options = new OnnxScoringOptions { ModelBytes = bytes, BatchSize = 2, IntraOpNumThreads = 1 };
+        options.Inputs.Add(new OnnxColumnBinding("input", "input"));
+        options.Outputs.Add(new OnnxColumnBinding("Features", output));
+        using OnnxScoringTransformer padded = context.Quantization.ScoreOnnxModel(options).Fit(data);
+        float[][] rows = context.Data.CreateEnumerable<FeatureRow>(padded.Transform(data), false).Select(f => f.Features).ToArray();
+        Assert.Equal(5, rows.Length);                        // the fifth row ran in a padded batch of 2
+
+        var reference = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, BatchSize = 1, IntraOpNumThreads = 1 };
+        reference.Outputs.Add(new OnnxColumnBinding("Features", output));
+        using OnnxScoringTransformer single = context.Quantization.ScoreOnnxModel(reference).Fit(data);
+        float[][] expected = context.Data.CreateEnumerable<FeatureRow>(single.Transform(data), false).Select(f => f.Features).ToArray();
+        for (int i = 0; i < 5; i++)
+            Onnx.OrtRunner.AssertClose(expected[i], rows[i], 1e-5);
+
+        options.BatchSize = 4;
+        var error = Assert.Throws<InvalidOperationException>(() => context.Quantization.ScoreOnnxModel(options).Fit(data));
+        Assert.Contains("fixed batch dimension of 2", error.Message);
+        Assert.Contains("BatchSize is 4", error.Message);
+        Assert.Contains("pins the batch", error.Message);
     }
 
     private sealed class FeatureRow
