@@ -3,7 +3,7 @@ using System.Globalization;
 namespace QatMl.Benchmarks;
 
 /// <summary>Command-line settings shared by the benchmarks.</summary>
-internal sealed record BenchmarkSettings(string DataFolder, string ModelsFolder, int Repeat)
+internal sealed record BenchmarkSettings(string DataFolder, string ModelsFolder, int Repeat, bool Verbose = false)
 {
     internal static BenchmarkSettings Parse(string[] args)
     {
@@ -18,7 +18,7 @@ internal sealed record BenchmarkSettings(string DataFolder, string ModelsFolder,
             System.Diagnostics.Process.GetCurrentProcess().ProcessorAffinity = 1;
             Console.WriteLine("(process pinned to one core; --all-cores to lift)");
         }
-        return new BenchmarkSettings(data, models, repeat);
+        return new BenchmarkSettings(data, models, repeat, args.Contains("--verbose"));
     }
 
     private static string? Arg(string[] args, string name)

@@ -1,20 +1,30 @@
 // QatMl benchmarks. Each prints figures measured in one run, so ratios compare like with like.
 //   dotnet run --project benchmarks/QatMl.Benchmarks -c Release -- <name> [--data <fashion-mnist folder>] [--repeat N]
-// Names: scoring (issue 3: batched scoring vs ApplyOnnxModel vs a hand-written ONNX Runtime loop).
+// Names: scoring (issue 3: batched scoring vs ApplyOnnxModel vs a hand-written ONNX Runtime loop);
+//        calibration [--no-resnet] (issue 4: calibration time over float inference, FmnistNet and ResNet18);
+//        calibration-memory (issue 4: peak RSS calibrating ResNet18 over 50 vs 500 images, child processes).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
 using QatMl.Benchmarks;
 
 string name = args.Length > 0 ? args[0] : "";
-var settings = BenchmarkSettings.Parse(args.Skip(1).ToArray());
+var settings = name == "calibration-memory-child" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
     case "scoring":
         ScoringBenchmark.Run(settings);
         break;
+    case "calibration":
+        CalibrationBenchmark.Run(settings, resnet: !args.Contains("--no-resnet"));
+        break;
+    case "calibration-memory":
+        return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
+    case "calibration-memory-child":
+        CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
+        break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

@@ -83,7 +83,7 @@ internal static class ScoringBenchmark
     }
 
     /// <summary>Reads every value of a vector column, as a consumer would.</summary>
-    private static float Consume(IDataView view, string column)
+    internal static float Consume(IDataView view, string column)
     {
         DataViewSchema.Column c = view.Schema[column];
         using DataViewRowCursor cursor = view.GetRowCursor([c]);

@@ -45,6 +45,13 @@ public static class FashionMnist
     public static Set ReadTest(string folder, int? limit = null)
         => Read(Find(folder, "t10k-images-idx3-ubyte"), Find(folder, "t10k-labels-idx1-ubyte"), limit);
 
+    /// <summary>
+    /// Reads the 1000 training images FmnistNet is calibrated on (../shared/models/fmnistnet_calibration_indices.txt,
+    /// shipped as calibration-1000-*-ubyte.gz in tests/data/fashion-mnist), from a folder holding them.
+    /// </summary>
+    public static Set ReadCalibration(string folder, int? limit = null)
+        => Read(Find(folder, "calibration-1000-images-idx3-ubyte"), Find(folder, "calibration-1000-labels-idx1-ubyte"), limit);
+
     /// <summary>FmnistNet's preprocessing of one image into <paramref name="target"/> (784 floats).</summary>
     public static void Normalize(ReadOnlySpan<byte> pixels, Span<float> target)
     {

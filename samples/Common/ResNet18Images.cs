@@ -31,6 +31,27 @@ public static class ResNet18Images
     /// <summary>The first <paramref name="count"/> images of <paramref name="set"/> as ResNet18 inputs, materialised in memory.</summary>
     public static IDataView Load(MLContext context, FashionMnist.Set set, int count)
     {
+        using OnnxScoringTransformer transformer = Stream(context, set, count, out IDataView inputs);
+        // Keep only the model input, in memory: the transformer is disposed when this returns.
+        var rows = new List<Row>(Math.Min(count, set.Count));
+        DataViewSchema.Column column = inputs.Schema[InputColumn];
+        using DataViewRowCursor cursor = inputs.GetRowCursor([column]);
+        ValueGetter<VBuffer<float>> getter = cursor.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            rows.Add(new Row { Input247 = value.DenseValues().ToArray() });
+        }
+        return context.Data.LoadFromEnumerable(rows);
+    }
+
+    /// <summary>
+    /// The same images as a lazy view: each 224x224 input is made when a cursor reaches its row, so memory does not
+    /// grow with <paramref name="count"/>. The returned preprocessing transformer must outlive every cursor.
+    /// </summary>
+    public static OnnxScoringTransformer Stream(MLContext context, FashionMnist.Set set, int count, out IDataView inputs)
+    {
         count = Math.Min(count, set.Count);
         var images = new List<GrayImage>(count);
         var bgra = new byte[28 * 28 * 4];
@@ -52,20 +73,9 @@ public static class ResNet18Images
         // The preprocessing graph has a fixed batch of 1.
         var preprocess = new OnnxScoringOptions { ModelPath = PreprocessPath, BatchSize = 1, IntraOpNumThreads = 1 };
         preprocess.Outputs.Add(new OnnxColumnBinding(InputColumn, "PreprocessedInput"));
-        using OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(preprocess).Fit(pixelData);
-        IDataView inputs = transformer.Transform(pixelData);
-        // Keep only the model input, in memory: the transformer is disposed when this returns.
-        var rows = new List<Row>(count);
-        DataViewSchema.Column column = inputs.Schema[InputColumn];
-        using DataViewRowCursor cursor = inputs.GetRowCursor([column]);
-        ValueGetter<VBuffer<float>> getter = cursor.GetGetter<VBuffer<float>>(column);
-        VBuffer<float> value = default;
-        while (cursor.MoveNext())
-        {
-            getter(ref value);
-            rows.Add(new Row { Input247 = value.DenseValues().ToArray() });
-        }
-        return context.Data.LoadFromEnumerable(rows);
+        OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(preprocess).Fit(pixelData);
+        inputs = transformer.Transform(pixelData);
+        return transformer;
     }
 
     /// <summary>A ResNet18 input row.</summary>

@@ -3,9 +3,6 @@ namespace Microsoft.ML.Quantization.Calibration;
 /// <summary>How one tensor is calibrated: the method, the target integer type and the method's settings.</summary>
 public sealed class CalibrationOptions
 {
-    /// <summary>The default number of calibration samples (rows).</summary>
-    public const int DefaultSampleCount = 1000;
-
     /// <summary>How the clipping range is chosen. Default <see cref="CalibrationMethod.MinMax"/>.</summary>
     public CalibrationMethod Method { get; set; } = CalibrationMethod.MinMax;
 
@@ -27,9 +24,6 @@ public sealed class CalibrationOptions
     /// <summary>For <see cref="CalibrationMethod.MovingAverageMinMax"/>: the averaging constant in (0, 1]. Default 0.01.</summary>
     public double MovingAverageConstant { get; set; } = 0.01;
 
-    /// <summary>How many calibration samples (rows) to read. Default <see cref="DefaultSampleCount"/>.</summary>
-    public int SampleCount { get; set; } = DefaultSampleCount;
-
     /// <summary>Options for 8-bit symmetric signed per-channel weights (the TFLite/ONNX Runtime convention).</summary>
     public static CalibrationOptions ForWeights(CalibrationMethod method = CalibrationMethod.MinMax)
         => new() { Method = method, Bits = 8, IsSigned = true, IsSymmetric = true };
@@ -49,13 +43,11 @@ public sealed class CalibrationOptions
             throw new ArgumentException($"Percentile must be in (0, 100]; got {Percentile}.", nameof(Percentile));
         if (!(MovingAverageConstant > 0 && MovingAverageConstant <= 1))
             throw new ArgumentException($"MovingAverageConstant must be in (0, 1]; got {MovingAverageConstant}.", nameof(MovingAverageConstant));
-        if (SampleCount < 1)
-            throw new ArgumentException($"SampleCount must be at least 1; got {SampleCount}.", nameof(SampleCount));
     }
 
     internal CalibrationOptions Clone() => (CalibrationOptions)MemberwiseClone();
 
-    // Merged observers must agree on everything that changes the result (SampleCount does not).
+    // Merged observers must agree on everything that changes the result.
     internal bool SameCalibration(CalibrationOptions other)
         => Method == other.Method && Bits == other.Bits && IsSigned == other.IsSigned && IsSymmetric == other.IsSymmetric
            && Percentile == other.Percentile && MovingAverageConstant == other.MovingAverageConstant;

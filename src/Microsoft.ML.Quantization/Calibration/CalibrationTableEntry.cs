@@ -22,9 +22,10 @@ public sealed class CalibrationTableEntry
     /// <param name="scales">Scale per channel.</param>
     /// <param name="zeroPoints">Zero point per channel.</param>
     /// <param name="histogram">Summary of the observed values.</param>
+    /// <param name="rangeSource">The tensor whose observations this entry reuses (see <see cref="RangeSource"/>), or null.</param>
     public CalibrationTableEntry(string tensorName, TensorKind kind, CalibrationMethod method, int bits, bool isSigned, bool isSymmetric,
         int? axis, IReadOnlyList<float> rangeMin, IReadOnlyList<float> rangeMax, IReadOnlyList<float> scales,
-        IReadOnlyList<int> zeroPoints, HistogramSummary histogram)
+        IReadOnlyList<int> zeroPoints, HistogramSummary histogram, string? rangeSource = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(tensorName);
         ArgumentNullException.ThrowIfNull(rangeMin);
@@ -66,7 +67,20 @@ public sealed class CalibrationTableEntry
         _scales = [.. scales];
         _zeroPoints = [.. zeroPoints];
         Histogram = histogram;
+        RangeSource = rangeSource;
     }
+
+    /// <summary>
+    /// Null when this tensor was observed itself. Otherwise the tensor whose range, scale and zero point it shares:
+    /// the output of an op that passes quantization through unchanged (MaxPool, Flatten, Reshape, Transpose,
+    /// Squeeze, Unsqueeze), which the quantized graph must give its input's parameters anyway.
+    /// </summary>
+    public string? RangeSource { get; }
+
+    /// <summary>This entry under another tensor's name, sharing this one's range (<see cref="RangeSource"/>).</summary>
+    internal CalibrationTableEntry SharedAs(string tensorName)
+        => new(tensorName, Kind, Method, Bits, IsSigned, IsSymmetric, Axis, _rangeMin, _rangeMax, _scales, _zeroPoints, Histogram,
+            RangeSource ?? TensorName);
 
     /// <summary>The ONNX tensor name (the table's key).</summary>
     public string TensorName { get; }

@@ -44,6 +44,8 @@ internal static class CalibrationTableJson
             else
                 w.WriteNull("exponent");
             w.WriteEndObject();
+            if (e.RangeSource is { } source)
+                w.WriteString("rangeSource", source);
             w.WriteEndObject();
         }
         w.WriteEndArray();
@@ -95,7 +97,8 @@ internal static class CalibrationTableJson
                         GetInt(t, "bits", where), GetBool(t, "signed", where), GetBool(t, "symmetric", where),
                         axisElement.ValueKind == JsonValueKind.Null ? null : GetInt(t, "axis", where),
                         GetFloats(t, "min", where), GetFloats(t, "max", where), GetFloats(t, "scale", where),
-                        GetInts(t, "zeroPoint", where), summary);
+                        GetInts(t, "zeroPoint", where), summary,
+                        t.TryGetProperty("rangeSource", out var rangeSource) ? OptionalString(rangeSource, where + ".rangeSource") : null);
                     table.Add(entry);
                 }
                 catch (ArgumentException e)
@@ -106,6 +109,13 @@ internal static class CalibrationTableJson
             return table;
         }
     }
+
+    private static string? OptionalString(JsonElement e, string where) => e.ValueKind switch
+    {
+        JsonValueKind.Null => null,
+        JsonValueKind.String => e.GetString(),
+        _ => throw new InvalidDataException($"{where} must be a string or null."),
+    };
 
     private static string KindName(TensorKind kind) => kind == TensorKind.Weight ? "weight" : "activation";
 

@@ -26,7 +26,6 @@ internal static class ObserverState
         w.Write(o.IsSymmetric);
         w.Write(o.Percentile);
         w.Write(o.MovingAverageConstant);
-        w.Write(o.SampleCount);
         w.Write(observer.ChannelCount ?? -1);
         for (int c = 0; c < (observer.ChannelCount ?? 1); c++)
             observer.Channel(c).Write(w);
@@ -51,7 +50,6 @@ internal static class ObserverState
                 IsSymmetric = r.ReadBoolean(),
                 Percentile = r.ReadDouble(),
                 MovingAverageConstant = r.ReadDouble(),
-                SampleCount = r.ReadInt32(),
             };
             int channels = r.ReadInt32();
             var observer = new TensorObserver(options, channels == -1 ? null : channels);

@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
 namespace Microsoft.ML.Quantization.Calibration;
 
 /// <summary>
@@ -31,25 +34,89 @@ internal sealed class PowerOfTwoHistogram
         Grow(ExponentFor(maxAbs));
         // A power-of-two multiplier makes |x| * mul exact, so the bin never depends on rounding.
         float mul = MathF.ScaleB(1f, Log2BinCount - Exponent);
-        long[] counts = _counts;
-        if (allFinite)
+        if (allFinite && data.Length >= SplitThreshold)
         {
-            foreach (float x in data)
-            {
-                uint bits = BitConverter.SingleToUInt32Bits(x);
-                int bin = (int)(BitConverter.UInt32BitsToSingle(bits & 0x7FFF_FFFF) * mul);
-                counts[(int)(bits >> 31 << Log2BinCount) + bin]++;
-            }
+            AddSplit(data, mul);
+            return;
         }
-        else
+        long[] counts = _counts;
+        foreach (float x in data)
         {
-            foreach (float x in data)
+            uint bits = BitConverter.SingleToUInt32Bits(x);
+            if (!allFinite && (bits & 0x7F80_0000) == 0x7F80_0000)
+                continue; // NaN or infinity: counted by the caller, never binned.
+            counts[BinIndex(bits, mul)]++;
+        }
+    }
+
+    // Below this many values folding the sub-histograms costs more than the split path saves.
+    private const int SplitThreshold = 1 << 15;
+
+    // Interleaved int32 sub-histograms (lazily allocated, reused): lane j of a vector counts into sub-histogram j % 8.
+    private const int SubHistograms = 8;
+    private int[]? _split;
+
+    private static int BinIndex(uint bits, float mul)
+        => (int)(bits >> 31 << Log2BinCount) + (int)(BitConverter.UInt32BitsToSingle(bits & 0x7FFF_FFFF) * mul);
+
+    /// <summary>
+    /// The bulk path: bin indices 16 (or 8) at a time in vector registers, counted into eight interleaved
+    /// sub-histograms so runs of equal values (ReLU zeros) do not serialise on one counter, then folded into the
+    /// 64-bit counts. Bins are computed exactly as <see cref="BinIndex"/> does (|x| * 2^k, truncated).
+    /// </summary>
+    private void AddSplit(ReadOnlySpan<float> data, float mul)
+    {
+        const int Stride = 2 * BinCount;
+        int[] split = _split ??= new int[SubHistograms * Stride];
+        Span<int> index = stackalloc int[16];
+        while (!data.IsEmpty)
+        {
+            // int32 sub-counts: fold before any could overflow.
+            ReadOnlySpan<float> chunk = data[..Math.Min(data.Length, 1 << 30)];
+            data = data[chunk.Length..];
+            ref float first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(chunk);
+            int i = 0, n = chunk.Length;
+            ref int counts = ref split[0];
+            ref int lane = ref index[0];
+            if (Vector512.IsHardwareAccelerated)
             {
-                uint bits = BitConverter.SingleToUInt32Bits(x);
-                if ((bits & 0x7F80_0000) == 0x7F80_0000)
-                    continue; // NaN or infinity: counted by the caller, never binned.
-                int bin = (int)(BitConverter.UInt32BitsToSingle(bits & 0x7FFF_FFFF) * mul);
-                counts[(int)(bits >> 31 << Log2BinCount) + bin]++;
+                var scale = Vector512.Create(mul);
+                var magnitude = Vector512.Create(0x7FFF_FFFFu);
+                // Lane j counts into sub-histogram j % 4: bin | (j % 4) * Stride is folded into the index vector.
+                var subOffset = Vector512.Create(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride,
+                    0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
+                for (; i + 16 <= n; i += 16)
+                {
+                    Vector512<uint> bits = Vector512.LoadUnsafe(ref first, (nuint)i).AsUInt32();
+                    Vector512<int> bin = Vector512.ConvertToInt32((bits & magnitude).AsSingle() * scale);
+                    ((bin | ((bits >> 31) << Log2BinCount).AsInt32()) + subOffset).StoreUnsafe(ref lane);
+                    for (int j = 0; j < 16; j++)
+                        Unsafe.Add(ref counts, Unsafe.Add(ref lane, j))++;
+                }
+            }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                var scale = Vector256.Create(mul);
+                var magnitude = Vector256.Create(0x7FFF_FFFFu);
+                var subOffset = Vector256.Create(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
+                for (; i + 8 <= n; i += 8)
+                {
+                    Vector256<uint> bits = Vector256.LoadUnsafe(ref first, (nuint)i).AsUInt32();
+                    Vector256<int> bin = Vector256.ConvertToInt32((bits & magnitude).AsSingle() * scale);
+                    ((bin | ((bits >> 31) << Log2BinCount).AsInt32()) + subOffset).StoreUnsafe(ref lane);
+                    for (int j = 0; j < 8; j++)
+                        Unsafe.Add(ref counts, Unsafe.Add(ref lane, j))++;
+                }
+            }
+            for (; i < n; i++)
+                split[BinIndex(BitConverter.SingleToUInt32Bits(Unsafe.Add(ref first, i)), mul)]++;
+
+            for (int h = 0; h < SubHistograms; h++)
+            {
+                Span<int> sub = split.AsSpan(h * Stride, Stride);
+                for (int b = 0; b < Stride; b++)
+                    _counts[b] += sub[b];
+                sub.Clear();
             }
         }
     }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
 
 namespace Microsoft.ML.Quantization;
@@ -38,4 +39,27 @@ public sealed class QuantizationCatalog
 
     /// <summary>Scores rows with a float ONNX model through ONNX Runtime in batches, as configured by <paramref name="options"/>.</summary>
     public OnnxScoringEstimator ScoreOnnxModel(OnnxScoringOptions options) => new(Context, options);
+
+    /// <summary>
+    /// Calibrates a float ONNX model on representative rows: the ranges, scales and zero points of its activations
+    /// (per tensor) and weights (per channel) in a <see cref="CalibrationTable"/>. Graph inputs are fed by the columns
+    /// of the same names.
+    /// </summary>
+    /// <param name="modelFile">Path of the float ONNX model.</param>
+    /// <param name="method">How activation ranges are chosen (weights use MinMax).</param>
+    /// <param name="sampleCount">At most this many rows are read.</param>
+    public CalibrationEstimator Calibrate(string modelFile, CalibrationMethod method = CalibrationMethod.MinMax, int sampleCount = CalibrationEstimatorOptions.DefaultSampleCount)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelFile);
+        var options = new CalibrationEstimatorOptions
+        {
+            ModelPath = modelFile,
+            SampleCount = sampleCount,
+            Activations = new CalibrationOptions { Method = method },
+        };
+        return new CalibrationEstimator(Context, options);
+    }
+
+    /// <summary>Calibrates a float ONNX model on representative rows, as configured by <paramref name="options"/>.</summary>
+    public CalibrationEstimator Calibrate(CalibrationEstimatorOptions options) => new(Context, options);
 }

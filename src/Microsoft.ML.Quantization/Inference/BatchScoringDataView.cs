@@ -200,24 +200,8 @@ internal sealed class BatchScoringDataView : IDataView
 
         private void ReadInput(int k, int slot)
         {
-            InputSpec spec = _parent._scorer.Inputs[k];
             _inputGetters[k](ref _row);
-            if (_row.Length != spec.RowSize)
-                throw new InvalidOperationException(
-                    $"Column '{spec.ColumnName}' row {_source.Position} has {_row.Length} values, but input '{spec.TensorName}' takes {spec.RowSize} per row.");
-            Span<float> target = _batch.InputBuffers[k].AsSpan(slot * spec.RowSize, spec.RowSize);
-            if (_row.IsDense)
-            {
-                _row.GetValues().CopyTo(target);
-            }
-            else
-            {
-                target.Clear();
-                ReadOnlySpan<float> values = _row.GetValues();
-                ReadOnlySpan<int> indices = _row.GetIndices();
-                for (int i = 0; i < values.Length; i++)
-                    target[indices[i]] = values[i];
-            }
+            _batch.SetRow(k, slot, _row, _source.Position);
         }
 
         public override ValueGetter<DataViewRowId> GetIdGetter()

@@ -152,29 +152,46 @@ internal sealed class OrtBatchScorer : IDisposable
         private readonly List<OrtValue> _transient = new();
         private IDisposableReadOnlyCollection<OrtValue>? _allocated;
 
-        internal Batch(OrtBatchScorer scorer, bool[] outputActive)
+        /// <param name="scorer">The session and tensor descriptions.</param>
+        /// <param name="outputActive">Which outputs to compute.</param>
+        /// <param name="capacity">Rows per run; default (and always, for a fixed-batch graph) the scorer's batch size.</param>
+        /// <param name="outputRowDims">
+        /// Per-row shapes for outputs the model leaves unknown, learned from an earlier run (<see cref="RunRowDims"/>):
+        /// such outputs then get preallocated buffers too, which ONNX Runtime writes directly.
+        /// </param>
+        internal Batch(OrtBatchScorer scorer, bool[] outputActive, int? capacity = null, int[]?[]? outputRowDims = null)
         {
             _scorer = scorer;
-            int b = scorer.BatchSize;
+            int b = scorer.FixedBatch ? scorer.BatchSize : capacity ?? scorer.BatchSize;
+            Capacity = b;
             InputBuffers = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
             _fullInputs = scorer.Inputs.Select((i, k) => OrtValue.CreateTensorValueFromMemory(InputBuffers[k], Shape(b, i.RowDims))).ToArray();
             ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
             OutputBuffers = new float[scorer.Outputs.Length][];
             _fullOutputs = new OrtValue?[scorer.Outputs.Length];
+            _rowDims = scorer.Outputs.Select((o, k) => o.RowDims ?? outputRowDims?[k]).ToArray();
+            RunRowDims = (int[]?[])_rowDims.Clone();
+            OutputRowSizes = _rowDims.Select(d => d?.Aggregate(1, (x, y) => checked(x * y)) ?? -1).ToArray();
             foreach (int k in ActiveOutputs)
             {
-                OutputSpec o = scorer.Outputs[k];
-                if (o.RowDims is null)
+                if (_rowDims[k] is not { } dims)
                     continue;
-                OutputBuffers[k] = new float[checked(o.RowSize * b)];
-                _fullOutputs[k] = OrtValue.CreateTensorValueFromMemory(OutputBuffers[k], Shape(b, o.RowDims));
+                OutputBuffers[k] = new float[checked(OutputRowSizes[k] * b)];
+                _fullOutputs[k] = OrtValue.CreateTensorValueFromMemory(OutputBuffers[k], Shape(b, dims));
             }
             _inputNames = scorer.Inputs.Select(i => i.TensorName).ToArray();
             _outputNames = ActiveOutputs.Select(k => scorer.Outputs[k].TensorName).ToArray();
-            OutputRowSizes = scorer.Outputs.Select(o => o.RowSize).ToArray();
         }
 
-        /// <summary>Row-major [BatchSize, rowSize] staging per input, filled by the cursor.</summary>
+        private readonly int[]?[] _rowDims;
+
+        /// <summary>Per-row output shapes: known ones, and those of the last run for outputs whose shape the model leaves open.</summary>
+        internal int[]?[] RunRowDims { get; }
+
+        /// <summary>Rows per run.</summary>
+        internal int Capacity { get; }
+
+        /// <summary>Row-major [Capacity, rowSize] staging per input, filled by the cursor.</summary>
         internal float[][] InputBuffers { get; }
 
         /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
@@ -192,19 +209,19 @@ internal sealed class OrtBatchScorer : IDisposable
                 return;
             DisposeTransient();
             // A fixed-batch graph always runs a full batch; rows past `rows` are stale and never read.
-            bool full = rows == _scorer.BatchSize || _scorer.FixedBatch;
+            bool full = rows == Capacity || _scorer.FixedBatch;
             var inputs = new OrtValue[_inputNames.Length];
             for (int k = 0; k < inputs.Length; k++)
                 inputs[k] = full ? _fullInputs[k] : Transient(InputBuffers[k], rows, _scorer.Inputs[k].RowDims);
 
-            bool allFixed = ActiveOutputs.All(k => _scorer.Outputs[k].RowDims is not null);
+            bool allFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
             if (allFixed)
             {
                 var outputs = new OrtValue[ActiveOutputs.Length];
                 for (int j = 0; j < outputs.Length; j++)
                 {
                     int k = ActiveOutputs[j];
-                    outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _scorer.Outputs[k].RowDims!);
+                    outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _rowDims[k]!);
                 }
                 _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
                 return;
@@ -216,14 +233,40 @@ internal sealed class OrtBatchScorer : IDisposable
             {
                 int k = ActiveOutputs[j];
                 ReadOnlySpan<float> data = _allocated[j].GetTensorDataAsSpan<float>();
+                long[] shape = _allocated[j].GetTensorTypeAndShape().Shape;
+                if (shape.Length >= 1)
+                    RunRowDims[k] = shape[1..].Select(d => checked((int)d)).ToArray();
                 if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
                     OutputBuffers[k] = new float[data.Length];
                 data.CopyTo(OutputBuffers[k]);
-                int ran = full ? _scorer.BatchSize : rows;
+                int ran = full ? Capacity : rows;
                 OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
             }
             _allocated.Dispose();
             _allocated = null;
+        }
+
+        /// <summary>
+        /// Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>; a row of the wrong
+        /// size is an error naming the column and <paramref name="rowIndex"/>.
+        /// </summary>
+        internal void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        {
+            InputSpec spec = _scorer.Inputs[input];
+            if (row.Length != spec.RowSize)
+                throw new InvalidOperationException(
+                    $"Column '{spec.ColumnName}' row {rowIndex} has {row.Length} values, but input '{spec.TensorName}' takes {spec.RowSize} per row.");
+            Span<float> target = InputBuffers[input].AsSpan(slot * spec.RowSize, spec.RowSize);
+            if (row.IsDense)
+            {
+                row.GetValues().CopyTo(target);
+                return;
+            }
+            target.Clear();
+            ReadOnlySpan<float> values = row.GetValues();
+            ReadOnlySpan<int> indices = row.GetIndices();
+            for (int i = 0; i < values.Length; i++)
+                target[indices[i]] = values[i];
         }
 
         private OrtValue Transient(float[] buffer, int rows, int[] rowDims)

@@ -14,7 +14,8 @@ public sealed class CalibrationTableTests : IDisposable
         act.Observe(CalibrationData.Gaussian(5000, 1).Select(MathF.Abs).Append(float.NaN).ToArray());
         var w = new TensorObserver(CalibrationOptions.ForWeights(), 4);
         w.Observe(CalibrationData.Gaussian(4 * 9, 2), 4, 9);
-        return new CalibrationTable([act.ToEntry("relu_1", TensorKind.Activation), w.ToEntry("conv1.weight", TensorKind.Weight, axis: 0)]);
+        var relu = act.ToEntry("relu_1", TensorKind.Activation);
+        return new CalibrationTable([relu, relu.SharedAs("pool_1"), w.ToEntry("conv1.weight", TensorKind.Weight, axis: 0)]);
     }
 
     [Fact]
@@ -26,6 +27,9 @@ public sealed class CalibrationTableTests : IDisposable
         var loaded = CalibrationTable.Load(path);
         Assert.Equal(table.ToJson(), loaded.ToJson());
         Assert.Equal(1, loaded["relu_1"].NonFiniteCount);
+        Assert.Null(loaded["relu_1"].RangeSource);
+        Assert.Equal("relu_1", loaded["pool_1"].RangeSource);
+        Assert.Equal(loaded["relu_1"].Scales, loaded["pool_1"].Scales);
         Assert.Equal(0, loaded["conv1.weight"].Axis);
         Assert.Equal(table["conv1.weight"].Scales, loaded["conv1.weight"].Scales);
         Assert.Single(Directory.GetFiles(_dir)); // no temporary file left behind
@@ -101,12 +105,12 @@ public sealed class CalibrationTableTests : IDisposable
     public void Table_IsKeyedByTensorName()
     {
         var table = Sample();
-        Assert.Equal(2, table.Count);
+        Assert.Equal(3, table.Count);
         Assert.True(table.TryGetEntry("relu_1", out var e));
         Assert.Equal(TensorKind.Activation, e.Kind);
         Assert.Throws<KeyNotFoundException>(() => table["nope"]);
         Assert.Throws<ArgumentException>(() => table.Add(e));
         table.Set(e);
-        Assert.Equal(2, table.Count);
+        Assert.Equal(3, table.Count);
     }
 }

@@ -237,6 +237,6 @@ public class ObserverTests
         Assert.Throws<ArgumentException>(() => new TensorObserver(new CalibrationOptions { Bits = 1 }));
         Assert.Throws<ArgumentException>(() => new TensorObserver(new CalibrationOptions { Percentile = 0 }));
         Assert.Throws<ArgumentException>(() => new TensorObserver(new CalibrationOptions { MovingAverageConstant = 2 }));
-        Assert.Equal(1000, new CalibrationOptions().SampleCount);
+        Assert.Equal(1000, new CalibrationEstimatorOptions().SampleCount);
     }
 }

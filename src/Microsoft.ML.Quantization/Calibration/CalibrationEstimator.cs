@@ -1,0 +1,90 @@
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
+
+namespace Microsoft.ML.Quantization.Calibration;
+
+/// <summary>
+/// <c>mlContext.Quantization.Calibrate</c>: runs a float ONNX model over representative rows and records the
+/// ranges of its activations and weights in a <see cref="CalibrationTable"/>. Fit reads up to
+/// <see cref="CalibrationEstimatorOptions.SampleCount"/> rows in one pass; the transformer carries the table and
+/// passes rows through unchanged.
+/// </summary>
+public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
+{
+    private readonly MLContext _context;
+    private readonly CalibrationEstimatorOptions _options;
+    private InputSpec[]? _inputs;
+
+    internal CalibrationEstimator(MLContext context, CalibrationEstimatorOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _context = context;
+        _options = options;
+    }
+
+    /// <summary>Calibrates on <paramref name="input"/>. Throws for schema mismatches before reading any row.</summary>
+    public CalibrationTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        CalibrationRun run = ModelCalibrator.Run(_context, _options, input);
+        return new CalibrationTransformer(run.Table, run.RowsObserved);
+    }
+
+    /// <summary>The input schema unchanged, after checking the model's input columns are there and are float vectors.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (_inputs is null)
+        {
+            using var probe = new OnnxScoringTransformer(_context, _options.ToScoringOptions());
+            _inputs = probe.Scorer.Inputs;
+        }
+        return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema));
+    }
+}
+
+/// <summary>
+/// The result of <see cref="CalibrationEstimator"/>: the <see cref="Table"/>. As a transform it passes rows
+/// through unchanged, so calibration can sit in a pipeline before the steps that use the table.
+/// </summary>
+public sealed class CalibrationTransformer : ITransformer
+{
+    internal CalibrationTransformer(CalibrationTable table, long rowsObserved)
+    {
+        Table = table;
+        RowsObserved = rowsObserved;
+    }
+
+    /// <summary>The calibrated ranges, scales and zero points, per tensor.</summary>
+    public CalibrationTable Table { get; }
+
+    /// <summary>How many rows calibration read.</summary>
+    public long RowsObserved { get; }
+
+    /// <summary>Tensors that had NaN or infinite values (left out of their ranges), with their counts.</summary>
+    public IReadOnlyDictionary<string, long> NonFiniteCounts
+        => Table.Where(e => e.NonFiniteCount > 0).ToDictionary(e => e.TensorName, e => e.NonFiniteCount);
+
+    bool ITransformer.IsRowToRowMapper => false;
+
+    /// <summary>Returns <paramref name="inputSchema"/>: calibration adds no columns.</summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return inputSchema;
+    }
+
+    /// <summary>Returns <paramref name="input"/> itself: rows pass through unchanged.</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return input;
+    }
+
+    IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
+        => throw new NotSupportedException("CalibrationTransformer adds no columns; it has no row mapper of its own.");
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+        => throw new NotSupportedException("Save the calibration table with CalibrationTransformer.Table.Save(path).");
+}

@@ -1,0 +1,157 @@
+using Microsoft.ML.Quantization.Onnx;
+
+namespace Microsoft.ML.Quantization.Calibration;
+
+/// <summary>One weight to calibrate: the initializer and, when calibrated per channel, its channel axis.</summary>
+internal sealed record PlannedWeight(string Name, OnnxTensor Tensor, int? Axis, CalibrationOptions Options);
+
+/// <summary>One activation to observe while the model runs.</summary>
+internal sealed record PlannedActivation(string Name, CalibrationOptions Options, bool IsGraphInput);
+
+/// <summary>An activation that takes the entry of <paramref name="Source"/> (an observed activation) instead of its own.</summary>
+internal sealed record SharedActivation(string Name, string Source);
+
+/// <summary>
+/// Which tensors of a (prepared) float graph get calibrated: the float inputs and outputs of the quantizable ops,
+/// and their float initializers, weights per channel along the axis the op gives them.
+/// </summary>
+internal sealed class CalibrationPlan
+{
+    private CalibrationPlan(List<PlannedActivation> activations, List<SharedActivation> shared, List<PlannedWeight> weights, List<string> order)
+    {
+        Activations = activations;
+        Shared = shared;
+        Weights = weights;
+        Order = order;
+    }
+
+    public IReadOnlyList<PlannedActivation> Activations { get; }
+
+    /// <summary>Outputs of pass-through ops, which share their input's entry.</summary>
+    public IReadOnlyList<SharedActivation> Shared { get; }
+
+    /// <summary>Every tensor of the table, in graph order.</summary>
+    public IReadOnlyList<string> Order { get; }
+
+    public IReadOnlyList<PlannedWeight> Weights { get; }
+
+    /// <summary>Activation functions ONNX Runtime fuses into the preceding Conv/Gemm in a QDQ graph.</summary>
+    private static readonly HashSet<string> FusedActivations = ["Relu", "Clip"];
+
+    /// <summary>Ops whose quantized form keeps its input's scale and zero point (ONNX Runtime requires it to fuse them).</summary>
+    internal static readonly HashSet<string> PassThroughOps = ["MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"];
+
+    /// <summary>Ops producing the tensors a quantized op consumes as its accumulation input.</summary>
+    private static readonly HashSet<string> FusingProducers = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"];
+
+    public static CalibrationPlan Create(OnnxModel model, CalibrationEstimatorOptions options)
+    {
+        var graph = model.Graph;
+        var consumers = graph.ConsumerMap();
+        var initializers = graph.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var graphInputs = graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var activations = new List<PlannedActivation>();
+        var shared = new List<SharedActivation>();
+        var weights = new List<PlannedWeight>();
+        var order = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        // Pre-activation tensors the quantized graph never materialises: skipped as outputs and as inputs.
+        foreach (var node in graph.Nodes)
+            foreach (string output in node.Outputs)
+                if (output.Length > 0 && IsFusedIntoActivation(graph, node, output, consumers) && !options.TensorOverrides.ContainsKey(output))
+                    seen.Add(output);
+
+        void AddActivation(string name)
+        {
+            if (!seen.Add(name))
+                return;
+            if (options.SharePassThroughRanges && !options.TensorOverrides.ContainsKey(name) && PassThroughSource(graph, name, initializers) is { } source)
+            {
+                AddActivation(source);
+                // Chains (MaxPool -> Flatten) point at the first observed tensor.
+                string root = shared.FirstOrDefault(x => x.Name == source)?.Source ?? source;
+                shared.Add(new SharedActivation(name, root));
+            }
+            else
+            {
+                activations.Add(new PlannedActivation(name, OptionsFor(options, name, options.Activations), graphInputs.Contains(name)));
+            }
+            order.Add(name);
+        }
+
+        foreach (var node in graph.TopologicalOrder())
+        {
+            if (node.Domain.Length != 0 || !options.OpTypes.Contains(node.OpType))
+                continue;
+            for (int i = 0; i < node.Inputs.Count; i++)
+            {
+                string name = node.Inputs[i];
+                if (name.Length == 0 || seen.Contains(name))
+                    continue;
+                if (initializers.TryGetValue(name, out var tensor))
+                {
+                    if (tensor.ElementType != OnnxElementType.Float || IsBias(node, i))
+                        continue;
+                    seen.Add(name);
+                    int? axis = options.WeightsPerChannel ? WeightAxis(node, i, tensor) : null;
+                    weights.Add(new PlannedWeight(name, tensor, axis, OptionsFor(options, name, options.Weights)));
+                    order.Add(name);
+                }
+                else if (graph.ElementTypeOf(name) == OnnxElementType.Float)
+                {
+                    AddActivation(name);
+                }
+            }
+            foreach (string name in node.Outputs)
+            {
+                if (name.Length == 0 || seen.Contains(name) || graph.ElementTypeOf(name) != OnnxElementType.Float)
+                    continue;
+                AddActivation(name);
+            }
+        }
+        return new CalibrationPlan(activations, shared, weights, order);
+    }
+
+    /// <summary>The input of the pass-through op producing <paramref name="name"/>, when it is a float activation.</summary>
+    private static string? PassThroughSource(OnnxGraph graph, string name, Dictionary<string, OnnxTensor> initializers)
+    {
+        var producer = graph.Producer(name);
+        if (producer is null || producer.Domain.Length != 0 || !PassThroughOps.Contains(producer.OpType) || producer.Outputs[0] != name)
+            return null;
+        string input = producer.Inputs.Count > 0 ? producer.Inputs[0] : "";
+        return input.Length > 0 && !initializers.ContainsKey(input) && graph.ElementTypeOf(input) == OnnxElementType.Float ? input : null;
+    }
+
+    /// <summary>
+    /// A Conv/Gemm/MatMul/Add output read only by a Relu or Clip is never quantized: ONNX Runtime fuses the pair,
+    /// and only the activation's output gets a Q/DQ. Observing it would also stop that fusion while calibrating.
+    /// </summary>
+    private static bool IsFusedIntoActivation(OnnxGraph graph, OnnxNode node, string output, Dictionary<string, List<OnnxNode>> consumers)
+        => FusingProducers.Contains(node.OpType)
+           && !graph.IsGraphOutput(output)
+           && consumers.TryGetValue(output, out var users) && users.Count == 1
+           && FusedActivations.Contains(users[0].OpType) && users[0].Domain.Length == 0
+           && node.Domain.Length == 0;
+
+    private static bool IsBias(OnnxNode node, int input)
+        => (node.OpType is "Conv" or "ConvTranspose" or "Gemm") && input == 2;
+
+    /// <summary>The output-channel axis of a weight, or null when the op gives it none (then per tensor).</summary>
+    internal static int? WeightAxis(OnnxNode node, int input, OnnxTensor tensor)
+    {
+        int rank = tensor.Dims.Length;
+        if (input != 1 || rank < 2)
+            return null;
+        return node.OpType switch
+        {
+            "Conv" => 0,                                                   // [M, C/g, kH, kW]
+            "ConvTranspose" => 1,                                          // [C, M/g, kH, kW]
+            "Gemm" => node.GetInt("transB", 0) != 0 ? 0 : 1,              // B [N, K] or [K, N]
+            "MatMul" => rank - 1,                                          // B [..., K, N]
+            _ => null,
+        };
+    }
+
+    private static CalibrationOptions OptionsFor(CalibrationEstimatorOptions options, string tensor, CalibrationOptions fallback)
+        => options.TensorOverrides.TryGetValue(tensor, out var specific) ? specific : fallback;
+}

@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Quantization.Calibration;
+
+/// <summary>The outcome of one calibration run.</summary>
+internal sealed record CalibrationRun(CalibrationTable Table, long RowsObserved, GraphPreparation? Preparation);
+
+/// <summary>
+/// Runs a float model over representative rows in one streaming pass and feeds every planned tensor to its
+/// <see cref="TensorObserver"/>: weights once, graph inputs from the staged rows, intermediate tensors as extra
+/// graph outputs of each batch. Memory is bounded by the observers (histograms) and one batch of staging.
+/// </summary>
+internal static class ModelCalibrator
+{
+    /// <summary>Staging budget for one batch of observed activations; the batch shrinks to fit it.</summary>
+    internal const long StagingBudgetBytes = 256L << 20;
+
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data)
+    {
+        options.Validate();
+        var clock = Stopwatch.StartNew();
+        string modelName = options.ModelPath ?? "(model bytes)";
+        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
+        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
+        CalibrationPlan plan = CalibrationPlan.Create(model, options);
+        if (plan.Activations.Count == 0 && plan.Weights.Count == 0)
+            throw new InvalidOperationException($"Model '{modelName}' has no float tensors to calibrate for the op types {string.Join(", ", options.OpTypes)}.");
+
+        using IChannel channel = ((IChannelProvider)context).Start("QatMl.Calibrate");
+        channel.Info(MessageSensitivity.None, "{0}", $"Calibrating '{modelName}': {plan.Activations.Count} activations ({options.Activations.Method}; {plan.Shared.Count} more share their input's range), " +
+            $"{plan.Weights.Count} weights ({options.Weights.Method}{(options.WeightsPerChannel ? ", per channel" : "")}), up to {options.SampleCount} rows" +
+            (preparation is null ? "." : $"; graph prepared: {preparation.BatchNormsFolded} BatchNormalization folded, {preparation.IdentitiesRemoved} Identity/Dropout removed, {preparation.ConstantsFolded} constants folded."));
+
+        var entries = new Dictionary<string, CalibrationTableEntry>(StringComparer.Ordinal);
+        foreach (PlannedWeight w in plan.Weights)
+            entries[w.Name] = CalibrateWeight(w);
+
+        long rows = 0;
+        if (plan.Activations.Count > 0)
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock);
+
+        foreach (SharedActivation shared in plan.Shared)
+            entries[shared.Name] = entries[shared.Source].SharedAs(shared.Name);
+        // Table order: the graph's topological order of the plan (weights and activations interleaved as planned).
+        var table = new CalibrationTable();
+        foreach (string name in plan.Order)
+            table.Add(entries[name]);
+        channel.Info(MessageSensitivity.None, "{0}", $"Calibrated {table.Count} tensors over {rows} rows in {clock.Elapsed.TotalSeconds:F2} s.");
+        return new CalibrationRun(table, rows, preparation);
+    }
+
+    private static CalibrationTableEntry CalibrateWeight(PlannedWeight w)
+    {
+        float[] values = w.Tensor.ToFloatArray();
+        if (w.Axis is int axis)
+        {
+            long[] dims = w.Tensor.Dims;
+            int channels = checked((int)dims[axis]);
+            int inner = checked((int)dims.Skip(axis + 1).Aggregate(1L, (a, b) => a * b));
+            var observer = new TensorObserver(w.Options, channels);
+            if (values.Length > 0)
+                observer.Observe(values, channels, inner);
+            return ToEntry(observer, w.Name, TensorKind.Weight, axis);
+        }
+        var perTensor = new TensorObserver(w.Options);
+        perTensor.Observe(values);
+        return ToEntry(perTensor, w.Name, TensorKind.Weight, null);
+    }
+
+    private static CalibrationTableEntry ToEntry(TensorObserver observer, string name, TensorKind kind, int? axis)
+    {
+        try
+        {
+            return observer.ToEntry(name, kind, axis);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"Cannot calibrate {(kind == TensorKind.Weight ? "weight" : "activation")} '{name}': {e.Message}", e);
+        }
+    }
+
+    private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
+        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock)
+    {
+        OnnxScoringOptions scoring = options.ToScoringOptions();
+        var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
+        foreach (var a in observed)
+            scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize);
+
+        OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
+        using var scorer = CreateScorer(session, modelName, scoring);
+        scorer.ValidateInputSchema(data.Schema, "input");
+
+        var inputObservers = new TensorObserver?[scorer.Inputs.Length];
+        for (int k = 0; k < scorer.Inputs.Length; k++)
+            if (plan.Activations.FirstOrDefault(a => a.IsGraphInput && a.Name == scorer.Inputs[k].TensorName) is { } plannedInput)
+                inputObservers[k] = new TensorObserver(plannedInput.Options);
+        var outputObservers = observed.Select(a => new TensorObserver(a.Options)).ToArray();
+
+        long? known = data.GetRowCount();
+        long planned = known is long n ? Math.Min(n, options.SampleCount) : options.SampleCount;
+        var columns = scorer.Inputs.Select(i => data.Schema[i.ColumnName]).ToArray();
+        using DataViewRowCursor cursor = data.GetRowCursor(columns);
+        var getters = columns.Select(c => cursor.GetGetter<VBuffer<float>>(c)).ToArray();
+        var row = default(VBuffer<float>);
+        var all = Enumerable.Repeat(true, scorer.Outputs.Length).ToArray();
+
+        // The first batch holds one row: it measures the per-row size of every observed tensor, which sets the batch size.
+        OrtBatchScorer.Batch batch = new(scorer, all, capacity: 1);
+        long rows = 0;
+        var modelTime = new Stopwatch();
+        var observeTime = new Stopwatch();
+        try
+        {
+            while (rows < options.SampleCount)
+            {
+                options.CancellationToken.ThrowIfCancellationRequested();
+                int want = (int)Math.Min(batch.Capacity, options.SampleCount - rows);
+                int filled = 0;
+                while (filled < want && cursor.MoveNext())
+                {
+                    for (int k = 0; k < getters.Length; k++)
+                    {
+                        getters[k](ref row);
+                        batch.SetRow(k, filled, row, cursor.Position);
+                    }
+                    filled++;
+                }
+                if (filled == 0)
+                    break;
+                modelTime.Start();
+                batch.Run(filled);
+                modelTime.Stop();
+                observeTime.Start();
+                for (int k = 0; k < inputObservers.Length; k++)
+                    inputObservers[k]?.Observe(batch.InputBuffers[k].AsSpan(0, filled * scorer.Inputs[k].RowSize));
+                for (int j = 0; j < outputObservers.Length; j++)
+                    outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, filled * batch.OutputRowSizes[j]));
+                observeTime.Stop();
+                rows += filled;
+                options.Progress?.Report(new CalibrationProgress(rows, Math.Max(planned, rows), clock.Elapsed));
+                if (filled < want)
+                    break;
+                if (rows == filled && !scorer.FixedBatch && options.BatchSize > 1)
+                {
+                    int size = ChooseBatchSize(options.BatchSize, scorer, batch);
+                    int[]?[] learned = batch.RunRowDims;
+                    batch.Dispose();
+                    batch = new OrtBatchScorer.Batch(scorer, all, size, learned);
+                    channel.Info(MessageSensitivity.None, "{0}", $"Observed tensors take {RowBytes(scorer, batch) / 1024.0:F0} KiB per row: {size} rows per batch.");
+                }
+            }
+        }
+        finally
+        {
+            batch.Dispose();
+        }
+        if (rows == 0)
+            throw new InvalidOperationException("The calibration data is empty: the input IDataView returned no rows.");
+        channel.Info(MessageSensitivity.None, "{0}", $"Model runs took {modelTime.Elapsed.TotalSeconds:F3} s, observers {observeTime.Elapsed.TotalSeconds:F3} s.");
+        var finalize = Stopwatch.StartNew();
+
+        for (int k = 0; k < inputObservers.Length; k++)
+            if (inputObservers[k] is { } o)
+                entries[scorer.Inputs[k].TensorName] = ToEntry(o, scorer.Inputs[k].TensorName, TensorKind.Activation, null, scorer.Inputs[k].ColumnName);
+        for (int j = 0; j < outputObservers.Length; j++)
+            entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+
+        channel.Info(MessageSensitivity.None, "{0}", $"Ranges computed in {finalize.Elapsed.TotalSeconds:F3} s.");
+        foreach (var e in entries.Values.Where(e => e.NonFiniteCount > 0))
+            channel.Warning(MessageSensitivity.None, "{0}",
+                $"Tensor '{e.TensorName}': {e.NonFiniteCount} NaN or infinite values were seen and left out of its range ({e.Histogram.Count} finite values).");
+        return rows;
+    }
+
+    private static CalibrationTableEntry ToEntry(TensorObserver observer, string name, TensorKind kind, int? axis, string column)
+    {
+        try
+        {
+            return observer.ToEntry(name, kind, axis);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"Cannot calibrate input '{name}' (column '{column}'): {e.Message}", e);
+        }
+    }
+
+    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxScoringOptions scoring)
+    {
+        try
+        {
+            var (inputs, outputs, fixedBatch) = OrtBatchScorer.Describe(session.Session, modelName, scoring.Inputs, scoring.Outputs, scoring.InputShapes, scoring.BatchSize);
+            return new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, scoring.BatchSize, fixedBatch);
+        }
+        catch
+        {
+            session.Session.Dispose();
+            throw;
+        }
+    }
+
+    private static long RowBytes(OrtBatchScorer scorer, OrtBatchScorer.Batch batch)
+        => 4L * (scorer.Inputs.Sum(i => (long)i.RowSize) + batch.OutputRowSizes.Sum(s => (long)Math.Max(s, 0)));
+
+    private static int ChooseBatchSize(int requested, OrtBatchScorer scorer, OrtBatchScorer.Batch probe)
+    {
+        long perRow = Math.Max(1, RowBytes(scorer, probe));
+        return (int)Math.Clamp(StagingBudgetBytes / perRow, 1, requested);
+    }
+}
