@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Numerics.Tensors;
 
 namespace Microsoft.ML.Quantization.Calibration;
@@ -40,9 +41,14 @@ internal sealed class ChannelStatistics
         if (data.IsEmpty)
             return;
 
-        // Vectorised fast path: Min propagates NaN and Max/Min expose infinities, so finite results mean all finite.
-        float min = TensorPrimitives.Min(data), max = TensorPrimitives.Max(data);
+        // One vectorised pass for min, max and finiteness; TensorPrimitives (two passes, NaN-propagating, -0 < +0) settles
+        // the rare cases the fast pass leaves open, so the result never depends on the pass taken.
         long finite = data.Length;
+        if (!FastMinMax(data, out float min, out float max))
+        {
+            min = TensorPrimitives.Min(data);
+            max = TensorPrimitives.Max(data);
+        }
         bool allFinite = float.IsFinite(min) && float.IsFinite(max);
         if (!allFinite)
         {
@@ -109,6 +115,52 @@ internal sealed class ChannelStatistics
             throw new InvalidDataException("Channel statistics are inconsistent.");
         if (hasHistogram)
             _histogram = PowerOfTwoHistogram.Read(reader);
+    }
+
+    /// <summary>
+    /// Min and max in one read of the data, ordering -0 below +0 as TensorPrimitives does (vminps/vmaxps do not, so
+    /// the presence of each zero is tracked). Returns false (results unusable) when a value is NaN or infinite.
+    /// </summary>
+    private static bool FastMinMax(ReadOnlySpan<float> data, out float min, out float max)
+    {
+        min = max = 0;
+        if (!Vector512.IsHardwareAccelerated || data.Length < 64)
+            return false;
+        ref float first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data);
+        var exponentMask = Vector512.Create(0x7F80_0000u);
+        Vector512<float> lo = Vector512.LoadUnsafe(ref first), hi = lo;
+        Vector512<uint> special = Vector512<uint>.Zero, positiveZero = Vector512<uint>.Zero, negativeZero = Vector512<uint>.Zero;
+        var signBit = Vector512.Create(0x8000_0000u);
+        int i = 0, n = data.Length;
+        for (; i + 16 <= n; i += 16)
+        {
+            Vector512<float> v = Vector512.LoadUnsafe(ref first, (nuint)i);
+            lo = Vector512.MinNative(lo, v);
+            hi = Vector512.MaxNative(hi, v);
+            special |= Vector512.Equals(v.AsUInt32() & exponentMask, exponentMask);
+            positiveZero |= Vector512.Equals(v.AsUInt32(), Vector512<uint>.Zero);
+            negativeZero |= Vector512.Equals(v.AsUInt32(), signBit);
+        }
+        Vector512<float> tail = Vector512.LoadUnsafe(ref first, (nuint)(n - 16)); // overlaps: min/max are idempotent
+        lo = Vector512.MinNative(lo, tail);
+        hi = Vector512.MaxNative(hi, tail);
+        special |= Vector512.Equals(tail.AsUInt32() & exponentMask, exponentMask);
+        positiveZero |= Vector512.Equals(tail.AsUInt32(), Vector512<uint>.Zero);
+        negativeZero |= Vector512.Equals(tail.AsUInt32(), signBit);
+        if (special != Vector512<uint>.Zero)
+            return false;
+        min = float.PositiveInfinity;
+        max = float.NegativeInfinity;
+        for (int k = 0; k < 16; k++)
+        {
+            min = MathF.Min(min, lo.GetElement(k));
+            max = MathF.Max(max, hi.GetElement(k));
+        }
+        if (min == 0)
+            min = negativeZero != Vector512<uint>.Zero ? -0f : 0f;
+        if (max == 0)
+            max = positiveZero != Vector512<uint>.Zero ? 0f : -0f;
+        return true;
     }
 
     private static (float Min, float Max, long Finite) FiniteMinMax(ReadOnlySpan<float> data)

@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.Intrinsics.X86;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -64,7 +66,7 @@ internal sealed class PowerOfTwoHistogram
     /// sub-histograms so runs of equal values (ReLU zeros) do not serialise on one counter, then folded into the
     /// 64-bit counts. Bins are computed exactly as <see cref="BinIndex"/> does (|x| * 2^k, truncated).
     /// </summary>
-    private void AddSplit(ReadOnlySpan<float> data, float mul)
+    private unsafe void AddSplit(ReadOnlySpan<float> data, float mul)
     {
         const int Stride = 2 * BinCount;
         int[] split = _split ??= new int[SubHistograms * Stride];
@@ -78,11 +80,44 @@ internal sealed class PowerOfTwoHistogram
             int i = 0, n = chunk.Length;
             ref int counts = ref split[0];
             ref int lane = ref index[0];
-            if (Vector512.IsHardwareAccelerated)
+            if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
+            {
+                // Exact +0 (most of a post-ReLU tensor) is counted by popcount; only the other lanes' indices are
+                // compressed into a pending buffer and counted in batches.
+                var scale = Vector512.Create(mul);
+                var magnitude = Vector512.Create(0x7FFF_FFFFu);
+                var subOffset = Vector512.Create(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride,
+                    0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
+                int[] pending = _pending ??= new int[PendingCapacity + 16];
+                long zeros = 0;
+                int queued = 0;
+                fixed (int* queue = pending)
+                {
+                    for (; i + 16 <= n; i += 16)
+                    {
+                        Vector512<uint> bits = Vector512.LoadUnsafe(ref first, (nuint)i).AsUInt32();
+                        Vector512<int> bin = Vector512.ConvertToInt32((bits & magnitude).AsSingle() * scale);
+                        Vector512<int> slot = (bin | ((bits >> 31) << Log2BinCount).AsInt32()) + subOffset;
+                        Vector512<uint> isZero = Vector512.Equals(bits, Vector512<uint>.Zero);
+                        int zeroLanes = BitOperations.PopCount(isZero.ExtractMostSignificantBits());
+                        zeros += zeroLanes;
+                        Avx512F.CompressStore(queue + queued, (~isZero).AsInt32(), slot);
+                        queued += 16 - zeroLanes;
+                        if (queued >= PendingCapacity)
+                        {
+                            CountPending(ref counts, pending, queued);
+                            queued = 0;
+                        }
+                    }
+                }
+                CountPending(ref counts, pending, queued);
+                _counts[0] += zeros;
+            }
+            else if (Vector512.IsHardwareAccelerated)
             {
                 var scale = Vector512.Create(mul);
                 var magnitude = Vector512.Create(0x7FFF_FFFFu);
-                // Lane j counts into sub-histogram j % 4: bin | (j % 4) * Stride is folded into the index vector.
+                // Lane j counts into sub-histogram j % 8: bin | (j % 4) * Stride is folded into the index vector.
                 var subOffset = Vector512.Create(0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride,
                     0, Stride, 2 * Stride, 3 * Stride, 4 * Stride, 5 * Stride, 6 * Stride, 7 * Stride);
                 for (; i + 16 <= n; i += 16)
@@ -119,6 +154,15 @@ internal sealed class PowerOfTwoHistogram
                 sub.Clear();
             }
         }
+    }
+
+    private const int PendingCapacity = 1024;
+    private int[]? _pending;
+
+    private static void CountPending(ref int counts, int[] pending, int queued)
+    {
+        for (int k = 0; k < queued; k++)
+            Unsafe.Add(ref counts, pending[k])++;
     }
 
     /// <summary>Adds <paramref name="other"/>'s counts after bringing both to the larger exponent.</summary>

@@ -97,6 +97,56 @@ public class MergeTests
     }
 
     [Fact]
+    public void Histogram_BulkVectorPathEqualsTheReferenceBins()
+    {
+        // 100 003 values (not a multiple of the vector width): ReLU-like zeros, -0, negatives, tiny and large values.
+        var data = CalibrationData.Gaussian(100_003, 21, sigma: 2f);
+        for (int i = 0; i < data.Length; i += 3)
+            data[i] = 0f;
+        for (int i = 1; i < data.Length; i += 97)
+            data[i] = -0f;
+        data[5] = 1e-30f;
+        data[7] = -47.5f;
+        var bulk = new PowerOfTwoHistogram();
+        bulk.Add(data, data.Max(MathF.Abs), allFinite: true);   // one call: the vectorised bulk path
+
+        int e = bulk.Exponent;
+        var expected = new long[2 * PowerOfTwoHistogram.BinCount];
+        foreach (float x in data)
+        {
+            int bin = (int)Math.Floor(Math.Abs((double)x) / Math.ScaleB(1.0, e) * PowerOfTwoHistogram.BinCount);
+            expected[(float.IsNegative(x) ? PowerOfTwoHistogram.BinCount : 0) + bin]++;
+        }
+        Assert.Equal(expected, (long[])[.. bulk.NonNegative.ToArray(), .. bulk.Negative.ToArray()]);
+    }
+
+    [Fact]
+    public void OnePassMinMax_OrdersSignedZerosLikeTheReference()
+    {
+        var rng = new Random(5);
+        foreach (int length in new[] { 64, 65, 79, 100, 1000, 4097 })
+        {
+            foreach (int pattern in Enumerable.Range(0, 6))
+            {
+                float[] data = pattern switch
+                {
+                    0 => Enumerable.Range(0, length).Select(i => i % 2 == 0 ? 0f : -0f).ToArray(),
+                    1 => Enumerable.Range(0, length).Select(_ => -0f).ToArray(),
+                    2 => Enumerable.Range(0, length).Select(i => i == length - 1 ? -0f : (float)rng.NextDouble()).ToArray(),
+                    3 => Enumerable.Range(0, length).Select(i => i == length / 2 ? 0f : -(float)rng.NextDouble()).ToArray(),
+                    4 => Enumerable.Range(0, length).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray(),
+                    _ => Enumerable.Range(0, length).Select(i => i == length - 1 ? 7f : MathF.Max(0, (float)rng.NextDouble() - 0.5f)).ToArray(),
+                };
+                var stats = new ChannelStatistics(withHistogram: false);
+                stats.Observe(data);
+                float min = data.Aggregate(float.PositiveInfinity, MathF.Min), max = data.Aggregate(float.NegativeInfinity, MathF.Max);
+                Assert.Equal(BitConverter.SingleToInt32Bits(min), BitConverter.SingleToInt32Bits(stats.Min));
+                Assert.Equal(BitConverter.SingleToInt32Bits(max), BitConverter.SingleToInt32Bits(stats.Max));
+            }
+        }
+    }
+
+    [Fact]
     public void MergingDifferentOptions_IsAnError()
     {
         var a = new TensorObserver(new CalibrationOptions { Method = CalibrationMethod.Percentile });
