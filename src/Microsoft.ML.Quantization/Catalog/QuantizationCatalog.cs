@@ -1,5 +1,6 @@
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.PostTraining;
 
 namespace Microsoft.ML.Quantization;
 
@@ -62,4 +63,25 @@ public sealed class QuantizationCatalog
 
     /// <summary>Calibrates a float ONNX model on representative rows, as configured by <paramref name="options"/>.</summary>
     public CalibrationEstimator Calibrate(CalibrationEstimatorOptions options) => new(Context, options);
+
+    /// <summary>
+    /// Post-training quantization of a float ONNX model: Fit calibrates on its rows (MinMax) and writes a QDQ model
+    /// with 8-bit per-channel weights and 8-bit activations (or <paramref name="weightBits"/>-bit weights).
+    /// </summary>
+    /// <param name="modelFile">Path of the float ONNX model.</param>
+    /// <param name="weightBits">Weight width: 8 (default), 4, or 2 to 7.</param>
+    /// <param name="sampleCount">Rows Fit calibrates on, at most.</param>
+    public PostTrainingEstimator PostTraining(string modelFile, int weightBits = 8, int sampleCount = CalibrationEstimatorOptions.DefaultSampleCount)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelFile);
+        return new PostTrainingEstimator(Context, new PostTrainingOptions
+        {
+            ModelPath = modelFile,
+            SampleCount = sampleCount,
+            Precision = new QuantizationPrecision(weightBits, 8),
+        });
+    }
+
+    /// <summary>Post-training quantization of a float ONNX model, as configured by <paramref name="options"/>.</summary>
+    public PostTrainingEstimator PostTraining(PostTrainingOptions options) => new(Context, options);
 }

@@ -307,6 +307,24 @@ internal sealed class OnnxGraph
 
     public bool RemoveNode(OnnxNode node) => Proto.Node.Remove(node.Proto);
 
+    /// <summary>Renames a tensor everywhere: its producer's output, every use, and graph inputs, outputs and value infos.</summary>
+    public void RenameTensor(string oldName, string newName)
+    {
+        if (oldName == newName)
+            return;
+        if (TensorNames().Contains(newName))
+            throw new ArgumentException($"Tensor '{newName}' already exists; cannot rename '{oldName}' to it.", nameof(newName));
+        foreach (var n in Proto.Node)
+            for (int i = 0; i < n.Output.Count; i++)
+                if (n.Output[i] == oldName)
+                    n.Output[i] = newName;
+        ReplaceAllUses(oldName, newName);
+        foreach (var v in Proto.Input.Concat(Proto.Output).Concat(Proto.ValueInfo).Where(v => v.Name == oldName))
+            v.Name = newName;
+        foreach (var t in Proto.Initializer.Where(t => t.Name == oldName))
+            t.Name = newName;
+    }
+
     /// <summary>Renames every use of a tensor as a node input (subgraph uses included) and as a graph output.</summary>
     public void ReplaceAllUses(string oldName, string newName)
     {

@@ -1,0 +1,111 @@
+using Microsoft.ML.Quantization.Calibration;
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Quantization.PostTraining;
+
+/// <summary>
+/// <c>mlContext.Quantization.PostTraining</c>: post-training quantization of a float ONNX model to INT8, INT4 or mixed
+/// precision. Fit prepares the graph (BatchNormalization folded, Identity/Dropout removed, constants folded, opset 13
+/// or 21, symbolic batch), calibrates on its rows unless a table is given, and writes the QDQ model; the transformer
+/// scores with it.
+/// </summary>
+public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer>
+{
+    private readonly MLContext _context;
+    private readonly PostTrainingOptions _options;
+    private OnnxScoringEstimator? _floatScoring;
+
+    internal PostTrainingEstimator(MLContext context, PostTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _context = context;
+        _options = options;
+    }
+
+    /// <summary>Calibrates on <paramref name="input"/> (unless a table was given) and quantizes.</summary>
+    public QuantizedModelTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        string name = _options.ModelPath ?? "(model bytes)";
+        OnnxModel model = Prepare(_options, name);
+        CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
+        QdqResult result = QdqWriter.Quantize(model, table, _options);
+        using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
+        {
+            int quantized = result.Nodes.Count(n => n.Precision is not null);
+            ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
+            foreach (var n in result.Nodes.Where(n => n.Precision is null))
+                ch.Info(MessageSensitivity.None, "{0}", $"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
+        }
+        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), QuantizedModelSettings.From(_options), result.Nodes);
+        try
+        {
+            transformer.GetOutputSchema(input.Schema);
+        }
+        catch
+        {
+            transformer.Dispose();
+            throw;
+        }
+        return transformer;
+    }
+
+    /// <summary>The input schema plus the model's output columns (the float model's: quantization keeps them).</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        _floatScoring ??= new OnnxScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        return _floatScoring.GetOutputSchema(inputSchema);
+    }
+
+    /// <summary>The graph PostTraining quantizes (and Calibrate with default options observes).</summary>
+    internal static OnnxModel Prepare(PostTrainingOptions options, string name)
+    {
+        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
+        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        if (IsAlreadyQuantized(model))
+            throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
+        OnnxRewrites.PrepareForQuantization(model);
+        if (model.DefaultOpset < 13)
+            OnnxRewrites.UpgradeOpset(model, 13);
+        try
+        {
+            OnnxRewrites.MakeBatchSymbolic(model);
+        }
+        catch (InvalidOnnxModelException)
+        {
+            // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
+        }
+        return model;
+    }
+
+    private static bool IsAlreadyQuantized(OnnxModel model)
+        => model.Graph.Nodes.Any(n => n.OpType is "QuantizeLinear" or "DequantizeLinear" or "DynamicQuantizeLinear" || n.OpType.StartsWith("QLinear", StringComparison.Ordinal)
+                                      || n.OpType is "ConvInteger" or "MatMulInteger" or "MatMulNBits");
+
+    private CalibrationTable Calibrate(OnnxModel prepared, IDataView input)
+    {
+        var calibration = new CalibrationEstimatorOptions
+        {
+            ModelBytes = prepared.ToBytes(),
+            PrepareGraph = false,
+            SampleCount = _options.SampleCount,
+            Activations = new CalibrationOptions { Method = _options.CalibrationMethod },
+            WeightsPerChannel = _options.WeightsPerChannel,
+            IntraOpNumThreads = _options.IntraOpNumThreads,
+            BatchSize = _options.BatchSize,
+            GraphOptimization = _options.GraphOptimization,
+            Progress = _options.Progress,
+            CancellationToken = _options.CancellationToken,
+        };
+        foreach (var b in _options.Inputs) calibration.Inputs.Add(b);
+        foreach (var kv in _options.InputShapes) calibration.InputShapes[kv.Key] = kv.Value;
+        foreach (var kv in _options.TensorOverrides) calibration.TensorOverrides[kv.Key] = kv.Value;
+        // Calibrate every tensor the quantizer may touch.
+        foreach (string op in _options.OpTypes) calibration.OpTypes.Add(op);
+        return ModelCalibrator.Run(_context, calibration, input).Table;
+    }
+}
