@@ -28,7 +28,7 @@ public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
     {
         ArgumentNullException.ThrowIfNull(input);
         CalibrationRun run = ModelCalibrator.Run(_context, _options, input);
-        return new CalibrationTransformer(run.Table, run.RowsObserved);
+        return new CalibrationTransformer(run.Table, run.RowsObserved, run.InputColumns);
     }
 
     /// <summary>The input schema unchanged, after checking the model's input columns are there and are float vectors.</summary>
@@ -50,10 +50,26 @@ public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
 /// </summary>
 public sealed class CalibrationTransformer : ITransformer
 {
-    internal CalibrationTransformer(CalibrationTable table, long rowsObserved)
+    private readonly IReadOnlyList<InputColumn> _inputs;
+
+    internal CalibrationTransformer(CalibrationTable table, long rowsObserved, IReadOnlyList<InputColumn> inputs)
     {
         Table = table;
         RowsObserved = rowsObserved;
+        _inputs = inputs;
+    }
+
+    /// <summary>The columns the model read while calibrating: inputs must still have them.</summary>
+    private void Validate(DataViewSchema schema, string paramName)
+    {
+        foreach (var input in _inputs)
+        {
+            DataViewSchema.Column? column = schema.GetColumnOrNull(input.Name);
+            if (column is null)
+                throw SchemaErrors.MissingColumn(paramName, input.Name);
+            if (column.Value.Type is not VectorDataViewType v || v.ItemType != NumberDataViewType.Single || (v.Size != 0 && v.Size != input.Size))
+                throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<Single, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
+        }
     }
 
     /// <summary>The calibrated ranges, scales and zero points, per tensor.</summary>
@@ -72,6 +88,7 @@ public sealed class CalibrationTransformer : ITransformer
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        Validate(inputSchema, nameof(inputSchema));
         return inputSchema;
     }
 
@@ -79,12 +96,17 @@ public sealed class CalibrationTransformer : ITransformer
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        Validate(input.Schema, nameof(input));
         return input;
     }
 
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
         => throw new NotSupportedException("CalibrationTransformer adds no columns; it has no row mapper of its own.");
 
+    /// <summary>Saves as an empty (pass-through) TransformerChain plus the table (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => throw new NotSupportedException("Save the calibration table with CalibrationTransformer.Table.Save(path).");
+        => ModelPersistence.SavePassThrough(ctx, ModelPersistence.CalibrationEntry,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new SavedState(Table.ToJson(), RowsObserved, [.. _inputs]), ModelPersistence.JsonOptions));
+
+    internal sealed record SavedState(string Table, long RowsObserved, List<InputColumn> Inputs);
 }

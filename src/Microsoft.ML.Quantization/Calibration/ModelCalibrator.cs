@@ -6,7 +6,10 @@ using Microsoft.ML.Runtime;
 namespace Microsoft.ML.Quantization.Calibration;
 
 /// <summary>The outcome of one calibration run.</summary>
-internal sealed record CalibrationRun(CalibrationTable Table, long RowsObserved, GraphPreparation? Preparation);
+internal sealed record CalibrationRun(CalibrationTable Table, long RowsObserved, GraphPreparation? Preparation, IReadOnlyList<InputColumn> InputColumns);
+
+/// <summary>A float vector column a transformer reads.</summary>
+internal sealed record InputColumn(string Name, int Size);
 
 /// <summary>
 /// Runs a float model over representative rows in one streaming pass and feeds every planned tensor to its
@@ -40,8 +43,9 @@ internal static class ModelCalibrator
             entries[w.Name] = CalibrateWeight(w);
 
         long rows = 0;
+        var inputColumns = new List<InputColumn>();
         if (plan.Activations.Count > 0)
-            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock);
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock, inputColumns);
 
         foreach (SharedActivation shared in plan.Shared)
             entries[shared.Name] = entries[shared.Source].SharedAs(shared.Name);
@@ -50,7 +54,7 @@ internal static class ModelCalibrator
         foreach (string name in plan.Order)
             table.Add(entries[name]);
         channel.Info(MessageSensitivity.None, "{0}", $"Calibrated {table.Count} tensors over {rows} rows in {clock.Elapsed.TotalSeconds:F2} s.");
-        return new CalibrationRun(table, rows, preparation);
+        return new CalibrationRun(table, rows, preparation, inputColumns);
     }
 
     private static CalibrationTableEntry CalibrateWeight(PlannedWeight w)
@@ -84,7 +88,8 @@ internal static class ModelCalibrator
     }
 
     private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
-        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock)
+        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock,
+        List<InputColumn> inputColumns)
     {
         OnnxScoringOptions scoring = options.ToScoringOptions();
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
@@ -95,6 +100,7 @@ internal static class ModelCalibrator
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);
         scorer.ValidateInputSchema(data.Schema, "input");
+        inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize)));
 
         var inputObservers = new TensorObserver?[scorer.Inputs.Length];
         for (int k = 0; k < scorer.Inputs.Length; k++)

@@ -84,4 +84,14 @@ public sealed class QuantizationCatalog
 
     /// <summary>Post-training quantization of a float ONNX model, as configured by <paramref name="options"/>.</summary>
     public PostTrainingEstimator PostTraining(PostTrainingOptions options) => new(Context, options);
+
+    /// <summary>
+    /// Loads a model saved with <c>mlContext.Model.Save</c> and restores QatMl's transformers in it (scoring, calibration,
+    /// quantized models) as their own types with every option they were saved with. A zip without QatMl entries loads
+    /// as <c>mlContext.Model.Load</c> would.
+    /// </summary>
+    /// <param name="filePath">The model zip.</param>
+    /// <param name="inputSchema">The input schema saved with the model.</param>
+    public ITransformer LoadModel(string filePath, out DataViewSchema inputSchema)
+        => ModelPersistence.Load(Context, filePath, out inputSchema);
 }

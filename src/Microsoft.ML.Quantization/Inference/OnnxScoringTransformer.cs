@@ -82,9 +82,10 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
         => throw new NotSupportedException("OnnxScoringTransformer scores batches of rows; use Transform (PredictionEngine needs a row-to-row mapper).");
 
+    /// <summary>Saves as ML.NET's OnnxTransformer over the same bytes plus these options (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => throw new NotSupportedException(
-            "OnnxScoringTransformer is a building block and is not saved with mlContext.Model.Save; save the ONNX model file and its options instead.");
+        => ModelPersistence.SaveOnnx(ctx, Context, this, ModelPersistence.ScoringEntry,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelPersistence.JsonOptions));
 
     /// <summary>Releases the ONNX Runtime session.</summary>
     public void Dispose() => _scorer.Dispose();

@@ -21,7 +21,8 @@ internal static class ModelSaveEntries
             string directory = (string?)typeof(ModelSaveContext).GetField("Directory", Instance)!.GetValue(ctx) ?? "";
             MethodInfo create = repository.GetType().GetMethod("CreateEntry", Instance, [typeof(string), typeof(string)])!;
             object entry = create.Invoke(repository, [directory, name])!;
-            var stream = (Stream)entry.GetType().GetField("Stream", Instance)!.GetValue(entry)!;
+            var stream = (Stream)(entry.GetType().GetField("Stream", Instance)?.GetValue(entry)
+                                  ?? entry.GetType().GetProperty("Stream", Instance)!.GetValue(entry))!;
             stream.Write(content);
             ((IDisposable)entry).Dispose();
         }

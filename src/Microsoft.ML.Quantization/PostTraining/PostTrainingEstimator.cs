@@ -40,7 +40,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             foreach (var n in result.Nodes.Where(n => n.Precision is null))
                 ch.Info(MessageSensitivity.None, "{0}", $"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
         }
-        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), QuantizedModelSettings.From(_options), result.Nodes);
+        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes);
         try
         {
             transformer.GetOutputSchema(input.Schema);

@@ -1,0 +1,51 @@
+namespace Microsoft.ML.Quantization.Inference;
+
+/// <summary>How a QatMl transformer runs its ONNX model; saved beside it and restored by <c>LoadModel</c>.</summary>
+internal sealed record ScoringSettings
+{
+    public OnnxExecutionProvider ExecutionProvider { get; init; }
+    public int? GpuDeviceId { get; init; }
+    public bool? FallbackToCpu { get; init; }
+    public int IntraOpNumThreads { get; init; }
+    public OnnxGraphOptimization GraphOptimization { get; init; } = OnnxGraphOptimization.All;
+    public int BatchSize { get; init; } = 64;
+    public List<OnnxColumnBinding> Inputs { get; init; } = [];
+    public List<OnnxColumnBinding> Outputs { get; init; } = [];
+    public Dictionary<string, int[]> InputShapes { get; init; } = [];
+
+    public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
+        IDictionary<string, int[]> inputShapes) => new()
+    {
+        ExecutionProvider = o.ExecutionProvider,
+        GpuDeviceId = o.GpuDeviceId,
+        FallbackToCpu = o.FallbackToCpu,
+        IntraOpNumThreads = o.IntraOpNumThreads,
+        GraphOptimization = o.GraphOptimization,
+        BatchSize = o.BatchSize,
+        Inputs = [.. inputs],
+        Outputs = [.. outputs],
+        InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
+    };
+
+    public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+
+    public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+
+    public OnnxScoringOptions ToScoringOptions(byte[] model)
+    {
+        var s = new OnnxScoringOptions
+        {
+            ModelBytes = model,
+            ExecutionProvider = ExecutionProvider,
+            GpuDeviceId = GpuDeviceId,
+            FallbackToCpu = FallbackToCpu,
+            IntraOpNumThreads = IntraOpNumThreads,
+            GraphOptimization = GraphOptimization,
+            BatchSize = BatchSize,
+        };
+        foreach (var b in Inputs) s.Inputs.Add(b);
+        foreach (var b in Outputs) s.Outputs.Add(b);
+        foreach (var kv in InputShapes) s.InputShapes[kv.Key] = kv.Value;
+        return s;
+    }
+}

@@ -1,0 +1,138 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Quantization.Calibration;
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.PostTraining;
+using QatMl.Samples;
+
+namespace Microsoft.ML.Quantization.Tests;
+
+/// <summary>
+/// One conformance test applied to every QatMl estimator: schema propagation, ML.NET-shaped errors for a missing and
+/// a mistyped column (from GetOutputSchema and from Fit), and persistence by both routes: mlContext.Model.Load gives
+/// identical scores, mlContext.Quantization.LoadModel gives back the QatMl type with its options.
+/// </summary>
+public sealed class ConformanceTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("qatml-conformance-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining"];
+
+    private static IEstimator<ITransformer> Create(MLContext context, string name) => name switch
+    {
+        "ScoreOnnxModel" => context.Quantization.ScoreOnnxModel(new OnnxScoringOptions
+        {
+            ModelPath = TestData.FmnistNet, BatchSize = 16, IntraOpNumThreads = 1,
+            Outputs = { new OnnxColumnBinding("Scores", "logits"), new OnnxColumnBinding("Pool1", "/pool1/MaxPool_output_0") },
+        }),
+        "Calibrate" => context.Quantization.Calibrate(new CalibrationEstimatorOptions { ModelPath = TestData.FmnistNet, SampleCount = 40, IntraOpNumThreads = 1 }),
+        _ => context.Quantization.PostTraining(new PostTrainingOptions
+        {
+            ModelPath = TestData.FmnistNet, SampleCount = 40, BatchSize = 8, IntraOpNumThreads = 1, FallbackToCpu = true,
+            Outputs = { new OnnxColumnBinding("Scores", "logits") },
+        }),
+    };
+
+    [Theory]
+    [MemberData(nameof(Estimators))]
+    public void Estimator_Conforms(string name)
+    {
+        var context = new MLContext(seed: 1);
+        IDataView data = context.Data.LoadFromEnumerable(FashionMnist.Rows(FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 50)));
+        IEstimator<ITransformer> estimator = Create(context, name);
+
+        // Schema: the estimator's shape names the transformer's columns with the same kinds and types.
+        SchemaShape shape = estimator.GetOutputSchema(Internal.SchemaShapes.FromSchema(data.Schema));
+        ITransformer transformer = estimator.Fit(data);
+        DataViewSchema schema = transformer.GetOutputSchema(data.Schema);
+        Assert.Equal(shape.Select(c => c.Name).OrderBy(n => n), schema.Select(c => c.Name).OrderBy(n => n));
+        foreach (var column in shape)
+            Assert.Equal(column.ItemType, schema[column.Name].Type is VectorDataViewType v ? v.ItemType : schema[column.Name].Type);
+
+        // Bad input: missing and mistyped columns, from both entry points, before any row is read.
+        var missing = context.Data.LoadFromEnumerable(new[] { new OtherRow() });
+        Assert.Contains("Could not find input column 'input'", Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(missing)).Message);
+        Assert.Contains("Could not find input column 'input'",
+            Assert.Throws<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(Internal.SchemaShapes.FromSchema(missing.Schema))).Message);
+        var doubles = context.Data.LoadFromEnumerable(new[] { new DoubleRow() });
+        Assert.Contains("Schema mismatch for input column 'input'", Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(doubles)).Message);
+        Assert.Contains("Schema mismatch for input column 'input'", Assert.Throws<ArgumentOutOfRangeException>(() => transformer.GetOutputSchema(doubles.Schema)).Message);
+
+        // Persistence, route 1: mlContext.Model.Load in a fresh context scores identically.
+        string path = Path.Combine(_dir, name + ".zip");
+        context.Model.Save(transformer, data.Schema, path);
+        var fresh = new MLContext(seed: 2);
+        ITransformer plain = fresh.Model.Load(path, out DataViewSchema savedSchema);
+        Assert.Equal(data.Schema.Select(c => c.Name), savedSchema.Select(c => c.Name));
+        IDataView expected = transformer.Transform(data), actual = plain.Transform(data);
+        foreach (var column in schema.Where(c => data.Schema.GetColumnOrNull(c.Name) is null))
+            Assert.Equal(Column(expected, column.Name), Column(actual, column.Name));
+        if (name == "Calibrate")
+            Assert.Equal(Column(data, "input"), Column(actual, "input"));
+
+        // Route 2: LoadModel restores the QatMl type and its options.
+        ITransformer restored = fresh.Quantization.LoadModel(path, out _);
+        Assert.Equal(transformer.GetType(), restored.GetType());
+        switch (transformer)
+        {
+            case OnnxScoringTransformer s:
+                var r = (OnnxScoringTransformer)restored;
+                Assert.Equal(s.Options.BatchSize, r.Options.BatchSize);
+                Assert.Equal(s.Options.IntraOpNumThreads, r.Options.IntraOpNumThreads);
+                Assert.Equal(s.Options.Outputs, r.Options.Outputs);
+                Assert.Equal(s.OutputColumnNames, r.OutputColumnNames);
+                break;
+            case CalibrationTransformer c:
+                Assert.Equal(c.Table.ToJson(), ((CalibrationTransformer)restored).Table.ToJson());
+                Assert.Equal(c.RowsObserved, ((CalibrationTransformer)restored).RowsObserved);
+                break;
+            case QuantizedModelTransformer q:
+                var rq = (QuantizedModelTransformer)restored;
+                Assert.Equal(q.BatchSize, rq.BatchSize);
+                Assert.Equal(q.IntraOpNumThreads, rq.IntraOpNumThreads);
+                Assert.Equal(q.RequestedExecutionProvider, rq.RequestedExecutionProvider);
+                Assert.Equal(q.Settings.FallbackToCpu, rq.Settings.FallbackToCpu);
+                Assert.Equal(q.Nodes, rq.Nodes);
+                break;
+        }
+        foreach (var column in schema.Where(c => data.Schema.GetColumnOrNull(c.Name) is null))
+            Assert.Equal(Column(expected, column.Name), Column(restored.Transform(data), column.Name));
+
+        // Inside a pipeline (a TransformerChain) the QatMl transformer is restored in place.
+        var chain = context.Transforms.CopyColumns("copy", "input").Fit(data).Append(transformer);
+        string chainPath = Path.Combine(_dir, name + "-chain.zip");
+        context.Model.Save(chain, data.Schema, chainPath);
+        var restoredChain = Assert.IsType<TransformerChain<ITransformer>>(fresh.Quantization.LoadModel(chainPath, out _));
+        Assert.Equal(transformer.GetType(), restoredChain.Last().GetType());
+        (transformer as IDisposable)?.Dispose();
+    }
+
+    private static List<float[]> Column(IDataView view, string name)
+    {
+        var column = view.Schema[name];
+        var result = new List<float[]>();
+        using var cursor = view.GetRowCursor([column]);
+        var getter = cursor.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            result.Add(value.DenseValues().ToArray());
+        }
+        return result;
+    }
+
+    private sealed class OtherRow
+    {
+        [Microsoft.ML.Data.VectorType(4)]
+        public float[] Other { get; set; } = new float[4];
+    }
+
+    private sealed class DoubleRow
+    {
+        [Microsoft.ML.Data.VectorType(784)]
+        [Microsoft.ML.Data.ColumnName("input")]
+        public double[] Input { get; set; } = new double[784];
+    }
+}
