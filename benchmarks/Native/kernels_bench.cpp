@@ -150,7 +150,7 @@ void BM_MemcpyCeiling(benchmark::State& state) {
 }
 BENCHMARK(BM_MemcpyCeiling)->Arg(128 * 3136)->Unit(benchmark::kMicrosecond)->QATML_BEST;
 
-// Args: batch, C, M, H(=W), kernel, stride, pad, groups.
+// Args: batch, C, M, H(=W), kernel, stride, pad, groups, ISA at pack time (-1 = detected).
 void BM_Conv(benchmark::State& state) {
     qatml_conv2d_params p{};
     p.batch = state.range(0);
@@ -165,8 +165,18 @@ void BM_Conv(benchmark::State& state) {
     const int64_t cpg = p.channels / groups;
     auto w = random_bytes<int8_t>(size_t(m * cpg * kk * kk), -127, 127, 3);
     auto x = random_bytes<uint8_t>(size_t(p.batch * p.channels * p.height * p.width), 0, 255, 4);
+    const int isa = static_cast<int>(state.range(8));
+    int32_t det = 0;
+    qatml_cpu_detected_isa(&det);
+    if (isa > det) {
+        state.SkipWithError("ISA not available");
+        return;
+    }
+    qatml_cpu_set_max_isa(isa);
     qatml_packed_weights* pw = nullptr;
-    if (qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, m, cpg, kk, kk, groups, nullptr, &pw) != QATML_OK) {
+    const qatml_status packed = qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, m, cpg, kk, kk, groups, nullptr, &pw);
+    qatml_cpu_set_max_isa(-1);
+    if (packed != QATML_OK) {
         state.SkipWithError(qatml_last_error());
         return;
     }
@@ -194,28 +204,175 @@ void BM_Conv(benchmark::State& state) {
     qatml_packed_weights_destroy(pw);
 }
 BENCHMARK(BM_Conv)
-    ->ArgNames({"N", "C", "M", "HW", "k", "s", "pad", "g"})
-    ->Args({256, 32, 64, 14, 3, 1, 1, 1})   // FmnistNet conv2 at batch 256
-    ->Args({32, 32, 64, 14, 3, 1, 1, 1})    // FmnistNet conv2 at batch 32
-    ->Args({32, 64, 64, 56, 3, 1, 1, 1})    // ResNet18 layer1 3x3 at batch 32
-    ->Args({32, 256, 256, 14, 3, 1, 1, 1})  // ResNet18 layer3 3x3 at batch 32
-    ->Args({32, 64, 64, 56, 3, 1, 1, 64})   // depthwise 3x3 (direct kernel)
+    ->ArgNames({"N", "C", "M", "HW", "k", "s", "pad", "g", "isa"})
+    ->Args({256, 32, 64, 14, 3, 1, 1, 1, -1})   // FmnistNet conv2 at batch 256
+    ->Args({32, 32, 64, 14, 3, 1, 1, 1, -1})    // FmnistNet conv2 at batch 32
+    ->Args({32, 64, 64, 56, 3, 1, 1, 1, -1})    // ResNet18 layer1 3x3 at batch 32
+    ->Args({32, 256, 256, 14, 3, 1, 1, 1, -1})  // ResNet18 layer3 3x3 at batch 32
+    ->Args({32, 64, 128, 56, 3, 2, 1, 1, -1})   // ResNet18 layer2 downsampling 3x3 stride 2 at batch 32
+    ->Args({32, 32, 64, 14, 3, 1, 1, 1, QATML_ISA_AVX_VNNI})  // FmnistNet conv2, im2col + ymm GEMM
+    ->Args({32, 64, 64, 56, 3, 1, 1, 64, -1})   // depthwise 3x3
+    ->Args({32, 64, 64, 56, 3, 1, 1, 64, QATML_ISA_AVX2})
+    ->Args({32, 64, 64, 56, 3, 2, 1, 64, -1})   // depthwise 3x3 stride 2
     ->Unit(benchmark::kMillisecond)->QATML_BEST;
 
+// Elementwise, pooling: the ISA is capped for the call only (these kernels dispatch per call).
+// "elems" counts elements (input elements for pooling) per second, "bytes" bytes read + written.
+struct IsaScope {
+    bool ok = true;
+    explicit IsaScope(benchmark::State& state, int isa) {
+        int32_t det = 0;
+        qatml_cpu_detected_isa(&det);
+        if (isa > det) {
+            state.SkipWithError("ISA not available");
+            ok = false;
+        } else {
+            qatml_cpu_set_max_isa(isa);
+        }
+    }
+    ~IsaScope() { qatml_cpu_set_max_isa(-1); }
+};
+void set_rates(benchmark::State& state, double elems, double bytes) {
+    state.counters["elems"] = benchmark::Counter(elems * double(state.iterations()), benchmark::Counter::kIsRate);
+    state.counters["bytes"] = benchmark::Counter(bytes * double(state.iterations()), benchmark::Counter::kIsRate,
+                                                 benchmark::Counter::kIs1024);
+}
+#define QATML_RUN_OR_SKIP(call)                      \
+    if ((call) != QATML_OK) {                        \
+        state.SkipWithError(qatml_last_error());     \
+        break;                                       \
+    }
+
+// Args: elements, ISA (-1 = detected, 0 = scalar reference). f32 -> u8, per tensor.
 void BM_QuantizeLinear(benchmark::State& state) {
     const int64_t n = state.range(0);
+    IsaScope scope(state, int(state.range(1)));
+    if (!scope.ok) return;
     std::vector<float> x(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(i % 1000) * 0.37f - 150.0f;
     std::vector<uint8_t> y(static_cast<size_t>(n));
     float s = 0.5f;
     int32_t zp = 128;
     for (auto _ : state) {
-        qatml_quantize_linear(nullptr, x.data(), 1, 1, n, &s, &zp, QATML_TYPE_UINT8, y.data());
+        QATML_RUN_OR_SKIP(qatml_quantize_linear(nullptr, x.data(), 1, 1, n, &s, &zp, QATML_TYPE_UINT8, y.data()));
         benchmark::ClobberMemory();
     }
-    state.counters["elems"] = benchmark::Counter(double(n) * double(state.iterations()), benchmark::Counter::kIsRate);
+    set_rates(state, double(n), double(n) * 5);
 }
-BENCHMARK(BM_QuantizeLinear)->Arg(1 << 20)->Unit(benchmark::kMicrosecond)->QATML_BEST;
+BENCHMARK(BM_QuantizeLinear)->ArgNames({"n", "isa"})->Args({1 << 20, -1})->Args({1 << 20, QATML_ISA_AVX2})
+    ->Args({1 << 20, QATML_ISA_SCALAR})->Unit(benchmark::kMicrosecond)->QATML_BEST;
+
+// u8 -> f32, per channel (256 channels x 4096).
+void BM_DequantizeLinear(benchmark::State& state) {
+    const int64_t n = state.range(0), channels = 256;
+    IsaScope scope(state, int(state.range(1)));
+    if (!scope.ok) return;
+    auto x = random_bytes<uint8_t>(size_t(n), 0, 255, 5);
+    std::vector<float> y(static_cast<size_t>(n)), scales(channels, 0.02f);
+    std::vector<int32_t> zps(channels, 100);
+    for (auto _ : state) {
+        QATML_RUN_OR_SKIP(qatml_dequantize_linear(nullptr, x.data(), QATML_TYPE_UINT8, 1, channels, n / channels,
+                                                  scales.data(), zps.data(), y.data()));
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, double(n), double(n) * 5);
+}
+BENCHMARK(BM_DequantizeLinear)->ArgNames({"n", "isa"})->Args({1 << 20, -1})->Args({1 << 20, QATML_ISA_AVX2})
+    ->Args({1 << 20, QATML_ISA_SCALAR})->Unit(benchmark::kMicrosecond)->QATML_BEST;
+
+// s32 (+ bias) -> u8, per channel (256 channels x 4096).
+void BM_Requantize(benchmark::State& state) {
+    const int64_t n = state.range(0), channels = 256;
+    IsaScope scope(state, int(state.range(1)));
+    if (!scope.ok) return;
+    std::vector<int32_t> x(static_cast<size_t>(n)), bias(channels, 17);
+    for (int64_t i = 0; i < n; ++i) x[size_t(i)] = int32_t((i * 2654435761u) % 200000) - 100000;
+    std::vector<float> mult(channels, 1.0f / 1024.0f);
+    std::vector<uint8_t> y(static_cast<size_t>(n));
+    for (auto _ : state) {
+        QATML_RUN_OR_SKIP(qatml_requantize(nullptr, x.data(), 1, channels, n / channels, bias.data(), mult.data(), 3,
+                                           QATML_TYPE_UINT8, y.data()));
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, double(n), double(n) * 5);
+}
+BENCHMARK(BM_Requantize)->ArgNames({"n", "isa"})->Args({1 << 20, -1})->Args({1 << 20, QATML_ISA_AVX2})
+    ->Args({1 << 20, QATML_ISA_SCALAR})->Unit(benchmark::kMicrosecond)->QATML_BEST;
+
+// QLinearAdd u8 (ResNet residual add).
+void BM_Add(benchmark::State& state) {
+    const int64_t n = state.range(0);
+    IsaScope scope(state, int(state.range(1)));
+    if (!scope.ok) return;
+    auto a = random_bytes<uint8_t>(size_t(n), 0, 255, 6), b = random_bytes<uint8_t>(size_t(n), 0, 255, 7);
+    std::vector<uint8_t> y(static_cast<size_t>(n));
+    for (auto _ : state) {
+        QATML_RUN_OR_SKIP(qatml_add(nullptr, a.data(), 0.05f, 120, b.data(), 0.03f, 130, QATML_TYPE_UINT8, n, 0.06f, 110, y.data()));
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, double(n), double(n) * 3);
+}
+BENCHMARK(BM_Add)->ArgNames({"n", "isa"})->Args({1 << 20, -1})->Args({1 << 20, QATML_ISA_AVX2})
+    ->Args({1 << 20, QATML_ISA_SCALAR})->Unit(benchmark::kMicrosecond)->QATML_BEST;
+
+// Args: batch, channels, H(=W), kernel, stride, pad, kind (1 max, 2 average), ISA.
+void BM_Pool(benchmark::State& state) {
+    qatml_conv2d_params p{};
+    p.batch = state.range(0);
+    p.channels = state.range(1);
+    p.height = p.width = state.range(2);
+    const int64_t k = state.range(3);
+    p.stride_h = p.stride_w = state.range(4);
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = state.range(5);
+    p.dilation_h = p.dilation_w = 1;
+    const int32_t kind = int32_t(state.range(6));
+    IsaScope scope(state, int(state.range(7)));
+    if (!scope.ok) return;
+    int64_t oh = 0, ow = 0;
+    qatml_conv2d_output_size(&p, k, k, &oh, &ow);
+    const int64_t in = p.batch * p.channels * p.height * p.width, out = p.batch * p.channels * oh * ow;
+    auto x = random_bytes<uint8_t>(size_t(in), 0, 255, 8);
+    std::vector<uint8_t> y(static_cast<size_t>(out));
+    for (auto _ : state) {
+        QATML_RUN_OR_SKIP(qatml_pool2d(nullptr, kind, &p, k, k, 0, x.data(), QATML_TYPE_UINT8, 0.1f, 3, 0.1f, 3, y.data()));
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, double(in), double(in + out));
+}
+BENCHMARK(BM_Pool)
+    ->ArgNames({"N", "C", "HW", "k", "s", "pad", "kind", "isa"})
+    ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, -1})  // ResNet18 stem max pool, batch 32
+    ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, QATML_ISA_AVX2})
+    ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, QATML_ISA_SCALAR})
+    ->Args({256, 32, 28, 2, 2, 0, QATML_POOL_MAX, -1})  // FmnistNet 2x2 max pool, batch 256
+    ->Args({256, 32, 28, 2, 2, 0, QATML_POOL_MAX, QATML_ISA_SCALAR})
+    ->Args({32, 64, 56, 3, 1, 1, QATML_POOL_AVERAGE, -1})  // 3x3 average pool, stride 1
+    ->Args({32, 64, 56, 3, 1, 1, QATML_POOL_AVERAGE, QATML_ISA_AVX2})
+    ->Args({32, 64, 56, 3, 1, 1, QATML_POOL_AVERAGE, QATML_ISA_SCALAR})
+    ->Unit(benchmark::kMicrosecond)->QATML_BEST;
+
+// Args: batch, channels, H*W, ISA.
+void BM_GlobalAveragePool(benchmark::State& state) {
+    const int64_t batch = state.range(0), channels = state.range(1), spatial = state.range(2);
+    IsaScope scope(state, int(state.range(3)));
+    if (!scope.ok) return;
+    auto x = random_bytes<uint8_t>(size_t(batch * channels * spatial), 0, 255, 9);
+    std::vector<uint8_t> y(static_cast<size_t>(batch * channels));
+    for (auto _ : state) {
+        QATML_RUN_OR_SKIP(qatml_global_average_pool(nullptr, x.data(), QATML_TYPE_UINT8, batch, channels, spatial, 0.1f, 3,
+                                                    0.05f, 5, y.data()));
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, double(batch * channels * spatial), double(batch * channels * (spatial + 1)));
+}
+BENCHMARK(BM_GlobalAveragePool)
+    ->ArgNames({"N", "C", "HW", "isa"})
+    ->Args({32, 512, 49, -1})  // ResNet18 head, batch 32
+    ->Args({32, 512, 49, QATML_ISA_AVX2})
+    ->Args({32, 512, 49, QATML_ISA_SCALAR})
+    ->Args({32, 64, 3136, -1})  // a 56x56 plane
+    ->Args({32, 64, 3136, QATML_ISA_SCALAR})
+    ->Unit(benchmark::kMicrosecond)->QATML_BEST;
 
 #ifdef QATML_BENCH_ONEDNN
 // oneDNN u8 x s8 -> s32 matmul, weights reordered once into the layout the primitive prefers.

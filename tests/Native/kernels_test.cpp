@@ -499,3 +499,268 @@ TEST(KernelsAbi, ValidatesArguments) {
     std::vector<uint8_t> packed(1);
     EXPECT_EQ(qatml_int4_pack(bad.data(), 1, 1, packed.data()), QATML_INVALID_ARGUMENT);
 }
+
+// ---- vectorised elementwise, pooling and depthwise paths: bit-exact against the scalar ISA ----
+
+namespace {
+// Runs `fn` with the ISA capped at each fast level and checks its output equals the scalar run.
+template <typename Out, typename Fn>
+void expect_all_isas_match(const Fn& fn, const std::string& what) {
+    std::vector<Out> ref;
+    {
+        IsaCap cap(QATML_ISA_SCALAR);
+        ref = fn();
+    }
+    for (int isa : fast_isas()) {
+        IsaCap cap(isa);
+        const std::vector<Out> got = fn();
+        ASSERT_EQ(got.size(), ref.size()) << what;
+        for (size_t i = 0; i < ref.size(); ++i)
+            ASSERT_EQ(std::memcmp(&got[i], &ref[i], sizeof(Out)), 0)
+                << "isa " << qatml_isa_name(isa) << " " << what << " element " << i << " of " << ref.size();
+    }
+}
+float random_scale(int lo_exp, int hi_exp) { return std::ldexp(1.0f + rnd(0, 1 << 20) / float(1 << 20), rnd(lo_exp, hi_exp)); }
+}  // namespace
+
+TEST(KernelsSimd, QuantizeLinearMatchesScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 40; ++iter) {
+        const int64_t outer = rnd(1, 3), channels = iter % 2 ? rnd(2, 5) : 1, inner = rnd(1, 150);
+        const int32_t type = iter % 3 == 0 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int64_t n = outer * channels * inner;
+        std::vector<float> scales(channels);
+        std::vector<int32_t> zps(channels);
+        for (int64_t c = 0; c < channels; ++c) {
+            scales[c] = random_scale(-8, 2);
+            zps[c] = type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        }
+        std::vector<float> x(n);
+        for (int64_t i = 0; i < n; ++i) {
+            const float s = scales[(i / inner) % channels];
+            switch (rnd(0, 5)) {
+                case 0: x[i] = (float(rnd(-300, 300)) + 0.5f) * s; break;  // exact halves: round half to even
+                case 1: x[i] = float(rnd(-100000, 100000)); break;          // saturates
+                case 2: x[i] = i % 7 == 0 ? NAN : (i % 7 == 1 ? INFINITY : -INFINITY); break;
+                default: x[i] = float(rnd(-(1 << 20), 1 << 20)) / float(1 << 12) * s;
+            }
+        }
+        const bool per_tensor_zp_null = iter % 5 == 4;
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(n, 0xCD);
+                EXPECT_EQ(qatml_quantize_linear(nullptr, x.data(), outer, channels, inner, scales.data(),
+                                                per_tensor_zp_null ? nullptr : zps.data(), type, y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "quantize iter " + std::to_string(iter));
+    }
+}
+
+TEST(KernelsSimd, DequantizeAndRequantizeMatchScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 30; ++iter) {
+        const int64_t outer = rnd(1, 3), channels = iter % 2 ? rnd(2, 5) : 1, inner = rnd(1, 150);
+        const int64_t n = outer * channels * inner;
+        const int32_t types[3] = {QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_INT32};
+        const int32_t in_type = types[iter % 3];
+        std::vector<float> scales(channels), mult(channels);
+        std::vector<int32_t> zps(channels), bias(channels);
+        for (int64_t c = 0; c < channels; ++c) {
+            scales[c] = random_scale(-10, 3);
+            mult[c] = random_scale(-16, -4);
+            zps[c] = in_type == QATML_TYPE_UINT8 ? rnd(0, 255) : in_type == QATML_TYPE_INT8 ? rnd(-128, 127) : rnd(-100000, 100000);
+            bias[c] = rnd(-50000, 50000);
+        }
+        std::vector<int32_t> x32(n);
+        for (auto& v : x32) v = iter % 4 == 3 ? static_cast<int32_t>(rng()()) : rnd(-2000000, 2000000);  // full range wraps
+        auto x8 = random_vec<uint8_t>(n, 0, 255);
+        const void* x = in_type == QATML_TYPE_INT32 ? static_cast<const void*>(x32.data()) : x8.data();
+        expect_all_isas_match<float>(
+            [&] {
+                std::vector<float> y(n, -1.0f);
+                EXPECT_EQ(qatml_dequantize_linear(nullptr, x, in_type, outer, channels, inner, scales.data(), zps.data(),
+                                                  y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "dequantize iter " + std::to_string(iter));
+        const int32_t out_type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int32_t out_zp = out_type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(n, 0xCD);
+                EXPECT_EQ(qatml_requantize(nullptr, x32.data(), outer, channels, inner, iter % 3 ? bias.data() : nullptr,
+                                           mult.data(), out_zp, out_type, y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "requantize iter " + std::to_string(iter));
+    }
+}
+
+TEST(KernelsSimd, AddMatchesScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 30; ++iter) {
+        const int64_t n = iter < 3 ? iter + 1 : rnd(1, 400);
+        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        auto zp = [&] { return type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127); };
+        const int32_t za = zp(), zb = zp(), zy = zp();
+        const float sa = random_scale(-8, 0), sb = random_scale(-8, 0), sy = random_scale(-8, 0);
+        auto a = random_vec<uint8_t>(n, 0, 255), b = random_vec<uint8_t>(n, 0, 255);
+        const bool in_place = iter % 4 == 1;  // y aliases a
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y = in_place ? a : std::vector<uint8_t>(n, 0xCD);
+                EXPECT_EQ(qatml_add(nullptr, in_place ? y.data() : a.data(), sa, za, b.data(), sb, zb, type, n, sy, zy,
+                                    y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "add iter " + std::to_string(iter));
+    }
+}
+
+TEST(KernelsSimd, PoolingMatchesScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 60; ++iter) {
+        qatml_conv2d_params p{};
+        p.batch = rnd(1, 2);
+        p.channels = rnd(1, 3);
+        p.height = rnd(1, 20);
+        p.width = iter % 3 == 0 ? rnd(60, 140) : rnd(1, 40);  // wide rows: several vectors and a tail
+        const int64_t kh = rnd(1, 4), kw = rnd(1, 4);
+        p.stride_h = rnd(1, 3);
+        p.stride_w = rnd(1, 3);
+        p.dilation_h = rnd(1, 2);
+        p.dilation_w = rnd(1, 2);
+        p.pad_top = rnd(0, 2);
+        p.pad_left = rnd(0, 2);
+        p.pad_bottom = rnd(0, 2);
+        p.pad_right = rnd(0, 2);
+        int64_t oh = 0, ow = 0;
+        if (qatml_conv2d_output_size(&p, kh, kw, &oh, &ow) != QATML_OK) continue;
+        const int32_t kind = iter % 2 ? QATML_POOL_AVERAGE : QATML_POOL_MAX;
+        const int32_t type = (iter / 2) % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int32_t include_pad = (iter / 4) % 2;
+        const int32_t xz = type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        const int32_t yz = type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        const float xs = random_scale(-6, 0), ys = random_scale(-6, 0);
+        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
+                EXPECT_EQ(qatml_pool2d(nullptr, kind, &p, kh, kw, include_pad, x.data(), type, xs, xz, ys, yz, y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "pool iter " + std::to_string(iter));
+    }
+    for (int iter = 0; iter < 20; ++iter) {
+        const int64_t batch = rnd(1, 2), channels = rnd(1, 4), spatial = iter < 2 ? iter + 1 : rnd(1, 700);
+        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int32_t xz = type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        const int32_t yz = type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        const float xs = random_scale(-6, 0), ys = random_scale(-6, 0);
+        auto x = random_vec<uint8_t>(batch * channels * spatial, 0, 255);
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(batch * channels, 0xCD);
+                EXPECT_EQ(qatml_global_average_pool(nullptr, x.data(), type, batch, channels, spatial, xs, xz, ys, yz, y.data()),
+                          QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "global average pool iter " + std::to_string(iter));
+    }
+}
+
+TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
+    auto isas = fast_isas();
+    if (isas.empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 40; ++iter) {
+        ConvCase c{};
+        c.p.batch = rnd(1, 2);
+        c.groups = c.p.channels = c.m = rnd(1, 6);
+        c.p.height = rnd(1, 14);
+        c.p.width = iter % 3 == 0 ? rnd(30, 70) : rnd(1, 24);
+        c.kh = rnd(1, 5);
+        c.kw = rnd(1, 5);
+        c.p.stride_h = rnd(1, 3);
+        c.p.stride_w = rnd(1, 3);
+        c.p.dilation_h = rnd(1, 2);
+        c.p.dilation_w = rnd(1, 2);
+        c.p.pad_top = rnd(0, 2);
+        c.p.pad_left = rnd(0, 2);
+        c.p.pad_bottom = rnd(0, 2);
+        c.p.pad_right = rnd(0, 2);
+        c.x_type = (iter & 1) ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const int ot = iter % 3;
+        c.out_type = ot == 0 ? QATML_TYPE_INT32 : ot == 1 ? QATML_TYPE_UINT8 : QATML_TYPE_INT8;
+        c.xz = c.x_type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
+        c.wzp = iter % 4 == 1;
+        c.int4 = iter % 7 == 5;
+        int64_t oh = 0, ow = 0;
+        if (qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow) != QATML_OK) continue;
+        const int64_t wn = c.m * c.kh * c.kw;
+        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
+        auto w = c.int4 ? random_vec<int8_t>(wn, -8, 7) : random_vec<int8_t>(wn, -128, 127);
+        std::vector<int32_t> zw(c.m), bias(c.m);
+        std::vector<float> mult(c.m);
+        for (int64_t i = 0; i < c.m; ++i) {
+            zw[i] = c.int4 ? rnd(-8, 7) : rnd(-128, 127);
+            bias[i] = rnd(-3000, 3000);
+            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(4, 10));
+        }
+        auto ref = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+        for (int isa : isas) ASSERT_EQ(run_conv(isa, c, x, w, zw, bias, mult), ref) << "isa " << qatml_isa_name(isa) << " iter " << iter;
+    }
+}
+
+TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
+    // Channel counts that are not multiples of 4 or 8, strides 1-2, dilation, one and two images,
+    // weight zero points: the channel-quad padding, stride phases and store masks of the implicit GEMM.
+    auto isas = fast_isas();
+    if (isas.empty()) GTEST_SKIP();
+    const struct { int64_t n, c, m, h, w, k, s, pad, dil, groups; bool wzp; int32_t x_type; } shapes[] = {
+        {2, 32, 64, 14, 14, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},   // FmnistNet conv2
+        {1, 1, 32, 28, 28, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},    // FmnistNet conv1 (C = 1)
+        {1, 13, 19, 17, 23, 3, 2, 1, 1, 1, true, QATML_TYPE_INT8},     // stride 2, odd everything
+        {2, 6, 10, 9, 40, 5, 1, 2, 2, 2, false, QATML_TYPE_UINT8},     // dilation, groups
+        {1, 64, 128, 15, 15, 1, 2, 0, 1, 1, true, QATML_TYPE_UINT8},   // 1x1 stride-2 projection
+        {1, 20, 25, 7, 7, 7, 3, 3, 1, 1, false, QATML_TYPE_INT8},      // 7x7 stride 3
+    };
+    for (const auto& s : shapes) {
+        ConvCase c{};
+        c.p = {s.n, s.c, s.h, s.w, s.s, s.s, s.pad, s.pad, s.pad, s.pad, s.dil, s.dil};
+        c.m = s.m;
+        c.kh = c.kw = s.k;
+        c.groups = s.groups;
+        c.x_type = s.x_type;
+        c.xz = s.x_type == QATML_TYPE_UINT8 ? 37 : -5;
+        c.wzp = s.wzp;
+        const int64_t wn = c.m * (c.p.channels / c.groups) * c.kh * c.kw;
+        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
+        auto w = random_vec<int8_t>(wn, -127, 127);
+        std::vector<int32_t> zw(c.m), bias(c.m);
+        std::vector<float> mult(c.m);
+        for (int64_t i = 0; i < c.m; ++i) {
+            zw[i] = rnd(-20, 20);
+            bias[i] = rnd(-3000, 3000);
+            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(8, 12));
+        }
+        for (int32_t out_type : {QATML_TYPE_INT32, QATML_TYPE_UINT8, QATML_TYPE_INT8}) {
+            c.out_type = out_type;
+            auto ref = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+            for (int isa : isas)
+                ASSERT_EQ(run_conv(isa, c, x, w, zw, bias, mult), ref)
+                    << "isa " << qatml_isa_name(isa) << " C=" << s.c << " M=" << s.m << " out " << out_type;
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 #include "core/internal.h"
 #include "kernels/kernel_common.h"
+#include "kernels/simd_kernels.h"
 
 #include <cmath>
 #include <cstdint>
@@ -96,6 +97,11 @@ inline uint32_t wrap_mul(int32_t a, int32_t b) { return static_cast<uint32_t>(a)
 // Runs the ISA driver.
 void run_gemm(int isa, const GemmCall& call);
 
+// The vectorised loops of the active ISA (qatml_cpu_active_isa): nullptr for the scalar ISA, which
+// runs the reference loops only. Sets *st (QATML_INVALID_ARGUMENT for a bad QATML_MAX_ISA).
+const SimdKernels* active_simd(const char* fn, qatml_status* st);
+const SimdKernels* simd_for_isa(int isa);
+
 }  // namespace kernels
 }  // namespace qatml
 
@@ -108,6 +114,7 @@ struct qatml_packed_weights {
     int mr = 1, nr = 1;
     int64_t k = 0, n = 0, k4 = 0;  // reduction length (per group) and output channels (all groups)
     int64_t groups = 1, cpg = 0, kh = 1, kw = 1, mpg = 0;
+    int64_t quads = 0;                 // conv, fast ISAs: input channels per group in groups of 4 (K order)
     std::vector<int8_t> plain;         // scalar / depthwise: GEMM [K, N]; conv [M, K]
     qatml::kernels::AlignedBuffer packed;  // GEMM: vector panels; conv: broadcast tiles per group
     int64_t group_stride = 0;          // conv: bytes between groups in `packed`

@@ -1,4 +1,5 @@
-// QLinearAdd of two same-shape u8/s8 tensors (portable code).
+// QLinearAdd of two same-shape u8/s8 tensors: the active ISA's vectorised loop, then the scalar
+// reference for the tail.
 #include "kernels/abi_util.h"
 
 using namespace qatml;
@@ -29,7 +30,13 @@ QATML_API qatml_status qatml_add(const qatml_context* ctx, const void* a, float 
         const float ra = a_scale / y_scale, rb = b_scale / y_scale;
         const float lf = static_cast<float>(lo - y_zero_point), hf = static_cast<float>(hi - y_zero_point);
         const bool sg = type == QATML_TYPE_INT8;
-        for (int64_t i = 0; i < count; ++i) {
+        const SimdKernels* simd = active_simd(fn, &s);
+        if (s != QATML_OK) return s;
+        int64_t i = 0;
+        if (simd)
+            i = simd->add(static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b), count, sg, a_zero_point,
+                          b_zero_point, ra, rb, y_zero_point, lo, hi, static_cast<uint8_t*>(y));
+        for (; i < count; ++i) {
             const int32_t av = sg ? int32_t(static_cast<const int8_t*>(a)[i]) : int32_t(static_cast<const uint8_t*>(a)[i]);
             const int32_t bv = sg ? int32_t(static_cast<const int8_t*>(b)[i]) : int32_t(static_cast<const uint8_t*>(b)[i]);
             const float pa = static_cast<float>(av - a_zero_point) * ra;  // no FMA: kernels build with -ffp-contract=off

@@ -1,5 +1,7 @@
-// 2-D convolution over NCHW u8/s8 activations: im2col into packed panels + the packed GEMM
-// (weights broadcast, pixels in vector lanes), a direct kernel for depthwise, a scalar reference.
+// 2-D convolution over NCHW u8/s8 activations. AVX-512 VNNI: implicit GEMM straight from a
+// channel-interleaved copy of the input (conv_avx512vnni.cpp). AVX-VNNI / AVX2: im2col into packed
+// panels + the packed GEMM (weights broadcast, pixels in vector lanes). A direct kernel for
+// depthwise, a scalar reference.
 #include "kernels/abi_util.h"
 
 #include <algorithm>
@@ -16,8 +18,19 @@ namespace {
 
 struct Geometry {
     int64_t n, c, h, w, m, groups, cpg, mpg, kh, kw, oh, ow;
-    int64_t sh, sw, pt, pl, dh, dw;
+    int64_t sh, sw, pt, pl, pb, pr, dh, dw;
 };
+
+// K order of packed weights on every fast ISA: K group g = tap * quads + quad (tap = ky * kW + kx)
+// holds input channels 4 quad .. 4 quad + 3, so 4 channels of one tap fill one vpdpbusd lane.
+// Channels past C/groups are zero weights. Decodes reduction index kk; false for such padding.
+inline bool k_source(int64_t kk, int64_t quads, int64_t cpg, int64_t kw, int64_t* ci, int64_t* ky, int64_t* kx) {
+    const int64_t grp = kk / 4, tap = grp / quads;
+    *ci = (grp % quads) * 4 + kk % 4;
+    *ky = tap / kw;
+    *kx = tap % kw;
+    return *ci < cpg;
+}
 
 inline int8_t weight_at(const void* w, int32_t type, int64_t i) {
     if (type == QATML_TYPE_INT8) return static_cast<const int8_t*>(w)[i];
@@ -57,42 +70,46 @@ void conv_direct(const Geometry& g, const uint8_t* x, bool x_signed, int32_t xz,
         }
 }
 
-// Depthwise (groups == C == M): per channel, a padded int16 plane of (x - x_zp) (padding 0) and a
-// tap-by-tap multiply-accumulate into an int32 plane; the inner loop runs over output columns and
-// vectorises at the baseline ISA. Exact integer arithmetic, so identical to conv_direct.
+// Depthwise (groups == C == M): per channel, the ISA's depthwise_channel loop (an int32 plane of
+// x - x_zp with zero padding, split into column stride phases, and a tap-by-tap multiply-accumulate
+// in int32). Exact integer arithmetic, so identical to conv_direct.
 void conv_depthwise(const Geometry& g, const uint8_t* x, bool x_signed, int32_t xz, const qatml_packed_weights& w,
-                    const Epilogue& ep, void* y) {
-    const int64_t hp = g.h + g.pt + (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, wp = g.w + g.pl + (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
-    std::vector<int16_t> plane(static_cast<size_t>(hp * wp));
-    std::vector<int32_t> acc(static_cast<size_t>(g.oh * g.ow));
+                    const Epilogue& ep, void* y, const SimdKernels& simd) {
+    const int64_t hp = std::max(g.h + g.pt, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+    const int64_t wp = std::max(g.w + g.pl, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+    const int64_t wq = (wp + g.sw - 1) / g.sw, row_len = g.sw * wq, taps = g.kh * g.kw;
+    std::vector<int32_t> plane(static_cast<size_t>(hp * row_len + 64), 0);  // + slack for the last vector
+    std::vector<int64_t> offsets(static_cast<size_t>(taps));
+    std::vector<int32_t> tap_weights(static_cast<size_t>(taps));
+    for (int64_t t = 0; t < taps; ++t) {
+        const int64_t ry = (t / g.kw) * g.dh, rx = (t % g.kw) * g.dw;
+        offsets[static_cast<size_t>(t)] = ry * row_len + (rx % g.sw) * wq + rx / g.sw;
+    }
+    DepthwiseCall call{};
+    call.x_signed = x_signed;
+    call.x_zero_point = xz;
+    call.h = g.h; call.w = g.w; call.oh = g.oh; call.ow = g.ow; call.kh = g.kh; call.kw = g.kw;
+    call.sh = g.sh; call.sw = g.sw; call.dh = g.dh; call.dw = g.dw; call.pt = g.pt; call.pl = g.pl;
+    call.hp = hp;
+    call.wq = wq;
+    call.plane = plane.data();
+    call.taps = tap_weights.data();
+    call.tap_offsets = offsets.data();
+    call.out_type = ep.out_type;
+    call.zp = ep.zp;
+    call.lo = ep.lo;
+    call.hi = ep.hi;
+    const int64_t esz = elem_size(ep.out_type);
     for (int64_t n = 0; n < g.n; ++n)
         for (int64_t c = 0; c < g.c; ++c) {
-            std::fill(plane.begin(), plane.end(), int16_t(0));
-            const uint8_t* src = x + (n * g.c + c) * g.h * g.w;
-            for (int64_t iy = 0; iy < g.h; ++iy)
-                for (int64_t ix = 0; ix < g.w; ++ix) {
-                    const int32_t v = x_signed ? int32_t(int8_t(src[iy * g.w + ix])) : int32_t(src[iy * g.w + ix]);
-                    plane[static_cast<size_t>((iy + g.pt) * wp + ix + g.pl)] = static_cast<int16_t>(v - xz);
-                }
-            const int32_t b = ep.bias ? ep.bias[c] : 0;
-            std::fill(acc.begin(), acc.end(), b);
-            const int8_t* wr = w.plain.data() + c * g.kh * g.kw;
+            const int8_t* wr = w.plain.data() + c * taps;
             const int32_t zw = w.zw[static_cast<size_t>(c)];
-            for (int64_t ky = 0; ky < g.kh; ++ky)
-                for (int64_t kx = 0; kx < g.kw; ++kx) {
-                    const int32_t wv = wr[ky * g.kw + kx] - zw;
-                    for (int64_t oy = 0; oy < g.oh; ++oy) {
-                        const int16_t* pr = plane.data() + (oy * g.sh + ky * g.dh) * wp + kx * g.dw;
-                        int32_t* ar = acc.data() + oy * g.ow;
-                        if (g.sw == 1) {
-                            for (int64_t ox = 0; ox < g.ow; ++ox) ar[ox] += int32_t(pr[ox]) * wv;
-                        } else {
-                            for (int64_t ox = 0; ox < g.ow; ++ox) ar[ox] += int32_t(pr[ox * g.sw]) * wv;
-                        }
-                    }
-                }
-            const int64_t base = (n * g.m + c) * g.oh * g.ow;
-            for (int64_t i = 0; i < g.oh * g.ow; ++i) store_out(ep, acc[static_cast<size_t>(i)], c, y, base + i);
+            for (int64_t t = 0; t < taps; ++t) tap_weights[static_cast<size_t>(t)] = wr[t] - zw;
+            call.x = x + (n * g.c + c) * g.h * g.w;
+            call.bias = ep.bias ? ep.bias[c] : 0;
+            call.mult = ep.out_type == QATML_TYPE_INT32 ? 1.0f : ep.mult[static_cast<size_t>(c)];
+            call.out = static_cast<uint8_t*>(y) + (n * g.m + c) * g.oh * g.ow * esz;
+            simd.depthwise_channel(call);
         }
 }
 
@@ -129,10 +146,10 @@ void pad_planes(const Geometry& g, const uint8_t* img, uint8_t flip, uint8_t pad
     }
 }
 
-// One im2col row: the bytes that reduction index kk (channel ci, tap ky, kx) reads for output
-// pixels [p0, p0 + np). May write up to 15 bytes past row + np.
-void im2col_row(const Geometry& g, const PaddedPlanes& pp, int64_t kk, int64_t p0, int64_t np, uint8_t* row) {
-    const int64_t ci = kk / (g.kh * g.kw), ky = (kk / g.kw) % g.kh, kx = kk % g.kw;
+// One im2col row: the bytes that channel ci, tap (ky, kx) reads for output pixels [p0, p0 + np).
+// May write up to 15 bytes past row + np.
+void im2col_row(const Geometry& g, const PaddedPlanes& pp, int64_t ci, int64_t ky, int64_t kx, int64_t p0, int64_t np,
+                uint8_t* row) {
     const uint8_t* plane = pp.data + ci * pp.hp * pp.wp + ky * g.dh * pp.wp + kx * g.dw;
     int64_t j = 0;
     int64_t oy = p0 / g.ow, ox0 = p0 % g.ow;
@@ -154,17 +171,16 @@ void im2col_row(const Geometry& g, const PaddedPlanes& pp, int64_t kk, int64_t p
 
 // im2col of pixels [p0, p0 + np) of one image and group into vector panels [np/nr][k4][nr][4]:
 // four im2col rows at a time, interleaved 4 x 16 bytes with SSE2 (baseline x86-64).
-void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t p0, int64_t np, int nr, int64_t k4,
-                   uint8_t* dst, int32_t* colsum, uint8_t* rows) {
-    const int64_t kg = g.cpg * g.kh * g.kw;
+void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t quads, int64_t p0, int64_t np, int nr,
+                   int64_t k4, uint8_t* dst, int32_t* colsum, uint8_t* rows) {
     const int64_t npad = round_up(np, nr);
     const int64_t stride = round_up(npad, 16);
     for (int64_t g4 = 0; g4 < k4; ++g4) {
         for (int q = 0; q < 4; ++q) {
             uint8_t* row = rows + q * stride;
-            const int64_t kk = g4 * 4 + q;
-            if (kk < kg) {
-                im2col_row(g, pp, kk, p0, np, row);
+            int64_t ci, ky, kx;
+            if (k_source(g4 * 4 + q, quads, g.cpg, g.kw, &ci, &ky, &kx)) {
+                im2col_row(g, pp, ci, ky, kx, p0, np, row);
                 std::memset(row + np, 0, static_cast<size_t>(stride - np));
             } else {
                 std::memset(row, 0, static_cast<size_t>(stride));
@@ -200,16 +216,14 @@ void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t p0, int64_
 // Stride 1: over the padded planes, output pixel (oy, ox) on a grid wp wide ("virtual" pixel
 // q = oy * wp + ox, columns ox >= OW are computed and dropped) reads plane[q + ky*dh*wp + kx*dw], so
 // every reduction row is one contiguous slice and the panels are built in a single pass.
-void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t p0, int64_t np, int nr, int64_t k4,
-                        uint8_t* dst, int32_t* colsum, const uint8_t* zeros) {
-    const int64_t kg = g.cpg * g.kh * g.kw;
+void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t quads, int64_t p0, int64_t np, int nr,
+                        int64_t k4, uint8_t* dst, int32_t* colsum, const uint8_t* zeros) {
     const int64_t npad = round_up(np, nr);
     for (int64_t g4 = 0; g4 < k4; ++g4) {
         const uint8_t* src[4];
         for (int q = 0; q < 4; ++q) {
-            const int64_t kk = g4 * 4 + q;
-            if (kk < kg) {
-                const int64_t ci = kk / (g.kh * g.kw), ky = (kk / g.kw) % g.kh, kx = kk % g.kw;
+            int64_t ci, ky, kx;
+            if (k_source(g4 * 4 + q, quads, g.cpg, g.kw, &ci, &ky, &kx)) {
                 src[q] = pp.data + ci * pp.hp * pp.wp + ky * g.dh * pp.wp + kx * g.dw + p0;
             } else {
                 src[q] = zeros;
@@ -239,6 +253,126 @@ void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t p0, i
             }
             colsum[j] = s;
         }
+    }
+}
+
+
+// Input of one image and group for the implicit GEMM (conv_avx512vnni.cpp): padding materialised
+// (the input zero point; channels past C/g are 0), channel quads byte-interleaved, and split into
+// stride phases so that every tap reads consecutive pixels:
+//   [quad][phase = (row % sh) * sw + col % sw][row / sh][col / sw][4 channels]  (row, col padded).
+// Virtual pixel q = oy * wq + ox reads K group (tap, quad) at 4 q + offset(tap, quad).
+struct InterleavedInput {
+    int64_t quads = 0, phases = 0, hp = 0, wp = 0, hq = 0, wq = 0;
+    int64_t quad_bytes = 0, bytes = 0;  // one quad; all quads plus slack for the last vectors' over-read
+    uint8_t* data = nullptr;
+};
+
+// Layout for `quads` channel quads; the implicit GEMM computes cols = OH * wq virtual pixels.
+InterleavedInput interleaved_layout(const Geometry& g, int64_t quads) {
+    InterleavedInput L;
+    L.quads = quads;
+    L.phases = g.sh * g.sw;
+    L.hp = g.h + g.pt + g.pb;
+    L.wp = g.w + g.pl + g.pr;
+    L.hq = (L.hp + g.sh - 1) / g.sh;
+    L.wq = (L.wp + g.sw - 1) / g.sw;
+    L.quad_bytes = L.phases * L.hq * L.wq * 4;
+    L.bytes = quads * L.quad_bytes + 4 * (round_up(g.oh * L.wq, 16) + L.hq * L.wq) + 256;
+    return L;
+}
+
+// `end`: end of the whole input tensor (16-byte loads may run past a row but not past the tensor).
+void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_t* img, const uint8_t* end, uint8_t flip,
+                      uint8_t pad) {
+    for (int64_t q = 0; q < L.quads; ++q) {
+        uint8_t* dq = L.data + q * L.quad_bytes;
+        // Padding pattern: the zero point for real channels, 0 for the channels that pad the quad.
+        uint8_t pattern[4];
+        for (int j = 0; j < 4; ++j) pattern[j] = q * 4 + j < g.cpg ? pad : 0;
+        uint32_t word;
+        std::memcpy(&word, pattern, 4);
+        const __m128i fill = _mm_set1_epi32(static_cast<int32_t>(word));
+        int64_t i = 0;
+        for (; i + 16 <= L.quad_bytes; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dq + i), fill);
+        for (; i < L.quad_bytes; i += 4) std::memcpy(dq + i, &word, 4);
+        const uint8_t* src[4];
+        __m128i flips[4];
+        for (int j = 0; j < 4; ++j) {
+            const bool real = q * 4 + j < g.cpg;
+            src[j] = real ? img + (q * 4 + j) * g.h * g.w : nullptr;
+            flips[j] = _mm_set1_epi8(static_cast<char>(real ? flip : 0));
+        }
+        for (int64_t iy = 0; iy < g.h; ++iy) {
+            const int64_t r = iy + g.pt;
+            if (L.phases == 1) {  // stride 1: 16 pixels x 4 channels per step (SSE2)
+                uint8_t* d = dq + (r * L.wq + g.pl) * 4;
+                for (int64_t ix = 0; ix < g.w; ix += 16) {
+                    const int64_t n = std::min<int64_t>(16, g.w - ix);
+                    __m128i v[4];
+                    for (int j = 0; j < 4; ++j) {
+                        if (!src[j]) {
+                            v[j] = _mm_setzero_si128();
+                            continue;
+                        }
+                        const uint8_t* s = src[j] + iy * g.w + ix;
+                        if (s + 16 <= end) {
+                            v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+                        } else {  // the tensor's last bytes
+                            alignas(16) uint8_t part[16] = {};
+                            std::memcpy(part, s, static_cast<size_t>(n));
+                            v[j] = _mm_load_si128(reinterpret_cast<const __m128i*>(part));
+                        }
+                        v[j] = _mm_xor_si128(v[j], flips[j]);
+                    }
+                    const __m128i t0 = _mm_unpacklo_epi8(v[0], v[1]), t1 = _mm_unpackhi_epi8(v[0], v[1]);
+                    const __m128i t2 = _mm_unpacklo_epi8(v[2], v[3]), t3 = _mm_unpackhi_epi8(v[2], v[3]);
+                    alignas(16) uint8_t out[64];
+                    __m128i* o = n == 16 ? reinterpret_cast<__m128i*>(d + ix * 4) : reinterpret_cast<__m128i*>(out);
+                    _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+                    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+                    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+                    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+                    if (n < 16) std::memcpy(d + ix * 4, out, static_cast<size_t>(n * 4));
+                }
+                continue;
+            }
+            // Strided: each column phase of the row is a run with step sw in the input.
+            const uint8_t* row_src[4];
+            for (int j = 0; j < 4; ++j) row_src[j] = src[j] ? src[j] + iy * g.w : nullptr;
+            for (int64_t px = 0; px < g.sw; ++px) {
+                const int64_t ix0 = ((px - g.pl) % g.sw + g.sw) % g.sw;  // first ix with (ix + pl) % sw == px
+                if (ix0 >= g.w) continue;
+                uint8_t* d = dq + (((r % g.sh) * g.sw + px) * L.hq * L.wq + (r / g.sh) * L.wq + (ix0 + g.pl) / g.sw) * 4;
+                for (int64_t ix = ix0; ix < g.w; ix += g.sw, d += 4)
+                    for (int j = 0; j < 4; ++j) d[j] = row_src[j] ? static_cast<uint8_t>(row_src[j][ix] ^ flip) : 0;
+            }
+        }
+    }
+}
+
+// Byte offset of every K group (tap, quad) relative to virtual pixel 0.
+void k_group_offsets(const Geometry& g, const InterleavedInput& L, int64_t* offsets) {
+    for (int64_t tap = 0; tap < g.kh * g.kw; ++tap) {
+        const int64_t ry = (tap / g.kw) * g.dh, rx = (tap % g.kw) * g.dw;
+        const int64_t phase = (ry % g.sh) * g.sw + rx % g.sw;
+        const int64_t within = (phase * L.hq + ry / g.sh) * L.wq + rx / g.sw;
+        for (int64_t q = 0; q < L.quads; ++q) offsets[tap * L.quads + q] = q * L.quad_bytes + within * 4;
+    }
+}
+
+// Store masks per 16 virtual pixels: lane q is a real pixel when q < OH * wq and q % wq < OW; the
+// first real pixel at or after q0 has output index (q0 / wq) * OW + min(q0 % wq, OW).
+void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, int32_t* index) {
+    for (int64_t v = 0; v * 16 < cols; ++v) {
+        const int64_t q0 = v * 16;
+        uint32_t m = 0;
+        for (int l = 0; l < 16; ++l) {
+            const int64_t q = q0 + l;
+            if (q < cols && q % wq < g.ow) m |= 1u << l;
+        }
+        mask[v] = static_cast<uint16_t>(m);
+        index[v] = static_cast<int32_t>((q0 / wq) * g.ow + std::min(q0 % wq, g.ow));
     }
 }
 
@@ -316,12 +450,27 @@ QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const v
         if (isa == QATML_ISA_SCALAR || pw->depthwise) {
             pw->plain = std::move(plain);
         } else {
+            // Reorder K to (tap, channel quad, channel) (see k_source), then broadcast tiles per group.
+            if (isa == QATML_ISA_AVX512_VNNI) pw->mr = kConvMR;  // the implicit-GEMM tile
+            pw->quads = (in_channels_per_group + 3) / 4;
+            pw->k4 = khw * pw->quads;
+            const int64_t kp = pw->k4 * 4;
+            std::vector<uint8_t> reordered(static_cast<size_t>(pw->mpg * kp));
             pw->group_stride = round_up(pw->mpg, pw->mr) * pw->k4 * 4;
             pw->packed.resize(pw->group_stride * groups);
             pw->packed.zero();
-            for (int64_t g = 0; g < groups; ++g)
-                pack_bc_tiles(reinterpret_cast<const uint8_t*>(plain.data()) + g * pw->mpg * kg, pw->mpg, kg, kg, pw->mr,
-                              pw->k4, 0, pw->packed.data + g * pw->group_stride, nullptr);
+            for (int64_t g = 0; g < groups; ++g) {
+                for (int64_t m = 0; m < pw->mpg; ++m)
+                    for (int64_t kk = 0; kk < kp; ++kk) {
+                        int64_t ci, ky, kx;
+                        const bool real = k_source(kk, pw->quads, in_channels_per_group, kernel_w, &ci, &ky, &kx);
+                        reordered[static_cast<size_t>(m * kp + kk)] =
+                            real ? static_cast<uint8_t>(plain[static_cast<size_t>((g * pw->mpg + m) * kg + ci * khw + ky * kernel_w + kx)])
+                                 : 0;
+                    }
+                pack_bc_tiles(reordered.data(), pw->mpg, kp, kp, pw->mr, pw->k4, 0, pw->packed.data + g * pw->group_stride,
+                              nullptr);
+            }
         }
         register_handle(pw.get(), HandleKind::PackedWeights);
         *out_packed = pw.release();
@@ -399,6 +548,7 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
         g.n = params->batch; g.c = params->channels; g.h = params->height; g.w = params->width;
         g.m = w->n; g.groups = w->groups; g.cpg = w->cpg; g.mpg = w->mpg; g.kh = w->kh; g.kw = w->kw;
         g.sh = params->stride_h; g.sw = params->stride_w; g.pt = params->pad_top; g.pl = params->pad_left;
+        g.pb = params->pad_bottom; g.pr = params->pad_right;
         g.dh = params->dilation_h; g.dw = params->dilation_w;
         const uint8_t* x8 = static_cast<const uint8_t*>(x);
         const bool xs = x_type == QATML_TYPE_INT8;
@@ -407,7 +557,7 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             return QATML_OK;
         }
         if (w->depthwise) {
-            conv_depthwise(g, x8, xs, x_zero_point, *w, ep, y);
+            conv_depthwise(g, x8, xs, x_zero_point, *w, ep, y, *simd_for_isa(w->isa));
             return QATML_OK;
         }
         const uint8_t flip = xs ? 0x80 : 0x00;
@@ -426,6 +576,47 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             rowadd[static_cast<size_t>(oc)] = static_cast<int32_t>(v);
             rowmul[static_cast<size_t>(oc)] = static_cast<int32_t>(0u - static_cast<uint32_t>(zw));
             if (ep.out_type != QATML_TYPE_INT32) mult[static_cast<size_t>(oc)] = ep.mult[static_cast<size_t>(oc)];
+        }
+        if (w->isa == QATML_ISA_AVX512_VNNI) {  // implicit GEMM, no im2col
+            const int64_t esz = elem_size(ep.out_type);
+            InterleavedInput L = interleaved_layout(g, w->quads);
+            const int64_t cols = g.oh * L.wq;
+            AlignedBuffer input(L.bytes);
+            L.data = input.data;
+            // The slack is read only for dropped pixels; zero it once so those reads are defined.
+            std::memset(input.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
+            std::vector<int64_t> offsets(static_cast<size_t>(k4));
+            k_group_offsets(g, L, offsets.data());
+            const int64_t vectors = (cols + 15) / 16;
+            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
+            std::vector<int32_t> index(static_cast<size_t>(vectors));
+            store_masks(g, L.wq, cols, mask.data(), index.data());
+            std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
+            ConvCall call{};
+            call.input = L.data;
+            call.k_offsets = offsets.data();
+            call.rows = g.mpg;
+            call.cols = cols;
+            call.k4 = k4;
+            call.colsum = colsum.data();
+            call.out_type = ep.out_type;
+            call.zp = ep.zp;
+            call.lo = ep.lo;
+            call.hi = ep.hi;
+            call.out_row_stride = P;
+            call.store_mask = mask.data();
+            call.store_index = index.data();
+            for (int64_t n = 0; n < g.n; ++n)
+                for (int64_t grp = 0; grp < g.groups; ++grp) {
+                    interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                    call.weights = w->packed.data + grp * w->group_stride;
+                    call.rowadd = rowadd.data() + grp * g.mpg;
+                    call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;
+                    call.mult = mult.data() + grp * g.mpg;
+                    call.out = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
+                    conv_avx512vnni(call);
+                }
+            return QATML_OK;
         }
         // Stride 1 computes on the padded-width grid (see panels_from_planes) into a staging buffer.
         const bool grid = g.sh == 1 && g.sw == 1;
@@ -454,10 +645,10 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
                 for (int64_t p0 = 0; p0 < pv; p0 += chunk) {
                     const int64_t np = std::min(chunk, pv - p0);
                     if (grid)
-                        panels_from_planes(g, pp, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr,
+                        panels_from_planes(g, pp, w->quads, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr,
                                            zeros.data);
                     else
-                        im2col_panels(g, pp, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr, rows.data);
+                        im2col_panels(g, pp, w->quads, p0, np, nr, k4, panels.data, w->has_zw ? colsum.data() : nullptr, rows.data);
                     GemmCall call{};
                     call.bc = w->packed.data + grp * w->group_stride;
                     call.vec = panels.data;

@@ -119,6 +119,25 @@ void run_gemm(int isa, const GemmCall& call) {
     }
 }
 
+const SimdKernels* active_simd(const char* fn, qatml_status* st) {
+    qatml_isa isa = QATML_ISA_SCALAR;
+    if (!active_isa(&isa, fn)) {
+        *st = QATML_INVALID_ARGUMENT;
+        return nullptr;
+    }
+    *st = QATML_OK;
+    return simd_for_isa(isa);
+}
+
+const SimdKernels* simd_for_isa(int isa) {
+    switch (isa) {
+        case QATML_ISA_AVX512_VNNI: return &kSimdAvx512;
+        case QATML_ISA_AVX_VNNI:
+        case QATML_ISA_AVX2: return &kSimdAvx2;
+        default: return nullptr;
+    }
+}
+
 namespace {
 
 // Reads weights of type INT8 or INT4 (packed) as int8, element index i.

@@ -43,6 +43,33 @@ struct GemmCall {
 };
 
 void gemm_avx512vnni(const GemmCall& call);
+
+// Implicit-GEMM convolution (AVX-512 VNNI): out[r, pixel] = epilogue(sum_g w[r, g] . x[pixel, g]) with
+// no im2col. The input of one image and group is stored as byte-interleaved channel quads
+// ([quad][phase][hq][wq][4 channels], see conv.cpp), so the 4 bytes of K group g for virtual pixel q
+// sit at input + k_offsets[g] + 4 q and 16 consecutive pixels are one 64-byte load.
+// Virtual pixel q = oy * wq + ox; columns ox >= OW are computed and dropped by the store masks.
+struct ConvCall {
+    const uint8_t* weights;    // broadcast tiles [ceil(rows/kConvMR)][k4][kConvMR][4], s8
+    const uint8_t* input;      // u8 (s8 inputs are XOR 0x80'd by the caller)
+    const int64_t* k_offsets;  // k4 byte offsets
+    int64_t rows, cols, k4;    // output channels, virtual pixels, K groups
+    // x = acc + rowadd[r] (+ rowmul[r] * colsum[q] when rowmul != nullptr). Row arrays padded to kConvMR.
+    const int32_t* rowadd;
+    const int32_t* rowmul;
+    int32_t* colsum;           // per virtual pixel (cols rounded up to 16); filled by the driver
+    const float* mult;         // per row (8-bit outputs)
+    int out_type;              // QATML_TYPE_INT32 / UINT8 / INT8
+    int32_t zp, lo, hi;
+    void* out;                 // output of row 0, pixel 0 (NCHW plane of the first channel)
+    int64_t out_row_stride;    // elements between output channels (OH * OW)
+    // Per 16 virtual pixels: which lanes are real output pixels, and the output index of the first
+    // of them (the real pixels of a vector are consecutive in the output, so one compressed store).
+    const uint16_t* store_mask;
+    const int32_t* store_index;
+};
+constexpr int kConvMR = 8;  // register tile 8 rows x 48 pixels (24 zmm accumulators)
+void conv_avx512vnni(const ConvCall& call);
 void gemm_avxvnni(const GemmCall& call);
 void gemm_avx2(const GemmCall& call);
 

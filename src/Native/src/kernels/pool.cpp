@@ -1,7 +1,11 @@
-// MaxPool, QLinearAveragePool and QLinearGlobalAveragePool over NCHW u8/s8 (portable code).
+// MaxPool, QLinearAveragePool and QLinearGlobalAveragePool over NCHW u8/s8. The scalar ISA runs
+// the per-pixel reference; the fast ISAs pool separably on a padded plane with the vectorised loops
+// of simd_kernels.h (a window's max / sum is the max / sum over its columns of the column's
+// max / sum over the window's rows).
 #include "kernels/abi_util.h"
 
 #include <algorithm>
+#include <cstring>
 
 using namespace qatml;
 using namespace qatml::kernels;
@@ -21,6 +25,91 @@ qatml_status check_qparams(const char* fn, int32_t type, float xs, int32_t xz, f
     if (xz < *lo || xz > *hi || yz < *lo || yz > *hi)
         return fail(QATML_INVALID_ARGUMENT, "%s: zero points %d, %d must be in the %s range", fn, xz, yz, type_name(type));
     return QATML_OK;
+}
+
+// Scalar tails of the vectorised loops (the same integer operations).
+void max_taps_tail(const uint8_t* src, int64_t taps, int64_t stride, int64_t from, int64_t n, bool sg, uint8_t* dst) {
+    for (int64_t i = from; i < n; ++i) {
+        int32_t m = ld(src, sg, i);
+        for (int64_t t = 1; t < taps; ++t) m = std::max(m, ld(src, sg, i + t * stride));
+        st(dst, sg, i, m);
+    }
+}
+template <typename T>
+void sum_taps_tail(const T* src, int64_t taps, int64_t stride, int64_t from, int64_t n, int32_t* dst) {
+    for (int64_t i = from; i < n; ++i) {
+        int32_t s = 0;
+        for (int64_t t = 0; t < taps; ++t) s += static_cast<int32_t>(src[i + t * stride]);
+        dst[i] = s;
+    }
+}
+
+struct PoolGeometry {
+    int64_t h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp;
+};
+
+// Fast path of qatml_pool2d. Padding holds the type's minimum (max pooling: never above a real
+// cell; a window of padding only gives the minimum, as the reference) or the input zero point
+// (average pooling: contributes x_zp, removed with kh * kw * x_zp).
+void pool2d_simd(const SimdKernels& simd, bool is_max, const PoolGeometry& g, int64_t planes, int32_t count_include_pad,
+                 const uint8_t* x, bool sg, float x_scale, int32_t xz, float y_scale, int32_t yz, int32_t lo, int32_t hi,
+                 uint8_t* y) {
+    const int64_t nh = (g.ow - 1) * g.sw + 1;  // horizontal positions at stride 1 (every sw-th is an output)
+    std::vector<uint8_t> padded(static_cast<size_t>(g.hp * g.wp)), colmax(static_cast<size_t>(g.wp)),
+        rowmax(static_cast<size_t>(nh));
+    std::vector<int32_t> colsum(static_cast<size_t>(is_max ? 0 : g.wp)), rowsum(static_cast<size_t>(is_max ? 0 : nh)),
+        acc(static_cast<size_t>(is_max ? 0 : g.ow));
+    // Average: the multiplier of each output pixel (its count depends on the borders only).
+    std::vector<float> mult(static_cast<size_t>(is_max ? 0 : g.oh * g.ow));
+    std::vector<int64_t> empty;  // pixels whose window has no cell to count: y_zero_point
+    if (!is_max) {
+        auto valid = [](int64_t o, int64_t s, int64_t p, int64_t d, int64_t k, int64_t n) {
+            int64_t c = 0;
+            for (int64_t t = 0; t < k; ++t) c += (o * s - p + t * d >= 0 && o * s - p + t * d < n);
+            return c;
+        };
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+            for (int64_t ox = 0; ox < g.ow; ++ox) {
+                const int64_t count = count_include_pad ? g.kh * g.kw
+                                                        : valid(oy, g.sh, g.pt, g.dh, g.kh, g.h) * valid(ox, g.sw, g.pl, g.dw, g.kw, g.w);
+                if (count == 0) empty.push_back(oy * g.ow + ox);
+                mult[static_cast<size_t>(oy * g.ow + ox)] =
+                    count == 0 ? 1.0f : x_scale / (y_scale * static_cast<float>(count));
+            }
+    }
+    const uint8_t pad = static_cast<uint8_t>(is_max ? lo : xz);
+    const int32_t window_pad = static_cast<int32_t>(static_cast<uint32_t>(g.kh * g.kw) * static_cast<uint32_t>(xz));
+    for (int64_t plane = 0; plane < planes; ++plane) {
+        const uint8_t* src = x + plane * g.h * g.w;
+        uint8_t* out = y + plane * g.oh * g.ow;
+        std::memset(padded.data(), pad, padded.size());
+        for (int64_t iy = 0; iy < g.h; ++iy)
+            std::memcpy(padded.data() + (iy + g.pt) * g.wp + g.pl, src + iy * g.w, static_cast<size_t>(g.w));
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+            const uint8_t* top = padded.data() + oy * g.sh * g.wp;
+            uint8_t* orow = out + oy * g.ow;
+            if (is_max) {
+                int64_t i = simd.max_taps(top, g.kh, g.dh * g.wp, g.wp, sg, colmax.data());
+                max_taps_tail(top, g.kh, g.dh * g.wp, i, g.wp, sg, colmax.data());
+                uint8_t* h = g.sw == 1 ? orow : rowmax.data();
+                i = simd.max_taps(colmax.data(), g.kw, g.dw, nh, sg, h);
+                max_taps_tail(colmax.data(), g.kw, g.dw, i, nh, sg, h);
+                if (g.sw != 1)
+                    for (int64_t ox = 0; ox < g.ow; ++ox) orow[ox] = rowmax[static_cast<size_t>(ox * g.sw)];
+                continue;
+            }
+            int64_t i = simd.sum_taps_bytes(top, g.kh, g.dh * g.wp, g.wp, sg, colsum.data());
+            if (sg) sum_taps_tail(reinterpret_cast<const int8_t*>(top), g.kh, g.dh * g.wp, i, g.wp, colsum.data());
+            else sum_taps_tail(top, g.kh, g.dh * g.wp, i, g.wp, colsum.data());
+            i = simd.sum_taps_int32(colsum.data(), g.kw, g.dw, nh, rowsum.data());
+            sum_taps_tail(colsum.data(), g.kw, g.dw, i, nh, rowsum.data());
+            for (int64_t ox = 0; ox < g.ow; ++ox) acc[static_cast<size_t>(ox)] = rowsum[static_cast<size_t>(ox * g.sw)] - window_pad;
+            const float* m = mult.data() + oy * g.ow;
+            i = simd.requantize_each(acc.data(), m, g.ow, yz, lo, hi, orow);
+            for (; i < g.ow; ++i) st(orow, sg, i, requant_one(acc[static_cast<size_t>(i)], m[i], yz, lo, hi));
+        }
+        for (int64_t e : empty) st(out, sg, e, yz);
+    }
 }
 }  // namespace
 
@@ -56,6 +145,16 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
         }
         const bool sg = type == QATML_TYPE_INT8;
         const int64_t H = p->height, W = p->width;
+        const SimdKernels* simd = active_simd(fn, &s);
+        if (s != QATML_OK) return s;
+        if (simd) {
+            const PoolGeometry g{H, W, oh, ow, kernel_h, kernel_w, p->stride_h, p->stride_w, p->dilation_h, p->dilation_w,
+                                 p->pad_top, p->pad_left, H + p->pad_top + p->pad_bottom, W + p->pad_left + p->pad_right};
+            pool2d_simd(*simd, kind == QATML_POOL_MAX, g, p->batch * p->channels, count_include_pad,
+                        static_cast<const uint8_t*>(x), sg, x_scale, x_zero_point, y_scale, y_zero_point, lo, hi,
+                        static_cast<uint8_t*>(y));
+            return QATML_OK;
+        }
         for (int64_t nc = 0; nc < p->batch * p->channels; ++nc) {
             const int64_t in0 = nc * H * W;
             for (int64_t oy = 0; oy < oh; ++oy)
@@ -113,9 +212,18 @@ QATML_API qatml_status qatml_global_average_pool(const qatml_context* ctx, const
         if ((s = check_qparams(fn, type, x_scale, x_zero_point, y_scale, y_zero_point, &lo, &hi)) != QATML_OK) return s;
         const bool sg = type == QATML_TYPE_INT8;
         const float m = x_scale / (y_scale * static_cast<float>(spatial));
+        const SimdKernels* simd = active_simd(fn, &s);
+        if (s != QATML_OK) return s;
+        std::vector<int32_t> sums;
+        if (simd) {
+            sums.resize(static_cast<size_t>(batch * channels));
+            simd->sum_planes(static_cast<const uint8_t*>(x), batch * channels, spatial, sg, sums.data());
+        }
         for (int64_t nc = 0; nc < batch * channels; ++nc) {
             int32_t sum = 0;
-            for (int64_t i = 0; i < spatial; ++i) sum += ld(x, sg, nc * spatial + i);
+            if (simd) sum = sums[static_cast<size_t>(nc)];
+            else
+                for (int64_t i = 0; i < spatial; ++i) sum += ld(x, sg, nc * spatial + i);
             sum -= static_cast<int32_t>(spatial) * x_zero_point;
             st(y, sg, nc, requant_one(sum, m, y_zero_point, lo, hi));
         }

@@ -1,5 +1,6 @@
 // QuantizeLinear / DequantizeLinear / requantization (per tensor or per channel) and int4 packing.
-// Portable code: the compiler vectorises the inner loops for the baseline ISA; bit-exact by design.
+// 8-bit and int32 data run the vectorised loops of the active ISA (simd_kernels.h) on each row of
+// `inner` elements and finish the row with the scalar reference; 4-bit data use the reference only.
 #include "kernels/abi_util.h"
 
 using namespace qatml;
@@ -89,15 +90,19 @@ QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const flo
             return fail(QATML_INVALID_ARGUMENT, "%s: out_type %d must be UINT8, INT8, UINT4 or INT4", fn, out_type);
         if ((st = check_scales(fn, scales, channels)) != QATML_OK) return st;
         if ((st = check_zps(fn, zero_points, channels, out_type)) != QATML_OK) return st;
-        if ((out_type == QATML_TYPE_UINT4 || out_type == QATML_TYPE_INT4) && (total & 1))
-            static_cast<uint8_t*>(y)[total >> 1] = 0;
+        const SimdKernels* simd = active_simd(fn, &st);
+        if (st != QATML_OK) return st;
+        const bool four_bit = out_type == QATML_TYPE_UINT4 || out_type == QATML_TYPE_INT4;
+        if (four_bit && (total & 1)) static_cast<uint8_t*>(y)[total >> 1] = 0;
         for (int64_t o = 0; o < outer; ++o)
             for (int64_t c = 0; c < channels; ++c) {
                 const float s = scales[c];
                 const int32_t zp = zero_points ? zero_points[c] : 0;
                 const float lf = static_cast<float>(lo - zp), hf = static_cast<float>(hi - zp);
                 const int64_t base = (o * channels + c) * inner;
-                for (int64_t i = 0; i < inner; ++i) {
+                int64_t i = 0;
+                if (simd && !four_bit) i = simd->quantize(x + base, inner, s, zp, lo, hi, static_cast<uint8_t*>(y) + base);
+                for (; i < inner; ++i) {
                     float v = x[base + i] / s;
                     if (v != v) v = 0.0f;  // NaN -> the zero point
                     v = v < lf ? lf : v;
@@ -128,12 +133,19 @@ QATML_API qatml_status qatml_dequantize_linear(const qatml_context* ctx, const v
         if ((st = check_scales(fn, scales, channels)) != QATML_OK) return st;
         if (in_type != QATML_TYPE_INT32 && (st = check_zps(fn, zero_points, channels, in_type)) != QATML_OK) return st;
         QATML_CHECK_ALIGNED(zero_points, 4, fn);
+        const SimdKernels* simd = active_simd(fn, &st);
+        if (st != QATML_OK) return st;
+        const bool four_bit = in_type == QATML_TYPE_UINT4 || in_type == QATML_TYPE_INT4;
         for (int64_t o = 0; o < outer; ++o)
             for (int64_t c = 0; c < channels; ++c) {
                 const float s = scales[c];
                 const int32_t zp = zero_points ? zero_points[c] : 0;
                 const int64_t base = (o * channels + c) * inner;
-                for (int64_t i = 0; i < inner; ++i)
+                int64_t i = 0;
+                if (simd && !four_bit)
+                    i = simd->dequantize(static_cast<const uint8_t*>(x) + base * elem_size(in_type), in_type, inner, zp, s,
+                                         y + base);
+                for (; i < inner; ++i)
                     y[base + i] = static_cast<float>(static_cast<int32_t>(
                                       static_cast<uint32_t>(get(x, in_type, base + i)) - static_cast<uint32_t>(zp))) * s;
             }
@@ -162,11 +174,17 @@ QATML_API qatml_status qatml_requantize(const qatml_context* ctx, const int32_t*
         if (out_zero_point < lo || out_zero_point > hi)
             return fail(QATML_INVALID_ARGUMENT, "%s: out_zero_point %d is outside the %s range", fn, out_zero_point,
                         type_name(out_type));
+        const SimdKernels* simd = active_simd(fn, &st);
+        if (st != QATML_OK) return st;
         for (int64_t o = 0; o < outer; ++o)
             for (int64_t c = 0; c < channels; ++c) {
                 const int64_t base = (o * channels + c) * inner;
                 const uint32_t b = bias ? static_cast<uint32_t>(bias[c]) : 0u;
-                for (int64_t i = 0; i < inner; ++i) {
+                int64_t i = 0;
+                if (simd)
+                    i = simd->requantize(x + base, inner, static_cast<int32_t>(b), multipliers[c], out_zero_point, lo, hi,
+                                         static_cast<uint8_t*>(y) + base);
+                for (; i < inner; ++i) {
                     const int32_t acc = static_cast<int32_t>(static_cast<uint32_t>(x[base + i]) + b);
                     put(y, out_type, base + i, requant_one(acc, multipliers[c], out_zero_point, lo, hi));
                 }

@@ -1,0 +1,128 @@
+// Implicit-GEMM convolution driver for AVX-512 VNNI: register tile 8 output channels x 48 pixels
+// (24 zmm accumulators); the pixel operand is loaded straight from the channel-interleaved input
+// (no im2col), the output is stored NCHW with compressed masked stores. Compiled with
+// -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only when the CPU has them. No standard
+// library here (see kernel_common.h).
+#include "kernels/kernel_common.h"
+#include "qatml/qatml.h"
+
+#include <immintrin.h>
+
+namespace qatml {
+namespace kernels {
+namespace {
+
+constexpr int kMR = kConvMR;
+constexpr int kMaxNV = 3;  // vectors of 16 pixels per tile
+
+struct Epi {
+    __m512 lo_f, hi_f;
+    __m512i zp;
+};
+
+// Compresses the real pixels of x to the front and stores them at `dst` (consecutive in the output).
+__attribute__((always_inline)) inline void store_pixels(const ConvCall& c, const Epi& e, __m512i x, __mmask16 mask,
+                                                        int64_t dst, float mult) {
+    const __mmask16 head = static_cast<__mmask16>((1u << __builtin_popcount(mask)) - 1u);
+    if (c.out_type == QATML_TYPE_INT32) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(c.out) + dst, head, _mm512_maskz_compress_epi32(mask, x));
+        return;
+    }
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(mult));
+    f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
+    const __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
+    _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(c.out) + dst, head, _mm512_maskz_compress_epi32(mask, y));
+}
+
+template <int MR, int NV>
+__attribute__((noinline)) void tile(const ConvCall& c, const Epi& e, const uint8_t* w, int64_t r0, int64_t q0) {
+    __m512i acc[MR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+        for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_si512();
+    const uint8_t* in = c.input + q0 * 4;
+    const int64_t* off = c.k_offsets;
+    for (int64_t k = 0; k < c.k4; ++k) {
+        const uint8_t* p = in + off[k];
+        __m512i v[NV];
+#pragma GCC unroll 3
+        for (int j = 0; j < NV; ++j) v[j] = _mm512_loadu_si512(p + 64 * j);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            int32_t word;
+            __builtin_memcpy(&word, w + 4 * r, 4);
+            const __m512i b = _mm512_set1_epi32(word);
+#pragma GCC unroll 3
+            for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], v[j], b);
+        }
+        w += 4 * kMR;  // tiles are always packed kMR wide
+    }
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j) {
+        const int64_t vi = q0 / 16 + j;
+        const __mmask16 mask = c.store_mask[vi];
+        if (!mask) continue;
+        const int64_t first = c.store_index[vi];
+        __m512i cs = _mm512_setzero_si512();
+        if (c.rowmul) cs = _mm512_loadu_si512(c.colsum + q0 + 16 * j);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const int64_t row = r0 + r;
+            __m512i x = _mm512_add_epi32(acc[r][j], _mm512_set1_epi32(c.rowadd[row]));
+            if (c.rowmul) x = _mm512_add_epi32(x, _mm512_mullo_epi32(_mm512_set1_epi32(c.rowmul[row]), cs));
+            store_pixels(c, e, x, mask, row * c.out_row_stride + first, c.out_type == QATML_TYPE_INT32 ? 0.0f : c.mult[row]);
+        }
+    }
+}
+
+// Sum of the input bytes each virtual pixel reads (the weight zero point correction), by vpdpbusd
+// with all-ones weights.
+void column_sums(const ConvCall& c) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t q0 = 0; q0 < c.cols; q0 += 16) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t k = 0; k < c.k4; ++k)
+            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(c.input + q0 * 4 + c.k_offsets[k]), ones);
+        _mm512_storeu_si512(c.colsum + q0, acc);
+    }
+}
+
+template <int NV>
+void row_tiles(const ConvCall& c, const Epi& e, int64_t q0) {
+    const int64_t wstride = c.k4 * kMR * 4;
+    for (int64_t r0 = 0; r0 < c.rows; r0 += kMR) {
+        const uint8_t* w = c.weights + (r0 / kMR) * wstride;
+        switch (c.rows - r0 >= kMR ? kMR : c.rows - r0) {
+            case 8: tile<8, NV>(c, e, w, r0, q0); break;
+            case 7: tile<7, NV>(c, e, w, r0, q0); break;
+            case 6: tile<6, NV>(c, e, w, r0, q0); break;
+            case 5: tile<5, NV>(c, e, w, r0, q0); break;
+            case 4: tile<4, NV>(c, e, w, r0, q0); break;
+            case 3: tile<3, NV>(c, e, w, r0, q0); break;
+            case 2: tile<2, NV>(c, e, w, r0, q0); break;
+            default: tile<1, NV>(c, e, w, r0, q0); break;
+        }
+    }
+}
+
+}  // namespace
+
+void conv_avx512vnni(const ConvCall& c) {
+    Epi e;
+    e.lo_f = _mm512_set1_ps(static_cast<float>(c.lo - c.zp));
+    e.hi_f = _mm512_set1_ps(static_cast<float>(c.hi - c.zp));
+    e.zp = _mm512_set1_epi32(c.zp);
+    if (c.rowmul) column_sums(c);
+    const int64_t vectors = (c.cols + 15) / 16;
+    // Pixel blocks outer: the block's input window stays in L1 while every row tile passes over it.
+    for (int64_t v0 = 0; v0 < vectors; v0 += kMaxNV) {
+        const int64_t nv = vectors - v0 < kMaxNV ? vectors - v0 : kMaxNV;
+        if (nv == 3) row_tiles<3>(c, e, v0 * 16);
+        else if (nv == 2) row_tiles<2>(c, e, v0 * 16);
+        else row_tiles<1>(c, e, v0 * 16);
+    }
+}
+
+}  // namespace kernels
+}  // namespace qatml

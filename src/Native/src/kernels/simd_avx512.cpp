@@ -1,0 +1,78 @@
+// Vectorised elementwise, pooling and depthwise loops for AVX-512 (F/BW/VL): 16 int32 lanes,
+// 64 byte lanes. Compiled with -mavx512f -mavx512bw -mavx512vl; used only when the active ISA is
+// AVX-512 VNNI. No standard library here (see kernel_common.h).
+#include "kernels/simd_kernels.h"
+#include "qatml/qatml.h"
+
+#include <immintrin.h>
+
+namespace qatml {
+namespace kernels {
+namespace {
+
+constexpr int64_t L = 16, LB = 64;
+using VI = __m512i;
+using VF = __m512;
+using VB = __m512i;
+constexpr bool kMaskedTails = true;  // masked loads and stores
+
+#define QATML_SIMD inline __attribute__((always_inline))
+QATML_SIMD VI i_set1(int32_t v) { return _mm512_set1_epi32(v); }
+QATML_SIMD VF f_set1(float v) { return _mm512_set1_ps(v); }
+QATML_SIMD VI i_load(const int32_t* p) { return _mm512_loadu_si512(p); }
+QATML_SIMD void i_store(int32_t* p, VI v) { _mm512_storeu_si512(p, v); }
+QATML_SIMD VF f_load(const float* p) { return _mm512_loadu_ps(p); }
+QATML_SIMD void f_store(float* p, VF v) { _mm512_storeu_ps(p, v); }
+QATML_SIMD VI i_load_u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+QATML_SIMD VI i_load_s8(const uint8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+QATML_SIMD void i_store_bytes(uint8_t* p, VI v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v)); }
+QATML_SIMD __mmask16 head_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
+QATML_SIMD __mmask64 head_mask64(int64_t count) { return count >= 64 ? ~__mmask64(0) : (__mmask64(1) << count) - 1; }
+// Partial vectors (count < lanes): masked, so nothing past p + count is touched.
+QATML_SIMD VI i_load_n(const int32_t* p, int64_t count) { return _mm512_maskz_loadu_epi32(head_mask(count), p); }
+QATML_SIMD VF f_load_n(const float* p, int64_t count) { return _mm512_maskz_loadu_ps(head_mask(count), p); }
+QATML_SIMD VI i_load_bytes_n(const uint8_t* p, int64_t count, bool is_signed) {
+    const __m128i b = _mm_maskz_loadu_epi8(head_mask(count), p);
+    return is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+}
+QATML_SIMD VB b_load_n(const uint8_t* p, int64_t count) { return _mm512_maskz_loadu_epi8(head_mask64(count), p); }
+QATML_SIMD void b_store_n(uint8_t* p, VB v, int64_t count) { _mm512_mask_storeu_epi8(p, head_mask64(count), v); }
+QATML_SIMD void f_store_n(float* p, VF v, int64_t count) { _mm512_mask_storeu_ps(p, head_mask(count), v); }
+QATML_SIMD void i_store_partial(int32_t* p, VI v, int64_t count) { _mm512_mask_storeu_epi32(p, head_mask(count), v); }
+QATML_SIMD void i_store_bytes_partial(uint8_t* p, VI v, int64_t count) {
+    _mm512_mask_cvtepi32_storeu_epi8(p, head_mask(count), v);
+}
+QATML_SIMD VI i_add(VI a, VI b) { return _mm512_add_epi32(a, b); }
+QATML_SIMD VI i_sub(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+QATML_SIMD VI i_mullo(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
+QATML_SIMD VF i_to_f(VI v) { return _mm512_cvtepi32_ps(v); }
+QATML_SIMD VI f_to_i(VF v) { return _mm512_cvtps_epi32(v); }  // MXCSR rounding: nearest even, as nearbyint
+QATML_SIMD VF f_add(VF a, VF b) { return _mm512_add_ps(a, b); }
+QATML_SIMD VF f_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+QATML_SIMD VF f_div(VF a, VF b) { return _mm512_div_ps(a, b); }
+QATML_SIMD VF f_min(VF a, VF b) { return _mm512_min_ps(a, b); }
+QATML_SIMD VF f_max(VF a, VF b) { return _mm512_max_ps(a, b); }
+QATML_SIMD VF f_zero_nan(VF v) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v); }
+QATML_SIMD VB b_set1(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
+QATML_SIMD VB b_load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+QATML_SIMD void b_store(uint8_t* p, VB v) { _mm512_storeu_si512(p, v); }
+QATML_SIMD VB b_xor(VB a, VB b) { return _mm512_xor_si512(a, b); }
+QATML_SIMD VB b_max_u8(VB a, VB b) { return _mm512_max_epu8(a, b); }
+QATML_SIMD VB b_max_s8(VB a, VB b) { return _mm512_max_epi8(a, b); }
+QATML_SIMD VI b_sad_accumulate(VI acc64, VB v) { return _mm512_add_epi64(acc64, _mm512_sad_epu8(v, _mm512_setzero_si512())); }
+QATML_SIMD int64_t i64_hsum(VI acc64) {
+    alignas(64) int64_t lanes[8];
+    _mm512_store_si512(lanes, acc64);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+#undef QATML_SIMD
+
+}  // namespace
+
+#include "kernels/simd_body.inc"
+
+const SimdKernels kSimdAvx512 = {quantize,       dequantize, requantize,    requantize_each, add,
+                                 max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes, depthwise_channel};
+
+}  // namespace kernels
+}  // namespace qatml
