@@ -2,7 +2,9 @@
 //   dotnet run --project benchmarks/QatMl.Benchmarks -c Release -- <name> [--data <fashion-mnist folder>] [--repeat N]
 // Names: scoring (issue 3: batched scoring vs ApplyOnnxModel vs a hand-written ONNX Runtime loop);
 //        calibration [--no-resnet] (issue 4: calibration time over float inference, FmnistNet and ResNet18);
-//        calibration-memory (issue 4: peak RSS calibrating ResNet18 over 50 vs 500 images, child processes).
+//        calibration-memory (issue 4: peak RSS calibrating ResNet18 over 50 vs 500 images, child processes);
+//        ptq-accuracy [--no-resnet] (issue 5: FmnistNet accuracy per scheme, ResNet18 cosine, file sizes);
+//        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -18,13 +20,19 @@ switch (name)
     case "calibration":
         CalibrationBenchmark.Run(settings, resnet: !args.Contains("--no-resnet"));
         break;
+    case "ptq-accuracy":
+        PostTrainingBenchmark.Accuracy(settings, resnet: !args.Contains("--no-resnet"));
+        break;
+    case "ptq-speed":
+        PostTrainingBenchmark.Speed(settings);
+        break;
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

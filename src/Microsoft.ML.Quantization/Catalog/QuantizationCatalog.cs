@@ -94,4 +94,20 @@ public sealed class QuantizationCatalog
     /// <param name="inputSchema">The input schema saved with the model.</param>
     public ITransformer LoadModel(string filePath, out DataViewSchema inputSchema)
         => ModelPersistence.Load(Context, filePath, out inputSchema);
+
+    /// <summary>
+    /// Compares a float ONNX model with its quantized version on the same rows: accuracy (with a label column), top-1
+    /// agreement, cosine similarity and SQNR of the outputs, SQNR per quantized activation, model sizes and time, and a
+    /// verdict against <see cref="ComparisonOptions.MaxAccuracyDrop"/>.
+    /// </summary>
+    /// <param name="floatModelFile">The float ONNX model the quantized one was made from.</param>
+    /// <param name="quantized">The quantized transformer (PostTraining's, or restored by LoadModel).</param>
+    /// <param name="data">Rows for both models (the quantized transformer's input columns).</param>
+    /// <param name="options">What to compare; null for the defaults.</param>
+    public QuantizationComparison Compare(string floatModelFile, QuantizedModelTransformer quantized, IDataView data, ComparisonOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(quantized);
+        ArgumentNullException.ThrowIfNull(data);
+        return QuantizationComparer.Compare(Context, floatModelFile, quantized, data, options ?? new ComparisonOptions());
+    }
 }

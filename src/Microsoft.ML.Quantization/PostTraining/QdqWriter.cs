@@ -198,8 +198,12 @@ internal static class QdqWriter
 
     private sealed record ActivationQuantization(int Bits, bool Signed, QuantizationParameters Params)
     {
-        /// <summary>ONNX has types for 4, 8 and 16 bits; other widths live in the next wider one, clipped.</summary>
-        public int ContainerBits => Bits == 4 ? 4 : Bits <= 8 ? 8 : 16;
+        /// <summary>
+        /// Activations of 2 to 8 bits live in (u)int8, wider ones in (u)int16; below the container width a Clip keeps
+        /// them in range. 4-bit activations are not stored as (u)int4: ONNX Runtime 1.31 turns DQ -> MaxPool -> Q into
+        /// a MaxPool on the stored type and has no 4-bit MaxPool (the model then fails to load).
+        /// </summary>
+        public int ContainerBits => Bits <= 8 ? 8 : 16;
 
         public bool NeedsClip => Bits != ContainerBits;
 

@@ -1,9 +1,10 @@
 namespace Microsoft.ML.Quantization.PostTraining;
 
 /// <summary>
-/// The integer widths of one quantized node: its weights and the activations it reads and writes. Widths ONNX has a
-/// type for (4, 8, 16) use it; 2, 3, 5, 6 and 7 bits are stored in the next wider type: weights as values already in
-/// range, activations as QuantizeLinear -> Clip -> DequantizeLinear (which ONNX Runtime runs in float).
+/// The integer widths of one quantized node: its weights and the activations it reads and writes. Weights of 4 and 8
+/// bits use int4/int8; 2, 3, 5, 6 and 7-bit weights are stored in int8 with values already in range. Activations
+/// of 8 and 16 bits use (u)int8/(u)int16; narrower ones (2 to 7, 4 included) are QuantizeLinear -> Clip ->
+/// DequantizeLinear on (u)int8, clipped to their own range (ONNX Runtime runs those nodes in float).
 /// </summary>
 /// <param name="WeightBits">Weight width, 2 to 8 (per output channel, symmetric, signed).</param>
 /// <param name="ActivationBits">Activation width, 2 to 16 (per tensor).</param>
