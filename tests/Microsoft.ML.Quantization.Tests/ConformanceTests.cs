@@ -17,7 +17,7 @@ public sealed class ConformanceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining"];
+    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining", "PostTrainingW4A8"];
 
     private static IEstimator<ITransformer> Create(MLContext context, string name) => name switch
     {
@@ -30,6 +30,7 @@ public sealed class ConformanceTests : IDisposable
         _ => context.Quantization.PostTraining(new PostTrainingOptions
         {
             ModelPath = TestData.FmnistNet, SampleCount = 40, BatchSize = 8, IntraOpNumThreads = 1, FallbackToCpu = true,
+            Precision = name == "PostTrainingW4A8" ? QuantizationPrecision.W4A8 : QuantizationPrecision.Int8,
             Outputs = { new OnnxColumnBinding("Scores", "logits") },
         }),
     };
@@ -94,6 +95,7 @@ public sealed class ConformanceTests : IDisposable
                 Assert.Equal(q.RequestedExecutionProvider, rq.RequestedExecutionProvider);
                 Assert.Equal(q.Settings.FallbackToCpu, rq.Settings.FallbackToCpu);
                 Assert.Equal(q.Nodes, rq.Nodes);
+                Assert.Equal(q.QuantizedModel.Length, rq.QuantizedModel.Length);   // int4 weights come back packed
                 break;
         }
         foreach (var column in schema.Where(c => data.Schema.GetColumnOrNull(c.Name) is null))

@@ -21,6 +21,7 @@ internal static class ModelPersistence
     internal const string QuantizedEntry = "QatMl.QuantizedModel.json";
     internal const string CalibrationEntry = "QatMl.Calibration.json";
     private const string OnnxModelEntry = "OnnxModel"; // ML.NET OnnxTransformer: int32 length, then the model bytes
+    private const string ExactModelEntry = "QatMl.Model.onnx"; // only when ML.NET's copy had to be widened (int4)
 
     internal static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -36,6 +37,10 @@ internal static class ModelPersistence
         var (inputs, outputs) = Bindings(model, scoring.Options.Inputs, scoring.Options.Outputs);
         foreach (var b in inputs.Concat(outputs).Where(b => b.ColumnName != b.TensorName))
             model.Graph.RenameTensor(b.TensorName, b.ColumnName);
+        // ML.NET's OnnxModel knows no 4-bit types. Its copy gets the same values widened to 8 bits (DequantizeLinear
+        // gives identical floats), and the exact model travels in a QatMl entry for LoadModel.
+        model.Graph.Proto.ValueInfo.Clear();
+        bool widened = WidenInt4(model);
         var keep = outputs.Select(o => o.ColumnName).ToHashSet(StringComparer.Ordinal);
         for (int i = model.Graph.Proto.Output.Count - 1; i >= 0; i--)
             if (!keep.Contains(model.Graph.Proto.Output[i].Name))
@@ -58,6 +63,21 @@ internal static class ModelPersistence
             (inner as IDisposable)?.Dispose();
         }
         ModelSaveEntries.Write(ctx, entry, settings);
+        if (widened)
+            ModelSaveEntries.Write(ctx, ExactModelEntry, scoring.ModelBytes);
+    }
+
+    private static bool WidenInt4(OnnxModel model)
+    {
+        bool any = false;
+        foreach (var t in model.Graph.Initializers.Where(t => t.ElementType is OnnxElementType.Int4 or OnnxElementType.UInt4).ToList())
+        {
+            model.Graph.SetInitializer(t.ElementType == OnnxElementType.Int4
+                ? OnnxTensor.FromInt8(t.Name, t.Dims, t.ToInt4Array())
+                : OnnxTensor.FromUInt8(t.Name, t.Dims, t.ToUInt4Array()));
+            any = true;
+        }
+        return any;
     }
 
     /// <summary>
@@ -158,6 +178,8 @@ internal static class ModelPersistence
     /// <summary>The ONNX bytes ML.NET's OnnxTransformer saved in <paramref name="folder"/>, with QatMl's tensor names restored.</summary>
     private static byte[] ReadOnnx(ZipArchive zip, string folder, ScoringSettings settings, string path)
     {
+        if (zip.GetEntry($"{folder}/{ExactModelEntry}") is { } exact)
+            return ReadAll(exact);
         var entry = zip.GetEntry($"{folder}/{OnnxModelEntry}")
             ?? throw new InvalidDataException($"Model '{path}' has QatMl settings in '{folder}' but no '{OnnxModelEntry}' entry beside them.");
         byte[] raw = ReadAll(entry);

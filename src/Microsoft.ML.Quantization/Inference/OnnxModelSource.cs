@@ -53,6 +53,8 @@ internal static class OnnxModelSource
             {
                 if (!known.Contains(tensor))
                     throw new ArgumentException($"Model '{name}' has no tensor '{tensor}' to output.");
+                if (parsed.Graph.RuntimeInputs.Any(i => i.Name == tensor))
+                    throw new ArgumentException($"Tensor '{tensor}' of model '{name}' is a graph input; read the column that feeds it instead of scoring it.");
                 parsed.Graph.AddOutput(tensor);
             }
             changed = true;

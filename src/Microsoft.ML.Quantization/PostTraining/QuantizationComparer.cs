@@ -26,7 +26,9 @@ internal static class QuantizationComparer
         var layers = new List<(string Float, string Quantized)>();
         if (options.PerLayer)
         {
+            // Graph inputs are not outputs of either model; their quantization error shows in the first layer's.
             var floatTensors = floatModel.Graph.TensorNames().ToHashSet(StringComparer.Ordinal);
+            floatTensors.ExceptWith(floatModel.Graph.RuntimeInputs.Select(i => i.Name));
             var qg = quantizedModel.Graph;
             foreach (var q in qg.Nodes.Where(n => n.OpType == "QuantizeLinear"))
             {
