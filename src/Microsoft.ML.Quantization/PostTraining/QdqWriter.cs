@@ -71,16 +71,20 @@ internal static class QdqWriter
             infos[activation.Name] = new QuantizedNodeInfo(activation.Name, activation.OpType, precision[node], null);
         }
 
-        // 3. Activation tensors and their widths (the widest of the quantized nodes touching them).
+        // 3. Activation tensors and their widths: a quantized node's outputs take its ActivationBits; a tensor no
+        //    quantized node writes (a graph input, a float node's output) takes the widest of its quantized readers.
         var bits = new Dictionary<string, int>(StringComparer.Ordinal);
-        void Want(string t, int b) => bits[t] = Math.Max(b, bits.GetValueOrDefault(t));
+        var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (node, p) in precision)
-        {
-            foreach (string t in ActivationInputs(g, node, initializers))
-                Want(t, p.ActivationBits);
             foreach (string t in FloatOutputs(g, node))
-                Want(t, p.ActivationBits);
-        }
+            {
+                bits[t] = p.ActivationBits;
+                written.Add(t);
+            }
+        foreach (var (node, p) in precision)
+            foreach (string t in ActivationInputs(g, node, initializers))
+                if (!written.Contains(t))
+                    bits[t] = Math.Max(p.ActivationBits, bits.GetValueOrDefault(t));
 
         // Concat: inputs and output on the union range, so ORT's QLinearConcat only copies.
         var ranges = bits.Keys.ToDictionary(t => t, t => (Min: table[t].RangeMin[0], Max: table[t].RangeMax[0]), StringComparer.Ordinal);

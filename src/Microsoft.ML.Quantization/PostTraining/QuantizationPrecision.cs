@@ -7,7 +7,10 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// DequantizeLinear on (u)int8, clipped to their own range (ONNX Runtime runs those nodes in float).
 /// </summary>
 /// <param name="WeightBits">Weight width, 2 to 8 (per output channel, symmetric, signed).</param>
-/// <param name="ActivationBits">Activation width, 2 to 16 (per tensor).</param>
+/// <param name="ActivationBits">
+/// Width of the activations the node writes, 2 to 16 (per tensor). Tensors no quantized node writes (graph inputs,
+/// outputs of float nodes) take the widest width among the quantized nodes reading them.
+/// </param>
 public sealed record QuantizationPrecision(int WeightBits, int ActivationBits)
 {
     /// <summary>8-bit weights and activations (the default).</summary>

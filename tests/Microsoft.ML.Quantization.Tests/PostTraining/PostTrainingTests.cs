@@ -81,6 +81,167 @@ public sealed class PostTrainingTests : IDisposable
         Assert.DoesNotContain("Conv", ops);
     }
 
+    [Fact]
+    public void Options_ExcludeByPattern_MixedPrecisionMap_OddWidthsUseClip()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value.Take(200));
+        IDataView test = context.Data.LoadFromEnumerable(Test.Value.Take(500));
+        var options = Options();
+        options.SampleCount = 200;
+        options.ExcludedNodes.Add("/conv2/*");
+        var fc1 = OnnxModel.Load(TestData.FmnistNet).Graph.Nodes.First(n => n.OpType == "Gemm").Name;
+        options.NodePrecision[fc1] = new QuantizationPrecision(4, 6);
+        using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
+
+        var conv2 = Assert.Single(quantized.FloatNodes, n => n.OpType == "Conv");
+        Assert.StartsWith("/conv2/", conv2.Name);
+        Assert.Equal("excluded by the options", conv2.Reason);
+        Assert.Equal(new QuantizationPrecision(4, 6), quantized.Nodes.Single(n => n.Name == fc1).Precision);
+
+        var g = OnnxModel.Parse(quantized.QuantizedModel).Graph;
+        Assert.Contains(g.Nodes, n => n.OpType == "Conv" && g.Producer(n.Inputs[1]) is null);       // float weights stay float
+        var gemm = g.Nodes.First(n => n.OpType == "Gemm");
+        Assert.True(g.TryGetInitializer(g.Producer(gemm.Inputs[1])!.Inputs[0], out var w4));
+        Assert.Equal(OnnxElementType.Int4, w4.ElementType);
+        Assert.All(w4.ToInt4Array(), v => Assert.InRange(v, (sbyte)-7, (sbyte)7));
+        // The 6-bit activation feeding the Gemm: Q -> Clip(0, 63) -> DQ on uint8.
+        var clip = Assert.Single(g.Nodes, n => n.OpType == "Clip");
+        Assert.True(g.TryGetInitializer(clip.Inputs[2], out var hi));
+        Assert.Equal((byte)63, hi.ToUInt8Array()[0]);
+        Assert.Equal(21, OnnxModel.Parse(quantized.QuantizedModel).DefaultOpset);        // int4 needs opset 21
+
+        var floatScoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 }).Fit(test);
+        Assert.True(Accuracy(context, quantized, test) >= Accuracy(context, floatScoring, test) - 0.03);
+    }
+
+    [Fact]
+    public void TensorRT_ForcesSymmetricActivations_ReduceRangeGivesSevenBitWeights()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value.Take(100));
+        var options = Options();
+        options.SampleCount = 100;
+        options.ExecutionProvider = OnnxExecutionProvider.TensorRT;
+        options.FallbackToCpu = true;                       // no GPU here: runs on the CPU, with a warning
+        options.ReduceRange = true;
+        using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
+        Assert.Equal(OnnxExecutionProvider.Cpu, quantized.ExecutionProvider);
+        Assert.Equal(OnnxExecutionProvider.TensorRT, quantized.RequestedExecutionProvider);
+
+        var g = OnnxModel.Parse(quantized.QuantizedModel).Graph;
+        foreach (var q in g.Nodes.Where(n => n.OpType == "QuantizeLinear"))
+        {
+            Assert.True(g.TryGetInitializer(q.Inputs[2], out var zp));
+            Assert.Equal(0, zp.ElementType == OnnxElementType.Int8 ? zp.ToInt8Array()[0] : zp.ToUInt8Array()[0]);
+        }
+        Assert.Contains(g.Nodes, q => q.OpType == "QuantizeLinear" && g.TryGetInitializer(q.Inputs[2], out var z) && z.ElementType == OnnxElementType.Int8);
+        foreach (var op in g.Nodes.Where(n => n.OpType is "Conv" or "Gemm"))
+        {
+            Assert.True(g.TryGetInitializer(g.Producer(op.Inputs[1])!.Inputs[0], out var w));
+            Assert.All(w.ToInt8Array(), v => Assert.InRange(v, (sbyte)-63, (sbyte)63));
+        }
+    }
+
+    [Fact]
+    public void BadInput_ClearErrors_NoPartialFiles_UnsupportedOpsListed()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value.Take(50));
+
+        // Empty calibration data.
+        var empty = Assert.Throws<InvalidOperationException>(() => context.Quantization.PostTraining(Options()).Fit(context.Data.LoadFromEnumerable(Calibration.Value.Take(0))));
+        Assert.Contains("calibration data is empty", empty.Message);
+
+        // Non-finite calibration values: counted and left out; all-NaN: an error naming the input.
+        var rows = Calibration.Value.Take(50).Select(r => new FashionMnist.Row { Input = (float[])r.Input.Clone(), Label = r.Label }).ToList();
+        rows[0].Input[3] = float.NaN;
+        using (var withNaN = context.Quantization.PostTraining(Options()).Fit(context.Data.LoadFromEnumerable(rows)))
+            Assert.All(withNaN.Nodes, n => Assert.NotNull(n.Precision));
+        var nan = Enumerable.Range(0, 4).Select(_ => new FashionMnist.Row { Input = Enumerable.Repeat(float.NaN, 784).ToArray() });
+        Assert.Contains("no finite values", Assert.Throws<InvalidOperationException>(() => context.Quantization.PostTraining(Options()).Fit(context.Data.LoadFromEnumerable(nan))).Message);
+
+        // An already quantized model.
+        using var quantized = context.Quantization.PostTraining(Options()).Fit(calibration);
+        var again = Options();
+        again.ModelPath = null;
+        again.ModelBytes = quantized.QuantizedModel;
+        Assert.Contains("already quantized", Assert.Throws<InvalidOperationException>(() => context.Quantization.PostTraining(again).Fit(calibration)).Message);
+
+        // An output path that cannot be written: nothing is left behind.
+        string blocker = Path.Combine(_dir, "not-a-folder");
+        File.WriteAllText(blocker, "x");
+        Assert.ThrowsAny<IOException>(() => quantized.SaveAsOnnx(Path.Combine(blocker, "model.onnx")));
+        string folderAsTarget = Path.Combine(_dir, "taken");
+        Directory.CreateDirectory(folderAsTarget);
+        Assert.ThrowsAny<IOException>(() => quantized.SaveAsOnnx(folderAsTarget));
+        Assert.Equal(new[] { "not-a-folder", "taken" }, Directory.GetFileSystemEntries(_dir).Select(p => Path.GetFileName(p)!).Order().ToArray());
+
+        // Ops the quantizer does not handle (a Softmax on the logits) stay float and are listed with the reason.
+        var model = OnnxModel.Load(TestData.FmnistNet);
+        var g = model.Graph;
+        string logits = g.Outputs[0].Name, raw = g.FreshName("raw_logits");
+        g.Producer(logits)!.Outputs[0] = raw;
+        g.AddNode("Softmax", [raw], [logits], "softmax").SetInt("axis", -1);
+        var withSoftmax = Options();
+        withSoftmax.ModelPath = null;
+        withSoftmax.ModelBytes = model.ToBytes();
+        using var partly = context.Quantization.PostTraining(withSoftmax).Fit(calibration);
+        var softmax = Assert.Single(partly.FloatNodes);
+        Assert.Equal(("softmax", "Softmax", "op type Softmax is not quantized"), (softmax.Name, softmax.OpType, softmax.Reason));
+
+        // A symbolic non-batch dimension without a declared shape.
+        var dynamic = OnnxModel.Load(TestData.FmnistNet);
+        dynamic.Graph.Proto.Input[0].Type.TensorType.Shape.Dim[2].DimParam = "height";
+        var dynamicOptions = Options();
+        dynamicOptions.ModelPath = null;
+        dynamicOptions.ModelBytes = dynamic.ToBytes();
+        var shapeError = Assert.Throws<ArgumentException>(() => context.Quantization.PostTraining(dynamicOptions).Fit(calibration));
+        Assert.Contains("declare it in InputShapes", shapeError.Message);
+        dynamicOptions.InputShapes["input"] = [1, 28, 28];
+        using var declared = context.Quantization.PostTraining(dynamicOptions).Fit(calibration);
+        Assert.All(declared.Nodes, n => Assert.NotNull(n.Precision));
+    }
+
+    [Fact]
+    public void Compare_ReportsAccuracyAgreementLayersSizeAndBudget()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value.Take(200));
+        IDataView test = context.Data.LoadFromEnumerable(Test.Value.Take(300));
+        var options = Options();
+        options.SampleCount = 200;
+        using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
+
+        var c = context.Quantization.Compare(TestData.FmnistNet, quantized, test,
+            new ComparisonOptions { LabelColumnName = "Label", MaxAccuracyDrop = 1.0, LatencyRepeats = 1 });
+        Assert.Equal(300, c.Rows);
+        Assert.InRange(c.FloatAccuracy!.Value, 0.85, 1.0);
+        Assert.Equal((c.FloatAccuracy!.Value - c.QuantizedAccuracy!.Value) * 100, c.AccuracyDrop!.Value, 9);
+        Assert.InRange(c.Top1Agreement, 0.97, 1.0);
+        Assert.InRange(c.MeanCosineSimilarity, 0.99, 1.0);
+        Assert.InRange(c.OutputSqnrDb, 15, 80);
+        // Every quantized activation but the graph input and the compared output, worst first.
+        var g = OnnxModel.Load(TestData.FmnistNet).Graph;
+        var expected = g.Nodes.Where(n => n.OpType is "Relu" or "MaxPool" or "Flatten").Select(n => n.Outputs[0]).Order().ToArray();
+        Assert.Equal(expected, c.Layers.Select(l => l.TensorName).Order().ToArray());
+        Assert.Equal(c.Layers.OrderBy(l => l.SqnrDb).Select(l => l.TensorName), c.Layers.Select(l => l.TensorName));
+        Assert.All(c.Layers, l => Assert.InRange(l.SqnrDb, 10, 80));
+        Assert.InRange((double)c.QuantizedModelBytes / c.FloatModelBytes, 0.2, 0.3);
+        Assert.True(c.FloatTime > TimeSpan.Zero && c.QuantizedTime > TimeSpan.Zero);
+        Assert.Equal(c.AccuracyDrop <= 1.0, c.WithinBudget);
+        Assert.Contains("top-1 agreement", c.ToString());
+
+        // Without a label the budget applies to disagreement; an impossible budget says no.
+        var strict = context.Quantization.Compare(TestData.FmnistNet, quantized, test,
+            new ComparisonOptions { MaxAccuracyDrop = 0, PerLayer = false, MeasureLatency = false });
+        Assert.Null(strict.AccuracyDrop);
+        Assert.Empty(strict.Layers);
+        Assert.Equal(strict.Top1Agreement == 1.0, strict.WithinBudget);
+        Assert.Contains("Could not find input column 'Nope'", Assert.Throws<ArgumentOutOfRangeException>(() =>
+            context.Quantization.Compare(TestData.FmnistNet, quantized, test, new ComparisonOptions { LabelColumnName = "Nope" })).Message);
+    }
+
     private sealed class Scored
     {
         [Microsoft.ML.Data.ColumnName("logits")]
