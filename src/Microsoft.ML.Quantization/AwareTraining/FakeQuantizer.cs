@@ -1,0 +1,134 @@
+using Microsoft.ML.Quantization.Calibration;
+using TorchSharp;
+using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
+
+namespace Microsoft.ML.Quantization.AwareTraining;
+
+/// <summary>How a <see cref="FakeQuantizer"/> gets its range.</summary>
+public enum RangeLearning
+{
+    /// <summary>Moving-average min/max observer (PyTorch's default for QAT activations), frozen on request.</summary>
+    MovingAverage = 0,
+
+    /// <summary>LSQ: the scale is a parameter trained by backpropagation, with LSQ's gradient scaling.</summary>
+    LearnedStepSize = 1,
+}
+
+/// <summary>
+/// Fake quantization, the module layer: a per-tensor activation quantizer with its range state (observer or learned
+/// step size) and switches for observing and for quantizing, to drop into any TorchSharp module's forward. Its
+/// scale and zero point follow ONNX QuantizeLinear (<see cref="QuantizationParameters.Compute"/>), so a model
+/// exported with the same range computes the same numbers.
+/// </summary>
+public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
+{
+    private readonly int _bits;
+    private readonly bool _symmetric;
+    private readonly double _averagingConstant;
+    private float _min, _max;
+    private bool _initialized;
+    private readonly Parameter? _learnedScale;
+    private float _zeroPoint;
+    private bool _signed;
+
+    /// <summary>Creates a quantizer.</summary>
+    /// <param name="name">Module name.</param>
+    /// <param name="bits">Width, 2 to 16.</param>
+    /// <param name="symmetric">Symmetric (zero point 0; signed unless the range is non-negative) or asymmetric unsigned.</param>
+    /// <param name="learning">How the range is learned.</param>
+    /// <param name="initialMin">Initial range minimum (for example from calibration); null starts from the first batch.</param>
+    /// <param name="initialMax">Initial range maximum.</param>
+    /// <param name="averagingConstant">Moving-average constant (PyTorch: 0.01).</param>
+    public FakeQuantizer(string name, int bits = 8, bool symmetric = false, RangeLearning learning = RangeLearning.MovingAverage,
+        float? initialMin = null, float? initialMax = null, double averagingConstant = 0.01) : base(name)
+    {
+        if (bits is < 2 or > 16)
+            throw new ArgumentOutOfRangeException(nameof(bits), bits, "Bits must be between 2 and 16.");
+        _bits = bits;
+        _symmetric = symmetric;
+        _averagingConstant = averagingConstant;
+        Learning = learning;
+        if (initialMin is float lo && initialMax is float hi)
+        {
+            (_min, _max, _initialized) = (lo, hi, true);
+        }
+        if (learning == RangeLearning.LearnedStepSize)
+        {
+            if (!_initialized)
+                throw new ArgumentException("A learned step size needs an initial range (initialMin/initialMax), e.g. from calibration.");
+            var p = Parameters();
+            _learnedScale = new Parameter(torch.tensor(p.Scale), requires_grad: true);
+            register_parameter("scale", _learnedScale);
+        }
+    }
+
+    /// <summary>How the range is learned.</summary>
+    public RangeLearning Learning { get; }
+
+    /// <summary>Observe batches (moving average). Default true; switch off to freeze the observed range.</summary>
+    public bool ObserverEnabled { get; set; } = true;
+
+    /// <summary>Quantize in the forward pass. Default true; false passes values through (float warm-up).</summary>
+    public bool FakeQuantEnabled { get; set; } = true;
+
+    /// <summary>The current range: observed, or implied by the learned scale and zero point.</summary>
+    public (float Min, float Max) Range
+    {
+        get
+        {
+            if (_learnedScale is null)
+                return (_min, _max);
+            float s = MathF.Abs(_learnedScale.item<float>());
+            var (qmin, qmax) = Levels();
+            return ((qmin - _zeroPoint) * s, (qmax - _zeroPoint) * s);
+        }
+    }
+
+    private (int Min, int Max) Levels() => QuantizationParameters.GetQuantizedRange(_bits, _signed, _symmetric && _signed);
+
+    private QuantizationParameters Parameters()
+    {
+        _signed = _symmetric && _min < 0;
+        var p = QuantizationParameters.Compute(_min, _max, _bits, _signed, _symmetric && _signed);
+        _zeroPoint = p.ZeroPoint;
+        return p;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor input)
+    {
+        if (Learning == RangeLearning.MovingAverage && ObserverEnabled && training)
+            Observe(input);
+        if (!FakeQuantEnabled || !_initialized)
+            return input.alias();
+        var (qmin, qmax) = Levels();
+        if (_learnedScale is not null)
+        {
+            using var zp = torch.tensor((float)_zeroPoint);
+            double g = 1.0 / Math.Sqrt(input.numel() * (double)qmax);
+            return FakeQuantize.Apply(input, _learnedScale.abs() + 1e-12f, zp, qmin, qmax, gradientScale: g);
+        }
+        var p = Parameters();
+        (qmin, qmax) = Levels();
+        using var scale = torch.tensor(p.Scale);
+        using var zero = torch.tensor((float)p.ZeroPoint);
+        return FakeQuantize.Apply(input, scale, zero, qmin, qmax);
+    }
+
+    private void Observe(Tensor input)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var detached = input.detach();
+        float lo = detached.min().item<float>(), hi = detached.max().item<float>();
+        if (!float.IsFinite(lo) || !float.IsFinite(hi))
+            return;
+        if (!_initialized)
+        {
+            (_min, _max, _initialized) = (lo, hi, true);
+            return;
+        }
+        _min = (float)(_min + _averagingConstant * (lo - _min));
+        _max = (float)(_max + _averagingConstant * (hi - _max));
+    }
+}
