@@ -110,4 +110,20 @@ public sealed class QuantizationCatalog
         ArgumentNullException.ThrowIfNull(data);
         return QuantizationComparer.Compare(Context, floatModelFile, quantized, data, options ?? new ComparisonOptions());
     }
+
+    /// <summary>
+    /// Quantization-aware training: fine-tunes the float ONNX model on TorchSharp with fake quantization (INT8 by
+    /// default), then exports the same QDQ model PostTraining writes.
+    /// </summary>
+    /// <param name="modelFile">Path of the float ONNX model.</param>
+    /// <param name="labelColumnName">The class label column.</param>
+    /// <param name="epochs">Training epochs.</param>
+    public AwareTraining.AwareTrainingEstimator AwareTraining(string modelFile, string labelColumnName = "Label", int epochs = 2)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelFile);
+        return new AwareTraining.AwareTrainingEstimator(Context, new AwareTraining.AwareTrainingOptions { ModelPath = modelFile, LabelColumnName = labelColumnName, Epochs = epochs });
+    }
+
+    /// <summary>Quantization-aware training, as configured by <paramref name="options"/>.</summary>
+    public AwareTraining.AwareTrainingEstimator AwareTraining(AwareTraining.AwareTrainingOptions options) => new(Context, options);
 }

@@ -29,6 +29,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal ScoringSettings Settings { get; }
 
+    /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
+    public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
+
     /// <summary>The quantized ONNX model (QDQ form) this transformer runs.</summary>
     public byte[] QuantizedModel { get; }
 

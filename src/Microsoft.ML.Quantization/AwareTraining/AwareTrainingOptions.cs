@@ -1,0 +1,171 @@
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.PostTraining;
+
+namespace Microsoft.ML.Quantization.AwareTraining;
+
+/// <summary>
+/// Options of <see cref="AwareTrainingEstimator"/> (<c>mlContext.Quantization.AwareTraining</c>): the float model, the
+/// columns, the quantization scheme, the training schedule and how the result runs (the session settings apply to
+/// the deployed quantized model).
+/// </summary>
+public sealed class AwareTrainingOptions : OnnxRuntimeOptions
+{
+    /// <summary>Path of the float ONNX model (with BatchNormalization kept, for simulated folding). Set this or <see cref="ModelBytes"/>.</summary>
+    public string? ModelPath { get; set; }
+
+    /// <summary>The float ONNX model itself. Set this or <see cref="ModelPath"/>.</summary>
+    public byte[]? ModelBytes { get; set; }
+
+    /// <summary>The Vector&lt;Single&gt; column feeding the model's single input. Null (default): the column named like the input.</summary>
+    public string? FeatureColumnName { get; set; }
+
+    /// <summary>The class label column (UInt32, Int32, Int64, Single or a key type); classes are the output's indices. Default "Label".</summary>
+    public string LabelColumnName { get; set; } = "Label";
+
+    /// <summary>Rows to validate on (accuracy after each epoch, and the PTQ-first budget). Null (default): <see cref="ValidationFraction"/> of the data.</summary>
+    public IDataView? ValidationData { get; set; }
+
+    /// <summary>Share of the rows held out for validation when <see cref="ValidationData"/> is null. Default 0 (no validation).</summary>
+    public double ValidationFraction { get; set; }
+
+    /// <summary>Widths of every quantized node. Default <see cref="QuantizationPrecision.Int8"/>.</summary>
+    public QuantizationPrecision Precision { get; set; } = QuantizationPrecision.Int8;
+
+    /// <summary>Widths of the first Conv/Gemm/MatMul. Null (default): <see cref="Precision"/>.</summary>
+    public QuantizationPrecision? FirstLayerPrecision { get; set; }
+
+    /// <summary>Widths of the last Conv/Gemm/MatMul. Null (default): <see cref="Precision"/>.</summary>
+    public QuantizationPrecision? LastLayerPrecision { get; set; }
+
+    /// <summary>Weights per output channel (default true) or per tensor.</summary>
+    public bool WeightsPerChannel { get; set; } = true;
+
+    /// <summary>Symmetric activations (zero point 0). Default false (asymmetric uint8).</summary>
+    public bool SymmetricActivations { get; set; }
+
+    /// <summary>How activation ranges are learned. Default <see cref="RangeLearning.MovingAverage"/>; <see cref="RangeLearning.LearnedStepSize"/> is LSQ.</summary>
+    public RangeLearning ActivationRanges { get; set; } = RangeLearning.MovingAverage;
+
+    /// <summary>Training epochs over the data. Default 2 (fine-tuning needs few).</summary>
+    public int Epochs { get; set; } = 2;
+
+    /// <summary>Rows per optimizer step. Default 128.</summary>
+    public int TrainingBatchSize { get; set; } = 128;
+
+    /// <summary>Adam learning rate. Default 1e-4 (about 10x below a float training's).</summary>
+    public double LearningRate { get; set; } = 1e-4;
+
+    /// <summary>Seed of the weights' shuffle order and of libtorch. Default 0.</summary>
+    public int Seed { get; set; }
+
+    /// <summary>Share of the steps trained in float before fake quantization starts (observers already observe). Default 0.15.</summary>
+    public double WarmupFraction { get; set; } = 0.15;
+
+    /// <summary>Epoch (0-based) from which activation observers stop updating. Null (default): the last epoch.</summary>
+    public int? ObserverFreezeEpoch { get; set; }
+
+    /// <summary>Epoch (0-based) from which BatchNormalization runs folded into the preceding Conv with frozen running statistics. Default 1.</summary>
+    public int BatchNormFreezeEpoch { get; set; } = 1;
+
+    /// <summary>For targets below 8 bits: the first third of the quantized steps at 16 bits, the second at 8, then the target. Default false.</summary>
+    public bool GradualBitWidth { get; set; }
+
+    /// <summary>Distillation weight a in [0, 1] (0, the default, turns the float teacher off).</summary>
+    public double DistillationWeight { get; set; }
+
+    /// <summary>Distillation temperature T. Default 4.</summary>
+    public double DistillationTemperature { get; set; } = 4;
+
+    /// <summary>Rows the initial ranges are calibrated on. Default 1000.</summary>
+    public int CalibrationSampleCount { get; set; } = 1000;
+
+    /// <summary>
+    /// The seed's workflow: when set (percentage points of validation accuracy), PTQ runs first and QAT only if PTQ
+    /// loses more than this against the float model. Needs validation rows. Default null (always QAT).
+    /// </summary>
+    public double? MaxAccuracyDrop { get; set; }
+
+    /// <summary>Receives progress after every step. Default null.</summary>
+    public IProgress<AwareTrainingProgress>? Progress { get; set; }
+
+    /// <summary>Stops training between steps (Fit throws <see cref="OperationCanceledException"/>).</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    internal new void Validate()
+    {
+        base.Validate();
+        if (ModelPath is null && ModelBytes is null)
+            throw new ArgumentException("Set AwareTrainingOptions.ModelPath or ModelBytes.");
+        Precision.Validate(nameof(Precision));
+        FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));
+        LastLayerPrecision?.Validate(nameof(LastLayerPrecision));
+        if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Epochs must be at least 1.");
+        if (TrainingBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(TrainingBatchSize), TrainingBatchSize, "TrainingBatchSize must be at least 1.");
+        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive.");
+        if (WarmupFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(WarmupFraction), WarmupFraction, "WarmupFraction must be in [0, 1).");
+        if (ValidationFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "ValidationFraction must be in [0, 1).");
+        if (DistillationWeight is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(DistillationWeight), DistillationWeight, "DistillationWeight must be in [0, 1].");
+        if (!(DistillationTemperature > 0)) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), DistillationTemperature, "DistillationTemperature must be positive.");
+        if (CalibrationSampleCount < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationSampleCount), CalibrationSampleCount, "CalibrationSampleCount must be at least 1.");
+    }
+
+    /// <summary>The PTQ options of the same scheme (the export and the PTQ-first path).</summary>
+    internal PostTrainingOptions ToPostTraining(byte[] model) 
+    {
+        var o = new PostTrainingOptions
+        {
+            ModelBytes = model,
+            Precision = Precision,
+            FirstLayerPrecision = FirstLayerPrecision,
+            LastLayerPrecision = LastLayerPrecision,
+            WeightsPerChannel = WeightsPerChannel,
+            SymmetricActivations = SymmetricActivations,
+            SampleCount = CalibrationSampleCount,
+        };
+        CopyTo(o);
+        return o;
+    }
+}
+
+/// <summary>Training progress, reported after every step.</summary>
+/// <param name="Epoch">0-based epoch.</param>
+/// <param name="Step">Global step (0-based) just finished.</param>
+/// <param name="TotalSteps">Steps planned.</param>
+/// <param name="Loss">This step's loss.</param>
+/// <param name="ValidationAccuracy">Accuracy (fake-quantized model) at the end of the last finished epoch, if validating.</param>
+/// <param name="RowsPerSecond">Training throughput so far.</param>
+public readonly record struct AwareTrainingProgress(int Epoch, long Step, long TotalSteps, double Loss, double? ValidationAccuracy, double RowsPerSecond);
+
+/// <summary>One finished epoch.</summary>
+/// <param name="Epoch">0-based epoch.</param>
+/// <param name="MeanLoss">Mean training loss.</param>
+/// <param name="ValidationAccuracy">Accuracy of the (fake-quantized) model on the validation rows, if any.</param>
+/// <param name="RowsPerSecond">Training throughput.</param>
+public sealed record EpochReport(int Epoch, double MeanLoss, double? ValidationAccuracy, double RowsPerSecond);
+
+/// <summary>What <c>AwareTraining</c> did: which path it took and why, and how training went.</summary>
+public sealed class AwareTrainingReport
+{
+    internal AwareTrainingReport() { }
+
+    /// <summary>"PostTraining" (PTQ met the budget) or "AwareTraining".</summary>
+    public string Path { get; internal init; } = "AwareTraining";
+
+    /// <summary>Why that path.</summary>
+    public string Reason { get; internal init; } = "";
+
+    /// <summary>Validation accuracy of the float model, when PTQ was tried first.</summary>
+    public double? FloatAccuracy { get; internal init; }
+
+    /// <summary>Validation accuracy of the PTQ model, when PTQ was tried first.</summary>
+    public double? PostTrainingAccuracy { get; internal init; }
+
+    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch.</summary>
+    public double? FakeQuantizedAccuracy { get; internal init; }
+
+    /// <summary>Validation accuracy of the deployed QDQ model (the transformer's).</summary>
+    public double? DeployedAccuracy { get; internal init; }
+
+    /// <summary>Per epoch.</summary>
+    public IReadOnlyList<EpochReport> Epochs { get; internal init; } = [];
+}

@@ -1,0 +1,122 @@
+using Microsoft.ML.Quantization.AwareTraining;
+using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Quantization.PostTraining;
+using QatMl.Samples;
+using TorchSharp;
+
+namespace Microsoft.ML.Quantization.Tests.AwareTraining;
+
+/// <summary>QAT on FmnistNet (with its BatchNormalization) on the shipped Fashion-MNIST images.</summary>
+public sealed class AwareTrainingTests
+{
+    private static readonly Lazy<List<FashionMnist.Row>> Train =
+        new(() => FashionMnist.Rows(FashionMnist.ReadCalibration(TestData.FashionMnistFolder, limit: 512)));
+
+    private static readonly Lazy<List<FashionMnist.Row>> Validation =
+        new(() => FashionMnist.Rows(FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 1000)));
+
+    private static AwareTrainingOptions Options(MLContext context) => new()
+    {
+        ModelPath = TestData.FmnistNetBn,
+        Epochs = 2,
+        TrainingBatchSize = 64,
+        ValidationData = context.Data.LoadFromEnumerable(Validation.Value),
+        CalibrationSampleCount = 256,
+        IntraOpNumThreads = 1,
+    };
+
+    [Fact]
+    public void Int8_TrainsExportsTheSameQdqForm_DeployedMatchesFakeQuantized()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var context = new MLContext(seed: 1);
+        var messages = new List<string>();
+        context.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
+        var progress = new List<AwareTrainingProgress>();
+        var options = Options(context);
+        options.Progress = new Progress(progress.Add);
+        using QuantizedModelTransformer model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
+
+        var report = model.AwareTraining!;
+        Assert.Equal("AwareTraining", report.Path);
+        Assert.Equal(2, report.Epochs.Count);
+        Assert.All(report.Epochs, e => Assert.True(double.IsFinite(e.MeanLoss) && e.RowsPerSecond > 0));
+        Assert.Equal(16, progress.Count);                                     // 2 epochs x 8 steps of 64
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => (long)i), progress.Select(p => p.Step));
+        Assert.Contains(messages, m => m.Contains("Epoch 2/2"));
+
+        // The deployed QDQ model: BN folded, Conv/Gemm on int8 weights, and its accuracy equals the fake-quantized one.
+        var g = OnnxModel.Parse(model.QuantizedModel).Graph;
+        Assert.DoesNotContain(g.Nodes, n => n.OpType == "BatchNormalization");
+        Assert.All(g.Nodes.Where(n => n.OpType is "Conv" or "Gemm"), n => Assert.Equal("DequantizeLinear", g.Producer(n.Inputs[1])?.OpType));
+        Assert.InRange(report.DeployedAccuracy!.Value, 0.85, 1.0);
+        Assert.InRange(Math.Abs(report.DeployedAccuracy.Value - report.FakeQuantizedAccuracy!.Value) * 100, 0, 0.2);
+
+        // The transformer is PTQ's: it scores in an IDataView pipeline.
+        var scored = context.Data.CreateEnumerable<Scored>(model.Transform(context.Data.LoadFromEnumerable(Validation.Value.Take(10))), false).ToList();
+        Assert.Equal(10, scored.Count);
+        Assert.All(scored, s => Assert.Equal(10, s.logits.Length));
+    }
+
+    [Fact]
+    public void PtqFirst_WithinBudget_SkipsTraining_AndSaysWhy()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var context = new MLContext(seed: 1);
+        var options = Options(context);
+        options.MaxAccuracyDrop = 2.0;
+        using var model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
+        var report = model.AwareTraining!;
+        Assert.Equal("PostTraining", report.Path);
+        Assert.Contains("within the 2.00-point budget", report.Reason);
+        Assert.Empty(report.Epochs);
+        Assert.True(report.FloatAccuracy - report.PostTrainingAccuracy <= 0.02);
+
+        options.MaxAccuracyDrop = -100;    // impossible: PTQ cannot be 100 points better, so training runs
+        options.Epochs = 1;
+        using var trained = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
+        Assert.Equal("AwareTraining", trained.AwareTraining!.Path);
+        Assert.Contains("more than the -100.00-point budget", trained.AwareTraining.Reason);
+    }
+
+    [Fact]
+    public void BadInput_ClearErrors()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var context = new MLContext(seed: 1);
+        var data = context.Data.LoadFromEnumerable(Train.Value.Take(10));
+        var noLabel = Options(context);
+        noLabel.LabelColumnName = "Class";
+        Assert.Contains("Could not find input column 'Class'", Assert.Throws<ArgumentOutOfRangeException>(() => context.Quantization.AwareTraining(noLabel).Fit(data)).Message);
+        var wrongLabel = Options(context);
+        wrongLabel.LabelColumnName = "input";
+        Assert.Contains("Schema mismatch for input column 'input'", Assert.Throws<ArgumentOutOfRangeException>(() => context.Quantization.AwareTraining(wrongLabel).Fit(data)).Message);
+        Assert.Contains("training data is empty", Assert.Throws<InvalidOperationException>(() =>
+            context.Quantization.AwareTraining(Options(context)).Fit(context.Data.LoadFromEnumerable(Train.Value.Take(0)))).Message);
+
+        var nan = Train.Value.Take(64).Select(r => new FashionMnist.Row { Input = Enumerable.Repeat(float.NaN, 784).ToArray(), Label = r.Label }).ToList();
+        var nanOptions = Options(context);
+        nanOptions.CalibrationSampleCount = 1;
+        nanOptions.ValidationData = null;
+        var nanError = Assert.Throws<InvalidOperationException>(() => context.Quantization.AwareTraining(nanOptions).Fit(context.Data.LoadFromEnumerable(
+            Train.Value.Take(1).Concat(nan))));
+        Assert.Contains("loss became NaN", nanError.Message);
+
+        var model = OnnxModel.Load(TestData.FmnistNetBn);
+        model.Graph.Nodes.First(n => n.OpType == "Relu").OpType = "Elu";
+        var unsupported = Options(context);
+        unsupported.ModelPath = null;
+        unsupported.ModelBytes = model.ToBytes();
+        Assert.Contains("op Elu is not supported", Assert.Throws<NotSupportedException>(() => context.Quantization.AwareTraining(unsupported).Fit(data)).Message);
+    }
+
+    private sealed class Progress(Action<AwareTrainingProgress> report) : IProgress<AwareTrainingProgress>
+    {
+        public void Report(AwareTrainingProgress value) => report(value);
+    }
+
+    private sealed class Scored
+    {
+        public float[] logits { get; set; } = [];
+    }
+}
