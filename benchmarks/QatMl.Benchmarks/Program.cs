@@ -4,14 +4,16 @@
 //        calibration [--no-resnet] (issue 4: calibration time over float inference, FmnistNet and ResNet18);
 //        calibration-memory (issue 4: peak RSS calibrating ResNet18 over 50 vs 500 images, child processes);
 //        ptq-accuracy [--no-resnet] (issue 5: FmnistNet accuracy per scheme, ResNet18 cosine, file sizes);
-//        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16).
+//        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16);
+//        qat --train <folder> [--seeds 3] [--epochs 2] (issue 6: QAT figures on FmnistNet);
+//        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
 using QatMl.Benchmarks;
 
 string name = args.Length > 0 ? args[0] : "";
-var settings = name == "calibration-memory-child" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
+var settings = name is "calibration-memory-child" or "qat-speed" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
     case "scoring":
@@ -26,13 +28,21 @@ switch (name)
     case "ptq-speed":
         PostTrainingBenchmark.Speed(settings);
         break;
+    case "qat":
+        AwareTrainingBenchmark.Accuracy(settings, args);
+        break;
+    case "qat-speed":
+        return AwareTrainingBenchmark.Speed(args.Skip(1).ToArray());
+    case "qat-speed-child":
+        AwareTrainingBenchmark.SpeedChild(BenchmarkSettings.Parse(args.Skip(1).ToArray()), args);
+        break;
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

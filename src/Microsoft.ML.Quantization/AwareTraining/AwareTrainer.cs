@@ -60,7 +60,8 @@ internal static class AwareTrainer
         // Initial ranges: calibrate the graph as it will be deployed (BN folded), on the first training rows.
         byte[] floatBytes = floatGraph.ToBytes();
         OnnxModel folded = PostTrainingEstimator.Prepare(options.ToPostTraining(floatBytes), name);
-        CalibrationTable initial = Calibrate(context, options, folded, train);
+        TrainingRows calibrationRows = options.CalibrationData is { } cd ? Load(cd, featureColumn, options.LabelColumnName, rowDims, nameof(options.CalibrationData)) : train;
+        CalibrationTable initial = Calibrate(context, options, folded, calibrationRows);
 
         double? floatAccuracy = null, ptqAccuracy = null;
         if (quantize && options.MaxAccuracyDrop is double budget)

@@ -76,6 +76,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Distillation temperature T. Default 4.</summary>
     public double DistillationTemperature { get; set; } = 4;
 
+    /// <summary>Rows the initial ranges are calibrated on. Null (default): the first <see cref="CalibrationSampleCount"/> training rows.</summary>
+    public IDataView? CalibrationData { get; set; }
+
     /// <summary>Rows the initial ranges are calibrated on. Default 1000.</summary>
     public int CalibrationSampleCount { get; set; } = 1000;
 
