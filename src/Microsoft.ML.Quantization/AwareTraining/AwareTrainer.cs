@@ -103,17 +103,27 @@ internal static class AwareTrainer
         long step = 0;
         var clock = Stopwatch.StartNew();
         long rowsSeen = 0;
+        var checkpoint = new Checkpoint(options, train.Count, quantize);
+        var resume = checkpoint.TryLoad(module, optimizer, quantizers, channel);
+        int firstEpoch = resume?.Epoch ?? 0;
+        if (resume is not null)
+        {
+            step = resume.Step;
+            epochs.AddRange(resume.Epochs);
+            lastValidation = epochs.LastOrDefault()?.ValidationAccuracy;
+        }
 
-        for (int epoch = 0; epoch < options.Epochs; epoch++)
+        for (int epoch = firstEpoch; epoch < options.Epochs; epoch++)
         {
             module.FoldBatchNorm = epoch >= options.BatchNormFreezeEpoch;
             foreach (var q in quantizers.Activations.Values)
                 q.ObserverEnabled = epoch < observerFreeze;
             int[] order = Shuffle(train.Count, options.Seed, epoch);
-            double lossSum = 0;
+            double lossSum = epoch == firstEpoch && resume is not null ? resume.LossSum : 0;
+            int firstRow = epoch == firstEpoch && resume is not null ? resume.NextRow : 0;
             var epochClock = Stopwatch.StartNew();
             module.train();
-            for (int start = 0; start < train.Count; start += options.TrainingBatchSize, step++)
+            for (int start = firstRow; start < train.Count; start += options.TrainingBatchSize, step++)
             {
                 options.CancellationToken.ThrowIfCancellationRequested();
                 bool fakeQuant = quantize && step >= warmup;
@@ -144,6 +154,8 @@ internal static class AwareTrainer
                 optimizer.step();
                 lossSum += value * count;
                 rowsSeen += count;
+                if (options.CheckpointPath is not null && (step + 1) % options.CheckpointEverySteps == 0)
+                    checkpoint.Save(module, optimizer, quantizers, new CheckpointState(epoch, start + count, step + 1, lossSum, [.. epochs]));
                 options.Progress?.Report(new AwareTrainingProgress(epoch, step, totalSteps, value, lastValidation, rowsSeen / clock.Elapsed.TotalSeconds));
             }
             double rate = train.Count / epochClock.Elapsed.TotalSeconds;
@@ -152,6 +164,10 @@ internal static class AwareTrainer
             channel.Info(MessageSensitivity.None, "{0}", $"Epoch {epoch + 1}/{options.Epochs}: loss {lossSum / train.Count:F4}" +
                 (lastValidation is { } acc ? $", validation accuracy {acc:P2}" : "") + $", {rate:F0} rows/s.");
         }
+
+        // Training finished: its checkpoint is spent (a later Fit with the same options starts over).
+        if (options.CheckpointPath is { } spent && File.Exists(spent))
+            File.Delete(spent);
 
         // Export: trained weights and BN statistics back into the graph, folded as deployed, with the final ranges.
         module.FoldBatchNorm = true;
@@ -195,6 +211,86 @@ internal static class AwareTrainer
             channel.Info(MessageSensitivity.None, "{0}", $"Fake-quantized accuracy {fq:P2}, deployed QDQ model {dep:P2}.");
         result.AwareTraining = final;
         return (result, final);
+    }
+
+    /// <summary>Where a checkpoint stands: the next row of the epoch's shuffled order, the next step, the loss so far.</summary>
+    internal sealed record CheckpointState(int Epoch, int NextRow, long Step, double LossSum, List<EpochReport> Epochs);
+
+    /// <summary>
+    /// A training checkpoint file: header (what run it belongs to), position, finished epochs, the module's
+    /// parameters and buffers, Adam's state and the quantizers' ranges. Written to a temporary file and renamed.
+    /// </summary>
+    private sealed class Checkpoint(AwareTrainingOptions options, int rows, bool quantize)
+    {
+        private const int Magic = 0x504B4351; // "QCKP"
+        private const int Version = 1;
+        private readonly string _fingerprint =
+            $"{options.ModelPath}|{options.ModelBytes?.Length}|{rows}|{options.Seed}|{options.Epochs}|{options.TrainingBatchSize}|{options.LearningRate}|{options.Precision}|{quantize}|{options.ActivationRanges}";
+
+        public void Save(OnnxTorchModule module, TorchSharp.Modules.Adam optimizer, Quantizers quantizers, CheckpointState state)
+        {
+            string path = Path.GetFullPath(options.CheckpointPath!);
+            string temp = path + ".tmp-" + Guid.NewGuid().ToString("N");
+            try
+            {
+                using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+                using (var w = new BinaryWriter(stream))
+                {
+                    w.Write(Magic); w.Write(Version); w.Write(_fingerprint);
+                    w.Write(state.Epoch); w.Write(state.NextRow); w.Write(state.Step); w.Write(state.LossSum);
+                    w.Write(state.Epochs.Count);
+                    foreach (var e in state.Epochs)
+                    {
+                        w.Write(e.Epoch); w.Write(e.MeanLoss); w.Write(e.ValidationAccuracy ?? double.NaN); w.Write(e.RowsPerSecond);
+                    }
+                    module.save(w);
+                    optimizer.save_state_dict(w);
+                    foreach (var q in quantizers.Activations.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                        q.Value.WriteState(w);
+                    w.Flush();
+                    stream.Flush(flushToDisk: true);
+                }
+                File.Move(temp, path, overwrite: true);
+            }
+            catch
+            {
+                try { File.Delete(temp); } catch (IOException) { }
+                throw;
+            }
+        }
+
+        public CheckpointState? TryLoad(OnnxTorchModule module, TorchSharp.Modules.Adam optimizer, Quantizers quantizers, IChannel channel)
+        {
+            if (options.CheckpointPath is not { } path || !File.Exists(path))
+                return null;
+            try
+            {
+                using var r = new BinaryReader(File.OpenRead(path));
+                if (r.ReadInt32() != Magic || r.ReadInt32() != Version)
+                    throw new InvalidDataException("not a QatMl training checkpoint (bad magic or version)");
+                string fingerprint = r.ReadString();
+                if (fingerprint != _fingerprint)
+                    throw new InvalidDataException($"it belongs to another run ({fingerprint}; this run is {_fingerprint})");
+                var state = new CheckpointState(r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadDouble(), []);
+                int finished = r.ReadInt32();
+                for (int i = 0; i < finished; i++)
+                {
+                    int epoch = r.ReadInt32();
+                    double loss = r.ReadDouble(), accuracy = r.ReadDouble(), rate = r.ReadDouble();
+                    state.Epochs.Add(new EpochReport(epoch, loss, double.IsNaN(accuracy) ? null : accuracy, rate));
+                }
+                module.load(r);
+                optimizer.load_state_dict(r);
+                foreach (var q in quantizers.Activations.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                    q.Value.ReadState(r);
+                channel.Info(MessageSensitivity.None, "{0}", $"Resuming from checkpoint '{path}' at epoch {state.Epoch + 1}, step {state.Step}.");
+                return state;
+            }
+            catch (Exception e) when (e is InvalidDataException or EndOfStreamException or IOException or ArgumentException or InvalidOperationException)
+            {
+                throw new InvalidDataException($"Cannot resume from checkpoint '{path}': {e.Message}. Delete it to start over.", e);
+            }
+        }
     }
 
     /// <summary>The fake quantizers of one training run.</summary>

@@ -88,6 +88,17 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// </summary>
     public double? MaxAccuracyDrop { get; set; }
 
+    /// <summary>
+    /// A file for training checkpoints (weights, optimizer state, ranges, position in the shuffled data), written
+    /// atomically every <see cref="CheckpointEverySteps"/> steps. When it exists at Fit, training resumes from it and
+    /// ends with the same weights as an uninterrupted run; a finished run deletes it, a failed one (NaN loss,
+    /// cancellation, a killed process) leaves the last good one. Default null (no checkpoints).
+    /// </summary>
+    public string? CheckpointPath { get; set; }
+
+    /// <summary>Steps between checkpoints. Default 100.</summary>
+    public int CheckpointEverySteps { get; set; } = 100;
+
     /// <summary>Receives progress after every step. Default null.</summary>
     public IProgress<AwareTrainingProgress>? Progress { get; set; }
 
@@ -109,6 +120,7 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
         if (ValidationFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "ValidationFraction must be in [0, 1).");
         if (DistillationWeight is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(DistillationWeight), DistillationWeight, "DistillationWeight must be in [0, 1].");
         if (!(DistillationTemperature > 0)) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), DistillationTemperature, "DistillationTemperature must be positive.");
+        if (CheckpointEverySteps < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEverySteps), CheckpointEverySteps, "CheckpointEverySteps must be at least 1.");
         if (CalibrationSampleCount < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationSampleCount), CalibrationSampleCount, "CalibrationSampleCount must be at least 1.");
     }
 

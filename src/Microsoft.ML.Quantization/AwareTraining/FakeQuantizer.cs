@@ -116,6 +116,31 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         return FakeQuantize.Apply(input, scale, zero, qmin, qmax);
     }
 
+    /// <summary>Writes the range state (observer extremes, learned scale) for a training checkpoint.</summary>
+    internal void WriteState(BinaryWriter writer)
+    {
+        writer.Write(_initialized);
+        writer.Write(_min);
+        writer.Write(_max);
+        writer.Write(_zeroPoint);
+        writer.Write(_signed);
+        writer.Write(_learnedScale is null ? float.NaN : _learnedScale.item<float>());
+    }
+
+    /// <summary>Restores what <see cref="WriteState"/> wrote.</summary>
+    internal void ReadState(BinaryReader reader)
+    {
+        _initialized = reader.ReadBoolean();
+        _min = reader.ReadSingle();
+        _max = reader.ReadSingle();
+        _zeroPoint = reader.ReadSingle();
+        _signed = reader.ReadBoolean();
+        float scale = reader.ReadSingle();
+        if (_learnedScale is not null)
+            using (torch.no_grad())
+                _learnedScale.fill_(scale);
+    }
+
     private void Observe(Tensor input)
     {
         using var scope = torch.NewDisposeScope();

@@ -80,6 +80,50 @@ public sealed class AwareTrainingTests
     }
 
     [Fact]
+    public void CheckpointResume_EndsBitIdenticalToAnUninterruptedRun()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        string dir = Directory.CreateTempSubdirectory("qatml-ckpt-").FullName;
+        try
+        {
+            var context = new MLContext(seed: 1);
+            IDataView data = context.Data.LoadFromEnumerable(Train.Value.Take(256));
+            AwareTrainingOptions Make(string? checkpoint) => new()
+            {
+                ModelPath = TestData.FmnistNetBn, Epochs = 2, TrainingBatchSize = 32, CalibrationSampleCount = 64, IntraOpNumThreads = 1,
+                ActivationRanges = RangeLearning.LearnedStepSize, CheckpointPath = checkpoint, CheckpointEverySteps = 3, Seed = 5,
+            };
+            using var uninterrupted = context.Quantization.AwareTraining(Make(null)).Fit(data);
+
+            // "Killed" after step 10 (the last checkpoint is after step 9), then resumed from that checkpoint.
+            string path = Path.Combine(dir, "qat.ckpt");
+            using var cancel = new CancellationTokenSource();
+            var killed = Make(path);
+            killed.CancellationToken = cancel.Token;
+            killed.Progress = new Progress(p => { if (p.Step == 10) cancel.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => context.Quantization.AwareTraining(killed).Fit(data));
+            Assert.True(File.Exists(path));
+            Assert.Single(Directory.GetFiles(dir));                          // no temporary file left
+
+            // A checkpoint of another run is refused with the reason.
+            var other = Make(path);
+            other.Seed = 6;
+            Assert.Contains("belongs to another run", Assert.Throws<InvalidDataException>(() => context.Quantization.AwareTraining(other).Fit(data)).Message);
+
+            var messages = new List<string>();
+            context.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
+            using var resumed = context.Quantization.AwareTraining(Make(path)).Fit(data);
+            Assert.Contains(messages, m => m.Contains("Resuming from checkpoint") && m.Contains("step 9"));
+            Assert.Equal(uninterrupted.QuantizedModel, resumed.QuantizedModel);
+            Assert.False(File.Exists(path));                                  // a finished run removes its checkpoint
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void BadInput_ClearErrors()
     {
         TorchSharpRuntime.EnsureLoaded();
