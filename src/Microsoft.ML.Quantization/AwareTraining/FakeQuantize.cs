@@ -38,11 +38,39 @@ public static class FakeQuantize
             s = s.reshape(shape);
             z = z.reshape(shape);
         }
+        if (!s.requires_grad && !z.requires_grad)
+            return FixedRange(x, s, z, quantMin, quantMax).MoveToOuterDisposeScope();
         Tensor scaled = x / s;
         // round() is round-half-to-even in libtorch, as ONNX QuantizeLinear; detach gives the straight-through estimator.
         Tensor rounded = scaled + (scaled.round() - scaled).detach();
         Tensor q = (rounded + z).clamp(quantMin, quantMax);
         return ((q - z) * s).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The same values for a fixed scale and zero point, with a cheaper graph: the quantized values are computed in
+    /// place outside autograd, and the gradient comes from clamping x to the representable real range (1 inside, 0
+    /// outside), so the backward pass is one masked copy instead of a chain of element-wise ops.
+    /// </summary>
+    private static Tensor FixedRange(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
+    {
+        Tensor quantized;
+        bool zeroAtZero = z.numel() == 1 && z.item<float>() == 0;   // ReLU outputs: two passes fewer
+        using (torch.no_grad())
+        {
+            quantized = x / s;
+            if (zeroAtZero)
+                quantized.round_().clamp_(quantMin, quantMax).mul_(s);
+            else
+                quantized.round_().add_(z).clamp_(quantMin, quantMax).sub_(z).mul_(s);
+        }
+        Tensor lo = (quantMin - z) * s, hi = (quantMax - z) * s;
+        Tensor clamped = x.clamp(lo, hi);
+        // clamped + (quantized - clamped), in place: the values are quantized's (exactly: the two differ by at most
+        // half a step, so the subtraction is exact), the gradient is clamp's. Clamp's backward reads x, not its output.
+        using (torch.no_grad())
+            quantized.sub_(clamped);
+        return clamped.add_(quantized);
     }
 
     /// <summary>y = x in the forward pass; the gradient is multiplied by <paramref name="factor"/>.</summary>

@@ -145,7 +145,8 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         using var detached = input.detach();
-        float lo = detached.min().item<float>(), hi = detached.max().item<float>();
+        var (minimum, maximum) = torch.aminmax(detached);   // one pass for both
+        float lo = minimum.item<float>(), hi = maximum.item<float>();
         if (!float.IsFinite(lo) || !float.IsFinite(hi))
             return;
         if (!_initialized)
