@@ -79,6 +79,17 @@ public sealed class PostTrainingTests : IDisposable
         var ops = OnnxModel.Load(optimized).Graph.Nodes.Select(n => n.OpType).ToList();
         Assert.Contains("QLinearConv", ops);
         Assert.DoesNotContain("Conv", ops);
+
+        // And ONNX Runtime's profiler shows those integer kernels executing.
+        using (var so = new SessionOptions { EnableProfiling = true, ProfileOutputPathPrefix = Path.Combine(_dir, "ort-profile"), IntraOpNumThreads = 1 })
+        using (var session = new InferenceSession(quantized.QuantizedModel, so))
+        {
+            var input = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(Calibration.Value[0].Input, [1, 1, 28, 28]);
+            using (session.Run([NamedOnnxValue.CreateFromTensor("input", input)])) { }
+            string profile = File.ReadAllText(session.EndProfiling());
+            Assert.Contains("\"op_name\" : \"QLinearConv\"", profile.Replace("\"op_name\":\"", "\"op_name\" : \""));
+            Assert.DoesNotContain("\"op_name\" : \"Conv\"", profile.Replace("\"op_name\":\"", "\"op_name\" : \""));
+        }
     }
 
     [Fact]
