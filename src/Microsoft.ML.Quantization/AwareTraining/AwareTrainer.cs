@@ -87,6 +87,8 @@ internal static class AwareTrainer
         }
 
         torch.manual_seed(options.Seed);
+        if (options.IntraOpNumThreads > 0)
+            torch.set_num_threads(options.IntraOpNumThreads);   // libtorch's pool is process-wide
         using var module = new OnnxTorchModule(floatGraph.Clone());
         var quantizers = quantize ? AttachFakeQuantization(module, floatGraph, folded, initial, options) : new Quantizers([], []);
         using var teacher = options.DistillationWeight > 0 ? new OnnxTorchModule(floatGraph.Clone()) : null;

@@ -6,7 +6,7 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 /// <summary>
 /// Options of <see cref="AwareTrainingEstimator"/> (<c>mlContext.Quantization.AwareTraining</c>): the float model, the
 /// columns, the quantization scheme, the training schedule and how the result runs (the session settings apply to
-/// the deployed quantized model).
+/// the deployed quantized model; a positive IntraOpNumThreads also sets libtorch's process-wide thread count).
 /// </summary>
 public sealed class AwareTrainingOptions : OnnxRuntimeOptions
 {
