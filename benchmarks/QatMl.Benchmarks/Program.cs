@@ -4,13 +4,16 @@
 //        calibration [--no-resnet] (issue 4: calibration time over float inference, FmnistNet and ResNet18);
 //        calibration-memory (issue 4: peak RSS calibrating ResNet18 over 50 vs 500 images, child processes);
 //        ptq-accuracy [--no-resnet] (issue 5: FmnistNet accuracy per scheme, ResNet18 cosine, file sizes);
-//        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16).
+//        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16);
+//        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
 using QatMl.Benchmarks;
 
 string name = args.Length > 0 ? args[0] : "";
+if (name == "engine-memory-child")
+    return EngineBenchmark.MemoryChildMain(args.Skip(1).ToArray());
 var settings = name == "calibration-memory-child" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
@@ -26,13 +29,15 @@ switch (name)
     case "ptq-speed":
         PostTrainingBenchmark.Speed(settings);
         break;
+    case "engine":
+        return EngineBenchmark.Run(settings, args);
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|engine> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

@@ -27,6 +27,9 @@ internal interface IScoringBatch : IDisposable
     /// <summary>Runs the first <paramref name="rows"/> slots.</summary>
     void Run(int rows);
 
+    /// <summary>Row-major [capacity, rowSize] staging per input (what <see cref="SetRow"/> fills).</summary>
+    float[][] InputBuffers { get; }
+
     /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
     float[][] OutputBuffers { get; }
 

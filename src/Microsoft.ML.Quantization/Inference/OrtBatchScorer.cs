@@ -178,7 +178,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         internal int Capacity { get; }
 
         /// <summary>Row-major [Capacity, rowSize] staging per input, filled by the cursor.</summary>
-        internal float[][] InputBuffers { get; }
+        public float[][] InputBuffers { get; }
 
         /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
         public float[][] OutputBuffers { get; }

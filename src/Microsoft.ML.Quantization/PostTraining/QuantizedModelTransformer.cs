@@ -53,6 +53,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     private IBatchScorer Scorer => _native ?? (IBatchScorer)_onnxRuntime.Value.Scorer;
 
+    /// <summary>The batch scorer of the backend that runs (benchmarks time it without the IDataView cursor).</summary>
+    internal IBatchScorer BatchScorer => Scorer;
+
     /// <summary>The quantized ONNX model (QDQ form) this transformer runs.</summary>
     public byte[] QuantizedModel { get; }
 
