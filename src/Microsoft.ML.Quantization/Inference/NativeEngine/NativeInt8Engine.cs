@@ -20,7 +20,7 @@ internal sealed class NativeInt8Engine : IDisposable
         _context = context;
         Inputs = inputs;
         Outputs = outputs;
-        Plan = plan;
+        Ops = plan.Ops.Select(o => (o.Kind, o.Source)).ToArray();
         Threads = threads;
         NativeApi.Check(NativeMethods.qatml_engine_get_info(_handle, out NativeMethods.EngineInfo info));
         WeightBytes = info.WeightBytes;
@@ -38,8 +38,8 @@ internal sealed class NativeInt8Engine : IDisposable
 
     public OutputSpec[] Outputs { get; }
 
-    /// <summary>The plan the engine runs (ops name the ONNX nodes they came from).</summary>
-    public EnginePlan Plan { get; }
+    /// <summary>The ops the engine runs, each with the ONNX node it came from (the plan's weights are not kept managed-side).</summary>
+    public IReadOnlyList<(EngineOpKind Kind, string Source)> Ops { get; }
 
     /// <summary>Threads one run uses (the batch is split into that many row ranges).</summary>
     public int Threads { get; }
