@@ -6,13 +6,16 @@
 //        ptq-accuracy [--no-resnet] (issue 5: FmnistNet accuracy per scheme, ResNet18 cosine, file sizes);
 //        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16);
 //        qat --train <folder> [--seeds 3] [--epochs 2] (issue 6: QAT figures on FmnistNet);
-//        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings).
+//        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings);
+//        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
 using QatMl.Benchmarks;
 
 string name = args.Length > 0 ? args[0] : "";
+if (name == "engine-memory-child")
+    return EngineBenchmark.MemoryChildMain(args.Skip(1).ToArray());
 var settings = name is "calibration-memory-child" or "qat-speed" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
@@ -36,13 +39,15 @@ switch (name)
     case "qat-speed-child":
         AwareTrainingBenchmark.SpeedChild(BenchmarkSettings.Parse(args.Skip(1).ToArray()), args);
         break;
+    case "engine":
+        return EngineBenchmark.Run(settings, args);
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

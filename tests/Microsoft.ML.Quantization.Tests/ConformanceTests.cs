@@ -17,7 +17,7 @@ public sealed class ConformanceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining", "PostTrainingW4A8"];
+    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining", "PostTrainingW4A8", "PostTrainingNative"];
 
     private static IEstimator<ITransformer> Create(MLContext context, string name) => name switch
     {
@@ -31,6 +31,9 @@ public sealed class ConformanceTests : IDisposable
         {
             ModelPath = TestData.FmnistNet, SampleCount = 40, BatchSize = 8, IntraOpNumThreads = 1, FallbackToCpu = true,
             Precision = name == "PostTrainingW4A8" ? QuantizationPrecision.W4A8 : QuantizationPrecision.Int8,
+            // The native engine is bit-exact with ONNX Runtime on INT8 FmnistNet, so ML.NET's reload scores identically.
+            Backend = name == "PostTrainingNative" ? QuantizedBackend.Native : QuantizedBackend.OnnxRuntime,
+            AllowBackendFallback = name != "PostTrainingNative",
             Outputs = { new OnnxColumnBinding("Scores", "logits") },
         }),
     };
@@ -94,6 +97,10 @@ public sealed class ConformanceTests : IDisposable
                 Assert.Equal(q.IntraOpNumThreads, rq.IntraOpNumThreads);
                 Assert.Equal(q.RequestedExecutionProvider, rq.RequestedExecutionProvider);
                 Assert.Equal(q.Settings.FallbackToCpu, rq.Settings.FallbackToCpu);
+                Assert.Equal(name == "PostTrainingNative" ? QuantizedBackend.Native : QuantizedBackend.OnnxRuntime, q.Backend);
+                Assert.Equal(q.Backend, rq.Backend);
+                Assert.Equal(q.RequestedBackend, rq.RequestedBackend);
+                Assert.Equal(q.AllowBackendFallback, rq.AllowBackendFallback);
                 Assert.Equal(q.Nodes, rq.Nodes);
                 Assert.Equal(q.QuantizedModel.Length, rq.QuantizedModel.Length);   // int4 weights come back packed
                 break;

@@ -681,6 +681,32 @@ TEST(KernelsSimd, PoolingMatchesScalar) {
     }
 }
 
+// The 2x2 stride-2 MaxPool fast path (odd and even sizes, rows of several vectors) against the scalar reference.
+TEST(KernelsSimd, MaxPool2x2MatchesScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 40; ++iter) {
+        qatml_conv2d_params p{};
+        p.batch = rnd(1, 3);
+        p.channels = rnd(1, 5);
+        p.height = rnd(2, 30);
+        p.width = iter % 4 == 0 ? rnd(100, 300) : rnd(2, 70);
+        p.stride_h = p.stride_w = 2;
+        p.dilation_h = p.dilation_w = 1;
+        int64_t oh = 0, ow = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&p, 2, 2, &oh, &ow), QATML_OK);
+        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
+                EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, 2, 2, 0, x.data(), type, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "maxpool 2x2 iter " + std::to_string(iter));
+    }
+}
+
 TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     auto isas = fast_isas();
     if (isas.empty()) GTEST_SKIP();

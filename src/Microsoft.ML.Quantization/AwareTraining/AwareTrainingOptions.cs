@@ -28,6 +28,12 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Share of the rows held out for validation when <see cref="ValidationData"/> is null. Default 0 (no validation).</summary>
     public double ValidationFraction { get; set; }
 
+    /// <summary>What runs the deployed model: ONNX Runtime (default) or QatMl's native INT8 engine (see <see cref="PostTrainingOptions.Backend"/>).</summary>
+    public QuantizedBackend Backend { get; set; } = QuantizedBackend.OnnxRuntime;
+
+    /// <summary>With the native backend, run on ONNX Runtime when the engine cannot run a node. Default true.</summary>
+    public bool AllowBackendFallback { get; set; } = true;
+
     /// <summary>Widths of every quantized node. Default <see cref="QuantizationPrecision.Int8"/>.</summary>
     public QuantizationPrecision Precision { get; set; } = QuantizationPrecision.Int8;
 
@@ -136,6 +142,8 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
             WeightsPerChannel = WeightsPerChannel,
             SymmetricActivations = SymmetricActivations,
             SampleCount = CalibrationSampleCount,
+            Backend = Backend,
+            AllowBackendFallback = AllowBackendFallback,
         };
         CopyTo(o);
         return o;

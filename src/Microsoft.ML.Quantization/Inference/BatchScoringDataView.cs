@@ -8,17 +8,17 @@ namespace Microsoft.ML.Quantization.Inference;
 internal sealed class BatchScoringDataView : IDataView
 {
     private readonly IDataView _source;
-    private readonly OrtBatchScorer _scorer;
+    private readonly IBatchScorer _scorer;
     private readonly int _firstOutput;
 
-    internal BatchScoringDataView(IDataView source, OrtBatchScorer scorer)
+    internal BatchScoringDataView(IDataView source, IBatchScorer scorer)
     {
         _source = source;
         _scorer = scorer;
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(source.Schema);
         foreach (OutputSpec o in scorer.Outputs)
-            builder.AddColumn(o.ColumnName, scorer.OutputType(o));
+            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
         Schema = builder.ToSchema();
         _firstOutput = source.Schema.Count;
     }
@@ -40,7 +40,7 @@ internal sealed class BatchScoringDataView : IDataView
     {
         var (sourceColumns, outputActive) = Split(columnsNeeded);
         // Each source cursor gets its own batching cursor: batches never span cursors, and the
-        // session is shared (ONNX Runtime's Run is thread-safe).
+        // scorer is shared (ONNX Runtime's Run and the native engine's run are thread-safe).
         return _source.GetRowCursorSet(sourceColumns, n, rand)
             .Select(c => Wrap(c, outputActive, columnsNeeded))
             .ToArray();
@@ -121,7 +121,7 @@ internal sealed class BatchScoringDataView : IDataView
         private readonly BatchScoringDataView _parent;
         private readonly DataViewRowCursor _source;
         private readonly bool[] _active;
-        private readonly OrtBatchScorer.Batch _batch;
+        private readonly IScoringBatch _batch;
         private readonly ValueGetter<VBuffer<float>>[] _inputGetters;
         private readonly RowCache?[] _caches;
         private readonly ValueGetter<DataViewRowId> _sourceIds;
@@ -138,8 +138,8 @@ internal sealed class BatchScoringDataView : IDataView
             _parent = parent;
             _source = source;
             _active = active;
-            OrtBatchScorer scorer = parent._scorer;
-            _batch = new OrtBatchScorer.Batch(scorer, outputActive);
+            IBatchScorer scorer = parent._scorer;
+            _batch = scorer.CreateBatch(outputActive);
             _inputGetters = scorer.Inputs
                 .Select(i => source.GetGetter<VBuffer<float>>(parent._source.Schema[i.ColumnName]))
                 .ToArray();
@@ -177,7 +177,7 @@ internal sealed class BatchScoringDataView : IDataView
 
         private bool FillBatch()
         {
-            OrtBatchScorer scorer = _parent._scorer;
+            IBatchScorer scorer = _parent._scorer;
             int n = 0;
             while (n < scorer.BatchSize && _source.MoveNext())
             {

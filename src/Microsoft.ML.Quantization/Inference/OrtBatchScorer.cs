@@ -21,7 +21,7 @@ internal sealed record OutputSpec(string ColumnName, string TensorName, int[]? R
 /// every QatMl transformer that talks to ONNX Runtime. Thread-safe (InferenceSession.Run is); each
 /// cursor owns its own <see cref="Batch"/> of staging buffers.
 /// </summary>
-internal sealed class OrtBatchScorer : IDisposable
+internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
@@ -36,9 +36,11 @@ internal sealed class OrtBatchScorer : IDisposable
         BatchSize = batchSize;
     }
 
-    internal InputSpec[] Inputs { get; }
-    internal OutputSpec[] Outputs { get; }
-    internal int BatchSize { get; }
+    public InputSpec[] Inputs { get; }
+    public OutputSpec[] Outputs { get; }
+    public int BatchSize { get; }
+
+    IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive) => new Batch(this, outputActive);
     internal OnnxExecutionProvider Provider { get; }
     internal InferenceSession Session => _session;
 
@@ -106,20 +108,7 @@ internal sealed class OrtBatchScorer : IDisposable
     private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
 
     /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal void ValidateInputSchema(DataViewSchema schema, string paramName)
-    {
-        foreach (InputSpec input in Inputs)
-        {
-            DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
-            if (column is null)
-                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
-            string expected = $"Vector<Single, {input.RowSize}>";
-            if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
-                throw SchemaErrors.Mismatch(paramName, input.ColumnName, expected, SchemaShapes.Describe(column.Value.Type));
-            if (vector.Size != 0 && vector.Size != input.RowSize)
-                throw SchemaErrors.Mismatch(paramName, input.ColumnName, expected, SchemaShapes.Describe(column.Value.Type));
-        }
-    }
+    internal void ValidateInputSchema(DataViewSchema schema, string paramName) => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName);
 
     /// <summary>The estimator-level output shape for these inputs and outputs.</summary>
     internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName)
@@ -136,13 +125,10 @@ internal sealed class OrtBatchScorer : IDisposable
             SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
     }
 
-    internal DataViewType OutputType(OutputSpec output)
-        => output.RowDims is null
-            ? new VectorDataViewType(NumberDataViewType.Single)
-            : new VectorDataViewType(NumberDataViewType.Single, output.RowSize);
+    internal DataViewType OutputType(OutputSpec output) => BatchScorerSchema.OutputType(output);
 
     /// <summary>A cursor's staging buffers: inputs and fixed-shape outputs, with their OrtValues for full batches.</summary>
-    internal sealed class Batch : IDisposable
+    internal sealed class Batch : IScoringBatch
     {
         private readonly OrtBatchScorer _scorer;
         private readonly OrtValue[] _fullInputs;
@@ -192,18 +178,18 @@ internal sealed class OrtBatchScorer : IDisposable
         internal int Capacity { get; }
 
         /// <summary>Row-major [Capacity, rowSize] staging per input, filled by the cursor.</summary>
-        internal float[][] InputBuffers { get; }
+        public float[][] InputBuffers { get; }
 
         /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
-        internal float[][] OutputBuffers { get; }
+        public float[][] OutputBuffers { get; }
 
         /// <summary>Per-row element count of each output (for variable shapes: of the last batch).</summary>
-        internal int[] OutputRowSizes { get; }
+        public int[] OutputRowSizes { get; }
 
         internal int[] ActiveOutputs { get; }
 
         /// <summary>Runs the model on the first <paramref name="rows"/> rows of the input buffers.</summary>
-        internal void Run(int rows)
+        public void Run(int rows)
         {
             if (ActiveOutputs.Length == 0)
                 return;
@@ -250,23 +236,10 @@ internal sealed class OrtBatchScorer : IDisposable
         /// Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>; a row of the wrong
         /// size is an error naming the column and <paramref name="rowIndex"/>.
         /// </summary>
-        internal void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        public void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
         {
             InputSpec spec = _scorer.Inputs[input];
-            if (row.Length != spec.RowSize)
-                throw new InvalidOperationException(
-                    $"Column '{spec.ColumnName}' row {rowIndex} has {row.Length} values, but input '{spec.TensorName}' takes {spec.RowSize} per row.");
-            Span<float> target = InputBuffers[input].AsSpan(slot * spec.RowSize, spec.RowSize);
-            if (row.IsDense)
-            {
-                row.GetValues().CopyTo(target);
-                return;
-            }
-            target.Clear();
-            ReadOnlySpan<float> values = row.GetValues();
-            ReadOnlySpan<int> indices = row.GetIndices();
-            for (int i = 0; i < values.Length; i++)
-                target[indices[i]] = values[i];
+            BatchScorerSchema.CopyRow(spec, row, InputBuffers[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 
         private OrtValue Transient(float[] buffer, int rows, int[] rowDims)

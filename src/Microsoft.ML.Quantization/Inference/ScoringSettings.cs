@@ -12,6 +12,8 @@ internal sealed record ScoringSettings
     public List<OnnxColumnBinding> Inputs { get; init; } = [];
     public List<OnnxColumnBinding> Outputs { get; init; } = [];
     public Dictionary<string, int[]> InputShapes { get; init; } = [];
+    public QuantizedBackend Backend { get; init; }
+    public bool AllowBackendFallback { get; init; } = true;
 
     public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes) => new()
@@ -27,7 +29,11 @@ internal sealed record ScoringSettings
         InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
     };
 
-    public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+    public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes) with
+    {
+        Backend = o.Backend,
+        AllowBackendFallback = o.AllowBackendFallback,
+    };
 
     public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
 

@@ -6,7 +6,7 @@ namespace Microsoft.ML.Quantization.Interop;
 internal static partial class NativeMethods
 {
     /// <summary>The ABI version these declarations match (QATML_ABI_VERSION).</summary>
-    internal const int ExpectedAbiVersion = 1;
+    internal const int ExpectedAbiVersion = 2;
 
     static NativeMethods() => NativeLibraryResolver.Register();
 

@@ -84,6 +84,19 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
 
+    /// <summary>
+    /// What runs the quantized model: <see cref="QuantizedBackend.OnnxRuntime"/> (default) or QatMl's native INT8 engine
+    /// (<see cref="QuantizedBackend.Native"/>, CPU; its threads are <see cref="OnnxRuntimeOptions.IntraOpNumThreads"/>, 0 = one per core).
+    /// Saved with the model.
+    /// </summary>
+    public QuantizedBackend Backend { get; set; } = QuantizedBackend.OnnxRuntime;
+
+    /// <summary>
+    /// When <see cref="Backend"/> is Native and the engine cannot run a node: true (default) runs the model with ONNX Runtime
+    /// and logs a warning naming the nodes; false throws <see cref="NotSupportedException"/> with the same names.
+    /// </summary>
+    public bool AllowBackendFallback { get; set; } = true;
+
     /// <summary>Receives calibration progress when Fit calibrates. Default null.</summary>
     public IProgress<CalibrationProgress>? Progress { get; set; }
 
@@ -97,6 +110,8 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
             throw new ArgumentException("Set PostTrainingOptions.ModelPath or ModelBytes.");
         if (SampleCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
+        if (!Enum.IsDefined(Backend))
+            throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown backend.");
         ArgumentNullException.ThrowIfNull(Precision, nameof(Precision));
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));

@@ -1,20 +1,23 @@
 using System.Text.Json;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Inference.NativeEngine;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Quantization.PostTraining;
 
 /// <summary>
-/// A quantized ONNX model scoring an IDataView through ONNX Runtime in batches (CPU; CUDA or TensorRT with the GPU
-/// package). Made by <see cref="PostTrainingEstimator"/>. Exports a standard QDQ ONNX file (<see cref="SaveAsOnnx"/>),
-/// saves with <c>mlContext.Model.Save</c> (the zip loads with <c>mlContext.Model.Load</c> as ML.NET's own
-/// OnnxTransformer over the same bytes) and is restored whole, options included, by
-/// <c>mlContext.Quantization.LoadModel</c>.
+/// A quantized ONNX model scoring an IDataView in batches, through ONNX Runtime (CPU; CUDA or TensorRT with the GPU
+/// package) or QatMl's native INT8 engine (<see cref="PostTrainingOptions.Backend"/>). Made by
+/// <see cref="PostTrainingEstimator"/>. Exports a standard QDQ ONNX file (<see cref="SaveAsOnnx"/>), saves with
+/// <c>mlContext.Model.Save</c> (the zip loads with <c>mlContext.Model.Load</c> as ML.NET's own OnnxTransformer over the
+/// same bytes) and is restored whole, options and backend included, by <c>mlContext.Quantization.LoadModel</c>.
 /// </summary>
 public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 {
-    private readonly OnnxScoringTransformer _scoring;
+    private readonly Lazy<OnnxScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
+    private readonly NativeBatchScorer? _native;
 
     internal QuantizedModelTransformer(MLContext context, byte[] quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes)
     {
@@ -22,7 +25,26 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         QuantizedModel = quantizedModel;
         Settings = settings;
         Nodes = nodes;
-        _scoring = new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel));
+        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() => new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel)));
+        if (settings.Backend == QuantizedBackend.Native)
+        {
+            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, "(quantized model)", settings.Inputs, settings.Outputs, settings.InputShapes,
+                settings.IntraOpNumThreads, out IReadOnlyList<string> unsupported);
+            if (engine is not null)
+            {
+                _native = new NativeBatchScorer(engine, settings.BatchSize);
+            }
+            else
+            {
+                BackendFallbackReason = "the native INT8 engine cannot run " + string.Join("; ", unsupported);
+                if (!settings.AllowBackendFallback)
+                    throw new NotSupportedException($"Backend Native: {BackendFallbackReason}. Set AllowBackendFallback = true to run the model with ONNX Runtime instead.");
+                using IChannel ch = ((IChannelProvider)context).Start("QatMl.NativeEngine");
+                ch.Warning(MessageSensitivity.None, "{0}", $"Backend Native: {BackendFallbackReason}. Running with ONNX Runtime instead.");
+            }
+        }
+        if (_native is null)
+            _ = _onnxRuntime.Value;
     }
 
     internal MLContext Context { get; }
@@ -31,6 +53,11 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
     public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
+
+    private IBatchScorer Scorer => _native ?? (IBatchScorer)_onnxRuntime.Value.Scorer;
+
+    /// <summary>The batch scorer of the backend that runs (benchmarks time it without the IDataView cursor).</summary>
+    internal IBatchScorer BatchScorer => Scorer;
 
     /// <summary>The quantized ONNX model (QDQ form) this transformer runs.</summary>
     public byte[] QuantizedModel { get; }
@@ -41,31 +68,66 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     /// <summary>Nodes that stayed float, with the reason.</summary>
     public IReadOnlyList<QuantizedNodeInfo> FloatNodes => Nodes.Where(n => n.Precision is null).ToList();
 
-    /// <summary>The execution provider that runs the model (CPU after a fall-back).</summary>
-    public OnnxExecutionProvider ExecutionProvider => _scoring.ExecutionProvider;
+    /// <summary>What runs the model: the requested backend, or ONNX Runtime after a fall-back.</summary>
+    public QuantizedBackend Backend => _native is null ? QuantizedBackend.OnnxRuntime : QuantizedBackend.Native;
+
+    /// <summary>The backend requested.</summary>
+    public QuantizedBackend RequestedBackend => Settings.Backend;
+
+    /// <summary>Whether a Native backend may fall back to ONNX Runtime.</summary>
+    public bool AllowBackendFallback => Settings.AllowBackendFallback;
+
+    /// <summary>Why the native engine did not take the model (the nodes it cannot run), or null.</summary>
+    public string? BackendFallbackReason { get; }
+
+    /// <summary>The execution provider that runs the model (CPU after a fall-back, and for the native engine).</summary>
+    public OnnxExecutionProvider ExecutionProvider => _native is null ? _onnxRuntime.Value.ExecutionProvider : OnnxExecutionProvider.Cpu;
 
     /// <summary>The execution provider requested.</summary>
     public OnnxExecutionProvider RequestedExecutionProvider => Settings.ExecutionProvider;
 
-    /// <summary>Rows per ONNX Runtime call.</summary>
+    /// <summary>Rows per ONNX Runtime or native engine call.</summary>
     public int BatchSize => Settings.BatchSize;
 
-    /// <summary>Threads ONNX Runtime uses inside one operator (0: its own choice).</summary>
+    /// <summary>Threads ONNX Runtime uses inside one operator, or the native engine per batch (0: one per core).</summary>
     public int IntraOpNumThreads => Settings.IntraOpNumThreads;
 
+    /// <summary>Native memory the loaded native engine holds for weights (null with ONNX Runtime).</summary>
+    public long? NativeWeightBytes => _native?.Engine.WeightBytes;
+
     /// <summary>The columns this transformer adds.</summary>
-    public IReadOnlyList<string> OutputColumnNames => _scoring.OutputColumnNames;
+    public IReadOnlyList<string> OutputColumnNames => Scorer.Outputs.Select(o => o.ColumnName).ToArray();
 
     /// <summary>The columns it reads.</summary>
-    public IReadOnlyList<string> InputColumnNames => _scoring.InputColumnNames;
+    public IReadOnlyList<string> InputColumnNames => Scorer.Inputs.Select(i => i.ColumnName).ToArray();
+
+    internal NativeInt8Engine? NativeEngine => _native?.Engine;
 
     bool ITransformer.IsRowToRowMapper => false;
 
     /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => _scoring.GetOutputSchema(inputSchema);
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        if (_native is null)
+            return _onnxRuntime.Value.GetOutputSchema(inputSchema);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema));
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        foreach (OutputSpec o in _native.Outputs)
+            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
+        return builder.ToSchema();
+    }
 
     /// <summary>A lazy view: the quantized model runs when a cursor reads an output column.</summary>
-    public IDataView Transform(IDataView input) => _scoring.Transform(input);
+    public IDataView Transform(IDataView input)
+    {
+        if (_native is null)
+            return _onnxRuntime.Value.Transform(input);
+        ArgumentNullException.ThrowIfNull(input);
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input));
+        return new BatchScoringDataView(input, _native);
+    }
 
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
         => throw new NotSupportedException("QuantizedModelTransformer scores batches of rows; use Transform.");
@@ -79,14 +141,19 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     /// <summary>
     /// Saves as an ML.NET OnnxTransformer over the quantized bytes (what <c>mlContext.Model.Load</c> restores), plus
-    /// this transformer's settings and model as extra entries for <c>mlContext.Quantization.LoadModel</c>.
+    /// this transformer's settings (backend included) and model as extra entries for <c>mlContext.Quantization.LoadModel</c>.
     /// </summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => ModelPersistence.SaveOnnx(ctx, Context, _scoring, ModelPersistence.QuantizedEntry,
+        => ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
             JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
 
-    /// <summary>Releases the ONNX Runtime session.</summary>
-    public void Dispose() => _scoring.Dispose();
+    /// <summary>Releases the native engine and the ONNX Runtime session.</summary>
+    public void Dispose()
+    {
+        _native?.Engine.Dispose();
+        if (_onnxRuntime.IsValueCreated)
+            _onnxRuntime.Value.Dispose();
+    }
 
     internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes);
 }

@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Incremented on every incompatible change of this header. */
-#define QATML_ABI_VERSION 1
+#define QATML_ABI_VERSION 2
 
 /* ---- status codes ---------------------------------------------------------------------------- */
 typedef enum qatml_status {
@@ -141,5 +141,6 @@ QATML_API qatml_status qatml_context_get_num_threads(const qatml_context* contex
 #endif
 
 #include "qatml_kernels.h"
+#include "qatml_engine.h"
 
 #endif /* QATML_QATML_H */

@@ -28,7 +28,7 @@ qatml_status guarded(const char* function, Body&& body) noexcept {
 }
 
 // Kinds of opaque handle. Each handle object starts with its kind so the registry can tell them apart.
-enum class HandleKind : uint32_t { Context = 0x51430001u, PackedWeights = 0x51430002u };
+enum class HandleKind : uint32_t { Context = 0x51430001u, PackedWeights = 0x51430002u, Engine = 0x51430003u };
 
 // Registry of live handles: lets every entry reject NULL, destroyed and foreign pointers without
 // dereferencing them. Registration costs a mutex and a hash insert; only create/destroy and

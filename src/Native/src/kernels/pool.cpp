@@ -147,6 +147,12 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
         const int64_t H = p->height, W = p->width;
         const SimdKernels* simd = active_simd(fn, &s);
         if (s != QATML_OK) return s;
+        if (simd && kind == QATML_POOL_MAX && kernel_h == 2 && kernel_w == 2 && p->stride_h == 2 && p->stride_w == 2 &&
+            p->pad_top == 0 && p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0 && p->dilation_h == 1 &&
+            p->dilation_w == 1) {  // the common 2x2 stride-2 MaxPool: one pass, no padded copy
+            simd->max_pool_2x2(static_cast<const uint8_t*>(x), p->batch * p->channels, H, W, oh, ow, sg, static_cast<uint8_t*>(y));
+            return QATML_OK;
+        }
         if (simd) {
             const PoolGeometry g{H, W, oh, ow, kernel_h, kernel_w, p->stride_h, p->stride_w, p->dilation_h, p->dilation_w,
                                  p->pad_top, p->pad_left, H + p->pad_top + p->pad_bottom, W + p->pad_left + p->pad_right};

@@ -93,8 +93,54 @@ QATML_SIMD int64_t i64_hsum(VI acc64) {
 
 #include "kernels/simd_body.inc"
 
-const SimdKernels kSimdAvx2 = {quantize,       dequantize, requantize,    requantize_each, add,
-                               max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes, depthwise_channel};
+namespace {
+// As the AVX-512 loop on 32 columns: pair max in 16-bit lanes, even bytes kept by packus + a qword permute.
+void max_pool_2x2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, bool sg, uint8_t* y) {
+    const int64_t cols = 2 * ow;
+    const __m256i low = _mm256_set1_epi16(0x00ff);
+    for (int64_t p = 0; p < planes; ++p) {
+        const uint8_t* plane = x + p * h * w;
+        uint8_t* out = y + p * oh * ow;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const uint8_t* r0 = plane + 2 * oy * w;
+            const uint8_t* r1 = r0 + w;
+            uint8_t* o = out + oy * ow;
+            for (int64_t c = 0; c < cols; c += 32) {
+                const int64_t n = cols - c < 32 ? cols - c : 32;
+                __m256i a, b;
+                if (n == 32) {
+                    a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + c));
+                    b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + c));
+                } else {
+                    alignas(32) uint8_t ta[32], tb[32];
+                    for (int i = 0; i < 32; ++i) {
+                        ta[i] = i < n ? r0[c + i] : 0;
+                        tb[i] = i < n ? r1[c + i] : 0;
+                    }
+                    a = _mm256_load_si256(reinterpret_cast<const __m256i*>(ta));
+                    b = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb));
+                }
+                __m256i v = sg ? _mm256_max_epi8(a, b) : _mm256_max_epu8(a, b);
+                const __m256i odd = _mm256_srli_epi16(v, 8);
+                v = _mm256_and_si256(sg ? _mm256_max_epi8(v, odd) : _mm256_max_epu8(v, odd), low);
+                const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08);
+                const __m128i r = _mm256_castsi256_si128(packed);
+                if (n == 32) {
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + c / 2), r);
+                } else {
+                    alignas(16) uint8_t t[16];
+                    _mm_store_si128(reinterpret_cast<__m128i*>(t), r);
+                    for (int64_t i = 0; i < n / 2; ++i) o[c / 2 + i] = t[i];
+                }
+            }
+        }
+    }
+}
+}  // namespace
+
+const SimdKernels kSimdAvx2 = {quantize,       dequantize,     requantize,     requantize_each, add,
+                               max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes,      depthwise_channel,
+                               max_pool_2x2};
 
 }  // namespace kernels
 }  // namespace qatml

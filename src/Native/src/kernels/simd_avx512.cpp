@@ -71,8 +71,36 @@ QATML_SIMD int64_t i64_hsum(VI acc64) {
 
 #include "kernels/simd_body.inc"
 
-const SimdKernels kSimdAvx512 = {quantize,       dequantize, requantize,    requantize_each, add,
-                                 max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes, depthwise_channel};
+namespace {
+// Two input rows -> one output row: vertical max of 64 columns, then the max of each column pair (the
+// odd byte shifted onto the even one in 16-bit lanes) and vpmovwb keeps the even bytes.
+void max_pool_2x2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, bool sg, uint8_t* y) {
+    const int64_t cols = 2 * ow;
+    for (int64_t p = 0; p < planes; ++p) {
+        const uint8_t* plane = x + p * h * w;
+        uint8_t* out = y + p * oh * ow;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const uint8_t* r0 = plane + 2 * oy * w;
+            const uint8_t* r1 = r0 + w;
+            uint8_t* o = out + oy * ow;
+            for (int64_t c = 0; c < cols; c += 64) {
+                const int64_t n = cols - c < 64 ? cols - c : 64;
+                const __mmask64 m = n == 64 ? ~0ULL : ((1ULL << n) - 1);
+                const __m512i a = _mm512_maskz_loadu_epi8(m, r0 + c), b = _mm512_maskz_loadu_epi8(m, r1 + c);
+                __m512i v = sg ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+                const __m512i odd = _mm512_srli_epi16(v, 8);
+                v = sg ? _mm512_max_epi8(v, odd) : _mm512_max_epu8(v, odd);
+                const __mmask32 sm = n == 64 ? 0xffffffffu : static_cast<__mmask32>((1u << (n / 2)) - 1);
+                _mm256_mask_storeu_epi8(o + c / 2, sm, _mm512_cvtepi16_epi8(v));
+            }
+        }
+    }
+}
+}  // namespace
+
+const SimdKernels kSimdAvx512 = {quantize,       dequantize,     requantize,     requantize_each, add,
+                                 max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes,      depthwise_channel,
+                                 max_pool_2x2};
 
 }  // namespace kernels
 }  // namespace qatml

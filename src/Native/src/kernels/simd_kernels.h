@@ -53,6 +53,10 @@ struct SimdKernels {
     // sums[p] = sum of the raw bytes of plane p (planes of `spatial` <= 2^23 bytes, one after another).
     void (*sum_planes)(const uint8_t* x, int64_t planes, int64_t spatial, bool is_signed, int32_t* sums);
     void (*depthwise_channel)(const DepthwiseCall& call);
+    // MaxPool 2x2, stride 2, no padding, dilation 1 over `planes` H x W planes: y is planes x OH x OW with
+    // OH = H / 2, OW = W / 2 (floor). Every output, no scalar tail.
+    void (*max_pool_2x2)(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, bool is_signed,
+                         uint8_t* y);
 };
 
 extern const SimdKernels kSimdAvx512;

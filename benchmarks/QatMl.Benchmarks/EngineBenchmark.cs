@@ -1,0 +1,264 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Quantization.PostTraining;
+using QatMl.Samples;
+
+namespace QatMl.Benchmarks;
+
+/// <summary>
+/// The native INT8 engine's figures, all measured in one run on one thread (the process is pinned to one core):
+///  - images/s of FmnistNet (batch 1, 32, 256) and ResNet18 (batch 1, 16) for ONNX Runtime FP32, ONNX Runtime INT8
+///    (the same QDQ model), the native engine INT8 and the native engine W4A8 (int4 weights), timed two ways: the
+///    backend's batch call alone (staging buffers reused, no IDataView) and through the transformer's IDataView cursor;
+///  - ratios native / ORT INT8 (goal >= 1.2x), native / ORT FP32 (goal >= 3x), native W4A8 / native INT8;
+///  - the largest difference of the native outputs from ONNX Runtime's, in LSBs of the output scale;
+///  - resident memory a loaded model adds (one child process per model and backend: RSS after loading and one batch,
+///    minus RSS before loading).
+/// </summary>
+internal static class EngineBenchmark
+{
+    private sealed record Contender(string Name, Func<int, IDisposable> Create, Func<IDisposable, IBatchScorer> Scorer, Func<IDisposable, ITransformer> Transformer);
+
+    internal static int Run(BenchmarkSettings settings, string[] args)
+    {
+        var context = new MLContext(seed: 0);
+        string fmnist = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx");
+        IDataView calibration = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
+        var testRows = FashionMnist.Rows(FashionMnist.ReadTest(settings.DataFolder, limit: 2048));
+        IDataView test = context.Data.Cache(context.Data.LoadFromEnumerable(testRows));
+        float[] images = testRows.SelectMany(r => r.Input).ToArray();
+        Console.WriteLine($"FmnistNet: PTQ on 1000 calibration images (MinMax, per-channel), {testRows.Count} test images per pass, one thread, best of {settings.Repeat}; images/s");
+        var fmnistModels = Quantize(context, fmnist, calibration, 1000, batch: 64, null);
+        Compare(settings, context, "FmnistNet", fmnist, fmnistModels, test, "input", "logits", images, 784, [1, 28, 28], [1, 32, 256]);
+
+        if (!args.Contains("--no-resnet"))
+        {
+            const int count = 64;
+            IDataView resnetImages = context.Data.Cache(ResNet18Images.Load(context, FashionMnist.ReadTest(settings.DataFolder, limit: count), count));
+            float[] pixels = Column(resnetImages, ResNet18Images.InputColumn);
+            Console.WriteLine();
+            Console.WriteLine($"ResNet18 (224x224 from Fashion-MNIST): PTQ on the same {count} images, {count} images per pass, one thread, best of {settings.Repeat}; images/s");
+            var resnetModels = Quantize(context, ResNet18Images.ModelPath, resnetImages, count, batch: 16, ResNet18Images.InputColumn);
+            Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, ResNet18Images.InputColumn, ResNet18Images.OutputTensor,
+                pixels, ResNet18Images.InputSize, [3, 224, 224], [1, 16]);
+        }
+        return 0;
+    }
+
+    private sealed record Quantized(QuantizedModelTransformer Int8, QuantizedModelTransformer W4A8);
+
+    private static Quantized Quantize(MLContext context, string model, IDataView calibration, int samples, int batch, string? column)
+    {
+        QuantizedModelTransformer Make(QuantizationPrecision p)
+        {
+            var options = new PostTrainingOptions { ModelPath = model, IntraOpNumThreads = 1, SampleCount = samples, BatchSize = batch, Precision = p };
+            if (column is not null)
+                options.Inputs.Add(new OnnxColumnBinding(column, column));
+            return context.Quantization.PostTraining(options).Fit(calibration);
+        }
+        return new Quantized(Make(QuantizationPrecision.Int8), Make(QuantizationPrecision.W4A8));
+    }
+
+    private static void Compare(BenchmarkSettings settings, MLContext context, string name, string floatModel, Quantized models, IDataView data,
+        string inputColumn, string outputTensor, float[] inputs, int rowSize, int[] rowDims, int[] batches)
+    {
+        QuantizedModelTransformer WithBackend(QuantizedModelTransformer q, QuantizedBackend backend, int batch)
+            => new(context, q.QuantizedModel, q.Settings with { Backend = backend, AllowBackendFallback = false, BatchSize = batch }, q.Nodes);
+        var contenders = new Contender[]
+        {
+            new("ORT FP32", b =>
+                {
+                    var o = new OnnxScoringOptions { ModelPath = floatModel, IntraOpNumThreads = 1, BatchSize = b };
+                    o.Inputs.Add(new OnnxColumnBinding(inputColumn, models.Int8.Settings.Inputs.FirstOrDefault()?.TensorName ?? inputColumn));
+                    return context.Quantization.ScoreOnnxModel(o).Fit(data);
+                },
+                t => ((OnnxScoringTransformer)t).Scorer, t => (ITransformer)t),
+            new("ORT INT8", b => WithBackend(models.Int8, QuantizedBackend.OnnxRuntime, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
+            new("native INT8", b => WithBackend(models.Int8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
+            new("native W4A8", b => WithBackend(models.W4A8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
+        };
+        int n = inputs.Length / rowSize;
+        Console.WriteLine($"  {"batch",5} {"timing",-10} {"ORT FP32",10} {"ORT INT8",10} {"nat INT8",10} {"nat W4A8",10}   nat/ORT-INT8 (>=1.2)  nat/ORT-FP32 (>=3)  W4A8/INT8");
+        foreach (int batch in batches)
+        {
+            var raw = new double[contenders.Length];
+            var viaView = new double[contenders.Length];
+            float[]?[] outputs = new float[contenders.Length][];
+            for (int c = 0; c < contenders.Length; c++)
+            {
+                using IDisposable t = contenders[c].Create(batch);
+                IBatchScorer scorer = contenders[c].Scorer(t);
+                using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
+                int outSize = scorer.Outputs[0].RowSize;
+                var all = new float[n * Math.Max(outSize, 1)];
+                void Pass(bool keep)
+                {
+                    for (int r0 = 0; r0 < n; r0 += batch)
+                    {
+                        int rows = Math.Min(batch, n - r0);
+                        Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
+                        staging.Run(rows);
+                        if (keep)
+                            Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
+                    }
+                }
+                Pass(keep: true);
+                outputs[c] = all;
+                raw[c] = n / settings.Best(() => Pass(keep: false)).Wall;
+                ITransformer transformer = contenders[c].Transformer(t);
+                string column = transformer is QuantizedModelTransformer q ? q.OutputColumnNames[0] : ((OnnxScoringTransformer)transformer).OutputColumnNames[0];
+                viaView[c] = n / settings.Best(() => ScoringBenchmark.Consume(transformer.Transform(data), column)).Wall;
+            }
+            Print(batch, "raw call", raw);
+            Print(batch, "IDataView", viaView);
+            if (batch == batches[^1])
+            {
+                float scale = OutputScale(models.Int8.QuantizedModel);
+                float scale4 = OutputScale(models.W4A8.QuantizedModel);
+                Console.WriteLine($"  outputs over {n} images: native INT8 vs ORT INT8 max {MaxLsb(outputs[1]!, outputs[2]!, scale)} LSB ({Same(outputs[1]!, outputs[2]!)} of {outputs[1]!.Length} values identical); " +
+                                  $"native W4A8 vs ORT W4A8 max {MaxLsb(RunOrt(models.W4A8, inputs, n, rowDims, batch), outputs[3]!, scale4)} LSB");
+            }
+        }
+        foreach (var (label, model) in new[] { ("INT8", models.Int8), ("W4A8", models.W4A8) })
+        {
+            using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, name, model.Settings.Inputs, model.Settings.Outputs, model.Settings.InputShapes, 1, out _)!;
+            Console.WriteLine($"  native {label}: {engine.Ops.Count} ops, packed weights {engine.WeightBytes:N0} bytes (QDQ file {model.QuantizedModel.Length:N0}), activations {engine.ArenaBytesPerRow:N0} bytes/image (without reuse {engine.NaiveBytesPerRow:N0})");
+        }
+        int memoryBatch = batches[^1];
+        string file = Path.Combine(Path.GetTempPath(), $"qatml-engine-{name}-{Environment.ProcessId}.onnx");
+        try
+        {
+            File.WriteAllBytes(file, models.Int8.QuantizedModel);
+            double ort = MemoryChild(file, "ort", memoryBatch, rowDims), native = MemoryChild(file, "native", memoryBatch, rowDims);
+            File.WriteAllBytes(file, models.W4A8.QuantizedModel);
+            double native4 = MemoryChild(file, "native", memoryBatch, rowDims);
+            Console.WriteLine($"  resident memory added by loading the INT8 model and one batch of {memoryBatch}: ORT {ort:F1} MB, native {native:F1} MB ({native / ort:F2}x); native W4A8 {native4:F1} MB");
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+
+        static void Print(int batch, string timing, double[] v)
+            => Console.WriteLine($"  {batch,5} {timing,-10} {v[0],10:N0} {v[1],10:N0} {v[2],10:N0} {v[3],10:N0}   {v[2] / v[1],12:F2}x {v[2] / v[0],19:F2}x {v[3] / v[2],10:F2}x");
+    }
+
+    private static float[] RunOrt(QuantizedModelTransformer model, float[] inputs, int n, int[] rowDims, int batch)
+    {
+        var settings = model.Settings with { Backend = QuantizedBackend.OnnxRuntime, BatchSize = batch };
+        using var ort = new QuantizedModelTransformer(new MLContext(0), model.QuantizedModel, settings, model.Nodes);
+        IBatchScorer scorer = ort.BatchScorer;
+        using IScoringBatch staging = scorer.CreateBatch([true]);
+        int rowSize = rowDims.Aggregate(1, (a, b) => a * b), outSize = scorer.Outputs[0].RowSize;
+        var all = new float[n * outSize];
+        for (int r0 = 0; r0 < n; r0 += batch)
+        {
+            int rows = Math.Min(batch, n - r0);
+            Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
+            staging.Run(rows);
+            Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
+        }
+        return all;
+    }
+
+    private static float OutputScale(byte[] model)
+    {
+        var g = OnnxModel.Parse(model).Graph;
+        g.TryGetInitializer(g.Producer(g.Outputs[0].Name)!.Inputs[1], out var s);
+        return s.ToFloatArray()[0];
+    }
+
+    private static int MaxLsb(float[] a, float[] b, float scale)
+    {
+        int max = 0;
+        for (int i = 0; i < a.Length; i++)
+            max = Math.Max(max, (int)Math.Round(Math.Abs(a[i] - b[i]) / scale));
+        return max;
+    }
+
+    private static int Same(float[] a, float[] b) => a.Where((v, i) => v == b[i]).Count();
+
+    private static float[] Column(IDataView view, string name)
+    {
+        var result = new List<float>();
+        var column = view.Schema[name];
+        using var cursor = view.GetRowCursor([column]);
+        var getter = cursor.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            result.AddRange(value.DenseValues());
+        }
+        return [.. result];
+    }
+
+    private static double MemoryChild(string model, string backend, int batch, int[] rowDims)
+    {
+        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (!Environment.ProcessPath!.EndsWith("QatMl.Benchmarks", StringComparison.Ordinal))
+            start.ArgumentList.Add(typeof(EngineBenchmark).Assembly.Location);
+        foreach (string a in new[] { "engine-memory-child", model, backend, batch.ToString(CultureInfo.InvariantCulture), string.Join(",", rowDims) })
+            start.ArgumentList.Add(a);
+        using Process child = Process.Start(start)!;
+        string output = child.StandardOutput.ReadToEnd();
+        child.WaitForExit();
+        string? line = output.Split('\n').FirstOrDefault(l => l.StartsWith("rss_delta_mb=", StringComparison.Ordinal));
+        if (child.ExitCode != 0 || line is null)
+            throw new InvalidOperationException($"engine-memory-child failed ({child.ExitCode}): {output}");
+        return double.Parse(line["rss_delta_mb=".Length..], CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Child process: RSS after loading <paramref name="args"/>[0] with one backend and running one batch, minus RSS before.</summary>
+    internal static int MemoryChildMain(string[] args)
+    {
+        byte[] model = File.ReadAllBytes(args[0]);
+        string backend = args[1];
+        int batch = int.Parse(args[2], CultureInfo.InvariantCulture);
+        int[] rowDims = args[3].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        int rowSize = rowDims.Aggregate(1, (a, b) => a * b);
+        var input = new float[batch * rowSize];
+        // Both native libraries loaded and warmed before the baseline.
+        _ = NativeRuntime.AbiVersion;
+        _ = OrtEnv.Instance();
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        double before = ResidentMegabytes();
+        IDisposable loaded;
+        if (backend == "ort")
+        {
+            var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+            var session = new InferenceSession(model, options);
+            using var value = OrtValue.CreateTensorValueFromMemory(input, [batch, .. rowDims.Select(d => (long)d)]);
+            using var results = session.Run(new RunOptions(), [session.InputMetadata.Keys.First()], [value], [session.OutputMetadata.Keys.First()]);
+            loaded = session;
+        }
+        else
+        {
+            var engine = NativeInt8Engine.TryLoad(model, "model", [], [], new Dictionary<string, int[]>(), 1, out _)!;
+            engine.Run(batch, [input], [new float[batch * engine.Outputs[0].RowSize]]);
+            loaded = engine;
+        }
+        // Loading parses the model and builds the plan in managed memory; give that garbage back before measuring.
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        double after = ResidentMegabytes();
+        Console.WriteLine($"rss_delta_mb={(after - before).ToString("F2", CultureInfo.InvariantCulture)}");
+        GC.KeepAlive(loaded);
+        return 0;
+    }
+
+    private static double ResidentMegabytes()
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+        throw new PlatformNotSupportedException("No VmRSS in /proc/self/status (memory needs Linux).");
+    }
+}

@@ -1,0 +1,81 @@
+namespace Microsoft.ML.Quantization.Inference;
+
+/// <summary>
+/// What <see cref="BatchScoringDataView"/> needs from a backend: the tensors it reads and writes, and staging buffers
+/// per cursor that run one batch at a time. ONNX Runtime (<see cref="OrtBatchScorer"/>) and the native INT8 engine
+/// (<see cref="NativeEngine.NativeBatchScorer"/>) implement it; the cursor machinery is shared.
+/// </summary>
+internal interface IBatchScorer
+{
+    InputSpec[] Inputs { get; }
+
+    OutputSpec[] Outputs { get; }
+
+    /// <summary>Rows per run.</summary>
+    int BatchSize { get; }
+
+    /// <summary>A cursor's staging buffers computing the active outputs.</summary>
+    IScoringBatch CreateBatch(bool[] outputActive);
+}
+
+/// <summary>One cursor's staging buffers: fill rows, run, read row-major outputs.</summary>
+internal interface IScoringBatch : IDisposable
+{
+    /// <summary>Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>.</summary>
+    void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex);
+
+    /// <summary>Runs the first <paramref name="rows"/> slots.</summary>
+    void Run(int rows);
+
+    /// <summary>Row-major [capacity, rowSize] staging per input (what <see cref="SetRow"/> fills).</summary>
+    float[][] InputBuffers { get; }
+
+    /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
+    float[][] OutputBuffers { get; }
+
+    /// <summary>Per-row element count of each output.</summary>
+    int[] OutputRowSizes { get; }
+}
+
+/// <summary>Shared checks and row copies of the batch scorers.</summary>
+internal static class BatchScorerSchema
+{
+    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
+    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName)
+    {
+        foreach (InputSpec input in inputs)
+        {
+            DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
+            if (column is null)
+                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName);
+            string expected = $"Vector<Single, {input.RowSize}>";
+            if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
+                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));
+            if (vector.Size != 0 && vector.Size != input.RowSize)
+                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));
+        }
+    }
+
+    internal static DataViewType OutputType(OutputSpec output)
+        => output.RowDims is null
+            ? new VectorDataViewType(NumberDataViewType.Single)
+            : new VectorDataViewType(NumberDataViewType.Single, output.RowSize);
+
+    /// <summary>Copies a row into its slot; a row of the wrong size is an error naming the column and <paramref name="rowIndex"/>.</summary>
+    internal static void CopyRow(InputSpec spec, in VBuffer<float> row, Span<float> target, long rowIndex)
+    {
+        if (row.Length != spec.RowSize)
+            throw new InvalidOperationException(
+                $"Column '{spec.ColumnName}' row {rowIndex} has {row.Length} values, but input '{spec.TensorName}' takes {spec.RowSize} per row.");
+        if (row.IsDense)
+        {
+            row.GetValues().CopyTo(target);
+            return;
+        }
+        target.Clear();
+        ReadOnlySpan<float> values = row.GetValues();
+        ReadOnlySpan<int> indices = row.GetIndices();
+        for (int i = 0; i < values.Length; i++)
+            target[indices[i]] = values[i];
+    }
+}

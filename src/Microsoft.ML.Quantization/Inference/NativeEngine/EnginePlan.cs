@@ -1,0 +1,125 @@
+using System.Buffers.Binary;
+
+namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+
+/// <summary>Element types of engine tensors (qatml_dtype values).</summary>
+internal enum EngineType
+{
+    UInt8 = 1,
+    Int8 = 2,
+    Float32 = 4,
+}
+
+/// <summary>Op kinds of a plan (qatml_engine_op values).</summary>
+internal enum EngineOpKind
+{
+    Quantize = 1,
+    Dequantize = 2,
+    Conv = 3,
+    Gemm = 4,
+    MaxPool = 5,
+    AveragePool = 6,
+    GlobalAveragePool = 7,
+    Add = 8,
+    Lut = 9,
+}
+
+/// <summary>Per-tensor quantization of an activation.</summary>
+internal readonly record struct EngineQuant(float Scale, int ZeroPoint)
+{
+    public bool SameAs(EngineQuant other)
+        => BitConverter.SingleToInt32Bits(Scale) == BitConverter.SingleToInt32Bits(other.Scale) && ZeroPoint == other.ZeroPoint;
+}
+
+/// <summary>A tensor of the plan: its type and per-row shape (the batch is the leading dimension at run time).</summary>
+internal sealed record EngineTensor(EngineType Type, long[] Dims)
+{
+    public long RowElements => Dims.Aggregate(1L, (a, b) => checked(a * b));
+}
+
+/// <summary>One op of the plan, with the ONNX node(s) it came from (for messages and documentation).</summary>
+internal sealed record EngineOp(EngineOpKind Kind, string Source, byte[] Payload);
+
+/// <summary>
+/// A lowered model in the binary form qatml_engine_create reads (format: src/Native/include/qatml/qatml_engine.h).
+/// Built by <see cref="QdqLowering"/>; the native loader validates every field again.
+/// </summary>
+internal sealed class EnginePlan
+{
+    public List<EngineTensor> Tensors { get; } = [];
+    public List<int> Inputs { get; } = [];
+    public List<int> Outputs { get; } = [];
+    public List<EngineOp> Ops { get; } = [];
+
+    public int AddTensor(EngineType type, long[] dims)
+    {
+        if (dims.Length is < 1 or > 4)
+            throw new ArgumentException($"Engine tensors have 1 to 4 dimensions per row, not {dims.Length}.", nameof(dims));
+        Tensors.Add(new EngineTensor(type, dims));
+        return Tensors.Count - 1;
+    }
+
+    public byte[] ToBytes()
+    {
+        using var stream = new MemoryStream();
+        var w = new PayloadWriter(stream);
+        w.Bytes("QEP1"u8);
+        w.U32(1);
+        w.U32((uint)Tensors.Count);
+        w.U32((uint)Ops.Count);
+        w.U32((uint)Inputs.Count);
+        w.U32((uint)Outputs.Count);
+        foreach (var t in Tensors)
+        {
+            w.U32((uint)t.Type);
+            w.U32((uint)t.Dims.Length);
+            foreach (long d in t.Dims)
+                w.I64(d);
+        }
+        foreach (int i in Inputs)
+            w.U32((uint)i);
+        foreach (int o in Outputs)
+            w.U32((uint)o);
+        foreach (var op in Ops)
+        {
+            w.U32((uint)op.Kind);
+            w.U32((uint)op.Payload.Length);
+            w.Bytes(op.Payload);
+        }
+        return stream.ToArray();
+    }
+}
+
+/// <summary>Little-endian writer of plan fields.</summary>
+internal sealed class PayloadWriter(Stream stream)
+{
+    public PayloadWriter() : this(new MemoryStream()) { }
+
+    public void U32(uint v)
+    {
+        Span<byte> b = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, v);
+        stream.Write(b);
+    }
+
+    public void I32(int v) => U32(unchecked((uint)v));
+
+    public void I64(long v)
+    {
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(b, v);
+        stream.Write(b);
+    }
+
+    public void F32(float v) => U32(unchecked((uint)BitConverter.SingleToInt32Bits(v)));
+
+    public void Quant(EngineQuant q)
+    {
+        F32(q.Scale);
+        I32(q.ZeroPoint);
+    }
+
+    public void Bytes(ReadOnlySpan<byte> b) => stream.Write(b);
+
+    public byte[] ToArray() => ((MemoryStream)stream).ToArray();
+}

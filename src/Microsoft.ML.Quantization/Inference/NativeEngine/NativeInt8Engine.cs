@@ -1,0 +1,197 @@
+using System.Buffers;
+using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.Onnx;
+
+namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+
+/// <summary>
+/// A QDQ model loaded into the native INT8 engine: lowered to a plan (<see cref="QdqLowering"/>), weights packed once,
+/// activation memory planned. <see cref="Run"/> scores a whole batch in one native call; concurrent runs on one engine
+/// are safe and give identical results.
+/// </summary>
+internal sealed class NativeInt8Engine : IDisposable
+{
+    private readonly EngineHandle _handle;
+    private readonly NativeContext _context;
+
+    private NativeInt8Engine(EngineHandle handle, NativeContext context, InputSpec[] inputs, OutputSpec[] outputs, EnginePlan plan, int threads)
+    {
+        _handle = handle;
+        _context = context;
+        Inputs = inputs;
+        Outputs = outputs;
+        Ops = plan.Ops.Select(o => (o.Kind, o.Source)).ToArray();
+        Threads = threads;
+        NativeApi.Check(NativeMethods.qatml_engine_get_info(_handle, out NativeMethods.EngineInfo info));
+        WeightBytes = info.WeightBytes;
+        ArenaBytesPerRow = info.ArenaBytesPerRow;
+        NaiveBytesPerRow = info.NaiveBytesPerRow;
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            NativeApi.Check(NativeMethods.qatml_engine_io_row_size(_handle, 0, i, out long n));
+            if (n != inputs[i].RowSize)
+                throw new InvalidOperationException($"Native engine input {i} has {n} elements per row, the plan said {inputs[i].RowSize}.");
+        }
+    }
+
+    public InputSpec[] Inputs { get; }
+
+    public OutputSpec[] Outputs { get; }
+
+    /// <summary>The ops the engine runs, each with the ONNX node it came from (the plan's weights are not kept managed-side).</summary>
+    public IReadOnlyList<(EngineOpKind Kind, string Source)> Ops { get; }
+
+    /// <summary>Threads one run uses (the batch is split into that many row ranges).</summary>
+    public int Threads { get; }
+
+    /// <summary>Packed weights, biases and multipliers held natively.</summary>
+    public long WeightBytes { get; }
+
+    /// <summary>Activation memory per row after reuse by liveness.</summary>
+    public long ArenaBytesPerRow { get; }
+
+    /// <summary>Activation memory per row without reuse.</summary>
+    public long NaiveBytesPerRow { get; }
+
+    /// <summary>
+    /// Lowers and loads <paramref name="qdqModel"/>. Returns null with the reasons when a node cannot run natively; a model
+    /// that is inconsistent (shapes, types) throws <see cref="InvalidOnnxModelException"/> before any native call.
+    /// </summary>
+    public static NativeInt8Engine? TryLoad(byte[] qdqModel, string modelName, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs,
+        IDictionary<string, int[]> inputShapes, int threads, out IReadOnlyList<string> unsupported)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        var model = OnnxModel.Parse(qdqModel, sourceName: modelName);
+        LoweringResult lowered = QdqLowering.Lower(model, modelName, inputs, outputs, inputShapes);
+        unsupported = lowered.Unsupported;
+        if (!lowered.Succeeded)
+            return null;
+        return Load(lowered.Plan!, lowered.Inputs, lowered.Outputs, threads);
+    }
+
+    /// <summary>Loads a plan (validated again natively: a malformed plan is a <see cref="QuantizationNativeException"/>).</summary>
+    internal static unsafe NativeInt8Engine Load(EnginePlan plan, InputSpec[] inputs, OutputSpec[] outputs, int threads)
+    {
+        NativeApi.EnsureLoaded();
+        int count = threads == 0 ? Environment.ProcessorCount : threads;
+        var context = new NativeContext(ComputeDevice.Cpu, count);
+        try
+        {
+            return new NativeInt8Engine(CreateHandle(context, plan.ToBytes()), context, inputs, outputs, plan, count);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Creates the native engine from plan bytes (the fuzz tests call this with arbitrary bytes).</summary>
+    internal static unsafe EngineHandle CreateHandle(NativeContext context, ReadOnlySpan<byte> planBytes)
+    {
+        EngineHandle handle;
+        NativeStatus status;
+        fixed (byte* p = planBytes)
+            status = NativeMethods.qatml_engine_create(context.Handle, p, planBytes.Length, out handle);
+        if (status != NativeStatus.Ok)
+        {
+            handle.Dispose();
+            NativeApi.Check(status);
+        }
+        return handle;
+    }
+
+    /// <summary>Runs <paramref name="rows"/> rows: inputs[i] holds rows x <see cref="InputSpec.RowSize"/> floats (at least), outputs likewise.</summary>
+    public unsafe void Run(int rows, float[][] inputs, float[][] outputs)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
+        if (inputs.Length != Inputs.Length || outputs.Length != Outputs.Length)
+            throw new ArgumentException($"The engine takes {Inputs.Length} inputs and {Outputs.Length} outputs.");
+        for (int i = 0; i < inputs.Length; i++)
+            if (inputs[i].Length < (long)rows * Inputs[i].RowSize)
+                throw new ArgumentException($"Input {i} holds {inputs[i].Length} values; {rows} rows need {(long)rows * Inputs[i].RowSize}.");
+        for (int i = 0; i < outputs.Length; i++)
+            if (outputs[i].Length < (long)rows * Outputs[i].RowSize)
+                throw new ArgumentException($"Output {i} holds {outputs[i].Length} values; {rows} rows need {(long)rows * Outputs[i].RowSize}.");
+        var pins = new MemoryHandle[inputs.Length + outputs.Length];
+        float** ip = stackalloc float*[Math.Max(1, inputs.Length)];
+        float** op = stackalloc float*[Math.Max(1, outputs.Length)];
+        try
+        {
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                pins[i] = inputs[i].AsMemory().Pin();
+                ip[i] = (float*)pins[i].Pointer;
+            }
+            for (int i = 0; i < outputs.Length; i++)
+            {
+                pins[inputs.Length + i] = outputs[i].AsMemory().Pin();
+                op[i] = (float*)pins[inputs.Length + i].Pointer;
+            }
+            NativeApi.Check(NativeMethods.qatml_engine_run(_handle, _context.Handle, rows, ip, inputs.Length, op, outputs.Length));
+        }
+        finally
+        {
+            foreach (var pin in pins)
+                pin.Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        _handle.Dispose();
+        _context.Dispose();
+    }
+}
+
+/// <summary>Scores batches of rows with a <see cref="NativeInt8Engine"/> (one native call per batch).</summary>
+internal sealed class NativeBatchScorer(NativeInt8Engine engine, int batchSize) : IBatchScorer
+{
+    public NativeInt8Engine Engine { get; } = engine;
+
+    public InputSpec[] Inputs => Engine.Inputs;
+
+    public OutputSpec[] Outputs => Engine.Outputs;
+
+    public int BatchSize { get; } = batchSize;
+
+    public IScoringBatch CreateBatch(bool[] outputActive) => new Batch(this);
+
+    /// <summary>Staging buffers of one cursor; every output is computed (the engine's graph has no partial runs).</summary>
+    internal sealed class Batch : IScoringBatch
+    {
+        private readonly NativeBatchScorer _scorer;
+        private readonly float[][] _inputs;
+
+        public Batch(NativeBatchScorer scorer, int? capacity = null)
+        {
+            _scorer = scorer;
+            int b = capacity ?? scorer.BatchSize;
+            _inputs = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
+            OutputBuffers = scorer.Outputs.Select(o => new float[checked(o.RowSize * b)]).ToArray();
+            OutputRowSizes = scorer.Outputs.Select(o => o.RowSize).ToArray();
+        }
+
+        public float[][] InputBuffers => _inputs;
+
+        public float[][] OutputBuffers { get; }
+
+        public int[] OutputRowSizes { get; }
+
+        public void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        {
+            InputSpec spec = _scorer.Inputs[input];
+            BatchScorerSchema.CopyRow(spec, row, _inputs[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
+        }
+
+        public void Run(int rows)
+        {
+            if (rows > 0)
+                _scorer.Engine.Run(rows, _inputs, OutputBuffers);
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+}
