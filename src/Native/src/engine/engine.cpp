@@ -3,10 +3,13 @@
 #include "kernels/abi_util.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +114,16 @@ const char* op_name(int kind) {
 
 bool is_q8(int32_t t) { return t == QATML_TYPE_UINT8 || t == QATML_TYPE_INT8; }
 
+// QATML_ENGINE_PROFILE=1 (read once): every run times each op; the totals per op go to stderr when
+// the engine is destroyed or, for engines still alive, at process exit.
+bool profiling() {
+    static const bool on = [] {
+        const char* v = std::getenv("QATML_ENGINE_PROFILE");
+        return v && *v && std::strcmp(v, "0") != 0;
+    }();
+    return on;
+}
+
 }  // namespace
 
 struct qatml_engine {
@@ -121,6 +134,9 @@ struct qatml_engine {
     int64_t arena_per_row = 0, naive_per_row = 0, weight_bytes = 0;
     mutable std::mutex pool_mutex;
     mutable std::vector<AlignedBuffer*> pool;  // idle arenas
+    // QATML_ENGINE_PROFILE=1: accumulated seconds per op, runs and rows (under pool_mutex).
+    mutable std::vector<double> profile_seconds;
+    mutable int64_t profile_runs = 0, profile_rows = 0;
 
     ~qatml_engine() {
         for (Op& op : ops)
@@ -481,8 +497,11 @@ void* tensor_ptr(const qatml_engine* e, uint32_t id, const Chunk& c, const float
     return c.arena + t.offset * c.rows;
 }
 
-qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const* inputs, float* const* outputs) {
+qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const* inputs, float* const* outputs,
+                       double* seconds) {
     const int64_t n = c.rows;
+    using clock = std::chrono::steady_clock;
+    clock::time_point t0 = seconds ? clock::now() : clock::time_point();
     for (const Op& op : e->ops) {
         const Tensor &tx = e->tensors[op.x], &ty = e->tensors[op.y];
         const void* x = tensor_ptr(e, op.x, c, inputs, outputs);
@@ -540,8 +559,64 @@ qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const
                 return fail(QATML_INTERNAL, "qatml_engine_run: unknown op kind %d", op.kind);
         }
         if (st != QATML_OK) return st;
+        if (seconds) {
+            const clock::time_point t1 = clock::now();
+            seconds[&op - e->ops.data()] += std::chrono::duration<double>(t1 - t0).count();
+            t0 = t1;
+        }
     }
     return QATML_OK;
+}
+
+void op_description(const qatml_engine* e, const Op& op, char* buf, size_t size) {
+    const Tensor &x = e->tensors[op.x], &y = e->tensors[op.y];
+    auto dims = [](const Tensor& t, char* b, size_t n) {
+        int w = 0;
+        for (int d = 0; d < t.rank && w >= 0 && static_cast<size_t>(w) < n; ++d)
+            w += std::snprintf(b + w, n - static_cast<size_t>(w), d ? "x%lld" : "%lld", (long long)t.dims[d]);
+    };
+    char xs[64] = "", ys[64] = "";
+    dims(x, xs, sizeof xs);
+    dims(y, ys, sizeof ys);
+    if (op.kind == QATML_ENGINE_OP_CONV || op.kind == QATML_ENGINE_OP_MAXPOOL || op.kind == QATML_ENGINE_OP_AVGPOOL)
+        std::snprintf(buf, size, "%s -> %s k%lldx%lld s%lld p%lld", xs, ys, (long long)op.kh, (long long)op.kw,
+                      (long long)op.p.stride_h, (long long)op.p.pad_top);
+    else
+        std::snprintf(buf, size, "%s -> %s", xs, ys);
+}
+
+void print_profile(const qatml_engine* e) {
+    if (e->profile_runs == 0) return;
+    double total = 0;
+    for (double v : e->profile_seconds) total += v;
+    std::fprintf(stderr, "qatml engine profile: %zu ops, %lld runs, %lld rows, %.3f ms in ops, %.1f us per row\n", e->ops.size(),
+                 (long long)e->profile_runs, (long long)e->profile_rows, total * 1e3,
+                 e->profile_rows ? total * 1e6 / double(e->profile_rows) : 0.0);
+    for (size_t i = 0; i < e->ops.size(); ++i) {
+        char d[160];
+        op_description(e, e->ops[i], d, sizeof d);
+        const double v = e->profile_seconds[i];
+        std::fprintf(stderr, "  op %3zu %-14s %8.1f us/row %5.1f%%  %s\n", i, op_name(e->ops[i].kind),
+                     e->profile_rows ? v * 1e6 / double(e->profile_rows) : 0.0, total > 0 ? 100.0 * v / total : 0.0, d);
+    }
+    std::fflush(stderr);
+}
+
+// Engines alive with profile data, printed at exit.
+std::mutex& profiled_mutex() {
+    static std::mutex* m = new std::mutex();
+    return *m;
+}
+std::set<const qatml_engine*>& profiled() {
+    static auto* s = new std::set<const qatml_engine*>();
+    return *s;
+}
+void print_live_profiles() {
+    std::lock_guard<std::mutex> lock(profiled_mutex());
+    for (const qatml_engine* e : profiled()) {
+        std::lock_guard<std::mutex> l2(e->pool_mutex);
+        print_profile(e);
+    }
 }
 
 AlignedBuffer* acquire_arena(const qatml_engine* e, int64_t bytes) {
@@ -603,6 +678,13 @@ QATML_API qatml_status qatml_engine_create(const qatml_context* ctx, const void*
             }
             e->weight_bytes += static_cast<int64_t>(op.bias.size() * 4 + op.mult.size() * 4);
         }
+        if (profiling()) {
+            e->profile_seconds.assign(e->ops.size(), 0.0);
+            static std::once_flag once;
+            std::call_once(once, [] { std::atexit(print_live_profiles); });
+            std::lock_guard<std::mutex> lock(profiled_mutex());
+            profiled().insert(e.get());
+        }
         register_handle(e.get(), HandleKind::Engine);
         *out_engine = e.release();
         qatml_clear_error();
@@ -616,6 +698,11 @@ QATML_API qatml_status qatml_engine_destroy(qatml_engine* engine) {
         if (engine == nullptr) return QATML_OK;
         if (!unregister_handle(engine, HandleKind::Engine))
             return fail(QATML_INVALID_HANDLE, "%s: handle (%p) is not a live engine (destroyed twice?)", fn, static_cast<void*>(engine));
+        if (profiling()) {
+            std::lock_guard<std::mutex> lock(profiled_mutex());
+            profiled().erase(engine);
+            print_profile(engine);
+        }
         delete engine;
         return QATML_OK;
     });
@@ -702,13 +789,26 @@ QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_
             chunks[static_cast<size_t>(i)] = Chunk{row, rows, arenas.back()->data};
             row += rows;
         }
-        if (parts == 1) return run_chunk(engine, chunks[0], inputs, outputs);
+        // Profiling: per-op seconds of every chunk, added to the engine's totals after the run.
+        const bool prof = profiling();
+        std::vector<double> seconds(prof ? engine->ops.size() * static_cast<size_t>(parts) : 0, 0.0);
+        auto secs = [&](size_t i) { return prof ? seconds.data() + i * engine->ops.size() : nullptr; };
+        auto record = [&](qatml_status result) {
+            if (prof && result == QATML_OK) {
+                std::lock_guard<std::mutex> lock(engine->pool_mutex);
+                for (size_t i = 0; i < seconds.size(); ++i) engine->profile_seconds[i % engine->ops.size()] += seconds[i];
+                engine->profile_runs += 1;
+                engine->profile_rows += batch;
+            }
+            return result;
+        };
+        if (parts == 1) return record(run_chunk(engine, chunks[0], inputs, outputs, secs(0)));
         // Contiguous row ranges, one per thread; the calling thread runs the first.
         std::vector<qatml_status> status(static_cast<size_t>(parts), QATML_OK);
         std::vector<std::string> message(static_cast<size_t>(parts));
         auto work = [&](size_t i) {
             try {
-                status[i] = run_chunk(engine, chunks[i], inputs, outputs);
+                status[i] = run_chunk(engine, chunks[i], inputs, outputs, secs(i));
                 if (status[i] != QATML_OK) message[i] = qatml_last_error();
             } catch (const std::bad_alloc&) {
                 status[i] = QATML_OUT_OF_MEMORY;
@@ -731,7 +831,7 @@ QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_
         for (std::thread& t : workers) t.join();
         for (size_t i = 0; i < chunks.size(); ++i)
             if (status[i] != QATML_OK) return fail(status[i], "%s", message[i].c_str());
-        return QATML_OK;
+        return record(QATML_OK);
     });
 }
 
