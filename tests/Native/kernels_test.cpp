@@ -761,6 +761,15 @@ TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
         {2, 6, 10, 9, 40, 5, 1, 2, 2, 2, false, QATML_TYPE_UINT8},     // dilation, groups
         {1, 64, 128, 15, 15, 1, 2, 0, 1, 1, true, QATML_TYPE_UINT8},   // 1x1 stride-2 projection
         {1, 20, 25, 7, 7, 7, 3, 3, 1, 1, false, QATML_TYPE_INT8},      // 7x7 stride 3
+        // Stride 2 at widths with whole 16-pixel steps and tails (vectorised phase split), the input's
+        // last bytes, phases no tap reads (1x1 stride 2), 4-vector planes (2 + 2 pixel blocks) and
+        // more output channels than virtual pixels (row tiles outer).
+        {1, 3, 16, 45, 45, 7, 2, 3, 1, 1, false, QATML_TYPE_UINT8},    // ResNet conv1 (C = 3, 7x7 stride 2)
+        {2, 8, 24, 38, 37, 3, 2, 1, 1, 1, true, QATML_TYPE_INT8},      // 3x3 stride 2, odd and even widths
+        {1, 16, 40, 34, 34, 1, 2, 0, 1, 1, false, QATML_TYPE_INT8},    // 1x1 stride 2, unread phases
+        {1, 36, 72, 7, 7, 3, 1, 1, 1, 1, true, QATML_TYPE_UINT8},      // 7x7 plane: 4 vectors, rows > pixels
+        {2, 24, 203, 12, 12, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},  // rows > pixels, row tail
+        {1, 9, 20, 66, 64, 3, 2, 0, 1, 1, false, QATML_TYPE_UINT8},    // stride 2 without padding
     };
     for (const auto& s : shapes) {
         ConvCase c{};

@@ -265,6 +265,7 @@ void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t quads
 struct InterleavedInput {
     int64_t quads = 0, phases = 0, hp = 0, wp = 0, hq = 0, wq = 0;
     int64_t quad_bytes = 0, bytes = 0;  // one quad; all quads plus slack for the last vectors' over-read
+    uint64_t used_phases = ~uint64_t(0);  // bit p: some tap reads phase p (others are zeroed, not copied)
     uint8_t* data = nullptr;
 };
 
@@ -279,6 +280,13 @@ InterleavedInput interleaved_layout(const Geometry& g, int64_t quads) {
     L.wq = (L.wp + g.sw - 1) / g.sw;
     L.quad_bytes = L.phases * L.hq * L.wq * 4;
     L.bytes = quads * L.quad_bytes + 4 * (round_up(g.oh * L.wq, 16) + L.hq * L.wq) + 256;
+    if (L.phases <= 64) {
+        L.used_phases = 0;
+        for (int64_t tap = 0; tap < g.kh * g.kw; ++tap) {
+            const int64_t ry = (tap / g.kw) * g.dh, rx = (tap % g.kw) * g.dw;
+            L.used_phases |= uint64_t(1) << ((ry % g.sh) * g.sw + rx % g.sw);
+        }
+    }
     return L;
 }
 
@@ -293,9 +301,17 @@ void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_
         uint32_t word;
         std::memcpy(&word, pattern, 4);
         const __m128i fill = _mm_set1_epi32(static_cast<int32_t>(word));
-        int64_t i = 0;
-        for (; i + 16 <= L.quad_bytes; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dq + i), fill);
-        for (; i < L.quad_bytes; i += 4) std::memcpy(dq + i, &word, 4);
+        const int64_t phase_bytes = L.hq * L.wq * 4;
+        for (int64_t ph = 0; ph < L.phases; ++ph) {
+            uint8_t* dp = dq + ph * phase_bytes;
+            if (ph < 64 && !((L.used_phases >> ph) & 1)) {  // never read by a real pixel
+                std::memset(dp, 0, static_cast<size_t>(phase_bytes));
+                continue;
+            }
+            int64_t i = 0;
+            for (; i + 16 <= phase_bytes; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dp + i), fill);
+            for (; i < phase_bytes; i += 4) std::memcpy(dp + i, &word, 4);
+        }
         const uint8_t* src[4];
         __m128i flips[4];
         for (int j = 0; j < 4; ++j) {
@@ -341,10 +357,49 @@ void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_
             const uint8_t* row_src[4];
             for (int j = 0; j < 4; ++j) row_src[j] = src[j] ? src[j] + iy * g.w : nullptr;
             for (int64_t px = 0; px < g.sw; ++px) {
+                const int64_t phase = (r % g.sh) * g.sw + px;
+                if (phase < 64 && !((L.used_phases >> phase) & 1)) continue;
                 const int64_t ix0 = ((px - g.pl) % g.sw + g.sw) % g.sw;  // first ix with (ix + pl) % sw == px
                 if (ix0 >= g.w) continue;
-                uint8_t* d = dq + (((r % g.sh) * g.sw + px) * L.hq * L.wq + (r / g.sh) * L.wq + (ix0 + g.pl) / g.sw) * 4;
-                for (int64_t ix = ix0; ix < g.w; ix += g.sw, d += 4)
+                uint8_t* d = dq + (phase * L.hq * L.wq + (r / g.sh) * L.wq + (ix0 + g.pl) / g.sw) * 4;
+                int64_t ix = ix0;
+                if (g.sw == 2) {  // 16 pixels x 4 channels per step: even bytes of 32 (SSE2)
+                    const int64_t count = (g.w - ix0 + 1) / 2;
+                    const __m128i even = _mm_set1_epi16(0x00ff);
+                    for (int64_t t = 0; t < count; t += 16) {
+                        const int64_t n = std::min<int64_t>(16, count - t);
+                        __m128i v[4];
+                        for (int j = 0; j < 4; ++j) {
+                            if (!row_src[j]) {
+                                v[j] = _mm_setzero_si128();
+                                continue;
+                            }
+                            const uint8_t* s = row_src[j] + ix0 + 2 * t;
+                            __m128i lo, hi;
+                            if (s + 32 <= end) {
+                                lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+                                hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
+                            } else {  // the tensor's last bytes
+                                alignas(16) uint8_t part[32] = {};
+                                std::memcpy(part, s, static_cast<size_t>(2 * n - 1));
+                                lo = _mm_load_si128(reinterpret_cast<const __m128i*>(part));
+                                hi = _mm_load_si128(reinterpret_cast<const __m128i*>(part + 16));
+                            }
+                            v[j] = _mm_xor_si128(_mm_packus_epi16(_mm_and_si128(lo, even), _mm_and_si128(hi, even)), flips[j]);
+                        }
+                        const __m128i t0 = _mm_unpacklo_epi8(v[0], v[1]), t1 = _mm_unpackhi_epi8(v[0], v[1]);
+                        const __m128i t2 = _mm_unpacklo_epi8(v[2], v[3]), t3 = _mm_unpackhi_epi8(v[2], v[3]);
+                        alignas(16) uint8_t out[64];
+                        __m128i* o = n == 16 ? reinterpret_cast<__m128i*>(d + t * 4) : reinterpret_cast<__m128i*>(out);
+                        _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+                        _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+                        _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+                        _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+                        if (n < 16) std::memcpy(d + t * 4, out, static_cast<size_t>(n * 4));
+                    }
+                    continue;
+                }
+                for (; ix < g.w; ix += g.sw, d += 4)
                     for (int j = 0; j < 4; ++j) d[j] = row_src[j] ? static_cast<uint8_t>(row_src[j][ix] ^ flip) : 0;
             }
         }

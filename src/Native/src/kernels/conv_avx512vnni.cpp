@@ -89,21 +89,28 @@ void column_sums(const ConvCall& c) {
 }
 
 template <int NV>
-void row_tiles(const ConvCall& c, const Epi& e, int64_t q0) {
-    const int64_t wstride = c.k4 * kMR * 4;
-    for (int64_t r0 = 0; r0 < c.rows; r0 += kMR) {
-        const uint8_t* w = c.weights + (r0 / kMR) * wstride;
-        switch (c.rows - r0 >= kMR ? kMR : c.rows - r0) {
-            case 8: tile<8, NV>(c, e, w, r0, q0); break;
-            case 7: tile<7, NV>(c, e, w, r0, q0); break;
-            case 6: tile<6, NV>(c, e, w, r0, q0); break;
-            case 5: tile<5, NV>(c, e, w, r0, q0); break;
-            case 4: tile<4, NV>(c, e, w, r0, q0); break;
-            case 3: tile<3, NV>(c, e, w, r0, q0); break;
-            case 2: tile<2, NV>(c, e, w, r0, q0); break;
-            default: tile<1, NV>(c, e, w, r0, q0); break;
-        }
+void row_tile(const ConvCall& c, const Epi& e, int64_t r0, int64_t q0) {
+    const uint8_t* w = c.weights + (r0 / kMR) * (c.k4 * kMR * 4);
+    switch (c.rows - r0 >= kMR ? kMR : c.rows - r0) {
+        case 8: tile<8, NV>(c, e, w, r0, q0); break;
+        case 7: tile<7, NV>(c, e, w, r0, q0); break;
+        case 6: tile<6, NV>(c, e, w, r0, q0); break;
+        case 5: tile<5, NV>(c, e, w, r0, q0); break;
+        case 4: tile<4, NV>(c, e, w, r0, q0); break;
+        case 3: tile<3, NV>(c, e, w, r0, q0); break;
+        case 2: tile<2, NV>(c, e, w, r0, q0); break;
+        default: tile<1, NV>(c, e, w, r0, q0); break;
     }
+}
+
+// Pixel blocks of 3 vectors; a remainder of 4 runs as 2 + 2 (a 1-vector tile does one vpdpbusd per
+// broadcast, half the rate of the wider tiles; a 7x7 output plane is 4 vectors).
+inline int64_t block_vectors(int64_t left) { return left == 4 ? 2 : left < kMaxNV ? left : kMaxNV; }
+
+void block(const ConvCall& c, const Epi& e, int64_t r0, int64_t v0, int64_t nv) {
+    if (nv == 3) row_tile<3>(c, e, r0, v0 * 16);
+    else if (nv == 2) row_tile<2>(c, e, r0, v0 * 16);
+    else row_tile<1>(c, e, r0, v0 * 16);
 }
 
 }  // namespace
@@ -115,12 +122,17 @@ void conv_avx512vnni(const ConvCall& c) {
     e.zp = _mm512_set1_epi32(c.zp);
     if (c.rowmul) column_sums(c);
     const int64_t vectors = (c.cols + 15) / 16;
+    if (c.rows > c.cols) {
+        // More weights than pixels (deep layers on small planes): row tiles outer, so each weight
+        // panel is read once while the small input stays in L2.
+        for (int64_t r0 = 0; r0 < c.rows; r0 += kMR)
+            for (int64_t v0 = 0, nv = 0; v0 < vectors; v0 += nv) block(c, e, r0, v0, nv = block_vectors(vectors - v0));
+        return;
+    }
     // Pixel blocks outer: the block's input window stays in L1 while every row tile passes over it.
-    for (int64_t v0 = 0; v0 < vectors; v0 += kMaxNV) {
-        const int64_t nv = vectors - v0 < kMaxNV ? vectors - v0 : kMaxNV;
-        if (nv == 3) row_tiles<3>(c, e, v0 * 16);
-        else if (nv == 2) row_tiles<2>(c, e, v0 * 16);
-        else row_tiles<1>(c, e, v0 * 16);
+    for (int64_t v0 = 0, nv = 0; v0 < vectors; v0 += nv) {
+        nv = block_vectors(vectors - v0);
+        for (int64_t r0 = 0; r0 < c.rows; r0 += kMR) block(c, e, r0, v0, nv);
     }
 }
 
