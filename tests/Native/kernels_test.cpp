@@ -770,6 +770,10 @@ TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
         {1, 36, 72, 7, 7, 3, 1, 1, 1, 1, true, QATML_TYPE_UINT8},      // 7x7 plane: 4 vectors, rows > pixels
         {2, 24, 203, 12, 12, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},  // rows > pixels, row tail
         {1, 9, 20, 66, 64, 3, 2, 0, 1, 1, false, QATML_TYPE_UINT8},    // stride 2 without padding
+        // One input channel per group: K groups of 4 taps (stride 1 slices, other strides gathered).
+        {2, 1, 24, 30, 33, 5, 2, 2, 1, 1, true, QATML_TYPE_INT8},      // C = 1, 5x5 stride 2
+        {1, 2, 6, 20, 20, 3, 1, 1, 2, 2, true, QATML_TYPE_UINT8},      // groups 2 x (C/g = 1, M/g = 3), dilation
+        {3, 1, 17, 13, 50, 3, 1, 0, 1, 1, false, QATML_TYPE_INT8},     // C = 1, no padding, 3 images
     };
     for (const auto& s : shapes) {
         ConvCase c{};

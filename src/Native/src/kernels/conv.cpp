@@ -24,7 +24,15 @@ struct Geometry {
 // K order of packed weights on every fast ISA: K group g = tap * quads + quad (tap = ky * kW + kx)
 // holds input channels 4 quad .. 4 quad + 3, so 4 channels of one tap fill one vpdpbusd lane.
 // Channels past C/groups are zero weights. Decodes reduction index kk; false for such padding.
-inline bool k_source(int64_t kk, int64_t quads, int64_t cpg, int64_t kw, int64_t* ci, int64_t* ky, int64_t* kx) {
+// quads == 0 (C/groups == 1, not depthwise): K group g holds taps 4g .. 4g + 3 of the one channel
+// instead, so a 3x3 kernel is 3 K groups, not 9 groups three quarters zero.
+inline bool k_source(int64_t kk, int64_t quads, int64_t cpg, int64_t kh, int64_t kw, int64_t* ci, int64_t* ky, int64_t* kx) {
+    if (quads == 0) {
+        *ci = 0;
+        *ky = kk / kw;
+        *kx = kk % kw;
+        return kk < kh * kw;
+    }
     const int64_t grp = kk / 4, tap = grp / quads;
     *ci = (grp % quads) * 4 + kk % 4;
     *ky = tap / kw;
@@ -179,7 +187,7 @@ void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t quads, int
         for (int q = 0; q < 4; ++q) {
             uint8_t* row = rows + q * stride;
             int64_t ci, ky, kx;
-            if (k_source(g4 * 4 + q, quads, g.cpg, g.kw, &ci, &ky, &kx)) {
+            if (k_source(g4 * 4 + q, quads, g.cpg, g.kh, g.kw, &ci, &ky, &kx)) {
                 im2col_row(g, pp, ci, ky, kx, p0, np, row);
                 std::memset(row + np, 0, static_cast<size_t>(stride - np));
             } else {
@@ -223,7 +231,7 @@ void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t quads
         const uint8_t* src[4];
         for (int q = 0; q < 4; ++q) {
             int64_t ci, ky, kx;
-            if (k_source(g4 * 4 + q, quads, g.cpg, g.kw, &ci, &ky, &kx)) {
+            if (k_source(g4 * 4 + q, quads, g.cpg, g.kh, g.kw, &ci, &ky, &kx)) {
                 src[q] = pp.data + ci * pp.hp * pp.wp + ky * g.dh * pp.wp + kx * g.dw + p0;
             } else {
                 src[q] = zeros;
@@ -419,15 +427,62 @@ void k_group_offsets(const Geometry& g, const InterleavedInput& L, int64_t* offs
 // Store masks per 16 virtual pixels: lane q is a real pixel when q < OH * wq and q % wq < OW; the
 // first real pixel at or after q0 has output index (q0 / wq) * OW + min(q0 % wq, OW).
 void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, int32_t* index) {
+    int64_t oy = 0, ox = 0;  // of q0 (running, no division per pixel: this runs per call)
     for (int64_t v = 0; v * 16 < cols; ++v) {
         const int64_t q0 = v * 16;
+        index[v] = static_cast<int32_t>(oy * g.ow + std::min(ox, g.ow));
         uint32_t m = 0;
         for (int l = 0; l < 16; ++l) {
-            const int64_t q = q0 + l;
-            if (q < cols && q % wq < g.ow) m |= 1u << l;
+            if (q0 + l < cols && ox < g.ow) m |= 1u << l;
+            if (++ox == wq) {
+                ox = 0;
+                ++oy;
+            }
         }
         mask[v] = static_cast<uint16_t>(m);
-        index[v] = static_cast<int32_t>((q0 / wq) * g.ow + std::min(q0 % wq, g.ow));
+    }
+}
+
+// One input channel per group (quads == 0): the implicit GEMM's input is an im2col [k4][q][4]
+// (4 taps per K group, `region` bytes per group) of the padded plane `pp` (flip and padding applied).
+// Stride 1: virtual pixels on the padded-width grid (wq = wp), each tap's row one slice of the plane
+// (interleaved with SSE2); other strides: wq = OW, gathered per byte.
+void tap_groups(const Geometry& g, const PaddedPlanes& pp, int64_t k4, int64_t wq, int64_t region, const uint8_t* zeros,
+                uint8_t* dst) {
+    const int64_t cols = g.oh * wq, vcols = round_up(cols, 16), taps = g.kh * g.kw;
+    for (int64_t k = 0; k < k4; ++k) {
+        uint8_t* d = dst + k * region;
+        if (g.sh == 1 && g.sw == 1) {
+            const uint8_t* src[4];
+            for (int j = 0; j < 4; ++j) {
+                const int64_t t = 4 * k + j;
+                src[j] = t < taps ? pp.data + (t / g.kw) * g.dh * pp.wp + (t % g.kw) * g.dw : zeros;
+            }
+            for (int64_t q = 0; q < vcols; q += 16) {
+                const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[0] + q));
+                const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[1] + q));
+                const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[2] + q));
+                const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[3] + q));
+                const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+                const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+                __m128i* o = reinterpret_cast<__m128i*>(d + q * 4);
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+                _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+                _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+                _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+            }
+            continue;
+        }
+        for (int64_t q = 0; q < vcols; ++q)
+            for (int j = 0; j < 4; ++j) {
+                const int64_t t = 4 * k + j;
+                uint8_t v = 0;
+                if (q < cols && t < taps) {
+                    const int64_t oy = q / wq, ox = q % wq;
+                    v = pp.data[(oy * g.sh + (t / g.kw) * g.dh) * pp.wp + ox * g.sw + (t % g.kw) * g.dw];
+                }
+                d[q * 4 + j] = v;
+            }
     }
 }
 
@@ -507,8 +562,8 @@ QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const v
         } else {
             // Reorder K to (tap, channel quad, channel) (see k_source), then broadcast tiles per group.
             if (isa == QATML_ISA_AVX512_VNNI) pw->mr = kConvMR;  // the implicit-GEMM tile
-            pw->quads = (in_channels_per_group + 3) / 4;
-            pw->k4 = khw * pw->quads;
+            pw->quads = in_channels_per_group == 1 ? 0 : (in_channels_per_group + 3) / 4;  // 0: taps by 4
+            pw->k4 = pw->quads == 0 ? (khw + 3) / 4 : khw * pw->quads;
             const int64_t kp = pw->k4 * 4;
             std::vector<uint8_t> reordered(static_cast<size_t>(pw->mpg * kp));
             pw->group_stride = round_up(pw->mpg, pw->mr) * pw->k4 * 4;
@@ -518,7 +573,7 @@ QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const v
                 for (int64_t m = 0; m < pw->mpg; ++m)
                     for (int64_t kk = 0; kk < kp; ++kk) {
                         int64_t ci, ky, kx;
-                        const bool real = k_source(kk, pw->quads, in_channels_per_group, kernel_w, &ci, &ky, &kx);
+                        const bool real = k_source(kk, pw->quads, in_channels_per_group, kernel_h, kernel_w, &ci, &ky, &kx);
                         reordered[static_cast<size_t>(m * kp + kk)] =
                             real ? static_cast<uint8_t>(plain[static_cast<size_t>((g * pw->mpg + m) * kg + ci * khw + ky * kernel_w + kx)])
                                  : 0;
@@ -631,6 +686,51 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             rowadd[static_cast<size_t>(oc)] = static_cast<int32_t>(v);
             rowmul[static_cast<size_t>(oc)] = static_cast<int32_t>(0u - static_cast<uint32_t>(zw));
             if (ep.out_type != QATML_TYPE_INT32) mult[static_cast<size_t>(oc)] = ep.mult[static_cast<size_t>(oc)];
+        }
+        if (w->isa == QATML_ISA_AVX512_VNNI && w->quads == 0) {  // one channel per group: taps by 4
+            const int64_t esz = elem_size(ep.out_type);
+            PaddedPlanes pp;
+            pp.hp = g.h + g.pt + g.pb;
+            pp.wp = g.w + g.pl + g.pr;
+            const int64_t wq = g.sh == 1 && g.sw == 1 ? pp.wp : g.ow, cols = g.oh * wq;
+            const int64_t region = round_up(cols, 16) * 4;
+            AlignedBuffer plane(pp.hp * pp.wp + pp.wp + 64), input(k4 * region + 64), zeros(round_up(cols, 16) + 16);
+            std::memset(plane.data + pp.hp * pp.wp, 0, static_cast<size_t>(pp.wp + 64));  // read for dropped pixels only
+            zeros.zero();
+            pp.data = plane.data;
+            std::vector<int64_t> offsets(static_cast<size_t>(k4));
+            for (int64_t k = 0; k < k4; ++k) offsets[static_cast<size_t>(k)] = k * region;
+            const int64_t vectors = (cols + 15) / 16;
+            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
+            std::vector<int32_t> index(static_cast<size_t>(vectors));
+            store_masks(g, wq, cols, mask.data(), index.data());
+            std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
+            ConvCall call{};
+            call.input = input.data;
+            call.k_offsets = offsets.data();
+            call.rows = g.mpg;
+            call.cols = cols;
+            call.k4 = k4;
+            call.colsum = colsum.data();
+            call.out_type = ep.out_type;
+            call.zp = ep.zp;
+            call.lo = ep.lo;
+            call.hi = ep.hi;
+            call.out_row_stride = P;
+            call.store_mask = mask.data();
+            call.store_index = index.data();
+            for (int64_t n = 0; n < g.n; ++n)
+                for (int64_t grp = 0; grp < g.groups; ++grp) {
+                    pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
+                    tap_groups(g, pp, k4, wq, region, zeros.data, input.data);
+                    call.weights = w->packed.data + grp * w->group_stride;
+                    call.rowadd = rowadd.data() + grp * g.mpg;
+                    call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;
+                    call.mult = mult.data() + grp * g.mpg;
+                    call.out = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
+                    conv_avx512vnni(call);
+                }
+            return QATML_OK;
         }
         if (w->isa == QATML_ISA_AVX512_VNNI) {  // implicit GEMM, no im2col
             const int64_t esz = elem_size(ep.out_type);

@@ -31,7 +31,8 @@ __attribute__((always_inline)) inline void store_pixels(const ConvCall& c, const
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(mult));
     f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
     const __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
-    _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(c.out) + dst, head, _mm512_maskz_compress_epi32(mask, y));
+    // vpmovdb to a register, then a masked byte store: the masked memory form of vpmovdb is slow on Zen 4/5.
+    _mm_mask_storeu_epi8(static_cast<int8_t*>(c.out) + dst, head, _mm512_cvtepi32_epi8(_mm512_maskz_compress_epi32(mask, y)));
 }
 
 template <int MR, int NV>

@@ -27,7 +27,7 @@ __attribute__((always_inline)) inline void store_vec(const GemmCall& c, const Ep
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), mult);
     f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
     __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
-    _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(c.out) + r * c.ldc + col, mask, y);
+    _mm_mask_storeu_epi8(static_cast<int8_t*>(c.out) + r * c.ldc + col, mask, _mm512_cvtepi32_epi8(y));  // not vpmovdb m{k} (slow on Zen)
 }
 
 template <int MR, bool BS>
