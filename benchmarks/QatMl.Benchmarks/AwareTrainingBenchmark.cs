@@ -33,7 +33,7 @@ internal static class AwareTrainingBenchmark
     {
         int seeds = int.Parse(Arg(args, "--seeds") ?? "3", CultureInfo.InvariantCulture);
         int epochs = int.Parse(Arg(args, "--epochs") ?? "2", CultureInfo.InvariantCulture);
-        bool lsq = args.Contains("--lsq");
+        bool lsq = !args.Contains("--moving-average");   // LSQ activation ranges are the default
         double distill = double.Parse(Arg(args, "--distill") ?? "0", CultureInfo.InvariantCulture);
         string[]? only = Arg(args, "--schemes")?.Split(',');
         string folder = TrainFolder(args);
@@ -122,16 +122,17 @@ internal static class AwareTrainingBenchmark
         var context = new MLContext(seed: 0);
         string model = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32_bn.onnx");
         IDataView train = context.Data.Cache(FashionMnist.Load(context, FashionMnist.Read(Path.Combine(folder, "train-images-idx3-ubyte.gz"), Path.Combine(folder, "train-labels-idx1-ubyte.gz"), rows)));
-        double Rate(bool quantize)
+        double Rate(bool quantize, RangeLearning ranges = RangeLearning.LearnedStepSize)
         {
-            var options = new AwareTrainingOptions { ModelPath = model, Epochs = 2, TrainingBatchSize = 128, BatchNormFreezeEpoch = 1, WarmupFraction = 0, CalibrationSampleCount = 256, IntraOpNumThreads = 1 };
+            var options = new AwareTrainingOptions { ModelPath = model, Epochs = 2, TrainingBatchSize = 128, BatchNormFreezeEpoch = 1, WarmupFraction = 0, CalibrationSampleCount = 256, IntraOpNumThreads = 1, ActivationRanges = ranges };
             var (t, report) = AwareTrainer.Fit(context, options, train, quantize);
             t.Dispose();
             return report.Epochs.Max(e => e.RowsPerSecond);   // best epoch: the first warms up libtorch
         }
         Rate(false);   // warm-up run
-        double floatRate = Rate(false), qatRate = Rate(true);
-        Console.WriteLine($"float {floatRate:F0} rows/s, QAT INT8 {qatRate:F0} rows/s: a QAT epoch costs {floatRate / qatRate:F2}x a float epoch (goal <= 1.4x; {rows} rows, batch 128, one thread)");
+        double floatRate = Rate(false), lsqRate = Rate(true), averageRate = Rate(true, RangeLearning.MovingAverage);
+        Console.WriteLine($"float {floatRate:F0} rows/s; QAT INT8 with LSQ ranges (default) {lsqRate:F0} rows/s = {floatRate / lsqRate:F2}x a float epoch, "
+            + $"with moving-average ranges {averageRate:F0} rows/s = {floatRate / averageRate:F2}x (goal <= 1.4x; {rows} rows, batch 128, one thread)");
     }
 
     private static string? Arg(string[] args, string name)
