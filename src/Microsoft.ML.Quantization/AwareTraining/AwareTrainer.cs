@@ -333,6 +333,10 @@ internal static class AwareTrainer
 
         var weights = new Dictionary<string, (int Bits, int? Axis)>(StringComparer.Ordinal);
         var result = new Quantizers(activations, weights);
+        // The quantizer whose scale a tensor is deployed with (pass-through outputs share their source's).
+        FakeQuantizer? QuantizerOf(string tensor)
+            => activations.TryGetValue(tensor, out var q) ? q
+               : initial.TryGetEntry(tensor, out var e) && e.RangeSource is { } source && activations.TryGetValue(source, out var s) ? s : null;
         var unfolded = floatGraph.Graph;
         foreach (var node in unfolded.Nodes.Where(n => n.OpType is "Conv" or "Gemm" or "MatMul" && n.Inputs.Count > 1 && unfolded.TryGetInitializer(n.Inputs[1], out _)))
         {
@@ -342,6 +346,13 @@ internal static class AwareTrainer
             int? axis = options.WeightsPerChannel ? CalibrationPlan.WeightAxis(node, 1, w) : null;
             weights[node.Inputs[1]] = (bits, axis);
             module.WeightHooks[node.Inputs[1]] = t => result.WeightsEnabled ? FakeQuantizeWeight(t, result.BitsOverride is int o ? Math.Max(o, bits) : bits, axis) : t;
+            if (node.OpType is "Conv" or "Gemm" && node.Inputs.Count > 2 && QuantizerOf(node.Inputs[0]) is { } input)
+            {
+                int? biasAxis = axis;
+                module.BiasHooks[node.Name] = (b, wFloat) => result.WeightsEnabled && input.FakeQuantEnabled
+                    ? FakeQuantizeBias(b, wFloat, input.CurrentScale, result.BitsOverride is int o ? Math.Max(o, bits) : bits, biasAxis)
+                    : b;
+            }
         }
         return result;
     }
@@ -364,6 +375,25 @@ internal static class AwareTrainer
         }
         Tensor scale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax)).detach();
         return FakeQuantize.Apply(w, scale, torch.zeros_like(scale), -qmax, qmax, axis).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The deployed int32 bias: round(b / (s_in * s_w[c])) * s_in * s_w[c], with s_w = max|w| / qmax per channel.</summary>
+    private static Tensor FakeQuantizeBias(Tensor bias, Tensor weight, float inputScale, int bits, int? axis)
+    {
+        long qmax = (1L << (bits - 1)) - 1;
+        using var scope = torch.NewDisposeScope();
+        Tensor weightScale;
+        using (torch.no_grad())
+        {
+            Tensor absMax = axis is int a
+                ? weight.abs().amax(Enumerable.Range(0, (int)weight.dim()).Where(d => d != a).Select(d => (long)d).ToArray())
+                : weight.abs().max();
+            weightScale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax));
+        }
+        Tensor scale = (weightScale * inputScale).detach();
+        if (scale.numel() == 1)
+            scale = scale.reshape([]);
+        return FakeQuantize.Apply(bias, scale, torch.zeros_like(scale), int.MinValue, int.MaxValue, scale.numel() == 1 ? null : 0).MoveToOuterDisposeScope();
     }
 
     private static int GradualBits(long quantStep, long quantSteps)

@@ -85,6 +85,9 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         }
     }
 
+    /// <summary>The scale the forward pass uses now (learned, or from the observed range).</summary>
+    internal float CurrentScale => _learnedScale is not null ? MathF.Abs(_learnedScale.item<float>()) : Parameters().Scale;
+
     private (int Min, int Max) Levels() => QuantizationParameters.GetQuantizedRange(_bits, _signed, _symmetric && _signed);
 
     private QuantizationParameters Parameters()

@@ -69,6 +69,12 @@ internal sealed class OnnxTorchModule : nn.Module<Tensor, Tensor>
     /// <summary>Applied to a weight before its op uses it (fake quantization of weights), by initializer name; gets the (possibly BN-folded) weight.</summary>
     internal Dictionary<string, Func<Tensor, Tensor>> WeightHooks { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Applied to a Conv/Gemm bias (by node name) with the float weight it goes with (BN-folded when folding): the
+    /// int32 bias quantization of the deployed model, scale s_in * s_w.
+    /// </summary>
+    internal Dictionary<string, Func<Tensor, Tensor, Tensor>> BiasHooks { get; } = new(StringComparer.Ordinal);
+
     /// <summary>Run each Conv -> BatchNormalization pair folded with the running statistics (frozen BN), as deployed.</summary>
     internal bool FoldBatchNorm { get; set; }
 
@@ -102,6 +108,8 @@ internal sealed class OnnxTorchModule : nn.Module<Tensor, Tensor>
                         absorbed.Add(bn);
                         output = bn.Outputs[0];
                     }
+                    if (b is not null && BiasHooks.TryGetValue(node.Name, out var conv))
+                        b = conv(b, w);
                     w = WeightHook(node.Inputs[1], w);
                     result = Conv(node, Get(0), w, b);
                     env[output] = Hook(output, result);
@@ -124,7 +132,12 @@ internal sealed class OnnxTorchModule : nn.Module<Tensor, Tensor>
                     if (node.GetInt("transB", 0) != 0) bw = bw.t();
                     result = a.matmul(bw) * node.GetFloat("alpha", 1f);
                     if (Has(2))
-                        result = result + Get(2) * node.GetFloat("beta", 1f);
+                    {
+                        Tensor c = Get(2);
+                        if (BiasHooks.TryGetValue(node.Name, out var gemm))
+                            c = gemm(c, Get(1));
+                        result = result + c * node.GetFloat("beta", 1f);
+                    }
                     break;
                 }
                 case "MatMul": result = Get(0).matmul(WeightHook(node.Inputs[1], Get(1))); break;
