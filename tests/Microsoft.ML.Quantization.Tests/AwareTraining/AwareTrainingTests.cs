@@ -124,6 +124,27 @@ public sealed class AwareTrainingTests
     }
 
     [Fact]
+    public void Distillation_AndAValidationSplit_TrainW4A8()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var context = new MLContext(seed: 1);
+        var options = Options(context);
+        options.ValidationData = null;
+        options.ValidationFraction = 0.25;                 // 384 rows train, 128 validate
+        options.Precision = QuantizationPrecision.W4A8;
+        options.DistillationWeight = 0.7;
+        options.DistillationTemperature = 4;
+        options.GradualBitWidth = true;
+        options.Epochs = 1;
+        using var model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
+        var report = model.AwareTraining!;
+        Assert.True(double.IsFinite(report.Epochs[0].MeanLoss) && report.Epochs[0].MeanLoss > 0);
+        Assert.InRange(report.DeployedAccuracy!.Value, 0.7, 1.0);        // measured on the 128 held-out rows
+        var g = OnnxModel.Parse(model.QuantizedModel).Graph;
+        Assert.Contains(g.Initializers, t => t.ElementType == OnnxElementType.Int4);
+    }
+
+    [Fact]
     public void BadInput_ClearErrors()
     {
         TorchSharpRuntime.EnsureLoaded();
