@@ -17,7 +17,7 @@ public sealed class ConformanceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining", "PostTrainingW4A8", "PostTrainingNative"];
+    public static TheoryData<string> Estimators() => ["ScoreOnnxModel", "Calibrate", "PostTraining", "PostTrainingW4A8", "PostTrainingNative", "AwareTraining"];
 
     private static IEstimator<ITransformer> Create(MLContext context, string name) => name switch
     {
@@ -27,6 +27,10 @@ public sealed class ConformanceTests : IDisposable
             Outputs = { new OnnxColumnBinding("Scores", "logits"), new OnnxColumnBinding("Pool1", "/pool1/MaxPool_output_0") },
         }),
         "Calibrate" => context.Quantization.Calibrate(new CalibrationEstimatorOptions { ModelPath = TestData.FmnistNet, SampleCount = 40, IntraOpNumThreads = 1 }),
+        "AwareTraining" => context.Quantization.AwareTraining(new Microsoft.ML.Quantization.AwareTraining.AwareTrainingOptions
+        {
+            ModelPath = TestData.FmnistNetBn, Epochs = 1, TrainingBatchSize = 25, CalibrationSampleCount = 20, IntraOpNumThreads = 1, BatchSize = 8,
+        }),
         _ => context.Quantization.PostTraining(new PostTrainingOptions
         {
             ModelPath = TestData.FmnistNet, SampleCount = 40, BatchSize = 8, IntraOpNumThreads = 1, FallbackToCpu = true,
