@@ -28,7 +28,12 @@ Console.WriteLine($"Model: {modelPath} ({new FileInfo(modelPath).Length:N0} byte
 Console.WriteLine();
 Console.WriteLine("scheme                         top-1     drop   agree     size (bytes)   FP32 ms   quant ms  speed-up");
 
-foreach (var (name, precision) in new[] { ("INT8 (W8A8, per channel)", QuantizationPrecision.Int8), ("W4A8 (INT8 first/last)", QuantizationPrecision.W4A8) })
+foreach (var (name, precision, backend) in new[]
+{
+    ("INT8 (W8A8, per channel)", QuantizationPrecision.Int8, QuantizedBackend.OnnxRuntime),
+    ("INT8, QatMl native engine", QuantizationPrecision.Int8, QuantizedBackend.Native),
+    ("W4A8 (INT8 first/last)", QuantizationPrecision.W4A8, QuantizedBackend.OnnxRuntime),
+})
 {
     var options = new PostTrainingOptions
     {
@@ -36,6 +41,7 @@ foreach (var (name, precision) in new[] { ("INT8 (W8A8, per channel)", Quantizat
         Precision = precision,
         IntraOpNumThreads = 1,
         BatchSize = 64,
+        Backend = backend,
     };
     if (precision != QuantizationPrecision.Int8)
         options.FirstLayerPrecision = options.LastLayerPrecision = QuantizationPrecision.Int8;
@@ -43,12 +49,12 @@ foreach (var (name, precision) in new[] { ("INT8 (W8A8, per channel)", Quantizat
     using QuantizedModelTransformer quantized = mlContext.Quantization.PostTraining(options).Fit(calibration);
     QuantizationComparison c = mlContext.Quantization.Compare(modelPath, quantized, test,
         new ComparisonOptions { LabelColumnName = "Label", MaxAccuracyDrop = 0.5, PerLayer = false });
-    if (name.StartsWith("INT8", StringComparison.Ordinal))
+    if (name.StartsWith("INT8 (", StringComparison.Ordinal))
         Console.WriteLine($"{"FP32",-28} {c.FloatAccuracy,8:P2} {"",7} {"",7} {c.FloatModelBytes,14:N0}");
     Console.WriteLine($"{name,-28} {c.QuantizedAccuracy,8:P2} {c.AccuracyDrop,7:F2} {c.Top1Agreement,7:P1} {c.QuantizedModelBytes,14:N0} {c.FloatTime!.Value.TotalMilliseconds,9:F1} {c.QuantizedTime!.Value.TotalMilliseconds,10:F1} {c.Speedup,8:F2}x   within 0.5 points: {(c.WithinBudget == true ? "yes" : "no")}");
 
     // Export: a standard QDQ ONNX file, and an ML.NET model zip that LoadModel restores with its options.
-    string stem = Path.Combine(outFolder, name.StartsWith("INT8", StringComparison.Ordinal) ? "fmnistnet_int8" : "fmnistnet_w4a8");
+    string stem = Path.Combine(outFolder, backend == QuantizedBackend.Native ? "fmnistnet_int8_native" : precision == QuantizationPrecision.Int8 ? "fmnistnet_int8" : "fmnistnet_w4a8");
     quantized.SaveAsOnnx(stem + ".onnx");
     mlContext.Model.Save(quantized, test.Schema, stem + ".zip");
     var restored = (QuantizedModelTransformer)mlContext.Quantization.LoadModel(stem + ".zip", out _);
