@@ -13,6 +13,12 @@ public enum RangeLearning
 
     /// <summary>LSQ: the scale is a parameter trained by backpropagation, with LSQ's gradient scaling.</summary>
     LearnedStepSize = 1,
+
+    /// <summary>
+    /// PACT: a learned clipping level a (a parameter, initialised from calibration); values are clipped to [0, a] (or
+    /// [-a, a] for tensors with negative values) before quantization, and a gets gradient 1 where x was clipped at it.
+    /// </summary>
+    LearnedClipping = 2,
 }
 
 /// <summary>
@@ -29,6 +35,8 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
     private float _min, _max;
     private bool _initialized;
     private readonly Parameter? _learnedScale;
+    private readonly Parameter? _clip;
+    private bool _symmetricClip;
     private float _zeroPoint;
     private bool _signed;
 
@@ -61,6 +69,14 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
             _learnedScale = new Parameter(torch.tensor(p.Scale), requires_grad: true);
             register_parameter("scale", _learnedScale);
         }
+        if (learning == RangeLearning.LearnedClipping)
+        {
+            if (!_initialized)
+                throw new ArgumentException("A learned clipping level needs an initial range (initialMin/initialMax), e.g. from calibration.");
+            _symmetricClip = _min < 0;
+            _clip = new Parameter(torch.tensor(MathF.Max(MathF.Max(-_min, _max), 1e-6f)), requires_grad: true);
+            register_parameter("clip", _clip);
+        }
     }
 
     /// <summary>How the range is learned.</summary>
@@ -77,6 +93,11 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
     {
         get
         {
+            if (_clip is not null)
+            {
+                float a = MathF.Abs(_clip.item<float>());
+                return (_symmetricClip ? -a : 0f, a);
+            }
             if (_learnedScale is null)
                 return (_min, _max);
             float s = MathF.Abs(_learnedScale.item<float>());
@@ -86,7 +107,17 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The scale the forward pass uses now (learned, or from the observed range).</summary>
-    internal float CurrentScale => _learnedScale is not null ? MathF.Abs(_learnedScale.item<float>()) : Parameters().Scale;
+    internal float CurrentScale
+    {
+        get
+        {
+            if (_learnedScale is not null)
+                return MathF.Abs(_learnedScale.item<float>());
+            if (_clip is not null)
+                (_min, _max) = Range;
+            return Parameters().Scale;
+        }
+    }
 
     private (int Min, int Max) Levels() => QuantizationParameters.GetQuantizedRange(_bits, _signed, _symmetric && _signed);
 
@@ -105,6 +136,8 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
             Observe(input);
         if (!FakeQuantEnabled || !_initialized)
             return input.alias();
+        if (_clip is not null)
+            return ClipAndQuantize(input);
         var (qmin, qmax) = Levels();
         if (_learnedScale is not null)
         {
@@ -119,6 +152,21 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         return FakeQuantize.Apply(input, scale, zero, qmin, qmax);
     }
 
+    /// <summary>PACT: clip to [0, a] (or [-a, a]) with a learned a, then fake-quantize on that range (scale not trained).</summary>
+    private Tensor ClipAndQuantize(Tensor input)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor a = _clip!.abs();
+        Tensor clipped = torch.minimum(input, a);
+        clipped = _symmetricClip ? torch.maximum(clipped, -a) : clipped.relu();
+        (_min, _max) = Range;
+        var p = Parameters();
+        var (qmin, qmax) = Levels();
+        using var scale = torch.tensor(p.Scale);
+        using var zero = torch.tensor((float)p.ZeroPoint);
+        return FakeQuantize.Apply(clipped, scale, zero, qmin, qmax).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Writes the range state (observer extremes, learned scale) for a training checkpoint.</summary>
     internal void WriteState(BinaryWriter writer)
     {
@@ -128,6 +176,7 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         writer.Write(_zeroPoint);
         writer.Write(_signed);
         writer.Write(_learnedScale is null ? float.NaN : _learnedScale.item<float>());
+        writer.Write(_clip is null ? float.NaN : _clip.item<float>());
     }
 
     /// <summary>Restores what <see cref="WriteState"/> wrote.</summary>
@@ -142,6 +191,10 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         if (_learnedScale is not null)
             using (torch.no_grad())
                 _learnedScale.fill_(scale);
+        float clip = reader.ReadSingle();
+        if (_clip is not null)
+            using (torch.no_grad())
+                _clip.fill_(clip);
     }
 
     private void Observe(Tensor input)

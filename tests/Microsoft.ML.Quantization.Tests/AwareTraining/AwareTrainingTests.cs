@@ -124,7 +124,7 @@ public sealed class AwareTrainingTests
     }
 
     [Fact]
-    public void Distillation_AndAValidationSplit_TrainW4A8()
+    public void Distillation_Pact_AndAValidationSplit_TrainW4A8()
     {
         TorchSharpRuntime.EnsureLoaded();
         var context = new MLContext(seed: 1);
@@ -135,11 +135,13 @@ public sealed class AwareTrainingTests
         options.DistillationWeight = 0.7;
         options.DistillationTemperature = 4;
         options.GradualBitWidth = true;
+        options.ActivationRanges = RangeLearning.LearnedClipping;   // PACT
         options.Epochs = 1;
         using var model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
         var report = model.AwareTraining!;
         Assert.True(double.IsFinite(report.Epochs[0].MeanLoss) && report.Epochs[0].MeanLoss > 0);
         Assert.InRange(report.DeployedAccuracy!.Value, 0.7, 1.0);        // measured on the 128 held-out rows
+        Assert.Equal(report.FakeQuantizedAccuracy!.Value, report.DeployedAccuracy.Value, 3);
         var g = OnnxModel.Parse(model.QuantizedModel).Graph;
         Assert.Contains(g.Initializers, t => t.ElementType == OnnxElementType.Int4);
     }

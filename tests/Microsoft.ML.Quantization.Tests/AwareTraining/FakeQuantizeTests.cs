@@ -58,6 +58,25 @@ public sealed class FakeQuantizeTests
     }
 
     [Fact]
+    public void Pact_ClipsAtTheLearnedLevel_AndTheLevelGetsTheClippedGradient()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        using var q = new FakeQuantizer("pact", bits: 8, learning: RangeLearning.LearnedClipping, initialMin: 0f, initialMax: 3f);
+        q.train();
+        Assert.Equal((0f, 3f), q.Range);
+        using var x = torch.tensor(new float[] { -1f, 0.5f, 2f, 5f }, requires_grad: true);
+        using var y = q.forward(x);
+        float[] values = y.data<float>().ToArray();
+        Assert.Equal(0f, values[0]);
+        Assert.Equal(3f, values[3], 5);                         // clipped at a = 3
+        y.sum().backward();
+        Assert.Equal(new float[] { 0, 1, 1, 0 }, x.grad!.data<float>().ToArray());
+        var clip = q.parameters().Single();
+        Assert.Equal(1f, clip.grad!.item<float>());            // one value was clipped at a
+        Assert.Throws<ArgumentException>(() => new FakeQuantizer("pact0", learning: RangeLearning.LearnedClipping));
+    }
+
+    [Fact]
     public void Module_ObservesWithMovingAverage_FreezesAndPassesThroughWhenDisabled()
     {
         TorchSharpRuntime.EnsureLoaded();
