@@ -8,6 +8,7 @@ using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using Parameter = TorchSharp.Modules.Parameter;
 
 namespace Microsoft.ML.Quantization.AwareTraining;
 
@@ -94,7 +95,8 @@ internal static class AwareTrainer
         using var teacher = options.DistillationWeight > 0 ? new OnnxTorchModule(floatGraph.Clone()) : null;
         teacher?.eval();
 
-        var parameters = module.parameters().Concat(quantizers.Activations.Values.SelectMany(q => q.parameters())).ToList();
+        var parameters = module.parameters().Concat(quantizers.Activations.Values.SelectMany(q => q.parameters()))
+            .Concat(quantizers.WeightScales.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value)).ToList();
         using var optimizer = optim.Adam(parameters, options.LearningRate);
         int stepsPerEpoch = (train.Count + options.TrainingBatchSize - 1) / options.TrainingBatchSize;
         long totalSteps = (long)stepsPerEpoch * options.Epochs;
@@ -133,6 +135,8 @@ internal static class AwareTrainer
                     q.FakeQuantEnabled = fakeQuant;
                 quantizers.WeightsEnabled = fakeQuant;
                 quantizers.BitsOverride = options.GradualBitWidth && fakeQuant ? GradualBits(step - warmup, totalSteps - warmup) : null;
+                foreach (var q in quantizers.Activations.Values)
+                    q.BitsOverride = quantizers.BitsOverride;
 
                 int count = Math.Min(options.TrainingBatchSize, train.Count - start);
                 using var scope = torch.NewDisposeScope();
@@ -175,7 +179,7 @@ internal static class AwareTrainer
         module.FoldBatchNorm = true;
         quantizers.BitsOverride = null;
         foreach (var q in quantizers.Activations.Values)
-            (q.ObserverEnabled, q.FakeQuantEnabled) = (false, quantize);
+            (q.ObserverEnabled, q.FakeQuantEnabled, q.BitsOverride) = (false, quantize, null);
         quantizers.WeightsEnabled = quantize;
         double? fakeQuantAccuracy = validating ? FakeQuantizedAccuracy(module, validation, final: true) : null;
         OnnxModel trained = floatGraph.Clone();
@@ -227,7 +231,7 @@ internal static class AwareTrainer
         private const int Magic = 0x504B4351; // "QCKP"
         private const int Version = 1;
         private readonly string _fingerprint =
-            $"{options.ModelPath}|{options.ModelBytes?.Length}|{rows}|{options.Seed}|{options.Epochs}|{options.TrainingBatchSize}|{options.LearningRate}|{options.Precision}|{quantize}|{options.ActivationRanges}";
+            $"{options.ModelPath}|{options.ModelBytes?.Length}|{rows}|{options.Seed}|{options.Epochs}|{options.TrainingBatchSize}|{options.LearningRate}|{options.Precision}|{quantize}|{options.ActivationRanges}|{options.LearnWeightStepSizes}";
 
         public void Save(OnnxTorchModule module, TorchSharp.Modules.Adam optimizer, Quantizers quantizers, CheckpointState state)
         {
@@ -249,6 +253,9 @@ internal static class AwareTrainer
                     optimizer.save_state_dict(w);
                     foreach (var q in quantizers.Activations.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                         q.Value.WriteState(w);
+                    foreach (var ws in quantizers.WeightScales.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                        foreach (float v in ws.Value.detach().data<float>().ToArray())
+                            w.Write(v);
                     w.Flush();
                     stream.Flush(flushToDisk: true);
                 }
@@ -285,6 +292,15 @@ internal static class AwareTrainer
                 optimizer.load_state_dict(r);
                 foreach (var q in quantizers.Activations.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                     q.Value.ReadState(r);
+                foreach (var ws in quantizers.WeightScales.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                {
+                    var values = new float[ws.Value.numel()];
+                    for (int i = 0; i < values.Length; i++)
+                        values[i] = r.ReadSingle();
+                    using var loaded = torch.tensor(values).reshape(ws.Value.shape);
+                    using (torch.no_grad())
+                        ws.Value.copy_(loaded);
+                }
                 channel.Info(MessageSensitivity.None, "{0}", $"Resuming from checkpoint '{path}' at epoch {state.Epoch + 1}, step {state.Step}.");
                 return state;
             }
@@ -300,6 +316,9 @@ internal static class AwareTrainer
     {
         public Dictionary<string, FakeQuantizer> Activations { get; } = activations;
         public Dictionary<string, (int Bits, int? Axis)> Weights { get; } = weights;
+
+        /// <summary>Learned per-channel (or per-tensor) weight step sizes, by weight initializer name (LSQ for weights).</summary>
+        public Dictionary<string, Parameter> WeightScales { get; } = new(StringComparer.Ordinal);
         public bool WeightsEnabled { get; set; }
         public int? BitsOverride { get; set; }
     }
@@ -345,16 +364,47 @@ internal static class AwareTrainer
             int bits = PrecisionOf(deployed).WeightBits;
             int? axis = options.WeightsPerChannel ? CalibrationPlan.WeightAxis(node, 1, w) : null;
             weights[node.Inputs[1]] = (bits, axis);
-            module.WeightHooks[node.Inputs[1]] = t => result.WeightsEnabled ? FakeQuantizeWeight(t, result.BitsOverride is int o ? Math.Max(o, bits) : bits, axis) : t;
+            Parameter? learned = null;
+            if (options.LearnWeightStepSizes)
+            {
+                // Initialised from the deployed (BN-folded) weight: the one the scale will quantize.
+                var initialWeight = folded.Graph.TryGetInitializer(node.Inputs[1], out var fw) ? fw : w;
+                using var wt = OnnxTorchModule.ToTorch(initialWeight);
+                using var absMax = MaxAbs(wt, axis);
+                learned = new Parameter(torch.where(absMax > 0, absMax / ((1L << (bits - 1)) - 1), torch.ones_like(absMax)), requires_grad: true);
+                result.WeightScales[node.Inputs[1]] = learned;
+            }
+            module.WeightHooks[node.Inputs[1]] = t => !result.WeightsEnabled ? t
+                : learned is not null && result.BitsOverride is null ? FakeQuantizeLearnedWeight(t, learned, bits, axis)
+                : FakeQuantizeWeight(t, result.BitsOverride is int o ? Math.Max(o, bits) : bits, axis);
             if (node.OpType is "Conv" or "Gemm" && node.Inputs.Count > 2 && QuantizerOf(node.Inputs[0]) is { } input)
             {
                 int? biasAxis = axis;
                 module.BiasHooks[node.Name] = (b, wFloat) => result.WeightsEnabled && input.FakeQuantEnabled
-                    ? FakeQuantizeBias(b, wFloat, input.CurrentScale, result.BitsOverride is int o ? Math.Max(o, bits) : bits, biasAxis)
+                    ? FakeQuantizeBias(b, wFloat, input.CurrentScale, result.BitsOverride is int o ? Math.Max(o, bits) : bits, biasAxis,
+                        learned is not null && result.BitsOverride is null ? learned : null)
                     : b;
             }
         }
         return result;
+    }
+
+    private static Tensor MaxAbs(Tensor w, int? axis)
+    {
+        using (torch.no_grad())
+            return axis is int a
+                ? w.abs().amax(Enumerable.Range(0, (int)w.dim()).Where(d => d != a).Select(d => (long)d).ToArray())
+                : w.abs().max();
+    }
+
+    /// <summary>LSQ for weights: the learned step size per channel, its gradient scaled by 1 / sqrt(weights per channel * qmax).</summary>
+    private static Tensor FakeQuantizeLearnedWeight(Tensor w, Parameter scale, int bits, int? axis)
+    {
+        long qmax = (1L << (bits - 1)) - 1;
+        long perChannel = w.numel() / Math.Max(1, scale.numel());
+        using var scope = torch.NewDisposeScope();
+        Tensor s = scale.abs() + 1e-12f;
+        return FakeQuantize.Apply(w, s, torch.zeros_like(s).detach(), -qmax, qmax, axis, gradientScale: 1.0 / Math.Sqrt(perChannel * (double)qmax)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Symmetric per-channel (or per-tensor) weight fake quantization with scale max|w| / qmax, as the writer exports it.</summary>
@@ -378,17 +428,22 @@ internal static class AwareTrainer
     }
 
     /// <summary>The deployed int32 bias: round(b / (s_in * s_w[c])) * s_in * s_w[c], with s_w = max|w| / qmax per channel.</summary>
-    private static Tensor FakeQuantizeBias(Tensor bias, Tensor weight, float inputScale, int bits, int? axis)
+    private static Tensor FakeQuantizeBias(Tensor bias, Tensor weight, float inputScale, int bits, int? axis, Parameter? learnedWeightScale = null)
     {
         long qmax = (1L << (bits - 1)) - 1;
         using var scope = torch.NewDisposeScope();
         Tensor weightScale;
         using (torch.no_grad())
         {
-            Tensor absMax = axis is int a
-                ? weight.abs().amax(Enumerable.Range(0, (int)weight.dim()).Where(d => d != a).Select(d => (long)d).ToArray())
-                : weight.abs().max();
-            weightScale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax));
+            if (learnedWeightScale is not null)
+            {
+                weightScale = learnedWeightScale.abs().detach();
+            }
+            else
+            {
+                Tensor absMax = MaxAbs(weight, axis);
+                weightScale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax));
+            }
         }
         Tensor scale = (weightScale * inputScale).detach();
         if (scale.numel() == 1)
@@ -396,8 +451,9 @@ internal static class AwareTrainer
         return FakeQuantize.Apply(bias, scale, torch.zeros_like(scale), int.MinValue, int.MaxValue, scale.numel() == 1 ? null : 0).MoveToOuterDisposeScope();
     }
 
-    private static int GradualBits(long quantStep, long quantSteps)
-        => quantStep < quantSteps / 3 ? 16 : quantStep < 2 * quantSteps / 3 ? 8 : 2;
+    /// <summary>16 bits for the first third of the quantized steps, 8 for the second, then the target (null: no override).</summary>
+    private static int? GradualBits(long quantStep, long quantSteps)
+        => quantStep < quantSteps / 3 ? 16 : quantStep < 2 * quantSteps / 3 ? 8 : null;
 
     /// <summary>The table of the deployed graph with the trained ranges in place of calibrated ones.</summary>
     private static CalibrationTable WithRanges(CalibrationTable table, Quantizers quantizers)
@@ -405,7 +461,17 @@ internal static class AwareTrainer
         var result = new CalibrationTable();
         foreach (var e in table)
         {
-            if (e.Kind == TensorKind.Activation && e.RangeSource is null && quantizers.Activations.TryGetValue(e.TensorName, out var q))
+            if (e.Kind == TensorKind.Weight && quantizers.WeightScales.TryGetValue(e.TensorName, out var learned)
+                && quantizers.Weights.TryGetValue(e.TensorName, out var spec) && e.Axis == spec.Axis)
+            {
+                // The learned step sizes, as the symmetric ranges the writer turns back into them (max|w| = s * qmax).
+                float[] scales = learned.detach().abs().data<float>().ToArray();
+                int qmax = (1 << (spec.Bits - 1)) - 1;
+                float[] max = scales.Select(v => v * qmax).ToArray();
+                result.Add(new CalibrationTableEntry(e.TensorName, e.Kind, e.Method, e.Bits, e.IsSigned, e.IsSymmetric, e.Axis,
+                    max.Select(v => -v).ToArray(), max, scales, new int[scales.Length], e.Histogram));
+            }
+            else if (e.Kind == TensorKind.Activation && e.RangeSource is null && quantizers.Activations.TryGetValue(e.TensorName, out var q))
             {
                 var (min, max) = q.Range;
                 var p = QuantizationParameters.Compute(min, max, e.Bits, e.IsSigned, e.IsSymmetric);

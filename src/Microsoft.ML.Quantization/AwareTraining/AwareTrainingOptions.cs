@@ -56,6 +56,12 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// </summary>
     public RangeLearning ActivationRanges { get; set; } = RangeLearning.LearnedStepSize;
 
+    /// <summary>
+    /// LSQ for weights: learn each Conv/Gemm/MatMul weight's per-channel step size (initialised from the deployed, BN-folded
+    /// max|w| / qmax) instead of recomputing max|w| / qmax every step. Default false.
+    /// </summary>
+    public bool LearnWeightStepSizes { get; set; }
+
     /// <summary>Training epochs over the data. Default 2 (fine-tuning needs few).</summary>
     public int Epochs { get; set; } = 2;
 
@@ -77,7 +83,10 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Epoch (0-based) from which BatchNormalization runs folded into the preceding Conv with frozen running statistics. Default 1.</summary>
     public int BatchNormFreezeEpoch { get; set; } = 1;
 
-    /// <summary>For targets below 8 bits: the first third of the quantized steps at 16 bits, the second at 8, then the target. Default false.</summary>
+    /// <summary>
+    /// Gradual bit width: the first third of the quantized steps at 16 bits, the second at 8, then the target widths, for
+    /// weights and activations (narrower targets only). Default false.
+    /// </summary>
     public bool GradualBitWidth { get; set; }
 
     /// <summary>Distillation weight a in [0, 1] (0, the default, turns the float teacher off).</summary>

@@ -101,7 +101,7 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
             if (_learnedScale is null)
                 return (_min, _max);
             float s = MathF.Abs(_learnedScale.item<float>());
-            var (qmin, qmax) = Levels();
+            var (qmin, qmax) = QuantizationParameters.GetQuantizedRange(_bits, _signed, _symmetric && _signed);   // the learned step's own width
             return ((qmin - _zeroPoint) * s, (qmax - _zeroPoint) * s);
         }
     }
@@ -119,12 +119,17 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
         }
     }
 
-    private (int Min, int Max) Levels() => QuantizationParameters.GetQuantizedRange(_bits, _signed, _symmetric && _signed);
+    /// <summary>A wider width to use for now (gradual bit-width schedules), or null for the quantizer's own.</summary>
+    internal int? BitsOverride { get; set; }
+
+    private int Bits => BitsOverride is int o ? Math.Max(o, _bits) : _bits;
+
+    private (int Min, int Max) Levels() => QuantizationParameters.GetQuantizedRange(Bits, _signed, _symmetric && _signed);
 
     private QuantizationParameters Parameters()
     {
         _signed = _symmetric && _min < 0;
-        var p = QuantizationParameters.Compute(_min, _max, _bits, _signed, _symmetric && _signed);
+        var p = QuantizationParameters.Compute(_min, _max, Bits, _signed, _symmetric && _signed);
         _zeroPoint = p.ZeroPoint;
         return p;
     }
@@ -138,6 +143,17 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
             return input.alias();
         if (_clip is not null)
             return ClipAndQuantize(input);
+        if (_learnedScale is not null && BitsOverride is not null)
+        {
+            // The learned range, quantized more finely for now (no state changes: the learned step keeps its width).
+            var (min, max) = Range;
+            bool signed = _symmetric && min < 0;
+            var wide = QuantizationParameters.Compute(min, max, Bits, signed, _symmetric && signed);
+            var (lo, hi) = QuantizationParameters.GetQuantizedRange(Bits, signed, _symmetric && signed);
+            using var ws = torch.tensor(wide.Scale);
+            using var wz = torch.tensor((float)wide.ZeroPoint);
+            return FakeQuantize.Apply(input, ws, wz, lo, hi);
+        }
         var (qmin, qmax) = Levels();
         if (_learnedScale is not null)
         {

@@ -91,7 +91,7 @@ public sealed class AwareTrainingTests
             AwareTrainingOptions Make(string? checkpoint) => new()
             {
                 ModelPath = TestData.FmnistNetBn, Epochs = 2, TrainingBatchSize = 32, CalibrationSampleCount = 64, IntraOpNumThreads = 1,
-                ActivationRanges = RangeLearning.LearnedStepSize, CheckpointPath = checkpoint, CheckpointEverySteps = 3, Seed = 5,
+                ActivationRanges = RangeLearning.LearnedStepSize, LearnWeightStepSizes = true, CheckpointPath = checkpoint, CheckpointEverySteps = 3, Seed = 5,
             };
             using var uninterrupted = context.Quantization.AwareTraining(Make(null)).Fit(data);
 
@@ -136,6 +136,7 @@ public sealed class AwareTrainingTests
         options.DistillationTemperature = 4;
         options.GradualBitWidth = true;
         options.ActivationRanges = RangeLearning.LearnedClipping;   // PACT
+        options.LearnWeightStepSizes = true;                          // LSQ for weights
         options.Epochs = 1;
         using var model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
         var report = model.AwareTraining!;

@@ -76,6 +76,25 @@ public sealed class FakeQuantizeTests
         Assert.Throws<ArgumentException>(() => new FakeQuantizer("pact0", learning: RangeLearning.LearnedClipping));
     }
 
+    [Theory]
+    [InlineData(RangeLearning.MovingAverage)]
+    [InlineData(RangeLearning.LearnedStepSize)]
+    [InlineData(RangeLearning.LearnedClipping)]
+    public void GradualBitWidth_QuantizesFinelyWhileOverridden_ThenOnTheTargetGrid(RangeLearning learning)
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        using var q = new FakeQuantizer("q4", bits: 4, learning: learning, initialMin: 0f, initialMax: 1.5f) { ObserverEnabled = false };
+        q.train();
+        using var x = torch.tensor(new float[] { 0.33f, 0.77f, 1.21f });
+        q.BitsOverride = 16;
+        float[] fine = q.forward(x).detach().data<float>().ToArray();
+        Assert.All(fine.Zip(new[] { 0.33f, 0.77f, 1.21f }), p => Assert.Equal(p.Second, p.First, 4));   // 1.5 / 65535 steps
+        q.BitsOverride = null;
+        float[] coarse = q.forward(x).detach().data<float>().ToArray();
+        Assert.Equal(new[] { 0.3f, 0.8f, 1.2f }, coarse.Select(v => MathF.Round(v, 4)).ToArray());     // 1.5 / 15 = 0.1 steps
+        Assert.Equal((0f, 1.5f), (q.Range.Min, MathF.Round(q.Range.Max, 5)));
+    }
+
     [Fact]
     public void Module_ObservesWithMovingAverage_FreezesAndPassesThroughWhenDisabled()
     {
