@@ -370,8 +370,7 @@ internal static class AwareTrainer
                 // Initialised from the deployed (BN-folded) weight: the one the scale will quantize.
                 var initialWeight = folded.Graph.TryGetInitializer(node.Inputs[1], out var fw) ? fw : w;
                 using var wt = OnnxTorchModule.ToTorch(initialWeight);
-                using var absMax = MaxAbs(wt, axis);
-                learned = new Parameter(torch.where(absMax > 0, absMax / ((1L << (bits - 1)) - 1), torch.ones_like(absMax)), requires_grad: true);
+                learned = new Parameter(WeightScale(wt, bits, axis), requires_grad: true);
                 result.WeightScales[node.Inputs[1]] = learned;
             }
             module.WeightHooks[node.Inputs[1]] = t => !result.WeightsEnabled ? t
@@ -412,39 +411,27 @@ internal static class AwareTrainer
     {
         long qmax = (1L << (bits - 1)) - 1;
         using var scope = torch.NewDisposeScope();
-        Tensor absMax;
+        Tensor scale = WeightScale(w, bits, axis);
+        return FakeQuantize.Apply(w, scale, torch.zeros_like(scale), -qmax, qmax, axis).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The writer's weight scale: max|w| / qmax per channel (or per tensor), 1 for an all-zero channel; no gradient.</summary>
+    private static Tensor WeightScale(Tensor w, int bits, int? axis)
+    {
+        long qmax = (1L << (bits - 1)) - 1;
         using (torch.no_grad())
         {
-            if (axis is int a)
-            {
-                var dims = Enumerable.Range(0, (int)w.dim()).Where(d => d != a).Select(d => (long)d).ToArray();
-                absMax = w.abs().amax(dims);
-            }
-            else
-                absMax = w.abs().max();
+            using var scope = torch.NewDisposeScope();
+            Tensor absMax = MaxAbs(w, axis);
+            return torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax)).MoveToOuterDisposeScope();
         }
-        Tensor scale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax)).detach();
-        return FakeQuantize.Apply(w, scale, torch.zeros_like(scale), -qmax, qmax, axis).MoveToOuterDisposeScope();
     }
 
     /// <summary>The deployed int32 bias: round(b / (s_in * s_w[c])) * s_in * s_w[c], with s_w = max|w| / qmax per channel.</summary>
     private static Tensor FakeQuantizeBias(Tensor bias, Tensor weight, float inputScale, int bits, int? axis, Parameter? learnedWeightScale = null)
     {
-        long qmax = (1L << (bits - 1)) - 1;
         using var scope = torch.NewDisposeScope();
-        Tensor weightScale;
-        using (torch.no_grad())
-        {
-            if (learnedWeightScale is not null)
-            {
-                weightScale = learnedWeightScale.abs().detach();
-            }
-            else
-            {
-                Tensor absMax = MaxAbs(weight, axis);
-                weightScale = torch.where(absMax > 0, absMax / qmax, torch.ones_like(absMax));
-            }
-        }
+        Tensor weightScale = learnedWeightScale is not null ? learnedWeightScale.abs().detach() : WeightScale(weight, bits, axis);
         Tensor scale = (weightScale * inputScale).detach();
         if (scale.numel() == 1)
             scale = scale.reshape([]);
@@ -540,13 +527,7 @@ internal static class AwareTrainer
             ReadOnlySpan<float> logits = results[0].GetTensorDataAsSpan<float>();
             int classes = logits.Length / count;
             for (int r = 0; r < count; r++)
-            {
-                var row = logits.Slice(r * classes, classes);
-                int best = 0;
-                for (int c = 1; c < classes; c++)
-                    if (row[c] > row[best]) best = c;
-                correct += best == rows.Labels[start + r] ? 1 : 0;
-            }
+                correct += QuantizationComparer.ArgMax(logits.Slice(r * classes, classes)) == rows.Labels[start + r] ? 1 : 0;
         }
         return (double)correct / rows.Count;
     }
@@ -588,8 +569,11 @@ internal static class AwareTrainer
         if (!(key || labelType == NumberDataViewType.UInt32 || labelType == NumberDataViewType.Int32 || labelType == NumberDataViewType.Int64 || labelType == NumberDataViewType.Single))
             throw Internal.SchemaErrors.Mismatch(paramName, labelColumn, "UInt32, Int32, Int64, Single or a key type", Internal.SchemaShapes.Describe(labelType));
 
-        var xs = new List<float>();
-        var ys = new List<long>();
+        // Rows are copied whole into one growing array (preallocated when the row count is known).
+        long known = data.GetRowCount() ?? 1024;
+        var xs = new float[checked((int)Math.Min(known * rowSize, Array.MaxLength))];
+        var ys = new List<long>((int)Math.Min(known, int.MaxValue));
+        int filled = 0;
         using var cursor = data.GetRowCursor([features, label]);
         var getFeatures = cursor.GetGetter<VBuffer<float>>(features);
         Func<long> getLabel = labelType switch
@@ -605,11 +589,13 @@ internal static class AwareTrainer
             getFeatures(ref row);
             if (row.Length != rowSize)
                 throw new InvalidOperationException($"Column '{featureColumn}' row {cursor.Position} has {row.Length} values; the model takes {rowSize}.");
-            foreach (float f in row.DenseValues())
-                xs.Add(f);
+            if (filled + rowSize > xs.Length)
+                Array.Resize(ref xs, checked(Math.Max(xs.Length * 2, filled + rowSize)));
+            row.CopyTo(xs.AsSpan(filled, rowSize));
+            filled += rowSize;
             ys.Add(getLabel());
         }
-        return new TrainingRows([.. xs], [.. ys], rowSize, rowDims);
+        return new TrainingRows(filled == xs.Length ? xs : xs[..filled], [.. ys], rowSize, rowDims);
     }
 
     private static Func<long> Getter<T>(DataViewRow row, DataViewSchema.Column column, Func<T, long> convert)

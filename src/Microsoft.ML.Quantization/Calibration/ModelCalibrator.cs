@@ -75,7 +75,8 @@ internal static class ModelCalibrator
         return ToEntry(perTensor, w.Name, TensorKind.Weight, null);
     }
 
-    private static CalibrationTableEntry ToEntry(TensorObserver observer, string name, TensorKind kind, int? axis)
+    /// <summary>The observer's entry; a tensor with nothing finite to calibrate is an error naming it (and its column, for graph inputs).</summary>
+    private static CalibrationTableEntry ToEntry(TensorObserver observer, string name, TensorKind kind, int? axis, string? column = null)
     {
         try
         {
@@ -83,7 +84,8 @@ internal static class ModelCalibrator
         }
         catch (InvalidOperationException e)
         {
-            throw new InvalidOperationException($"Cannot calibrate {(kind == TensorKind.Weight ? "weight" : "activation")} '{name}': {e.Message}", e);
+            string what = column is not null ? $"input '{name}' (column '{column}')" : $"{(kind == TensorKind.Weight ? "weight" : "activation")} '{name}'";
+            throw new InvalidOperationException($"Cannot calibrate {what}: {e.Message}", e);
         }
     }
 
@@ -182,18 +184,6 @@ internal static class ModelCalibrator
             channel.Warning(MessageSensitivity.None, "{0}",
                 $"Tensor '{e.TensorName}': {e.NonFiniteCount} NaN or infinite values were seen and left out of its range ({e.Histogram.Count} finite values).");
         return rows;
-    }
-
-    private static CalibrationTableEntry ToEntry(TensorObserver observer, string name, TensorKind kind, int? axis, string column)
-    {
-        try
-        {
-            return observer.ToEntry(name, kind, axis);
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new InvalidOperationException($"Cannot calibrate input '{name}' (column '{column}'): {e.Message}", e);
-        }
     }
 
     private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxScoringOptions scoring)

@@ -325,30 +325,21 @@ internal sealed class OnnxGraph
             t.Name = newName;
     }
 
-    /// <summary>Renames every use of a tensor as a node input (subgraph uses included) and as a graph output.</summary>
-    public void ReplaceAllUses(string oldName, string newName)
-    {
-        foreach (var n in Proto.Node)
-        {
-            for (int i = 0; i < n.Input.Count; i++)
-                if (n.Input[i] == oldName)
-                    n.Input[i] = newName;
-            foreach (var a in n.Attribute)
-            {
-                if (a.G is not null)
-                    RenameInSubgraph(a.G, oldName, newName);
-                foreach (var g in a.Graphs)
-                    RenameInSubgraph(g, oldName, newName);
-            }
-        }
-    }
+    /// <summary>Renames every use of a tensor as a node input, subgraph uses included (graph outputs: see RenameTensor).</summary>
+    public void ReplaceAllUses(string oldName, string newName) => RenameInputs(Proto.Node, oldName, newName);
 
     private static void RenameInSubgraph(GraphProto g, string oldName, string newName)
     {
         // Names the subgraph defines itself shadow the outer one.
         if (g.Input.Any(v => v.Name == oldName) || g.Initializer.Any(t => t.Name == oldName) || g.Node.Any(n => n.Output.Contains(oldName)))
             return;
-        foreach (var n in g.Node)
+        RenameInputs(g.Node, oldName, newName);
+    }
+
+    /// <summary>Renames a tensor in the nodes' inputs and in their subgraphs (where not shadowed).</summary>
+    private static void RenameInputs(IEnumerable<NodeProto> nodes, string oldName, string newName)
+    {
+        foreach (var n in nodes)
         {
             for (int i = 0; i < n.Input.Count; i++)
                 if (n.Input[i] == oldName)

@@ -81,8 +81,9 @@ internal static class QuantizationComparer
                 {
                     ga[i](ref x);
                     gb[i](ref y);
-                    var xs = x.DenseValues().ToArray();
-                    var ys = y.DenseValues().ToArray();
+                    // The scoring transforms hand out dense buffers: read them in place, no per-row copies.
+                    ReadOnlySpan<float> xs = x.IsDense ? x.GetValues() : x.DenseValues().ToArray();
+                    ReadOnlySpan<float> ys = y.IsDense ? y.GetValues() : y.DenseValues().ToArray();
                     if (xs.Length != ys.Length)
                         throw new InvalidOperationException($"Tensor '{(i == 0 ? output : layers[i - 1].Float)}' has {xs.Length} values per row in the float model but {ys.Length} in the quantized one.");
                     double dot = 0, xx = 0, yy = 0, diff = 0;
@@ -143,7 +144,8 @@ internal static class QuantizationComparer
 
     private static double Sqnr(double signal, double noise) => noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(signal / noise);
 
-    private static int ArgMax(float[] v)
+    /// <summary>The index of the largest value; ties go to the lowest index (as the accuracy figures are defined).</summary>
+    internal static int ArgMax(ReadOnlySpan<float> v)
     {
         int best = 0;
         for (int i = 1; i < v.Length; i++)

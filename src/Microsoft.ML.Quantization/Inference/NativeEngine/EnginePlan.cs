@@ -95,6 +95,17 @@ internal sealed class PayloadWriter(Stream stream)
 {
     public PayloadWriter() : this(new MemoryStream()) { }
 
+    /// <summary>The header every one-input integer op starts with: input and output tensor ids, their quantizations.</summary>
+    public static PayloadWriter OneInput(int input, int output, EngineQuant inputQuant, EngineQuant outputQuant)
+    {
+        var w = new PayloadWriter();
+        w.U32((uint)input);
+        w.U32((uint)output);
+        w.Quant(inputQuant);
+        w.Quant(outputQuant);
+        return w;
+    }
+
     public void U32(uint v)
     {
         Span<byte> b = stackalloc byte[4];

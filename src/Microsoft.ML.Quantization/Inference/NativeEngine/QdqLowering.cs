@@ -238,11 +238,7 @@ internal sealed class QdqLowering
         x = Materialize(x);
         long[] outDims = [m, geo.OutH, geo.OutW];
         int id = _plan.AddTensor(outType, outDims);
-        var w = new PayloadWriter();
-        w.U32((uint)x.Id);
-        w.U32((uint)id);
-        w.Quant(xq);
-        w.Quant(outQuant);
+        var w = PayloadWriter.OneInput(x.Id, id, xq, outQuant);
         foreach (long v in new[] { m, cpg, kh, kw, groups, geo.Sh, geo.Sw, geo.Pt, geo.Pl, geo.Pb, geo.Pr, geo.Dh, geo.Dw })
             w.I64(v);
         WriteWeights(w, node, weight, m, 2, perChannelCount: m);
@@ -268,11 +264,7 @@ internal sealed class QdqLowering
         CheckWeightAxis(node, weight, transB ? 0 : 1, n);
         long[] outDims = [n];
         int id = _plan.AddTensor(outType, outDims);
-        var w = new PayloadWriter();
-        w.U32((uint)x.Id);
-        w.U32((uint)id);
-        w.Quant(xq);
-        w.Quant(outQuant);
+        var w = PayloadWriter.OneInput(x.Id, id, xq, outQuant);
         w.I64(k);
         w.I64(n);
         w.U32(transB ? 1u : 0u);
@@ -425,11 +417,7 @@ internal sealed class QdqLowering
         // MaxPool keeps the input's quantization; a different output quantization is a table after it.
         EngineQuant poolOut = max ? xq : outQuant;
         int id = _plan.AddTensor(outType, outDims);
-        var w = new PayloadWriter();
-        w.U32((uint)source.Id);
-        w.U32((uint)id);
-        w.Quant(xq);
-        w.Quant(poolOut);
+        var w = PayloadWriter.OneInput(source.Id, id, xq, poolOut);
         foreach (long v in new[] { k[0], k[1], geo.Sh, geo.Sw, geo.Pt, geo.Pl, geo.Pb, geo.Pr, geo.Dh, geo.Dw })
             w.I64(v);
         w.U32(node.GetInt("count_include_pad", 0) != 0 ? 1u : 0u);
@@ -446,11 +434,7 @@ internal sealed class QdqLowering
         var source = Materialize(x);
         long[] outDims = [x.Dims[0], 1, 1];
         int id = _plan.AddTensor(outType, outDims);
-        var w = new PayloadWriter();
-        w.U32((uint)source.Id);
-        w.U32((uint)id);
-        w.Quant(xq);
-        w.Quant(outQuant);
+        var w = PayloadWriter.OneInput(source.Id, id, xq, outQuant);
         Emit(EngineOpKind.GlobalAveragePool, node.Describe, w);
         return new QTensor(id, outDims, outType, outQuant);
     }
