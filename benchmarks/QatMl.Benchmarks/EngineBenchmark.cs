@@ -184,7 +184,7 @@ internal static class EngineBenchmark
 
     private static int Same(float[] a, float[] b) => a.Where((v, i) => v == b[i]).Count();
 
-    private static float[] Column(IDataView view, string name)
+    internal static float[] Column(IDataView view, string name)
     {
         var result = new List<float>();
         var column = view.Schema[name];

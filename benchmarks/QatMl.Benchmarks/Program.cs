@@ -7,7 +7,9 @@
 //        ptq-speed (issue 5: ORT INT8 vs FP32 on ResNet18, batch 1 and 16);
 //        qat --train <folder> [--seeds 3] [--epochs 2] (issue 6: QAT figures on FmnistNet);
 //        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings);
-//        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory).
+//        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory);
+//        engine-profile [--fmnistnet] [--batch N] [--runs N] (per-node times: ORT's profiler and, with
+//        QATML_ENGINE_PROFILE=1, the engine's per-op table).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -41,13 +43,15 @@ switch (name)
         break;
     case "engine":
         return EngineBenchmark.Run(settings, args);
+    case "engine-profile":
+        return EngineProfile.Run(settings, args);
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine|engine-profile> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

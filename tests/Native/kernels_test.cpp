@@ -770,6 +770,14 @@ TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
         {1, 36, 72, 7, 7, 3, 1, 1, 1, 1, true, QATML_TYPE_UINT8},      // 7x7 plane: 4 vectors, rows > pixels
         {2, 24, 203, 12, 12, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},  // rows > pixels, row tail
         {1, 9, 20, 66, 64, 3, 2, 0, 1, 1, false, QATML_TYPE_UINT8},    // stride 2 without padding
+        // Output channels in lanes (small planes, no weight zero points, 8-bit outputs): 49 pixels in
+        // balanced tiles, rows padded to 16 (50 of 64 computed), stride 2 onto 7x7, groups, the
+        // pixel-major staging transposed in 16 x 16 blocks with pixel and channel tails.
+        {2, 64, 64, 7, 7, 3, 1, 1, 1, 1, false, QATML_TYPE_UINT8},     // ResNet18 layer4 shape, narrower
+        {1, 40, 62, 14, 14, 3, 1, 1, 1, 1, false, QATML_TYPE_INT8},    // 196 pixels, 62 rows
+        {1, 24, 96, 14, 14, 3, 2, 1, 1, 1, false, QATML_TYPE_UINT8},   // stride 2 onto 7x7
+        {1, 16, 64, 6, 6, 3, 1, 1, 1, 2, false, QATML_TYPE_INT8},      // 2 groups of 32 channels
+        {1, 70, 16, 3, 5, 1, 1, 0, 1, 1, false, QATML_TYPE_UINT8},     // 1x1 on 15 pixels
         // One input channel per group: K groups of 4 taps (stride 1 slices, other strides gathered).
         {2, 1, 24, 30, 33, 5, 2, 2, 1, 1, true, QATML_TYPE_INT8},      // C = 1, 5x5 stride 2
         {1, 2, 6, 20, 20, 3, 1, 1, 2, 2, true, QATML_TYPE_UINT8},      // groups 2 x (C/g = 1, M/g = 3), dilation

@@ -5,6 +5,7 @@
 #include "kernels/abi_util.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <emmintrin.h>  // SSE2: part of baseline x86-64
@@ -443,6 +444,63 @@ void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, in
     }
 }
 
+// Pixel lanes (16 virtual pixels per vector, OH * wq of them) waste the lanes of the dropped columns
+// and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
+// transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
+// QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
+bool prefer_channel_lanes(const Geometry& g, int64_t wq) {
+    static const int forced = [] {
+        const char* v = std::getenv("QATML_CONV_LANES");
+        return v == nullptr ? 0 : std::strcmp(v, "channels") == 0 ? 1 : std::strcmp(v, "pixels") == 0 ? -1 : 0;
+    }();
+    if (forced != 0) return forced > 0;
+    const double pixel_use = double(g.oh * g.ow) / double(round_up(g.oh * wq, 16));
+    const double channel_use = double(g.mpg) / double(round_up(g.mpg, kConvPack));
+    return channel_use > pixel_use + 0.05;
+}
+
+// dst[c * pixels + p] = src[p * src_stride + c] for c < channels: 16 x 16 byte blocks (SSE2), scalar edges.
+void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64_t src_stride, uint8_t* dst) {
+    int64_t c0 = 0;
+    for (; c0 + 16 <= channels; c0 += 16) {
+        int64_t p0 = 0;
+        for (; p0 + 16 <= pixels; p0 += 16) {
+            __m128i r[16];
+            for (int i = 0; i < 16; ++i) r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (p0 + i) * src_stride + c0));
+            // Four rounds of interleaving: bytes, words, dwords, qwords.
+            __m128i t[16];
+            for (int i = 0; i < 8; ++i) {
+                t[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+                t[i + 8] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+            }
+            for (int i = 0; i < 4; ++i) {
+                r[i] = _mm_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
+                r[i + 4] = _mm_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
+                r[i + 8] = _mm_unpacklo_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+                r[i + 12] = _mm_unpackhi_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+            }
+            for (int h = 0; h < 16; h += 4) {
+                t[h] = _mm_unpacklo_epi32(r[h], r[h + 1]);
+                t[h + 1] = _mm_unpackhi_epi32(r[h], r[h + 1]);
+                t[h + 2] = _mm_unpacklo_epi32(r[h + 2], r[h + 3]);
+                t[h + 3] = _mm_unpackhi_epi32(r[h + 2], r[h + 3]);
+            }
+            for (int h = 0; h < 16; h += 4) {
+                r[h] = _mm_unpacklo_epi64(t[h], t[h + 2]);
+                r[h + 1] = _mm_unpackhi_epi64(t[h], t[h + 2]);
+                r[h + 2] = _mm_unpacklo_epi64(t[h + 1], t[h + 3]);
+                r[h + 3] = _mm_unpackhi_epi64(t[h + 1], t[h + 3]);
+            }
+            for (int i = 0; i < 16; ++i)  // r[i]: channel c0 + i, pixels p0 .. p0 + 15
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (c0 + i) * pixels + p0), r[i]);
+        }
+        for (; p0 < pixels; ++p0)
+            for (int64_t c = c0; c < c0 + 16; ++c) dst[c * pixels + p0] = src[p0 * src_stride + c];
+    }
+    for (; c0 < channels; ++c0)
+        for (int64_t p = 0; p < pixels; ++p) dst[c0 * pixels + p] = src[p * src_stride + c0];
+}
+
 // One input channel per group (quads == 0): the implicit GEMM's input is an im2col [k4][q][4]
 // (4 taps per K group, `region` bytes per group) of the padded plane `pp` (flip and padding applied).
 // Stride 1: virtual pixels on the padded-width grid (wq = wp), each tap's row one slice of the plane
@@ -561,7 +619,7 @@ QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const v
             pw->plain = std::move(plain);
         } else {
             // Reorder K to (tap, channel quad, channel) (see k_source), then broadcast tiles per group.
-            if (isa == QATML_ISA_AVX512_VNNI) pw->mr = kConvMR;  // the implicit-GEMM tile
+            if (isa == QATML_ISA_AVX512_VNNI) pw->mr = kConvPack;  // the implicit-GEMM kernels' weight rows
             pw->quads = in_channels_per_group == 1 ? 0 : (in_channels_per_group + 3) / 4;  // 0: taps by 4
             pw->k4 = pw->quads == 0 ? (khw + 3) / 4 : khw * pw->quads;
             const int64_t kp = pw->k4 * 4;
@@ -761,6 +819,36 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             call.out_row_stride = P;
             call.store_mask = mask.data();
             call.store_index = index.data();
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && prefer_channel_lanes(g, L.wq)) {
+                // Output channels in lanes: pixel-major staging, transposed to NCHW per image and group.
+                const int64_t rows = round_up(g.mpg, kConvPack);
+                std::vector<int64_t> pixel_offsets(static_cast<size_t>(P));
+                for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
+                    for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * L.wq + ox);
+                AlignedBuffer staging(P * rows);
+                ConvLanesCall lanes{};
+                lanes.input = L.data;
+                lanes.k_offsets = offsets.data();
+                lanes.pixel_offsets = pixel_offsets.data();
+                lanes.rows = rows;
+                lanes.pixels = P;
+                lanes.k4 = k4;
+                lanes.zp = ep.zp;
+                lanes.lo = ep.lo;
+                lanes.hi = ep.hi;
+                lanes.out = staging.data;
+                lanes.out_pixel_stride = rows;
+                for (int64_t n = 0; n < g.n; ++n)
+                    for (int64_t grp = 0; grp < g.groups; ++grp) {
+                        interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                        lanes.weights = w->packed.data + grp * w->group_stride;
+                        lanes.rowadd = rowadd.data() + grp * g.mpg;
+                        lanes.mult = mult.data() + grp * g.mpg;
+                        conv_avx512vnni_lanes(lanes);
+                        transpose_bytes(staging.data, P, g.mpg, rows, static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P);
+                    }
+                return QATML_OK;
+            }
             for (int64_t n = 0; n < g.n; ++n)
                 for (int64_t grp = 0; grp < g.groups; ++grp) {
                     interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);

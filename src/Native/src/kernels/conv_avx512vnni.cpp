@@ -57,7 +57,7 @@ __attribute__((noinline)) void tile(const ConvCall& c, const Epi& e, const uint8
 #pragma GCC unroll 3
             for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], v[j], b);
         }
-        w += 4 * kMR;  // tiles are always packed kMR wide
+        w += 4 * kConvPack;  // weights are packed kConvPack rows wide
     }
 #pragma GCC unroll 3
     for (int j = 0; j < NV; ++j) {
@@ -91,7 +91,7 @@ void column_sums(const ConvCall& c) {
 
 template <int NV>
 void row_tile(const ConvCall& c, const Epi& e, int64_t r0, int64_t q0) {
-    const uint8_t* w = c.weights + (r0 / kMR) * (c.k4 * kMR * 4);
+    const uint8_t* w = c.weights + (r0 / kConvPack) * (c.k4 * kConvPack * 4) + (r0 % kConvPack) * 4;
     switch (c.rows - r0 >= kMR ? kMR : c.rows - r0) {
         case 8: tile<8, NV>(c, e, w, r0, q0); break;
         case 7: tile<7, NV>(c, e, w, r0, q0); break;
@@ -114,7 +114,93 @@ void block(const ConvCall& c, const Epi& e, int64_t r0, int64_t v0, int64_t nv) 
     else row_tile<1>(c, e, r0, v0 * 16);
 }
 
+// ---- output channels in lanes ----
+
+constexpr int kLanesPX = 6;  // pixels per tile
+constexpr int kLanesNV = 4;  // vectors of 16 channels per tile
+
+template <int PX, int NV>
+__attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, int64_t r0, int64_t p0) {
+    __m512i acc[PX][NV];
+#pragma GCC unroll 6
+    for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
+    const int64_t block = c.k4 * kConvPack * 4;  // bytes per 16 packed rows
+    const uint8_t* w = c.weights + (r0 / kConvPack) * block;
+    const uint8_t* in[PX];
+#pragma GCC unroll 6
+    for (int i = 0; i < PX; ++i) in[i] = c.input + c.pixel_offsets[p0 + i];
+    const int64_t* off = c.k_offsets;
+    for (int64_t k = 0; k < c.k4; ++k, w += 64) {
+        const int64_t o = off[k];
+        __m512i wv[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) wv[j] = _mm512_loadu_si512(w + j * block);
+#pragma GCC unroll 6
+        for (int i = 0; i < PX; ++i) {
+            int32_t word;
+            __builtin_memcpy(&word, in[i] + o, 4);
+            const __m512i b = _mm512_set1_epi32(word);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], b, wv[j]);
+        }
+    }
+    // Through memory: indexing the accumulators in this loop made GCC 12 keep a stack copy of them
+    // in the K loop.
+    alignas(64) int32_t sums[PX][NV][16];
+#pragma GCC unroll 6
+    for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) _mm512_store_si512(sums[i][j], acc[i][j]);
+    for (int j = 0; j < NV; ++j) {
+        const int64_t r = r0 + 16 * j;
+        const __m512i add = _mm512_loadu_si512(c.rowadd + r);
+        const __m512 mult = _mm512_loadu_ps(c.mult + r);
+        for (int i = 0; i < PX; ++i) {
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(sums[i][j]), add)), mult);
+            f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
+            const __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(c.out + (p0 + i) * c.out_pixel_stride + r), _mm512_cvtepi32_epi8(y));
+        }
+    }
+}
+
+// Pixels in balanced tiles of at most kLanesPX (49 pixels: 4 x 6 + 5 x 5, not 8 x 6 + a 1-pixel tile
+// that runs at a quarter of the rate).
+template <int NV>
+void lanes_row_block(const ConvLanesCall& c, const Epi& e, int64_t r0) {
+    const int64_t tiles = (c.pixels + kLanesPX - 1) / kLanesPX, small = c.pixels / tiles, big = c.pixels % tiles;
+    for (int64_t t = 0, p0 = 0; t < tiles; ++t) {
+        const int64_t px = small + (t < big ? 1 : 0);
+        switch (px) {
+            case 6: lanes_tile<6, NV>(c, e, r0, p0); break;
+            case 5: lanes_tile<5, NV>(c, e, r0, p0); break;
+            case 4: lanes_tile<4, NV>(c, e, r0, p0); break;
+            case 3: lanes_tile<3, NV>(c, e, r0, p0); break;
+            case 2: lanes_tile<2, NV>(c, e, r0, p0); break;
+            default: lanes_tile<1, NV>(c, e, r0, p0); break;
+        }
+        p0 += px;
+    }
+}
+
 }  // namespace
+
+void conv_avx512vnni_lanes(const ConvLanesCall& c) {
+    Epi e;
+    e.lo_f = _mm512_set1_ps(static_cast<float>(c.lo - c.zp));
+    e.hi_f = _mm512_set1_ps(static_cast<float>(c.hi - c.zp));
+    e.zp = _mm512_set1_epi32(c.zp);
+    for (int64_t r0 = 0; r0 < c.rows; r0 += 16 * kLanesNV) {
+        switch ((c.rows - r0) / 16) {
+            case 1: lanes_row_block<1>(c, e, r0); break;
+            case 2: lanes_row_block<2>(c, e, r0); break;
+            case 3: lanes_row_block<3>(c, e, r0); break;
+            default: lanes_row_block<4>(c, e, r0); break;
+        }
+    }
+}
 
 void conv_avx512vnni(const ConvCall& c) {
     Epi e;

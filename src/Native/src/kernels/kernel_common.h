@@ -50,11 +50,11 @@ void gemm_avx512vnni(const GemmCall& call);
 // sit at input + k_offsets[g] + 4 q and 16 consecutive pixels are one 64-byte load.
 // Virtual pixel q = oy * wq + ox; columns ox >= OW are computed and dropped by the store masks.
 struct ConvCall {
-    const uint8_t* weights;    // broadcast tiles [ceil(rows/kConvMR)][k4][kConvMR][4], s8
+    const uint8_t* weights;    // [ceil(rows/kConvPack)][k4][kConvPack][4], s8 (a tile reads kConvMR of each 16)
     const uint8_t* input;      // u8 (s8 inputs are XOR 0x80'd by the caller)
     const int64_t* k_offsets;  // k4 byte offsets
     int64_t rows, cols, k4;    // output channels, virtual pixels, K groups
-    // x = acc + rowadd[r] (+ rowmul[r] * colsum[q] when rowmul != nullptr). Row arrays padded to kConvMR.
+    // x = acc + rowadd[r] (+ rowmul[r] * colsum[q] when rowmul != nullptr). Row arrays padded to kConvPack.
     const int32_t* rowadd;
     const int32_t* rowmul;
     int32_t* colsum;           // per virtual pixel (cols rounded up to 16); filled by the driver
@@ -68,8 +68,27 @@ struct ConvCall {
     const uint16_t* store_mask;
     const int32_t* store_index;
 };
-constexpr int kConvMR = 8;  // register tile 8 rows x 48 pixels (24 zmm accumulators)
+constexpr int kConvMR = 8;     // pixel-lane register tile: 8 rows x 48 pixels (24 zmm accumulators)
+constexpr int kConvPack = 16;  // packed weight rows per K step: one zmm of 16 output channels x 4 bytes
 void conv_avx512vnni(const ConvCall& call);
+
+// The same convolution with output channels in the vector lanes (for small output planes, where
+// 16-pixel vectors would be partly empty): register tile 6 pixels x 64 channels, each pixel's 4 input
+// bytes of a K group broadcast from the interleaved input, the weights one zmm per 16 channels.
+// Writes 8-bit outputs pixel-major: out[p * out_pixel_stride + r] (the caller transposes to NCHW).
+struct ConvLanesCall {
+    const uint8_t* weights;        // as ConvCall (kConvPack rows per K step)
+    const uint8_t* input;          // as ConvCall
+    const int64_t* k_offsets;      // as ConvCall
+    const int64_t* pixel_offsets;  // per real output pixel: 4 * its virtual pixel
+    int64_t rows, pixels, k4;      // rows padded to kConvPack (padded rows are computed and stored)
+    const int32_t* rowadd;         // x = acc + rowadd[r]; padded to kConvPack (no weight zero points)
+    const float* mult;             // per row, padded
+    int32_t zp, lo, hi;            // UINT8 / INT8 output
+    uint8_t* out;
+    int64_t out_pixel_stride;      // bytes between pixels (>= rows)
+};
+void conv_avx512vnni_lanes(const ConvLanesCall& call);
 void gemm_avxvnni(const GemmCall& call);
 void gemm_avx2(const GemmCall& call);
 
