@@ -350,6 +350,7 @@ void BM_Pool(benchmark::State& state) {
 BENCHMARK(BM_Pool)
     ->ArgNames({"N", "C", "HW", "k", "s", "pad", "kind", "isa"})
     ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, -1})  // ResNet18 stem max pool, batch 32
+    ->Args({1, 64, 112, 3, 2, 1, QATML_POOL_MAX, -1})   // batch 1 (in cache, as in the engine)
     ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, QATML_ISA_AVX2})
     ->Args({32, 64, 112, 3, 2, 1, QATML_POOL_MAX, QATML_ISA_SCALAR})
     ->Args({256, 32, 28, 2, 2, 0, QATML_POOL_MAX, -1})  // FmnistNet 2x2 max pool, batch 256

@@ -707,6 +707,37 @@ TEST(KernelsSimd, MaxPool2x2MatchesScalar) {
     }
 }
 
+// The 3x3 stride-2 MaxPool fast path (pads 0 / 1 on each side, odd and even sizes, rows of several
+// vectors, planes narrower than the window's reach) against the scalar reference.
+TEST(KernelsSimd, MaxPool3x3Stride2MatchesScalar) {
+    if (fast_isas().empty()) GTEST_SKIP();
+    for (int iter = 0; iter < 60; ++iter) {
+        qatml_conv2d_params p{};
+        p.batch = rnd(1, 2);
+        p.channels = rnd(1, 4);
+        p.height = rnd(3, 30);
+        p.width = iter % 5 == 0 ? rnd(100, 300) : rnd(3, 70);
+        p.stride_h = p.stride_w = 2;
+        p.dilation_h = p.dilation_w = 1;
+        p.pad_top = rnd(0, 1);
+        p.pad_left = rnd(0, 1);
+        p.pad_bottom = rnd(0, 1);
+        p.pad_right = rnd(0, 1);
+        int64_t oh = 0, ow = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&p, 3, 3, &oh, &ow), QATML_OK);
+        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
+        expect_all_isas_match<uint8_t>(
+            [&] {
+                std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
+                EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, 3, 3, 0, x.data(), type, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
+                    << qatml_last_error();
+                return y;
+            },
+            "maxpool 3x3 stride 2 iter " + std::to_string(iter));
+    }
+}
+
 TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     auto isas = fast_isas();
     if (isas.empty()) GTEST_SKIP();

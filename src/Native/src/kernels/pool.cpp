@@ -153,6 +153,13 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
             simd->max_pool_2x2(static_cast<const uint8_t*>(x), p->batch * p->channels, H, W, oh, ow, sg, static_cast<uint8_t*>(y));
             return QATML_OK;
         }
+        if (simd && simd->max_pool_3x3s2 && kind == QATML_POOL_MAX && kernel_h == 3 && kernel_w == 3 && p->stride_h == 2 &&
+            p->stride_w == 2 && p->pad_top <= 1 && p->pad_left <= 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
+            2 * ow + 66 <= (int64_t(1) << 20)) {  // ResNet's stem MaxPool: one pass, no padded plane
+            simd->max_pool_3x3s2(static_cast<const uint8_t*>(x), p->batch * p->channels, H, W, oh, ow, p->pad_top,
+                                 p->pad_left, sg, static_cast<uint8_t*>(y));
+            return QATML_OK;
+        }
         if (simd) {
             const PoolGeometry g{H, W, oh, ow, kernel_h, kernel_w, p->stride_h, p->stride_w, p->dilation_h, p->dilation_w,
                                  p->pad_top, p->pad_left, H + p->pad_top + p->pad_bottom, W + p->pad_left + p->pad_right};

@@ -140,7 +140,7 @@ void max_pool_2x2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_
 
 const SimdKernels kSimdAvx2 = {quantize,       dequantize,     requantize,     requantize_each, add,
                                max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes,      depthwise_channel,
-                               max_pool_2x2};
+                               max_pool_2x2,   nullptr};
 
 }  // namespace kernels
 }  // namespace qatml

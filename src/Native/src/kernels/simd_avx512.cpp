@@ -96,11 +96,64 @@ void max_pool_2x2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_
         }
     }
 }
+
+// Per output row: the vertical max of its (up to) 3 input rows into `row` (1 byte of left padding, the
+// type's minimum past the plane), then per 32 outputs one 64-byte load at the window start (even byte =
+// column 2 ox - pl, odd byte = the next) and one 2 bytes later (its even byte = the third column): the
+// max of the three in the low byte of each 16-bit lane, kept by vpmovwb.
+void max_pool_3x3s2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t pt, int64_t pl,
+                    bool sg, uint8_t* y) {
+    const __m512i minimum = _mm512_set1_epi8(static_cast<char>(sg ? 0x80 : 0x00));
+    const int64_t span = 2 * ow + 2;   // columns the windows cover, from -pl
+    const int64_t cols = span + 64;    // whole 64-byte loads from any window start
+    // Written through row[cols + 62] (whole 64-byte blocks from column -1), read below row[cols].
+    const int64_t bytes = cols + 64;
+    alignas(64) uint8_t stack_row[1024];
+    uint8_t* row = stack_row;
+    uint8_t* heap = nullptr;
+    if (bytes > 1024) row = heap = static_cast<uint8_t*>(__builtin_malloc(static_cast<size_t>(bytes)));
+    if (row == nullptr) __builtin_trap();  // out of memory for a row of at most 2^20 + 130 bytes
+    auto vmax = [sg](__m512i a, __m512i b) { return sg ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b); };
+    for (int64_t p = 0; p < planes; ++p) {
+        const uint8_t* plane = x + p * h * w;
+        uint8_t* out = y + p * oh * ow;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const int64_t y0 = 2 * oy - pt;
+            const uint8_t* rows[3];
+            int nr = 0;
+            for (int64_t r = y0; r < y0 + 3; ++r)
+                if (r >= 0 && r < h) rows[nr++] = plane + r * w;
+            // row[1 + c] = max over the rows of column c, for c in [-1, cols - 1); minimum outside the plane.
+            for (int64_t c = -1; c < cols - 1; c += 64) {
+                const int64_t lo = c < 0 ? 0 : c;                       // first real column of this block
+                const int64_t n = w - lo <= 0 ? 0 : (w - lo < 64 ? w - lo : 64);
+                const int64_t shift = lo - c;                            // 1 for the first block (the pad byte)
+                __m512i v = minimum;
+                if (n > 0 && nr > 0) {
+                    const __mmask64 m = (n == 64 ? ~0ULL : ((1ULL << n) - 1)) << shift;
+                    v = _mm512_mask_loadu_epi8(minimum, m, rows[0] + lo - shift);
+                    for (int i = 1; i < nr; ++i) v = vmax(v, _mm512_mask_loadu_epi8(minimum, m, rows[i] + lo - shift));
+                }
+                _mm512_storeu_si512(row + 1 + c, v);
+            }
+            uint8_t* o = out + oy * ow;
+            const uint8_t* base = row + 1 - pl;  // column 2 ox - pl of output ox
+            for (int64_t ox = 0; ox < ow; ox += 32) {
+                const __m512i a = _mm512_loadu_si512(base + 2 * ox), b = _mm512_loadu_si512(base + 2 * ox + 2);
+                const __m512i m = vmax(vmax(a, _mm512_srli_epi16(a, 8)), b);
+                const int64_t n = ow - ox < 32 ? ow - ox : 32;
+                const __mmask32 sm = n == 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1);
+                _mm256_mask_storeu_epi8(o + ox, sm, _mm512_cvtepi16_epi8(m));
+            }
+        }
+    }
+    if (heap) __builtin_free(heap);
+}
 }  // namespace
 
 const SimdKernels kSimdAvx512 = {quantize,       dequantize,     requantize,     requantize_each, add,
                                  max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes,      depthwise_channel,
-                                 max_pool_2x2};
+                                 max_pool_2x2,   max_pool_3x3s2};
 
 }  // namespace kernels
 }  // namespace qatml

@@ -57,6 +57,10 @@ struct SimdKernels {
     // OH = H / 2, OW = W / 2 (floor). Every output, no scalar tail.
     void (*max_pool_2x2)(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, bool is_signed,
                          uint8_t* y);
+    // MaxPool 3x3, stride 2, dilation 1, pad_top / pad_left 0 or 1 (bottom / right: whatever the output size
+    // implies; padding never wins): y is planes x OH x OW. Null where an ISA has none (the separable path runs).
+    void (*max_pool_3x3s2)(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t pad_top,
+                           int64_t pad_left, bool is_signed, uint8_t* y);
 };
 
 extern const SimdKernels kSimdAvx512;
