@@ -780,6 +780,88 @@ TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     }
 }
 
+// Convolution + 2x2 stride-2 MaxPool in one call equals the convolution, then qatml_pool2d, on every ISA
+// (AVX-512 VNNI pools inside the channel-lane output pass; the others, and weight zero points, pool a
+// scratch output). Shapes: FmnistNet's two conv + pool pairs, odd output sizes (the floor drops a row and
+// a column), one and several channel quads, int8 outputs, groups.
+TEST(KernelsConv, ConvMaxPool2x2EqualsConvThenPool) {
+    std::vector<int> isas = fast_isas();
+    isas.insert(isas.begin(), QATML_ISA_SCALAR);
+    const struct { int64_t n, c, m, h, w, k, s, pad, groups; bool wzp; int32_t x_type, out_type; } shapes[] = {
+        {3, 1, 32, 28, 28, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},   // FmnistNet conv1 + pool1
+        {2, 32, 64, 14, 14, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},  // FmnistNet conv2 + pool2
+        {1, 7, 20, 11, 13, 3, 1, 0, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8},      // 9x11 output: floor drops
+        {2, 1, 18, 9, 10, 5, 1, 2, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8},      // C = 1, 5x5
+        {1, 12, 24, 16, 15, 3, 2, 1, 2, false, QATML_TYPE_UINT8, QATML_TYPE_INT8},    // stride 2, groups
+        {1, 8, 16, 10, 10, 3, 1, 1, 1, true, QATML_TYPE_UINT8, QATML_TYPE_UINT8},     // weight zero points
+        {1, 6, 6, 10, 10, 3, 1, 1, 6, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},     // depthwise
+    };
+    for (const auto& sh : shapes) {
+        ConvCase c{};
+        c.p = {sh.n, sh.c, sh.h, sh.w, sh.s, sh.s, sh.pad, sh.pad, sh.pad, sh.pad, 1, 1};
+        c.m = sh.m;
+        c.kh = c.kw = sh.k;
+        c.groups = sh.groups;
+        c.x_type = sh.x_type;
+        c.out_type = sh.out_type;
+        c.xz = sh.x_type == QATML_TYPE_UINT8 ? 21 : -9;
+        c.wzp = sh.wzp;
+        const int64_t wn = c.m * (c.p.channels / c.groups) * c.kh * c.kw;
+        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
+        auto w = random_vec<int8_t>(wn, -127, 127);
+        std::vector<int32_t> zw(c.m), bias(c.m);
+        std::vector<float> mult(c.m);
+        for (int64_t i = 0; i < c.m; ++i) {
+            zw[i] = rnd(-20, 20);
+            bias[i] = rnd(-3000, 3000);
+            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(8, 12));
+        }
+        int64_t oh = 0, ow = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow), QATML_OK);
+        const std::vector<uint8_t> full = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, 0, 0, 0, 0, 1, 1};
+        std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * (oh / 2) * (ow / 2)));
+        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &pp, 2, 2, 0, full.data(), c.out_type, 1.0f, 0, 1.0f, 0, expected.data()),
+                  QATML_OK);
+        for (int isa : isas) {
+            IsaCap cap(isa);
+            Packed pw;
+            ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, c.m, c.p.channels / c.groups, c.kh, c.kw,
+                                              c.groups, c.wzp ? zw.data() : nullptr, &pw.p),
+                      QATML_OK);
+            qatml_epilogue ep;
+            std::memset(&ep, 0, sizeof ep);
+            ep.out_type = c.out_type;
+            ep.bias = bias.data();
+            ep.multipliers = mult.data();
+            ep.multiplier_count = c.m;
+            ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
+            std::vector<uint8_t> got(expected.size(), 0xCD);
+            ASSERT_EQ(qatml_conv2d_maxpool2x2(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, got.data()), QATML_OK)
+                << qatml_last_error();
+            ASSERT_EQ(got, expected) << "isa " << qatml_isa_name(isa) << " shape C " << sh.c << " M " << sh.m << " H " << sh.h;
+        }
+    }
+    // An INT32 output or an output smaller than the window is refused with a message.
+    Packed pw;
+    std::vector<int8_t> w1(9, 1);
+    ASSERT_EQ(qatml_conv_pack_weights(nullptr, w1.data(), QATML_TYPE_INT8, 1, 1, 3, 3, 1, nullptr, &pw.p), QATML_OK);
+    qatml_conv2d_params p{1, 1, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1};
+    std::vector<uint8_t> x(9, 1);
+    std::vector<int32_t> y(4);
+    qatml_epilogue ep;
+    std::memset(&ep, 0, sizeof ep);
+    ep.out_type = QATML_TYPE_INT32;
+    EXPECT_EQ(qatml_conv2d_maxpool2x2(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("8-bit output"), std::string::npos) << qatml_last_error();
+    float one = 1.0f;
+    ep.out_type = QATML_TYPE_UINT8;
+    ep.multipliers = &one;
+    ep.multiplier_count = 1;
+    EXPECT_EQ(qatml_conv2d_maxpool2x2(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("smaller than the 2x2 pool window"), std::string::npos) << qatml_last_error();
+}
+
 TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
     // Channel counts that are not multiples of 4 or 8, strides 1-2, dilation, one and two images,
     // weight zero points: the channel-quad padding, stride phases and store masks of the implicit GEMM.

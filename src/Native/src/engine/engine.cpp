@@ -51,6 +51,7 @@ struct Op {
     int64_t kh = 1, kw = 1, k = 0, n = 0;
     int32_t count_include_pad = 0;
     qatml_packed_weights* w = nullptr;
+    bool pool2 = false;  // CONV: a MaxPool 2x2 stride 2 fused into the output pass (fuse_conv_maxpool)
     std::vector<int32_t> bias;
     std::vector<float> mult;
     uint8_t lut[256] = {};
@@ -442,6 +443,52 @@ struct Loader {
     }
 };
 
+// CONV followed directly by MAXPOOL 2x2, stride 2, no padding, dilation 1, where the pool is the only
+// reader of the convolution's output (an intermediate) and the output is 8-bit: one
+// qatml_conv2d_maxpool2x2 call (bit-identical: the pool keeps the quantization, and requantization is
+// monotonic), one op fewer, and the full-size intermediate is never allocated.
+void fuse_conv_maxpool(qatml_engine* e) {
+    std::vector<int> readers(e->tensors.size(), 0);
+    for (const Op& op : e->ops) {
+        ++readers[op.x];
+        if (op.kind == QATML_ENGINE_OP_ADD) ++readers[op.b];
+    }
+    std::vector<Op> ops;
+    ops.reserve(e->ops.size());
+    for (size_t i = 0; i < e->ops.size(); ++i) {
+        Op& op = e->ops[i];
+        if (op.kind == QATML_ENGINE_OP_CONV && i + 1 < e->ops.size()) {
+            const Op& pool = e->ops[i + 1];
+            const Tensor& mid = e->tensors[op.y];
+            const qatml_conv2d_params& p = pool.p;
+            if (pool.kind == QATML_ENGINE_OP_MAXPOOL && pool.x == op.y && readers[op.y] == 1 && mid.output_index < 0 &&
+                mid.dtype != QATML_TYPE_FLOAT32 && pool.kh == 2 && pool.kw == 2 && p.stride_h == 2 && p.stride_w == 2 &&
+                p.pad_top == 0 && p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0 && p.dilation_h == 1 &&
+                p.dilation_w == 1) {
+                op.pool2 = true;
+                op.y = pool.y;
+                ops.push_back(op);
+                ++i;
+                continue;
+            }
+        }
+        ops.push_back(op);
+    }
+    if (ops.size() == e->ops.size()) return;
+    e->ops.swap(ops);
+    // Writers and last readers by the new op indices; the fused intermediates are written by no op.
+    for (Tensor& t : e->tensors) {
+        if (t.def >= 0) t.def = -2;
+        t.last_use = -1;
+    }
+    for (size_t i = 0; i < e->ops.size(); ++i) {
+        const Op& op = e->ops[i];
+        e->tensors[op.x].last_use = static_cast<int>(i);
+        if (op.kind == QATML_ENGINE_OP_ADD) e->tensors[op.b].last_use = static_cast<int>(i);
+        e->tensors[op.y].def = static_cast<int>(i);
+    }
+}
+
 // Offsets per row for every intermediate (not a plan input or output) tensor: greedy best fit in op
 // order, a block reused once its last reader ran. A tensor is live from its writer to its last reader
 // inclusive, so an op's output never overlaps its inputs.
@@ -526,7 +573,8 @@ qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const
                 if (op.kind == QATML_ENGINE_OP_CONV) {
                     qatml_conv2d_params p = op.p;
                     p.batch = n;
-                    st = qatml_conv2d(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y);
+                    st = op.pool2 ? qatml_conv2d_maxpool2x2(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y)
+                                  : qatml_conv2d(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y);
                 } else {
                     st = qatml_gemm(nullptr, n, x, tx.dtype, op.k, op.qx.zp, op.w, &ep, y, op.n);
                 }
@@ -596,7 +644,7 @@ void print_profile(const qatml_engine* e) {
         char d[160];
         op_description(e, e->ops[i], d, sizeof d);
         const double v = e->profile_seconds[i];
-        std::fprintf(stderr, "  op %3zu %-14s %8.1f us/row %5.1f%%  %s\n", i, op_name(e->ops[i].kind),
+        std::fprintf(stderr, "  op %3zu %-14s %8.1f us/row %5.1f%%  %s\n", i, e->ops[i].pool2 ? "CONV+MAXPOOL" : op_name(e->ops[i].kind),
                      e->profile_rows ? v * 1e6 / double(e->profile_rows) : 0.0, total > 0 ? 100.0 * v / total : 0.0, d);
     }
     std::fflush(stderr);
@@ -669,6 +717,7 @@ QATML_API qatml_status qatml_engine_create(const qatml_context* ctx, const void*
         auto e = std::make_unique<qatml_engine>();
         Loader loader{Reader{static_cast<const uint8_t*>(plan), plan_bytes, 0, fn}, e.get(), ctx};
         if (!loader.load()) return loader.r.status != QATML_OK ? loader.r.status : fail(QATML_INTERNAL, "%s: load failed", fn);
+        fuse_conv_maxpool(e.get());
         plan_memory(e.get());
         for (const Op& op : e->ops) {
             if (op.w) {

@@ -501,6 +501,64 @@ void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64
         for (int64_t p = 0; p < pixels; ++p) dst[c0 * pixels + p] = src[p * src_stride + c0];
 }
 
+// 2x2 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [oh / 2][ow / 2][stride]
+// (stride a multiple of 16; signed bytes compared through the 0x80 flip).
+void max_pool_pixel_major(const uint8_t* src, int64_t ow, int64_t poh, int64_t pow, int64_t stride, bool is_signed, uint8_t* dst) {
+    const __m128i flip = _mm_set1_epi8(static_cast<char>(is_signed ? 0x80 : 0x00));
+    for (int64_t py = 0; py < poh; ++py)
+        for (int64_t px = 0; px < pow; ++px) {
+            const uint8_t* a = src + ((2 * py) * ow + 2 * px) * stride;
+            const uint8_t* b = a + ow * stride;
+            uint8_t* d = dst + (py * pow + px) * stride;
+            for (int64_t i = 0; i < stride; i += 16) {
+                auto at = [&](const uint8_t* q) { return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)), flip); };
+                const __m128i m = _mm_max_epu8(_mm_max_epu8(at(a), at(a + stride)), _mm_max_epu8(at(b), at(b + stride)));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_xor_si128(m, flip));
+            }
+        }
+}
+
+// Channel-lane convolution of every image and group (conv_avx512vnni_lanes): `prepare(n, group)` fills
+// the kernel's input (`input`, K groups at `k_offsets`, virtual pixel q = oy * wq + ox), the kernel writes
+// pixel-major staging, which is (with pool2: max-pooled 2x2, stride 2, so the pool costs a quarter of
+// a transpose instead of a pass over the NCHW output) transposed to NCHW.
+template <typename Prepare>
+void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32_t* rowadd, const float* mult, const Epilogue& ep,
+                   const uint8_t* input, const int64_t* k_offsets, int64_t wq, bool pool2, uint8_t* y, Prepare prepare) {
+    const int64_t P = g.oh * g.ow, rows = round_up(g.mpg, kConvPack);
+    const int64_t poh = pool2 ? g.oh / 2 : g.oh, pow = pool2 ? g.ow / 2 : g.ow, PP = poh * pow;
+    std::vector<int64_t> pixel_offsets(static_cast<size_t>(P));
+    for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
+        for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * wq + ox);
+    AlignedBuffer staging(P * rows), pooled(pool2 ? PP * rows : 0);
+    ConvLanesCall lanes{};
+    lanes.input = input;
+    lanes.k_offsets = k_offsets;
+    lanes.pixel_offsets = pixel_offsets.data();
+    lanes.rows = rows;
+    lanes.pixels = P;
+    lanes.k4 = w.k4;
+    lanes.zp = ep.zp;
+    lanes.lo = ep.lo;
+    lanes.hi = ep.hi;
+    lanes.out = staging.data;
+    lanes.out_pixel_stride = rows;
+    for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+            prepare(n, grp);
+            lanes.weights = w.packed.data + grp * w.group_stride;
+            lanes.rowadd = rowadd + grp * g.mpg;
+            lanes.mult = mult + grp * g.mpg;
+            conv_avx512vnni_lanes(lanes);
+            const uint8_t* src = staging.data;
+            if (pool2) {
+                max_pool_pixel_major(staging.data, g.ow, poh, pow, rows, ep.out_type == QATML_TYPE_INT8, pooled.data);
+                src = pooled.data;
+            }
+            transpose_bytes(src, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);
+        }
+}
+
 // One input channel per group (quads == 0): the implicit GEMM's input is an im2col [k4][q][4]
 // (4 taps per K group, `region` bytes per group) of the padded plane `pp` (flip and padding applied).
 // Stride 1: virtual pixels on the padded-width grid (wq = wp), each tap's row one slice of the plane
@@ -677,11 +735,11 @@ QATML_API qatml_status qatml_conv2d_output_size(const qatml_conv2d_params* p, in
     });
 }
 
-QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
-                                    int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
-                                    const qatml_epilogue* epilogue, void* y) {
-    static const char* fn = "qatml_conv2d";
-    return guarded(fn, [&]() -> qatml_status {
+namespace {
+// qatml_conv2d, and with pool2 the 2x2 stride-2 MaxPool of its 8-bit output (y is N x M x OH/2 x OW/2).
+qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
+                         int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w, const qatml_epilogue* epilogue,
+                         void* y, bool pool2) {
         qatml_status st = check_context(ctx, fn);
         if (st != QATML_OK) return st;
         QATML_CHECK_NOT_NULL(params, fn);
@@ -713,6 +771,26 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(y, 4, fn);
         if (context_device(ctx).kind != w->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        if (pool2) {
+            if (ep.out_type == QATML_TYPE_INT32)
+                return fail(QATML_INVALID_ARGUMENT, "%s: the max pool needs an 8-bit output (UINT8 or INT8), not INT32", fn);
+            if (g.oh < 2 || g.ow < 2)
+                return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld convolution output is smaller than the 2x2 pool window", fn,
+                            (long long)g.oh, (long long)g.ow);
+            if (w->isa != QATML_ISA_AVX512_VNNI || w->depthwise || w->has_zw) {
+                // Not fused on this path: the convolution into a scratch tensor, then the pool.
+                AlignedBuffer full(out_elems);
+                if ((st = conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, full.data, false)) != QATML_OK) return st;
+                qatml_conv2d_params pp{};
+                pp.batch = params->batch;
+                pp.channels = w->n;
+                pp.height = g.oh;
+                pp.width = g.ow;
+                pp.stride_h = pp.stride_w = 2;
+                pp.dilation_h = pp.dilation_w = 1;
+                return qatml_pool2d(ctx, QATML_POOL_MAX, &pp, 2, 2, 0, full.data, ep.out_type, 1.0f, 0, 1.0f, 0, y);
+            }
+        }
         g.n = params->batch; g.c = params->channels; g.h = params->height; g.w = params->width;
         g.m = w->n; g.groups = w->groups; g.cpg = w->cpg; g.mpg = w->mpg; g.kh = w->kh; g.kw = w->kw;
         g.sh = params->stride_h; g.sw = params->stride_w; g.pt = params->pad_top; g.pl = params->pad_left;
@@ -762,6 +840,14 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             std::vector<uint16_t> mask(static_cast<size_t>(vectors));
             std::vector<int32_t> index(static_cast<size_t>(vectors));
             store_masks(g, wq, cols, mask.data(), index.data());
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, wq))) {
+                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, input.data, offsets.data(), wq, pool2, static_cast<uint8_t*>(y),
+                              [&](int64_t n, int64_t grp) {
+                                  pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
+                                  tap_groups(g, pp, k4, wq, region, zeros.data, input.data);
+                              });
+                return QATML_OK;
+            }
             std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
             ConvCall call{};
             call.input = input.data;
@@ -819,34 +905,11 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
             call.out_row_stride = P;
             call.store_mask = mask.data();
             call.store_index = index.data();
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && prefer_channel_lanes(g, L.wq)) {
-                // Output channels in lanes: pixel-major staging, transposed to NCHW per image and group.
-                const int64_t rows = round_up(g.mpg, kConvPack);
-                std::vector<int64_t> pixel_offsets(static_cast<size_t>(P));
-                for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
-                    for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * L.wq + ox);
-                AlignedBuffer staging(P * rows);
-                ConvLanesCall lanes{};
-                lanes.input = L.data;
-                lanes.k_offsets = offsets.data();
-                lanes.pixel_offsets = pixel_offsets.data();
-                lanes.rows = rows;
-                lanes.pixels = P;
-                lanes.k4 = k4;
-                lanes.zp = ep.zp;
-                lanes.lo = ep.lo;
-                lanes.hi = ep.hi;
-                lanes.out = staging.data;
-                lanes.out_pixel_stride = rows;
-                for (int64_t n = 0; n < g.n; ++n)
-                    for (int64_t grp = 0; grp < g.groups; ++grp) {
-                        interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
-                        lanes.weights = w->packed.data + grp * w->group_stride;
-                        lanes.rowadd = rowadd.data() + grp * g.mpg;
-                        lanes.mult = mult.data() + grp * g.mpg;
-                        conv_avx512vnni_lanes(lanes);
-                        transpose_bytes(staging.data, P, g.mpg, rows, static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P);
-                    }
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, L.wq))) {
+                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, L.data, offsets.data(), L.wq, pool2, static_cast<uint8_t*>(y),
+                              [&](int64_t n, int64_t grp) {
+                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                              });
                 return QATML_OK;
             }
             for (int64_t n = 0; n < g.n; ++n)
@@ -933,7 +996,21 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
                 }
             }
         return QATML_OK;
-    });
+}
+}  // namespace
+
+QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
+                                    int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
+                                    const qatml_epilogue* epilogue, void* y) {
+    static const char* fn = "qatml_conv2d";
+    return guarded(fn, [&] { return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, false); });
+}
+
+QATML_API qatml_status qatml_conv2d_maxpool2x2(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
+                                               int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
+                                               const qatml_epilogue* epilogue, void* y) {
+    static const char* fn = "qatml_conv2d_maxpool2x2";
+    return guarded(fn, [&] { return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, true); });
 }
 
 }  // extern "C"
