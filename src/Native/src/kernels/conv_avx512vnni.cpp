@@ -119,8 +119,11 @@ void block(const ConvCall& c, const Epi& e, int64_t r0, int64_t v0, int64_t nv) 
 constexpr int kLanesPX = 6;  // pixels per tile
 constexpr int kLanesNV = 4;  // vectors of 16 channels per tile
 
+// `pf` .. `pf_end`: lines of the next row block's weights this tile pulls into L2, one per K step (the
+// first pass over a row block otherwise waits on them: deep layers' weights come from L3 or memory).
 template <int PX, int NV>
-__attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, int64_t r0, int64_t p0) {
+__attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, int64_t r0, int64_t p0, const uint8_t* pf,
+                                          const uint8_t* pf_end) {
     __m512i acc[PX][NV];
 #pragma GCC unroll 6
     for (int i = 0; i < PX; ++i)
@@ -132,7 +135,8 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
 #pragma GCC unroll 6
     for (int i = 0; i < PX; ++i) in[i] = c.input + c.pixel_offsets[p0 + i];
     const int64_t* off = c.k_offsets;
-    for (int64_t k = 0; k < c.k4; ++k, w += 64) {
+    for (int64_t k = 0; k < c.k4; ++k, w += 64, pf += 64) {
+        if (pf < pf_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
         const int64_t o = off[k];
         __m512i wv[NV];
 #pragma GCC unroll 4
@@ -171,17 +175,22 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
 template <int NV>
 void lanes_row_block(const ConvLanesCall& c, const Epi& e, int64_t r0) {
     const int64_t tiles = (c.pixels + kLanesPX - 1) / kLanesPX, small = c.pixels / tiles, big = c.pixels % tiles;
+    const int64_t block = c.k4 * kConvPack * 4;
+    const int64_t next = r0 + 16 * NV, next_blocks = c.rows - next < 16 * kLanesNV ? (c.rows - next) / 16 : kLanesNV;
+    const uint8_t* pf = c.weights + (next / kConvPack) * block;
+    const uint8_t* pf_end = next < c.rows ? pf + next_blocks * block : pf;
     for (int64_t t = 0, p0 = 0; t < tiles; ++t) {
         const int64_t px = small + (t < big ? 1 : 0);
         switch (px) {
-            case 6: lanes_tile<6, NV>(c, e, r0, p0); break;
-            case 5: lanes_tile<5, NV>(c, e, r0, p0); break;
-            case 4: lanes_tile<4, NV>(c, e, r0, p0); break;
-            case 3: lanes_tile<3, NV>(c, e, r0, p0); break;
-            case 2: lanes_tile<2, NV>(c, e, r0, p0); break;
-            default: lanes_tile<1, NV>(c, e, r0, p0); break;
+            case 6: lanes_tile<6, NV>(c, e, r0, p0, pf, pf_end); break;
+            case 5: lanes_tile<5, NV>(c, e, r0, p0, pf, pf_end); break;
+            case 4: lanes_tile<4, NV>(c, e, r0, p0, pf, pf_end); break;
+            case 3: lanes_tile<3, NV>(c, e, r0, p0, pf, pf_end); break;
+            case 2: lanes_tile<2, NV>(c, e, r0, p0, pf, pf_end); break;
+            default: lanes_tile<1, NV>(c, e, r0, p0, pf, pf_end); break;
         }
         p0 += px;
+        pf += c.k4 * 64;
     }
 }
 
