@@ -212,6 +212,7 @@ BENCHMARK(BM_Conv)
     ->Args({32, 64, 128, 56, 3, 2, 1, 1, -1})   // ResNet18 layer2 downsampling 3x3 stride 2 at batch 32
     ->Args({32, 32, 64, 14, 3, 1, 1, 1, QATML_ISA_AVX_VNNI})  // FmnistNet conv2, im2col + ymm GEMM
     // ResNet18 at batch 1: the 3x3 layers per plane size, the stride-2 3x3 layers
+    ->Args({1, 3, 64, 224, 7, 2, 3, 1, -1})     // stem 7x7 stride 2
     ->Args({1, 64, 64, 56, 3, 1, 1, 1, -1})
     ->Args({1, 128, 128, 28, 3, 1, 1, 1, -1})
     ->Args({1, 256, 256, 14, 3, 1, 1, 1, -1})

@@ -738,6 +738,41 @@ TEST(KernelsSimd, MaxPool3x3Stride2MatchesScalar) {
     }
 }
 
+// An AveragePool whose window is the whole plane (no padding) runs as a global average pool: the same
+// integer sum and multiplier x_scale / (y_scale * H * W) as the ONNX formula computed here.
+TEST(KernelsPool, WholePlaneAveragePoolMatchesTheFormula) {
+    for (int iter = 0; iter < 20; ++iter) {
+        qatml_conv2d_params p{};
+        p.batch = rnd(1, 3);
+        p.channels = rnd(1, 40);
+        p.height = rnd(1, 9);
+        p.width = rnd(1, 9);
+        p.stride_h = p.stride_w = rnd(1, 2);
+        p.dilation_h = p.dilation_w = 1;
+        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
+        const bool sg = type == QATML_TYPE_INT8;
+        const int32_t lo = sg ? -128 : 0, hi = sg ? 127 : 255;
+        const int32_t xz = rnd(lo, hi), yz = rnd(lo, hi);
+        const float xs = 0.01f * float(rnd(1, 100)), ys = 0.01f * float(rnd(1, 100));
+        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
+        std::vector<uint8_t> y(static_cast<size_t>(p.batch * p.channels), 0xCD);
+        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &p, p.height, p.width, 0, x.data(), type, xs, xz, ys, yz, y.data()),
+                  QATML_OK)
+            << qatml_last_error();
+        const int64_t hw = p.height * p.width;
+        const float m = xs / (ys * static_cast<float>(hw));
+        for (int64_t nc = 0; nc < p.batch * p.channels; ++nc) {
+            int32_t sum = 0;
+            for (int64_t i = 0; i < hw; ++i) sum += sg ? int32_t(int8_t(x[nc * hw + i])) : int32_t(x[nc * hw + i]);
+            float f = static_cast<float>(sum - static_cast<int32_t>(hw) * xz) * m;
+            f = std::min(std::max(f, static_cast<float>(lo - yz)), static_cast<float>(hi - yz));
+            const int32_t want = static_cast<int32_t>(std::nearbyint(f)) + yz;
+            const int32_t got = sg ? int32_t(int8_t(y[nc])) : int32_t(y[nc]);
+            ASSERT_EQ(got, want) << "iter " << iter << " plane " << nc;
+        }
+    }
+}
+
 TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     auto isas = fast_isas();
     if (isas.empty()) GTEST_SKIP();

@@ -501,42 +501,36 @@ void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64
         for (int64_t p = 0; p < pixels; ++p) dst[c0 * pixels + p] = src[p * src_stride + c0];
 }
 
-// 2x2 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [oh / 2][ow / 2][stride]
-// (stride a multiple of 16; signed bytes compared through the 0x80 flip).
-void max_pool_pixel_major(const uint8_t* src, int64_t ow, int64_t poh, int64_t pow, int64_t stride, bool is_signed, uint8_t* dst) {
-    const __m128i flip = _mm_set1_epi8(static_cast<char>(is_signed ? 0x80 : 0x00));
-    for (int64_t py = 0; py < poh; ++py)
-        for (int64_t px = 0; px < pow; ++px) {
-            const uint8_t* a = src + ((2 * py) * ow + 2 * px) * stride;
-            const uint8_t* b = a + ow * stride;
-            uint8_t* d = dst + (py * pow + px) * stride;
-            for (int64_t i = 0; i < stride; i += 16) {
-                auto at = [&](const uint8_t* q) { return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)), flip); };
-                const __m128i m = _mm_max_epu8(_mm_max_epu8(at(a), at(a + stride)), _mm_max_epu8(at(b), at(b + stride)));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_xor_si128(m, flip));
-            }
-        }
-}
-
 // Channel-lane convolution of every image and group (conv_avx512vnni_lanes): `prepare(n, group)` fills
 // the kernel's input (`input`, K groups at `k_offsets`, virtual pixel q = oy * wq + ox), the kernel writes
-// pixel-major staging, which is (with pool2: max-pooled 2x2, stride 2, so the pool costs a quarter of
-// a transpose instead of a pass over the NCHW output) transposed to NCHW.
+// pixel-major staging (with pool2 one pixel per 2x2 window: a quarter of the requantization and of the
+// transpose, and no pass over a full-size output), transposed to NCHW.
 template <typename Prepare>
 void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32_t* rowadd, const float* mult, const Epilogue& ep,
                    const uint8_t* input, const int64_t* k_offsets, int64_t wq, bool pool2, uint8_t* y, Prepare prepare) {
     const int64_t P = g.oh * g.ow, rows = round_up(g.mpg, kConvPack);
     const int64_t poh = pool2 ? g.oh / 2 : g.oh, pow = pool2 ? g.ow / 2 : g.ow, PP = poh * pow;
-    std::vector<int64_t> pixel_offsets(static_cast<size_t>(P));
-    for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
-        for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * wq + ox);
-    AlignedBuffer staging(P * rows), pooled(pool2 ? PP * rows : 0);
+    // pool2: the kernel takes the max of each window's int32 results and requantizes once (requantization
+    // is increasing: check_epilogue admits multipliers > 0 only).
+    std::vector<int64_t> pixel_offsets;
+    if (pool2) {  // the windows' pixels, window by window in output order; the rest (odd edges) is never computed
+        pixel_offsets.reserve(static_cast<size_t>(4 * PP));
+        for (int64_t py = 0; py < poh; ++py)
+            for (int64_t px = 0; px < pow; ++px)
+                for (int64_t d = 0; d < 4; ++d) pixel_offsets.push_back(4 * ((2 * py + d / 2) * wq + 2 * px + d % 2));
+    } else {
+        pixel_offsets.resize(static_cast<size_t>(P));
+        for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
+            for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * wq + ox);
+    }
+    AlignedBuffer staging(PP * rows);
     ConvLanesCall lanes{};
     lanes.input = input;
     lanes.k_offsets = k_offsets;
     lanes.pixel_offsets = pixel_offsets.data();
     lanes.rows = rows;
-    lanes.pixels = P;
+    lanes.pixels = static_cast<int64_t>(pixel_offsets.size());
+    lanes.pool = pool2;
     lanes.k4 = w.k4;
     lanes.zp = ep.zp;
     lanes.lo = ep.lo;
@@ -550,12 +544,7 @@ void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32
             lanes.rowadd = rowadd + grp * g.mpg;
             lanes.mult = mult + grp * g.mpg;
             conv_avx512vnni_lanes(lanes);
-            const uint8_t* src = staging.data;
-            if (pool2) {
-                max_pool_pixel_major(staging.data, g.ow, poh, pow, rows, ep.out_type == QATML_TYPE_INT8, pooled.data);
-                src = pooled.data;
-            }
-            transpose_bytes(src, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);
+            transpose_bytes(staging.data, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);
         }
 }
 

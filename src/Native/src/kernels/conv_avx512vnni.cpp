@@ -121,18 +121,20 @@ constexpr int kLanesNV = 4;  // vectors of 16 channels per tile
 
 // `pf` .. `pf_end`: lines of the next row block's weights this tile pulls into L2, one per K step (the
 // first pass over a row block otherwise waits on them: deep layers' weights come from L3 or memory).
-template <int PX, int NV>
+// POOL: the pixels are 2x2 windows (4 consecutive entries each); one output per window, the max of its
+// four int32 results (requantization is monotonic: the caller checks the multipliers are > 0).
+template <int PX, int NV, bool POOL = false>
 __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, int64_t r0, int64_t p0, const uint8_t* pf,
                                           const uint8_t* pf_end) {
     __m512i acc[PX][NV];
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int i = 0; i < PX; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
     const int64_t block = c.k4 * kConvPack * 4;  // bytes per 16 packed rows
     const uint8_t* w = c.weights + (r0 / kConvPack) * block;
     const uint8_t* in[PX];
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int i = 0; i < PX; ++i) in[i] = c.input + c.pixel_offsets[p0 + i];
     const int64_t* off = c.k_offsets;
     for (int64_t k = 0; k < c.k4; ++k, w += 64, pf += 64) {
@@ -141,7 +143,7 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
         __m512i wv[NV];
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) wv[j] = _mm512_loadu_si512(w + j * block);
-#pragma GCC unroll 6
+#pragma GCC unroll 16
         for (int i = 0; i < PX; ++i) {
             int32_t word;
             __builtin_memcpy(&word, in[i] + o, 4);
@@ -153,7 +155,7 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
     // Through memory: indexing the accumulators in this loop made GCC 12 keep a stack copy of them
     // in the K loop.
     alignas(64) int32_t sums[PX][NV][16];
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int i = 0; i < PX; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) _mm512_store_si512(sums[i][j], acc[i][j]);
@@ -161,11 +163,22 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
         const int64_t r = r0 + 16 * j;
         const __m512i add = _mm512_loadu_si512(c.rowadd + r);
         const __m512 mult = _mm512_loadu_ps(c.mult + r);
-        for (int i = 0; i < PX; ++i) {
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(sums[i][j]), add)), mult);
+        constexpr int kOut = POOL ? PX / 4 : PX;
+        for (int i = 0; i < kOut; ++i) {
+            __m512i x;
+            if (POOL) {
+                x = _mm512_max_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_load_si512(sums[4 * i][j]), add),
+                                                      _mm512_add_epi32(_mm512_load_si512(sums[4 * i + 1][j]), add)),
+                                     _mm512_max_epi32(_mm512_add_epi32(_mm512_load_si512(sums[4 * i + 2][j]), add),
+                                                      _mm512_add_epi32(_mm512_load_si512(sums[4 * i + 3][j]), add)));
+            } else {
+                x = _mm512_add_epi32(_mm512_load_si512(sums[i][j]), add);
+            }
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), mult);
             f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
             const __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(c.out + (p0 + i) * c.out_pixel_stride + r), _mm512_cvtepi32_epi8(y));
+            const int64_t o = POOL ? p0 / 4 + i : p0 + i;
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(c.out + o * c.out_pixel_stride + r), _mm512_cvtepi32_epi8(y));
         }
     }
 }
@@ -179,6 +192,15 @@ void lanes_row_block(const ConvLanesCall& c, const Epi& e, int64_t r0) {
     const int64_t next = r0 + 16 * NV, next_blocks = c.rows - next < 16 * kLanesNV ? (c.rows - next) / 16 : kLanesNV;
     const uint8_t* pf = c.weights + (next / kConvPack) * block;
     const uint8_t* pf_end = next < c.rows ? pf + next_blocks * block : pf;
+    if (c.pool) {  // windows of 4 pixels: tiles of 2 windows (1 when 64 channels: 4 x 4 accumulators)
+        constexpr int kWin = NV <= 2 ? 2 : 1;
+        for (int64_t p0 = 0; p0 < c.pixels; p0 += 4 * kWin) {
+            if (kWin == 2 && p0 + 8 <= c.pixels) lanes_tile<8, NV, true>(c, e, r0, p0, pf, pf_end);
+            else lanes_tile<4, NV, true>(c, e, r0, p0, pf, pf_end);
+            pf += c.k4 * 64;
+        }
+        return;
+    }
     for (int64_t t = 0, p0 = 0; t < tiles; ++t) {
         const int64_t px = small + (t < big ? 1 : 0);
         switch (px) {

@@ -87,6 +87,10 @@ struct ConvLanesCall {
     int32_t zp, lo, hi;            // UINT8 / INT8 output
     uint8_t* out;
     int64_t out_pixel_stride;      // bytes between pixels (>= rows)
+    // Fused 2x2 max pool: pixel_offsets lists 2x2 windows (4 entries each, pixels a multiple of 4) and
+    // the kernel writes one output per window, the max of its four int32 results, requantized once
+    // (multipliers are > 0, so requantization is increasing).
+    bool pool;
 };
 void conv_avx512vnni_lanes(const ConvLanesCall& call);
 void gemm_avxvnni(const GemmCall& call);

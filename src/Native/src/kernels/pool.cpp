@@ -153,6 +153,13 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
             simd->max_pool_2x2(static_cast<const uint8_t*>(x), p->batch * p->channels, H, W, oh, ow, sg, static_cast<uint8_t*>(y));
             return QATML_OK;
         }
+        if (kind == QATML_POOL_AVERAGE && kernel_h == H && kernel_w == W && p->pad_top == 0 && p->pad_left == 0 &&
+            p->pad_bottom == 0 && p->pad_right == 0 && H * W <= (int64_t(1) << 23)) {
+            // One window over the whole plane (ResNet's final 7x7 AveragePool): the same sum and multiplier
+            // x_scale / (y_scale * H * W) as the general path, through the per-plane sums.
+            return qatml_global_average_pool(ctx, x, type, p->batch, p->channels, H * W, x_scale, x_zero_point, y_scale,
+                                             y_zero_point, y);
+        }
         if (simd && simd->max_pool_3x3s2 && kind == QATML_POOL_MAX && kernel_h == 3 && kernel_w == 3 && p->stride_h == 2 &&
             p->stride_w == 2 && p->pad_top <= 1 && p->pad_left <= 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
             2 * ow + 66 <= (int64_t(1) << 20)) {  // ResNet's stem MaxPool: one pass, no padded plane
