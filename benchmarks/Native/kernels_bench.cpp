@@ -207,6 +207,9 @@ BENCHMARK(BM_Conv)
     ->ArgNames({"N", "C", "M", "HW", "k", "s", "pad", "g", "isa"})
     ->Args({256, 32, 64, 14, 3, 1, 1, 1, -1})   // FmnistNet conv2 at batch 256
     ->Args({32, 32, 64, 14, 3, 1, 1, 1, -1})    // FmnistNet conv2 at batch 32
+    ->Args({1, 32, 64, 14, 3, 1, 1, 1, -1})     // FmnistNet conv2 at batch 1
+    ->Args({1, 1, 32, 28, 3, 1, 1, 1, -1})      // FmnistNet conv1 at batch 1
+    ->Args({256, 1, 32, 28, 3, 1, 1, 1, -1})    // FmnistNet conv1 at batch 256
     ->Args({32, 64, 64, 56, 3, 1, 1, 1, -1})    // ResNet18 layer1 3x3 at batch 32
     ->Args({32, 256, 256, 14, 3, 1, 1, 1, -1})  // ResNet18 layer3 3x3 at batch 32
     ->Args({32, 64, 128, 56, 3, 2, 1, 1, -1})   // ResNet18 layer2 downsampling 3x3 stride 2 at batch 32

@@ -448,7 +448,8 @@ void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, in
 // and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
 // transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
 // QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
-bool prefer_channel_lanes(const Geometry& g, int64_t wq) {
+// `margin`: the lane-use advantage channel lanes need (their transpose weighs more when K is short).
+bool prefer_channel_lanes(const Geometry& g, int64_t wq, double margin) {
     static const int forced = [] {
         const char* v = std::getenv("QATML_CONV_LANES");
         return v == nullptr ? 0 : std::strcmp(v, "channels") == 0 ? 1 : std::strcmp(v, "pixels") == 0 ? -1 : 0;
@@ -456,7 +457,7 @@ bool prefer_channel_lanes(const Geometry& g, int64_t wq) {
     if (forced != 0) return forced > 0;
     const double pixel_use = double(g.oh * g.ow) / double(round_up(g.oh * wq, 16));
     const double channel_use = double(g.mpg) / double(round_up(g.mpg, kConvPack));
-    return channel_use > pixel_use + 0.05;
+    return channel_use > pixel_use + margin;
 }
 
 // dst[c * pixels + p] = src[p * src_stride + c] for c < channels: 16 x 16 byte blocks (SSE2), scalar edges.
@@ -512,16 +513,20 @@ void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32
     const int64_t poh = pool2 ? g.oh / 2 : g.oh, pow = pool2 ? g.ow / 2 : g.ow, PP = poh * pow;
     // pool2: the kernel takes the max of each window's int32 results and requantizes once (requantization
     // is increasing: check_epilogue admits multipliers > 0 only).
-    std::vector<int64_t> pixel_offsets;
+    std::vector<int64_t> pixel_offsets(static_cast<size_t>(pool2 ? 4 * PP : P));
+    int64_t* po = pixel_offsets.data();
     if (pool2) {  // the windows' pixels, window by window in output order; the rest (odd edges) is never computed
-        pixel_offsets.reserve(static_cast<size_t>(4 * PP));
         for (int64_t py = 0; py < poh; ++py)
-            for (int64_t px = 0; px < pow; ++px)
-                for (int64_t d = 0; d < 4; ++d) pixel_offsets.push_back(4 * ((2 * py + d / 2) * wq + 2 * px + d % 2));
+            for (int64_t px = 0; px < pow; ++px, po += 4) {
+                const int64_t q = 4 * (2 * py * wq + 2 * px);
+                po[0] = q;
+                po[1] = q + 4;
+                po[2] = q + 4 * wq;
+                po[3] = q + 4 * wq + 4;
+            }
     } else {
-        pixel_offsets.resize(static_cast<size_t>(P));
-        for (int64_t oy = 0, p = 0; oy < g.oh; ++oy)
-            for (int64_t ox = 0; ox < g.ow; ++ox, ++p) pixel_offsets[static_cast<size_t>(p)] = 4 * (oy * wq + ox);
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+            for (int64_t ox = 0; ox < g.ow; ++ox) *po++ = 4 * (oy * wq + ox);
     }
     AlignedBuffer staging(PP * rows);
     ConvLanesCall lanes{};
@@ -825,11 +830,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             pp.data = plane.data;
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
             for (int64_t k = 0; k < k4; ++k) offsets[static_cast<size_t>(k)] = k * region;
-            const int64_t vectors = (cols + 15) / 16;
-            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
-            std::vector<int32_t> index(static_cast<size_t>(vectors));
-            store_masks(g, wq, cols, mask.data(), index.data());
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, wq))) {
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, wq, 0.15))) {
                 channel_lanes(g, *w, rowadd.data(), mult.data(), ep, input.data, offsets.data(), wq, pool2, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
                                   pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
@@ -837,6 +838,10 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
                               });
                 return QATML_OK;
             }
+            const int64_t vectors = (cols + 15) / 16;
+            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
+            std::vector<int32_t> index(static_cast<size_t>(vectors));
+            store_masks(g, wq, cols, mask.data(), index.data());
             std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
             ConvCall call{};
             call.input = input.data;
@@ -875,6 +880,13 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             std::memset(input.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
             k_group_offsets(g, L, offsets.data());
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, L.wq, 0.05))) {
+                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, L.data, offsets.data(), L.wq, pool2, static_cast<uint8_t*>(y),
+                              [&](int64_t n, int64_t grp) {
+                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                              });
+                return QATML_OK;
+            }
             const int64_t vectors = (cols + 15) / 16;
             std::vector<uint16_t> mask(static_cast<size_t>(vectors));
             std::vector<int32_t> index(static_cast<size_t>(vectors));
@@ -894,13 +906,6 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             call.out_row_stride = P;
             call.store_mask = mask.data();
             call.store_index = index.data();
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, L.wq))) {
-                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, L.data, offsets.data(), L.wq, pool2, static_cast<uint8_t*>(y),
-                              [&](int64_t n, int64_t grp) {
-                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
-                              });
-                return QATML_OK;
-            }
             for (int64_t n = 0; n < g.n; ++n)
                 for (int64_t grp = 0; grp < g.groups; ++grp) {
                     interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
