@@ -299,9 +299,8 @@ InterleavedInput interleaved_layout(const Geometry& g, int64_t quads) {
     return L;
 }
 
-// `end`: end of the whole input tensor (16-byte loads may run past a row but not past the tensor).
-void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_t* img, const uint8_t* end, uint8_t flip,
-                      uint8_t pad) {
+// The rows through interleave4_avx512 (AVX-512 code: the implicit GEMM runs only where it exists).
+void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_t* img, uint8_t flip, uint8_t pad) {
     for (int64_t q = 0; q < L.quads; ++q) {
         uint8_t* dq = L.data + q * L.quad_bytes;
         // Padding pattern: the zero point for real channels, 0 for the channels that pad the quad.
@@ -322,49 +321,16 @@ void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_
             for (; i < phase_bytes; i += 4) std::memcpy(dp + i, &word, 4);
         }
         const uint8_t* src[4];
-        __m128i flips[4];
-        for (int j = 0; j < 4; ++j) {
-            const bool real = q * 4 + j < g.cpg;
-            src[j] = real ? img + (q * 4 + j) * g.h * g.w : nullptr;
-            flips[j] = _mm_set1_epi8(static_cast<char>(real ? flip : 0));
-        }
+        for (int j = 0; j < 4; ++j) src[j] = q * 4 + j < g.cpg ? img + (q * 4 + j) * g.h * g.w : nullptr;
         for (int64_t iy = 0; iy < g.h; ++iy) {
             const int64_t r = iy + g.pt;
-            if (L.phases == 1) {  // stride 1: 16 pixels x 4 channels per step (SSE2)
-                uint8_t* d = dq + (r * L.wq + g.pl) * 4;
-                for (int64_t ix = 0; ix < g.w; ix += 16) {
-                    const int64_t n = std::min<int64_t>(16, g.w - ix);
-                    __m128i v[4];
-                    for (int j = 0; j < 4; ++j) {
-                        if (!src[j]) {
-                            v[j] = _mm_setzero_si128();
-                            continue;
-                        }
-                        const uint8_t* s = src[j] + iy * g.w + ix;
-                        if (s + 16 <= end) {
-                            v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-                        } else {  // the tensor's last bytes
-                            alignas(16) uint8_t part[16] = {};
-                            std::memcpy(part, s, static_cast<size_t>(n));
-                            v[j] = _mm_load_si128(reinterpret_cast<const __m128i*>(part));
-                        }
-                        v[j] = _mm_xor_si128(v[j], flips[j]);
-                    }
-                    const __m128i t0 = _mm_unpacklo_epi8(v[0], v[1]), t1 = _mm_unpackhi_epi8(v[0], v[1]);
-                    const __m128i t2 = _mm_unpacklo_epi8(v[2], v[3]), t3 = _mm_unpackhi_epi8(v[2], v[3]);
-                    alignas(16) uint8_t out[64];
-                    __m128i* o = n == 16 ? reinterpret_cast<__m128i*>(d + ix * 4) : reinterpret_cast<__m128i*>(out);
-                    _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
-                    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
-                    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
-                    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
-                    if (n < 16) std::memcpy(d + ix * 4, out, static_cast<size_t>(n * 4));
-                }
+            const uint8_t* row_src[4];
+            for (int j = 0; j < 4; ++j) row_src[j] = src[j] ? src[j] + iy * g.w : nullptr;
+            if (L.phases == 1) {  // stride 1: the row as it is, 64 pixels x 4 channels per step
+                interleave4_avx512(row_src, g.w, 1, flip, dq + (r * L.wq + g.pl) * 4);
                 continue;
             }
             // Strided: each column phase of the row is a run with step sw in the input.
-            const uint8_t* row_src[4];
-            for (int j = 0; j < 4; ++j) row_src[j] = src[j] ? src[j] + iy * g.w : nullptr;
             for (int64_t px = 0; px < g.sw; ++px) {
                 const int64_t phase = (r % g.sh) * g.sw + px;
                 if (phase < 64 && !((L.used_phases >> phase) & 1)) continue;
@@ -372,40 +338,10 @@ void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_
                 if (ix0 >= g.w) continue;
                 uint8_t* d = dq + (phase * L.hq * L.wq + (r / g.sh) * L.wq + (ix0 + g.pl) / g.sw) * 4;
                 int64_t ix = ix0;
-                if (g.sw == 2) {  // 16 pixels x 4 channels per step: even bytes of 32 (SSE2)
-                    const int64_t count = (g.w - ix0 + 1) / 2;
-                    const __m128i even = _mm_set1_epi16(0x00ff);
-                    for (int64_t t = 0; t < count; t += 16) {
-                        const int64_t n = std::min<int64_t>(16, count - t);
-                        __m128i v[4];
-                        for (int j = 0; j < 4; ++j) {
-                            if (!row_src[j]) {
-                                v[j] = _mm_setzero_si128();
-                                continue;
-                            }
-                            const uint8_t* s = row_src[j] + ix0 + 2 * t;
-                            __m128i lo, hi;
-                            if (s + 32 <= end) {
-                                lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-                                hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
-                            } else {  // the tensor's last bytes
-                                alignas(16) uint8_t part[32] = {};
-                                std::memcpy(part, s, static_cast<size_t>(2 * n - 1));
-                                lo = _mm_load_si128(reinterpret_cast<const __m128i*>(part));
-                                hi = _mm_load_si128(reinterpret_cast<const __m128i*>(part + 16));
-                            }
-                            v[j] = _mm_xor_si128(_mm_packus_epi16(_mm_and_si128(lo, even), _mm_and_si128(hi, even)), flips[j]);
-                        }
-                        const __m128i t0 = _mm_unpacklo_epi8(v[0], v[1]), t1 = _mm_unpackhi_epi8(v[0], v[1]);
-                        const __m128i t2 = _mm_unpacklo_epi8(v[2], v[3]), t3 = _mm_unpackhi_epi8(v[2], v[3]);
-                        alignas(16) uint8_t out[64];
-                        __m128i* o = n == 16 ? reinterpret_cast<__m128i*>(d + t * 4) : reinterpret_cast<__m128i*>(out);
-                        _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
-                        _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
-                        _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
-                        _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
-                        if (n < 16) std::memcpy(d + t * 4, out, static_cast<size_t>(n * 4));
-                    }
+                if (g.sw == 2) {  // every other byte, 64 pixels x 4 channels per step
+                    const uint8_t* run[4];
+                    for (int j = 0; j < 4; ++j) run[j] = row_src[j] ? row_src[j] + ix0 : nullptr;
+                    interleave4_avx512(run, (g.w - ix0 + 1) / 2, 2, flip, d);
                     continue;
                 }
                 for (; ix < g.w; ix += g.sw, d += 4)
@@ -883,7 +819,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, L.wq, 0.05))) {
                 channel_lanes(g, *w, rowadd.data(), mult.data(), ep, L.data, offsets.data(), L.wq, pool2, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
-                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
                               });
                 return QATML_OK;
             }
@@ -908,7 +844,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             call.store_index = index.data();
             for (int64_t n = 0; n < g.n; ++n)
                 for (int64_t grp = 0; grp < g.groups; ++grp) {
-                    interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, x8 + in_elems, flip, pad);
+                    interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
                     call.weights = w->packed.data + grp * w->group_stride;
                     call.rowadd = rowadd.data() + grp * g.mpg;
                     call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;

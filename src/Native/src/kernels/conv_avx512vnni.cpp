@@ -233,6 +233,49 @@ void conv_avx512vnni_lanes(const ConvLanesCall& c) {
     }
 }
 
+void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, uint8_t flip, uint8_t* dst) {
+    const __m512i fl = _mm512_set1_epi8(static_cast<char>(flip));
+    auto mask = [](int64_t count) { return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1; };
+    for (int64_t i = 0; i < n; i += 64) {
+        const int64_t m = n - i < 64 ? n - i : 64;  // pixels this step
+        __m512i v[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+            if (src[j] == nullptr) {
+                v[j] = _mm512_setzero_si512();
+                continue;
+            }
+            if (step == 1) {
+                v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask(m), src[j] + i), fl);
+            } else {  // even bytes of 2m - 1: the low byte of each 16-bit lane, kept by vpmovwb
+                const uint8_t* p = src[j] + 2 * i;
+                const __m512i lo = _mm512_maskz_loadu_epi8(mask(2 * m - 1), p);
+                const __m512i hi = _mm512_maskz_loadu_epi8(mask(2 * m - 1 - 64), p + 64);
+                const __m512i even = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(lo)), _mm512_cvtepi16_epi8(hi), 1);
+                v[j] = _mm512_xor_si512(even, fl);
+            }
+        }
+        // Bytes, then words, interleaved within 128-bit lanes: o[k] lane L holds pixels 16 L + 4 k .. + 3.
+        const __m512i t0 = _mm512_unpacklo_epi8(v[0], v[1]), t1 = _mm512_unpackhi_epi8(v[0], v[1]);
+        const __m512i t2 = _mm512_unpacklo_epi8(v[2], v[3]), t3 = _mm512_unpackhi_epi8(v[2], v[3]);
+        const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
+        const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
+        // 4 x 4 transpose of the 128-bit lanes: out[L] = (o0, o1, o2, o3) lane L = pixels 16 L .. 16 L + 15.
+        const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
+        const __m512i u2 = _mm512_shuffle_i64x2(o0, o1, 0xEE), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
+        const __m512i out[4] = {_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD),
+                                _mm512_shuffle_i64x2(u2, u3, 0x88), _mm512_shuffle_i64x2(u2, u3, 0xDD)};
+        uint8_t* d = dst + 4 * i;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            const int64_t bytes = 4 * m - 64 * k;
+            if (bytes <= 0) break;
+            if (bytes >= 64) _mm512_storeu_si512(d + 64 * k, out[k]);
+            else _mm512_mask_storeu_epi8(d + 64 * k, mask(bytes), out[k]);
+        }
+    }
+}
+
 void conv_avx512vnni(const ConvCall& c) {
     Epi e;
     e.lo_f = _mm512_set1_ps(static_cast<float>(c.lo - c.zp));
