@@ -128,7 +128,7 @@ internal static class EngineBenchmark
         foreach (var (label, model) in new[] { ("INT8", models.Int8), ("W4A8", models.W4A8) })
         {
             using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, name, model.Settings.Inputs, model.Settings.Outputs, model.Settings.InputShapes, 1, out _)!;
-            Console.WriteLine($"  native {label}: {engine.Ops.Count} ops, packed weights {engine.WeightBytes:N0} bytes (QDQ file {model.QuantizedModel.Length:N0}), activations {engine.ArenaBytesPerRow:N0} bytes/image (without reuse {engine.NaiveBytesPerRow:N0})");
+            Console.WriteLine($"  native {label}: {engine.Ops.Count} plan ops ({engine.NativeOpCount} after fusion), packed weights {engine.WeightBytes:N0} bytes (QDQ file {model.QuantizedModel.Length:N0}), activations {engine.ArenaBytesPerRow:N0} bytes/image (without reuse {engine.NaiveBytesPerRow:N0})");
         }
         int memoryBatch = batches[^1];
         string file = Path.Combine(Path.GetTempPath(), $"qatml-engine-{name}-{Environment.ProcessId}.onnx");

@@ -60,12 +60,14 @@ struct Net {
         for (int i = 0; i < 5; ++i) fc_s.push_back(0.05f + 0.01f * i), fc_b.push_back(bias(r));
         for (int i = 0; i < 256; ++i) lut[i] = static_cast<uint8_t>(i == 255 ? 255 : i + 1);
     }
-    std::vector<uint8_t> plan() const {
+    // second_reader: a DEQUANTIZE also reads the convolution's output (which keeps the engine from fusing
+    // the convolution with its max pool).
+    std::vector<uint8_t> plan(bool second_reader = true) const {
         Plan p;
         p.b.insert(p.b.end(), {'Q', 'E', 'P', '1'});
         p.put<uint32_t>(1);
-        p.put<uint32_t>(9);  // tensors
-        p.put<uint32_t>(8);  // ops
+        p.put<uint32_t>(second_reader ? 9 : 8);  // tensors
+        p.put<uint32_t>(second_reader ? 8 : 7);  // ops
         p.put<uint32_t>(1);
         p.put<uint32_t>(1);
         auto tensor = [&](uint32_t type, std::initializer_list<int64_t> dims) {
@@ -81,7 +83,7 @@ struct Net {
         tensor(QATML_TYPE_UINT8, {36});         // 5 add
         tensor(QATML_TYPE_INT8, {5});           // 6 gemm
         tensor(QATML_TYPE_FLOAT32, {5});        // 7 output
-        tensor(QATML_TYPE_FLOAT32, {4, 6, 6});  // 8 read by nobody
+        if (second_reader) tensor(QATML_TYPE_FLOAT32, {4, 6, 6});  // 8 read by nobody
         p.put<uint32_t>(0);
         p.put<uint32_t>(7);
         {
@@ -134,7 +136,7 @@ struct Net {
             o.body.put<uint32_t>(6); o.body.put<uint32_t>(7); o.body.q(0.3f, -5);
             o.finish(p, QATML_ENGINE_OP_DEQUANTIZE);
         }
-        {  // a second reader of tensor 2 keeps it alive: exercises the planner
+        if (second_reader) {  // a second reader of tensor 2 keeps it alive: exercises the planner
             OpBuilder o;
             o.body.put<uint32_t>(2); o.body.put<uint32_t>(8);
             o.body.q(0.05f, 0);
@@ -241,6 +243,28 @@ TEST(Engine, SmallNetworkMatchesTheKernelsOpByOp) {
     qatml_context_destroy(ctx);
     ASSERT_EQ(qatml_engine_destroy(e), QATML_OK);
     EXPECT_EQ(qatml_engine_destroy(e), QATML_INVALID_HANDLE);
+}
+
+// A convolution whose only reader is a 2x2 stride-2 max pool runs as one fused op, with the same results;
+// the full-size convolution output is never allocated.
+TEST(Engine, FusesConvolutionAndMaxPool) {
+    Net net;
+    std::vector<uint8_t> fused_plan = net.plan(false), plain_plan = net.plan(true);
+    qatml_engine *fused = nullptr, *plain = nullptr;
+    ASSERT_EQ(qatml_engine_create(nullptr, fused_plan.data(), static_cast<int64_t>(fused_plan.size()), &fused), QATML_OK) << qatml_last_error();
+    ASSERT_EQ(qatml_engine_create(nullptr, plain_plan.data(), static_cast<int64_t>(plain_plan.size()), &plain), QATML_OK) << qatml_last_error();
+    qatml_engine_info fi{}, pi{};
+    ASSERT_EQ(qatml_engine_get_info(fused, &fi), QATML_OK);
+    ASSERT_EQ(qatml_engine_get_info(plain, &pi), QATML_OK);
+    EXPECT_EQ(fi.op_count, 6);  // 7 in the plan
+    EXPECT_EQ(pi.op_count, 8);  // the second reader keeps CONV and MAXPOOL apart
+    EXPECT_LT(fi.arena_bytes_per_row, pi.arena_bytes_per_row);
+    for (int64_t n : {1, 5}) {
+        std::vector<float> x = random_input(n, 40u + static_cast<unsigned>(n));
+        EXPECT_EQ(run(fused, nullptr, x, n), net.reference(x, n)) << "batch " << n;
+    }
+    qatml_engine_destroy(fused);
+    qatml_engine_destroy(plain);
 }
 
 TEST(Engine, ValidatesArguments) {

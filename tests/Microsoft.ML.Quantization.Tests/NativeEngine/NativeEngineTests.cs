@@ -81,6 +81,7 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
         byte[] model = QuantizedFmnist(QuantizationPrecision.Int8);
         using var engine = Load(model);
         Assert.Equal(["Quantize", "Conv", "MaxPool", "Conv", "MaxPool", "Gemm", "Gemm", "Dequantize"], engine.Ops.Select(o => o.Kind.ToString()));
+        Assert.Equal(6, engine.NativeOpCount);  // each Conv and its 2x2 MaxPool run as one fused op
         float[] images = Images.Value;
         int rows = images.Length / 784;
         float[] ort = RunOrt(model, images, rows, [1, 28, 28]);

@@ -24,6 +24,7 @@ internal sealed class NativeInt8Engine : IDisposable
         Threads = threads;
         NativeApi.Check(NativeMethods.qatml_engine_get_info(_handle, out NativeMethods.EngineInfo info));
         WeightBytes = info.WeightBytes;
+        NativeOpCount = info.OpCount;
         ArenaBytesPerRow = info.ArenaBytesPerRow;
         NaiveBytesPerRow = info.NaiveBytesPerRow;
         for (int i = 0; i < inputs.Length; i++)
@@ -40,6 +41,9 @@ internal sealed class NativeInt8Engine : IDisposable
 
     /// <summary>The ops the engine runs, each with the ONNX node it came from (the plan's weights are not kept managed-side).</summary>
     public IReadOnlyList<(EngineOpKind Kind, string Source)> Ops { get; }
+
+    /// <summary>Ops the native engine runs after its own fusions (a convolution and the 2x2 max pool after it become one).</summary>
+    public int NativeOpCount { get; }
 
     /// <summary>Threads one run uses (the batch is split into that many row ranges).</summary>
     public int Threads { get; }
