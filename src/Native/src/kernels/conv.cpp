@@ -742,8 +742,9 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         const int mr = w->mr, nr = w->nr;
         const int64_t k4 = w->k4, kg = w->k, P = g.oh * g.ow;
         const int64_t mpad = round_up(g.m, mr);
-        std::vector<int32_t> rowadd(static_cast<size_t>(mpad), 0), rowmul(static_cast<size_t>(mpad), 0);
-        std::vector<float> mult(static_cast<size_t>(mpad), 1.0f);
+        // + kConvPack: the channel-lane kernel reads whole 16-channel vectors from each group's first channel.
+        std::vector<int32_t> rowadd(static_cast<size_t>(mpad + kConvPack), 0), rowmul(static_cast<size_t>(mpad), 0);
+        std::vector<float> mult(static_cast<size_t>(mpad + kConvPack), 1.0f);
         for (int64_t oc = 0; oc < g.m; ++oc) {
             const int32_t zw = w->zw[static_cast<size_t>(oc)];
             uint32_t v = ep.bias ? static_cast<uint32_t>(ep.bias[oc]) : 0u;
