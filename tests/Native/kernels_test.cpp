@@ -815,21 +815,27 @@ TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     }
 }
 
-// Convolution + 2x2 stride-2 MaxPool in one call equals the convolution, then qatml_pool2d, on every ISA
-// (AVX-512 VNNI pools inside the channel-lane output pass; the others, and weight zero points, pool a
-// scratch output). Shapes: FmnistNet's two conv + pool pairs, odd output sizes (the floor drops a row and
-// a column), one and several channel quads, int8 outputs, groups.
-TEST(KernelsConv, ConvMaxPool2x2EqualsConvThenPool) {
+// Convolution + stride-2 MaxPool (2x2, or 3x3 with pads 0 / 1) in one call equals the convolution, then
+// qatml_pool2d, on every ISA (AVX-512 VNNI pools inside the channel-lane output pass; the others, and weight
+// zero points, pool a scratch output). Shapes: FmnistNet's two conv + pool pairs, ResNet's stem (C = 3 over
+// HWC bytes, 7x7 stride 2, then 3x3 / 2 pad 1) at a smaller size, C = 2, odd output sizes (the floor drops a
+// row and a column), int8 outputs, groups, depthwise.
+TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
     std::vector<int> isas = fast_isas();
     isas.insert(isas.begin(), QATML_ISA_SCALAR);
-    const struct { int64_t n, c, m, h, w, k, s, pad, groups; bool wzp; int32_t x_type, out_type; } shapes[] = {
-        {3, 1, 32, 28, 28, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},   // FmnistNet conv1 + pool1
-        {2, 32, 64, 14, 14, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},  // FmnistNet conv2 + pool2
-        {1, 7, 20, 11, 13, 3, 1, 0, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8},      // 9x11 output: floor drops
-        {2, 1, 18, 9, 10, 5, 1, 2, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8},      // C = 1, 5x5
-        {1, 12, 24, 16, 15, 3, 2, 1, 2, false, QATML_TYPE_UINT8, QATML_TYPE_INT8},    // stride 2, groups
-        {1, 8, 16, 10, 10, 3, 1, 1, 1, true, QATML_TYPE_UINT8, QATML_TYPE_UINT8},     // weight zero points
-        {1, 6, 6, 10, 10, 3, 1, 1, 6, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8},     // depthwise
+    const struct { int64_t n, c, m, h, w, k, s, pad, groups; bool wzp; int32_t x_type, out_type; int64_t pool, ppad; } shapes[] = {
+        {3, 1, 32, 28, 28, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},   // FmnistNet conv1 + pool1
+        {2, 32, 64, 14, 14, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},  // FmnistNet conv2 + pool2
+        {1, 7, 20, 11, 13, 3, 1, 0, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 2, 0},      // 9x11 output: floor drops
+        {2, 1, 18, 9, 10, 5, 1, 2, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 2, 0},      // C = 1, 5x5
+        {1, 12, 24, 16, 15, 3, 2, 1, 2, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 2, 0},    // stride 2, groups
+        {1, 8, 16, 10, 10, 3, 1, 1, 1, true, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},     // weight zero points
+        {1, 6, 6, 10, 10, 3, 1, 1, 6, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},     // depthwise
+        {2, 3, 64, 45, 45, 7, 2, 3, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, 1},    // ResNet stem + pool
+        {1, 3, 40, 30, 29, 7, 2, 3, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 3, 0},      // C = 3, pool without pads
+        {1, 2, 20, 17, 18, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, 1},    // C = 2 over HWC
+        {1, 6, 24, 12, 12, 3, 1, 1, 2, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 3, 1},     // 2 groups of C = 3
+        {1, 16, 32, 13, 13, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 3, 1},    // channel quads, 3x3 pool
     };
     for (const auto& sh : shapes) {
         ConvCase c{};
@@ -854,9 +860,12 @@ TEST(KernelsConv, ConvMaxPool2x2EqualsConvThenPool) {
         int64_t oh = 0, ow = 0;
         ASSERT_EQ(qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow), QATML_OK);
         const std::vector<uint8_t> full = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
-        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, 0, 0, 0, 0, 1, 1};
-        std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * (oh / 2) * (ow / 2)));
-        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &pp, 2, 2, 0, full.data(), c.out_type, 1.0f, 0, 1.0f, 0, expected.data()),
+        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, sh.ppad, sh.ppad, sh.ppad, sh.ppad, 1, 1};
+        int64_t ph = 0, pw_ = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&pp, sh.pool, sh.pool, &ph, &pw_), QATML_OK);
+        std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * ph * pw_));
+        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &pp, sh.pool, sh.pool, 0, full.data(), c.out_type, 1.0f, 0, 1.0f, 0,
+                               expected.data()),
                   QATML_OK);
         for (int isa : isas) {
             IsaCap cap(isa);
@@ -872,7 +881,7 @@ TEST(KernelsConv, ConvMaxPool2x2EqualsConvThenPool) {
             ep.multiplier_count = c.m;
             ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
             std::vector<uint8_t> got(expected.size(), 0xCD);
-            ASSERT_EQ(qatml_conv2d_maxpool2x2(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, got.data()), QATML_OK)
+            ASSERT_EQ(qatml_conv2d_maxpool(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, sh.pool, sh.ppad, got.data()), QATML_OK)
                 << qatml_last_error();
             ASSERT_EQ(got, expected) << "isa " << qatml_isa_name(isa) << " shape C " << sh.c << " M " << sh.m << " H " << sh.h;
         }
@@ -887,14 +896,16 @@ TEST(KernelsConv, ConvMaxPool2x2EqualsConvThenPool) {
     qatml_epilogue ep;
     std::memset(&ep, 0, sizeof ep);
     ep.out_type = QATML_TYPE_INT32;
-    EXPECT_EQ(qatml_conv2d_maxpool2x2(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, 0, y.data()), QATML_INVALID_ARGUMENT);
     EXPECT_NE(std::string(qatml_last_error()).find("8-bit output"), std::string::npos) << qatml_last_error();
     float one = 1.0f;
     ep.out_type = QATML_TYPE_UINT8;
     ep.multipliers = &one;
     ep.multiplier_count = 1;
-    EXPECT_EQ(qatml_conv2d_maxpool2x2(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, 0, y.data()), QATML_INVALID_ARGUMENT);
     EXPECT_NE(std::string(qatml_last_error()).find("smaller than the 2x2 pool window"), std::string::npos) << qatml_last_error();
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 3, 2, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("pool_kernel 3 with pool_pad 2"), std::string::npos) << qatml_last_error();
 }
 
 TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {

@@ -51,7 +51,8 @@ struct Op {
     int64_t kh = 1, kw = 1, k = 0, n = 0;
     int32_t count_include_pad = 0;
     qatml_packed_weights* w = nullptr;
-    bool pool2 = false;  // CONV: a MaxPool 2x2 stride 2 fused into the output pass (fuse_conv_maxpool)
+    int pool = 0;  // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pad
+    int64_t pool_pad = 0;
     std::vector<int32_t> bias;
     std::vector<float> mult;
     uint8_t lut[256] = {};
@@ -443,9 +444,9 @@ struct Loader {
     }
 };
 
-// CONV followed directly by MAXPOOL 2x2, stride 2, no padding, dilation 1, where the pool is the only
-// reader of the convolution's output (an intermediate) and the output is 8-bit: one
-// qatml_conv2d_maxpool2x2 call (bit-identical: the pool keeps the quantization, and requantization is
+// CONV followed directly by MAXPOOL 2x2 (no padding) or 3x3 (pads 0 or 1 all round), stride 2, dilation 1,
+// where the pool is the only reader of the convolution's output (an intermediate) and the output is 8-bit:
+// one qatml_conv2d_maxpool call (bit-identical: the pool keeps the quantization, and requantization is
 // monotonic), one op fewer, and the full-size intermediate is never allocated.
 void fuse_conv_maxpool(qatml_engine* e) {
     std::vector<int> readers(e->tensors.size(), 0);
@@ -461,11 +462,14 @@ void fuse_conv_maxpool(qatml_engine* e) {
             const Op& pool = e->ops[i + 1];
             const Tensor& mid = e->tensors[op.y];
             const qatml_conv2d_params& p = pool.p;
+            const bool same_pads = p.pad_top == p.pad_left && p.pad_top == p.pad_bottom && p.pad_top == p.pad_right;
+            const bool fusable = (pool.kh == 2 && pool.kw == 2 && same_pads && p.pad_top == 0) ||
+                                 (pool.kh == 3 && pool.kw == 3 && same_pads && p.pad_top <= 1);
             if (pool.kind == QATML_ENGINE_OP_MAXPOOL && pool.x == op.y && readers[op.y] == 1 && mid.output_index < 0 &&
-                mid.dtype != QATML_TYPE_FLOAT32 && pool.kh == 2 && pool.kw == 2 && p.stride_h == 2 && p.stride_w == 2 &&
-                p.pad_top == 0 && p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0 && p.dilation_h == 1 &&
+                mid.dtype != QATML_TYPE_FLOAT32 && fusable && p.stride_h == 2 && p.stride_w == 2 && p.dilation_h == 1 &&
                 p.dilation_w == 1) {
-                op.pool2 = true;
+                op.pool = static_cast<int>(pool.kh);
+                op.pool_pad = p.pad_top;
                 op.y = pool.y;
                 ops.push_back(op);
                 ++i;
@@ -573,8 +577,8 @@ qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const
                 if (op.kind == QATML_ENGINE_OP_CONV) {
                     qatml_conv2d_params p = op.p;
                     p.batch = n;
-                    st = op.pool2 ? qatml_conv2d_maxpool2x2(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y)
-                                  : qatml_conv2d(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y);
+                    st = op.pool ? qatml_conv2d_maxpool(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, op.pool, op.pool_pad, y)
+                                 : qatml_conv2d(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y);
                 } else {
                     st = qatml_gemm(nullptr, n, x, tx.dtype, op.k, op.qx.zp, op.w, &ep, y, op.n);
                 }
@@ -644,7 +648,7 @@ void print_profile(const qatml_engine* e) {
         char d[160];
         op_description(e, e->ops[i], d, sizeof d);
         const double v = e->profile_seconds[i];
-        std::fprintf(stderr, "  op %3zu %-14s %8.1f us/row %5.1f%%  %s\n", i, e->ops[i].pool2 ? "CONV+MAXPOOL" : op_name(e->ops[i].kind),
+        std::fprintf(stderr, "  op %3zu %-14s %8.1f us/row %5.1f%%  %s\n", i, e->ops[i].pool ? "CONV+MAXPOOL" : op_name(e->ops[i].kind),
                      e->profile_rows ? v * 1e6 / double(e->profile_rows) : 0.0, total > 0 ? 100.0 * v / total : 0.0, d);
     }
     std::fflush(stderr);

@@ -121,4 +121,9 @@ struct qatml_packed_weights {
     std::vector<int32_t> wsum, zw;     // per channel: sum of weights, weight zero point
     bool has_zw = false;
     bool depthwise = false;
+    // conv, AVX-512 VNNI, 2-3 input channels per group: a second packing for the channel-lane kernel over HWC
+    // bytes. K order per kernel row ky: the kW x C/g bytes of the row (kx-major, channel-minor) in groups of 4,
+    // zero past the row (ResNet's 7x7 x 3 stem: 7 x 6 = 42 K groups where channel quads take 49).
+    int64_t hwc_k4 = 0, hwc_row_groups = 0, hwc_group_stride = 0;
+    qatml::kernels::AlignedBuffer hwc_packed;
 };

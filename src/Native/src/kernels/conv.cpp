@@ -384,6 +384,16 @@ void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, in
 // and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
 // transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
 // QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
+// Convolutions with 2-3 channels per group run over HWC bytes when their max pool is fused (or
+// QATML_CONV_LANES=channels); unpooled, the pixel-lane kernel and its NCHW output stay.
+bool prefer_hwc() {
+    static const bool forced = [] {
+        const char* v = std::getenv("QATML_CONV_LANES");
+        return v != nullptr && std::strcmp(v, "channels") == 0;
+    }();
+    return forced;
+}
+
 // `margin`: the lane-use advantage channel lanes need (their transpose weighs more when K is short).
 bool prefer_channel_lanes(const Geometry& g, int64_t wq, double margin) {
     static const int forced = [] {
@@ -438,41 +448,83 @@ void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64
         for (int64_t p = 0; p < pixels; ++p) dst[c0 * pixels + p] = src[p * src_stride + c0];
 }
 
-// Channel-lane convolution of every image and group (conv_avx512vnni_lanes): `prepare(n, group)` fills
-// the kernel's input (`input`, K groups at `k_offsets`, virtual pixel q = oy * wq + ox), the kernel writes
-// pixel-major staging (with pool2 one pixel per 2x2 window: a quarter of the requantization and of the
-// transpose, and no pass over a full-size output), transposed to NCHW.
+// A max pool fused into a convolution's output pass: kernel 2 (2x2, stride 2, no padding) or 3 (3x3,
+// stride 2, `pad` on every side); 0 = none.
+struct FusedPool {
+    int kernel = 0;
+    int64_t pad = 0;
+};
+inline int64_t pooled(int64_t size, const FusedPool& fp) {
+    return fp.kernel == 0 ? size : (size + 2 * fp.pad - fp.kernel) / 2 + 1;
+}
+
+// 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride]; window cells
+// outside the plane are skipped (padding never wins); signed bytes compared through the 0x80 flip.
+void max_pool3_pixel_major(const uint8_t* src, int64_t oh, int64_t ow, int64_t pad, int64_t poh, int64_t pow, int64_t stride,
+                           bool is_signed, uint8_t* dst) {
+    const __m128i flip = _mm_set1_epi8(static_cast<char>(is_signed ? 0x80 : 0x00));
+    for (int64_t py = 0; py < poh; ++py) {
+        const int64_t y0 = std::max<int64_t>(0, 2 * py - pad), y1 = std::min(oh, 2 * py - pad + 3);
+        for (int64_t px = 0; px < pow; ++px) {
+            const int64_t x0 = std::max<int64_t>(0, 2 * px - pad), x1 = std::min(ow, 2 * px - pad + 3);
+            uint8_t* d = dst + (py * pow + px) * stride;
+            for (int64_t i = 0; i < stride; i += 16) {
+                __m128i m = _mm_setzero_si128();  // the type's minimum, flipped
+                for (int64_t yy = y0; yy < y1; ++yy)
+                    for (int64_t xx = x0; xx < x1; ++xx)
+                        m = _mm_max_epu8(m, _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (yy * ow + xx) * stride + i)), flip));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_xor_si128(m, flip));
+            }
+        }
+    }
+}
+
+// What the channel-lane kernel reads: its input (filled per image and group by `prepare`), the packed
+// weights it uses and their K groups, and where output pixel (oy, ox) starts (oy * row_bytes + ox * col_bytes).
+struct LaneInput {
+    const uint8_t* data;
+    const int64_t* k_offsets;
+    int64_t k4;
+    const uint8_t* weights;
+    int64_t group_stride;
+    int64_t row_bytes, col_bytes;
+};
+
+// Channel-lane convolution of every image and group (conv_avx512vnni_lanes): the kernel writes pixel-major
+// staging, transposed to NCHW. Fused pools: 2x2 inside the kernel (pixels listed window by window; the max of
+// each window's int32 results requantized once: a quarter of the requantization and of the transpose, no
+// full-size output; exact because requantization is non-decreasing, check_epilogue admitting multipliers > 0
+// only); 3x3 stride 2 over the staging before the transpose.
 template <typename Prepare>
-void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32_t* rowadd, const float* mult, const Epilogue& ep,
-                   const uint8_t* input, const int64_t* k_offsets, int64_t wq, bool pool2, uint8_t* y, Prepare prepare) {
+void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd, const float* mult, const Epilogue& ep,
+                   const FusedPool& fp, uint8_t* y, Prepare prepare) {
     const int64_t P = g.oh * g.ow, rows = round_up(g.mpg, kConvPack);
-    const int64_t poh = pool2 ? g.oh / 2 : g.oh, pow = pool2 ? g.ow / 2 : g.ow, PP = poh * pow;
-    // pool2: the kernel takes the max of each window's int32 results and requantizes once (requantization
-    // is increasing: check_epilogue admits multipliers > 0 only).
-    std::vector<int64_t> pixel_offsets(static_cast<size_t>(pool2 ? 4 * PP : P));
+    const int64_t poh = pooled(g.oh, fp), pow = pooled(g.ow, fp), PP = poh * pow;
+    const bool in_kernel = fp.kernel == 2;
+    std::vector<int64_t> pixel_offsets(static_cast<size_t>(in_kernel ? 4 * PP : P));
     int64_t* po = pixel_offsets.data();
-    if (pool2) {  // the windows' pixels, window by window in output order; the rest (odd edges) is never computed
+    if (in_kernel) {  // the windows' pixels, window by window in output order; the rest (odd edges) is never computed
         for (int64_t py = 0; py < poh; ++py)
             for (int64_t px = 0; px < pow; ++px, po += 4) {
-                const int64_t q = 4 * (2 * py * wq + 2 * px);
+                const int64_t q = 2 * py * in.row_bytes + 2 * px * in.col_bytes;
                 po[0] = q;
-                po[1] = q + 4;
-                po[2] = q + 4 * wq;
-                po[3] = q + 4 * wq + 4;
+                po[1] = q + in.col_bytes;
+                po[2] = q + in.row_bytes;
+                po[3] = q + in.row_bytes + in.col_bytes;
             }
     } else {
         for (int64_t oy = 0; oy < g.oh; ++oy)
-            for (int64_t ox = 0; ox < g.ow; ++ox) *po++ = 4 * (oy * wq + ox);
+            for (int64_t ox = 0; ox < g.ow; ++ox) *po++ = oy * in.row_bytes + ox * in.col_bytes;
     }
-    AlignedBuffer staging(PP * rows);
+    AlignedBuffer staging((in_kernel ? PP : P) * rows), pooled_staging(fp.kernel == 3 ? PP * rows : 0);
     ConvLanesCall lanes{};
-    lanes.input = input;
-    lanes.k_offsets = k_offsets;
+    lanes.input = in.data;
+    lanes.k_offsets = in.k_offsets;
     lanes.pixel_offsets = pixel_offsets.data();
     lanes.rows = rows;
     lanes.pixels = static_cast<int64_t>(pixel_offsets.size());
-    lanes.pool = pool2;
-    lanes.k4 = w.k4;
+    lanes.pool = in_kernel;
+    lanes.k4 = in.k4;
     lanes.zp = ep.zp;
     lanes.lo = ep.lo;
     lanes.hi = ep.hi;
@@ -481,12 +533,40 @@ void channel_lanes(const Geometry& g, const qatml_packed_weights& w, const int32
     for (int64_t n = 0; n < g.n; ++n)
         for (int64_t grp = 0; grp < g.groups; ++grp) {
             prepare(n, grp);
-            lanes.weights = w.packed.data + grp * w.group_stride;
+            lanes.weights = in.weights + grp * in.group_stride;
             lanes.rowadd = rowadd + grp * g.mpg;
             lanes.mult = mult + grp * g.mpg;
             conv_avx512vnni_lanes(lanes);
-            transpose_bytes(staging.data, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);
+            const uint8_t* src = staging.data;
+            if (fp.kernel == 3) {
+                max_pool3_pixel_major(staging.data, g.oh, g.ow, fp.pad, poh, pow, rows, ep.out_type == QATML_TYPE_INT8,
+                                      pooled_staging.data);
+                src = pooled_staging.data;
+            }
+            transpose_bytes(src, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);
         }
+}
+
+// 2 or 3 input channels per group, AVX-512 VNNI: the input of one image and group as padded HWC bytes
+// ([hp][wp][cpg], padding = the zero point, XOR flip applied) plus 64 bytes of slack, so the kW x C/g bytes of
+// one kernel row at one pixel are consecutive (the `hwc` packing's K groups).
+void hwc_input(const Geometry& g, const uint8_t* img, uint8_t flip, uint8_t pad, int64_t hp, int64_t wp, uint8_t* dst) {
+    const int64_t c = g.cpg, plane = g.h * g.w;
+    std::memset(dst, pad, static_cast<size_t>(hp * wp * c));
+    for (int64_t iy = 0; iy < g.h; ++iy) {
+        uint8_t* d = dst + ((iy + g.pt) * wp + g.pl) * c;
+        const uint8_t* s = img + iy * g.w;
+        if (c == 3)
+            for (int64_t ix = 0; ix < g.w; ++ix, d += 3) {
+                d[0] = static_cast<uint8_t>(s[ix] ^ flip);
+                d[1] = static_cast<uint8_t>(s[plane + ix] ^ flip);
+                d[2] = static_cast<uint8_t>(s[2 * plane + ix] ^ flip);
+            }
+        else
+            for (int64_t ix = 0; ix < g.w; ++ix, d += c)
+                for (int64_t j = 0; j < c; ++j) d[j] = static_cast<uint8_t>(s[j * plane + ix] ^ flip);
+    }
+    std::memset(dst + hp * wp * c, 0, 64);
 }
 
 // One input channel per group (quads == 0): the implicit GEMM's input is an im2col [k4][q][4]
@@ -627,6 +707,28 @@ QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const v
                 pack_bc_tiles(reordered.data(), pw->mpg, kp, kp, pw->mr, pw->k4, 0, pw->packed.data + g * pw->group_stride,
                               nullptr);
             }
+            if (isa == QATML_ISA_AVX512_VNNI && (in_channels_per_group == 2 || in_channels_per_group == 3)) {
+                const int64_t row = kernel_w * in_channels_per_group;  // bytes of one kernel row at one pixel
+                pw->hwc_row_groups = (row + 3) / 4;
+                pw->hwc_k4 = kernel_h * pw->hwc_row_groups;
+                const int64_t hp = pw->hwc_k4 * 4;
+                std::vector<uint8_t> hwc(static_cast<size_t>(pw->mpg * hp));
+                pw->hwc_group_stride = round_up(pw->mpg, kConvPack) * pw->hwc_k4 * 4;
+                pw->hwc_packed.resize(pw->hwc_group_stride * groups);
+                pw->hwc_packed.zero();
+                for (int64_t g = 0; g < groups; ++g) {
+                    for (int64_t m = 0; m < pw->mpg; ++m)
+                        for (int64_t ky = 0; ky < kernel_h; ++ky)
+                            for (int64_t t = 0; t < pw->hwc_row_groups * 4; ++t) {
+                                const int64_t kx = t / in_channels_per_group, ci = t % in_channels_per_group;
+                                hwc[static_cast<size_t>(m * hp + ky * pw->hwc_row_groups * 4 + t)] =
+                                    t < row ? static_cast<uint8_t>(plain[static_cast<size_t>((g * pw->mpg + m) * kg + ci * khw + ky * kernel_w + kx)])
+                                            : 0;
+                            }
+                    pack_bc_tiles(hwc.data(), pw->mpg, hp, hp, kConvPack, pw->hwc_k4, 0, pw->hwc_packed.data + g * pw->hwc_group_stride,
+                                  nullptr);
+                }
+            }
         }
         register_handle(pw.get(), HandleKind::PackedWeights);
         *out_packed = pw.release();
@@ -666,10 +768,10 @@ QATML_API qatml_status qatml_conv2d_output_size(const qatml_conv2d_params* p, in
 }
 
 namespace {
-// qatml_conv2d, and with pool2 the 2x2 stride-2 MaxPool of its 8-bit output (y is N x M x OH/2 x OW/2).
+// qatml_conv2d, and with fp.kernel != 0 the fused max pool of its 8-bit output (qatml_conv2d_maxpool).
 qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
                          int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w, const qatml_epilogue* epilogue,
-                         void* y, bool pool2) {
+                         void* y, FusedPool fp) {
         qatml_status st = check_context(ctx, fn);
         if (st != QATML_OK) return st;
         QATML_CHECK_NOT_NULL(params, fn);
@@ -701,24 +803,26 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(y, 4, fn);
         if (context_device(ctx).kind != w->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
-        if (pool2) {
+        if (fp.kernel != 0) {
             if (ep.out_type == QATML_TYPE_INT32)
                 return fail(QATML_INVALID_ARGUMENT, "%s: the max pool needs an 8-bit output (UINT8 or INT8), not INT32", fn);
-            if (g.oh < 2 || g.ow < 2)
-                return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld convolution output is smaller than the 2x2 pool window", fn,
-                            (long long)g.oh, (long long)g.ow);
+            if (g.oh + 2 * fp.pad < fp.kernel || g.ow + 2 * fp.pad < fp.kernel)
+                return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld convolution output is smaller than the %dx%d pool window", fn,
+                            (long long)g.oh, (long long)g.ow, fp.kernel, fp.kernel);
             if (w->isa != QATML_ISA_AVX512_VNNI || w->depthwise || w->has_zw) {
                 // Not fused on this path: the convolution into a scratch tensor, then the pool.
                 AlignedBuffer full(out_elems);
-                if ((st = conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, full.data, false)) != QATML_OK) return st;
+                if ((st = conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, full.data, FusedPool{})) != QATML_OK)
+                    return st;
                 qatml_conv2d_params pp{};
                 pp.batch = params->batch;
                 pp.channels = w->n;
                 pp.height = g.oh;
                 pp.width = g.ow;
                 pp.stride_h = pp.stride_w = 2;
+                pp.pad_top = pp.pad_left = pp.pad_bottom = pp.pad_right = fp.pad;
                 pp.dilation_h = pp.dilation_w = 1;
-                return qatml_pool2d(ctx, QATML_POOL_MAX, &pp, 2, 2, 0, full.data, ep.out_type, 1.0f, 0, 1.0f, 0, y);
+                return qatml_pool2d(ctx, QATML_POOL_MAX, &pp, fp.kernel, fp.kernel, 0, full.data, ep.out_type, 1.0f, 0, 1.0f, 0, y);
             }
         }
         g.n = params->batch; g.c = params->channels; g.h = params->height; g.w = params->width;
@@ -754,6 +858,23 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             rowmul[static_cast<size_t>(oc)] = static_cast<int32_t>(0u - static_cast<uint32_t>(zw));
             if (ep.out_type != QATML_TYPE_INT32) mult[static_cast<size_t>(oc)] = ep.mult[static_cast<size_t>(oc)];
         }
+        if (w->isa == QATML_ISA_AVX512_VNNI && w->hwc_k4 > 0 && ep.out_type != QATML_TYPE_INT32 && !w->has_zw && g.dw == 1 &&
+            (fp.kernel != 0 || prefer_hwc())) {
+            // 2-3 channels per group: channel lanes over padded HWC bytes (K groups of 4 consecutive bytes of a
+            // kernel row, no channel-quad padding).
+            const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
+            AlignedBuffer input(hp * wp * g.cpg + 64);
+            std::vector<int64_t> offsets(static_cast<size_t>(w->hwc_k4));
+            for (int64_t ky = 0; ky < g.kh; ++ky)
+                for (int64_t j = 0; j < w->hwc_row_groups; ++j)
+                    offsets[static_cast<size_t>(ky * w->hwc_row_groups + j)] = ky * g.dh * wp * g.cpg + 4 * j;
+            const LaneInput in{input.data, offsets.data(), w->hwc_k4, w->hwc_packed.data, w->hwc_group_stride,
+                               g.sh * wp * g.cpg, g.sw * g.cpg};
+            channel_lanes(g, in, rowadd.data(), mult.data(), ep, fp, static_cast<uint8_t*>(y), [&](int64_t n, int64_t grp) {
+                hwc_input(g, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad, hp, wp, input.data);
+            });
+            return QATML_OK;
+        }
         if (w->isa == QATML_ISA_AVX512_VNNI && w->quads == 0) {  // one channel per group: taps by 4
             const int64_t esz = elem_size(ep.out_type);
             PaddedPlanes pp;
@@ -767,8 +888,9 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             pp.data = plane.data;
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
             for (int64_t k = 0; k < k4; ++k) offsets[static_cast<size_t>(k)] = k * region;
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, wq, 0.15))) {
-                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, input.data, offsets.data(), wq, pool2, static_cast<uint8_t*>(y),
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (fp.kernel != 0 || prefer_channel_lanes(g, wq, 0.15))) {
+                const LaneInput in{input.data, offsets.data(), k4, w->packed.data, w->group_stride, 4 * wq, 4};
+                channel_lanes(g, in, rowadd.data(), mult.data(), ep, fp, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
                                   pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
                                   tap_groups(g, pp, k4, wq, region, zeros.data, input.data);
@@ -817,8 +939,9 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             std::memset(input.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
             k_group_offsets(g, L, offsets.data());
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (pool2 || prefer_channel_lanes(g, L.wq, 0.05))) {
-                channel_lanes(g, *w, rowadd.data(), mult.data(), ep, L.data, offsets.data(), L.wq, pool2, static_cast<uint8_t*>(y),
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (fp.kernel != 0 || prefer_channel_lanes(g, L.wq, 0.05))) {
+                const LaneInput in{L.data, offsets.data(), k4, w->packed.data, w->group_stride, 4 * L.wq, 4};
+                channel_lanes(g, in, rowadd.data(), mult.data(), ep, fp, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
                                   interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
                               });
@@ -934,14 +1057,20 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
                                     int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
                                     const qatml_epilogue* epilogue, void* y) {
     static const char* fn = "qatml_conv2d";
-    return guarded(fn, [&] { return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, false); });
+    return guarded(fn, [&] { return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, FusedPool{}); });
 }
 
-QATML_API qatml_status qatml_conv2d_maxpool2x2(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
-                                               int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
-                                               const qatml_epilogue* epilogue, void* y) {
-    static const char* fn = "qatml_conv2d_maxpool2x2";
-    return guarded(fn, [&] { return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, true); });
+QATML_API qatml_status qatml_conv2d_maxpool(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
+                                            int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
+                                            const qatml_epilogue* epilogue, int64_t pool_kernel, int64_t pool_pad, void* y) {
+    static const char* fn = "qatml_conv2d_maxpool";
+    return guarded(fn, [&]() -> qatml_status {
+        if (!((pool_kernel == 2 && pool_pad == 0) || (pool_kernel == 3 && (pool_pad == 0 || pool_pad == 1))))
+            return fail(QATML_INVALID_ARGUMENT, "%s: pool_kernel %lld with pool_pad %lld: supported are 2 (pad 0) and 3 (pad 0 or 1)",
+                        fn, (long long)pool_kernel, (long long)pool_pad);
+        return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y,
+                           FusedPool{static_cast<int>(pool_kernel), pool_pad});
+    });
 }
 
 }  // extern "C"
