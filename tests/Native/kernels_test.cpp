@@ -823,19 +823,21 @@ TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
 TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
     std::vector<int> isas = fast_isas();
     isas.insert(isas.begin(), QATML_ISA_SCALAR);
-    const struct { int64_t n, c, m, h, w, k, s, pad, groups; bool wzp; int32_t x_type, out_type; int64_t pool, ppad; } shapes[] = {
-        {3, 1, 32, 28, 28, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},   // FmnistNet conv1 + pool1
-        {2, 32, 64, 14, 14, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},  // FmnistNet conv2 + pool2
-        {1, 7, 20, 11, 13, 3, 1, 0, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 2, 0},      // 9x11 output: floor drops
-        {2, 1, 18, 9, 10, 5, 1, 2, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 2, 0},      // C = 1, 5x5
-        {1, 12, 24, 16, 15, 3, 2, 1, 2, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 2, 0},    // stride 2, groups
-        {1, 8, 16, 10, 10, 3, 1, 1, 1, true, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},     // weight zero points
-        {1, 6, 6, 10, 10, 3, 1, 1, 6, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, 0},     // depthwise
-        {2, 3, 64, 45, 45, 7, 2, 3, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, 1},    // ResNet stem + pool
-        {1, 3, 40, 30, 29, 7, 2, 3, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 3, 0},      // C = 3, pool without pads
-        {1, 2, 20, 17, 18, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, 1},    // C = 2 over HWC
-        {1, 6, 24, 12, 12, 3, 1, 1, 2, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 3, 1},     // 2 groups of C = 3
-        {1, 16, 32, 13, 13, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 3, 1},    // channel quads, 3x3 pool
+    const struct { int64_t n, c, m, h, w, k, s, pad, groups; bool wzp; int32_t x_type, out_type; int64_t pool, pads[4]; } shapes[] = {
+        {3, 1, 32, 28, 28, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, {0, 0, 0, 0}},   // FmnistNet conv1 + pool1
+        {2, 32, 64, 14, 14, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, {0, 0, 0, 0}},  // FmnistNet conv2 + pool2
+        {1, 7, 20, 11, 13, 3, 1, 0, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 2, {0, 0, 0, 0}},      // 9x11 output: floor drops
+        {2, 1, 18, 9, 10, 5, 1, 2, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 2, {0, 0, 0, 0}},      // C = 1, 5x5
+        {1, 12, 24, 16, 15, 3, 2, 1, 2, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 2, {0, 0, 0, 0}},    // stride 2, groups
+        {1, 8, 16, 10, 10, 3, 1, 1, 1, true, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, {0, 0, 0, 0}},     // weight zero points
+        {1, 6, 6, 10, 10, 3, 1, 1, 6, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 2, {0, 0, 0, 0}},     // depthwise
+        {2, 3, 64, 45, 45, 7, 2, 3, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, {1, 1, 1, 1}},    // ResNet stem + pool
+        {1, 3, 40, 30, 29, 7, 2, 3, 1, false, QATML_TYPE_INT8, QATML_TYPE_INT8, 3, {0, 0, 0, 0}},      // C = 3, pool without pads
+        {1, 3, 64, 40, 40, 7, 2, 3, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, {1, 1, 0, 0}},    // the stem's pads (1, 1, 0, 0)
+        {1, 9, 24, 15, 16, 3, 1, 1, 1, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 3, {0, 1, 1, 0}},     // other asymmetric pads
+        {1, 2, 20, 17, 18, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_UINT8, 3, {1, 1, 1, 1}},    // C = 2 over HWC
+        {1, 6, 24, 12, 12, 3, 1, 1, 2, false, QATML_TYPE_INT8, QATML_TYPE_UINT8, 3, {1, 1, 1, 1}},     // 2 groups of C = 3
+        {1, 16, 32, 13, 13, 3, 1, 1, 1, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, 3, {1, 1, 1, 1}},    // channel quads, 3x3 pool
     };
     for (const auto& sh : shapes) {
         ConvCase c{};
@@ -860,7 +862,7 @@ TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
         int64_t oh = 0, ow = 0;
         ASSERT_EQ(qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow), QATML_OK);
         const std::vector<uint8_t> full = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
-        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, sh.ppad, sh.ppad, sh.ppad, sh.ppad, 1, 1};
+        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, sh.pads[0], sh.pads[1], sh.pads[2], sh.pads[3], 1, 1};
         int64_t ph = 0, pw_ = 0;
         ASSERT_EQ(qatml_conv2d_output_size(&pp, sh.pool, sh.pool, &ph, &pw_), QATML_OK);
         std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * ph * pw_));
@@ -881,7 +883,7 @@ TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
             ep.multiplier_count = c.m;
             ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
             std::vector<uint8_t> got(expected.size(), 0xCD);
-            ASSERT_EQ(qatml_conv2d_maxpool(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, sh.pool, sh.ppad, got.data()), QATML_OK)
+            ASSERT_EQ(qatml_conv2d_maxpool(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, sh.pool, sh.pads, got.data()), QATML_OK)
                 << qatml_last_error();
             ASSERT_EQ(got, expected) << "isa " << qatml_isa_name(isa) << " shape C " << sh.c << " M " << sh.m << " H " << sh.h;
         }
@@ -896,16 +898,17 @@ TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
     qatml_epilogue ep;
     std::memset(&ep, 0, sizeof ep);
     ep.out_type = QATML_TYPE_INT32;
-    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, 0, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, nullptr, y.data()), QATML_INVALID_ARGUMENT);
     EXPECT_NE(std::string(qatml_last_error()).find("8-bit output"), std::string::npos) << qatml_last_error();
     float one = 1.0f;
     ep.out_type = QATML_TYPE_UINT8;
     ep.multipliers = &one;
     ep.multiplier_count = 1;
-    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, 0, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 2, nullptr, y.data()), QATML_INVALID_ARGUMENT);
     EXPECT_NE(std::string(qatml_last_error()).find("smaller than the 2x2 pool window"), std::string::npos) << qatml_last_error();
-    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 3, 2, y.data()), QATML_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(qatml_last_error()).find("pool_kernel 3 with pool_pad 2"), std::string::npos) << qatml_last_error();
+    const int64_t two[4] = {2, 0, 0, 0};
+    EXPECT_EQ(qatml_conv2d_maxpool(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, 3, two, y.data()), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("pool_kernel 3 with pads 2,0,0,0"), std::string::npos) << qatml_last_error();
 }
 
 TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {

@@ -143,15 +143,17 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
                                     int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
                                     const qatml_epilogue* epilogue, void* y);
 
-/* qatml_conv2d followed by a MaxPool of stride 2 on its output, in one call: pool_kernel 2 (2x2, pool_pad 0) or
- * 3 (3x3, pool_pad 0 or 1 on every side). y is [N, M, PH, PW] with PH = (OH + 2 pool_pad - pool_kernel) / 2 + 1
- * (floor, as ONNX without ceil_mode), equal to qatml_conv2d then qatml_pool2d(QATML_POOL_MAX, ...): requantization
+/* qatml_conv2d followed by a MaxPool of stride 2 on its output, in one call: pool_kernel 2 (2x2, no padding) or
+ * 3 (3x3, each pad 0 or 1); pool_pads = {top, left, bottom, right} (NULL: none). y is [N, M, PH, PW] with
+ * PH = (OH + top + bottom - pool_kernel) / 2 + 1 (floor, as ONNX without ceil_mode), equal to qatml_conv2d then
+ * qatml_pool2d(QATML_POOL_MAX, ...) with those pads: requantization
  * is non-decreasing, so pooling the 8-bit outputs is pooling the real values. The output must be UINT8 or INT8.
  * On AVX-512 VNNI without weight zero points the pool runs inside the convolution's output pass; elsewhere a
  * scratch tensor of the full output is allocated. */
 QATML_API qatml_status qatml_conv2d_maxpool(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
                                             int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
-                                            const qatml_epilogue* epilogue, int64_t pool_kernel, int64_t pool_pad, void* y);
+                                            const qatml_epilogue* epilogue, int64_t pool_kernel, const int64_t* pool_pads,
+                                            void* y);
 
 /* Releases packed weights; NULL is accepted. A stale handle is QATML_INVALID_HANDLE. */
 QATML_API qatml_status qatml_packed_weights_destroy(qatml_packed_weights* packed);

@@ -51,8 +51,8 @@ struct Op {
     int64_t kh = 1, kw = 1, k = 0, n = 0;
     int32_t count_include_pad = 0;
     qatml_packed_weights* w = nullptr;
-    int pool = 0;  // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pad
-    int64_t pool_pad = 0;
+    int pool = 0;  // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pads
+    int64_t pool_pads[4] = {0, 0, 0, 0};
     std::vector<int32_t> bias;
     std::vector<float> mult;
     uint8_t lut[256] = {};
@@ -444,7 +444,7 @@ struct Loader {
     }
 };
 
-// CONV followed directly by MAXPOOL 2x2 (no padding) or 3x3 (pads 0 or 1 all round), stride 2, dilation 1,
+// CONV followed directly by MAXPOOL 2x2 (no padding) or 3x3 (each pad 0 or 1), stride 2, dilation 1,
 // where the pool is the only reader of the convolution's output (an intermediate) and the output is 8-bit:
 // one qatml_conv2d_maxpool call (bit-identical: the pool keeps the quantization, and requantization is
 // monotonic), one op fewer, and the full-size intermediate is never allocated.
@@ -462,14 +462,16 @@ void fuse_conv_maxpool(qatml_engine* e) {
             const Op& pool = e->ops[i + 1];
             const Tensor& mid = e->tensors[op.y];
             const qatml_conv2d_params& p = pool.p;
-            const bool same_pads = p.pad_top == p.pad_left && p.pad_top == p.pad_bottom && p.pad_top == p.pad_right;
-            const bool fusable = (pool.kh == 2 && pool.kw == 2 && same_pads && p.pad_top == 0) ||
-                                 (pool.kh == 3 && pool.kw == 3 && same_pads && p.pad_top <= 1);
+            const int64_t max_pad = std::max(std::max(p.pad_top, p.pad_left), std::max(p.pad_bottom, p.pad_right));
+            const bool fusable = (pool.kh == 2 && pool.kw == 2 && max_pad == 0) || (pool.kh == 3 && pool.kw == 3 && max_pad <= 1);
             if (pool.kind == QATML_ENGINE_OP_MAXPOOL && pool.x == op.y && readers[op.y] == 1 && mid.output_index < 0 &&
                 mid.dtype != QATML_TYPE_FLOAT32 && fusable && p.stride_h == 2 && p.stride_w == 2 && p.dilation_h == 1 &&
                 p.dilation_w == 1) {
                 op.pool = static_cast<int>(pool.kh);
-                op.pool_pad = p.pad_top;
+                op.pool_pads[0] = p.pad_top;
+                op.pool_pads[1] = p.pad_left;
+                op.pool_pads[2] = p.pad_bottom;
+                op.pool_pads[3] = p.pad_right;
                 op.y = pool.y;
                 ops.push_back(op);
                 ++i;
@@ -577,7 +579,7 @@ qatml_status run_chunk(const qatml_engine* e, const Chunk& c, const float* const
                 if (op.kind == QATML_ENGINE_OP_CONV) {
                     qatml_conv2d_params p = op.p;
                     p.batch = n;
-                    st = op.pool ? qatml_conv2d_maxpool(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, op.pool, op.pool_pad, y)
+                    st = op.pool ? qatml_conv2d_maxpool(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, op.pool, op.pool_pads, y)
                                  : qatml_conv2d(nullptr, &p, x, tx.dtype, op.qx.zp, op.w, &ep, y);
                 } else {
                     st = qatml_gemm(nullptr, n, x, tx.dtype, op.k, op.qx.zp, op.w, &ep, y, op.n);
@@ -631,8 +633,9 @@ void op_description(const qatml_engine* e, const Op& op, char* buf, size_t size)
     dims(x, xs, sizeof xs);
     dims(y, ys, sizeof ys);
     if (op.kind == QATML_ENGINE_OP_CONV || op.kind == QATML_ENGINE_OP_MAXPOOL || op.kind == QATML_ENGINE_OP_AVGPOOL)
-        std::snprintf(buf, size, "%s -> %s k%lldx%lld s%lld p%lld", xs, ys, (long long)op.kh, (long long)op.kw,
-                      (long long)op.p.stride_h, (long long)op.p.pad_top);
+        std::snprintf(buf, size, "%s -> %s k%lldx%lld s%lld p%lld,%lld,%lld,%lld", xs, ys, (long long)op.kh, (long long)op.kw,
+                      (long long)op.p.stride_h, (long long)op.p.pad_top, (long long)op.p.pad_left, (long long)op.p.pad_bottom,
+                      (long long)op.p.pad_right);
     else
         std::snprintf(buf, size, "%s -> %s", xs, ys);
 }

@@ -449,24 +449,25 @@ void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64
 }
 
 // A max pool fused into a convolution's output pass: kernel 2 (2x2, stride 2, no padding) or 3 (3x3,
-// stride 2, `pad` on every side); 0 = none.
+// stride 2, pads 0 or 1 per side); 0 = none.
 struct FusedPool {
     int kernel = 0;
-    int64_t pad = 0;
+    int64_t pt = 0, pl = 0, pb = 0, pr = 0;
 };
-inline int64_t pooled(int64_t size, const FusedPool& fp) {
-    return fp.kernel == 0 ? size : (size + 2 * fp.pad - fp.kernel) / 2 + 1;
+inline int64_t pooled(int64_t size, int64_t before, int64_t after, const FusedPool& fp) {
+    return fp.kernel == 0 ? size : (size + before + after - fp.kernel) / 2 + 1;
 }
 
-// 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride]; window cells
-// outside the plane are skipped (padding never wins); signed bytes compared through the 0x80 flip.
-void max_pool3_pixel_major(const uint8_t* src, int64_t oh, int64_t ow, int64_t pad, int64_t poh, int64_t pow, int64_t stride,
-                           bool is_signed, uint8_t* dst) {
+// 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride], window
+// (py, px) starting at (2 py - pt, 2 px - pl); cells outside the plane are skipped (padding never wins);
+// signed bytes compared through the 0x80 flip.
+void max_pool3_pixel_major(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
+                           int64_t stride, bool is_signed, uint8_t* dst) {
     const __m128i flip = _mm_set1_epi8(static_cast<char>(is_signed ? 0x80 : 0x00));
     for (int64_t py = 0; py < poh; ++py) {
-        const int64_t y0 = std::max<int64_t>(0, 2 * py - pad), y1 = std::min(oh, 2 * py - pad + 3);
+        const int64_t y0 = std::max<int64_t>(0, 2 * py - pt), y1 = std::min(oh, 2 * py - pt + 3);
         for (int64_t px = 0; px < pow; ++px) {
-            const int64_t x0 = std::max<int64_t>(0, 2 * px - pad), x1 = std::min(ow, 2 * px - pad + 3);
+            const int64_t x0 = std::max<int64_t>(0, 2 * px - pl), x1 = std::min(ow, 2 * px - pl + 3);
             uint8_t* d = dst + (py * pow + px) * stride;
             for (int64_t i = 0; i < stride; i += 16) {
                 __m128i m = _mm_setzero_si128();  // the type's minimum, flipped
@@ -499,7 +500,7 @@ template <typename Prepare>
 void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd, const float* mult, const Epilogue& ep,
                    const FusedPool& fp, uint8_t* y, Prepare prepare) {
     const int64_t P = g.oh * g.ow, rows = round_up(g.mpg, kConvPack);
-    const int64_t poh = pooled(g.oh, fp), pow = pooled(g.ow, fp), PP = poh * pow;
+    const int64_t poh = pooled(g.oh, fp.pt, fp.pb, fp), pow = pooled(g.ow, fp.pl, fp.pr, fp), PP = poh * pow;
     const bool in_kernel = fp.kernel == 2;
     std::vector<int64_t> pixel_offsets(static_cast<size_t>(in_kernel ? 4 * PP : P));
     int64_t* po = pixel_offsets.data();
@@ -539,7 +540,7 @@ void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd
             conv_avx512vnni_lanes(lanes);
             const uint8_t* src = staging.data;
             if (fp.kernel == 3) {
-                max_pool3_pixel_major(staging.data, g.oh, g.ow, fp.pad, poh, pow, rows, ep.out_type == QATML_TYPE_INT8,
+                max_pool3_pixel_major(staging.data, g.oh, g.ow, fp.pt, fp.pl, poh, pow, rows, ep.out_type == QATML_TYPE_INT8,
                                       pooled_staging.data);
                 src = pooled_staging.data;
             }
@@ -806,7 +807,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         if (fp.kernel != 0) {
             if (ep.out_type == QATML_TYPE_INT32)
                 return fail(QATML_INVALID_ARGUMENT, "%s: the max pool needs an 8-bit output (UINT8 or INT8), not INT32", fn);
-            if (g.oh + 2 * fp.pad < fp.kernel || g.ow + 2 * fp.pad < fp.kernel)
+            if (g.oh + fp.pt + fp.pb < fp.kernel || g.ow + fp.pl + fp.pr < fp.kernel)
                 return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld convolution output is smaller than the %dx%d pool window", fn,
                             (long long)g.oh, (long long)g.ow, fp.kernel, fp.kernel);
             if (w->isa != QATML_ISA_AVX512_VNNI || w->depthwise || w->has_zw) {
@@ -820,7 +821,10 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
                 pp.height = g.oh;
                 pp.width = g.ow;
                 pp.stride_h = pp.stride_w = 2;
-                pp.pad_top = pp.pad_left = pp.pad_bottom = pp.pad_right = fp.pad;
+                pp.pad_top = fp.pt;
+                pp.pad_left = fp.pl;
+                pp.pad_bottom = fp.pb;
+                pp.pad_right = fp.pr;
                 pp.dilation_h = pp.dilation_w = 1;
                 return qatml_pool2d(ctx, QATML_POOL_MAX, &pp, fp.kernel, fp.kernel, 0, full.data, ep.out_type, 1.0f, 0, 1.0f, 0, y);
             }
@@ -1062,14 +1066,25 @@ QATML_API qatml_status qatml_conv2d(const qatml_context* ctx, const qatml_conv2d
 
 QATML_API qatml_status qatml_conv2d_maxpool(const qatml_context* ctx, const qatml_conv2d_params* params, const void* x,
                                             int32_t x_type, int32_t x_zero_point, const qatml_packed_weights* w,
-                                            const qatml_epilogue* epilogue, int64_t pool_kernel, int64_t pool_pad, void* y) {
+                                            const qatml_epilogue* epilogue, int64_t pool_kernel, const int64_t* pool_pads,
+                                            void* y) {
     static const char* fn = "qatml_conv2d_maxpool";
     return guarded(fn, [&]() -> qatml_status {
-        if (!((pool_kernel == 2 && pool_pad == 0) || (pool_kernel == 3 && (pool_pad == 0 || pool_pad == 1))))
-            return fail(QATML_INVALID_ARGUMENT, "%s: pool_kernel %lld with pool_pad %lld: supported are 2 (pad 0) and 3 (pad 0 or 1)",
-                        fn, (long long)pool_kernel, (long long)pool_pad);
-        return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y,
-                           FusedPool{static_cast<int>(pool_kernel), pool_pad});
+        FusedPool fp;
+        fp.kernel = static_cast<int>(pool_kernel);
+        if (pool_pads) {
+            fp.pt = pool_pads[0];
+            fp.pl = pool_pads[1];
+            fp.pb = pool_pads[2];
+            fp.pr = pool_pads[3];
+        }
+        const int64_t max_pad = pool_kernel == 3 ? 1 : 0;
+        if ((pool_kernel != 2 && pool_kernel != 3) || fp.pt < 0 || fp.pl < 0 || fp.pb < 0 || fp.pr < 0 || fp.pt > max_pad ||
+            fp.pl > max_pad || fp.pb > max_pad || fp.pr > max_pad)
+            return fail(QATML_INVALID_ARGUMENT,
+                        "%s: pool_kernel %lld with pads %lld,%lld,%lld,%lld: supported are 2 (no padding) and 3 (pads 0 or 1)", fn,
+                        (long long)pool_kernel, (long long)fp.pt, (long long)fp.pl, (long long)fp.pb, (long long)fp.pr);
+        return conv2d_impl(fn, ctx, params, x, x_type, x_zero_point, w, epilogue, y, fp);
     });
 }
 
