@@ -557,13 +557,10 @@ void hwc_input(const Geometry& g, const uint8_t* img, uint8_t flip, uint8_t pad,
     for (int64_t iy = 0; iy < g.h; ++iy) {
         uint8_t* d = dst + ((iy + g.pt) * wp + g.pl) * c;
         const uint8_t* s = img + iy * g.w;
-        if (c == 3)
-            for (int64_t ix = 0; ix < g.w; ++ix, d += 3) {
-                d[0] = static_cast<uint8_t>(s[ix] ^ flip);
-                d[1] = static_cast<uint8_t>(s[plane + ix] ^ flip);
-                d[2] = static_cast<uint8_t>(s[2 * plane + ix] ^ flip);
-            }
-        else
+        if (c == 3) {
+            const uint8_t* rows[3] = {s, s + plane, s + 2 * plane};
+            interleave3_avx512(rows, g.w, flip, d);
+        } else
             for (int64_t ix = 0; ix < g.w; ++ix, d += c)
                 for (int64_t j = 0; j < c; ++j) d[j] = static_cast<uint8_t>(s[j * plane + ix] ^ flip);
     }

@@ -276,6 +276,37 @@ void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, ui
     }
 }
 
+void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, uint8_t* dst) {
+    const __m512i fl = _mm512_set1_epi8(static_cast<char>(flip));
+    // Per 128-bit lane: 4 pixels of (c0 c1 c2 0) -> their 12 bytes first; then the 4 lanes' 12 bytes together.
+    const __m512i squeeze = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+    const __m512i gather = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 15, 15, 15);
+    auto mask = [](int64_t count) { return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1; };
+    for (int64_t i = 0; i < n; i += 64) {
+        const int64_t m = n - i < 64 ? n - i : 64;
+        __m512i v[3];
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; ++j) v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask(m), src[j] + i), fl);
+        const __m512i zero = _mm512_setzero_si512();
+        const __m512i t0 = _mm512_unpacklo_epi8(v[0], v[1]), t1 = _mm512_unpackhi_epi8(v[0], v[1]);
+        const __m512i t2 = _mm512_unpacklo_epi8(v[2], zero), t3 = _mm512_unpackhi_epi8(v[2], zero);
+        const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
+        const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
+        const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
+        const __m512i u2 = _mm512_shuffle_i64x2(o0, o1, 0xEE), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
+        const __m512i quads[4] = {_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD),
+                                  _mm512_shuffle_i64x2(u2, u3, 0x88), _mm512_shuffle_i64x2(u2, u3, 0xDD)};
+        uint8_t* d = dst + 3 * i;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {  // 16 pixels -> 48 bytes
+            const int64_t bytes = 3 * m - 48 * k;
+            if (bytes <= 0) break;
+            const __m512i packed = _mm512_permutexvar_epi32(gather, _mm512_shuffle_epi8(quads[k], squeeze));
+            _mm512_mask_storeu_epi8(d + 48 * k, mask(bytes < 48 ? bytes : 48), packed);
+        }
+    }
+}
+
 void conv_avx512vnni(const ConvCall& c) {
     Epi e;
     e.lo_f = _mm512_set1_ps(static_cast<float>(c.lo - c.zp));

@@ -98,6 +98,10 @@ void conv_avx512vnni_lanes(const ConvLanesCall& call);
 // j < 4 (step 1 or 2; src[j] == nullptr: a channel past C, written as 0 without the flip). Reads only
 // src[j][0 .. step * (n - 1)] (masked loads), writes only dst[0 .. 4 n).
 void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, uint8_t flip, uint8_t* dst);
+
+// One row of 3-channel HWC bytes: dst[3 i + j] = src[j][i] ^ flip for i < n, j < 3. Reads only
+// src[j][0 .. n), writes only dst[0 .. 3 n) (masked loads and stores).
+void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, uint8_t* dst);
 void gemm_avxvnni(const GemmCall& call);
 void gemm_avx2(const GemmCall& call);
 
