@@ -316,9 +316,23 @@ void interleave_input(const Geometry& g, const InterleavedInput& L, const uint8_
                 std::memset(dp, 0, static_cast<size_t>(phase_bytes));
                 continue;
             }
-            int64_t i = 0;
-            for (; i + 16 <= phase_bytes; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dp + i), fill);
-            for (; i < phase_bytes; i += 4) std::memcpy(dp + i, &word, 4);
+            // Only the padding: the rows above and below the input whole, and the columns left and right of it
+            // (the input's cells are all written below).
+            const int64_t py = ph / g.sw, px = ph % g.sw;
+            const int64_t left = std::min(L.wq, std::max<int64_t>(0, (g.pl - px + g.sw - 1) / g.sw));   // cq * sw + px < pl
+            const int64_t right = std::min(L.wq, std::max<int64_t>(0, (g.pl + g.w - px + g.sw - 1) / g.sw));  // first >= pl + w
+            for (int64_t rq = 0; rq < L.hq; ++rq) {
+                uint8_t* rp = dp + rq * L.wq * 4;
+                const int64_t r = rq * g.sh + py;
+                if (r < g.pt || r >= g.pt + g.h) {
+                    int64_t i = 0;
+                    for (; i + 16 <= L.wq * 4; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(rp + i), fill);
+                    for (; i < L.wq * 4; i += 4) std::memcpy(rp + i, &word, 4);
+                    continue;
+                }
+                for (int64_t cq = 0; cq < left; ++cq) std::memcpy(rp + cq * 4, &word, 4);
+                for (int64_t cq = right; cq < L.wq; ++cq) std::memcpy(rp + cq * 4, &word, 4);
+            }
         }
         const uint8_t* src[4];
         for (int j = 0; j < 4; ++j) src[j] = q * 4 + j < g.cpg ? img + (q * 4 + j) * g.h * g.w : nullptr;
