@@ -398,14 +398,15 @@ void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, in
 // and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
 // transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
 // QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
-// Convolutions with 2-3 channels per group run over HWC bytes when their max pool is fused (or
-// QATML_CONV_LANES=channels); unpooled, the pixel-lane kernel and its NCHW output stay.
-bool prefer_hwc() {
-    static const bool forced = [] {
+// False when QATML_CONV_LANES=pixels: the choices that take channel lanes without a lane-use test (2-3
+// channels per group over HWC bytes, ResNet's stem: 377-391 us against 398-420 on pixel lanes; strided
+// windows) then keep pixel lanes.
+bool channel_lanes_allowed() {
+    static const bool off = [] {
         const char* v = std::getenv("QATML_CONV_LANES");
-        return v != nullptr && std::strcmp(v, "channels") == 0;
+        return v != nullptr && std::strcmp(v, "pixels") == 0;
     }();
-    return forced;
+    return !off;
 }
 
 // `margin`: the lane-use advantage channel lanes need (their transpose weighs more when K is short).
@@ -874,7 +875,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             if (ep.out_type != QATML_TYPE_INT32) mult[static_cast<size_t>(oc)] = ep.mult[static_cast<size_t>(oc)];
         }
         if (w->isa == QATML_ISA_AVX512_VNNI && w->hwc_k4 > 0 && ep.out_type != QATML_TYPE_INT32 && !w->has_zw && g.dw == 1 &&
-            (fp.kernel != 0 || prefer_hwc())) {
+            (fp.kernel != 0 || channel_lanes_allowed())) {
             // 2-3 channels per group: channel lanes over padded HWC bytes (K groups of 4 consecutive bytes of a
             // kernel row, no channel-quad padding).
             const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
@@ -954,11 +955,28 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             std::memset(input.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
             k_group_offsets(g, L, offsets.data());
-            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw && (fp.kernel != 0 || prefer_channel_lanes(g, L.wq, 0.05))) {
-                const LaneInput in{L.data, offsets.data(), k4, w->packed.data, w->group_stride, 4 * L.wq, 4};
+            // Strided windows larger than 1x1 always take channel lanes: without the phase split their input is
+            // a plain copy (ResNet18's 3x3 stride-2 layers: 131-143 us against 153-200 on pixel lanes).
+            const bool strided = (g.sh > 1 || g.sw > 1) && g.kh * g.kw > 1;
+            if (ep.out_type != QATML_TYPE_INT32 && !w->has_zw &&
+                (fp.kernel != 0 || prefer_channel_lanes(g, L.wq, 0.05) || (strided && channel_lanes_allowed()))) {
+                // Channel lanes read any pixel order, so strides need no phase split: the stride-1 layout of the
+                // padded input, output pixel (oy, ox) at row oy * sh, column ox * sw.
+                Geometry g1 = g;
+                g1.sh = g1.sw = 1;
+                InterleavedInput L1 = interleaved_layout(g1, w->quads);
+                AlignedBuffer input1(g.sh == 1 && g.sw == 1 ? 0 : L1.bytes);
+                if (input1.data) {
+                    L1.data = input1.data;
+                    std::memset(input1.data + L1.quads * L1.quad_bytes, 0, static_cast<size_t>(L1.bytes - L1.quads * L1.quad_bytes));
+                    k_group_offsets(g1, L1, offsets.data());
+                } else {
+                    L1 = L;
+                }
+                const LaneInput in{L1.data, offsets.data(), k4, w->packed.data, w->group_stride, 4 * g.sh * L1.wq, 4 * g.sw};
                 channel_lanes(g, in, rowadd.data(), mult.data(), ep, fp, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
-                                  interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
+                                  interleave_input(g1, L1, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
                               });
                 return QATML_OK;
             }
