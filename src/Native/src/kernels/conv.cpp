@@ -394,10 +394,6 @@ void store_masks(const Geometry& g, int64_t wq, int64_t cols, uint16_t* mask, in
     }
 }
 
-// Pixel lanes (16 virtual pixels per vector, OH * wq of them) waste the lanes of the dropped columns
-// and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
-// transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
-// QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
 // False when QATML_CONV_LANES=pixels: the choices that take channel lanes without a lane-use test (2-3
 // channels per group over HWC bytes, ResNet's stem: 377-391 us against 398-420 on pixel lanes; strided
 // windows) then keep pixel lanes.
@@ -409,7 +405,11 @@ bool channel_lanes_allowed() {
     return !off;
 }
 
+// Pixel lanes (16 virtual pixels per vector, OH * wq of them) waste the lanes of the dropped columns
+// and of the last vector; channel lanes waste only the rows that pad the channels to 16, and pay a
+// transpose. Channel lanes when they use the vector lanes clearly better (7x7 and 14x14 planes).
 // `margin`: the lane-use advantage channel lanes need (their transpose weighs more when K is short).
+// QATML_CONV_LANES=pixels|channels (read once) forces one kernel, for benchmarks and tests.
 bool prefer_channel_lanes(const Geometry& g, int64_t wq, double margin) {
     static const int forced = [] {
         const char* v = std::getenv("QATML_CONV_LANES");
