@@ -46,7 +46,7 @@ internal static class EngineProfile
 
         // ONNX Runtime with its profiler.
         string prefix = Path.Combine(Path.GetTempPath(), $"qatml-ort-profile-{Environment.ProcessId}");
-        var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        using var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         so.EnableProfiling = true;
         so.ProfileOutputPathPrefix = prefix;
         string profileFile;
