@@ -473,28 +473,6 @@ inline int64_t pooled(int64_t size, int64_t before, int64_t after, const FusedPo
     return fp.kernel == 0 ? size : (size + before + after - fp.kernel) / 2 + 1;
 }
 
-// 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride], window
-// (py, px) starting at (2 py - pt, 2 px - pl); cells outside the plane are skipped (padding never wins);
-// signed bytes compared through the 0x80 flip.
-void max_pool3_pixel_major(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
-                           int64_t stride, bool is_signed, uint8_t* dst) {
-    const __m128i flip = _mm_set1_epi8(static_cast<char>(is_signed ? 0x80 : 0x00));
-    for (int64_t py = 0; py < poh; ++py) {
-        const int64_t y0 = std::max<int64_t>(0, 2 * py - pt), y1 = std::min(oh, 2 * py - pt + 3);
-        for (int64_t px = 0; px < pow; ++px) {
-            const int64_t x0 = std::max<int64_t>(0, 2 * px - pl), x1 = std::min(ow, 2 * px - pl + 3);
-            uint8_t* d = dst + (py * pow + px) * stride;
-            for (int64_t i = 0; i < stride; i += 16) {
-                __m128i m = _mm_setzero_si128();  // the type's minimum, flipped
-                for (int64_t yy = y0; yy < y1; ++yy)
-                    for (int64_t xx = x0; xx < x1; ++xx)
-                        m = _mm_max_epu8(m, _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (yy * ow + xx) * stride + i)), flip));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_xor_si128(m, flip));
-            }
-        }
-    }
-}
-
 // What the channel-lane kernel reads: its input (filled per image and group by `prepare`), the packed
 // weights it uses and their K groups, and where output pixel (oy, ox) starts (oy * row_bytes + ox * col_bytes).
 struct LaneInput {
@@ -532,7 +510,8 @@ void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd
         for (int64_t oy = 0; oy < g.oh; ++oy)
             for (int64_t ox = 0; ox < g.ow; ++ox) *po++ = oy * in.row_bytes + ox * in.col_bytes;
     }
-    AlignedBuffer staging((in_kernel ? PP : P) * rows), pooled_staging(fp.kernel == 3 ? PP * rows : 0);
+    AlignedBuffer staging((in_kernel ? PP : P) * rows), pooled_staging(fp.kernel == 3 ? PP * rows : 0),
+        pool_row(fp.kernel == 3 ? g.ow * rows : 0);
     ConvLanesCall lanes{};
     lanes.input = in.data;
     lanes.k_offsets = in.k_offsets;
@@ -555,8 +534,8 @@ void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd
             conv_avx512vnni_lanes(lanes);
             const uint8_t* src = staging.data;
             if (fp.kernel == 3) {
-                max_pool3_pixel_major(staging.data, g.oh, g.ow, fp.pt, fp.pl, poh, pow, rows, ep.out_type == QATML_TYPE_INT8,
-                                      pooled_staging.data);
+                max_pool3_pixel_major_avx512(staging.data, g.oh, g.ow, fp.pt, fp.pl, poh, pow, rows, ep.out_type == QATML_TYPE_INT8,
+                                             pool_row.data, pooled_staging.data);
                 src = pooled_staging.data;
             }
             transpose_bytes(src, PP, g.mpg, rows, y + (n * g.m + grp * g.mpg) * PP);

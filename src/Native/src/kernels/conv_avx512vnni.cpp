@@ -312,6 +312,29 @@ void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, ui
     }
 }
 
+void max_pool3_pixel_major_avx512(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
+                                  int64_t stride, bool sg, uint8_t* row, uint8_t* dst) {
+    auto vmax = [sg](__m512i a, __m512i b) { return sg ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b); };
+    for (int64_t i = 0; i < stride; i += 64) {  // 64 channels at a time (a masked tail when stride is not a multiple)
+        const __mmask64 m = stride - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (stride - i)) - 1;
+        for (int64_t py = 0; py < poh; ++py) {
+            const int64_t y0 = 2 * py - pt < 0 ? 0 : 2 * py - pt, y1 = 2 * py - pt + 3 > oh ? oh : 2 * py - pt + 3;
+            for (int64_t x = 0; x < ow; ++x) {
+                const uint8_t* s = src + (y0 * ow + x) * stride + i;
+                __m512i v = _mm512_maskz_loadu_epi8(m, s);
+                for (int64_t yy = y0 + 1; yy < y1; ++yy) v = vmax(v, _mm512_maskz_loadu_epi8(m, s + (yy - y0) * ow * stride));
+                _mm512_mask_storeu_epi8(row + x * stride + i, m, v);
+            }
+            for (int64_t px = 0; px < pow; ++px) {
+                const int64_t x0 = 2 * px - pl < 0 ? 0 : 2 * px - pl, x1 = 2 * px - pl + 3 > ow ? ow : 2 * px - pl + 3;
+                __m512i v = _mm512_maskz_loadu_epi8(m, row + x0 * stride + i);
+                for (int64_t xx = x0 + 1; xx < x1; ++xx) v = vmax(v, _mm512_maskz_loadu_epi8(m, row + xx * stride + i));
+                _mm512_mask_storeu_epi8(dst + (py * pow + px) * stride + i, m, v);
+            }
+        }
+    }
+}
+
 void conv_avx512vnni(const ConvCall& c) {
     Epi e;
     e.lo_f = _mm512_set1_ps(static_cast<float>(c.lo - c.zp));

@@ -102,6 +102,12 @@ void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, ui
 // One row of 3-channel HWC bytes: dst[3 i + j] = src[j][i] ^ flip for i < n, j < 3. Reads only
 // src[j][0 .. n), writes only dst[0 .. 3 n) (masked loads and stores).
 void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, uint8_t* dst);
+
+// 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride], window (py, px)
+// starting at (2 py - pt, 2 px - pl), cells outside the plane skipped (padding never wins). Separable: the
+// vertical max of each output row's input rows into `row` ([ow][stride] scratch), then the horizontal one.
+void max_pool3_pixel_major_avx512(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
+                                  int64_t stride, bool is_signed, uint8_t* row, uint8_t* dst);
 void gemm_avxvnni(const GemmCall& call);
 void gemm_avx2(const GemmCall& call);
 
