@@ -421,9 +421,16 @@ bool prefer_channel_lanes(const Geometry& g, int64_t wq, double margin) {
     return channel_use > pixel_use + margin;
 }
 
-// dst[c * pixels + p] = src[p * src_stride + c] for c < channels: 16 x 16 byte blocks (SSE2), scalar edges.
+// dst[c * pixels + p] = src[p * src_stride + c] for c < channels: 16 x 64 and 16 x 16 byte blocks, scalar edges.
+// Blocks of 64 channels go through transpose_16x64_avx512 (the callers run only on AVX-512 VNNI).
 void transpose_bytes(const uint8_t* src, int64_t pixels, int64_t channels, int64_t src_stride, uint8_t* dst) {
     int64_t c0 = 0;
+    for (; c0 + 64 <= channels; c0 += 64) {
+        int64_t p0 = 0;
+        for (; p0 + 16 <= pixels; p0 += 16) transpose_16x64_avx512(src + p0 * src_stride + c0, src_stride, dst + c0 * pixels + p0, pixels);
+        for (; p0 < pixels; ++p0)
+            for (int64_t c = c0; c < c0 + 64; ++c) dst[c * pixels + p0] = src[p0 * src_stride + c];
+    }
     for (; c0 + 16 <= channels; c0 += 16) {
         int64_t p0 = 0;
         for (; p0 + 16 <= pixels; p0 += 16) {

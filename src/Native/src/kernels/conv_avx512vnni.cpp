@@ -312,6 +312,47 @@ void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, ui
     }
 }
 
+void transpose_16x64_avx512(const uint8_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride) {
+    __m512i r[16], t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
+    // Bytes, words, dwords, qwords interleaved within each 128-bit lane (the SSE2 16 x 16 transpose, four at once).
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+        t[i] = _mm512_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        t[i + 8] = _mm512_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+        r[i] = _mm512_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
+        r[i + 4] = _mm512_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
+        r[i + 8] = _mm512_unpacklo_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+        r[i + 12] = _mm512_unpackhi_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < 16; h += 4) {
+        t[h] = _mm512_unpacklo_epi32(r[h], r[h + 1]);
+        t[h + 1] = _mm512_unpackhi_epi32(r[h], r[h + 1]);
+        t[h + 2] = _mm512_unpacklo_epi32(r[h + 2], r[h + 3]);
+        t[h + 3] = _mm512_unpackhi_epi32(r[h + 2], r[h + 3]);
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < 16; h += 4) {
+        r[h] = _mm512_unpacklo_epi64(t[h], t[h + 2]);
+        r[h + 1] = _mm512_unpackhi_epi64(t[h], t[h + 2]);
+        r[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]);
+        r[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]);
+    }
+    // r[i] lane l: channel 16 l + i, pixels 0 .. 15.
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i * dst_stride), _mm512_castsi512_si128(r[i]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (16 + i) * dst_stride), _mm512_extracti32x4_epi32(r[i], 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (32 + i) * dst_stride), _mm512_extracti32x4_epi32(r[i], 2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (48 + i) * dst_stride), _mm512_extracti32x4_epi32(r[i], 3));
+    }
+}
+
 void max_pool3_pixel_major_avx512(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
                                   int64_t stride, bool sg, uint8_t* row, uint8_t* dst) {
     auto vmax = [sg](__m512i a, __m512i b) { return sg ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b); };

@@ -106,6 +106,10 @@ void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, ui
 // 3x3 stride-2 max pool of pixel-major bytes: src [oh][ow][stride] -> dst [poh][pow][stride], window (py, px)
 // starting at (2 py - pt, 2 px - pl), cells outside the plane skipped (padding never wins). Separable: the
 // vertical max of each output row's input rows into `row` ([ow][stride] scratch), then the horizontal one.
+// dst[c * dst_stride + p] = src[p * src_stride + c] for c < 64, p < 16: one 16-pixel x 64-channel block of the
+// pixel-major -> NCHW transpose (four 16 x 16 byte transposes side by side in the zmm lanes).
+void transpose_16x64_avx512(const uint8_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride);
+
 void max_pool3_pixel_major_avx512(const uint8_t* src, int64_t oh, int64_t ow, int64_t pt, int64_t pl, int64_t poh, int64_t pow,
                                   int64_t stride, bool is_signed, uint8_t* row, uint8_t* dst);
 void gemm_avxvnni(const GemmCall& call);
