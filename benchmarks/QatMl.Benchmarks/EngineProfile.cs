@@ -3,7 +3,6 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Samples;
@@ -27,7 +26,7 @@ internal static class EngineProfile
         IDataView data;
         string model, column;
         int rowSize;
-        long[] rowDims;
+        int[] rowDims;
         if (fmnist)
         {
             data = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
@@ -38,10 +37,8 @@ internal static class EngineProfile
             data = context.Data.Cache(ResNet18Images.Load(context, FashionMnist.ReadTest(settings.DataFolder, limit: 64), 64));
             (model, column, rowSize, rowDims) = (ResNet18Images.ModelPath, ResNet18Images.InputColumn, ResNet18Images.InputSize, [3, 224, 224]);
         }
-        var options = new PostTrainingOptions { ModelPath = model, IntraOpNumThreads = 1, SampleCount = fmnist ? 1000 : 64, BatchSize = 16 };
-        if (!fmnist)
-            options.Inputs.Add(new OnnxColumnBinding(column, column));
-        using QuantizedModelTransformer int8 = context.Quantization.PostTraining(options).Fit(data);
+        using QuantizedModelTransformer int8 = EngineBenchmark.Quantize(context, model, data, fmnist ? 1000 : 64, batch: 16, fmnist ? null : column,
+            QuantizationPrecision.Int8);
         float[] inputs = EngineBenchmark.Column(data, column).Take(rowSize * batch).ToArray();
 
         // ONNX Runtime with its profiler.
@@ -53,7 +50,7 @@ internal static class EngineProfile
         using (var session = new InferenceSession(int8.QuantizedModel, so))
         {
             string inputName = session.InputMetadata.Keys.First();
-            var tensor = new DenseTensor<float>(inputs, [batch, .. rowDims.Select(d => (int)d)]);
+            var tensor = new DenseTensor<float>(inputs, [batch, .. rowDims]);
             for (int i = 0; i < runs; i++)
                 using (session.Run([NamedOnnxValue.CreateFromTensor(inputName, tensor)])) { }
             profileFile = session.EndProfiling();

@@ -172,9 +172,10 @@ struct ConvCase {
     bool wzp, int4;
 };
 
+// pool_kernel != 0: through qatml_conv2d_maxpool with that pool (stride 2, pool_pads top, left, bottom, right).
 std::vector<uint8_t> run_conv(int isa, const ConvCase& c, const std::vector<uint8_t>& x, const std::vector<int8_t>& w,
                               const std::vector<int32_t>& zw, const std::vector<int32_t>& bias,
-                              const std::vector<float>& mult) {
+                              const std::vector<float>& mult, int64_t pool_kernel = 0, const int64_t* pool_pads = nullptr) {
     IsaCap cap(isa);
     Packed pw;
     std::vector<uint8_t> w4;
@@ -198,9 +199,39 @@ std::vector<uint8_t> run_conv(int isa, const ConvCase& c, const std::vector<uint
     ep.multiplier_count = c.m;
     ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
     const int64_t es = c.out_type == QATML_TYPE_INT32 ? 4 : 1;
+    if (pool_kernel != 0) {
+        qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, pool_pads[0], pool_pads[1], pool_pads[2], pool_pads[3], 1, 1};
+        EXPECT_EQ(qatml_conv2d_output_size(&pp, pool_kernel, pool_kernel, &oh, &ow), QATML_OK) << qatml_last_error();
+    }
     std::vector<uint8_t> y(static_cast<size_t>(c.p.batch * c.m * oh * ow * es), 0xCD);
-    EXPECT_EQ(qatml_conv2d(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, y.data()), QATML_OK) << qatml_last_error();
+    const qatml_status st = pool_kernel != 0
+                                ? qatml_conv2d_maxpool(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, pool_kernel, pool_pads, y.data())
+                                : qatml_conv2d(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, y.data());
+    EXPECT_EQ(st, QATML_OK) << qatml_last_error();
     return y;
+}
+
+// Operands for a fixed-shape case: bytes 0..255, weights -127..127, weight zero points -20..20, biases
+// +-3000, multipliers 2^-12 .. 2^-7.
+struct ConvOperands {
+    std::vector<uint8_t> x;
+    std::vector<int8_t> w;
+    std::vector<int32_t> zw, bias;
+    std::vector<float> mult;
+};
+ConvOperands cnn_operands(const ConvCase& c) {
+    ConvOperands o;
+    o.x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
+    o.w = random_vec<int8_t>(c.m * (c.p.channels / c.groups) * c.kh * c.kw, -127, 127);
+    o.zw.resize(static_cast<size_t>(c.m));
+    o.bias.resize(static_cast<size_t>(c.m));
+    o.mult.resize(static_cast<size_t>(c.m));
+    for (int64_t i = 0; i < c.m; ++i) {
+        o.zw[i] = rnd(-20, 20);
+        o.bias[i] = rnd(-3000, 3000);
+        o.mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(8, 12));
+    }
+    return o;
 }
 }  // namespace
 
@@ -681,6 +712,23 @@ TEST(KernelsSimd, PoolingMatchesScalar) {
     }
 }
 
+namespace {
+// A k x k MaxPool of random bytes on every ISA equals the scalar reference.
+void expect_max_pool_isas_match(const qatml_conv2d_params& p, int64_t k, int32_t type, const std::string& what) {
+    int64_t oh = 0, ow = 0;
+    ASSERT_EQ(qatml_conv2d_output_size(&p, k, k, &oh, &ow), QATML_OK);
+    auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
+    expect_all_isas_match<uint8_t>(
+        [&] {
+            std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
+            EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, k, k, 0, x.data(), type, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
+                << qatml_last_error();
+            return y;
+        },
+        what);
+}
+}  // namespace
+
 // The 2x2 stride-2 MaxPool fast path (odd and even sizes, rows of several vectors) against the scalar reference.
 TEST(KernelsSimd, MaxPool2x2MatchesScalar) {
     if (fast_isas().empty()) GTEST_SKIP();
@@ -692,18 +740,7 @@ TEST(KernelsSimd, MaxPool2x2MatchesScalar) {
         p.width = iter % 4 == 0 ? rnd(100, 300) : rnd(2, 70);
         p.stride_h = p.stride_w = 2;
         p.dilation_h = p.dilation_w = 1;
-        int64_t oh = 0, ow = 0;
-        ASSERT_EQ(qatml_conv2d_output_size(&p, 2, 2, &oh, &ow), QATML_OK);
-        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
-        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
-        expect_all_isas_match<uint8_t>(
-            [&] {
-                std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
-                EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, 2, 2, 0, x.data(), type, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
-                    << qatml_last_error();
-                return y;
-            },
-            "maxpool 2x2 iter " + std::to_string(iter));
+        expect_max_pool_isas_match(p, 2, iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8, "maxpool 2x2 iter " + std::to_string(iter));
     }
 }
 
@@ -723,18 +760,8 @@ TEST(KernelsSimd, MaxPool3x3Stride2MatchesScalar) {
         p.pad_left = rnd(0, 1);
         p.pad_bottom = rnd(0, 1);
         p.pad_right = rnd(0, 1);
-        int64_t oh = 0, ow = 0;
-        ASSERT_EQ(qatml_conv2d_output_size(&p, 3, 3, &oh, &ow), QATML_OK);
-        const int32_t type = iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8;
-        auto x = random_vec<uint8_t>(p.batch * p.channels * p.height * p.width, 0, 255);
-        expect_all_isas_match<uint8_t>(
-            [&] {
-                std::vector<uint8_t> y(p.batch * p.channels * oh * ow, 0xCD);
-                EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &p, 3, 3, 0, x.data(), type, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
-                    << qatml_last_error();
-                return y;
-            },
-            "maxpool 3x3 stride 2 iter " + std::to_string(iter));
+        expect_max_pool_isas_match(p, 3, iter % 2 ? QATML_TYPE_INT8 : QATML_TYPE_UINT8,
+                                   "maxpool 3x3 stride 2 iter " + std::to_string(iter));
     }
 }
 
@@ -849,44 +876,20 @@ TEST(KernelsConv, ConvMaxPoolEqualsConvThenPool) {
         c.out_type = sh.out_type;
         c.xz = sh.x_type == QATML_TYPE_UINT8 ? 21 : -9;
         c.wzp = sh.wzp;
-        const int64_t wn = c.m * (c.p.channels / c.groups) * c.kh * c.kw;
-        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
-        auto w = random_vec<int8_t>(wn, -127, 127);
-        std::vector<int32_t> zw(c.m), bias(c.m);
-        std::vector<float> mult(c.m);
-        for (int64_t i = 0; i < c.m; ++i) {
-            zw[i] = rnd(-20, 20);
-            bias[i] = rnd(-3000, 3000);
-            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(8, 12));
-        }
+        const ConvOperands o = cnn_operands(c);
         int64_t oh = 0, ow = 0;
         ASSERT_EQ(qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow), QATML_OK);
-        const std::vector<uint8_t> full = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+        const std::vector<uint8_t> full = run_conv(QATML_ISA_SCALAR, c, o.x, o.w, o.zw, o.bias, o.mult);
         qatml_conv2d_params pp{c.p.batch, c.m, oh, ow, 2, 2, sh.pads[0], sh.pads[1], sh.pads[2], sh.pads[3], 1, 1};
-        int64_t ph = 0, pw_ = 0;
-        ASSERT_EQ(qatml_conv2d_output_size(&pp, sh.pool, sh.pool, &ph, &pw_), QATML_OK);
-        std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * ph * pw_));
+        int64_t ph = 0, pw = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&pp, sh.pool, sh.pool, &ph, &pw), QATML_OK);
+        std::vector<uint8_t> expected(static_cast<size_t>(c.p.batch * c.m * ph * pw));
         ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &pp, sh.pool, sh.pool, 0, full.data(), c.out_type, 1.0f, 0, 1.0f, 0,
                                expected.data()),
                   QATML_OK);
-        for (int isa : isas) {
-            IsaCap cap(isa);
-            Packed pw;
-            ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, c.m, c.p.channels / c.groups, c.kh, c.kw,
-                                              c.groups, c.wzp ? zw.data() : nullptr, &pw.p),
-                      QATML_OK);
-            qatml_epilogue ep;
-            std::memset(&ep, 0, sizeof ep);
-            ep.out_type = c.out_type;
-            ep.bias = bias.data();
-            ep.multipliers = mult.data();
-            ep.multiplier_count = c.m;
-            ep.out_zero_point = c.out_type == QATML_TYPE_UINT8 ? 3 : 0;
-            std::vector<uint8_t> got(expected.size(), 0xCD);
-            ASSERT_EQ(qatml_conv2d_maxpool(nullptr, &c.p, x.data(), c.x_type, c.xz, pw.p, &ep, sh.pool, sh.pads, got.data()), QATML_OK)
-                << qatml_last_error();
-            ASSERT_EQ(got, expected) << "isa " << qatml_isa_name(isa) << " shape C " << sh.c << " M " << sh.m << " H " << sh.h;
-        }
+        for (int isa : isas)
+            ASSERT_EQ(run_conv(isa, c, o.x, o.w, o.zw, o.bias, o.mult, sh.pool, sh.pads), expected)
+                << "isa " << qatml_isa_name(isa) << " shape C " << sh.c << " M " << sh.m << " H " << sh.h;
     }
     // An INT32 output or an output smaller than the window is refused with a message.
     Packed pw;
@@ -954,21 +957,12 @@ TEST(KernelsConv, ImplicitGemmMatchesScalarOnCnnShapes) {
         c.x_type = s.x_type;
         c.xz = s.x_type == QATML_TYPE_UINT8 ? 37 : -5;
         c.wzp = s.wzp;
-        const int64_t wn = c.m * (c.p.channels / c.groups) * c.kh * c.kw;
-        auto x = random_vec<uint8_t>(c.p.batch * c.p.channels * c.p.height * c.p.width, 0, 255);
-        auto w = random_vec<int8_t>(wn, -127, 127);
-        std::vector<int32_t> zw(c.m), bias(c.m);
-        std::vector<float> mult(c.m);
-        for (int64_t i = 0; i < c.m; ++i) {
-            zw[i] = rnd(-20, 20);
-            bias[i] = rnd(-3000, 3000);
-            mult[i] = std::ldexp(1.0f + rnd(0, 1000) / 1000.0f, -rnd(8, 12));
-        }
+        const ConvOperands o = cnn_operands(c);
         for (int32_t out_type : {QATML_TYPE_INT32, QATML_TYPE_UINT8, QATML_TYPE_INT8}) {
             c.out_type = out_type;
-            auto ref = run_conv(QATML_ISA_SCALAR, c, x, w, zw, bias, mult);
+            auto ref = run_conv(QATML_ISA_SCALAR, c, o.x, o.w, o.zw, o.bias, o.mult);
             for (int isa : isas)
-                ASSERT_EQ(run_conv(isa, c, x, w, zw, bias, mult), ref)
+                ASSERT_EQ(run_conv(isa, c, o.x, o.w, o.zw, o.bias, o.mult), ref)
                     << "isa " << qatml_isa_name(isa) << " C=" << s.c << " M=" << s.m << " out " << out_type;
         }
     }

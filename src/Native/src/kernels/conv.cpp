@@ -549,14 +549,64 @@ void channel_lanes(const Geometry& g, const LaneInput& in, const int32_t* rowadd
         }
 }
 
+// Pixel-lane convolution of every image and group (conv_avx512vnni): `prepare(n, group)` fills `input`
+// (K groups at `k_offsets`, virtual pixel q = oy * wq + ox, cols = OH * wq of them); per 16 virtual pixels a store
+// mask drops the grid's extra columns, and the output is stored NCHW directly.
+template <typename Prepare>
+void pixel_lanes(const Geometry& g, const qatml_packed_weights& w, const uint8_t* input, const int64_t* k_offsets, int64_t wq,
+                 const int32_t* rowadd, const int32_t* rowmul, const float* mult, const Epilogue& ep, void* y, Prepare prepare) {
+    const int64_t cols = g.oh * wq, vectors = (cols + 15) / 16, P = g.oh * g.ow, esz = elem_size(ep.out_type);
+    std::vector<uint16_t> mask(static_cast<size_t>(vectors));
+    std::vector<int32_t> index(static_cast<size_t>(vectors));
+    store_masks(g, wq, cols, mask.data(), index.data());
+    std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
+    ConvCall call{};
+    call.input = input;
+    call.k_offsets = k_offsets;
+    call.rows = g.mpg;
+    call.cols = cols;
+    call.k4 = w.k4;
+    call.colsum = colsum.data();
+    call.out_type = ep.out_type;
+    call.zp = ep.zp;
+    call.lo = ep.lo;
+    call.hi = ep.hi;
+    call.out_row_stride = P;
+    call.store_mask = mask.data();
+    call.store_index = index.data();
+    for (int64_t n = 0; n < g.n; ++n)
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+            prepare(n, grp);
+            call.weights = w.packed.data + grp * w.group_stride;
+            call.rowadd = rowadd + grp * g.mpg;
+            call.rowmul = w.has_zw ? rowmul + grp * g.mpg : nullptr;
+            call.mult = mult + grp * g.mpg;
+            call.out = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
+            conv_avx512vnni(call);
+        }
+}
+
+// Backs layout L with `buffer`; the slack past the quads is read only for dropped pixels, zeroed once so those
+// reads are defined.
+void attach(InterleavedInput& L, AlignedBuffer& buffer) {
+    buffer.resize(L.bytes);
+    L.data = buffer.data;
+    std::memset(L.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
+}
+
 // 2 or 3 input channels per group, AVX-512 VNNI: the input of one image and group as padded HWC bytes
 // ([hp][wp][cpg], padding = the zero point, XOR flip applied) plus 64 bytes of slack, so the kW x C/g bytes of
 // one kernel row at one pixel are consecutive (the `hwc` packing's K groups).
 void hwc_input(const Geometry& g, const uint8_t* img, uint8_t flip, uint8_t pad, int64_t hp, int64_t wp, uint8_t* dst) {
-    const int64_t c = g.cpg, plane = g.h * g.w;
-    std::memset(dst, pad, static_cast<size_t>(hp * wp * c));
+    const int64_t c = g.cpg, plane = g.h * g.w, row = wp * c;
+    // Only the padding is filled: the rows above and below whole, the columns left and right of each input row.
+    std::memset(dst, pad, static_cast<size_t>(g.pt * row));
+    std::memset(dst + (g.pt + g.h) * row, pad, static_cast<size_t>((hp - g.pt - g.h) * row));
     for (int64_t iy = 0; iy < g.h; ++iy) {
-        uint8_t* d = dst + ((iy + g.pt) * wp + g.pl) * c;
+        uint8_t* r = dst + (iy + g.pt) * row;
+        std::memset(r, pad, static_cast<size_t>(g.pl * c));
+        std::memset(r + (g.pl + g.w) * c, pad, static_cast<size_t>((wp - g.pl - g.w) * c));
+        uint8_t* d = r + g.pl * c;
         const uint8_t* s = img + iy * g.w;
         if (c == 3) {
             const uint8_t* rows[3] = {s, s + plane, s + 2 * plane};
@@ -878,7 +928,6 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
             return QATML_OK;
         }
         if (w->isa == QATML_ISA_AVX512_VNNI && w->quads == 0) {  // one channel per group: taps by 4
-            const int64_t esz = elem_size(ep.out_type);
             PaddedPlanes pp;
             pp.hp = g.h + g.pt + g.pb;
             pp.wp = g.w + g.pl + g.pr;
@@ -899,48 +948,16 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
                               });
                 return QATML_OK;
             }
-            const int64_t vectors = (cols + 15) / 16;
-            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
-            std::vector<int32_t> index(static_cast<size_t>(vectors));
-            store_masks(g, wq, cols, mask.data(), index.data());
-            std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
-            ConvCall call{};
-            call.input = input.data;
-            call.k_offsets = offsets.data();
-            call.rows = g.mpg;
-            call.cols = cols;
-            call.k4 = k4;
-            call.colsum = colsum.data();
-            call.out_type = ep.out_type;
-            call.zp = ep.zp;
-            call.lo = ep.lo;
-            call.hi = ep.hi;
-            call.out_row_stride = P;
-            call.store_mask = mask.data();
-            call.store_index = index.data();
-            for (int64_t n = 0; n < g.n; ++n)
-                for (int64_t grp = 0; grp < g.groups; ++grp) {
-                    pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
-                    tap_groups(g, pp, k4, wq, region, zeros.data, input.data);
-                    call.weights = w->packed.data + grp * w->group_stride;
-                    call.rowadd = rowadd.data() + grp * g.mpg;
-                    call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;
-                    call.mult = mult.data() + grp * g.mpg;
-                    call.out = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
-                    conv_avx512vnni(call);
-                }
+            pixel_lanes(g, *w, input.data, offsets.data(), wq, rowadd.data(), rowmul.data(), mult.data(), ep, y, [&](int64_t n, int64_t grp) {
+                pad_planes(g, x8 + (n * g.c + grp) * g.h * g.w, flip, pad, pp);
+                tap_groups(g, pp, k4, wq, region, zeros.data, input.data);
+            });
             return QATML_OK;
         }
         if (w->isa == QATML_ISA_AVX512_VNNI) {  // implicit GEMM, no im2col
-            const int64_t esz = elem_size(ep.out_type);
             InterleavedInput L = interleaved_layout(g, w->quads);
-            const int64_t cols = g.oh * L.wq;
-            AlignedBuffer input(L.bytes);
-            L.data = input.data;
-            // The slack is read only for dropped pixels; zero it once so those reads are defined.
-            std::memset(input.data + L.quads * L.quad_bytes, 0, static_cast<size_t>(L.bytes - L.quads * L.quad_bytes));
             std::vector<int64_t> offsets(static_cast<size_t>(k4));
-            k_group_offsets(g, L, offsets.data());
+            AlignedBuffer input;
             // Strided windows larger than 1x1 always take channel lanes: without the phase split their input is
             // a plain copy (ResNet18's 3x3 stride-2 layers: 131-143 us against 153-200 on pixel lanes).
             const bool strided = (g.sh > 1 || g.sw > 1) && g.kh * g.kw > 1;
@@ -951,14 +968,8 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
                 Geometry g1 = g;
                 g1.sh = g1.sw = 1;
                 InterleavedInput L1 = interleaved_layout(g1, w->quads);
-                AlignedBuffer input1(g.sh == 1 && g.sw == 1 ? 0 : L1.bytes);
-                if (input1.data) {
-                    L1.data = input1.data;
-                    std::memset(input1.data + L1.quads * L1.quad_bytes, 0, static_cast<size_t>(L1.bytes - L1.quads * L1.quad_bytes));
-                    k_group_offsets(g1, L1, offsets.data());
-                } else {
-                    L1 = L;
-                }
+                attach(L1, input);
+                k_group_offsets(g1, L1, offsets.data());
                 const LaneInput in{L1.data, offsets.data(), k4, w->packed.data, w->group_stride, 4 * g.sh * L1.wq, 4 * g.sw};
                 channel_lanes(g, in, rowadd.data(), mult.data(), ep, fp, static_cast<uint8_t*>(y),
                               [&](int64_t n, int64_t grp) {
@@ -966,35 +977,11 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
                               });
                 return QATML_OK;
             }
-            const int64_t vectors = (cols + 15) / 16;
-            std::vector<uint16_t> mask(static_cast<size_t>(vectors));
-            std::vector<int32_t> index(static_cast<size_t>(vectors));
-            store_masks(g, L.wq, cols, mask.data(), index.data());
-            std::vector<int32_t> colsum(static_cast<size_t>(vectors * 16));
-            ConvCall call{};
-            call.input = L.data;
-            call.k_offsets = offsets.data();
-            call.rows = g.mpg;
-            call.cols = cols;
-            call.k4 = k4;
-            call.colsum = colsum.data();
-            call.out_type = ep.out_type;
-            call.zp = ep.zp;
-            call.lo = ep.lo;
-            call.hi = ep.hi;
-            call.out_row_stride = P;
-            call.store_mask = mask.data();
-            call.store_index = index.data();
-            for (int64_t n = 0; n < g.n; ++n)
-                for (int64_t grp = 0; grp < g.groups; ++grp) {
-                    interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
-                    call.weights = w->packed.data + grp * w->group_stride;
-                    call.rowadd = rowadd.data() + grp * g.mpg;
-                    call.rowmul = w->has_zw ? rowmul.data() + grp * g.mpg : nullptr;
-                    call.mult = mult.data() + grp * g.mpg;
-                    call.out = static_cast<uint8_t*>(y) + (n * g.m + grp * g.mpg) * P * esz;
-                    conv_avx512vnni(call);
-                }
+            attach(L, input);
+            k_group_offsets(g, L, offsets.data());
+            pixel_lanes(g, *w, L.data, offsets.data(), L.wq, rowadd.data(), rowmul.data(), mult.data(), ep, y, [&](int64_t n, int64_t grp) {
+                interleave_input(g, L, x8 + (n * g.c + grp * g.cpg) * g.h * g.w, flip, pad);
+            });
             return QATML_OK;
         }
         // Stride 1 computes on the padded-width grid (see panels_from_planes) into a staging buffer.

@@ -238,9 +238,30 @@ void conv_avx512vnni_lanes(const ConvLanesCall& c) {
     }
 }
 
+namespace {
+// First `count` bytes (0..64) of a 64-byte vector.
+__attribute__((always_inline)) inline __mmask64 byte_mask(int64_t count) {
+    return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1;
+}
+
+// 64 pixels of 4 byte planes -> 4 x 4 bytes per pixel: bytes, then words, interleaved within 128-bit lanes
+// (o[k] lane L holds pixels 16 L + 4 k .. + 3), then a 4 x 4 transpose of the lanes: out[L] = pixels 16 L .. 16 L + 15.
+__attribute__((always_inline)) inline void interleave_planes(const __m512i v[4], __m512i out[4]) {
+    const __m512i t0 = _mm512_unpacklo_epi8(v[0], v[1]), t1 = _mm512_unpackhi_epi8(v[0], v[1]);
+    const __m512i t2 = _mm512_unpacklo_epi8(v[2], v[3]), t3 = _mm512_unpackhi_epi8(v[2], v[3]);
+    const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
+    const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
+    const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
+    const __m512i u2 = _mm512_shuffle_i64x2(o0, o1, 0xEE), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
+    out[0] = _mm512_shuffle_i64x2(u0, u1, 0x88);
+    out[1] = _mm512_shuffle_i64x2(u0, u1, 0xDD);
+    out[2] = _mm512_shuffle_i64x2(u2, u3, 0x88);
+    out[3] = _mm512_shuffle_i64x2(u2, u3, 0xDD);
+}
+}  // namespace
+
 void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, uint8_t flip, uint8_t* dst) {
     const __m512i fl = _mm512_set1_epi8(static_cast<char>(flip));
-    auto mask = [](int64_t count) { return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1; };
     for (int64_t i = 0; i < n; i += 64) {
         const int64_t m = n - i < 64 ? n - i : 64;  // pixels this step
         __m512i v[4];
@@ -251,32 +272,24 @@ void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, ui
                 continue;
             }
             if (step == 1) {
-                v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask(m), src[j] + i), fl);
+                v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(byte_mask(m), src[j] + i), fl);
             } else {  // even bytes of 2m - 1: the low byte of each 16-bit lane, kept by vpmovwb
                 const uint8_t* p = src[j] + 2 * i;
-                const __m512i lo = _mm512_maskz_loadu_epi8(mask(2 * m - 1), p);
-                const __m512i hi = _mm512_maskz_loadu_epi8(mask(2 * m - 1 - 64), p + 64);
+                const __m512i lo = _mm512_maskz_loadu_epi8(byte_mask(2 * m - 1), p);
+                const __m512i hi = _mm512_maskz_loadu_epi8(byte_mask(2 * m - 1 - 64), p + 64);
                 const __m512i even = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(lo)), _mm512_cvtepi16_epi8(hi), 1);
                 v[j] = _mm512_xor_si512(even, fl);
             }
         }
-        // Bytes, then words, interleaved within 128-bit lanes: o[k] lane L holds pixels 16 L + 4 k .. + 3.
-        const __m512i t0 = _mm512_unpacklo_epi8(v[0], v[1]), t1 = _mm512_unpackhi_epi8(v[0], v[1]);
-        const __m512i t2 = _mm512_unpacklo_epi8(v[2], v[3]), t3 = _mm512_unpackhi_epi8(v[2], v[3]);
-        const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
-        const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
-        // 4 x 4 transpose of the 128-bit lanes: out[L] = (o0, o1, o2, o3) lane L = pixels 16 L .. 16 L + 15.
-        const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
-        const __m512i u2 = _mm512_shuffle_i64x2(o0, o1, 0xEE), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
-        const __m512i out[4] = {_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD),
-                                _mm512_shuffle_i64x2(u2, u3, 0x88), _mm512_shuffle_i64x2(u2, u3, 0xDD)};
+        __m512i out[4];
+        interleave_planes(v, out);
         uint8_t* d = dst + 4 * i;
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
             const int64_t bytes = 4 * m - 64 * k;
             if (bytes <= 0) break;
             if (bytes >= 64) _mm512_storeu_si512(d + 64 * k, out[k]);
-            else _mm512_mask_storeu_epi8(d + 64 * k, mask(bytes), out[k]);
+            else _mm512_mask_storeu_epi8(d + 64 * k, byte_mask(bytes), out[k]);
         }
     }
 }
@@ -286,28 +299,21 @@ void interleave3_avx512(const uint8_t* const src[3], int64_t n, uint8_t flip, ui
     // Per 128-bit lane: 4 pixels of (c0 c1 c2 0) -> their 12 bytes first; then the 4 lanes' 12 bytes together.
     const __m512i squeeze = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
     const __m512i gather = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 15, 15, 15);
-    auto mask = [](int64_t count) { return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1; };
     for (int64_t i = 0; i < n; i += 64) {
         const int64_t m = n - i < 64 ? n - i : 64;
-        __m512i v[3];
+        __m512i v[4];
 #pragma GCC unroll 3
-        for (int j = 0; j < 3; ++j) v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask(m), src[j] + i), fl);
-        const __m512i zero = _mm512_setzero_si512();
-        const __m512i t0 = _mm512_unpacklo_epi8(v[0], v[1]), t1 = _mm512_unpackhi_epi8(v[0], v[1]);
-        const __m512i t2 = _mm512_unpacklo_epi8(v[2], zero), t3 = _mm512_unpackhi_epi8(v[2], zero);
-        const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
-        const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
-        const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
-        const __m512i u2 = _mm512_shuffle_i64x2(o0, o1, 0xEE), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
-        const __m512i quads[4] = {_mm512_shuffle_i64x2(u0, u1, 0x88), _mm512_shuffle_i64x2(u0, u1, 0xDD),
-                                  _mm512_shuffle_i64x2(u2, u3, 0x88), _mm512_shuffle_i64x2(u2, u3, 0xDD)};
+        for (int j = 0; j < 3; ++j) v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(byte_mask(m), src[j] + i), fl);
+        v[3] = _mm512_setzero_si512();
+        __m512i quads[4];
+        interleave_planes(v, quads);
         uint8_t* d = dst + 3 * i;
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {  // 16 pixels -> 48 bytes
             const int64_t bytes = 3 * m - 48 * k;
             if (bytes <= 0) break;
             const __m512i packed = _mm512_permutexvar_epi32(gather, _mm512_shuffle_epi8(quads[k], squeeze));
-            _mm512_mask_storeu_epi8(d + 48 * k, mask(bytes < 48 ? bytes : 48), packed);
+            _mm512_mask_storeu_epi8(d + 48 * k, byte_mask(bytes < 48 ? bytes : 48), packed);
         }
     }
 }
@@ -357,7 +363,7 @@ void max_pool3_pixel_major_avx512(const uint8_t* src, int64_t oh, int64_t ow, in
                                   int64_t stride, bool sg, uint8_t* row, uint8_t* dst) {
     auto vmax = [sg](__m512i a, __m512i b) { return sg ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b); };
     for (int64_t i = 0; i < stride; i += 64) {  // 64 channels at a time (a masked tail when stride is not a multiple)
-        const __mmask64 m = stride - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (stride - i)) - 1;
+        const __mmask64 m = byte_mask(stride - i);
         for (int64_t py = 0; py < poh; ++py) {
             const int64_t y0 = 2 * py - pt < 0 ? 0 : 2 * py - pt, y1 = 2 * py - pt + 3 > oh ? oh : 2 * py - pt + 3;
             for (int64_t x = 0; x < ow; ++x) {
