@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test from a clean clone: builds the solution (which builds src/Native through CMake),
-# the native GoogleTest suite (CTest, then again under ASan+UBSan), and the xunit suite.
+# Runs every test from a clean clone: builds the solution (which builds src/Native through CMake and checks the
+# C# style of .editorconfig), the native GoogleTest suite (CTest, then again under ASan+UBSan), the native code
+# format (build/check-format.sh), and the xunit suite.
 # Usage: build/test.sh [--no-sanitize]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,13 +28,19 @@ if (( sanitize )); then
     ctest --test-dir artifacts/native/sanitize --output-on-failure 2>&1 | tee "$log/ctest-sanitize.txt"
 fi
 
+echo "== native code format (clang-format, src/Native/.clang-format)"
+build/check-format.sh 2>&1 | tee "$log/format.txt" || true
+
 echo "== managed tests (xunit)"
 dotnet test QatMl.sln -c Release --no-build -nologo 2>&1 | tee "$log/xunit.txt"
 
 # One closing line over all suites.
 native=$(cat "$log"/ctest*.txt | sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\1 \2/p' | awk '{f+=$1; t+=$2} END {print t-f, f}')
 managed=$(sed -n 's/.*Failed: *\([0-9]*\), Passed: *\([0-9]*\).*/\2 \1/p' "$log/xunit.txt" | awk '{p+=$1; f+=$2} END {print p+0, f+0}')
+format=$(sed -n 's/^format (clang-format): \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log/format.txt")
 read -r np nf <<< "$native"
 read -r mp mf <<< "$managed"
-echo "native (ctest): $np passed, $nf failed; managed (xunit): $mp passed, $mf failed"
-echo "total: $((np + mp)) passed, $((nf + mf)) failed"
+read -r fp ff <<< "${format:-0 1}"
+echo "native (ctest): $np passed, $nf failed; managed (xunit): $mp passed, $mf failed; format (clang-format): $fp passed, $ff failed"
+echo "total: $((np + mp + fp)) passed, $((nf + mf + ff)) failed"
+(( nf + mf + ff == 0 ))

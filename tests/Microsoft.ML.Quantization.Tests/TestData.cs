@@ -24,7 +24,7 @@ internal static class TestData
 
     public static string FashionMnistFolder => Path("fashion-mnist");
 
-    private static string RepoRoot
+    internal static string RepoRoot
     {
         get
         {

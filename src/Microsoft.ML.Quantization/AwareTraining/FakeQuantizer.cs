@@ -36,7 +36,7 @@ public sealed class FakeQuantizer : nn.Module<Tensor, Tensor>
     private bool _initialized;
     private readonly Parameter? _learnedScale;
     private readonly Parameter? _clip;
-    private bool _symmetricClip;
+    private readonly bool _symmetricClip;
     private float _zeroPoint;
     private bool _signed;
 

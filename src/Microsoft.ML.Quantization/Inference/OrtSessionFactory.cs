@@ -19,6 +19,7 @@ internal static class OrtSessionFactory
     internal static Result Create(MLContext context, byte[] model, OnnxRuntimeOptions options, string modelName,
         Func<IReadOnlyCollection<string>>? availableProviders = null)
     {
+        EnsureNativeRuntime();
         bool fallback = options.FallbackToCpu ?? context.FallbackToCpu;
         int device = options.GpuDeviceId ?? context.GpuDeviceId ?? 0;
         OnnxExecutionProvider provider = options.ExecutionProvider;
@@ -57,6 +58,39 @@ internal static class OrtSessionFactory
         catch (OnnxRuntimeException e)
         {
             throw new InvalidOperationException($"ONNX Runtime cannot load model '{modelName}': {e.Message}", e);
+        }
+    }
+
+    private static readonly Lazy<string?> s_missingNativeRuntime = new(ProbeNativeRuntime, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>
+    /// The library references only Microsoft.ML.OnnxRuntime.Managed; the app brings the native onnxruntime. Without it
+    /// ONNX Runtime fails with a bare TypeInitializationException / DllNotFoundException 'onnxruntime': say which package to add.
+    /// </summary>
+    internal static void EnsureNativeRuntime()
+    {
+        if (s_missingNativeRuntime.Value is { } reason)
+            throw new InvalidOperationException(
+                "ONNX Runtime's native library (onnxruntime) is not in this app: add the package Microsoft.ML.OnnxRuntime (CPU) or " +
+                "Microsoft.ML.OnnxRuntime.Gpu (CUDA) to the app, at the version QatMl depends on (QatMl references only " +
+                $"Microsoft.ML.OnnxRuntime.Managed). Loader: {reason}");
+    }
+
+    private static string? ProbeNativeRuntime()
+    {
+        try
+        {
+            _ = OrtEnv.Instance();
+            return null;
+        }
+        catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            Exception root = e;
+            while (root.InnerException is { } inner)
+                root = inner;
+            string message = root.Message;
+            int end = message.IndexOf('\n');
+            return end < 0 ? message : message[..end].TrimEnd(' ', ':');   // the loader's first line; the rest lists every path tried
         }
     }
 

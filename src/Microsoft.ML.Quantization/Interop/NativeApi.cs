@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 
 namespace Microsoft.ML.Quantization.Interop;
@@ -9,6 +10,22 @@ internal static class NativeApi
 
     /// <summary>Loads the native library (first call) and verifies its ABI version.</summary>
     internal static void EnsureLoaded() => _ = s_compatible.Value;
+
+    /// <summary>Like <see cref="EnsureLoaded"/>, but a library missing for this platform is a result, not an exception.</summary>
+    internal static bool TryEnsureLoaded([NotNullWhen(false)] out string? missing)
+    {
+        try
+        {
+            EnsureLoaded();
+            missing = null;
+            return true;
+        }
+        catch (DllNotFoundException e)
+        {
+            missing = e.Message;
+            return false;
+        }
+    }
 
     /// <summary>Throws <see cref="QuantizationNativeException"/> with the native message for any non-OK status.</summary>
     internal static void Check(NativeStatus status)

@@ -57,7 +57,7 @@ internal static class NativeLibraryResolver
         if (NativeLibrary.TryLoad(libraryName, assembly, searchPath, out IntPtr fromSearch))
             return fromSearch;
         throw new DllNotFoundException(
-            $"QatMl's native library ({fileName}) was not found. Tried: {string.Join(", ", tried)}, then the OS search path. " +
-            "Build the solution (it builds src/Native with CMake) or set QATML_NATIVE_PATH.");
+            $"QatMl's native library ({fileName}) was not found for {rid}; the package ships it for linux-x64. Tried: {string.Join(", ", tried)}, " +
+            "then the OS search path. Use Backend = OnnxRuntime, or build src/Native from source and set QATML_NATIVE_PATH to the library.");
     }
 }

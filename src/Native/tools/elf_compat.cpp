@@ -131,8 +131,10 @@ int run(bool check_only, const std::string& target) {
             auto* aux = elf.at<Elf64_Vernaux>(aux_offset);
             const std::string name = elf.string_at(dynstr, aux->vna_name);
             if (file == "libstdc++.so.6" && host.count(name) == 0) {
-                if (aux->vna_flags & VER_FLG_WEAK) already_weak = true;
-                else missing.push_back({aux, name});
+                if (aux->vna_flags & VER_FLG_WEAK)
+                    already_weak = true;
+                else
+                    missing.push_back({aux, name});
             }
             if (aux->vna_next == 0) break;
             aux_offset += aux->vna_next;
@@ -203,8 +205,10 @@ int main(int argc, char** argv) {
     bool check_only = false;
     std::string target;
     for (int i = 1; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--check") == 0) check_only = true;
-        else target = argv[i];
+        if (std::strcmp(argv[i], "--check") == 0)
+            check_only = true;
+        else
+            target = argv[i];
     }
     if (target.empty()) {
         std::fprintf(stderr, "usage: qatml_elf_compat [--check] <library.so>\n");

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using Microsoft.ML.Quantization.Interop;
 using Microsoft.ML.Quantization.Onnx;
 
@@ -65,6 +66,12 @@ internal sealed class NativeInt8Engine : IDisposable
         IDictionary<string, int[]> inputShapes, int threads, out IReadOnlyList<string> unsupported)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        // No native build for this platform (the package ships linux-x64): the caller falls back as for an unsupported node.
+        if (!NativeApi.TryEnsureLoaded(out string? missing))
+        {
+            unsupported = [$"on {RuntimeInformation.RuntimeIdentifier}: {missing}"];
+            return null;
+        }
         var model = OnnxModel.Parse(qdqModel, sourceName: modelName);
         LoweringResult lowered = QdqLowering.Lower(model, modelName, inputs, outputs, inputShapes);
         unsupported = lowered.Unsupported;
