@@ -131,7 +131,7 @@ internal static partial class OnnxRewrites
                 return null;
             _shapes ??= OnnxShapeInference.InferShapes(original, original.Graph.Nodes
                 .Where(n => n.Domain.Length == 0 && (CoerceTo2DOps.Contains(n.OpType) || n.OpType == "GroupNormalization") && n.Inputs.Count > 0)
-                .Select(n => n.Inputs[0]));
+                .SelectMany(n => n.Inputs.Take(1).Concat(n.Outputs.Take(1))));
             return _shapes.TryGetValue(tensor, out long[]? dims) ? dims : null;
         }
 
@@ -410,7 +410,8 @@ internal static partial class OnnxRewrites
         private void CoerceTo2D(OnnxGraph graph, OnnxNode node)
         {
             long axis = node.GetInt("axis", 1);
-            if (ShapeOf(graph, node.Inputs[0]) is { Length: > 0 } shape)
+            // The output has the input's shape: a declared graph output tells the rank where inference cannot.
+            if ((ShapeOf(graph, node.Inputs[0]) ?? ShapeOf(graph, node.Outputs[0])) is { Length: > 0 } shape)
             {
                 long rank = shape.Length;
                 if (axis < 0)

@@ -158,6 +158,27 @@ public sealed class OpsetMigrationTests
     }
 
     [Fact]
+    public void Softmax_RankOnlyFromDeclaredGraphOutput_BecomesAxisMinusOne()
+    {
+        // The If's branch outputs carry no shape, so inference cannot rank the Softmax input; the declared output can.
+        var model = OldModel(11, InputDims, g =>
+        {
+            g.SetInitializer(OnnxTensor.FromRaw("cond", OnnxElementType.Bool, [], [1]));
+            var ifNode = g.AddNode("If", ["cond"], ["t"], "branch");
+            foreach (string branch in new[] { "then_branch", "else_branch" })
+            {
+                var body = new GraphProto { Name = branch };
+                body.Node.Add(new NodeProto { OpType = "Neg", Name = branch + "_neg", Input = { "x" }, Output = { branch + "_y" } });
+                body.Output.Add(FloatValue(branch + "_y", null));
+                ifNode.Proto.Attribute.Add(new AttributeProto { Name = branch, Type = AttributeProto.Types.AttributeType.Graph, G = body });
+            }
+            g.AddNode("Softmax", ["t"], ["y"], "softmax").SetInt("axis", 3);
+        }, outputDims: InputDims);
+        var upgraded = AssertUpgradesKeepOutputs(model, InputDims, tolerance: 1e-6);
+        Assert.DoesNotContain(upgraded.Graph.Nodes, n => n.OpType == "Flatten");
+    }
+
+    [Fact]
     public void ReduceOps_AxesAttributes_Opset11_SameOutputs()
     {
         var model = OldModel(11, InputDims, g =>
@@ -398,14 +419,14 @@ public sealed class OpsetMigrationTests
         return upgraded!;
     }
 
-    /// <summary>A model of the given opset (IR 3 for 7-8, as exporters wrote them then) with float input x and output y of unknown shape.</summary>
-    private static OnnxModel OldModel(int opset, int[] inputDims, Action<OnnxGraph> build)
+    /// <summary>A model of the given opset (IR 3 for 7-8, as exporters wrote them then) with float input x and output y (of unknown shape unless given).</summary>
+    private static OnnxModel OldModel(int opset, int[] inputDims, Action<OnnxGraph> build, int[]? outputDims = null)
     {
         long ir = opset <= 8 ? 3 : opset >= 21 ? 10 : opset >= 19 ? 9 : opset >= 15 ? 8 : 7;
         var proto = new ModelProto { IrVersion = ir, ProducerName = "qatml-tests", Graph = new GraphProto { Name = $"opset{opset}" } };
         proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
         proto.Graph.Input.Add(FloatValue("x", inputDims));
-        proto.Graph.Output.Add(FloatValue("y", null));
+        proto.Graph.Output.Add(FloatValue("y", outputDims));
         var model = OnnxModel.Parse(proto.ToByteArray());
         build(model.Graph);
         return model;
