@@ -51,6 +51,10 @@ if (( download )); then
     fetch $face $face_commit imgs/$i.jpg faces/$i.jpg
   done
 
+  sr=JSmith01/sesr-js; sr_commit=ecc15c1395415fb01a1e48067ff890b15fe3562d
+  fetch $sr $sr_commit qai-hub/xlsr-2x-360p.onnx super-resolution/xlsr-2x-360p.onnx 07dcbca8d4d66662af92111b7563ce2b6d3a2eef3a387ab5af12749a8fc6cbb0
+  fetch $sr $sr_commit README.md super-resolution/README-source.md
+
   wake=dscripka/openWakeWord; wake_commit=368c03716d1e92591906a84949bc477f3a834455
   fetch $wake $wake_commit LICENSE audio/LICENSE
   for clip in tests/data/alexa_test.wav tests/data/hey_jane.wav tests/data/hey_mycroft_test.wav examples/audio/activation.wav \

@@ -61,6 +61,14 @@ internal static class ZooModels
         },
         new()
         {
+            Name = "xlsr-sr", Family = "image super-resolution (Qualcomm AI Hub XLSR 2x: Conv, Concat, DepthToSpace, Clip)",
+            Source = "JSmith01/sesr-js@ecc15c1 qai-hub/xlsr-2x-360p.onnx", Licence = "Qualcomm AI Hub proprietary model licence (not redistributed here)",
+            ModelPath = z => Require(z, "super-resolution", "xlsr-2x-360p.onnx"),
+            Rows = (z, tensor) => Images(z, tensor, Path.Combine(z.Folder, "faces"), 640, 360, bgr: false, v => v / 255f),
+            Output = FirstOutput, Metric = Psnr,
+        },
+        new()
+        {
             Name = "silero-vad", Family = "voice activity detector (Silero VAD v5: STFT conv, LSTM, If on the sample rate)",
             Source = "snakers4/silero-vad@806dcba src/silero_vad/data/silero_vad.onnx", Licence = "MIT",
             ModelPath = z => Require(z, "silero-vad", "silero_vad.onnx"),
@@ -279,6 +287,16 @@ internal static class ZooModels
             fn += a && !b ? 1 : 0;
         }
         return $"face-anchor F1 {(tp + fp + fn == 0 ? 1 : 2.0 * tp / (2 * tp + fp + fn)):F3} ({tp + fn} float anchors)";
+    }
+
+    /// <summary>PSNR of the quantized image against the float one (both in [0, 1]).</summary>
+    private static string Psnr(float[] f, float[] q, ZooRows rows)
+    {
+        double squared = 0;
+        for (int i = 0; i < f.Length; i++)
+            squared += (f[i] - q[i]) * (double)(f[i] - q[i]);
+        double mse = squared / f.Length;
+        return $"PSNR vs float {(mse == 0 ? double.PositiveInfinity : 10 * Math.Log10(1 / mse)):F1} dB";
     }
 
     private static string SpeechDecisionAgreement(float[] f, float[] q, ZooRows rows) =>
