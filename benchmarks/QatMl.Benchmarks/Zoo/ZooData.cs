@@ -95,17 +95,7 @@ internal static class ZooData
             .Append(context.Transforms.ExtractPixels("Pixels", "Resized", ImagePixelExtractingEstimator.ColorBits.Rgb,
                 bgr ? ImagePixelExtractingEstimator.ColorsOrder.ABGR : ImagePixelExtractingEstimator.ColorsOrder.ARGB, interleavePixelColors: false));
         IDataView pixels = pipeline.Fit(data).Transform(data);
-        var result = new List<float[]>();
-        var column = pixels.Schema["Pixels"];
-        using var cursor = pixels.GetRowCursor([column]);
-        var getter = cursor.GetGetter<VBuffer<float>>(column);
-        VBuffer<float> value = default;
-        while (cursor.MoveNext())
-        {
-            getter(ref value);
-            result.Add(value.DenseValues().ToArray());
-        }
-        return result;
+        return [.. pixels.GetColumn<VBuffer<float>>("Pixels").Select(v => v.DenseValues().ToArray())];
     }
 
     /// <summary>Files of a folder with one of the extensions, in ordinal name order (stable across machines).</summary>

@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Quantization.Onnx;
+using Microsoft.ML.Quantization.PostTraining;
 using Microsoft.ML.Tokenizers;
 using QatMl.Samples;
 
@@ -271,7 +272,7 @@ internal static class ZooModels
     {
         int n = rows.HeldOutCount, classes = f.Length / n;
         int[] labels = rows.Labels![rows.CalibrationCount..];
-        int Correct(float[] o) => Enumerable.Range(0, n).Count(r => ArgMax(o.AsSpan(r * classes, classes)) == labels[r]);
+        int Correct(float[] o) => Enumerable.Range(0, n).Count(r => QuantizationComparer.ArgMax(o.AsSpan(r * classes, classes)) == labels[r]);
         return $"orientation accuracy {100.0 * Correct(f) / n:F1}% float, {100.0 * Correct(q) / n:F1}% quantized";
     }
 
@@ -354,14 +355,5 @@ internal static class ZooModels
             nb += (double)b[i] * b[i];
         }
         return na == 0 || nb == 0 ? (na == nb ? 1 : 0) : dot / Math.Sqrt(na * nb);
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> v)
-    {
-        int best = 0;
-        for (int i = 1; i < v.Length; i++)
-            if (v[i] > v[best])
-                best = i;
-        return best;
     }
 }
