@@ -25,7 +25,7 @@ internal static partial class OnnxRewrites
         "CastLike", "Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
         "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength", "SplitToSequence",
         "ConcatFromSequence", "Optional", "OptionalGetElement", "OptionalHasElement", "StringNormalizer", "TfIdfVectorizer",
-        "MeanVarianceNormalization", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CenterCropPad", "Col2Im", "STFT",
+        "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CenterCropPad", "Col2Im", "STFT",
         "MelWeightMatrix", "BlackmanWindow", "HannWindow", "HammingWindow", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot",
         "AffineGrid", "DynamicQuantizeLinear", "If", "Loop",
     ];
@@ -42,7 +42,8 @@ internal static partial class OnnxRewrites
     /// int4/uint4 tensors) for models of opset 7 and later, subgraphs (If/Loop/Scan bodies) included. It migrates every
     /// op whose meaning changed on the way (see UpgradeNode): attributes that became inputs, Upsample and Resize-10
     /// into Resize, the coerce-to-2D Softmax family (with ranks from ONNX shape inference), the experimental ops
-    /// opset 10 removed, and the changed defaults of RoiAlign, GridSample, DFT and GroupNormalization. A node it
+    /// opset 10 removed, MeanVarianceNormalization-1, and the changed defaults of RoiAlign, GridSample, DFT and
+    /// GroupNormalization; targets below 11 keep the attribute forms that still exist there. A node it
     /// cannot migrate is reported by node, op type and opsets, and the model is left unchanged then.
     /// </summary>
     public static void UpgradeOpset(OnnxModel model, int target = 13)
@@ -176,11 +177,11 @@ internal static partial class OnnxRewrites
                         MoveIntsToInput(graph, node, "axes", 1);
                     return;
                 case "Pad":
-                    if (from < 11)
+                    if (from < 11 && to >= 11)
                         PadAttributesToInputs(graph, node);
                     return;
                 case "Clip":
-                    if (from < 11)
+                    if (from < 11 && to >= 11)
                         ClipAttributesToInputs(graph, node);
                     return;
                 case "Slice":
@@ -196,7 +197,38 @@ internal static partial class OnnxRewrites
                     }
                     return;
                 case "Upsample":
-                    UpsampleToResize(graph, node);
+                    if (to >= 11)
+                        UpsampleToResize(graph, node);
+                    else
+                    {
+                        // Upsample-9 takes scales as an input; opset 10 deprecates it for Resize-10 (X, scales), which
+                        // enlarges the same way (asymmetric coordinates, truncation).
+                        if (node.GetFloats("scales") is { } scales)
+                        {
+                            node.RemoveAttribute("scales");
+                            string name = graph.FreshName(node.Name + "_scales");
+                            graph.SetInitializer(OnnxTensor.FromFloats(name, [scales.Length], scales));
+                            node.Inputs.Add(name);
+                        }
+                        if (to == 10)
+                        {
+                            node.OpType = "Resize";
+                            if (node.GetString("mode") == "bilinear")
+                                node.SetString("mode", "linear");
+                        }
+                    }
+                    return;
+                case "MeanVarianceNormalization":
+                    // MVN-1 (experimental) had across_channels / normalize_variance; MVN-9 takes axes and always normalizes the variance.
+                    if (from < 9 && to >= 9)
+                    {
+                        if (node.GetInt("normalize_variance", 1) == 0)
+                            throw Refuse(node, "MeanVarianceNormalization with normalize_variance=0 (mean subtraction only) has no opset-9 form");
+                        bool across = node.GetInt("across_channels", 0) != 0;
+                        node.RemoveAttribute("across_channels");
+                        node.RemoveAttribute("normalize_variance");
+                        node.SetInts("axes", across ? [0, 1, 2, 3] : [0, 2, 3]);
+                    }
                     return;
                 case "Resize":
                     if (from == 10)

@@ -61,6 +61,30 @@ public sealed class OpsetMigrationTests
     }
 
     [Fact]
+    public void PadClipUpsample_Opset8ToOpset9And10_AttributeFormsKeptWhereTheyStillExist()
+    {
+        var model = OldModel(8, InputDims, g =>
+        {
+            g.AddNode("Pad", ["x"], ["padded"], "pad").SetInts("pads", [0, 0, 1, 0, 0, 0, 0, 1]);
+            g.AddNode("Clip", ["padded"], ["clipped"], "clip").With(n => { n.SetFloat("min", -0.3f); n.SetFloat("max", 0.6f); });
+            g.AddNode("Upsample", ["clipped"], ["y"], "upsample").SetFloats("scales", [1, 1, 2, 2]);
+        });
+        var upgraded = AssertUpgradesKeepOutputs(model, InputDims, tolerance: 0, 9, 10);
+        Assert.NotNull(upgraded.Graph.Nodes.Single(n => n.OpType == "Pad").GetInts("pads"));
+        Assert.Equal(2, upgraded.Graph.Nodes.Single(n => n.OpType == "Resize").Inputs.Count);   // Resize-10 at opset 10
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void MeanVarianceNormalization1_AcrossChannels_BecomesAxes(int acrossChannels)
+    {
+        var model = OldModel(8, InputDims, g => g.AddNode("MeanVarianceNormalization", ["x"], ["y"], "mvn").SetInt("across_channels", acrossChannels));
+        var upgraded = AssertUpgradesKeepOutputs(model, InputDims, tolerance: 1e-5);
+        Assert.False(upgraded.Graph.Nodes.Single().HasAttribute("across_channels"));
+    }
+
+    [Fact]
     public void BilinearUpsample_Opset8_MatchesResize()
     {
         var model = OldModel(8, InputDims, g => g.AddNode("Upsample", ["x"], ["y"], "upsample").With(n =>
