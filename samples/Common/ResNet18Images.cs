@@ -92,9 +92,9 @@ public static class ResNet18Images
             return local;
         string cache = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
             ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        string fromCache = Path.Combine(cache, "microsoft.ml.dnnimagefeaturizer.resnet18", "0.23.1", "tools", "DnnImageModels", folder, file);
+        string fromCache = Path.Combine(cache, "microsoft.ml.dnnimagefeaturizer.resnet18", "0.24.0", "tools", "DnnImageModels", folder, file);
         if (File.Exists(fromCache))
             return fromCache;
-        throw new FileNotFoundException($"ResNet18 model '{file}' not found in {local} or {fromCache}: reference NuGet Microsoft.ML.DnnImageFeaturizer.ResNet18 0.23.1.");
+        throw new FileNotFoundException($"ResNet18 model '{file}' not found in {local} or {fromCache}: reference NuGet Microsoft.ML.DnnImageFeaturizer.ResNet18 0.24.0.");
     }
 }

@@ -1,0 +1,71 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace Microsoft.ML.Quantization.Onnx;
+
+/// <summary>
+/// Shapes of intermediate tensors from ONNX shape inference, as ONNX Runtime runs it when it loads a model: the
+/// tensors are exposed as graph outputs without a declared shape, a session is created (nothing is run, no graph
+/// optimization), and the shapes ONNX Runtime inferred for those outputs are read back. This is the model's own
+/// opset's inference for every standard op, which a hand-written pass would have to repeat op by op.
+/// </summary>
+internal static class OnnxShapeInference
+{
+    /// <summary>
+    /// The inferred dims of each requested tensor of the main graph (-1 for a dim inference left symbolic); tensors
+    /// whose rank inference could not establish are absent. Returns an empty map when ONNX Runtime cannot load the
+    /// model at all (callers then fall back to rank-free rewrites).
+    /// </summary>
+    public static IReadOnlyDictionary<string, long[]> InferShapes(OnnxModel model, IEnumerable<string> tensors)
+    {
+        var wanted = tensors.Where(t => t.Length > 0).Distinct().ToList();
+        var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        if (wanted.Count == 0)
+            return result;
+        var probe = model.Clone();
+        var graph = probe.Graph;
+        var names = graph.TensorNames().ToHashSet(StringComparer.Ordinal);
+        foreach (string name in wanted)
+        {
+            if (!names.Contains(name))
+                continue;
+            if (graph.FindValueInfo(name)?.Shape is { } known)
+            {
+                result[name] = [.. known.Select(d => d.Value ?? -1)];
+                continue;
+            }
+            if (graph.IsGraphOutput(name))
+                continue;
+            // A declared type without a shape: ONNX Runtime fills in what it infers.
+            var type = graph.ElementTypeOf(name);
+            graph.Proto.Output.Add(OnnxValueInfo.Create(name, type == OnnxElementType.Undefined ? OnnxElementType.Float : type, null).Proto);
+            // A value_info without a shape would not add anything; one with a partial shape is re-inferred.
+            for (int i = graph.Proto.ValueInfo.Count - 1; i >= 0; i--)
+                if (graph.Proto.ValueInfo[i].Name == name)
+                    graph.Proto.ValueInfo.RemoveAt(i);
+        }
+        try
+        {
+            using var options = new SessionOptions
+            {
+                GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL,
+                IntraOpNumThreads = 1,
+                InterOpNumThreads = 1,
+                LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
+            };
+            using var session = new InferenceSession(probe.ToBytes(), options);
+            foreach (var (name, meta) in session.OutputMetadata)
+            {
+                if (result.ContainsKey(name) || !wanted.Contains(name) || !meta.IsTensor)
+                    continue;
+                // An absent shape reads as rank 0; a true scalar has no axis a rewrite would need, so skip both.
+                if (meta.Dimensions.Length > 0)
+                    result[name] = [.. meta.Dimensions.Select(d => (long)d)];
+            }
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or InvalidOnnxModelException or DllNotFoundException or TypeInitializationException or EntryPointNotFoundException)
+        {
+            // ONNX Runtime could not load the model (an op it lacks at this opset, a type clash): no inferred shapes.
+        }
+        return result;
+    }
+}
