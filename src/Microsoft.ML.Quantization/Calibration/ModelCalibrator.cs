@@ -8,8 +8,8 @@ namespace Microsoft.ML.Quantization.Calibration;
 /// <summary>The outcome of one calibration run.</summary>
 internal sealed record CalibrationRun(CalibrationTable Table, long RowsObserved, GraphPreparation? Preparation, IReadOnlyList<InputColumn> InputColumns);
 
-/// <summary>A float vector column a transformer reads.</summary>
-internal sealed record InputColumn(string Name, int Size);
+/// <summary>A vector column a transformer reads: its name, size and item type (Single unless the input is Int64, Int32 or Bool).</summary>
+internal sealed record InputColumn(string Name, int Size, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType ElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float);
 
 /// <summary>
 /// Runs a float model over representative rows in one streaming pass and feeds every planned tensor to its
@@ -102,7 +102,7 @@ internal static class ModelCalibrator
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);
         scorer.ValidateInputSchema(data.Schema, "input");
-        inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize)));
+        inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize, i.ElementType)));
 
         var inputObservers = new TensorObserver?[scorer.Inputs.Length];
         for (int k = 0; k < scorer.Inputs.Length; k++)
@@ -114,12 +114,12 @@ internal static class ModelCalibrator
         long planned = known is long n ? Math.Min(n, options.SampleCount) : options.SampleCount;
         var columns = scorer.Inputs.Select(i => data.Schema[i.ColumnName]).ToArray();
         using DataViewRowCursor cursor = data.GetRowCursor(columns);
-        var getters = columns.Select(c => cursor.GetGetter<VBuffer<float>>(c)).ToArray();
-        var row = default(VBuffer<float>);
+        var readers = columns.Select((c, k) => BatchScorerSchema.CreateReader(cursor, c, scorer.Inputs[k], k)).ToArray();
         var all = Enumerable.Repeat(true, scorer.Outputs.Length).ToArray();
 
-        // The first batch holds one row: it measures the per-row size of every observed tensor, which sets the batch size.
-        OrtBatchScorer.Batch batch = new(scorer, all, capacity: 1);
+        // The first batch holds two rows: it measures the per-row size of every observed tensor, which sets the batch
+        // size, and tells batch-major tensors from those that do not grow with the batch (broadcast position embeddings).
+        OrtBatchScorer.Batch batch = new(scorer, all, capacity: (int)Math.Min(2, options.SampleCount));
         long rows = 0;
         var modelTime = new Stopwatch();
         var observeTime = new Stopwatch();
@@ -132,11 +132,8 @@ internal static class ModelCalibrator
                 int filled = 0;
                 while (filled < want && cursor.MoveNext())
                 {
-                    for (int k = 0; k < getters.Length; k++)
-                    {
-                        getters[k](ref row);
-                        batch.SetRow(k, filled, row, cursor.Position);
-                    }
+                    foreach (InputReader read in readers)
+                        read(batch, filled, cursor.Position);
                     filled++;
                 }
                 if (filled == 0)
@@ -148,7 +145,7 @@ internal static class ModelCalibrator
                 for (int k = 0; k < inputObservers.Length; k++)
                     inputObservers[k]?.Observe(batch.InputBuffers[k].AsSpan(0, filled * scorer.Inputs[k].RowSize));
                 for (int j = 0; j < outputObservers.Length; j++)
-                    outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, filled * batch.OutputRowSizes[j]));
+                    outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, batch.OutputCounts[j]));
                 observeTime.Stop();
                 rows += filled;
                 options.Progress?.Report(new CalibrationProgress(rows, Math.Max(planned, rows), clock.Elapsed));
@@ -201,7 +198,7 @@ internal static class ModelCalibrator
     }
 
     private static long RowBytes(OrtBatchScorer scorer, OrtBatchScorer.Batch batch)
-        => 4L * (scorer.Inputs.Sum(i => (long)i.RowSize) + batch.OutputRowSizes.Sum(s => (long)Math.Max(s, 0)));
+        => scorer.Inputs.Sum(i => (long)i.RowSize * i.ElementBytes) + 4L * batch.OutputRowSizes.Sum(s => (long)Math.Max(s, 0));
 
     private static int ChooseBatchSize(int requested, OrtBatchScorer scorer, OrtBatchScorer.Batch probe)
     {

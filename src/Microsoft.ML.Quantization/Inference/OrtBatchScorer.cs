@@ -4,10 +4,21 @@ using Microsoft.ML.Quantization.Internal;
 
 namespace Microsoft.ML.Quantization.Inference;
 
-/// <summary>One graph input fed from a column: per-row shape and element count.</summary>
-internal sealed record InputSpec(string ColumnName, string TensorName, int[] RowDims)
+/// <summary>
+/// One graph input fed from a column: per-row shape, element count and element type (float, or the Int64 / Int32 /
+/// Bool of token ids and masks, read from vector columns of the matching ML.NET type).
+/// </summary>
+internal sealed record InputSpec(string ColumnName, string TensorName, int[] RowDims, TensorElementType ElementType = TensorElementType.Float)
 {
     public int RowSize { get; } = RowDims.Aggregate(1, (a, b) => checked(a * b));
+
+    /// <summary>Bytes of one element.</summary>
+    public int ElementBytes => ElementType switch
+    {
+        TensorElementType.Int64 => 8,
+        TensorElementType.Bool => 1,
+        _ => 4,
+    };
 }
 
 /// <summary>One tensor exposed as a column. <see cref="RowDims"/> is null when its shape is not known before running.</summary>
@@ -63,8 +74,8 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         {
             if (!session.InputMetadata.TryGetValue(b.TensorName, out NodeMetadata? meta))
                 throw new ArgumentException($"Model '{modelName}' has no input '{b.TensorName}' (inputs: {string.Join(", ", session.InputMetadata.Keys)}).");
-            if (meta.ElementDataType != TensorElementType.Float)
-                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is {meta.ElementDataType}; only float inputs are supported.");
+            if (!BatchScorerSchema.IsSupportedInputType(meta.ElementDataType))
+                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is {meta.ElementDataType}; inputs can be Float, Int64, Int32 or Bool.");
             int[] dims = meta.Dimensions;
             if (dims.Length == 0)
                 throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is a scalar; inputs need a batch dimension.");
@@ -85,7 +96,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new ArgumentException(
                     $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row.Select(DimText))}] with symbolic dimensions; declare it in InputShapes.");
             }
-            inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
+            inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row, meta.ElementDataType));
         }
 
         var outputBinding = outputBindings.Count > 0
@@ -118,8 +129,8 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             SchemaShape.Column column = shape.FirstOrDefault(c => c.Name == input.ColumnName);
             if (column.Name is null)
                 throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
-            if (column.Kind == SchemaShape.Column.VectorKind.Scalar || column.ItemType != NumberDataViewType.Single)
-                throw SchemaErrors.Mismatch(paramName, input.ColumnName, $"Vector<Single, {input.RowSize}>", SchemaShapes.Describe(column));
+            if (column.Kind == SchemaShape.Column.VectorKind.Scalar || !column.ItemType.Equals(BatchScorerSchema.ItemType(input.ElementType)))
+                throw SchemaErrors.Mismatch(paramName, input.ColumnName, BatchScorerSchema.Expected(input), SchemaShapes.Describe(column));
         }
         return SchemaShapes.With(shape, outputs.Select(o =>
             SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
@@ -150,14 +161,16 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             _scorer = scorer;
             int b = scorer.FixedBatch ? scorer.BatchSize : capacity ?? scorer.BatchSize;
             Capacity = b;
-            InputBuffers = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
-            _fullInputs = scorer.Inputs.Select((i, k) => OrtValue.CreateTensorValueFromMemory(InputBuffers[k], Shape(b, i.RowDims))).ToArray();
+            InputData = scorer.Inputs.Select(i => BatchScorerSchema.CreateInputBuffer(i, b)).ToArray();
+            InputBuffers = InputData.Select(a => a as float[] ?? []).ToArray();
+            _fullInputs = scorer.Inputs.Select((i, k) => InputValue(InputData[k], i, b)).ToArray();
             ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
             OutputBuffers = new float[scorer.Outputs.Length][];
             _fullOutputs = new OrtValue?[scorer.Outputs.Length];
             _rowDims = scorer.Outputs.Select((o, k) => o.RowDims ?? outputRowDims?[k]).ToArray();
             RunRowDims = (int[]?[])_rowDims.Clone();
             OutputRowSizes = _rowDims.Select(d => d?.Aggregate(1, (x, y) => checked(x * y)) ?? -1).ToArray();
+            OutputCounts = new int[scorer.Outputs.Length];
             foreach (int k in ActiveOutputs)
             {
                 if (_rowDims[k] is not { } dims)
@@ -177,14 +190,23 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         /// <summary>Rows per run.</summary>
         internal int Capacity { get; }
 
-        /// <summary>Row-major [Capacity, rowSize] staging per input, filled by the cursor.</summary>
+        /// <summary>Row-major [Capacity, rowSize] staging per float input, filled by the cursor (empty for other types).</summary>
         public float[][] InputBuffers { get; }
+
+        /// <summary>Row-major [Capacity, rowSize] staging per input, typed as the input (float[], long[], int[], bool[]).</summary>
+        public Array[] InputData { get; }
 
         /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
         public float[][] OutputBuffers { get; }
 
         /// <summary>Per-row element count of each output (for variable shapes: of the last batch).</summary>
         public int[] OutputRowSizes { get; }
+
+        /// <summary>
+        /// Values each output held in the last run. For a tensor whose first dimension is not the batch (a position
+        /// embedding broadcast over the batch) this is not rows x <see cref="OutputRowSizes"/>.
+        /// </summary>
+        internal int[] OutputCounts { get; }
 
         internal int[] ActiveOutputs { get; }
 
@@ -198,7 +220,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             bool full = rows == Capacity || _scorer.FixedBatch;
             var inputs = new OrtValue[_inputNames.Length];
             for (int k = 0; k < inputs.Length; k++)
-                inputs[k] = full ? _fullInputs[k] : Transient(InputBuffers[k], rows, _scorer.Inputs[k].RowDims);
+                inputs[k] = full ? _fullInputs[k] : TransientInput(k, rows);
 
             bool allFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
             if (allFixed)
@@ -210,6 +232,8 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                     outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _rowDims[k]!);
                 }
                 _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
+                foreach (int k in ActiveOutputs)
+                    OutputCounts[k] = (full ? Capacity : rows) * OutputRowSizes[k];
                 return;
             }
 
@@ -220,13 +244,14 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 int k = ActiveOutputs[j];
                 ReadOnlySpan<float> data = _allocated[j].GetTensorDataAsSpan<float>();
                 long[] shape = _allocated[j].GetTensorTypeAndShape().Shape;
-                if (shape.Length >= 1)
-                    RunRowDims[k] = shape[1..].Select(d => checked((int)d)).ToArray();
+                int ran = full ? Capacity : rows;
+                // Only a batch-major tensor can be preallocated for another batch size: others stay ONNX Runtime's.
+                RunRowDims[k] = shape.Length >= 1 && shape[0] == ran ? shape[1..].Select(d => checked((int)d)).ToArray() : null;
                 if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
                     OutputBuffers[k] = new float[data.Length];
                 data.CopyTo(OutputBuffers[k]);
-                int ran = full ? Capacity : rows;
                 OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
+                OutputCounts[k] = data.Length;
             }
             _allocated.Dispose();
             _allocated = null;
@@ -236,16 +261,39 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         /// Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>; a row of the wrong
         /// size is an error naming the column and <paramref name="rowIndex"/>.
         /// </summary>
-        public void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        public void SetRow<T>(int input, int slot, in VBuffer<T> row, long rowIndex)
+            where T : unmanaged
         {
             InputSpec spec = _scorer.Inputs[input];
-            BatchScorerSchema.CopyRow(spec, row, InputBuffers[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
+            BatchScorerSchema.CopyRow(spec, row, ((T[])InputData[input]).AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
+        }
+
+        private static OrtValue InputValue(Array buffer, InputSpec spec, int rows) => buffer switch
+        {
+            float[] f => Value(f, rows, spec.RowDims),
+            long[] l => Value(l, rows, spec.RowDims),
+            int[] i => Value(i, rows, spec.RowDims),
+            bool[] b => Value(b, rows, spec.RowDims),
+            _ => throw new InvalidOperationException($"Input '{spec.TensorName}' has an unsupported staging type {buffer.GetType().Name}."),
+        };
+
+        private static OrtValue Value<T>(T[] buffer, int rows, int[] rowDims)
+            where T : unmanaged
+        {
+            int size = rowDims.Aggregate(1, (a, b) => a * b);
+            return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), Shape(rows, rowDims));
+        }
+
+        private OrtValue TransientInput(int input, int rows)
+        {
+            var value = InputValue(InputData[input], _scorer.Inputs[input], rows);
+            _transient.Add(value);
+            return value;
         }
 
         private OrtValue Transient(float[] buffer, int rows, int[] rowDims)
         {
-            int size = rowDims.Aggregate(1, (a, b) => a * b);
-            var value = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), Shape(rows, rowDims));
+            var value = Value(buffer, rows, rowDims);
             _transient.Add(value);
             return value;
         }

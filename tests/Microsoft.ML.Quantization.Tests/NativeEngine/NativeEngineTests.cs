@@ -144,7 +144,7 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
             Assert.Null(fallback.NativeWeightBytes);
         }
         var error = Assert.Throws<NotSupportedException>(() => context.Quantization.PostTraining(Options(false)).Fit(calibration));
-        Assert.Contains("node 'softmax' (Softmax): op type Softmax is not supported by the native engine", error.Message);
+        Assert.Contains("op type Softmax is not supported by the native engine: node 'softmax' (Softmax)", error.Message);
 
         // The plain model runs natively and scores like ONNX Runtime.
         var plain = new PostTrainingOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, SampleCount = 50, BatchSize = 13, AllowBackendFallback = false };
