@@ -29,6 +29,8 @@ internal static class ModelCalibrator
         byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
         GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
+        if (options.PrepareGraph)
+            OnnxRewrites.AnnotateElementTypes(model);
         CalibrationPlan plan = CalibrationPlan.Create(model, options);
         if (plan.Activations.Count == 0 && plan.Weights.Count == 0)
             throw new InvalidOperationException($"Model '{modelName}' has no float tensors to calibrate for the op types {string.Join(", ", options.OpTypes)}.");
@@ -39,8 +41,14 @@ internal static class ModelCalibrator
             (preparation is null ? "." : $"; graph prepared: {preparation.BatchNormsFolded} BatchNormalization folded, {preparation.IdentitiesRemoved} Identity/Dropout removed, {preparation.ConstantsFolded} constants folded."));
 
         var entries = new Dictionary<string, CalibrationTableEntry>(StringComparer.Ordinal);
+        var unusable = new List<string>();
         foreach (PlannedWeight w in plan.Weights)
-            entries[w.Name] = CalibrateWeight(w);
+        {
+            if (CalibrateWeight(w, out string? why) is { } entry)
+                entries[w.Name] = entry;
+            else
+                unusable.Add(why!);
+        }
 
         long rows = 0;
         var inputColumns = new List<InputColumn>();
@@ -48,13 +56,32 @@ internal static class ModelCalibrator
             rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock, inputColumns);
 
         foreach (SharedActivation shared in plan.Shared)
-            entries[shared.Name] = entries[shared.Source].SharedAs(shared.Name);
+            if (entries.TryGetValue(shared.Source, out var source))
+                entries[shared.Name] = source.SharedAs(shared.Name);
         // Table order: the graph's topological order of the plan (weights and activations interleaved as planned).
         var table = new CalibrationTable();
         foreach (string name in plan.Order)
-            table.Add(entries[name]);
+            if (entries.TryGetValue(name, out var entry))
+                table.Add(entry);
+        foreach (string why in unusable)
+            channel.Warning(MessageSensitivity.None, "{0}", $"{why}; it has no entry, and nodes reading it stay float.");
         channel.Info(MessageSensitivity.None, "{0}", $"Calibrated {table.Count} tensors over {rows} rows in {clock.Elapsed.TotalSeconds:F2} s.");
         return new CalibrationRun(table, rows, preparation, inputColumns);
+    }
+
+    /// <summary>The weight's entry, or null with the reason when its range has no float32 scale (a -FLT_MAX mask constant).</summary>
+    private static CalibrationTableEntry? CalibrateWeight(PlannedWeight w, out string? unusable)
+    {
+        unusable = null;
+        try
+        {
+            return CalibrateWeight(w);
+        }
+        catch (ArgumentException e)
+        {
+            unusable = $"Weight '{w.Name}' cannot be calibrated: {e.Message}";
+            return null;
+        }
     }
 
     private static CalibrationTableEntry CalibrateWeight(PlannedWeight w)
@@ -174,7 +201,16 @@ internal static class ModelCalibrator
             if (inputObservers[k] is { } o)
                 entries[scorer.Inputs[k].TensorName] = ToEntry(o, scorer.Inputs[k].TensorName, TensorKind.Activation, null, scorer.Inputs[k].ColumnName);
         for (int j = 0; j < outputObservers.Length; j++)
-            entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+        {
+            try
+            {
+                entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+            }
+            catch (ArgumentException e)
+            {
+                channel.Warning(MessageSensitivity.None, "{0}", $"Activation '{observed[j].Name}' cannot be calibrated: {e.Message}; it has no entry, and nodes reading it stay float.");
+            }
+        }
 
         channel.Info(MessageSensitivity.None, "{0}", $"Ranges computed in {finalize.Elapsed.TotalSeconds:F3} s.");
         foreach (var e in entries.Values.Where(e => e.NonFiniteCount > 0))

@@ -52,7 +52,7 @@ internal static class ModelPersistence
             scoring.Options.GpuDeviceId, scoring.Options.FallbackToCpu ?? false);
         var schema = new DataViewSchema.Builder();
         foreach (var spec in scoring.Scorer.Inputs)
-            schema.AddColumn(spec.ColumnName, new VectorDataViewType(NumberDataViewType.Single, spec.RowDims));
+            schema.AddColumn(spec.ColumnName, new VectorDataViewType(BatchScorerSchema.ItemType(spec.ElementType), spec.RowDims));
         var inner = estimator.Fit(new EmptyDataView(schema.ToSchema()));
         try
         {

@@ -421,6 +421,14 @@ internal sealed class OnnxGraph
                 return OnnxElementType.Bool;
             case "Constant" when producer.GetTensor("value") is { } t:
                 return t.ElementType;
+            case "ConstantOfShape":
+                return producer.GetTensor("value")?.ElementType ?? OnnxElementType.Float;
+            case "Where" when producer.Inputs.Count > 1:
+                return ElementTypeOf(producer.Inputs[1], depth + 1);
+            case "CastLike" when producer.Inputs.Count > 1:
+                return ElementTypeOf(producer.Inputs[1], depth + 1);
+            case "If" or "Loop" or "Scan":
+                return OnnxElementType.Undefined;
             case "MaxPool" when producer.Outputs.Count > 1 && producer.Outputs[1] == name:
                 return OnnxElementType.Int64;
             default:

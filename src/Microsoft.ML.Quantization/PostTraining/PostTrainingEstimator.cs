@@ -79,6 +79,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         {
             // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
         }
+        OnnxRewrites.AnnotateElementTypes(model);
         return model;
     }
 

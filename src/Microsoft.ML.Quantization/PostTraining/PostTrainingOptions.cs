@@ -10,12 +10,15 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// </summary>
 public sealed class PostTrainingOptions : OnnxRuntimeOptions
 {
-    /// <summary>The op types quantized by default.</summary>
-    public static IReadOnlyCollection<string> DefaultOpTypes { get; } =
-    [
-        "Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
-        "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-    ];
+    /// <summary>
+    /// The op types quantized by default: ONNX Runtime's quantizer registry. Compute: Conv, ConvTranspose, Gemm, MatMul
+    /// (weights or activation x activation), Add, Mul, Where, AveragePool, GlobalAveragePool, the activations (Relu,
+    /// Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Softmax), InstanceNormalization, LayerNormalization,
+    /// ArgMax, Gather over a float table (a weight-only int8 embedding); on their input's scale: MaxPool,
+    /// GlobalMaxPool, Resize, Pad, Split, Gather over activations, Transpose, Reshape, Squeeze, Unsqueeze, Flatten,
+    /// Slice, Expand, DepthToSpace, SpaceToDepth; Concat on the union of its inputs' ranges.
+    /// </summary>
+    public static IReadOnlyCollection<string> DefaultOpTypes { get; } = [.. QuantizableOps.All];
 
     /// <summary>Path of the float ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
     public string? ModelPath { get; set; }
@@ -81,6 +84,19 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>A predicate on (node name, op type): return false to keep the node in float. Default null.</summary>
     public Func<string, string, bool>? NodeFilter { get; set; }
 
+    /// <summary>
+    /// Width of individual activation tensors by name, winning over the node precisions: 16 gives (u)int16 QDQ (opset
+    /// 21; ONNX Runtime runs the ops around such tensors in float between DequantizeLinear and QuantizeLinear), 2 to 7
+    /// a clipped (u)int8. Tensors that must share parameters (across pass-through ops, Concat) take the widest.
+    /// </summary>
+    public IDictionary<string, int> TensorBits { get; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Softmax outputs (attention probabilities) are quantized on the fixed range [0, 1] instead of their calibrated
+    /// one, so no probability is clipped by rows calibration did not see. Default true.
+    /// </summary>
+    public bool SoftmaxUnitRange { get; set; } = true;
+
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
 
@@ -118,6 +134,9 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         LastLayerPrecision?.Validate(nameof(LastLayerPrecision));
         foreach (var (node, precision) in NodePrecision)
             (precision ?? throw new ArgumentException($"NodePrecision['{node}'] is null.")).Validate($"NodePrecision['{node}']");
+        foreach (var (tensor, bits) in TensorBits)
+            if (bits is < 2 or > 16)
+                throw new ArgumentOutOfRangeException(nameof(TensorBits), bits, $"TensorBits['{tensor}'] must be between 2 and 16.");
     }
 
     /// <summary>Activations are symmetric when asked or when the execution provider needs it.</summary>

@@ -188,18 +188,18 @@ public sealed class PostTrainingTests : IDisposable
         Assert.ThrowsAny<IOException>(() => quantized.SaveAsOnnx(folderAsTarget));
         Assert.Equal(new[] { "not-a-folder", "taken" }, Directory.GetFileSystemEntries(_dir).Select(p => Path.GetFileName(p)!).Order().ToArray());
 
-        // Ops the quantizer does not handle (a Softmax on the logits) stay float and are listed with the reason.
+        // Ops the quantizer does not handle (a LogSoftmax on the logits) stay float and are listed with the reason.
         var model = OnnxModel.Load(TestData.FmnistNet);
         var g = model.Graph;
         string logits = g.Outputs[0].Name, raw = g.FreshName("raw_logits");
         g.Producer(logits)!.Outputs[0] = raw;
-        g.AddNode("Softmax", [raw], [logits], "softmax").SetInt("axis", -1);
+        g.AddNode("LogSoftmax", [raw], [logits], "log_softmax").SetInt("axis", -1);
         var withSoftmax = Options();
         withSoftmax.ModelPath = null;
         withSoftmax.ModelBytes = model.ToBytes();
         using var partly = context.Quantization.PostTraining(withSoftmax).Fit(calibration);
         var softmax = Assert.Single(partly.FloatNodes);
-        Assert.Equal(("softmax", "Softmax", "op type Softmax is not quantized"), (softmax.Name, softmax.OpType, softmax.Reason));
+        Assert.Equal(("log_softmax", "LogSoftmax", "op type LogSoftmax is not quantized"), (softmax.Name, softmax.OpType, softmax.Reason));
 
         // A symbolic non-batch dimension without a declared shape.
         var dynamic = OnnxModel.Load(TestData.FmnistNet);
