@@ -32,15 +32,20 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         string name = _options.ModelPath ?? "(model bytes)";
         OnnxModel model = Prepare(_options, name);
         CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
-        QdqResult result = QdqWriter.Quantize(model, table, _options);
+        QdqResult result;
+        SensitivityReport? sensitivity = null;
         using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
         {
+            Dictionary<string, string>? keptFloat = null;
+            if (_options.AnalyzesSensitivity)
+                (keptFloat, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, input, name, ch);
+            result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat));
             int quantized = result.Nodes.Count(n => n.Precision is not null);
             ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
             foreach (var n in result.Nodes.Where(n => n.Precision is null))
                 ch.Info(MessageSensitivity.None, "{0}", $"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
         }
-        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes);
+        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes) { Sensitivity = sensitivity };
         try
         {
             transformer.GetOutputSchema(input.Schema);

@@ -97,6 +97,29 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// </summary>
     public bool SoftmaxUnitRange { get; set; } = true;
 
+    /// <summary>
+    /// The accuracy Fit keeps: when the mean cosine similarity of the quantized and float outputs (the worst output) on the
+    /// first <see cref="SensitivityRowCount"/> calibration rows is below this, a sensitivity analysis measures each
+    /// quantized node's effect on the outputs and leaves the most sensitive nodes float until it is met (see
+    /// <see cref="QuantizedModelTransformer.Sensitivity"/>). Default 0.99; 0 turns the analysis off.
+    /// </summary>
+    public double MinOutputCosine { get; set; } = 0.99;
+
+    /// <summary>
+    /// With <see cref="LabelColumnName"/>: the allowed loss of argmax accuracy against the label on the calibration rows, in
+    /// percentage points; it replaces <see cref="MinOutputCosine"/> as the sensitivity analysis's target. Default null.
+    /// </summary>
+    public double? MaxAccuracyDrop { get; set; }
+
+    /// <summary>The label column (UInt32, Int32, Int64, Single or a key) <see cref="MaxAccuracyDrop"/> is measured against. Default null.</summary>
+    public string? LabelColumnName { get; set; }
+
+    /// <summary>Key-typed labels count from 1 in ML.NET; set to 1 to compare argmax with label - 1. Default 0.</summary>
+    public int LabelOffset { get; set; }
+
+    /// <summary>Calibration rows the sensitivity analysis runs on (the first ones). Default 32.</summary>
+    public int SensitivityRowCount { get; set; } = 32;
+
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
 
@@ -119,6 +142,9 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>Cancels calibration between batches. Default none.</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>Whether Fit runs the sensitivity analysis.</summary>
+    internal bool AnalyzesSensitivity => MinOutputCosine > 0 || MaxAccuracyDrop is not null;
+
     internal new void Validate()
     {
         base.Validate();
@@ -134,6 +160,12 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         LastLayerPrecision?.Validate(nameof(LastLayerPrecision));
         foreach (var (node, precision) in NodePrecision)
             (precision ?? throw new ArgumentException($"NodePrecision['{node}'] is null.")).Validate($"NodePrecision['{node}']");
+        if (!(MinOutputCosine is >= 0 and <= 1))
+            throw new ArgumentOutOfRangeException(nameof(MinOutputCosine), MinOutputCosine, "MinOutputCosine must be in [0, 1] (0 turns the sensitivity analysis off).");
+        if (MaxAccuracyDrop is { } drop && (!(drop >= 0) || LabelColumnName is null))
+            throw new ArgumentException("MaxAccuracyDrop needs LabelColumnName and a value of at least 0 points.", nameof(MaxAccuracyDrop));
+        if (SensitivityRowCount < 1)
+            throw new ArgumentOutOfRangeException(nameof(SensitivityRowCount), SensitivityRowCount, "SensitivityRowCount must be at least 1.");
         foreach (var (tensor, bits) in TensorBits)
             if (bits is < 2 or > 16)
                 throw new ArgumentOutOfRangeException(nameof(TensorBits), bits, $"TensorBits['{tensor}'] must be between 2 and 16.");

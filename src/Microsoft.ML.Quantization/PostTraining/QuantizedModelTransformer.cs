@@ -51,6 +51,12 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal ScoringSettings Settings { get; }
 
+    /// <summary>
+    /// What the sensitivity analysis of PostTraining measured and which nodes it left float (null when it did not run);
+    /// not saved with the model.
+    /// </summary>
+    public SensitivityReport? Sensitivity { get; internal set; }
+
     /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
     public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
 
