@@ -138,7 +138,13 @@ internal sealed class CalibrationPlan
            && !graph.IsGraphOutput(output)
            && consumers.TryGetValue(output, out var users) && users.Count == 1
            && FusedActivations.Contains(users[0].OpType) && users[0].Domain.Length == 0
+           && (users[0].OpType == "Relu" || ClipsAtZero(graph, users[0]))
            && node.Domain.Length == 0;
+
+    /// <summary>A Clip whose lower bound is a constant 0 (Relu6): the only Clip the quantizer folds.</summary>
+    internal static bool ClipsAtZero(OnnxGraph graph, OnnxNode clip)
+        => clip.Inputs.Count > 1 && clip.Inputs[1].Length > 0 && graph.TryGetInitializer(clip.Inputs[1], out var lo)
+           && lo.ElementType == OnnxElementType.Float && lo.ElementCount == 1 && lo.ToFloatArray()[0] == 0;
 
     /// <summary>The output-channel axis of a weight, or null when the op gives it none (then per tensor).</summary>
     internal static int? WeightAxis(OnnxNode node, int input, OnnxTensor tensor) => QuantizableOps.WeightAxis(node, input, tensor);

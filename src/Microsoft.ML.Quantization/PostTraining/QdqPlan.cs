@@ -365,7 +365,7 @@ internal sealed class QdqPlan
         if (!FoldingProducers.Contains(node.OpType) || node.Outputs[0] != tensor || g.IsGraphOutput(tensor))
             return false;
         var users = g.Consumers(tensor);
-        return users.Count == 1 && users[0].OpType is "Relu" or "Clip" && table.TryGetEntry(users[0].Outputs[0], out _);
+        return users.Count == 1 && IsFoldableActivation(users[0], table, g.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal));
     }
 
     private static bool IsFoldableActivation(OnnxNode activation, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)

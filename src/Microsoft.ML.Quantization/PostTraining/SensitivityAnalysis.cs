@@ -223,11 +223,28 @@ internal static class SensitivityAnalysis
             {
                 int size = result[o].Length / Rows;
                 double sum = 0;
+                int counted = 0;
                 for (int r = 0; r < Rows; r++)
-                    sum += Cosine(_reference[o].AsSpan(r * size, size), result[o].AsSpan(r * size, size));
-                worst = Math.Min(worst, sum / Rows);
+                {
+                    // Rows the float model itself turns into NaN or infinities (NaN inputs) say nothing about quantization.
+                    var reference = _reference[o].AsSpan(r * size, size);
+                    if (!AllFinite(reference))
+                        continue;
+                    var row = result[o].AsSpan(r * size, size);
+                    sum += AllFinite(row) ? Cosine(reference, row) : 0;
+                    counted++;
+                }
+                worst = Math.Min(worst, counted == 0 ? 1 : sum / counted);
             }
             return worst;
+        }
+
+        private static bool AllFinite(ReadOnlySpan<float> values)
+        {
+            foreach (float v in values)
+                if (!float.IsFinite(v))
+                    return false;
+            return true;
         }
 
         private int[] ArgMaxes(float[] output)
