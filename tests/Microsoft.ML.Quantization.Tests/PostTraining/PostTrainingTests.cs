@@ -154,6 +154,24 @@ public sealed class PostTrainingTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(CalibrationMethod.Entropy)]
+    [InlineData(CalibrationMethod.Auto)]
+    public void HistogramMethods_KeepAccuracyWithinOnePointOfMinMax(CalibrationMethod method)
+    {
+        // Entropy searches each side of an asymmetric tensor (the logits) on its own; Auto picks per tensor.
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value);
+        IDataView test = context.Data.LoadFromEnumerable(Test.Value);
+        var options = Options();
+        options.MinOutputCosine = 0;
+        using var minMax = context.Quantization.PostTraining(options).Fit(calibration);
+        options.CalibrationMethod = method;
+        using var other = context.Quantization.PostTraining(options).Fit(calibration);
+        double a = Accuracy(context, minMax, test), b = Accuracy(context, other, test);
+        Assert.True(b >= a - 0.01, $"{method} {b:P2} vs MinMax {a:P2}");
+    }
+
     [Fact]
     public void BadInput_ClearErrors_NoPartialFiles_UnsupportedOpsListed()
     {
