@@ -24,11 +24,18 @@ internal sealed class FakeQuantGraph
     private readonly Dictionary<string, int> _component = new(StringComparer.Ordinal);
     private readonly List<HashSet<string>> _componentNeighbours = [];
 
-    private FakeQuantGraph(QdqPlan plan)
+    private readonly QdqPlan? _alternative;
+
+    /// <summary>The flag that is always on, for quantization the alternative mode applies unconditionally.</summary>
+    private const string Always = "";
+
+    private FakeQuantGraph(QdqPlan plan, QdqPlan? alternative)
     {
         _plan = plan;
+        _alternative = alternative;
         _g = plan.Graph;
-        Switches = [.. plan.ComputeNodes];
+        Switches = alternative is null ? [.. plan.ComputeNodes]
+            : [.. plan.ComputeNodes.Where(n => plan.Constants.Any(c => c.Key.Node == n && alternative.Constants.TryGetValue(c.Key, out var other) && other.Bits != c.Value.Bits))];
         _index = Switches.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i, StringComparer.Ordinal);
     }
 
@@ -38,10 +45,18 @@ internal sealed class FakeQuantGraph
     /// <summary>The switchable model.</summary>
     public required OnnxModel Model { get; init; }
 
-    /// <summary>Rewrites the plan's (float) graph into the switchable one; the plan is not written afterwards.</summary>
-    public static FakeQuantGraph Build(QdqPlan plan)
+    /// <summary>
+    /// Rewrites the plan's (float) graph into the switchable one; the plan is not written afterwards. With an
+    /// <paramref name="alternative"/> plan of the same graph whose activations are quantized alike (it differs in weight
+    /// widths), every quantization is applied, and a flag chooses between the plan's and the alternative's constants of
+    /// the nodes where they differ (4-bit or 8-bit weights).
+    /// </summary>
+    public static FakeQuantGraph Build(QdqPlan plan, QdqPlan? alternative = null)
     {
-        var fake = new FakeQuantGraph(plan) { Model = plan.Model };
+        if (alternative is not null && (alternative.Activations.Count != plan.Activations.Count
+            || plan.Activations.Any(a => !alternative.Activations.TryGetValue(a.Key, out var other) || other != a.Value)))
+            throw new ArgumentException("The alternative plan must quantize the same activations alike.", nameof(alternative));
+        var fake = new FakeQuantGraph(plan, alternative) { Model = plan.Model };
         fake.Rewrite();
         return fake;
     }
@@ -59,7 +74,10 @@ internal sealed class FakeQuantGraph
             var writer = _g.Producer(t)!;
             string raw = _g.FreshName(t + "_raw");
             writer.Outputs[writer.Outputs.IndexOf(t)] = raw;
-            Add("Where", [s, FakeQuantized(raw, q), raw], [t]);
+            if (s == Always)
+                Add("Identity", [FakeQuantized(raw, q)], [t]);
+            else
+                Add("Where", [s, FakeQuantized(raw, q), raw], [t]);
         }
 
         // Every other edge into a quantized reader, or out of a quantized writer.
@@ -71,7 +89,7 @@ internal sealed class FakeQuantGraph
                 string? readerSwitch = _plan.Precision.ContainsKey(consumer.Name) && _plan.ActivationInputs[consumer.Name].Contains(t) ? SwitchOf(consumer.Name) : null;
                 if (Or(producerSwitch, readerSwitch) is not { } condition)
                     continue;
-                string selected = Add("Where", [condition, FakeQuantized(t, q), t], [_g.FreshName(t + "_sel")]);
+                string selected = condition == Always ? FakeQuantized(t, q) : Add("Where", [condition, FakeQuantized(t, q), t], [_g.FreshName(t + "_sel")]);
                 for (int i = 0; i < consumer.Inputs.Count; i++)
                     if (consumer.Inputs[i] == t)
                         consumer.Inputs[i] = selected;
@@ -81,20 +99,44 @@ internal sealed class FakeQuantGraph
         // Constants: the stored integers dequantized once, selected by the node's flag.
         var dequantized = new Dictionary<object, string>(ReferenceEqualityComparer.Instance);
         foreach (var ((name, input), constant) in _plan.Constants)
-            Select(name, input, constant, () => (constant.Source, constant.Dequantize()), dequantized);
+        {
+            QuantizedConstant? other = null;
+            _alternative?.Constants.TryGetValue((name, input), out other);
+            Select(name, input, constant, () => (constant.Source, constant.Dequantize()), other is null ? null : () => (other.Source, other.Dequantize()), dequantized);
+        }
         foreach (var ((name, input), bias) in _plan.Biases)
-            Select(name, input, bias, () => (bias.Source, bias.Dequantize()), dequantized);
+        {
+            QuantizedBias? other = null;
+            _alternative?.Biases.TryGetValue((name, input), out other);
+            Select(name, input, bias, () => (bias.Source, bias.Dequantize()), other is null ? null : () => (other.Source, other.Dequantize()), dequantized);
+        }
 
+        _g.RemoveUnused();
         _g.SortTopologically();
         if (_plan.NeedsOpset21)
             OnnxRewrites.UpgradeOpset(Model, 21);
     }
 
-    private void Select(string node, int input, object key, Func<(OnnxTensor Source, float[] Values)> values, Dictionary<object, string> cache)
+    /// <summary>The node's constant input: quantized when its flag is on, else float (or the alternative's, in that mode).</summary>
+    private void Select(string node, int input, object key, Func<(OnnxTensor Source, float[] Values)> values,
+        Func<(OnnxTensor Source, float[] Values)>? alternative, Dictionary<object, string> cache)
     {
-        if (SwitchOf(node) is not { } s)
+        string? s = _alternative is not null ? (_index.ContainsKey(node) ? Flag(node) : Always) : SwitchOf(node);
+        if (s is null)
             return;
         var target = _plan.Node(node);
+        string name = Dequantized(key, values, cache);
+        if (s == Always)
+        {
+            target.Inputs[input] = name;
+            return;
+        }
+        string otherwise = alternative is null ? target.Inputs[input] : Dequantized(alternative, alternative, cache);
+        target.Inputs[input] = Add("Where", [s, name, otherwise], [_g.FreshName(target.Inputs[input] + "_sel")]);
+    }
+
+    private string Dequantized(object key, Func<(OnnxTensor Source, float[] Values)> values, Dictionary<object, string> cache)
+    {
         if (!cache.TryGetValue(key, out string? name))
         {
             var (source, v) = values();
@@ -102,7 +144,7 @@ internal sealed class FakeQuantGraph
             _g.SetInitializer(OnnxTensor.FromFloats(name, source.Dims, v));
             cache[key] = name;
         }
-        target.Inputs[input] = Add("Where", [s, name, target.Inputs[input]], [_g.FreshName(target.Inputs[input] + "_sel")]);
+        return name;
     }
 
     /// <summary>DequantizeLinear(Clip(QuantizeLinear(t))) with the plan's parameters, once per tensor.</summary>
@@ -128,12 +170,10 @@ internal sealed class FakeQuantGraph
     {
         if (_switchOf.TryGetValue(node, out string? s))
             return s;
-        if (_index.TryGetValue(node, out int i))
-        {
-            string index = _g.FreshName("qatml_switch_index");
-            _g.SetInitializer(OnnxTensor.FromInt64(index, [], [i]));
-            s = Add("Gather", [SwitchInput, index], [_g.FreshName($"qatml_switch_{i}")]);
-        }
+        if (_alternative is not null)
+            s = _plan.Precision.ContainsKey(node) ? Always : null;
+        else if (_index.ContainsKey(node))
+            s = Flag(node);
         else if (_component.TryGetValue(node, out int c))
         {
             s = _componentNeighbours[c].Select(SwitchOf).Aggregate((string?)null, Or);
@@ -142,8 +182,23 @@ internal sealed class FakeQuantGraph
         return s;
     }
 
+    /// <summary>The scalar bool of a switched node's flag.</summary>
+    private string Flag(string node)
+    {
+        if (_flags.TryGetValue(node, out string? flag))
+            return flag;
+        int i = _index[node];
+        string index = _g.FreshName("qatml_switch_index");
+        _g.SetInitializer(OnnxTensor.FromInt64(index, [], [i]));
+        return _flags[node] = Add("Gather", [SwitchInput, index], [_g.FreshName($"qatml_switch_{i}")]);
+    }
+
+    private readonly Dictionary<string, string> _flags = new(StringComparer.Ordinal);
+
     private string? Or(string? a, string? b)
     {
+        if (a == Always || b == Always)
+            return Always;
         if (a is null || b is null || a == b)
             return a ?? b;
         string key = string.CompareOrdinal(a, b) < 0 ? a + "|" + b : b + "|" + a;

@@ -37,9 +37,10 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
         {
             Dictionary<string, string>? keptFloat = null;
+            Dictionary<string, QuantizationPrecision>? raised = null;
             if (_options.AnalyzesSensitivity)
-                (keptFloat, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, input, name, ch);
-            result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat));
+                (keptFloat, raised, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, input, name, ch);
+            result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised));
             int quantized = result.Nodes.Count(n => n.Precision is not null);
             ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
             foreach (var n in result.Nodes.Where(n => n.Precision is null))

@@ -67,6 +67,12 @@ internal sealed class QdqPlan
     /// <summary>The rule of op types the options list without a rule here: every float input and the first output.</summary>
     private static readonly OpRule AnyOp = new(null, null, null, null, OutputQuantization.Own);
 
+    /// <summary>Why shape arithmetic and other subgraphs that do not depend on the data stay float.</summary>
+    internal const string DataIndependentReason = "its outputs do not depend on the input data (shape arithmetic or constants)";
+
+    /// <summary>Why integer and boolean ops (Shape, Cast to int, Equal...) stay float.</summary>
+    internal const string NoFloatDataReason = "it reads and writes no float data tensors";
+
     /// <summary>A magnitude no 8-bit scale can span together with ordinary values (attention-mask sentinels near float max).</summary>
     internal const float SentinelMagnitude = 1e30f;
 
@@ -152,11 +158,11 @@ internal sealed class QdqPlan
                 .Where(x => x.t.Length > 0 && initializers.TryGetValue(x.t, out var c) && c.ElementType == OnnxElementType.Float && (x.i == rule.WeightInput || rule.IsConstantInput(x.i)))
                 .ToList();
             string? reason = node.Domain.Length != 0 ? $"domain '{node.Domain}' is not quantized"
+                : node.Outputs.Where(o => o.Length > 0).All(independent.Contains) ? DataIndependentReason
+                : (acts.Count == 0 || node.OpType is "Shape" or "Size") && outs.Count == 0 ? NoFloatDataReason
                 : !options.OpTypes.Contains(node.OpType) ? $"op type {node.OpType} is not quantized"
                 : options.IsExcluded(node.Name, node.OpType) ? "excluded by the options"
                 : keptFloat is not null && keptFloat.TryGetValue(node.Name, out string? kept) ? kept
-                : node.Outputs.Where(o => o.Length > 0).All(independent.Contains) ? "its outputs do not depend on the input data (shape arithmetic or constants)"
-                : acts.Count == 0 && outs.Count == 0 ? "it reads and writes no float data tensors"
                 : RuleReason(g, node, rule, acts, table, initializers)
                 ?? RangeReason(g, node, acts.Concat(IsGatherTable(node, initializers) ? [] : outs), table)
                 ?? ConstantReason(constants.Select(c => initializers[c.t]));

@@ -25,7 +25,7 @@ public sealed class SensitivityTests
         var context = new MLContext(seed: 1);
         IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value);
         var options = Options();
-        options.MinOutputCosine = 0.99;
+        options.MinOutputCosine = 0.98;   // 0.99 on the calibration rows
         using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
 
         var report = quantized.Sensitivity!;
@@ -47,6 +47,33 @@ public sealed class SensitivityTests
         using var plain = context.Quantization.PostTraining(options).Fit(calibration);
         Assert.Null(plain.Sensitivity);
         Assert.All(plain.Nodes, n => Assert.NotNull(n.Precision));
+    }
+
+    [Fact]
+    public void FourBitWeights_TheMostSensitiveGetEightBitWeightsBeforeAnyNodeIsLeftFloat()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value);
+        var options = Options();
+        options.Precision = QuantizationPrecision.W4A8;
+        options.MinOutputCosine = 0.9995;
+        using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
+        var report = quantized.Sensitivity!;
+        var raised = report.Raised.Select(n => n.Name).ToHashSet();
+        Assert.True(report.AllQuantized < report.Target, $"W4A8 already reaches {report.AllQuantized:F5}");
+        Assert.NotEmpty(raised);
+        Assert.True(report.TargetMet, $"final {report.Final:F5}");
+        Assert.Empty(report.KeptFloat);
+        // Raised nodes are written with int8 weights and W8A8 precision, the others with int4.
+        var g = Microsoft.ML.Quantization.Onnx.OnnxModel.Parse(quantized.QuantizedModel).Graph;
+        foreach (var node in quantized.Nodes.Where(n => n.OpType is "Conv" or "Gemm"))
+        {
+            var op = g.Nodes.Single(n => n.Name == node.Name);
+            Assert.True(g.TryGetInitializer(g.Producer(op.Inputs[1])!.Inputs[0], out var w));
+            var expected = raised.Contains(node.Name) ? Microsoft.ML.Quantization.Onnx.OnnxElementType.Int8 : Microsoft.ML.Quantization.Onnx.OnnxElementType.Int4;
+            Assert.Equal(expected, w.ElementType);
+            Assert.Equal(raised.Contains(node.Name) ? QuantizationPrecision.Int8 : QuantizationPrecision.W4A8, node.Precision);
+        }
     }
 
     [Fact]
