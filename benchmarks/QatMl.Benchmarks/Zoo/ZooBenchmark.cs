@@ -101,7 +101,9 @@ internal static class ZooBenchmark
             return Failed("rows missing");
         }
         string output = model.Output(onnx);
-        bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0;
+        // One row per run for a pinned batch, or for inputs declared whole (no batch dimension: Silero's state and rate).
+        bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0
+                          || rows.Tensors.Any(t => inputs.FirstOrDefault(i => i.Name == t.Name)?.Shape is { } s && s.Count == t.RowDims.Length);
         return [.. Schemes.Select(x => RunScheme(zoo, model, path, rows, output, x.Name, x.Precision, fixedBatch))];
     }
 

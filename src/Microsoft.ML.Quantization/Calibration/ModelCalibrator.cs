@@ -32,7 +32,9 @@ internal static class ModelCalibrator
         if (options.PrepareGraph)
             OnnxRewrites.AnnotateElementTypes(model);
         CalibrationPlan plan = CalibrationPlan.Create(model, options);
-        if (plan.Activations.Count == 0 && plan.Weights.Count == 0)
+        // A model computing inside control flow (If/Loop/Scan branches) may have nothing to observe here; its branches'
+        // weights are quantized without calibration.
+        if (plan.Activations.Count == 0 && plan.Weights.Count == 0 && !model.Graph.Nodes.Any(n => n.Proto.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)))
             throw new InvalidOperationException($"Model '{modelName}' has no float tensors to calibrate for the op types {string.Join(", ", options.OpTypes)}.");
 
         using IChannel channel = ((IChannelProvider)context).Start("QatMl.Calibrate");
@@ -124,7 +126,7 @@ internal static class ModelCalibrator
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
-        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize);
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, options.InputShapes);
 
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);
@@ -146,7 +148,7 @@ internal static class ModelCalibrator
 
         // The first batch holds two rows: it measures the per-row size of every observed tensor, which sets the batch
         // size, and tells batch-major tensors from those that do not grow with the batch (broadcast position embeddings).
-        OrtBatchScorer.Batch batch = new(scorer, all, capacity: (int)Math.Min(2, options.SampleCount));
+        OrtBatchScorer.Batch batch = new(scorer, all, capacity: scorer.Inputs.All(i => i.Batched) ? (int)Math.Min(2, options.SampleCount) : 1);
         long rows = 0;
         var modelTime = new Stopwatch();
         var observeTime = new Stopwatch();

@@ -16,7 +16,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         Context = context;
         ModelName = options.ModelPath ?? "(model bytes)";
         byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize);
+        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, options.InputShapes);
         Options = new OnnxScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);

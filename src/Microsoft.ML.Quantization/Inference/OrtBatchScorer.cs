@@ -10,6 +10,12 @@ namespace Microsoft.ML.Quantization.Inference;
 /// </summary>
 internal sealed record InputSpec(string ColumnName, string TensorName, int[] RowDims, TensorElementType ElementType = TensorElementType.Float)
 {
+    /// <summary>
+    /// False for an input without a batch dimension (a scalar sample rate, a recurrent state laid out [layers, batch,
+    /// width]): its declared shape is the whole tensor, fed from one row; such models score one row per run.
+    /// </summary>
+    public bool Batched { get; init; } = true;
+
     public int RowSize { get; } = RowDims.Aggregate(1, (a, b) => checked(a * b));
 
     /// <summary>Bytes of one element.</summary>
@@ -77,8 +83,18 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             if (!BatchScorerSchema.IsSupportedInputType(meta.ElementDataType))
                 throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is {meta.ElementDataType}; inputs can be Float, Int64, Int32 or Bool.");
             int[] dims = meta.Dimensions;
+            // A declared shape of the input's full rank: a whole tensor per row, without a batch dimension.
+            if (declaredShapes.TryGetValue(b.TensorName, out int[]? whole) && whole.Length == dims.Length)
+            {
+                if (whole.Where((d, i) => d <= 0 || (dims[i] > 0 && dims[i] != d)).Any())
+                    throw new ArgumentException($"Declared shape [{string.Join(", ", whole)}] for input '{b.TensorName}' does not fit the model's shape [{string.Join(", ", dims.Select(DimText))}].");
+                if (batchSize != 1)
+                    throw new ArgumentException($"Model '{modelName}' input '{b.TensorName}' is declared as a whole tensor [{string.Join(", ", whole)}] without a batch dimension; use BatchSize = 1.");
+                inputs.Add(new InputSpec(b.ColumnName, b.TensorName, whole, meta.ElementDataType) { Batched = false });
+                continue;
+            }
             if (dims.Length == 0)
-                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is a scalar; inputs need a batch dimension.");
+                throw new NotSupportedException($"Model '{modelName}' input '{b.TensorName}' is a scalar; inputs need a batch dimension, or declare its shape as [] in InputShapes (one row per run).");
             if (dims[0] > 0 && dims[0] != batchSize)
                 throw new InvalidOperationException(
                     $"Model '{modelName}' input '{b.TensorName}' has a fixed batch dimension of {dims[0]}, but BatchSize is {batchSize}. " +
@@ -163,6 +179,8 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             Capacity = b;
             InputData = scorer.Inputs.Select(i => BatchScorerSchema.CreateInputBuffer(i, b)).ToArray();
             InputBuffers = InputData.Select(a => a as float[] ?? []).ToArray();
+            if (b != 1 && scorer.Inputs.Any(i => !i.Batched))
+                throw new InvalidOperationException($"Input '{scorer.Inputs.First(i => !i.Batched).TensorName}' has no batch dimension: batches hold one row.");
             _fullInputs = scorer.Inputs.Select((i, k) => InputValue(InputData[k], i, b)).ToArray();
             ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
             OutputBuffers = new float[scorer.Outputs.Length][];
@@ -270,18 +288,19 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 
         private static OrtValue InputValue(Array buffer, InputSpec spec, int rows) => buffer switch
         {
-            float[] f => Value(f, rows, spec.RowDims),
-            long[] l => Value(l, rows, spec.RowDims),
-            int[] i => Value(i, rows, spec.RowDims),
-            bool[] b => Value(b, rows, spec.RowDims),
+            float[] f => Value(f, rows, spec.RowDims, spec.Batched),
+            long[] l => Value(l, rows, spec.RowDims, spec.Batched),
+            int[] i => Value(i, rows, spec.RowDims, spec.Batched),
+            bool[] b => Value(b, rows, spec.RowDims, spec.Batched),
             _ => throw new InvalidOperationException($"Input '{spec.TensorName}' has an unsupported staging type {buffer.GetType().Name}."),
         };
 
-        private static OrtValue Value<T>(T[] buffer, int rows, int[] rowDims)
+        private static OrtValue Value<T>(T[] buffer, int rows, int[] rowDims, bool batched = true)
             where T : unmanaged
         {
             int size = rowDims.Aggregate(1, (a, b) => a * b);
-            return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), Shape(rows, rowDims));
+            long[] shape = batched ? Shape(rows, rowDims) : [.. rowDims.Select(d => (long)d)];
+            return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), shape);
         }
 
         private OrtValue TransientInput(int input, int rows)

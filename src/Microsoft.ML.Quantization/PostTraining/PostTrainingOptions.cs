@@ -92,6 +92,13 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     public IDictionary<string, int> TensorBits { get; } = new Dictionary<string, int>(StringComparer.Ordinal);
 
     /// <summary>
+    /// The Conv, ConvTranspose, Gemm and MatMul weights inside If, Loop and Scan bodies are stored as int8 (int4 with
+    /// 4-bit <see cref="Precision"/>) behind a DequantizeLinear: weight-only, since calibration does not run inside
+    /// control flow and the activations there stay float. Default true.
+    /// </summary>
+    public bool QuantizeControlFlowWeights { get; set; } = true;
+
+    /// <summary>
     /// Softmax outputs (attention probabilities) are quantized on the fixed range [0, 1] instead of their calibrated
     /// one, so no probability is clipped by rows calibration did not see. Default true.
     /// </summary>

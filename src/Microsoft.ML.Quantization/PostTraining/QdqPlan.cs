@@ -119,7 +119,10 @@ internal sealed class QdqPlan
 
     public OnnxNode Node(string name) => _nodes[name];
 
-    public bool NeedsOpset21 => Activations.Values.Any(a => a.ContainerBits == 16) || Constants.Values.Any(c => c.Bits == 4);
+    public bool NeedsOpset21 => ControlFlowInt4 || Activations.Values.Any(a => a.ContainerBits == 16) || Constants.Values.Any(c => c.Bits == 4);
+
+    /// <summary>Weights inside control-flow bodies were stored as int4.</summary>
+    public bool ControlFlowInt4 { get; private set; }
 
     /// <summary>
     /// Plans the quantization of <paramref name="model"/> (its nodes get unique names first). <paramref name="keptFloat"/>
@@ -144,10 +147,21 @@ internal sealed class QdqPlan
         var weighted = order.Where(n => n.Domain.Length == 0 && n.OpType is "Conv" or "ConvTranspose" or "Gemm" or "MatMul" && n.Inputs.Count > 1 && initializers.ContainsKey(n.Inputs[1])).ToList();
         OnnxNode? first = weighted.FirstOrDefault(), last = weighted.LastOrDefault();
 
-        // 1. Which nodes are quantized, and to what.
+        // 1. Which nodes are quantized, and to what. Control flow: the weights in its bodies, weight-only.
         var outputs = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        HashSet<string>? names = null;
         foreach (var node in order)
         {
+            if (node.Domain.Length == 0 && node.OpType is "If" or "Loop" or "Scan")
+            {
+                int weightBits = Math.Min(options.Precision.WeightBits, options.ReduceRange ? 7 : 8);
+                int weights = options.QuantizeControlFlowWeights ? ControlFlowWeights.Quantize(model, node, weightBits, options.WeightsPerChannel, names ??= ControlFlowWeights.AllNames(model)) : 0;
+                plan.ControlFlowInt4 |= weights > 0 && weightBits == 4;
+                plan.Infos[node.Name] = new QuantizedNodeInfo(node.Name, node.OpType, null, weights > 0
+                    ? $"control flow: the {weights} Conv/ConvTranspose/Gemm/MatMul weights of its bodies are stored as int{(weightBits == 4 ? 4 : 8)} (weight-only; activations inside control flow stay float)"
+                    : "control flow: its bodies are not quantized (activations inside control flow stay float)");
+                continue;
+            }
             OpRule rule = QuantizableOps.Get(node) ?? AnyOp;
             var acts = node.Inputs.Select((t, i) => (t, i))
                 .Where(x => x.t.Length > 0 && !initializers.ContainsKey(x.t) && rule.IsActivationInput(x.i) && !independent.Contains(x.t) && g.ElementTypeOf(x.t) == OnnxElementType.Float)

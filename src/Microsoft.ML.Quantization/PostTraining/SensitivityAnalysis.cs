@@ -365,7 +365,7 @@ internal static class SensitivityAnalysis
         /// <summary>Rows [start, start + rows) of an input, padded with its first row up to <paramref name="run"/> rows.</summary>
         private static OrtValue Slice(Array data, InputSpec spec, int start, int rows, int run)
         {
-            long[] shape = [run, .. spec.RowDims.Select(d => (long)d)];
+            long[] shape = spec.Batched ? [run, .. spec.RowDims.Select(d => (long)d)] : [.. spec.RowDims.Select(d => (long)d)];
             int size = spec.RowSize;
             return data switch
             {

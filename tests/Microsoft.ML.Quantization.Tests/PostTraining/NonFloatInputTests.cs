@@ -158,6 +158,75 @@ public sealed class NonFloatInputTests : IDisposable
         Assert.Contains("Schema mismatch for input column 'ids': expected Vector<Int64, 6>", error.Message);
     }
 
+    /// <summary>
+    /// Silero's pattern: a scalar int64 input without a batch dimension picks an If branch, and the compute (a MatMul
+    /// with constant weights) is inside the branches.
+    /// </summary>
+    private static byte[] ControlFlowModel()
+    {
+        var proto = new ModelProto { IrVersion = 8, ProducerName = "qatml-tests", Graph = new GraphProto { Name = "branches" } };
+        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 16 });
+        proto.Graph.Input.Add(OpCoverageTests.Value("x", OnnxElementType.Float, [null, 16]));
+        proto.Graph.Input.Add(OpCoverageTests.Value("rate", OnnxElementType.Int64, []));
+        proto.Graph.Output.Add(OpCoverageTests.Value("y", OnnxElementType.Float, [null, 8]));
+        var model = OnnxModel.Parse(proto.ToByteArray());
+        var g = model.Graph;
+        var random = new Random(9);
+        GraphProto Branch(string name, float scale)
+        {
+            var body = new GraphProto { Name = name };
+            var weight = OnnxTensor.FromFloats(name + "_w", [16, 8], [.. Enumerable.Range(0, 128).Select(_ => (float)(random.NextDouble() * 2 - 1) * scale)]);
+            var constant = new NodeProto { Name = name + "_const", OpType = "Constant", Output = { name + "_w" } };
+            constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = weight.Proto });
+            body.Node.Add(constant);
+            body.Node.Add(new NodeProto { Name = name + "_matmul", OpType = "MatMul", Input = { "x", name + "_w" }, Output = { name + "_y" } });
+            body.Output.Add(OpCoverageTests.Value(name + "_y", OnnxElementType.Float, null));
+            return body;
+        }
+        g.SetInitializer(OnnxTensor.FromInt64("sixteen_k", [], [16000]));
+        g.AddNode("Equal", ["rate", "sixteen_k"], ["is16k"], "is16k");
+        var branch = g.AddNode("If", ["is16k"], ["y"], "by_rate");
+        branch.Proto.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("then", 0.5f) });
+        branch.Proto.Attribute.Add(new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("else", 0.2f) });
+        return model.ToBytes();
+    }
+
+    private sealed class RateRow
+    {
+        [VectorType(16), ColumnName("x")] public float[] X { get; set; } = [];
+        [VectorType(1), ColumnName("rate")] public long[] Rate { get; set; } = [16000];
+    }
+
+    [Fact]
+    public void ControlFlow_WeightsInBranchesAreInt8_ScalarInputWithoutBatchDimension()
+    {
+        var context = new MLContext(seed: 1);
+        var random = new Random(3);
+        var rows = Enumerable.Range(0, 20).Select(_ => new RateRow { X = [.. Enumerable.Range(0, 16).Select(_ => (float)random.NextDouble() - 0.5f)] }).ToList();
+        IDataView data = context.Data.LoadFromEnumerable(rows);
+        byte[] model = ControlFlowModel();
+        var options = new PostTrainingOptions { ModelBytes = model, BatchSize = 1, IntraOpNumThreads = 1, SampleCount = 20 };
+        options.InputShapes["rate"] = [];     // the whole tensor: a scalar, no batch dimension
+
+        using var quantized = context.Quantization.PostTraining(options).Fit(data);
+        var info = quantized.Nodes.Single(n => n.Name == "by_rate");
+        Assert.Null(info.Precision);
+        Assert.Contains("the 2 Conv/ConvTranspose/Gemm/MatMul weights of its bodies are stored as int8 (weight-only", info.Reason);
+        var g = OnnxModel.Parse(quantized.QuantizedModel).Graph;
+        var then = g.Nodes.Single(n => n.Name == "by_rate").Proto.Attribute.Single(a => a.Name == "then_branch").G;
+        Assert.Contains(then.Node, n => n.OpType == "DequantizeLinear");
+        Assert.Contains(then.Initializer, t => t.DataType == (int)OnnxElementType.Int8);
+        Assert.DoesNotContain(then.Node, n => n.OpType == "Constant");
+
+        using var floatModel = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelBytes = model, BatchSize = 1, InputShapes = { ["rate"] = [] } }).Fit(data);
+        double cosine = Cosine(Column(floatModel.Transform(data), "y"), Column(quantized.Transform(data), "y"));
+        Assert.True(cosine > 0.999, $"cosine {cosine:F5}");
+
+        options.BatchSize = 8;
+        var error = Assert.Throws<ArgumentException>(() => context.Quantization.PostTraining(options).Fit(data));
+        Assert.Contains("input 'rate' is declared as a whole tensor [] without a batch dimension; use BatchSize = 1", error.Message);
+    }
+
     private sealed class FloatIds
     {
         [VectorType(Length), ColumnName("ids")] public float[] Ids { get; set; } = new float[Length];

@@ -63,7 +63,13 @@ internal sealed class QdqLowering
                 continue;
             }
             int[] row;
-            if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared))
+            if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared) && info.Shape is { } full && full.Count == declared.Length)
+            {
+                _rootCauses.Add(($"graph input '{b.TensorName}'", "an input without a batch dimension is not supported"));
+                _failed.Add(b.TensorName);
+                continue;
+            }
+            if (declared is not null)
                 row = declared;
             else if (info.Shape is { Count: > 1 } shape && shape.Skip(1).All(d => d.Value is > 0))
                 row = shape.Skip(1).Select(d => checked((int)d.Value!.Value)).ToArray();
