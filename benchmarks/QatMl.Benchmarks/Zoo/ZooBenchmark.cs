@@ -8,7 +8,7 @@ using Microsoft.ML.Quantization.PostTraining;
 namespace QatMl.Benchmarks.Zoo;
 
 /// <summary>
-/// zoo &lt;folder&gt; [--rows N] [--only a,b]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
+/// zoo &lt;folder&gt; [--rows N] [--only a,b] [--profile]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
 /// real rows (N calibration rows, N held-out rows; 32 by default). Per model: opset, size, whether preparation (opset
 /// upgrade to 13 and 21) passes; per scheme: fits or the error, output cosine and SQNR, the task metric, the nodes left
 /// float with their reasons, sizes, ONNX Runtime time float vs quantized, and whether the native engine runs it or
@@ -27,6 +27,7 @@ internal static class ZooBenchmark
             return 2;
         }
         int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
+        Profile = args.Contains("--profile");
         var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         // Old exporters list weights as graph inputs; ONNX Runtime warns once per weight and session.
         Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
@@ -41,6 +42,9 @@ internal static class ZooBenchmark
         PrintSummary(results);
         return 0;
     }
+
+    /// <summary>--profile: ONNX Runtime's per-op-type kernel times, float and quantized, on the held-out rows.</summary>
+    private static bool Profile { get; set; }
 
     /// <summary>One line of the summary table.</summary>
     private sealed record SchemeResult(string Model, string Scheme, bool Fits)
@@ -206,6 +210,8 @@ internal static class ZooBenchmark
                 && written.TryGetInitializer(n.Inputs[2], out var zp) && zp.ElementType is OnnxElementType.UInt16 or OnnxElementType.Int16);
             if (sixteen > 0)
                 Console.WriteLine($"         16-bit activations: {sixteen} tensors");
+            if (Profile)
+                PrintProfile(path, quantized.QuantizedModel, rows, fixedBatch);
             string native = Native(quantized, path);
             Console.WriteLine($"         native engine: {native}");
             return result with { Native = native.StartsWith("runs natively", StringComparison.Ordinal) ? "runs" : "falls back" };
@@ -217,6 +223,28 @@ internal static class ZooBenchmark
         var options = Options(path, rows, output, QuantizationPrecision.Int8, fixedBatch, QuantizedBackend.OnnxRuntime).ToScoringOptions(File.ReadAllBytes(path));
         using var scorer = context.Quantization.ScoreOnnxModel(options).Fit(heldOut);
         return EngineBenchmark.Column(scorer.Transform(heldOut), "zoo_output");
+    }
+
+    /// <summary>Kernel time per op type (float and quantized models, the held-out rows in batches of 8), the largest first.</summary>
+    private static void PrintProfile(string floatPath, byte[] quantizedModel, ZooRows rows, bool oneRow)
+    {
+        int batch = oneRow ? 1 : Math.Min(8, rows.HeldOutCount);
+        var inputs = rows.Tensors.Select((t, k) =>
+        {
+            var values = rows.Rows.Skip(rows.CalibrationCount).Take(batch).Select(r => r[k]).ToList();
+            int[] dims = oneRow && OnnxModel.Load(floatPath).Graph.RuntimeInputs.First(i => i.Name == t.Name).Shape?.Count == t.RowDims.Length ? t.RowDims : [batch, .. t.RowDims];
+            return t.IsFloat
+                ? Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(t.Name, new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(values.SelectMany(v => (float[])v).ToArray(), dims))
+                : Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(t.Name, new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<long>(values.SelectMany(v => (long[])v).ToArray(), dims));
+        }).ToList();
+        foreach (var (label, bytes) in new[] { ("float", File.ReadAllBytes(floatPath)), ("quantized", quantizedModel) })
+        {
+            var times = EngineProfile.OrtKernelTimes(bytes, inputs, runs: 5);
+            double total = times.Values.Sum(v => v.Us) / 5 / batch;
+            Console.WriteLine($"         ORT profile {label}: {total:F0} us/row in kernels; " + string.Join(", ", times.Values.GroupBy(v => v.Op)
+                .Select(g => (Op: g.Key, Us: g.Sum(v => v.Us) / 5 / batch, Count: g.Count())).OrderByDescending(g => g.Us).Take(10)
+                .Select(g => $"{g.Op} {g.Us:F0} us ({g.Count}x)")));
+        }
     }
 
     /// <summary>Whether the native INT8 engine takes the quantized model, or the reasons it falls back to ONNX Runtime.</summary>
