@@ -8,7 +8,7 @@ using Microsoft.ML.Quantization.PostTraining;
 namespace QatMl.Benchmarks.Zoo;
 
 /// <summary>
-/// zoo &lt;folder&gt; [--rows N] [--only a,b] [--profile]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
+/// zoo &lt;folder&gt; [--rows N] [--only a,b] [--profile] [--tools bias-correction,cle,smoothquant,auto,entropy]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
 /// real rows (N calibration rows, N held-out rows; 32 by default). Per model: opset, size, whether preparation (opset
 /// upgrade to 13 and 21) passes; per scheme: fits or the error, output cosine and SQNR, the task metric, the nodes left
 /// float with their reasons, sizes, ONNX Runtime time float vs quantized, and whether the native engine runs it or
@@ -28,12 +28,18 @@ internal static class ZooBenchmark
         }
         int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
         Profile = args.Contains("--profile");
+        Tools = (Option(args, "--tools") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        if (Tools.Except(["bias-correction", "cle", "smoothquant", "auto", "entropy"], StringComparer.OrdinalIgnoreCase).FirstOrDefault() is { } unknown)
+        {
+            Console.Error.WriteLine($"unknown tool '{unknown}' (--tools bias-correction,cle,smoothquant,auto,entropy)");
+            return 2;
+        }
         var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         // Old exporters list weights as graph inputs; ONNX Runtime warns once per weight and session.
         Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         var context = new MLContext(seed: 1);
         var zoo = new ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
-        Console.WriteLine($"zoo: {zoo.Folder}, {rows} calibration + {rows} held-out rows per model");
+        Console.WriteLine($"zoo: {zoo.Folder}, {rows} calibration + {rows} held-out rows per model{(Tools.Count > 0 ? $"; tools: {string.Join(", ", Tools)}" : "")}");
         var results = new List<SchemeResult>();
         foreach (ZooModel model in ZooModels.All.Where(m => only is null || only.Contains(m.Name)))
             results.AddRange(RunModel(zoo, model));
@@ -46,12 +52,16 @@ internal static class ZooBenchmark
     /// <summary>--profile: ONNX Runtime's per-op-type kernel times, float and quantized, on the held-out rows.</summary>
     private static bool Profile { get; set; }
 
+    /// <summary>--tools a,b: accuracy tools switched on beyond the one-liner's defaults (bias-correction, cle, smoothquant; auto or entropy calibration).</summary>
+    private static HashSet<string> Tools { get; set; } = [];
+
     /// <summary>One line of the summary table.</summary>
     private sealed record SchemeResult(string Model, string Scheme, bool Fits)
     {
         public double? Cosine { get; init; }
         public string? Metric { get; init; }
         public int FloatNodes { get; init; }
+        public int Raised { get; init; }
         public int DataNodes { get; init; }
         public double? SizeRatio { get; init; }
         public double? TimeRatio { get; init; }
@@ -65,7 +75,7 @@ internal static class ZooBenchmark
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var r in results)
             Console.WriteLine($"| {r.Model} | {r.Scheme} | {(r.Fits ? "yes" : "no")} | {r.Cosine?.ToString("F4", CultureInfo.InvariantCulture) ?? "-"} | {r.Metric ?? "-"} | " +
-                              $"{(r.Fits ? $"{r.FloatNodes} of {r.DataNodes}" : "-")} | {r.SizeRatio?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} | " +
+                              $"{(r.Fits ? $"{r.FloatNodes} of {r.DataNodes}{(r.Raised > 0 ? $" ({r.Raised} raised to W8)" : "")}" : "-")} | {r.SizeRatio?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} | " +
                               $"{r.TimeRatio?.ToString("F2", CultureInfo.InvariantCulture) ?? "-"} | {r.Native} |");
     }
 
@@ -140,6 +150,13 @@ internal static class ZooBenchmark
             options.InputShapes[tensor.Name] = tensor.RowDims;
         }
         options.Outputs.Add(new OnnxColumnBinding("zoo_output", output));
+        options.BiasCorrection = Tools.Contains("bias-correction");
+        options.CrossLayerEqualization = Tools.Contains("cle");
+        options.SmoothQuant = Tools.Contains("smoothquant");
+        if (Tools.Contains("auto"))
+            options.CalibrationMethod = Microsoft.ML.Quantization.Calibration.CalibrationMethod.Auto;
+        if (Tools.Contains("entropy"))
+            options.CalibrationMethod = Microsoft.ML.Quantization.Calibration.CalibrationMethod.Entropy;
         return options;
     }
 
@@ -202,8 +219,10 @@ internal static class ZooBenchmark
             Console.WriteLine($"         float nodes: {floatNodes.Count} of {data.Count} data nodes ({quantized.Nodes.Count - data.Count} shape/integer nodes not counted)" +
                               (floatNodes.Count == 0 ? "" : "; " + string.Join("; ", floatNodes.GroupBy(n => $"{n.OpType}: {(n.Reason!.StartsWith("kept float by the sensitivity", StringComparison.Ordinal) ? "kept float by the sensitivity analysis" : n.Reason)}")
                                   .OrderByDescending(g => g.Count()).Take(6).Select(g => $"{g.Count()}x {Truncate(g.Key, 120)}"))));
+            result = result with { Raised = quantized.Sensitivity?.Raised.Count() ?? 0 };
             if (quantized.Sensitivity is { } s)
                 Console.WriteLine($"         sensitivity ({s.Rows} calibration rows, {s.Evaluations} runs): {s.Metric} {s.AllQuantized:F4} all quantized -> {s.Final:F4}" +
+                                  (s.Raised.Any() ? $"; {s.Raised.Count()} given 8-bit weights" : "") +
                                   (s.KeptFloat.Any() ? $"; kept float: {string.Join(", ", s.KeptFloat.Take(8).Select(n => $"{n.Name} ({n.OpType}, alone {n.Alone:F4})"))}{(s.KeptFloat.Count() > 8 ? $" and {s.KeptFloat.Count() - 8} more" : "")}" : ""));
             var written = OnnxModel.Parse(quantized.QuantizedModel).Graph;
             int sixteen = written.Nodes.Count(n => n.OpType == "QuantizeLinear" && n.Inputs.Count > 2

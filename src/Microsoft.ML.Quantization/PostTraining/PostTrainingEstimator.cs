@@ -36,11 +36,36 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         SensitivityReport? sensitivity = null;
         using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
         {
-            Dictionary<string, string>? keptFloat = null;
+            var keptFloat = new Dictionary<string, string>(StringComparer.Ordinal);
             Dictionary<string, QuantizationPrecision>? raised = null;
-            if (_options.AnalyzesSensitivity)
-                (keptFloat, raised, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, input, name, ch);
-            result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised));
+            Dictionary<string, float[]>? means = null;
+            if (_options.AnalyzesSensitivity || _options.BiasCorrection || _options.SmoothQuant)
+            {
+                RowSample rows = RowSample.Load(_context, model, _options, input, name);
+                if (_options.SmoothQuant)
+                {
+                    float[][] reference;
+                    using (var floatRunner = new SampleRunner(_context, model.Clone(), 0, _options, name, rows))
+                        reference = floatRunner.Run(null);
+                    var smooth = SmoothQuant.Apply(_context, model, table, _options, rows, name, reference);
+                    (model, table) = (smooth.Model, smooth.Table);
+                    foreach (var (node, why) in smooth.FloatNodes)
+                        keptFloat[node] = why;
+                    ch.Info(MessageSensitivity.None, "{0}", smooth.Alpha is { } alpha
+                        ? $"SmoothQuant: alpha {alpha} on {smooth.Smoothed} MatMul/Gemm weights ({smooth.Summary})."
+                        : $"SmoothQuant: left unsmoothed ({smooth.Summary}).");
+                }
+                if (_options.BiasCorrection)
+                    means = BiasCorrection.InputMeans(_context, model, QdqPlan.Create(model.Clone(), table, _options, keptFloat), _options, rows, name);
+                if (_options.AnalyzesSensitivity)
+                {
+                    Dictionary<string, string> sensitive;
+                    (sensitive, raised, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, rows, name, ch, keptFloat, means);
+                    foreach (var (node, why) in sensitive)
+                        keptFloat[node] = why;
+                }
+            }
+            result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means));
             int quantized = result.Nodes.Count(n => n.Precision is not null);
             ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
             foreach (var n in result.Nodes.Where(n => n.Precision is null))
@@ -75,6 +100,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);
+        if (options.CrossLayerEqualization)
+            OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
         try

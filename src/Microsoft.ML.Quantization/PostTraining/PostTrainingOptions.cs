@@ -125,8 +125,36 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>Key-typed labels count from 1 in ML.NET; set to 1 to compare argmax with label - 1. Default 0.</summary>
     public int LabelOffset { get; set; }
 
-    /// <summary>Calibration rows the sensitivity analysis runs on (the first ones). Default 32.</summary>
+    /// <summary>
+    /// Calibration rows the sensitivity analysis, bias correction and SmoothQuant run on (the first ones, held in memory).
+    /// Default 32.
+    /// </summary>
     public int SensitivityRowCount { get; set; } = 32;
+
+    /// <summary>
+    /// Bias correction: the mean shift that rounding a Conv's or Gemm's weights adds to its output ((W_q - W) E[x], with
+    /// E[x] per input channel measured on the calibration rows) is subtracted from its bias (a bias is added where there
+    /// is none). Helps depthwise convolutions most. Default false.
+    /// </summary>
+    public bool BiasCorrection { get; set; }
+
+    /// <summary>
+    /// Cross-layer equalization (data-free, before calibration): for a Conv followed by another Conv, directly or through a
+    /// Relu, each channel between them is rescaled so both weights have the same per-channel range (the first's output
+    /// channel divided, the second's input channel multiplied; exact through Relu). Evens out depthwise weights whose
+    /// channels differ by orders of magnitude. Default false.
+    /// </summary>
+    public bool CrossLayerEqualization { get; set; }
+
+    /// <summary>
+    /// SmoothQuant for MatMul and Gemm inputs: activation outliers are moved into the weights channel by channel (x / s,
+    /// W * s, s = max|x|^alpha / max|W|^(1 - alpha)), alpha chosen among <see cref="SmoothQuantAlphas"/> (or none) by the
+    /// output cosine of the fully quantized model on the calibration rows. Default false.
+    /// </summary>
+    public bool SmoothQuant { get; set; }
+
+    /// <summary>The alphas SmoothQuant tries. Default 0.25, 0.5, 0.75.</summary>
+    public IList<double> SmoothQuantAlphas { get; } = new List<double> { 0.25, 0.5, 0.75 };
 
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
@@ -172,6 +200,8 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
             throw new ArgumentOutOfRangeException(nameof(MinOutputCosine), MinOutputCosine, "MinOutputCosine must be in [0, 1] (0 turns the sensitivity analysis off).");
         if (MaxAccuracyDrop is { } drop && (!(drop >= 0) || LabelColumnName is null))
             throw new ArgumentException("MaxAccuracyDrop needs LabelColumnName and a value of at least 0 points.", nameof(MaxAccuracyDrop));
+        if (SmoothQuantAlphas.Any(a => !(a is >= 0 and <= 1)))
+            throw new ArgumentOutOfRangeException(nameof(SmoothQuantAlphas), "SmoothQuant alphas must be in [0, 1].");
         if (SensitivityRowCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SensitivityRowCount), SensitivityRowCount, "SensitivityRowCount must be at least 1.");
         foreach (var (tensor, bits) in TensorBits)

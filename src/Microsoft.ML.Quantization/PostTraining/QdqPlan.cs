@@ -129,7 +129,8 @@ internal sealed class QdqPlan
     /// names nodes to leave float with the reason; <paramref name="precisionOverrides"/> wins over every precision option.
     /// </summary>
     public static QdqPlan Create(OnnxModel model, CalibrationTable table, PostTrainingOptions options,
-        IReadOnlyDictionary<string, string>? keptFloat = null, IReadOnlyDictionary<string, QuantizationPrecision>? precisionOverrides = null)
+        IReadOnlyDictionary<string, string>? keptFloat = null, IReadOnlyDictionary<string, QuantizationPrecision>? precisionOverrides = null,
+        IReadOnlyDictionary<string, float[]>? inputMeans = null)
     {
         OnnxRewrites.NameNodes(model);
         var g = model.Graph;
@@ -302,17 +303,30 @@ internal sealed class QdqPlan
                 plan.Activations[t] = quantization;
         }
 
-        // 8. Biases of Conv/ConvTranspose/Gemm: int32 at the input scale times each channel's weight scale.
-        foreach (var (name, rule) in plan.Rules.Where(r => plan.Precision.ContainsKey(r.Key) && r.Value.BiasInput is not null))
+        // 8. Biases of Conv/ConvTranspose/Gemm: int32 at the input scale times each channel's weight scale; with the
+        //    input's channel means, corrected by the mean error the weights' rounding adds (a bias is added if needed).
+        foreach (var (name, rule) in plan.Rules.Where(r => plan.Precision.ContainsKey(r.Key) && r.Value.BiasInput is not null).ToList())
         {
             var node = plan._nodes[name];
             int bi = rule.BiasInput!.Value;
-            if (node.Inputs.Count <= bi || !initializers.TryGetValue(node.Inputs[bi], out var bias) || bias.ElementType != OnnxElementType.Float || bias.Dims.Length != 1
-                || !plan.Constants.TryGetValue((name, rule.WeightInput!.Value), out var weight)
-                || !plan.Activations.TryGetValue(node.Inputs[0], out var input))
+            if (!plan.Constants.TryGetValue((name, rule.WeightInput!.Value), out var weight) || !plan.Activations.TryGetValue(node.Inputs[0], out var input))
+                continue;
+            float[]? correction = inputMeans is not null && inputMeans.TryGetValue(node.Inputs[0], out float[]? means) ? BiasCorrection.MeanError(node, weight, means) : null;
+            if ((node.Inputs.Count <= bi || node.Inputs[bi].Length == 0) && correction is not null)
+            {
+                var zeros = OnnxTensor.FromFloats(g.FreshName(name + "_bias"), [correction.Length], new float[correction.Length]);
+                g.SetInitializer(zeros);
+                initializers[zeros.Name] = zeros;
+                while (node.Inputs.Count <= bi)
+                    node.Inputs.Add("");
+                node.Inputs[bi] = zeros.Name;
+            }
+            if (node.Inputs.Count <= bi || !initializers.TryGetValue(node.Inputs[bi], out var bias) || bias.ElementType != OnnxElementType.Float || bias.Dims.Length != 1)
                 continue;
             if (weight.Scales.Length > 1 && weight.Scales.Length != bias.Dims[0])
                 continue;
+            if (correction is not null && correction.Length == bias.Dims[0])
+                bias = OnnxTensor.FromFloats(bias.Name, bias.Dims, bias.ToFloatArray().Select((b, c) => b - correction[c]).ToArray());
             plan.Biases[(name, bi)] = QuantizeBias(bias, input.Params.Scale, weight.Scales);
         }
         return plan;
