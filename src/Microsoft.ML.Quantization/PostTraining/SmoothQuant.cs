@@ -25,25 +25,38 @@ internal static class SmoothQuant
         // MatMul / Gemm (transA 0) reading an activation with constant 2-D weights, grouped by the activation they read.
         var targets = plan.ComputeNodes.Select(plan.Node)
             .Where(n => n.OpType is "MatMul" or "Gemm" && n.GetInt("transA", 0) == 0 && plan.Constants.TryGetValue((n.Name, 1), out var w) && w.Source.Dims.Length == 2
-                        && plan.Activations.ContainsKey(n.Inputs[0]) && !rows.Inputs.Any(i => i.TensorName == n.Inputs[0]))
+                        && plan.Activations.ContainsKey(n.Inputs[0]) && !rows.Inputs.Any(i => i.TensorName == n.Inputs[0] && (!i.Batched || i.ElementType != Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)))
             .GroupBy(n => n.Inputs[0], StringComparer.Ordinal).ToList();
         if (targets.Count == 0)
             return new Result(prepared, table, null, 0, new Dictionary<string, string>(), "no MatMul/Gemm reads a quantized activation with constant weights");
 
-        // Per input channel (the last axis) min and max of each smoothed activation over the calibration rows.
+        // Per input channel (the last axis) min and max of each smoothed activation over the calibration rows: graph
+        // inputs from the rows themselves, other tensors as extra outputs of the float model.
         string[] tensors = [.. targets.Select(t => t.Key)];
-        var probe = prepared.Clone();
+        var values = new Dictionary<string, float[]>(StringComparer.Ordinal);
         foreach (string t in tensors)
-            probe.Graph.AddOutput(t);
-        float[][] values;
-        using (var runner = new SampleRunner(context, probe, 0, options, modelName, rows, tensors))
-            values = runner.Run(null);
-        var stats = new Dictionary<string, (float[] Min, float[] Max)>(StringComparer.Ordinal);
-        for (int i = 0; i < tensors.Length; i++)
         {
-            int k = Channels(prepared.Graph, targets[i].First());
-            if (k > 0 && values[i].Length % k == 0)
-                stats[tensors[i]] = ChannelRanges(values[i], k);
+            int k = Array.FindIndex(rows.Inputs, i => i.TensorName == t);
+            if (k >= 0)
+                values[t] = ((float[])rows.Data[k])[..(rows.Count * rows.Inputs[k].RowSize)];
+        }
+        string[] computed = [.. tensors.Where(t => !values.ContainsKey(t))];
+        if (computed.Length > 0)
+        {
+            var probe = prepared.Clone();
+            foreach (string t in computed)
+                probe.Graph.AddOutput(t);
+            using var runner = new SampleRunner(context, probe, 0, options, modelName, rows, computed);
+            float[][] outputs = runner.Run(null);
+            for (int i = 0; i < computed.Length; i++)
+                values[computed[i]] = outputs[i];
+        }
+        var stats = new Dictionary<string, (float[] Min, float[] Max)>(StringComparer.Ordinal);
+        foreach (var group in targets)
+        {
+            int k = Channels(prepared.Graph, group.First());
+            if (k > 0 && values[group.Key].Length % k == 0)
+                stats[group.Key] = ChannelRanges(values[group.Key], k);
         }
 
         double Measure(OnnxModel model, CalibrationTable t, IReadOnlyDictionary<string, string> floatNodes)
