@@ -29,9 +29,9 @@ internal static class ZooBenchmark
         int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
         Profile = args.Contains("--profile");
         Tools = (Option(args, "--tools") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        if (Tools.Except(["bias-correction", "cle", "smoothquant", "auto", "entropy"], StringComparer.OrdinalIgnoreCase).FirstOrDefault() is { } unknown)
+        if (Tools.Except(["bias-correction", "cle", "smoothquant", "auto", "entropy", "none"], StringComparer.OrdinalIgnoreCase).FirstOrDefault() is { } unknown)
         {
-            Console.Error.WriteLine($"unknown tool '{unknown}' (--tools bias-correction,cle,smoothquant,auto,entropy)");
+            Console.Error.WriteLine($"unknown tool '{unknown}' (--tools none|bias-correction,cle,smoothquant,auto,entropy)");
             return 2;
         }
         var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
@@ -52,7 +52,10 @@ internal static class ZooBenchmark
     /// <summary>--profile: ONNX Runtime's per-op-type kernel times, float and quantized, on the held-out rows.</summary>
     private static bool Profile { get; set; }
 
-    /// <summary>--tools a,b: accuracy tools switched on beyond the one-liner's defaults (bias-correction, cle, smoothquant; auto or entropy calibration).</summary>
+    /// <summary>
+    /// --tools a,b: the accuracy tools to use instead of the one-liner's defaults (bias correction and equalization on):
+    /// bias-correction, cle, smoothquant, auto or entropy calibration; "none" for plain calibration.
+    /// </summary>
     private static HashSet<string> Tools { get; set; } = [];
 
     /// <summary>One line of the summary table.</summary>
@@ -150,8 +153,12 @@ internal static class ZooBenchmark
             options.InputShapes[tensor.Name] = tensor.RowDims;
         }
         options.Outputs.Add(new OnnxColumnBinding("zoo_output", output));
-        options.BiasCorrection = Tools.Contains("bias-correction");
-        options.CrossLayerEqualization = Tools.Contains("cle");
+        // Defaults (bias correction and equalization on) unless --tools names the set to use.
+        if (Tools.Count > 0)
+        {
+            options.BiasCorrection = Tools.Contains("bias-correction");
+            options.CrossLayerEqualization = Tools.Contains("cle");
+        }
         options.SmoothQuant = Tools.Contains("smoothquant");
         if (Tools.Contains("auto"))
             options.CalibrationMethod = Microsoft.ML.Quantization.Calibration.CalibrationMethod.Auto;

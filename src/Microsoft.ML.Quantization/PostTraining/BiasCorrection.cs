@@ -37,10 +37,7 @@ internal static class BiasCorrection
         string[] outputs = [.. channels.Keys.Except(fromInputs)];
         if (outputs.Length == 0)
             return result;
-        var probe = prepared.Clone();
-        foreach (string t in outputs)
-            probe.Graph.AddOutput(t);
-        using var runner = new SampleRunner(context, probe, 0, options, modelName, rows, outputs);
+        using var runner = new SampleRunner(context, prepared, 0, options, modelName, rows, outputs);
         float[][] values2 = runner.Run(null);
         for (int o = 0; o < outputs.Length; o++)
             AddMeans(result, outputs[o], values2[o], rows.Count, channels[outputs[o]]);

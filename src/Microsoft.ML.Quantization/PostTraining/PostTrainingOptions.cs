@@ -134,17 +134,17 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>
     /// Bias correction: the mean shift that rounding a Conv's or Gemm's weights adds to its output ((W_q - W) E[x], with
     /// E[x] per input channel measured on the calibration rows) is subtracted from its bias (a bias is added where there
-    /// is none). Helps depthwise convolutions most. Default false.
+    /// is none). Helps depthwise convolutions most. Default true.
     /// </summary>
-    public bool BiasCorrection { get; set; }
+    public bool BiasCorrection { get; set; } = true;
 
     /// <summary>
     /// Cross-layer equalization (data-free, before calibration): for a Conv followed by another Conv, directly or through a
     /// Relu, each channel between them is rescaled so both weights have the same per-channel range (the first's output
     /// channel divided, the second's input channel multiplied; exact through Relu). Evens out depthwise weights whose
-    /// channels differ by orders of magnitude. Default false.
+    /// channels differ by orders of magnitude. Default true.
     /// </summary>
-    public bool CrossLayerEqualization { get; set; }
+    public bool CrossLayerEqualization { get; set; } = true;
 
     /// <summary>
     /// SmoothQuant for MatMul and Gemm inputs: activation outliers are moved into the weights channel by channel (x / s,

@@ -17,11 +17,11 @@ internal sealed class RowSample
     public static RowSample Load(MLContext context, OnnxModel model, PostTrainingOptions options, IDataView data, string modelName)
     {
         var graph = model.Graph;
-        var result = OrtSessionFactory.Create(context, model.ToBytes(), options, modelName);
-        using var session = result.Session;
         var inputBindings = options.Inputs.Count > 0 ? options.Inputs : graph.RuntimeInputs.Select(i => new OnnxColumnBinding(i.Name, i.Name)).ToList();
         string[] outputs = options.Outputs.Count > 0 ? [.. options.Outputs.Select(o => o.TensorName)]
             : [.. graph.Outputs.Where(o => o.ElementType == OnnxElementType.Float).Select(o => o.Name)];
+        var result = OrtSessionFactory.Create(context, SampleRunner.WithOutputs(model, outputs).ToBytes(), options, modelName);
+        using var session = result.Session;
         var (inputs, _, fixedBatch) = OrtBatchScorer.Describe(session, modelName, inputBindings,
             outputs.Select(o => new OnnxColumnBinding(o, o)).ToList(), options.InputShapes, options.BatchSize);
         BatchScorerSchema.ValidateInputSchema(inputs, data.Schema, "input");
@@ -66,13 +66,25 @@ internal sealed class SampleRunner : IDisposable
     public SampleRunner(MLContext context, OnnxModel model, int switchCount, PostTrainingOptions options, string modelName, RowSample rows, string[]? outputs = null)
     {
         _outputs = outputs ?? rows.Outputs;
-        _session = OrtSessionFactory.Create(context, model.ToBytes(), options, modelName).Session;
+        _session = OrtSessionFactory.Create(context, WithOutputs(model, _outputs).ToBytes(), options, modelName).Session;
         _switchCount = switchCount;
         _chunk = options.BatchSize;
         Rows = rows;
     }
 
     public RowSample Rows { get; }
+
+    /// <summary>The model with the tensors it runs for as graph outputs (a copy when some are intermediate).</summary>
+    internal static OnnxModel WithOutputs(OnnxModel model, IEnumerable<string> outputs)
+    {
+        var missing = outputs.Where(o => !model.Graph.IsGraphOutput(o)).ToList();
+        if (missing.Count == 0)
+            return model;
+        var copy = model.Clone();
+        foreach (string o in missing)
+            copy.Graph.AddOutput(o);
+        return copy;
+    }
 
     /// <summary>The float model's outputs on the rows.</summary>
     public float[][]? Reference { get; init; }

@@ -43,10 +43,7 @@ internal static class SmoothQuant
         string[] computed = [.. tensors.Where(t => !values.ContainsKey(t))];
         if (computed.Length > 0)
         {
-            var probe = prepared.Clone();
-            foreach (string t in computed)
-                probe.Graph.AddOutput(t);
-            using var runner = new SampleRunner(context, probe, 0, options, modelName, rows, computed);
+            using var runner = new SampleRunner(context, prepared, 0, options, modelName, rows, computed);
             float[][] outputs = runner.Run(null);
             for (int i = 0; i < computed.Length; i++)
                 values[computed[i]] = outputs[i];

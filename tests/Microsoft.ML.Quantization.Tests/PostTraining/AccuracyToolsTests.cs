@@ -69,7 +69,11 @@ public sealed class AccuracyToolsTests
         return dot / Math.Sqrt(ff * qq);
     }
 
-    private static PostTrainingOptions Options(byte[] model) => new() { ModelBytes = model, SampleCount = Rows, BatchSize = 8, IntraOpNumThreads = 1, MinOutputCosine = 0 };
+    /// <summary>Every tool off (bias correction and equalization are on by default): each test switches on the one it shows.</summary>
+    private static PostTrainingOptions Options(byte[] model) => new()
+    {
+        ModelBytes = model, SampleCount = Rows, BatchSize = 8, IntraOpNumThreads = 1, MinOutputCosine = 0, BiasCorrection = false, CrossLayerEqualization = false,
+    };
 
     [Fact]
     public void CrossLayerEqualization_KeepsTheFunction_EvensTheRanges_AndHelpsDepthwise()
