@@ -1,7 +1,5 @@
-using Google.Protobuf;
 using Microsoft.ML.Data;
 using Microsoft.ML.Quantization.Onnx;
-using Microsoft.ML.Quantization.Onnx.Proto;
 using Microsoft.ML.Quantization.PostTraining;
 using Microsoft.ML.Quantization.Tests.Onnx;
 
@@ -16,16 +14,7 @@ public sealed class AccuracyToolsTests
 {
     private const int Rows = 32;
 
-    private static OnnxModel Model(int[] rowDims, Action<OnnxGraph> build)
-    {
-        var proto = new ModelProto { IrVersion = 7, ProducerName = "qatml-tests", Graph = new GraphProto { Name = "tools" } };
-        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
-        proto.Graph.Input.Add(OpCoverageTests.Value("x", OnnxElementType.Float, [null, .. rowDims.Select(d => (long?)d)]));
-        proto.Graph.Output.Add(OpCoverageTests.Value("y", OnnxElementType.Float, null));
-        var model = OnnxModel.Parse(proto.ToByteArray());
-        build(model.Graph);
-        return model;
-    }
+    private static OnnxModel Model(int[] rowDims, Action<OnnxGraph> build) => OpCoverageTests.Generated(rowDims, build);
 
     private static float[] Random(int n, float scale, int seed)
     {
@@ -38,35 +27,14 @@ public sealed class AccuracyToolsTests
     {
         int size = rowDims.Aggregate(1, (a, b) => a * b), inner = size / rowDims[0];
         var random = new Random(seed);
-        var rows = Enumerable.Range(0, Rows).Select(r => new Row
-        {
-            X = [.. Enumerable.Range(0, size).Select(i => (offset + MathF.Sin(0.31f * i + r) + 0.3f * (float)(random.NextDouble() - 0.5)) * (channelScale?[i / inner] ?? 1))],
-        }).ToList();
-        var definition = SchemaDefinition.Create(typeof(Row));
-        var column = definition["X"];
-        column.ColumnName = "x";
-        column.ColumnType = new VectorDataViewType(NumberDataViewType.Single, rowDims);
-        return context.Data.LoadFromEnumerable(rows, definition);
-    }
-
-    private sealed class Row
-    {
-        public float[] X { get; set; } = [];
+        return GeneratedRows.View(context, Enumerable.Range(0, Rows).Select(r => (float[])
+            [.. Enumerable.Range(0, size).Select(i => (offset + MathF.Sin(0.31f * i + r) + 0.3f * (float)(random.NextDouble() - 0.5)) * (channelScale?[i / inner] ?? 1))]).ToList(), rowDims);
     }
 
     private static double Cosine(MLContext context, byte[] floatModel, QuantizedModelTransformer quantized, IDataView data)
     {
         using var scoring = context.Quantization.ScoreOnnxModel(new Microsoft.ML.Quantization.Inference.OnnxScoringOptions { ModelBytes = floatModel, IntraOpNumThreads = 1 }).Fit(data);
-        float[] f = [.. scoring.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)];
-        float[] q = [.. quantized.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)];
-        double dot = 0, ff = 0, qq = 0;
-        for (int i = 0; i < f.Length; i++)
-        {
-            dot += (double)f[i] * q[i];
-            ff += (double)f[i] * f[i];
-            qq += (double)q[i] * q[i];
-        }
-        return dot / Math.Sqrt(ff * qq);
+        return OrtRunner.Cosine([.. scoring.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)], [.. quantized.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)]);
     }
 
     /// <summary>Every tool off (bias correction and equalization are on by default): each test switches on the one it shows.</summary>
@@ -164,12 +132,8 @@ public sealed class AccuracyToolsTests
         int[] dims = [6, 32];
         // Channels are the last axis here: scale element i by channelScale[i % 32].
         var random = new Random(3);
-        var rows = Enumerable.Range(0, Rows).Select(r => new Row { X = [.. Enumerable.Range(0, 192).Select(i => (MathF.Sin(0.7f * i + r) + 0.2f * (float)random.NextDouble()) * channelScale[i % 32])] }).ToList();
-        var definition = SchemaDefinition.Create(typeof(Row));
-        var column = definition["X"];
-        column.ColumnType = new VectorDataViewType(NumberDataViewType.Single, dims);
-        column.ColumnName = "x";
-        IDataView data = context.Data.LoadFromEnumerable(rows, definition);
+        IDataView data = GeneratedRows.View(context, Enumerable.Range(0, Rows).Select(r =>
+            (float[])[.. Enumerable.Range(0, 192).Select(i => (MathF.Sin(0.7f * i + r) + 0.2f * (float)random.NextDouble()) * channelScale[i % 32])]).ToList(), dims);
 
         var options = Options(model.ToBytes());
         using var plain = context.Quantization.PostTraining(options).Fit(data);

@@ -7,6 +7,7 @@ using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.Onnx.Proto;
 using Microsoft.ML.Quantization.PostTraining;
+using Microsoft.ML.Quantization.Tests.Onnx;
 using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Quantization.Tests.PostTraining;
@@ -138,7 +139,7 @@ public sealed class NonFloatInputTests : IDisposable
 
         float[] expected = OrtReference(model, testRows);
         float[] actual = Column(quantized.Transform(test), "y");
-        Assert.True(Cosine(expected, actual) > 0.99, $"cosine {Cosine(expected, actual):F4}");
+        Assert.True(OrtRunner.Cosine(expected, actual) > 0.99, $"cosine {OrtRunner.Cosine(expected, actual):F4}");
 
         // Compare reads the same typed columns.
         string floatFile = Path.Combine(_dir, "embedding.onnx");
@@ -219,7 +220,7 @@ public sealed class NonFloatInputTests : IDisposable
         Assert.DoesNotContain(then.Node, n => n.OpType == "Constant");
 
         using var floatModel = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelBytes = model, BatchSize = 1, InputShapes = { ["rate"] = [] } }).Fit(data);
-        double cosine = Cosine(Column(floatModel.Transform(data), "y"), Column(quantized.Transform(data), "y"));
+        double cosine = OrtRunner.Cosine(Column(floatModel.Transform(data), "y"), Column(quantized.Transform(data), "y"));
         Assert.True(cosine > 0.999, $"cosine {cosine:F5}");
 
         options.BatchSize = 8;
@@ -287,7 +288,7 @@ public sealed class NonFloatInputTests : IDisposable
         var masks = rows.Skip(calibrationSentences.Length).Select(r => r.AttentionMask).ToList();
         var f = MeanPooled(Column(floatModel.Transform(test), "tokens"), masks);
         var q = MeanPooled(Column(quantized.Transform(test), "tokens"), masks);
-        double cosine = f.Zip(q).Average(p => Cosine(p.First, p.Second));
+        double cosine = f.Zip(q).Average(p => OrtRunner.Cosine(p.First, p.Second));
         Assert.True(cosine > 0.98, $"sentence-embedding cosine {cosine:F4}");
         // Embeddings and the Q/K/V and feed-forward weights are stored as int8.
         var g = OnnxModel.Parse(quantized.QuantizedModel).Graph;
@@ -334,17 +335,5 @@ public sealed class NonFloatInputTests : IDisposable
             source.CopyTo(target);
         }
         return folder;
-    }
-
-    private static double Cosine(float[] a, float[] b)
-    {
-        double dot = 0, aa = 0, bb = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            dot += (double)a[i] * b[i];
-            aa += (double)a[i] * a[i];
-            bb += (double)b[i] * b[i];
-        }
-        return dot / Math.Sqrt(aa * bb);
     }
 }

@@ -175,7 +175,7 @@ public sealed class OpCoverageTests
             return;
         }
         float[] floatOut = OrtRunner.Run(model.ToBytes(), x, dims), quantOut = OrtRunner.Run(quantized.QuantizedModel, x, dims);
-        double cosine = Cosine(floatOut, quantOut);
+        double cosine = OrtRunner.Cosine(floatOut, quantOut);
         Assert.True(cosine >= c.MinCosine, $"{op}: output cosine {cosine:F5} < {c.MinCosine}");
     }
 
@@ -241,14 +241,22 @@ public sealed class OpCoverageTests
 
     private static OnnxModel BuildModel(Case c)
     {
-        long ir = c.Opset >= 21 ? 10 : c.Opset >= 15 ? 8 : 7;
-        var proto = new ModelProto { IrVersion = ir, ProducerName = "qatml-tests", Graph = new GraphProto { Name = "op" } };
-        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = c.Opset });
-        proto.Graph.Input.Add(Value("x", OnnxElementType.Float, [null, .. c.RowDims.Select(d => (long?)d)]));
+        var model = Generated(c.RowDims, c.Build, c.Opset);
+        if (model.Graph.Nodes.Any(n => n.OpType == "ArgMax" && n.Outputs[0] == "y"))
+            model.Graph.Proto.Output[0] = Value("y", OnnxElementType.Int64, null);
+        return model;
+    }
+
+    /// <summary>A generated model: input x [batch, rowDims...] (batch symbolic), float output y, the nodes <paramref name="build"/> adds.</summary>
+    internal static OnnxModel Generated(int[] rowDims, Action<OnnxGraph> build, int opset = 13)
+    {
+        long ir = opset >= 21 ? 10 : opset >= 15 ? 8 : 7;
+        var proto = new ModelProto { IrVersion = ir, ProducerName = "qatml-tests", Graph = new GraphProto { Name = "generated" } };
+        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
+        proto.Graph.Input.Add(Value("x", OnnxElementType.Float, [null, .. rowDims.Select(d => (long?)d)]));
+        proto.Graph.Output.Add(Value("y", OnnxElementType.Float, null));
         var model = OnnxModel.Parse(proto.ToByteArray());
-        c.Build(model.Graph);
-        var outputType = model.Graph.Nodes.Any(n => n.OpType == "ArgMax" && n.Outputs[0] == "y") ? OnnxElementType.Int64 : OnnxElementType.Float;
-        model.Graph.Proto.Output.Add(Value("y", outputType, null));
+        build(model.Graph);
         return model;
     }
 
@@ -257,22 +265,12 @@ public sealed class OpCoverageTests
     private static IDataView Data(MLContext context, int rowSize, int[] rowDims, int seed)
     {
         var random = new Random(seed);
-        var rows = Enumerable.Range(0, Rows).Select(r =>
+        // Smooth images with a per-row contrast, not white noise.
+        return GeneratedRows.View(context, Enumerable.Range(0, Rows).Select(r =>
         {
-            // Smooth images with a per-row contrast, not white noise.
             float contrast = 0.5f + (float)random.NextDouble();
-            return new Row { X = [.. Enumerable.Range(0, rowSize).Select(i => contrast * MathF.Sin(0.37f * i + r) + 0.2f * (float)(random.NextDouble() - 0.5))] };
-        }).ToList();
-        var definition = SchemaDefinition.Create(typeof(Row));
-        var column = definition["X"];
-        column.ColumnName = "x";
-        column.ColumnType = new VectorDataViewType(NumberDataViewType.Single, rowDims);
-        return context.Data.LoadFromEnumerable(rows, definition);
-    }
-
-    private sealed class Row
-    {
-        public float[] X { get; set; } = [];
+            return (float[])[.. Enumerable.Range(0, rowSize).Select(i => contrast * MathF.Sin(0.37f * i + r) + 0.2f * (float)(random.NextDouble() - 0.5))];
+        }).ToList(), rowDims);
     }
 
     private static long[] RunInt64(byte[] model, float[] input, int[] dims)
@@ -280,18 +278,6 @@ public sealed class OpCoverageTests
         using var session = new InferenceSession(model);
         using var results = session.Run([NamedOnnxValue.CreateFromTensor("x", new DenseTensor<float>(input, dims))]);
         return [.. results.First().AsTensor<long>()];
-    }
-
-    private static double Cosine(float[] a, float[] b)
-    {
-        double dot = 0, aa = 0, bb = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            dot += (double)a[i] * b[i];
-            aa += (double)a[i] * a[i];
-            bb += (double)b[i] * b[i];
-        }
-        return dot / Math.Sqrt(aa * bb);
     }
 }
 
