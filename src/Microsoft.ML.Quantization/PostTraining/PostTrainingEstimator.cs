@@ -100,7 +100,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);
-        if (options.CrossLayerEqualization)
+        // Equalization changes the tensors between the layers, so a table calibrated without it would not fit them.
+        if (options.CrossLayerEqualization && options.CalibrationTable is null)
             OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);

@@ -142,7 +142,8 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// Cross-layer equalization (data-free, before calibration): for a Conv followed by another Conv, directly or through a
     /// Relu, each channel between them is rescaled so both weights have the same per-channel range (the first's output
     /// channel divided, the second's input channel multiplied; exact through Relu). Evens out depthwise weights whose
-    /// channels differ by orders of magnitude. Default true.
+    /// channels differ by orders of magnitude. Not applied with a given <see cref="CalibrationTable"/> (calibrated on the
+    /// graph as it was). Default true.
     /// </summary>
     public bool CrossLayerEqualization { get; set; } = true;
 
