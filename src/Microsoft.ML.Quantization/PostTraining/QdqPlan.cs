@@ -179,7 +179,7 @@ internal sealed class QdqPlan
                 : options.IsExcluded(node.Name, node.OpType) ? "excluded by the options"
                 : keptFloat is not null && keptFloat.TryGetValue(node.Name, out string? kept) ? kept
                 : RuleReason(g, node, rule, acts, table, initializers)
-                ?? RangeReason(g, node, acts.Concat(IsGatherTable(node, initializers) ? [] : outs), table)
+                ?? RangeReason(g, node, acts.Concat(IsGatherTable(node, initializers) ? [] : outs), table, initializers)
                 ?? ConstantReason(constants.Select(c => initializers[c.t]));
             if (reason is not null)
             {
@@ -363,14 +363,17 @@ internal sealed class QdqPlan
     }
 
     /// <summary>A tensor without a calibrated range, or with one no scale can use.</summary>
-    private static string? RangeReason(OnnxGraph g, OnnxNode node, IEnumerable<string> tensors, CalibrationTable table)
+    private static string? RangeReason(OnnxGraph g, OnnxNode node, IEnumerable<string> tensors, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         foreach (string t in tensors)
         {
             if (!table.TryGetEntry(t, out var entry))
             {
-                if (FoldableActivationOutput(g, node, t, table))
+                if (FoldableActivationOutput(g, node, t, table, initializers))
                     continue;
+                // A Relu whose producer stays float: its input was never calibrated, because the pair is quantized as one.
+                if (node.OpType is "Relu" or "Clip" && g.Producer(t) is { } producer && FoldingProducers.Contains(producer.OpType) && g.Consumers(t).Count == 1)
+                    return $"it is quantized together with '{producer.Name}' (folded into its output), which stays float";
                 return $"the calibration table has no range for tensor '{t}'";
             }
             float magnitude = MathF.Max(MathF.Abs(entry.RangeMin[0]), MathF.Abs(entry.RangeMax[0]));
@@ -394,12 +397,12 @@ internal sealed class QdqPlan
     }
 
     /// <summary>A pre-activation output the calibration skipped because a foldable Relu/Clip follows it.</summary>
-    private static bool FoldableActivationOutput(OnnxGraph g, OnnxNode node, string tensor, CalibrationTable table)
+    private static bool FoldableActivationOutput(OnnxGraph g, OnnxNode node, string tensor, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         if (!FoldingProducers.Contains(node.OpType) || node.Outputs[0] != tensor || g.IsGraphOutput(tensor))
             return false;
         var users = g.Consumers(tensor);
-        return users.Count == 1 && IsFoldableActivation(users[0], table, g.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal));
+        return users.Count == 1 && IsFoldableActivation(users[0], table, initializers);
     }
 
     private static bool IsFoldableActivation(OnnxNode activation, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
