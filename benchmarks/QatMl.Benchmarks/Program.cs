@@ -9,7 +9,8 @@
 //        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings);
 //        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory);
 //        engine-profile [--fmnistnet] [--batch N] [--runs N] (per-node times: ORT's profiler and, with
-//        QATML_ENGINE_PROFILE=1, the engine's per-op table).
+//        QATML_ENGINE_PROFILE=1, the engine's per-op table);
+//        write-plan-fixtures OUTDIR [--resnet] (engine plans, inputs and CPU outputs for the native and GPU tests).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -45,13 +46,15 @@ switch (name)
         return EngineBenchmark.Run(settings, args);
     case "engine-profile":
         return EngineProfile.Run(settings, args);
+    case "write-plan-fixtures":
+        return PlanFixtures.Run(settings, args);
     case "calibration-memory":
         return CalibrationBenchmark.Memory(settings, args.Skip(1).ToArray());
     case "calibration-memory-child":
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine|engine-profile> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine|engine-profile|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

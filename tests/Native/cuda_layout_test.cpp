@@ -2,11 +2,7 @@
 // functions the kernel uses (igemm.h: loaders, shared-memory swizzle, ldmatrix lane addresses, the mma fragment
 // layout of the PTX ISA, the epilogue) and the runner's weight packing (packing.h), against the CPU convolution and
 // GEMM on random shapes; plus the tile raster, the tile choice and the activation layouts.
-#include "cuda/igemm.h"
-#include "cuda/packing.h"
-#include "qatml/qatml.h"
-
-#include <gtest/gtest.h>
+#include "igemm_cases.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +11,7 @@
 #include <vector>
 
 using namespace qatml::cuda;
+using namespace qatml_test;
 
 namespace {
 
@@ -148,203 +145,36 @@ void emulate_igemm(const IgemmParams& p, int config) {
     }
 }
 
-struct ConvCase {
-    int64_t n, c, h, w, m, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
-    int32_t x_type, w_type, out_type;
-};
-
-std::string describe(const ConvCase& c) {
-    char b[256];
-    std::snprintf(b, sizeof b, "N%lld C%lld %lldx%lld M%lld k%lldx%lld s%lld,%lld p%lld,%lld,%lld,%lld d%lld,%lld x%d w%d y%d", (long long)c.n,
-                  (long long)c.c, (long long)c.h, (long long)c.w, (long long)c.m, (long long)c.kh, (long long)c.kw, (long long)c.sh,
-                  (long long)c.sw, (long long)c.pt, (long long)c.pl, (long long)c.pb, (long long)c.pr, (long long)c.dh, (long long)c.dw,
-                  c.x_type, c.w_type, c.out_type);
-    return b;
-}
-
-// The CPU convolution (NCHW) against the emulated kernel over the same data channels-last, in every tile configuration.
-void check_conv(const ConvCase& cc, std::mt19937& rng) {
-    SCOPED_TRACE(describe(cc));
-    const bool xs = cc.x_type == QATML_TYPE_INT8;
-    std::uniform_int_distribution<int> byte(0, 255), w8(-128, 127), w4(-8, 7), bias_d(-3000, 3000);
-    std::uniform_real_distribution<float> scale_d(0.0005f, 0.004f);
-    std::vector<uint8_t> x(static_cast<size_t>(cc.n * cc.c * cc.h * cc.w));
-    for (auto& v : x) v = static_cast<uint8_t>(byte(rng));
-    const int32_t xz = xs ? -7 : 131, yz = cc.out_type == QATML_TYPE_INT8 ? 5 : 120;
-    const int64_t wcount = cc.m * cc.c * cc.kh * cc.kw;
-    std::vector<int8_t> wv(static_cast<size_t>(wcount));
-    for (auto& v : wv) v = static_cast<int8_t>(cc.w_type == QATML_TYPE_INT4 ? w4(rng) : w8(rng));
-    std::vector<uint8_t> raw(static_cast<size_t>(cc.w_type == QATML_TYPE_INT4 ? (wcount + 1) / 2 : wcount));
-    if (cc.w_type == QATML_TYPE_INT4) ASSERT_EQ(qatml_int4_pack(wv.data(), wcount, 1, raw.data()), QATML_OK);
-    else std::memcpy(raw.data(), wv.data(), raw.size());
-    std::vector<int32_t> bias(static_cast<size_t>(cc.m));
-    std::vector<float> mult(static_cast<size_t>(cc.m));
-    for (int64_t i = 0; i < cc.m; ++i) bias[static_cast<size_t>(i)] = bias_d(rng), mult[static_cast<size_t>(i)] = scale_d(rng);
-
-    qatml_conv2d_params prm{cc.n, cc.c, cc.h, cc.w, cc.sh, cc.sw, cc.pt, cc.pl, cc.pb, cc.pr, cc.dh, cc.dw};
-    int64_t oh = 0, ow = 0;
-    ASSERT_EQ(qatml_conv2d_output_size(&prm, cc.kh, cc.kw, &oh, &ow), QATML_OK);
-    qatml_packed_weights* pw = nullptr;
-    ASSERT_EQ(qatml_conv_pack_weights(nullptr, raw.data(), cc.w_type, cc.m, cc.c, cc.kh, cc.kw, 1, nullptr, &pw), QATML_OK) << qatml_last_error();
-    qatml_epilogue ep;
-    std::memset(&ep, 0, sizeof ep);
-    ep.out_type = cc.out_type;
-    ep.bias = bias.data();
-    ep.multipliers = mult.data();
-    ep.multiplier_count = cc.m;
-    ep.out_zero_point = yz;
-    const int64_t esz = cc.out_type == QATML_TYPE_INT32 ? 4 : 1;
-    std::vector<uint8_t> want(static_cast<size_t>(cc.n * cc.m * oh * ow * esz));
-    ASSERT_EQ(qatml_conv2d(nullptr, &prm, x.data(), cc.x_type, xz, pw, &ep, want.data()), QATML_OK) << qatml_last_error();
-    qatml_packed_weights_destroy(pw);
-
-    // Channels-last input, packed B and epilogue constants as the runner prepares them.
-    std::vector<uint8_t> xl(x.size());
-    for (int64_t i = 0; i < cc.n; ++i)
-        for (int64_t ch = 0; ch < cc.c; ++ch)
-            for (int64_t p = 0; p < cc.h * cc.w; ++p)
-                xl[static_cast<size_t>((i * cc.h * cc.w + p) * cc.c + ch)] = x[static_cast<size_t>((i * cc.c + ch) * cc.h * cc.w + p)];
-    IgemmParams p{};
-    p.g = ConvGeom{int32_t(cc.h), int32_t(cc.w), int32_t(cc.c), int32_t(oh), int32_t(ow), int32_t(cc.kh), int32_t(cc.kw), int32_t(cc.sh),
-                   int32_t(cc.sw), int32_t(cc.pt), int32_t(cc.pl), int32_t(cc.dh), int32_t(cc.dw), int32_t(cc.c)};
-    p.k = static_cast<int32_t>(cc.kh * cc.kw * cc.c);
-    p.k_pad = round_up32(p.k, kBK);
-    p.n = static_cast<int32_t>(cc.m);
-    const int64_t n_pad = (cc.m + kNPad - 1) / kNPad * kNPad;
-    const std::vector<int8_t> b = conv_weights_igemm(raw.data(), cc.w_type, cc.m, cc.c, cc.kh, cc.kw, p.k_pad);
-    const std::vector<int32_t> coladd = column_offsets(b.data(), cc.m, n_pad, p.k_pad, bias.data(), xz);
-    const std::vector<float> mults = expand_multipliers(mult, cc.m, n_pad);
-    const std::vector<KTap> ktab = k_table(p.g, p.k_pad);
-    p.a = xl.data();
-    p.b = b.data();
-    p.coladd = coladd.data();
-    p.mult = mults.data();
-    p.ktab = ktab.data();
-    p.mode = conv_mode(p.g);
-    p.m = cc.n * oh * ow;
-    p.ldc = cc.m;
-    p.a_signed = xs;
-    p.a_zero_point = xz;
-    p.out_type = cc.out_type;
-    p.out_zp = yz;
-    p.lo = cc.out_type == QATML_TYPE_INT8 ? -128 : 0;
-    p.hi = cc.out_type == QATML_TYPE_INT8 ? 127 : 255;
+// Every tile configuration on every case.
+void check_emulation(const IgemmCase& t) {
+    SCOPED_TRACE(t.name);
     for (int config = 0; config < kTileConfigs; ++config) {
-        SCOPED_TRACE("tile config " + std::to_string(config) + ", loader " + std::to_string(p.mode));
-        std::vector<uint8_t> got(want.size(), 0xEE);
+        SCOPED_TRACE("tile config " + std::to_string(config) + ", loader " + std::to_string(t.p.mode));
+        std::vector<uint8_t> got(t.want.size(), 0xEE);
+        IgemmParams p = t.p;
         p.c = got.data();
         emulate_igemm(p, config);
-        size_t bad = 0;
-        for (int64_t i = 0; i < cc.n; ++i)
-            for (int64_t o = 0; o < cc.m; ++o)
-                for (int64_t q = 0; q < oh * ow; ++q) {
-                    const size_t w_at = static_cast<size_t>(((i * cc.m + o) * oh * ow + q) * esz);
-                    const size_t g_at = static_cast<size_t>(((i * oh * ow + q) * cc.m + o) * esz);
-                    if (std::memcmp(&want[w_at], &got[g_at], static_cast<size_t>(esz)) != 0 && bad++ < 3)
-                        ADD_FAILURE() << "image " << i << " channel " << o << " pixel " << q;
-                }
-        EXPECT_EQ(bad, 0u);
+        EXPECT_EQ(got, t.want);
     }
 }
 
 TEST(CudaIgemmEmulation, ConvolutionsMatchTheCpuKernel) {
     std::mt19937 rng(seed());
-    const ConvCase cases[] = {
-        // channel chunks of 16 (kConvVec): 3x3 pad 1, stride 2, dilation 2, 1x1 stride 2, s8 input, int4 weights
-        {2, 32, 9, 7, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8},
-        {1, 16, 11, 10, 72, 3, 3, 2, 2, 1, 1, 1, 0, 1, 1, QATML_TYPE_INT8, QATML_TYPE_INT8, QATML_TYPE_INT8},
-        {2, 48, 8, 8, 24, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, QATML_TYPE_UINT8, QATML_TYPE_INT4, QATML_TYPE_INT8},
-        {3, 64, 6, 6, 130, 1, 1, 2, 2, 0, 0, 0, 0, 1, 1, QATML_TYPE_INT8, QATML_TYPE_INT8, QATML_TYPE_UINT8},
-        // byte gathers (kConvBytes): ResNet-like stem 7x7 stride 2 over 3 channels, one channel, odd counts
-        {2, 3, 15, 13, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1, 1, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8},
-        {1, 1, 12, 12, 9, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, QATML_TYPE_UINT8, QATML_TYPE_INT4, QATML_TYPE_UINT8},
-        {2, 5, 7, 9, 33, 3, 2, 1, 2, 1, 0, 2, 1, 1, 2, QATML_TYPE_INT8, QATML_TYPE_INT8, QATML_TYPE_INT32},
-    };
-    for (const ConvCase& c : cases) check_conv(c, rng);
-}
-
-// The CPU GEMM over logical rows against the emulated kernel over the runner's storage order (channels-last when
-// the input is an 8-bit [C, H, W] tensor, weights permuted to match).
-void check_gemm(int64_t m, int64_t c, int64_t h, int64_t w, int64_t n, bool trans_b, int32_t a_type, int32_t w_type, int32_t out_type,
-                std::mt19937& rng) {
-    const int64_t k = c * h * w;
-    SCOPED_TRACE("M" + std::to_string(m) + " K" + std::to_string(k) + " (" + std::to_string(c) + "x" + std::to_string(h) + "x" +
-                 std::to_string(w) + ") N" + std::to_string(n) + (trans_b ? " transB" : "") + " a" + std::to_string(a_type) + " w" +
-                 std::to_string(w_type) + " y" + std::to_string(out_type));
-    std::uniform_int_distribution<int> byte(0, 255), w8(-128, 127), w4(-8, 7), bias_d(-3000, 3000);
-    std::uniform_real_distribution<float> scale_d(0.0005f, 0.004f);
-    std::vector<uint8_t> a(static_cast<size_t>(m * k));
-    for (auto& v : a) v = static_cast<uint8_t>(byte(rng));
-    std::vector<int8_t> wv(static_cast<size_t>(k * n));
-    for (auto& v : wv) v = static_cast<int8_t>(w_type == QATML_TYPE_INT4 ? w4(rng) : w8(rng));
-    std::vector<uint8_t> raw(static_cast<size_t>(w_type == QATML_TYPE_INT4 ? (k * n + 1) / 2 : k * n));
-    if (w_type == QATML_TYPE_INT4) ASSERT_EQ(qatml_int4_pack(wv.data(), k * n, 1, raw.data()), QATML_OK);
-    else std::memcpy(raw.data(), wv.data(), raw.size());
-    std::vector<int32_t> bias(static_cast<size_t>(n));
-    std::vector<float> mult(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) bias[static_cast<size_t>(i)] = bias_d(rng), mult[static_cast<size_t>(i)] = scale_d(rng);
-    const int32_t az = a_type == QATML_TYPE_INT8 ? 3 : 97, yz = out_type == QATML_TYPE_INT8 ? -4 : 128;
-
-    qatml_packed_weights* pw = nullptr;
-    ASSERT_EQ(qatml_gemm_pack_b(nullptr, raw.data(), w_type, k, n, trans_b, nullptr, &pw), QATML_OK) << qatml_last_error();
-    qatml_epilogue ep;
-    std::memset(&ep, 0, sizeof ep);
-    ep.out_type = out_type;
-    ep.bias = bias.data();
-    ep.multipliers = mult.data();
-    ep.multiplier_count = n;
-    ep.out_zero_point = yz;
-    const int64_t esz = out_type == QATML_TYPE_INT32 ? 4 : 1;
-    std::vector<uint8_t> want(static_cast<size_t>(m * n * esz));
-    ASSERT_EQ(qatml_gemm(nullptr, m, a.data(), a_type, k, az, pw, &ep, want.data(), n), QATML_OK) << qatml_last_error();
-    qatml_packed_weights_destroy(pw);
-
-    const int64_t dims[3] = {c, h, w};
-    const Layout lx = tensor_layout(a_type, 3, dims);
-    std::vector<uint8_t> stored(a.size());
-    for (int64_t r = 0; r < m; ++r)
-        for (int64_t e = 0; e < k; ++e) stored[static_cast<size_t>(r * k + storage_index(lx, e))] = a[static_cast<size_t>(r * k + e)];
-    IgemmParams p{};
-    p.k = static_cast<int32_t>(k);
-    p.k_pad = round_up32(p.k, kBK);
-    p.n = static_cast<int32_t>(n);
-    const int64_t n_pad = (n + kNPad - 1) / kNPad * kNPad;
-    const std::vector<int8_t> b = gemm_weights_igemm(raw.data(), w_type, k, n, trans_b, lx, p.k_pad);
-    const std::vector<int32_t> coladd = column_offsets(b.data(), n, n_pad, p.k_pad, bias.data(), az);
-    const std::vector<float> mults = expand_multipliers(mult, n, n_pad);
-    p.g = gemm_geometry(p.k);
-    const std::vector<KTap> ktab = k_table(p.g, p.k_pad);
-    p.a = stored.data();
-    p.lda = k;
-    p.b = b.data();
-    p.coladd = coladd.data();
-    p.mult = mults.data();
-    p.ktab = ktab.data();
-    p.mode = gemm_mode(k);
-    p.m = m;
-    p.ldc = n;
-    p.a_signed = a_type == QATML_TYPE_INT8;
-    p.a_zero_point = az;
-    p.out_type = out_type;
-    p.out_zp = yz;
-    p.lo = out_type == QATML_TYPE_INT8 ? -128 : 0;
-    p.hi = out_type == QATML_TYPE_INT8 ? 127 : 255;
-    for (int config = 0; config < kTileConfigs; ++config) {
-        SCOPED_TRACE("tile config " + std::to_string(config) + ", loader " + std::to_string(p.mode));
-        std::vector<uint8_t> got(want.size(), 0xEE);
-        p.c = got.data();
-        emulate_igemm(p, config);
-        EXPECT_EQ(got, want);
+    for (const ConvCase& c : small_conv_cases()) {
+        IgemmCase t;
+        make_case(c, rng, &t);
+        check_emulation(t);
     }
 }
 
+// The CPU GEMM over logical rows against the emulated kernel over the runner's storage order.
 TEST(CudaIgemmEmulation, GemmsMatchTheCpuKernel) {
     std::mt19937 rng(seed() + 1);
-    check_gemm(70, 64, 1, 1, 33, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8, rng);   // dense rows
-    check_gemm(130, 48, 1, 1, 300, true, QATML_TYPE_INT8, QATML_TYPE_INT4, QATML_TYPE_INT8, rng);    // dense, > 256 columns
-    check_gemm(9, 37, 1, 1, 10, true, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_INT32, rng);     // K % 16 != 0: bytes
-    check_gemm(17, 8, 3, 3, 20, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8, rng);    // channels-last input
-    check_gemm(5, 16, 2, 2, 12, true, QATML_TYPE_INT8, QATML_TYPE_INT8, QATML_TYPE_INT8, rng);       // channels-last, dense
+    for (const GemmCase& c : small_gemm_cases()) {
+        IgemmCase t;
+        make_case(c, rng, &t);
+        check_emulation(t);
+    }
 }
 
 TEST(CudaIgemmLayout, TileRasterIsABijection) {
