@@ -12,7 +12,7 @@ namespace QatMl.Benchmarks;
 /// without .NET:
 ///   dotnet run --project benchmarks/QatMl.Benchmarks -c Release -- write-plan-fixtures OUTDIR [--resnet]
 /// FmnistNet INT8 and W4A8 (8 test images; tests/data/plans holds them), and with --resnet ResNet18 INT8 and W4A8
-/// (2 images at 224x224; about 12 MB per plan, so they are not committed: build/gpu-check.sh expects them in
+/// (2 images at 224x224; plans of about 16 and 8 MB, so they are not committed: build/gpu-check.sh expects them in
 /// artifacts/plan-fixtures). PTQ as the engine benchmark quantizes (MinMax, per-channel).
 /// Files per model: NAME.qep (the plan, qatml_engine.h) and NAME.io:
 ///   "QIO1"; u32 rows; u32 input_count; u32 output_count; then per input and per output:

@@ -60,13 +60,7 @@ std::vector<std::vector<float>> repeat_rows(const PlanFixture& fx, int64_t rows)
 TEST(CudaEngine, PlanFixturesMatchTheCpuEngine) {
     QATML_REQUIRE_GPU();
     Contexts c;
-    const auto all = qatml_test::all_fixtures();
-    ASSERT_GE(all.size(), 2u);
-    for (const auto& [folder, name] : all) {
-        SCOPED_TRACE(name);
-        PlanFixture fx;
-        std::string error;
-        ASSERT_TRUE(qatml_test::load_fixture(folder, name, &fx, &error)) << error;
+    qatml_test::for_each_fixture([&](const PlanFixture& fx) {
         qatml_engine* e = nullptr;
         ASSERT_EQ(qatml_engine_create(c.gpu, fx.plan.data(), static_cast<int64_t>(fx.plan.size()), &e), QATML_OK) << qatml_last_error();
         EXPECT_TRUE(same_bits(run(e, c.gpu, fx.inputs, fx.output_sizes, fx.rows), fx.outputs)) << "stored CPU outputs";
@@ -76,7 +70,7 @@ TEST(CudaEngine, PlanFixturesMatchTheCpuEngine) {
             EXPECT_TRUE(same_bits(run(e, c.gpu, in, fx.output_sizes, rows), run(e, nullptr, in, fx.output_sizes, rows))) << rows << " rows";
         }
         qatml_engine_destroy(e);
-    }
+    });
 }
 
 // ---- a plan through every path of the device runner --------------------------------------------------------------

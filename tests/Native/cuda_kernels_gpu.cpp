@@ -11,21 +11,19 @@ namespace {
 using namespace qatml::cuda;
 using namespace qatml_test;
 
-// NCHW <-> channels-last ([n][hw][c]) for bytes.
-std::vector<uint8_t> to_cl(const std::vector<uint8_t>& v, int64_t n, int64_t c, int64_t hw) {
+// NCHW -> channels-last ([n][hw][c]) bytes, or back.
+std::vector<uint8_t> relayout(const std::vector<uint8_t>& v, int64_t n, int64_t c, int64_t hw, bool to_channels_last) {
     std::vector<uint8_t> out(v.size());
     for (int64_t i = 0; i < n; ++i)
         for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t q = 0; q < hw; ++q) out[static_cast<size_t>((i * hw + q) * c + ch)] = v[static_cast<size_t>((i * c + ch) * hw + q)];
+            for (int64_t q = 0; q < hw; ++q) {
+                const size_t nchw = static_cast<size_t>((i * c + ch) * hw + q), cl = static_cast<size_t>((i * hw + q) * c + ch);
+                out[to_channels_last ? cl : nchw] = v[to_channels_last ? nchw : cl];
+            }
     return out;
 }
-std::vector<uint8_t> from_cl(const std::vector<uint8_t>& v, int64_t n, int64_t c, int64_t hw) {
-    std::vector<uint8_t> out(v.size());
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t q = 0; q < hw; ++q) out[static_cast<size_t>((i * c + ch) * hw + q)] = v[static_cast<size_t>((i * hw + q) * c + ch)];
-    return out;
-}
+std::vector<uint8_t> to_cl(const std::vector<uint8_t>& v, int64_t n, int64_t c, int64_t hw) { return relayout(v, n, c, hw, true); }
+std::vector<uint8_t> from_cl(const std::vector<uint8_t>& v, int64_t n, int64_t c, int64_t hw) { return relayout(v, n, c, hw, false); }
 
 std::vector<uint8_t> random_bytes(size_t n, std::mt19937& rng) {
     std::uniform_int_distribution<int> byte(0, 255);
@@ -55,41 +53,36 @@ void check_on_gpu(const IgemmCase& t, const IgemmDeviceInfo& info) {
     }
 }
 
-IgemmDeviceInfo device_info() {
+// Every case of `cases` (ConvCase or GemmCase) through check_on_gpu.
+template <typename Case>
+void check_cases(const std::vector<Case>& cases, unsigned seed) {
     IgemmDeviceInfo info;
-    EXPECT_EQ(igemm_device_info(&info), cudaSuccess);
-    return info;
+    ASSERT_EQ(igemm_device_info(&info), cudaSuccess);
+    std::mt19937 rng(seed);
+    for (const Case& c : cases) {
+        IgemmCase t;
+        make_case(c, rng, &t);
+        check_on_gpu(t, info);
+    }
 }
 
 TEST(CudaKernels, ImplicitGemmConvolutionsMatchTheCpu) {
     QATML_REQUIRE_GPU();
-    const IgemmDeviceInfo info = device_info();
-    std::mt19937 rng(11);
     std::vector<ConvCase> cases = small_conv_cases();
     // Larger: many tiles and more K tiles than pipeline stages (ResNet-like layers).
     cases.push_back({2, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8});
     cases.push_back({2, 128, 14, 14, 256, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, QATML_TYPE_INT8, QATML_TYPE_INT4, QATML_TYPE_INT8});
     cases.push_back({2, 3, 56, 56, 64, 7, 7, 2, 2, 3, 3, 3, 3, 1, 1, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8});
-    for (const ConvCase& c : cases) {
-        IgemmCase t;
-        make_case(c, rng, &t);
-        check_on_gpu(t, info);
-    }
+    check_cases(cases, 11);
 }
 
 TEST(CudaKernels, ImplicitGemmMatricesMatchTheCpu) {
     QATML_REQUIRE_GPU();
-    const IgemmDeviceInfo info = device_info();
-    std::mt19937 rng(12);
     std::vector<GemmCase> cases = small_gemm_cases();
     cases.push_back({1000, 1024, 1, 1, 520, true, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_INT32});
     cases.push_back({257, 4096, 1, 1, 384, false, QATML_TYPE_INT8, QATML_TYPE_INT4, QATML_TYPE_UINT8});
     cases.push_back({64, 512, 7, 7, 100, true, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_INT8});  // channels-last input
-    for (const GemmCase& c : cases) {
-        IgemmCase t;
-        make_case(c, rng, &t);
-        check_on_gpu(t, info);
-    }
+    check_cases(cases, 12);
 }
 
 // Groups, depthwise and weight zero points take the direct kernel.
@@ -260,9 +253,9 @@ TEST(CudaKernels, PoolsMatchTheCpu) {
             ASSERT_EQ(qatml_pool2d(nullptr, pc.kind, &prm, pc.kh, pc.kw, pc.cip, x.data(), type, xs, xz, ys, yz, want.data()), QATML_OK)
                 << qatml_last_error();
             DeviceBuffer dy(want.size());
-            PoolParams p{dx.ptr, dy.ptr, n, int32_t(c), int32_t(h), int32_t(w), int32_t(oh), int32_t(ow), int32_t(pc.kh), int32_t(pc.kw),
-                         int32_t(pc.s), int32_t(pc.s), int32_t(pc.pt), int32_t(pc.pl), int32_t(pc.pb), int32_t(pc.pr), int32_t(pc.d),
-                         int32_t(pc.d), max, pc.cip, sg, xs, ys, xz, yz, sg ? -128 : 0, sg ? 127 : 255};
+            const ConvGeom g{int32_t(h), int32_t(w), int32_t(c), int32_t(oh), int32_t(ow), int32_t(pc.kh), int32_t(pc.kw), int32_t(pc.s),
+                             int32_t(pc.s), int32_t(pc.pt), int32_t(pc.pl), int32_t(pc.d), int32_t(pc.d), 0};
+            PoolParams p{dx.ptr, dy.ptr, n, g, int32_t(pc.pb), int32_t(pc.pr), max, pc.cip, sg, xs, ys, xz, yz, sg ? -128 : 0, sg ? 127 : 255};
             ASSERT_EQ(launch_pool(p, nullptr), cudaSuccess);
             EXPECT_EQ(from_cl(dy.download<uint8_t>(), n, c, oh * ow), want);
         }

@@ -23,16 +23,10 @@ std::vector<std::vector<float>> run(const qatml_engine* e, const qatml_context* 
 }
 
 TEST(EngineFixtures, CpuEngineReproducesTheStoredOutputs) {
-    const auto all = qatml_test::all_fixtures();
-    ASSERT_GE(all.size(), 2u) << "tests/data/plans must hold the FmnistNet INT8 and W4A8 fixtures";
     qatml_device cpu{QATML_DEVICE_CPU, 0};
     qatml_context* threads = nullptr;
     ASSERT_EQ(qatml_context_create(&cpu, 3, &threads), QATML_OK);
-    for (const auto& [folder, name] : all) {
-        SCOPED_TRACE(name);
-        PlanFixture fx;
-        std::string error;
-        ASSERT_TRUE(qatml_test::load_fixture(folder, name, &fx, &error)) << error;
+    qatml_test::for_each_fixture([&](const PlanFixture& fx) {
         qatml_engine* e = nullptr;
         ASSERT_EQ(qatml_engine_create(nullptr, fx.plan.data(), static_cast<int64_t>(fx.plan.size()), &e), QATML_OK) << qatml_last_error();
         int64_t elems = 0;
@@ -46,7 +40,7 @@ TEST(EngineFixtures, CpuEngineReproducesTheStoredOutputs) {
                 EXPECT_TRUE(std::equal(one[o].begin(), one[o].end(), fx.outputs[o].begin() + r * fx.output_sizes[o])) << "row " << r;
         }
         qatml_engine_destroy(e);
-    }
+    });
     qatml_context_destroy(threads);
 }
 

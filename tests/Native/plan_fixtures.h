@@ -3,6 +3,8 @@
 // tests/data/plans holds FmnistNet INT8 and W4A8; QATML_PLAN_FIXTURES names a folder with more (ResNet18).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -98,6 +100,20 @@ inline std::vector<std::pair<std::string, std::string>> all_fixtures() {
     if (const char* extra = std::getenv("QATML_PLAN_FIXTURES"))
         for (const std::string& n : fixture_names(extra)) all.emplace_back(extra, n);
     return all;
+}
+
+// Calls f(fixture) for every fixture, loaded; a missing or malformed one fails the test.
+template <typename F>
+void for_each_fixture(F&& f) {
+    const auto all = all_fixtures();
+    ASSERT_GE(all.size(), 2u) << "tests/data/plans must hold the FmnistNet INT8 and W4A8 fixtures";
+    for (const auto& [folder, name] : all) {
+        SCOPED_TRACE(name);
+        PlanFixture fx;
+        std::string error;
+        ASSERT_TRUE(load_fixture(folder, name, &fx, &error)) << error;
+        f(fx);
+    }
 }
 
 }  // namespace qatml_test

@@ -57,23 +57,14 @@ struct Blob {
 int32_t type_lo(int32_t t) { return t == QATML_TYPE_INT8 ? -128 : 0; }
 int32_t type_hi(int32_t t) { return t == QATML_TYPE_INT8 ? 127 : 255; }
 
-ConvGeom conv_geometry(const Op& op, const Tensor& x, int64_t oh, int64_t ow) {
-    ConvGeom g{};
-    g.c = static_cast<int32_t>(x.dims[0]);
-    g.h = static_cast<int32_t>(x.dims[1]);
-    g.w = static_cast<int32_t>(x.dims[2]);
-    g.oh = static_cast<int32_t>(oh);
-    g.ow = static_cast<int32_t>(ow);
-    g.kh = static_cast<int32_t>(op.kh);
-    g.kw = static_cast<int32_t>(op.kw);
-    g.sh = static_cast<int32_t>(op.p.stride_h);
-    g.sw = static_cast<int32_t>(op.p.stride_w);
-    g.pt = static_cast<int32_t>(op.p.pad_top);
-    g.pl = static_cast<int32_t>(op.p.pad_left);
-    g.dh = static_cast<int32_t>(op.p.dilation_h);
-    g.dw = static_cast<int32_t>(op.p.dilation_w);
-    g.cpg = static_cast<int32_t>(op.cpg);
-    return g;
+int32_t i32(int64_t v) { return static_cast<int32_t>(v); }
+
+// Geometry of a window op (convolution or pool) over x [C, H, W] with output plane oh x ow.
+ConvGeom window_geometry(const Op& op, const Tensor& x, int64_t oh, int64_t ow) {
+    const qatml_conv2d_params& q = op.p;
+    return ConvGeom{i32(x.dims[1]),   i32(x.dims[2]),   i32(x.dims[0]),     i32(oh),           i32(ow),
+                    i32(op.kh),       i32(op.kw),       i32(q.stride_h),    i32(q.stride_w),   i32(q.pad_top),
+                    i32(q.pad_left),  i32(q.dilation_h), i32(q.dilation_w), i32(op.cpg)};
 }
 
 // Output size of a window op (qatml_conv2d_output_size's formula; the loader has validated it).
@@ -130,21 +121,9 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         case QATML_ENGINE_OP_MAXPOOL:
         case QATML_ENGINE_OP_AVGPOOL: {
             PoolParams& p = d.pool;
-            p.c = static_cast<int32_t>(tx.dims[0]);
-            p.h = static_cast<int32_t>(tx.dims[1]);
-            p.w = static_cast<int32_t>(tx.dims[2]);
-            p.oh = static_cast<int32_t>(ty.dims[1]);
-            p.ow = static_cast<int32_t>(ty.dims[2]);
-            p.kh = static_cast<int32_t>(op.kh);
-            p.kw = static_cast<int32_t>(op.kw);
-            p.sh = static_cast<int32_t>(op.p.stride_h);
-            p.sw = static_cast<int32_t>(op.p.stride_w);
-            p.pt = static_cast<int32_t>(op.p.pad_top);
-            p.pl = static_cast<int32_t>(op.p.pad_left);
-            p.pb = static_cast<int32_t>(op.p.pad_bottom);
-            p.pr = static_cast<int32_t>(op.p.pad_right);
-            p.dh = static_cast<int32_t>(op.p.dilation_h);
-            p.dw = static_cast<int32_t>(op.p.dilation_w);
+            p.g = window_geometry(op, tx, ty.dims[1], ty.dims[2]);
+            p.pb = i32(op.p.pad_bottom);
+            p.pr = i32(op.p.pad_right);
             p.is_max = op.kind == QATML_ENGINE_OP_MAXPOOL;
             p.count_include_pad = op.count_include_pad;
             p.is_signed = tx.dtype == QATML_TYPE_INT8;
@@ -162,7 +141,7 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
                 return fail(QATML_UNSUPPORTED, "%s: op %d (GLOBAL_AVGPOOL): %lld pixels exceed 2^23", fn, index, (long long)spatial);
             // The CPU kernel's multiplier, computed the same way.
             const float mult = op.qx.scale / (op.qy.scale * static_cast<float>(spatial));
-            d.gpool = GlobalPoolParams{nullptr, nullptr, 0, static_cast<int32_t>(tx.dims[0]), static_cast<int32_t>(spatial),
+            d.gpool = GlobalPoolParams{nullptr, nullptr, 0, i32(tx.dims[0]), i32(spatial),
                                        tx.dtype == QATML_TYPE_INT8, mult, op.qx.zp, op.qy.zp, type_lo(ty.dtype), type_hi(ty.dtype)};
             return QATML_OK;
         }
@@ -180,13 +159,13 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
     if (conv) {
         oh = out_size(tx.dims[1], op.p.pad_top, op.p.pad_bottom, op.kh, op.p.dilation_h, op.p.stride_h);
         ow = out_size(tx.dims[2], op.p.pad_left, op.p.pad_right, op.kw, op.p.dilation_w, op.p.stride_w);
-        g = conv_geometry(op, tx, oh, ow);
+        g = window_geometry(op, tx, oh, ow);
         n = op.n;
         k = op.kh * op.kw * op.cpg;
     } else {
         n = op.n;
         k = op.k;
-        g = gemm_geometry(static_cast<int32_t>(k));
+        g = gemm_geometry(i32(k));
     }
     if (k > (int64_t(1) << 24) || n > (int64_t(1) << 24) || tx.elems > (int64_t(1) << 30))
         return fail(QATML_UNSUPPORTED, "%s: op %d (%s): K %lld / N %lld exceed the CUDA kernels' limits", fn, index,
@@ -197,9 +176,9 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
     d.igemm = !has_wzp && op.groups == 1;
     if (d.igemm) {
         IgemmParams& p = d.gemm;
-        p.k = static_cast<int32_t>(k);
+        p.k = i32(k);
         p.k_pad = round_up32(p.k, kBK);
-        p.n = static_cast<int32_t>(n);
+        p.n = i32(n);
         const int64_t n_pad = (n + kNPad - 1) / kNPad * kNPad;
         const std::vector<int8_t> b =
             conv ? conv_weights_igemm(op.raw_weights, op.w_type, n, op.cpg, op.kh, op.kw, p.k_pad)
@@ -222,11 +201,11 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
     } else {
         DirectConvParams& p = d.direct;
         p.g = g;
-        p.m = static_cast<int32_t>(n);
-        p.groups = static_cast<int32_t>(conv ? op.groups : 1);
-        p.mpg = static_cast<int32_t>(n / p.groups);
+        p.m = i32(n);
+        p.groups = i32(conv ? op.groups : 1);
+        p.mpg = i32(n / p.groups);
         const std::vector<int8_t> w = conv ? conv_weights_direct(op.raw_weights, op.w_type, n, op.cpg, op.kh, op.kw)
-                                           : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lx, static_cast<int32_t>(k));
+                                           : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lx, i32(k));
         p.w = static_cast<const int8_t*>(offset_ptr(blob.add(w)));
         if (has_wzp) p.w_zp = static_cast<const int32_t*>(offset_ptr(blob.add(op.w_zero_points)));
         if (!op.bias.empty()) p.bias = static_cast<const int32_t*>(offset_ptr(blob.add(op.bias)));
@@ -241,18 +220,10 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         d.to_scratch = true;
         de.scratch_per_row = std::max<int64_t>(de.scratch_per_row, static_cast<int64_t>(align_up(static_cast<size_t>(n * oh * ow))));
         PoolParams& p = d.pool;
-        p.c = static_cast<int32_t>(n);
-        p.h = static_cast<int32_t>(oh);
-        p.w = static_cast<int32_t>(ow);
-        p.oh = static_cast<int32_t>(ty.dims[1]);
-        p.ow = static_cast<int32_t>(ty.dims[2]);
-        p.kh = p.kw = op.pool;
-        p.sh = p.sw = 2;
-        p.pt = static_cast<int32_t>(op.pool_pads[0]);
-        p.pl = static_cast<int32_t>(op.pool_pads[1]);
-        p.pb = static_cast<int32_t>(op.pool_pads[2]);
-        p.pr = static_cast<int32_t>(op.pool_pads[3]);
-        p.dh = p.dw = 1;
+        const int64_t* pads = op.pool_pads;  // top, left, bottom, right
+        p.g = ConvGeom{i32(oh), i32(ow), i32(n), i32(ty.dims[1]), i32(ty.dims[2]), op.pool, op.pool, 2, 2, i32(pads[0]), i32(pads[1]), 1, 1, 0};
+        p.pb = i32(pads[2]);
+        p.pr = i32(pads[3]);
         p.is_max = 1;
         p.is_signed = ty.dtype == QATML_TYPE_INT8;
         p.x_scale = p.y_scale = 1.0f;
@@ -301,26 +272,27 @@ void* tensor_ptr(const qatml_engine* e, uint32_t id, const RunMemory& mem) {
     return mem.arena + t.offset * mem.batch;
 }
 
+// The op's parameters with its input, output and row count set.
+template <typename P>
+P bind(P p, void* x, void* y, int64_t rows) {
+    p.x = static_cast<decltype(p.x)>(x);
+    p.y = static_cast<decltype(p.y)>(y);
+    p.rows = rows;
+    return p;
+}
+
 cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, const RunMemory& mem, const IgemmDeviceInfo& info,
                       cudaStream_t s) {
     const int64_t n = mem.batch;
     void* x = tensor_ptr(e, op.x, mem);
     void* y = tensor_ptr(e, op.y, mem);
     switch (d.kind) {
-        case QATML_ENGINE_OP_QUANTIZE: {
-            QuantizeParams p = d.quantize;
-            p.x = static_cast<const float*>(x);
-            p.y = y;
-            p.rows = n;
-            return launch_quantize(p, s);
-        }
-        case QATML_ENGINE_OP_DEQUANTIZE: {
-            DequantizeParams p = d.dequantize;
-            p.x = x;
-            p.y = static_cast<float*>(y);
-            p.rows = n;
-            return launch_dequantize(p, s);
-        }
+        case QATML_ENGINE_OP_QUANTIZE: return launch_quantize(bind(d.quantize, x, y, n), s);
+        case QATML_ENGINE_OP_DEQUANTIZE: return launch_dequantize(bind(d.dequantize, x, y, n), s);
+        case QATML_ENGINE_OP_LUT: return launch_lut(bind(d.lut, x, y, n), s);
+        case QATML_ENGINE_OP_MAXPOOL:
+        case QATML_ENGINE_OP_AVGPOOL: return launch_pool(bind(d.pool, x, y, n), s);
+        case QATML_ENGINE_OP_GLOBAL_AVGPOOL: return launch_global_avgpool(bind(d.gpool, x, y, n), s);
         case QATML_ENGINE_OP_ADD: {
             AddParams p = d.add;
             p.a = x;
@@ -328,28 +300,6 @@ cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, co
             p.y = y;
             p.rows = n;
             return launch_add(p, s);
-        }
-        case QATML_ENGINE_OP_LUT: {
-            LutParams p = d.lut;
-            p.x = static_cast<const uint8_t*>(x);
-            p.y = static_cast<uint8_t*>(y);
-            p.rows = n;
-            return launch_lut(p, s);
-        }
-        case QATML_ENGINE_OP_MAXPOOL:
-        case QATML_ENGINE_OP_AVGPOOL: {
-            PoolParams p = d.pool;
-            p.x = x;
-            p.y = y;
-            p.rows = n;
-            return launch_pool(p, s);
-        }
-        case QATML_ENGINE_OP_GLOBAL_AVGPOOL: {
-            GlobalPoolParams p = d.gpool;
-            p.x = x;
-            p.y = y;
-            p.rows = n;
-            return launch_global_avgpool(p, s);
         }
         default:
             break;
@@ -371,18 +321,8 @@ cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, co
         err = launch_direct_conv(p, s);
     }
     if (err != cudaSuccess || !d.to_scratch) return err;
-    if (d.kind == QATML_ENGINE_OP_CONV) {
-        PoolParams p = d.pool;
-        p.x = mem.scratch;
-        p.y = y;
-        p.rows = n;
-        return launch_pool(p, s);
-    }
-    LutParams p = d.lut;
-    p.x = mem.scratch;
-    p.y = static_cast<uint8_t*>(y);
-    p.rows = n;
-    return launch_lut(p, s);
+    if (d.kind == QATML_ENGINE_OP_CONV) return launch_pool(bind(d.pool, mem.scratch, y, n), s);
+    return launch_lut(bind(d.lut, mem.scratch, y, n), s);
 }
 
 }  // namespace

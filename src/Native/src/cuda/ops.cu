@@ -75,24 +75,25 @@ __global__ void lut_kernel(const LutParams p) {
 
 // One thread per output (row, oy, ox, channel), channels fastest (coalesced over channels-last tensors).
 __global__ void pool_kernel(const PoolParams p) {
-    const int64_t total = p.rows * p.oh * p.ow * p.c;
+    const ConvGeom& g = p.g;
+    const int64_t total = p.rows * g.oh * g.ow * g.c;
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-        const int32_t ch = static_cast<int32_t>(i % p.c);
-        int64_t r = i / p.c;
-        const int32_t ox = static_cast<int32_t>(r % p.ow);
-        r /= p.ow;
-        const int32_t oy = static_cast<int32_t>(r % p.oh);
-        const int64_t row = r / p.oh;
-        const int64_t base = row * p.h * p.w * p.c + ch;
+        const int32_t ch = static_cast<int32_t>(i % g.c);
+        int64_t r = i / g.c;
+        const int32_t ox = static_cast<int32_t>(r % g.ow);
+        r /= g.ow;
+        const int32_t oy = static_cast<int32_t>(r % g.oh);
+        const int64_t row = r / g.oh;
+        const int64_t base = row * g.h * g.w * g.c + ch;
         int32_t best = INT32_MIN, sum = 0, valid = 0, cells = 0;
-        for (int32_t ky = 0; ky < p.kh; ++ky) {
-            const int32_t iy = oy * p.sh - p.pt + ky * p.dh;
-            for (int32_t kx = 0; kx < p.kw; ++kx) {
-                const int32_t ix = ox * p.sw - p.pl + kx * p.dw;
+        for (int32_t ky = 0; ky < g.kh; ++ky) {
+            const int32_t iy = oy * g.sh - g.pt + ky * g.dh;
+            for (int32_t kx = 0; kx < g.kw; ++kx) {
+                const int32_t ix = ox * g.sw - g.pl + kx * g.dw;
                 // ONNX counts pad cells inside the padded input only (as qatml_pool2d's reference).
-                if (iy >= -p.pt && iy < p.h + p.pb && ix >= -p.pl && ix < p.w + p.pr) ++cells;
-                if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
-                const int32_t v = load_q(p.x, base + (int64_t(iy) * p.w + ix) * p.c, p.is_signed);
+                if (iy >= -g.pt && iy < g.h + p.pb && ix >= -g.pl && ix < g.w + p.pr) ++cells;
+                if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+                const int32_t v = load_q(p.x, base + (int64_t(iy) * g.w + ix) * g.c, p.is_signed);
                 best = v > best ? v : best;
                 sum += v - p.xz;
                 ++valid;
@@ -174,7 +175,7 @@ cudaError_t launch_add(const AddParams& p, cudaStream_t s) { return launch_mappe
 cudaError_t launch_lut(const LutParams& p, cudaStream_t s) { return launch_mapped(lut_kernel<false>, lut_kernel<true>, p, s); }
 
 cudaError_t launch_pool(const PoolParams& p, cudaStream_t s) {
-    pool_kernel<<<blocks_for(p.rows * p.oh * p.ow * p.c), kThreads, 0, s>>>(p);
+    pool_kernel<<<blocks_for(p.rows * p.g.oh * p.g.ow * p.g.c), kThreads, 0, s>>>(p);
     return cudaGetLastError();
 }
 

@@ -66,11 +66,13 @@ struct LutParams {  // y = table[x byte]
 };
 
 // MaxPool / QLinearAveragePool over channels-last [rows][H][W][C] -> [rows][OH][OW][C] (qatml_pool2d's numbers).
+// The window is g's (g.cpg unused) with the bottom and right pads, which ONNX counts for count_include_pad.
 struct PoolParams {
     const void* x;
     void* y;
     int64_t rows;
-    int32_t c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
+    ConvGeom g;
+    int32_t pb, pr;
     int32_t is_max, count_include_pad, is_signed;
     float x_scale, y_scale;
     int32_t xz, yz, lo, hi;
