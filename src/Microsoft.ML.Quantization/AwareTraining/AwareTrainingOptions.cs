@@ -34,6 +34,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>With the native backend, run on ONNX Runtime when the engine cannot run a node. Default true.</summary>
     public bool AllowBackendFallback { get; set; } = true;
 
+    /// <summary>Where the native engine runs (see <see cref="PostTrainingOptions.NativeDevice"/>). Default null: <see cref="MLContext.GpuDeviceId"/>'s GPU, else the CPU.</summary>
+    public ComputeDevice? NativeDevice { get; set; }
+
     /// <summary>Widths of every quantized node. Default <see cref="QuantizationPrecision.Int8"/>.</summary>
     public QuantizationPrecision Precision { get; set; } = QuantizationPrecision.Int8;
 
@@ -157,6 +160,7 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
             SampleCount = CalibrationSampleCount,
             Backend = Backend,
             AllowBackendFallback = AllowBackendFallback,
+            NativeDevice = NativeDevice,
         };
         CopyTo(o);
         return o;

@@ -14,6 +14,7 @@ internal sealed record ScoringSettings
     public Dictionary<string, int[]> InputShapes { get; init; } = [];
     public QuantizedBackend Backend { get; init; }
     public bool AllowBackendFallback { get; init; } = true;
+    public ComputeDevice? NativeDevice { get; init; }
 
     public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes) => new()
@@ -33,6 +34,7 @@ internal sealed record ScoringSettings
     {
         Backend = o.Backend,
         AllowBackendFallback = o.AllowBackendFallback,
+        NativeDevice = o.NativeDevice,
     };
 
     public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);

@@ -28,8 +28,13 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         _onnxRuntime = new Lazy<OnnxScoringTransformer>(() => new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel)));
         if (settings.Backend == QuantizedBackend.Native)
         {
+            ComputeDevice device = settings.NativeDevice ?? (context.GpuDeviceId is int gpu ? ComputeDevice.Cuda(gpu) : ComputeDevice.Cpu);
             NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, "(quantized model)", settings.Inputs, settings.Outputs, settings.InputShapes,
-                settings.IntraOpNumThreads, out IReadOnlyList<string> unsupported);
+                settings.IntraOpNumThreads, device, message =>
+                {
+                    using IChannel ch = ((IChannelProvider)context).Start("QatMl.NativeEngine");
+                    ch.Warning(MessageSensitivity.None, "{0}", message);
+                }, out IReadOnlyList<string> unsupported);
             if (engine is not null)
             {
                 _native = new NativeBatchScorer(engine, settings.BatchSize);
@@ -73,6 +78,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     /// <summary>The backend requested.</summary>
     public QuantizedBackend RequestedBackend => Settings.Backend;
+
+    /// <summary>Where the native engine runs (null with ONNX Runtime): the CPU, or the CUDA GPU asked for when it is available.</summary>
+    public ComputeDevice? NativeDevice => _native?.Engine.Device;
 
     /// <summary>Whether a Native backend may fall back to ONNX Runtime.</summary>
     public bool AllowBackendFallback => Settings.AllowBackendFallback;

@@ -19,6 +19,7 @@ internal sealed class NativeInt8Engine : IDisposable
     {
         _handle = handle;
         _context = context;
+        Device = context.Device;
         Inputs = inputs;
         Outputs = outputs;
         Ops = plan.Ops.Select(o => (o.Kind, o.Source)).ToArray();
@@ -46,8 +47,11 @@ internal sealed class NativeInt8Engine : IDisposable
     /// <summary>Ops the native engine runs after its own fusions (a convolution and the 2x2 max pool after it become one).</summary>
     public int NativeOpCount { get; }
 
-    /// <summary>Threads one run uses (the batch is split into that many row ranges).</summary>
+    /// <summary>Threads one run uses on the CPU (the batch is split into that many row ranges).</summary>
     public int Threads { get; }
+
+    /// <summary>Where runs execute: the CPU, or the CUDA GPU the engine was loaded on.</summary>
+    public ComputeDevice Device { get; }
 
     /// <summary>Packed weights, biases and multipliers held natively.</summary>
     public long WeightBytes { get; }
@@ -64,6 +68,15 @@ internal sealed class NativeInt8Engine : IDisposable
     /// </summary>
     public static NativeInt8Engine? TryLoad(byte[] qdqModel, string modelName, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes, int threads, out IReadOnlyList<string> unsupported)
+        => TryLoad(qdqModel, modelName, inputs, outputs, inputShapes, threads, ComputeDevice.Cpu, null, out unsupported);
+
+    /// <summary>
+    /// <see cref="TryLoad(byte[], string, IList{OnnxColumnBinding}, IList{OnnxColumnBinding}, IDictionary{string, int[]}, int, out IReadOnlyList{string})"/>
+    /// on <paramref name="device"/>; a CUDA device that is not available (no GPU, a CPU-only native library) loads the engine on the CPU
+    /// and tells <paramref name="warn"/> why.
+    /// </summary>
+    public static NativeInt8Engine? TryLoad(byte[] qdqModel, string modelName, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs,
+        IDictionary<string, int[]> inputShapes, int threads, ComputeDevice device, Action<string>? warn, out IReadOnlyList<string> unsupported)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         // No native build for this platform (the package ships linux-x64): the caller falls back as for an unsupported node.
@@ -77,18 +90,37 @@ internal sealed class NativeInt8Engine : IDisposable
         unsupported = lowered.Unsupported;
         if (!lowered.Succeeded)
             return null;
-        return Load(lowered.Plan!, lowered.Inputs, lowered.Outputs, threads);
+        return Load(lowered.Plan!, lowered.Inputs, lowered.Outputs, threads, device, warn);
     }
 
-    /// <summary>Loads a plan (validated again natively: a malformed plan is a <see cref="QuantizationNativeException"/>).</summary>
-    internal static unsafe NativeInt8Engine Load(EnginePlan plan, InputSpec[] inputs, OutputSpec[] outputs, int threads)
+    /// <summary>
+    /// Loads a plan (validated again natively: a malformed plan is a <see cref="QuantizationNativeException"/>) on
+    /// <paramref name="device"/>, or on the CPU with a message to <paramref name="warn"/> when that CUDA device cannot take it.
+    /// </summary>
+    internal static unsafe NativeInt8Engine Load(EnginePlan plan, InputSpec[] inputs, OutputSpec[] outputs, int threads, ComputeDevice device = default,
+        Action<string>? warn = null)
     {
         NativeApi.EnsureLoaded();
         int count = threads == 0 ? Environment.ProcessorCount : threads;
+        byte[] bytes = plan.ToBytes();
+        if (device.Kind == ComputeDeviceKind.Cuda)
+        {
+            NativeContext? gpu = null;
+            try
+            {
+                gpu = new NativeContext(device);
+                return new NativeInt8Engine(CreateHandle(gpu, bytes), gpu, inputs, outputs, plan, count);
+            }
+            catch (QuantizationNativeException e)
+            {
+                gpu?.Dispose();
+                warn?.Invoke($"Native engine: CUDA device {device.Index} cannot run the model ({e.Message}). Running on the CPU instead.");
+            }
+        }
         var context = new NativeContext(ComputeDevice.Cpu, count);
         try
         {
-            return new NativeInt8Engine(CreateHandle(context, plan.ToBytes()), context, inputs, outputs, plan, count);
+            return new NativeInt8Engine(CreateHandle(context, bytes), context, inputs, outputs, plan, count);
         }
         catch
         {

@@ -55,6 +55,13 @@ bool is_live_handle(const void* handle, HandleKind kind);
             return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: argument '%s' is NULL", fn, #ptr);  \
     } while (0)
 
+// CUDA contexts (src/cuda/cuda_context.cpp; core/cuda_stub.cpp in CPU builds): each owns a stream, its device
+// arenas and pinned host staging. Opened when a CUDA context is created, closed when it is destroyed.
+struct CudaContextState;
+qatml_status cuda_context_open(int32_t index, CudaContextState** out, const char* function);
+void cuda_context_close(CudaContextState* state);
+CudaContextState* context_cuda_state(const qatml_context* ctx);  // NULL for CPU contexts
+
 // CPU dispatch, also used by the kernels.
 uint32_t cpu_features();
 qatml_isa detected_isa();
