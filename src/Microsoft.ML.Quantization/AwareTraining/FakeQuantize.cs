@@ -8,8 +8,9 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 /// QuantizeLinear numerics (x / s in float32, round half to even, saturation), and the straight-through estimator in
 /// the backward pass: the gradient is 1 where x is inside the range and 0 outside, and a learnable scale gets LSQ's
 /// gradient. Each call is one fused autograd op (TorchSharp's own fake_quantize ops are obsolete-as-error): its
-/// forward computes the output and what the backward needs in a few in-place passes outside autograd, and its
-/// backward is one masked copy (plus one product and sum for a learned scale), instead of a graph of element-wise ops.
+/// forward computes the output and what the backward needs (a 0/1 mask, and for a learned scale d output / d s) in a
+/// few passes outside autograd, and its backward is one product (plus one product and sum for a learned scale),
+/// instead of a graph of element-wise ops whose clamp backward runs libtorch's slow bool-mask kernels.
 /// </summary>
 public static class FakeQuantize
 {
@@ -50,19 +51,41 @@ public static class FakeQuantize
     private static Tensor ForwardOnly(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
     {
         using (torch.no_grad())
-            return Levels(x, s, z, quantMin, quantMax).mul_(s);
+        {
+            Tensor levels = x / s;
+            levels.round_();   // round half to even, as QuantizeLinear
+            return ClampLevels(levels, z, quantMin, quantMax, inPlace: true).mul_(s);
+        }
     }
 
-    /// <summary>clamp(round(x / s) + z, qmin, qmax) - z, the integer levels relative to the zero point, in one new buffer.</summary>
-    internal static Tensor Levels(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
+    /// <summary>
+    /// clamp(levels + z, qmin, qmax) - z for integer-valued levels: one clamp to [qmin - z, qmax - z] (exact for a
+    /// scalar zero point within float's integers), or add, clamp and subtract for a per-channel one.
+    /// </summary>
+    internal static Tensor ClampLevels(Tensor levels, Tensor z, long quantMin, long quantMax, bool inPlace)
     {
-        Tensor levels = x / s;
-        levels.round_();   // round half to even, as QuantizeLinear
-        return IsZero(z) ? levels.clamp_(quantMin, quantMax) : levels.add_(z).clamp_(quantMin, quantMax).sub_(z);
+        if (ScalarZeroPoint(z, quantMin, quantMax) is float zero)
+        {
+            float low = quantMin - zero, high = quantMax - zero;   // float32, as the tensor arithmetic would round them
+            return inPlace ? levels.clamp_(low, high) : levels.clamp(low, high);
+        }
+        return (inPlace ? levels : levels.clone()).add_(z).clamp_(quantMin, quantMax).sub_(z);
     }
 
-    /// <summary>A scalar zero point of 0 (symmetric or ReLU ranges): two passes fewer.</summary>
-    internal static bool IsZero(Tensor z) => z.numel() == 1 && z.item<float>() == 0;
+    /// <summary>
+    /// The zero point as one float when one value serves every element (a scalar, or all zeros per channel) and the
+    /// levels stay exact integers in float32; else null.
+    /// </summary>
+    internal static float? ScalarZeroPoint(Tensor z, long quantMin, long quantMax)
+    {
+        const long exactIntegers = 1L << 24;
+        if (z.numel() == 1)
+        {
+            float value = z.item<float>();
+            return value == 0 || (Math.Abs(quantMin) < exactIntegers && Math.Abs(quantMax) < exactIntegers) ? value : null;
+        }
+        return z.count_nonzero().item<long>() == 0 ? 0f : null;
+    }
 
     /// <summary>Sums a broadcast gradient back to the shape of the tensor it was broadcast from.</summary>
     internal static Tensor SumTo(Tensor gradient, long[] shape)
@@ -76,10 +99,13 @@ public static class FakeQuantize
     }
 }
 
+// The masks below are float tensors of 0 and 1 made by in-place comparisons and applied by multiplication: libtorch's
+// CPU where / masked_fill / clamp-backward kernels over bool masks cost about 20 times an element-wise product.
+
 /// <summary>
 /// Fake quantization with a fixed scale and zero point as one autograd op. Forward: the levels times the scale, and
-/// a mask of the elements outside the representable real range [(qmin - z) s, (qmax - z) s] (NaN included). Backward:
-/// the gradient with the masked elements zeroed (clamp's straight-through gradient).
+/// a mask of the elements inside the representable real range [(qmin - z) s, (qmax - z) s] (NaN is outside).
+/// Backward: the gradient times the mask (clamp's straight-through gradient).
 /// </summary>
 internal sealed class FixedRangeFakeQuantize : torch.autograd.SingleTensorFunction<FixedRangeFakeQuantize>
 {
@@ -90,25 +116,34 @@ internal sealed class FixedRangeFakeQuantize : torch.autograd.SingleTensorFuncti
         Tensor x = (Tensor)vars[0], s = (Tensor)vars[1], z = (Tensor)vars[2];
         long quantMin = (long)vars[3], quantMax = (long)vars[4];
         using var scope = torch.NewDisposeScope();
-        Tensor output = FakeQuantize.Levels(x, s, z, quantMin, quantMax).mul_(s);
-        Tensor low = (quantMin - z) * s, high = (quantMax - z) * s;
-        Tensor outside = x.clamp(low, high).ne(x);
-        ctx.save_for_backward([outside.MoveToOuterDisposeScope()]);
+        Tensor output = x / s;
+        output.round_();   // round half to even, as QuantizeLinear
+        FakeQuantize.ClampLevels(output, z, quantMin, quantMax, inPlace: true).mul_(s);
+        Tensor inside;
+        if (s.numel() == 1 && FakeQuantize.ScalarZeroPoint(z, quantMin, quantMax) is float zero)
+        {
+            float scale = s.item<float>();
+            float low = (quantMin - zero) * scale, high = (quantMax - zero) * scale;   // float32, as (qmin - z) * s
+            inside = x.clamp(low, high).eq_(x);
+        }
+        else
+            inside = x.clamp((quantMin - z) * s, (quantMax - z) * s).eq_(x);
+        ctx.save_for_backward([inside.MoveToOuterDisposeScope()]);
         return output.MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
-        Tensor outside = ctx.get_saved_variables()[0];
-        return [grad_output.masked_fill(outside, 0), null!, null!, null!, null!];
+        Tensor inside = ctx.get_saved_variables()[0];
+        return [grad_output * inside, null!, null!, null!, null!];
     }
 }
 
 /// <summary>
 /// Fake quantization with a learnable scale (and zero point) as one autograd op, LSQ's gradients. Forward saves the
-/// mask of saturated elements (round(x / s) + z outside [qmin, qmax]) and each element's d output / d s: the clamped
-/// level outside, round(x / s) - x / s inside. Backward: x gets the gradient with the saturated elements zeroed,
-/// s the sum of gradient times d output / d s (scaled by LSQ's factor), z minus s times the saturated gradient.
+/// mask of elements inside the range (round(x / s) + z within [qmin, qmax]) and each element's d output / d s: the
+/// clamped level outside, round(x / s) - x / s inside. Backward: x gets the gradient times the mask, s the sum of
+/// gradient times d output / d s (scaled by LSQ's factor), z minus s times the sum of the saturated gradient.
 /// </summary>
 internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunction<LearnedRangeFakeQuantize>
 {
@@ -121,25 +156,27 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
         using var scope = torch.NewDisposeScope();
         Tensor scaled = x / s;
         Tensor rounded = scaled.round();
-        // clamp(round + z, qmin, qmax) - z, exactly, as a clamp of the integer levels to [qmin - z, qmax - z].
-        Tensor levels = FakeQuantize.IsZero(z) ? rounded.clamp(quantMin, quantMax) : rounded.clamp(quantMin - z, quantMax - z);
-        Tensor saturated = rounded.ne(levels);
+        Tensor levels = FakeQuantize.ClampLevels(rounded, z, quantMin, quantMax, inPlace: false);
         Tensor output = levels * s;
-        Tensor scaleGradient = torch.where(saturated, levels, rounded.sub_(scaled));
-        ctx.save_for_backward([saturated.MoveToOuterDisposeScope(), scaleGradient.MoveToOuterDisposeScope(), s, z]);
+        Tensor inside = rounded.eq_(levels);
+        // d output / d s = levels - inside * x / s, in place on levels (x / s bounded first so that Inf * 0 stays 0).
+        double bound = Math.Max(Math.Abs((double)quantMin), Math.Abs((double)quantMax)) + z.abs().max().item<float>() + 1;
+        Tensor scaleGradient = levels.addcmul_(scaled.clamp_(-bound, bound), inside, -1);
+        ctx.save_for_backward([inside.MoveToOuterDisposeScope(), scaleGradient.MoveToOuterDisposeScope(), s]);
         ctx.save_data("gradients", (x.requires_grad, s.requires_grad, z.requires_grad));
         ctx.save_data("gradientScale", (double)vars[5]);
+        ctx.save_data("zeroPointShape", z.shape);
         return output.MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
         var saved = ctx.get_saved_variables();
-        Tensor saturated = saved[0], scaleGradient = saved[1], s = saved[2], z = saved[3];
+        Tensor inside = saved[0], scaleGradient = saved[1], s = saved[2];
         var (needX, needScale, needZeroPoint) = ((bool, bool, bool))ctx.get_data("gradients");
-        Tensor? dx = needX ? grad_output.masked_fill(saturated, 0) : null;
+        Tensor? dx = needX ? grad_output * inside : null;
         Tensor? ds = needScale ? FakeQuantize.SumTo(grad_output * scaleGradient, s.shape).mul_((double)ctx.get_data("gradientScale")) : null;
-        Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output.masked_fill(saturated.logical_not(), 0), z.shape).mul_(s).neg_() : null;
+        Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output - grad_output * inside, (long[])ctx.get_data("zeroPointShape")).mul_(s).neg_() : null;
         return [dx!, ds!, dz!, null!, null!, null!];
     }
 }
