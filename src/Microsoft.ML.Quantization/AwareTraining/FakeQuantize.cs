@@ -87,6 +87,10 @@ public static class FakeQuantize
         return z.count_nonzero().item<long>() == 0 ? 0f : null;
     }
 
+    /// <summary>The fused ops' common arguments: x, scale, zero point, qmin, qmax.</summary>
+    internal static (Tensor X, Tensor Scale, Tensor ZeroPoint, long QuantMin, long QuantMax) Arguments(object[] vars)
+        => ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (long)vars[3], (long)vars[4]);
+
     /// <summary>Sums a broadcast gradient back to the shape of the tensor it was broadcast from.</summary>
     internal static Tensor SumTo(Tensor gradient, long[] shape)
     {
@@ -113,8 +117,7 @@ internal sealed class FixedRangeFakeQuantize : torch.autograd.SingleTensorFuncti
 
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
-        Tensor x = (Tensor)vars[0], s = (Tensor)vars[1], z = (Tensor)vars[2];
-        long quantMin = (long)vars[3], quantMax = (long)vars[4];
+        var (x, s, z, quantMin, quantMax) = FakeQuantize.Arguments(vars);
         using var scope = torch.NewDisposeScope();
         Tensor output = x / s;
         output.round_();   // round half to even, as QuantizeLinear
@@ -151,8 +154,7 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
 
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
-        Tensor x = (Tensor)vars[0], s = (Tensor)vars[1], z = (Tensor)vars[2];
-        long quantMin = (long)vars[3], quantMax = (long)vars[4];
+        var (x, s, z, quantMin, quantMax) = FakeQuantize.Arguments(vars);
         using var scope = torch.NewDisposeScope();
         Tensor scaled = x / s;
         Tensor rounded = scaled.round();
