@@ -159,14 +159,18 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
         Tensor scaled = x / s;
         Tensor rounded = scaled.round();
         Tensor levels = FakeQuantize.ClampLevels(rounded, z, quantMin, quantMax, inPlace: false);
-        Tensor output = levels * s;
         Tensor inside = rounded.eq_(levels);
-        // d output / d s = levels - inside * x / s, in place on levels (x / s bounded first so that Inf * 0 stays 0).
+        // d output / d s = levels - inside * x / s, in place on x / s (bounded first so that Inf * 0 stays 0).
         double bound = Math.Max(Math.Abs((double)quantMin), Math.Abs((double)quantMax)) + z.abs().max().item<float>() + 1;
-        Tensor scaleGradient = levels.addcmul_(scaled.clamp_(-bound, bound), inside, -1);
-        ctx.save_for_backward([inside.MoveToOuterDisposeScope(), scaleGradient.MoveToOuterDisposeScope(), s]);
+        Tensor scaleGradient = scaled.clamp_(-bound, bound).mul_(inside).sub_(levels).neg_();
+        Tensor output = levels.mul_(s);
+        // Only tensors made here are saved (a caller's tensor changed in place before backward would fail autograd's
+        // version check inside the callback); the scale's value only when the zero point learns.
+        Tensor? scaleValue = z.requires_grad ? s.detach().clone().MoveToOuterDisposeScope() : null;
+        ctx.save_for_backward([inside.MoveToOuterDisposeScope(), scaleGradient.MoveToOuterDisposeScope(), scaleValue!]);
         ctx.save_data("gradients", (x.requires_grad, s.requires_grad, z.requires_grad));
         ctx.save_data("gradientScale", (double)vars[5]);
+        ctx.save_data("scaleShape", s.shape);
         ctx.save_data("zeroPointShape", z.shape);
         return output.MoveToOuterDisposeScope();
     }
@@ -174,11 +178,13 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
         var saved = ctx.get_saved_variables();
-        Tensor inside = saved[0], scaleGradient = saved[1], s = saved[2];
+        Tensor inside = saved[0], scaleGradient = saved[1];
         var (needX, needScale, needZeroPoint) = ((bool, bool, bool))ctx.get_data("gradients");
+        // New tensors, never the saved ones in place: a second backward (retain_graph) must find them unchanged, and an
+        // exception inside this callback would cross native frames.
         Tensor? dx = needX ? grad_output * inside : null;
-        Tensor? ds = needScale ? FakeQuantize.SumTo(grad_output * scaleGradient, s.shape).mul_((double)ctx.get_data("gradientScale")) : null;
-        Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output - grad_output * inside, (long[])ctx.get_data("zeroPointShape")).mul_(s).neg_() : null;
+        Tensor? ds = needScale ? FakeQuantize.SumTo(grad_output * scaleGradient, (long[])ctx.get_data("scaleShape")).mul_((double)ctx.get_data("gradientScale")) : null;
+        Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output - grad_output * inside, (long[])ctx.get_data("zeroPointShape")).mul_(saved[2]).neg_() : null;
         return [dx!, ds!, dz!, null!, null!, null!];
     }
 }

@@ -198,6 +198,26 @@ public sealed class FakeQuantizeTests
         Assert.Equal(-127 + 0 + 127, s.grad!.item<float>());    // saturated ends give qmin and qmax, the exact level 0
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FusedOp_RetainedGraph_BackwardTwice_AccumulatesTheSameGradientAgain(bool learned)
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        using var x = torch.tensor(new[] { -1f, 0.3f, 1.2f, 2.9f }, requires_grad: true);
+        using var s = torch.tensor(0.1f, requires_grad: learned);
+        using var z = torch.tensor(0f);
+        using var y = FakeQuantize.Apply(x, s, z, 0, 25);
+        using var g = torch.ones(4);
+        y.backward([g], retain_graph: true);
+        Assert.Equal(new float[] { 0, 1, 1, 0 }, x.grad!.data<float>().ToArray());
+        float scaleGradient = learned ? s.grad!.item<float>() : 0;
+        y.backward([g]);
+        Assert.Equal(new float[] { 0, 2, 2, 0 }, x.grad!.data<float>().ToArray());
+        if (learned)
+            Assert.Equal(2 * scaleGradient, s.grad!.item<float>());
+    }
+
     /// <summary>
     /// The implementation the fused op replaced, kept as the reference: fake quantization from autograd primitives
     /// (rounding detached for the straight-through estimator, LSQ's scale gradient from the chain rule).
