@@ -37,6 +37,13 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Where the native engine runs (see <see cref="PostTrainingOptions.NativeDevice"/>). Default null: <see cref="MLContext.GpuDeviceId"/>'s GPU, else the CPU.</summary>
     public ComputeDevice? NativeDevice { get; set; }
 
+    /// <summary>
+    /// Fine-tune without quantization: the same loop, rows, schedule and seed with every fake quantizer off, exported as
+    /// the fine-tuned float model (run by ONNX Runtime; <see cref="AwareTrainingReport.Path"/> "FloatFineTune"). It is
+    /// the fair baseline for a QAT run, which also gets the extra training. Default false.
+    /// </summary>
+    public bool FloatFineTune { get; set; }
+
     /// <summary>Widths of every quantized node. Default <see cref="QuantizationPrecision.Int8"/>.</summary>
     public QuantizationPrecision Precision { get; set; } = QuantizationPrecision.Int8;
 
@@ -74,7 +81,10 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Adam learning rate. Default 1e-4 (about 10x below a float training's).</summary>
     public double LearningRate { get; set; } = 1e-4;
 
-    /// <summary>Seed of the weights' shuffle order and of libtorch. Default 0.</summary>
+    /// <summary>
+    /// Seed of the rows' shuffle order (derived per epoch by a fixed mixing function, the same in every process) and of
+    /// libtorch. With the same seed, data, options and IntraOpNumThreads, the exported model is the same bytes. Default 0.
+    /// </summary>
     public int Seed { get; set; }
 
     /// <summary>Share of the steps trained in float before fake quantization starts (observers already observe). Default 0.15.</summary>
@@ -127,6 +137,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Stops training between steps (Fit throws <see cref="OperationCanceledException"/>).</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>The clock behind the rows/s figures (tests substitute one).</summary>
+    internal TimeProvider Clock { get; set; } = TimeProvider.System;
+
     internal new void Validate()
     {
         base.Validate();
@@ -144,6 +157,8 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
         if (!(DistillationTemperature > 0)) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), DistillationTemperature, "DistillationTemperature must be positive.");
         if (CheckpointEverySteps < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEverySteps), CheckpointEverySteps, "CheckpointEverySteps must be at least 1.");
         if (CalibrationSampleCount < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationSampleCount), CalibrationSampleCount, "CalibrationSampleCount must be at least 1.");
+        if (FloatFineTune && MaxAccuracyDrop is not null)
+            throw new ArgumentException("FloatFineTune trains without quantization, so there is no PTQ to try first: leave MaxAccuracyDrop null.");
     }
 
     /// <summary>The PTQ options of the same scheme (the export and the PTQ-first path).</summary>
@@ -180,7 +195,7 @@ public readonly record struct AwareTrainingProgress(int Epoch, long Step, long T
 /// <param name="Epoch">0-based epoch.</param>
 /// <param name="MeanLoss">Mean training loss.</param>
 /// <param name="ValidationAccuracy">Accuracy of the (fake-quantized) model on the validation rows, if any.</param>
-/// <param name="RowsPerSecond">Training throughput.</param>
+/// <param name="RowsPerSecond">Training throughput: the epoch's rows over its training time (a resumed epoch adds the checkpoint's time to this run's).</param>
 public sealed record EpochReport(int Epoch, double MeanLoss, double? ValidationAccuracy, double RowsPerSecond);
 
 /// <summary>What <c>AwareTraining</c> did: which path it took and why, and how training went.</summary>
@@ -188,7 +203,7 @@ public sealed class AwareTrainingReport
 {
     internal AwareTrainingReport() { }
 
-    /// <summary>"PostTraining" (PTQ met the budget) or "AwareTraining".</summary>
+    /// <summary>"PostTraining" (PTQ met the budget), "AwareTraining", or "FloatFineTune" (<see cref="AwareTrainingOptions.FloatFineTune"/>).</summary>
     public string Path { get; internal init; } = "AwareTraining";
 
     /// <summary>Why that path.</summary>
@@ -200,10 +215,10 @@ public sealed class AwareTrainingReport
     /// <summary>Validation accuracy of the PTQ model, when PTQ was tried first.</summary>
     public double? PostTrainingAccuracy { get; internal init; }
 
-    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch.</summary>
+    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch (null for a float fine-tune).</summary>
     public double? FakeQuantizedAccuracy { get; internal init; }
 
-    /// <summary>Validation accuracy of the deployed QDQ model (the transformer's).</summary>
+    /// <summary>Validation accuracy of the deployed model (the transformer's: QDQ, or float after a float fine-tune).</summary>
     public double? DeployedAccuracy { get; internal init; }
 
     /// <summary>Per epoch.</summary>
