@@ -5,15 +5,22 @@ namespace Microsoft.ML.Quantization.Inference;
 /// <summary>Reads the model a transformer runs and adapts it for batched scoring.</summary>
 internal static class OnnxModelSource
 {
+    /// <summary>
+    /// The model bytes to parse or hand ONNX Runtime: <paramref name="bytes"/> as given, else the file at
+    /// <paramref name="path"/>. A file with external data comes back self-contained, its data read (and checked) from
+    /// the model's folder: ONNX Runtime given the file's own bytes would resolve the data against the working directory.
+    /// </summary>
     internal static byte[] Read(string? path, byte[]? bytes)
     {
         if (bytes is not null)
             return bytes;
         if (string.IsNullOrEmpty(path))
             throw new ArgumentException("Set ModelPath or ModelBytes.");
-        if (!File.Exists(path))
+        if (!File.Exists(path) && !Directory.Exists(path))
             throw new FileNotFoundException($"ONNX model file '{path}' does not exist.", path);
-        return File.ReadAllBytes(path);
+        byte[] file = OnnxModel.ReadFile(path);
+        var model = OnnxModel.Parse(file, Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        return model.HadExternalData ? model.ToBytes() : file;
     }
 
     /// <summary>

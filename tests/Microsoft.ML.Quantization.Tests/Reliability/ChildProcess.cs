@@ -65,14 +65,16 @@ internal static class ChildProcess
     /// <param name="timeout">Wall-clock limit.</param>
     /// <param name="heapLimitBytes">A GC heap limit for the child (an out-of-memory then fails fast instead of swapping), or null.</param>
     /// <param name="environment">Extra environment variables.</param>
-    public static ChildResult Run(string mode, string[] args, TimeSpan timeout, long? heapLimitBytes = null, IDictionary<string, string>? environment = null)
+    /// <param name="workingDirectory">The child's working directory (default: the test output folder).</param>
+    public static ChildResult Run(string mode, string[] args, TimeSpan timeout, long? heapLimitBytes = null, IDictionary<string, string>? environment = null,
+        string? workingDirectory = null)
     {
         var start = new ProcessStartInfo(DotnetHost())
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
         foreach (string a in (string[])["exec", typeof(ChildProcess).Assembly.Location, "child", mode, .. args])
             start.ArgumentList.Add(a);
