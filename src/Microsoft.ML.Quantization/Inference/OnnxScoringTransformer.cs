@@ -32,6 +32,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         try
         {
             var (inputs, outputs, fixedBatch) = OrtBatchScorer.Describe(session.Session, ModelName, options.Inputs, options.Outputs, options.InputShapes, options.BatchSize);
+            BatchScorerSchema.CheckBatchCapacity(inputs, outputs, options.BatchSize, ModelName);
             _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize, fixedBatch, ownerName);
         }
         catch

@@ -112,6 +112,7 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
         if (!Enum.IsDefined(Backend))
             throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown backend.");
+        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Precision, nameof(Precision));
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));

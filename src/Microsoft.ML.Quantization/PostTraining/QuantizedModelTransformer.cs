@@ -39,6 +39,15 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
                 settings.IntraOpNumThreads, out IReadOnlyList<string> unsupported);
             if (engine is not null)
             {
+                try
+                {
+                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, "(quantized model)");
+                }
+                catch
+                {
+                    engine.Dispose();
+                    throw;
+                }
                 _native = new NativeBatchScorer(engine, settings.BatchSize, nameof(QuantizedModelTransformer));
             }
             else
