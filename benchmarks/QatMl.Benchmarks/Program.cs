@@ -9,7 +9,8 @@
 //        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings);
 //        engine [--no-resnet] (native INT8 engine vs ORT INT8 and FP32, W4A8 vs INT8, LSB differences, resident memory);
 //        engine-profile [--fmnistnet] [--batch N] [--runs N] (per-node times: ORT's profiler and, with
-//        QATML_ENGINE_PROFILE=1, the engine's per-op table).
+//        QATML_ENGINE_PROFILE=1, the engine's per-op table);
+//        ptq-scaling [--sizes 10000,30000,100000] [--ops Identity,Relu,Flatten,Add] (issue 13: PostTraining time against node count).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -18,6 +19,8 @@ using QatMl.Benchmarks;
 string name = args.Length > 0 ? args[0] : "";
 if (name == "engine-memory-child")
     return EngineBenchmark.MemoryChildMain(args.Skip(1).ToArray());
+if (name == "ptq-scaling")
+    return ScalingBenchmark.Run(args.Skip(1).ToArray());
 var settings = name is "calibration-memory-child" or "qat-speed" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
@@ -51,7 +54,7 @@ switch (name)
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine|engine-profile> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

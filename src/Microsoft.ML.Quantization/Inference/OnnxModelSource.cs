@@ -52,18 +52,20 @@ internal static class OnnxModelSource
             }
         }
 
-        var missing = outputTensors.Where(t => !parsed.Graph.IsGraphOutput(t)).Distinct().ToList();
+        var graphOutputs = parsed.Graph.Proto.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var missing = outputTensors.Where(t => !graphOutputs.Contains(t)).Distinct().ToList();
         if (missing.Count > 0)
         {
             var known = new HashSet<string>(parsed.Graph.TensorNames());
+            var inputs = parsed.Graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             foreach (string tensor in missing)
             {
                 if (!known.Contains(tensor))
                     throw new ArgumentException($"Model '{name}' has no tensor '{tensor}' to output.");
-                if (parsed.Graph.RuntimeInputs.Any(i => i.Name == tensor))
+                if (inputs.Contains(tensor))
                     throw new ArgumentException($"Tensor '{tensor}' of model '{name}' is a graph input; read the column that feeds it instead of scoring it.");
-                parsed.Graph.AddOutput(tensor);
             }
+            parsed.Graph.AddOutputs(missing);
             changed = true;
         }
         return changed ? parsed.ToBytes() : model;
