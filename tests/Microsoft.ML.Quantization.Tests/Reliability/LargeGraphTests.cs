@@ -6,8 +6,8 @@ using Microsoft.ML.Quantization.PostTraining;
 namespace Microsoft.ML.Quantization.Tests.Reliability;
 
 /// <summary>
-/// Graph passes stay linear in the node count: a 100k-node Identity chain goes through PostTraining, and a 50k-node
-/// Flatten chain (every node quantized, every range shared along the chain) through calibration planning and the QDQ
+/// Graph passes stay linear in the node count: a 100k-node Identity chain and a 100k-node chain of constants to fold go
+/// through PostTraining, and a 50k-node Flatten chain (every node quantized, every range shared along the chain) through calibration planning and the QDQ
 /// writer. Quadratic passes took minutes to hours on these graphs, so the test runs in a child process whose time limit
 /// is only a hang guard, far above what the linear passes need; the assertions are on the graphs.
 /// </summary>
@@ -45,6 +45,23 @@ public sealed class LargeGraphTests
                 {
                     float expected = rows[r].Input[i] * (1 + i / 16f); // the weight is diagonal
                     Assert.True(Math.Abs(scores[r][i] - expected) < 0.02f, $"row {r} [{i}]: {scores[r][i]} vs {expected}");
+                }
+        }
+
+        // 100k Adds of constants: folded into one initializer, which the quantized Add reads.
+        var foldable = new PostTrainingOptions { ModelBytes = SyntheticGraphs.FoldableChain(100_000), SampleCount = 16, BatchSize = 16, IntraOpNumThreads = 1 };
+        using (var quantized = context.Quantization.PostTraining(foldable).Fit(data))
+        {
+            Assert.Equal(["MatMul", "Add"], quantized.Nodes.Select(n => n.OpType));
+            var graph = OnnxModel.Parse(quantized.QuantizedModel).Graph;
+            Assert.Equal(2, graph.Nodes.Count(n => n.OpType is "MatMul" or "Add"));
+            float[][] scores = quantized.Transform(data).GetColumn<float[]>("output").ToArray();
+            float k = 1e-5f * 100_001; // about 1 (float rounding over 100k additions stays far below the tolerance)
+            for (int r = 0; r < rows.Count; r++)
+                for (int i = 0; i < SyntheticGraphs.Width; i++)
+                {
+                    float expected = rows[r].Input[i] * (1 + i / 16f) + k;
+                    Assert.True(Math.Abs(scores[r][i] - expected) < 0.05f, $"row {r} [{i}]: {scores[r][i]} vs {expected}");
                 }
         }
 

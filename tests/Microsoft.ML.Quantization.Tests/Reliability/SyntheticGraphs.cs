@@ -45,6 +45,30 @@ internal static class SyntheticGraphs
         return model.ToByteArray();
     }
 
+    /// <summary>
+    /// input -> MatMul -> Add(product, k) -> output, where k is a chain of <paramref name="adds"/> Adds of a constant step
+    /// to a Constant node of the same step: graph preparation folds the whole chain into one initializer.
+    /// </summary>
+    public static byte[] FoldableChain(int adds, float step = 1e-5f)
+    {
+        var model = ModelProto.Parser.ParseFrom(Chain(1, "Add"));
+        var graph = model.Graph;
+        var last = graph.Node[^1];
+        var stepTensor = new TensorProto { Name = "step", DataType = 1, RawData = ByteString.CopyFrom(BitConverter.GetBytes(step)) };
+        graph.Initializer.Add(stepTensor);
+        var constant = Node("Constant", "k0", [], "k0");
+        constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = stepTensor.Clone() });
+        graph.Node.Insert(0, constant);
+        string previous = "k0";
+        for (int i = 1; i <= adds; i++)
+        {
+            graph.Node.Insert(i, Node("Add", $"k{i}", [previous, "step"], $"k{i}"));
+            previous = $"k{i}";
+        }
+        last.Input[1] = previous;
+        return model.ToByteArray();
+    }
+
     private static NodeProto Node(string op, string name, string[] inputs, string output)
     {
         var node = new NodeProto { OpType = op, Name = name };
