@@ -56,6 +56,15 @@ internal static class BatchScorerSchema
         }
     }
 
+    /// <summary>Whether a row of these (positive) dims fits in one array: the product, computed without overflow.</summary>
+    internal static bool RowFitsOneBuffer(IEnumerable<int> dims)
+    {
+        long values = 1;
+        foreach (int d in dims)
+            values = Math.Min(values * d, Array.MaxLength + 1L); // clamped: the product never overflows
+        return values <= Array.MaxLength;
+    }
+
     /// <summary>Refuses a batch whose staging buffer for some input or fixed-shape output would not fit in one array.</summary>
     internal static void CheckBatchCapacity(InputSpec[] inputs, OutputSpec[] outputs, int batchSize, string modelName)
     {

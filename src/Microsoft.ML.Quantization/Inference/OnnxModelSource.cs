@@ -34,6 +34,8 @@ internal static class OnnxModelSource
     {
         string name = path ?? "(model bytes)";
         var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        // A cycle named by its node (ONNX Runtime only says "the graph is not acyclic").
+        _ = parsed.Graph.TopologicalOrder();
         bool changed = false;
 
         long? fixedBatch = parsed.Graph.RuntimeInputs.Select(i => i.Shape is { Count: > 0 } s ? s[0].Value : null).FirstOrDefault(v => v is not null);

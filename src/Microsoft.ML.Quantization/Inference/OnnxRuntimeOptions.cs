@@ -85,10 +85,7 @@ public class OnnxRuntimeOptions
                 throw new ArgumentException($"InputShapes['{tensor}'] is null.");
             if (dims.Any(d => d < 1))
                 throw new ArgumentException($"InputShapes['{tensor}'] = [{string.Join(", ", dims)}]: every dimension must be at least 1.");
-            long values = 1;
-            foreach (int d in dims)
-                values = Math.Min(values * d, Array.MaxLength + 1L); // clamped: the product never overflows
-            if (values > Array.MaxLength)
+            if (!BatchScorerSchema.RowFitsOneBuffer(dims))
                 throw new ArgumentException($"InputShapes['{tensor}'] = [{string.Join(", ", dims)}]: more values per row than one buffer holds ({Array.MaxLength}).");
         }
     }

@@ -100,6 +100,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new ArgumentException(
                     $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row.Select(DimText))}] with symbolic dimensions; declare it in InputShapes.");
             }
+            if (!BatchScorerSchema.RowFitsOneBuffer(row))
+                throw new NotSupportedException(
+                    $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
         }
 
@@ -115,6 +118,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new NotSupportedException($"Model '{modelName}' tensor '{b.TensorName}' is {meta.ElementDataType}; only float outputs can be columns.");
             int[] dims = meta.Dimensions;
             int[]? row = dims.Length >= 1 && dims.Skip(1).All(d => d > 0) ? dims[1..] : null;
+            if (row is not null && !BatchScorerSchema.RowFitsOneBuffer(row))
+                throw new NotSupportedException(
+                    $"Model '{modelName}' tensor '{b.TensorName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, row));
         }
         return (inputs.ToArray(), outputs.ToArray(), fixedBatch);

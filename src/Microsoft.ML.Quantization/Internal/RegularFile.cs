@@ -46,6 +46,21 @@ internal static partial class RegularFile
         return new FileStream(handle, FileAccess.Read, bufferSize: 0);
     }
 
+    /// <summary>
+    /// Whether <paramref name="e"/> is the file system refusing a write: I/O errors (a full disk), permissions (a
+    /// read-only folder), and a file grown past the file system's or the process's size limit (EFBIG, which .NET reports
+    /// as ArgumentOutOfRangeException on the written length).
+    /// </summary>
+    internal static bool IsWriteFailure(Exception e)
+        => e is IOException or UnauthorizedAccessException || e is ArgumentOutOfRangeException { ParamName: "value" or "length" };
+
+    /// <summary>The exception a failed write of <paramref name="what"/> becomes: same kind, naming it.</summary>
+    internal static Exception WriteFailure(string what, Exception e)
+    {
+        string message = $"Could not write {what}: {e.Message}";
+        return e is UnauthorizedAccessException ? new UnauthorizedAccessException(message, e) : new IOException(message, e);
+    }
+
     /// <summary>Reads a whole file (at most 2 GB) after the checks of <see cref="TryOpenRead"/>; null and why not on refusal.</summary>
     internal static byte[]? TryReadAllBytes(string path, bool requireSingleLink, out string problem)
     {

@@ -128,61 +128,84 @@ internal sealed class OnnxModel
         }
     }
 
-    /// <summary>Writes the model atomically (temporary file, then rename), optionally externalizing large tensors.</summary>
+    /// <summary>
+    /// Writes the model atomically (temporary files beside the target, then renames), optionally externalizing large
+    /// tensors. A failure (disk full, read-only folder) leaves no temporary file and the previous file, if any, as it was,
+    /// and says which file could not be written.
+    /// </summary>
     public void Save(string path, OnnxSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         string full = Path.GetFullPath(path);
         string folder = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(folder);
         ModelProto toWrite = Proto;
         string? dataTemp = null, dataFinal = null;
-        if (options?.ExternalDataThreshold is long threshold)
-        {
-            string dataName = options.ExternalDataFileName ?? Path.GetFileName(full) + ".data";
-            dataFinal = Path.GetFullPath(Path.Combine(folder, dataName));
-            CheckInside(folder, dataFinal, dataName, "<save>");
-            toWrite = Proto.Clone();
-            dataTemp = dataFinal + ".tmp-" + Guid.NewGuid().ToString("N");
-            using (var stream = new FileStream(dataTemp, FileMode.CreateNew, FileAccess.Write))
-            {
-                foreach (var tensor in AllTensors(toWrite.Graph))
-                {
-                    var t = new OnnxTensor(tensor);
-                    if (t.ElementType == OnnxElementType.String)
-                        continue;
-                    t.MakeRaw();
-                    if (tensor.RawData.Length < threshold)
-                        continue;
-                    // Offsets aligned to 4 KiB, as onnx's own writer does, so readers can mmap.
-                    long offset = (stream.Position + 4095) / 4096 * 4096;
-                    stream.SetLength(offset);
-                    stream.Position = offset;
-                    tensor.RawData.WriteTo(stream);
-                    tensor.ExternalData.Clear();
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName.Replace('\\', '/') });
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    tensor.DataLocation = TensorProto.Types.DataLocation.External;
-                    tensor.RawData = ByteString.Empty;
-                }
-            }
-        }
         string temp = full + ".tmp-" + Guid.NewGuid().ToString("N");
         try
         {
+            Directory.CreateDirectory(folder);
+            if (options?.ExternalDataThreshold is long threshold)
+            {
+                string dataName = options.ExternalDataFileName ?? Path.GetFileName(full) + ".data";
+                dataFinal = Path.GetFullPath(Path.Combine(folder, dataName));
+                CheckInside(folder, dataFinal, dataName, "<save>");
+                toWrite = Proto.Clone();
+                dataTemp = dataFinal + ".tmp-" + Guid.NewGuid().ToString("N");
+                using var stream = new FileStream(dataTemp, FileMode.CreateNew, FileAccess.Write);
+                WriteExternalData(toWrite, stream, threshold, dataName);
+            }
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
                 toWrite.WriteTo(stream);
             if (dataTemp is not null)
                 File.Move(dataTemp, dataFinal!, overwrite: true);
             File.Move(temp, full, overwrite: true);
         }
+        catch (Exception e) when (RegularFile.IsWriteFailure(e))
+        {
+            throw RegularFile.WriteFailure($"ONNX model '{path}'", e);
+        }
         finally
         {
-            if (File.Exists(temp))
-                File.Delete(temp);
-            if (dataTemp is not null && File.Exists(dataTemp))
-                File.Delete(dataTemp);
+            TryDelete(temp);
+            if (dataTemp is not null)
+                TryDelete(dataTemp);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Nothing was created there, or the folder went read-only meanwhile.
+        }
+    }
+
+    /// <summary>Moves every tensor of at least <paramref name="threshold"/> bytes into <paramref name="stream"/> (the file <paramref name="dataName"/>).</summary>
+    private static void WriteExternalData(ModelProto model, FileStream stream, long threshold, string dataName)
+    {
+        foreach (var tensor in AllTensors(model.Graph))
+        {
+            var t = new OnnxTensor(tensor);
+            if (t.ElementType == OnnxElementType.String)
+                continue;
+            t.MakeRaw();
+            if (tensor.RawData.Length < threshold)
+                continue;
+            // Offsets aligned to 4 KiB, as onnx's own writer does, so readers can mmap.
+            long offset = (stream.Position + 4095) / 4096 * 4096;
+            stream.SetLength(offset);
+            stream.Position = offset;
+            tensor.RawData.WriteTo(stream);
+            tensor.ExternalData.Clear();
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName.Replace('\\', '/') });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.DataLocation = TensorProto.Types.DataLocation.External;
+            tensor.RawData = ByteString.Empty;
         }
     }
 

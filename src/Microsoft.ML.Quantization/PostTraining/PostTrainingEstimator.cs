@@ -66,6 +66,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     {
         byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        // Structural problems (no op type, dangling inputs, cycles) named now, not after calibrating.
+        OnnxValidator.Validate(model);
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);

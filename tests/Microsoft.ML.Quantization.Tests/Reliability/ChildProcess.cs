@@ -66,17 +66,28 @@ internal static class ChildProcess
     /// <param name="heapLimitBytes">A GC heap limit for the child (an out-of-memory then fails fast instead of swapping), or null.</param>
     /// <param name="environment">Extra environment variables.</param>
     /// <param name="workingDirectory">The child's working directory (default: the test output folder).</param>
+    /// <param name="fileSizeLimitKiB">
+    /// The largest file the child may write (RLIMIT_FSIZE, with SIGXFSZ ignored so a write past it fails with EFBIG): a
+    /// full disk without root or a small file system.
+    /// </param>
     public static ChildResult Run(string mode, string[] args, TimeSpan timeout, long? heapLimitBytes = null, IDictionary<string, string>? environment = null,
-        string? workingDirectory = null)
+        string? workingDirectory = null, int? fileSizeLimitKiB = null)
     {
-        var start = new ProcessStartInfo(DotnetHost())
+        var start = new ProcessStartInfo(fileSizeLimitKiB is null ? DotnetHost() : "bash")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
-        foreach (string a in (string[])["exec", typeof(ChildProcess).Assembly.Location, "child", mode, .. args])
+        string[] command = ["exec", typeof(ChildProcess).Assembly.Location, "child", mode, .. args];
+        if (fileSizeLimitKiB is int kib)
+        {
+            command = ["-c", $"ulimit -f {kib} && trap '' XFSZ && exec \"$0\" \"$@\"", DotnetHost(), .. command];
+            // The runtime's double-mapped code heap is a file too (memfd): without W^X it needs none.
+            start.Environment["DOTNET_EnableWriteXorExecute"] = "0";
+        }
+        foreach (string a in command)
             start.ArgumentList.Add(a);
         if (heapLimitBytes is long limit)
             start.Environment["DOTNET_GCHeapHardLimit"] = "0x" + limit.ToString("X");
