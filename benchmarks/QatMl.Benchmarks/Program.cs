@@ -13,6 +13,7 @@
 //        zoo <zoo folder> [--rows N] [--only a,b] (issue 15: public models of several families on real rows, INT8 and
 //        W4A8: fits or why not, cosine, SQNR, task metric, float nodes, size, ORT time, native engine; build/zoo-fetch.md).
 //        write-plan-fixtures OUTDIR [--resnet] (engine plans, inputs and CPU outputs for the native and GPU tests).
+//        ptq-scaling [--sizes 10000,30000,100000] [--ops Identity,Relu,Flatten,Add] (issue 13: PostTraining time against node count).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -21,6 +22,8 @@ using QatMl.Benchmarks;
 string name = args.Length > 0 ? args[0] : "";
 if (name == "engine-memory-child")
     return EngineBenchmark.MemoryChildMain(args.Skip(1).ToArray());
+if (name == "ptq-scaling")
+    return ScalingBenchmark.Run(args.Skip(1).ToArray());
 var settings = name is "calibration-memory-child" or "qat-speed" ? null! : BenchmarkSettings.Parse(args.Skip(1).ToArray());
 switch (name)
 {
@@ -58,7 +61,7 @@ switch (name)
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|qat|qat-speed|engine|engine-profile|zoo|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile|zoo|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

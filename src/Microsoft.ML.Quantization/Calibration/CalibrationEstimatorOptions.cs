@@ -83,6 +83,7 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
             throw new ArgumentException("Set CalibrationEstimatorOptions.ModelPath or ModelBytes.");
         if (SampleCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
+        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Activations, nameof(Activations));
         ArgumentNullException.ThrowIfNull(Weights, nameof(Weights));
         Activations.Validate();

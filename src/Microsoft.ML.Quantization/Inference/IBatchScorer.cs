@@ -56,6 +56,24 @@ internal static class BatchScorerSchema
         }
     }
 
+    /// <summary>Whether a row of these (positive) dims fits in one array: the product, computed without overflow.</summary>
+    internal static bool RowFitsOneBuffer(IEnumerable<int> dims)
+    {
+        long values = 1;
+        foreach (int d in dims)
+            values = Math.Min(values * d, Array.MaxLength + 1L); // clamped: the product never overflows
+        return values <= Array.MaxLength;
+    }
+
+    /// <summary>Refuses a batch whose staging buffer for some input or fixed-shape output would not fit in one array.</summary>
+    internal static void CheckBatchCapacity(InputSpec[] inputs, OutputSpec[] outputs, int batchSize, string modelName)
+    {
+        foreach (var (name, rowSize) in inputs.Select(i => (i.TensorName, i.RowSize)).Concat(outputs.Select(o => (o.TensorName, o.RowSize))))
+            if ((long)rowSize * batchSize > Array.MaxLength)
+                throw new ArgumentOutOfRangeException("BatchSize", batchSize,
+                    $"Model '{modelName}': BatchSize {batchSize} x {rowSize} values per row of tensor '{name}' is more than one buffer holds ({Array.MaxLength}); use a smaller BatchSize.");
+    }
+
     internal static DataViewType OutputType(OutputSpec output)
         => output.RowDims is null
             ? new VectorDataViewType(NumberDataViewType.Single)

@@ -31,4 +31,10 @@ public sealed class OnnxScoringOptions : OnnxRuntimeOptions
     /// dimensions other than the batch, keyed by tensor name. Variable-size vector columns need one.
     /// </summary>
     public IDictionary<string, int[]> InputShapes { get; } = new Dictionary<string, int[]>();
+
+    internal new void Validate()
+    {
+        base.Validate();
+        ValidateInputShapes(InputShapes);
+    }
 }

@@ -4,12 +4,17 @@ namespace Microsoft.ML.Quantization.Inference;
 /// Scores an IDataView with a float ONNX model through ONNX Runtime, many rows per call. Lazy like
 /// every ML.NET transform; cursors and parallel cursors share one session. Created by
 /// <see cref="OnnxScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxScoringOptions)"/>.
+/// <see cref="Dispose"/> while cursors score does not wait: batches already running finish (the session is freed
+/// after the last), and any later batch, <see cref="Transform"/> or save throws <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class OnnxScoringTransformer : ITransformer, IDisposable
 {
     private readonly OrtBatchScorer _scorer;
 
-    internal OnnxScoringTransformer(MLContext context, OnnxScoringOptions options)
+    /// <param name="context">The ML.NET context.</param>
+    /// <param name="options">What to run and how.</param>
+    /// <param name="ownerName">The public type a use after Dispose names (a QuantizedModelTransformer runs its model through this type).</param>
+    internal OnnxScoringTransformer(MLContext context, OnnxScoringOptions options, string ownerName = nameof(OnnxScoringTransformer))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -27,7 +32,8 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         try
         {
             var (inputs, outputs, fixedBatch) = OrtBatchScorer.Describe(session.Session, ModelName, options.Inputs, options.Outputs, options.InputShapes, options.BatchSize);
-            _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize, fixedBatch);
+            BatchScorerSchema.CheckBatchCapacity(inputs, outputs, options.BatchSize, ModelName);
+            _scorer = new OrtBatchScorer(session.Session, session.Provider, inputs, outputs, options.BatchSize, fixedBatch, ownerName);
         }
         catch
         {
@@ -75,6 +81,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        _scorer.ThrowIfDisposed();
         _scorer.ValidateInputSchema(input.Schema, nameof(input));
         return new BatchScoringDataView(input, _scorer);
     }
@@ -84,10 +91,13 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
 
     /// <summary>Saves as ML.NET's OnnxTransformer over the same bytes plus these options (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => ModelPersistence.SaveOnnx(ctx, Context, this, ModelPersistence.ScoringEntry,
+    {
+        _scorer.ThrowIfDisposed();
+        ModelPersistence.SaveOnnx(ctx, Context, this, ModelPersistence.ScoringEntry,
             System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelPersistence.JsonOptions));
+    }
 
-    /// <summary>Releases the ONNX Runtime session.</summary>
+    /// <summary>Releases the ONNX Runtime session (after the batches running on it, if any).</summary>
     public void Dispose() => _scorer.Dispose();
 
 }

@@ -19,16 +19,29 @@ internal sealed record OutputSpec(string ColumnName, string TensorName, int[]? R
 /// <summary>
 /// Runs an ONNX Runtime session on batches of rows held in caller-owned float buffers: the part of
 /// every QatMl transformer that talks to ONNX Runtime. Thread-safe (InferenceSession.Run is); each
-/// cursor owns its own <see cref="Batch"/> of staging buffers.
+/// cursor owns its own <see cref="Batch"/> of staging buffers. Each run holds a reference to the session
+/// (<see cref="SharedResource{T}"/>), so <see cref="Dispose"/> during scoring frees it only after the running batches.
 /// </summary>
 internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly SharedResource<InferenceSession> _session;
     private readonly RunOptions _runOptions = new();
 
-    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize, bool fixedBatch = false)
+    /// <param name="session">The session; the scorer owns it from now on.</param>
+    /// <param name="provider">The execution provider that runs it.</param>
+    /// <param name="inputs">Graph inputs fed from columns.</param>
+    /// <param name="outputs">Tensors exposed as columns.</param>
+    /// <param name="batchSize">Rows per run.</param>
+    /// <param name="fixedBatch">The graph pins its batch at <paramref name="batchSize"/>.</param>
+    /// <param name="ownerName">The public type a use after Dispose names.</param>
+    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize,
+        bool fixedBatch = false, string ownerName = nameof(OrtBatchScorer))
     {
-        _session = session;
+        _session = new SharedResource<InferenceSession>(session, s =>
+        {
+            s.Dispose();
+            _runOptions.Dispose();
+        }, ownerName);
         FixedBatch = fixedBatch;
         Provider = provider;
         Inputs = inputs;
@@ -42,7 +55,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 
     IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive) => new Batch(this, outputActive);
     internal OnnxExecutionProvider Provider { get; }
-    internal InferenceSession Session => _session;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
+    internal void ThrowIfDisposed() => _session.ThrowIfDisposed();
 
     /// <summary>The graph's batch dimension is fixed at <see cref="BatchSize"/>: a short last batch runs padded.</summary>
     internal bool FixedBatch { get; }
@@ -85,6 +100,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new ArgumentException(
                     $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row.Select(DimText))}] with symbolic dimensions; declare it in InputShapes.");
             }
+            if (!BatchScorerSchema.RowFitsOneBuffer(row))
+                throw new NotSupportedException(
+                    $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
         }
 
@@ -100,6 +118,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new NotSupportedException($"Model '{modelName}' tensor '{b.TensorName}' is {meta.ElementDataType}; only float outputs can be columns.");
             int[] dims = meta.Dimensions;
             int[]? row = dims.Length >= 1 && dims.Skip(1).All(d => d > 0) ? dims[1..] : null;
+            if (row is not null && !BatchScorerSchema.RowFitsOneBuffer(row))
+                throw new NotSupportedException(
+                    $"Model '{modelName}' tensor '{b.TensorName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, row));
         }
         return (inputs.ToArray(), outputs.ToArray(), fixedBatch);
@@ -193,6 +214,8 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         {
             if (ActiveOutputs.Length == 0)
                 return;
+            // Held until the outputs are copied out: a Dispose meanwhile frees the session after this run.
+            using SharedResource<InferenceSession>.Lease lease = _scorer._session.Acquire();
             DisposeTransient();
             // A fixed-batch graph always runs a full batch; rows past `rows` are stale and never read.
             bool full = rows == Capacity || _scorer.FixedBatch;
@@ -209,12 +232,12 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                     int k = ActiveOutputs[j];
                     outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _rowDims[k]!);
                 }
-                _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
+                lease.Value.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
                 return;
             }
 
             // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
-            _allocated = _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames);
+            _allocated = lease.Value.Run(_scorer._runOptions, _inputNames, inputs, _outputNames);
             for (int j = 0; j < ActiveOutputs.Length; j++)
             {
                 int k = ActiveOutputs[j];
@@ -277,9 +300,6 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        _runOptions.Dispose();
-        _session.Dispose();
-    }
+    /// <summary>Releases the session now, or after the batches running on it.</summary>
+    public void Dispose() => _session.Dispose();
 }

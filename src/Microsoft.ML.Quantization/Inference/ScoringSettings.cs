@@ -39,6 +39,27 @@ internal sealed record ScoringSettings
 
     public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
 
+    /// <summary>
+    /// Checks settings restored from a model zip exactly as the options they came from are checked at construction (same
+    /// messages): nulls a hand-edited JSON may hold, batch size, threads, enums, declared shapes.
+    /// </summary>
+    public void Validate(bool quantized)
+    {
+        if (Inputs is null || Outputs is null || InputShapes is null)
+            throw new ArgumentException($"{(Inputs is null ? nameof(Inputs) : Outputs is null ? nameof(Outputs) : nameof(InputShapes))} is null.");
+        if (Inputs.Concat(Outputs).Any(b => b?.ColumnName is null || b.TensorName is null))
+            throw new ArgumentException("A column binding (or its column or tensor name) is null.");
+        if (!quantized)
+        {
+            ToScoringOptions([]).Validate();
+            return;
+        }
+        var options = new PostTraining.PostTrainingOptions { ModelBytes = [], Backend = Backend, AllowBackendFallback = AllowBackendFallback };
+        ToScoringOptions([]).CopyTo(options);
+        foreach (var kv in InputShapes) options.InputShapes[kv.Key] = kv.Value;
+        options.Validate();
+    }
+
     public OnnxScoringOptions ToScoringOptions(byte[] model)
     {
         var s = new OnnxScoringOptions

@@ -66,6 +66,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     {
         byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        // Structural problems (no op type, dangling inputs, cycles) named now, not after calibrating.
+        OnnxValidator.Validate(model);
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);
@@ -87,25 +89,29 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
                                       || n.OpType is "ConvInteger" or "MatMulInteger" or "MatMulNBits");
 
     private CalibrationTable Calibrate(OnnxModel prepared, IDataView input)
+        => ModelCalibrator.Run(_context, CalibrationOptions(_options, prepared), input).Table;
+
+    /// <summary>How Fit calibrates the prepared graph: every tensor the quantizer may touch, with the session settings of <paramref name="options"/>.</summary>
+    internal static CalibrationEstimatorOptions CalibrationOptions(PostTrainingOptions options, OnnxModel prepared)
     {
         var calibration = new CalibrationEstimatorOptions
         {
             ModelBytes = prepared.ToBytes(),
             PrepareGraph = false,
-            SampleCount = _options.SampleCount,
-            Activations = new CalibrationOptions { Method = _options.CalibrationMethod },
-            WeightsPerChannel = _options.WeightsPerChannel,
-            IntraOpNumThreads = _options.IntraOpNumThreads,
-            BatchSize = _options.BatchSize,
-            GraphOptimization = _options.GraphOptimization,
-            Progress = _options.Progress,
-            CancellationToken = _options.CancellationToken,
+            SampleCount = options.SampleCount,
+            Activations = new CalibrationOptions { Method = options.CalibrationMethod },
+            WeightsPerChannel = options.WeightsPerChannel,
+            IntraOpNumThreads = options.IntraOpNumThreads,
+            BatchSize = options.BatchSize,
+            GraphOptimization = options.GraphOptimization,
+            Progress = options.Progress,
+            CancellationToken = options.CancellationToken,
         };
-        foreach (var b in _options.Inputs) calibration.Inputs.Add(b);
-        foreach (var kv in _options.InputShapes) calibration.InputShapes[kv.Key] = kv.Value;
-        foreach (var kv in _options.TensorOverrides) calibration.TensorOverrides[kv.Key] = kv.Value;
+        foreach (var b in options.Inputs) calibration.Inputs.Add(b);
+        foreach (var kv in options.InputShapes) calibration.InputShapes[kv.Key] = kv.Value;
+        foreach (var kv in options.TensorOverrides) calibration.TensorOverrides[kv.Key] = kv.Value;
         // Calibrate every tensor the quantizer may touch.
-        foreach (string op in _options.OpTypes) calibration.OpTypes.Add(op);
-        return ModelCalibrator.Run(_context, calibration, input).Table;
+        foreach (string op in options.OpTypes) calibration.OpTypes.Add(op);
+        return calibration;
     }
 }

@@ -123,6 +123,7 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
             throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown backend.");
         if (NativeDevice is { } device && (!Enum.IsDefined(device.Kind) || device.Index < 0 || (device.Kind == ComputeDeviceKind.Cpu && device.Index != 0)))
             throw new ArgumentOutOfRangeException(nameof(NativeDevice), device, "NativeDevice must be the CPU (index 0) or a CUDA device with an ordinal >= 0.");
+        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Precision, nameof(Precision));
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));

@@ -21,6 +21,10 @@ internal static class QdqWriter
     public static QdqResult Quantize(OnnxModel model, CalibrationTable table, PostTrainingOptions options)
     {
         var g = model.Graph;
+        // Every lookup goes through maps built once (and rebuilt after the steps that edit the graph): the writer
+        // stays linear in the graph size.
+        var index = g.Index();
+        var names = g.Names();
         var initializers = g.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var order = g.TopologicalOrder();
         var infos = new Dictionary<string, QuantizedNodeInfo>(StringComparer.Ordinal);
@@ -39,8 +43,8 @@ internal static class QdqWriter
                 reason = $"op type {node.OpType} is not quantized";
             else if (options.IsExcluded(node.Name, node.OpType))
                 reason = "excluded by the options";
-            else if (ActivationInputs(g, node, initializers).Concat(FloatOutputs(g, node)).FirstOrDefault(t => !table.TryGetEntry(t, out _)) is { } missing
-                     && !FoldableActivationOutput(g, node, missing, table))
+            else if (ActivationInputs(index, node, initializers).Concat(FloatOutputs(index, node)).FirstOrDefault(t => !table.TryGetEntry(t, out _)) is { } missing
+                     && !FoldableActivationOutput(index, node, missing, table))
                 reason = $"the calibration table has no range for tensor '{missing}'";
             if (reason is not null)
             {
@@ -57,32 +61,34 @@ internal static class QdqWriter
 
         // 2. Relu / Clip(0, >= max) after a quantized op: the op writes the activation's output, whose uint8 (or
         //    zero-point-0) quantization clamps at zero exactly as the activation did.
+        var folded = new List<Onnx.Proto.NodeProto>();
         foreach (var node in precision.Keys.ToList())
         {
             if (!FoldingProducers.Contains(node.OpType))
                 continue;
             string y = node.Outputs[0];
-            var users = g.Consumers(y);
-            if (users.Count != 1 || g.IsGraphOutput(y) || !IsFoldableActivation(g, users[0], table, initializers))
+            var users = index.Consumers(y);
+            if (users.Count != 1 || index.IsGraphOutput(y) || !IsFoldableActivation(users[0], table, initializers))
                 continue;
             var activation = users[0];
             node.Outputs[0] = activation.Outputs[0];
-            g.RemoveNode(activation);
+            folded.Add(activation.Proto);
             infos[activation.Name] = new QuantizedNodeInfo(activation.Name, activation.OpType, precision[node], null);
         }
+        g.RemoveNodes(folded);
 
         // 3. Activation tensors and their widths: a quantized node's outputs take its ActivationBits; a tensor no
         //    quantized node writes (a graph input, a float node's output) takes the widest of its quantized readers.
         var bits = new Dictionary<string, int>(StringComparer.Ordinal);
         var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (node, p) in precision)
-            foreach (string t in FloatOutputs(g, node))
+            foreach (string t in FloatOutputs(index, node))
             {
                 bits[t] = p.ActivationBits;
                 written.Add(t);
             }
         foreach (var (node, p) in precision)
-            foreach (string t in ActivationInputs(g, node, initializers))
+            foreach (string t in ActivationInputs(index, node, initializers))
                 if (!written.Contains(t))
                     bits[t] = Math.Max(p.ActivationBits, bits.GetValueOrDefault(t));
 
@@ -90,7 +96,7 @@ internal static class QdqWriter
         var ranges = bits.Keys.ToDictionary(t => t, t => (Min: table[t].RangeMin[0], Max: table[t].RangeMax[0]), StringComparer.Ordinal);
         foreach (var node in precision.Keys.Where(n => n.OpType == "Concat"))
         {
-            var members = ActivationInputs(g, node, initializers).Append(node.Outputs[0]).Where(ranges.ContainsKey).ToList();
+            var members = ActivationInputs(index, node, initializers).Append(node.Outputs[0]).Where(ranges.ContainsKey).ToList();
             var union = (Min: members.Min(t => ranges[t].Min), Max: members.Max(t => ranges[t].Max));
             foreach (string t in members)
                 ranges[t] = union;
@@ -106,51 +112,54 @@ internal static class QdqWriter
             activationParams[t] = new ActivationQuantization(b, signed, qp);
         }
 
-        // 4. Q once per tensor, a DQ per consumer.
+        // 4. Q once per tensor, a DQ per consumer. The consumers are those of the graph after step 2: the nodes this
+        //    step adds read only the names it makes.
         var producers = g.ProducerMap();
+        var consumers = g.ConsumerMap();
         foreach (var (t, q) in activationParams)
         {
             producers.TryGetValue(t, out var producer);
             bool producerQuantized = producer is not null && precision.ContainsKey(producer);
-            bool graphOutput = g.IsGraphOutput(t);
+            bool graphOutput = index.IsGraphOutput(t);
             string source = t;
             if (producerQuantized && graphOutput)
             {
-                source = g.FreshName(t + "_float");
+                source = names.Fresh(t + "_float");
                 producer!.Outputs[producer.Outputs.IndexOf(t)] = source;
             }
-            string scale = AddScalar(g, t + "_scale", q.Params.Scale);
-            string zeroPoint = AddZeroPoint(g, t + "_zero_point", q.Type, [q.Params.ZeroPoint], []);
-            string quantized = g.FreshName(t + "_quantized");
-            g.AddNode("QuantizeLinear", [source, scale, zeroPoint], [quantized], g.FreshName(t + "_QuantizeLinear"));
+            string scale = AddScalar(g, names, t + "_scale", q.Params.Scale);
+            string zeroPoint = AddZeroPoint(g, names, t + "_zero_point", q.Type, [q.Params.ZeroPoint], []);
+            string quantized = names.Fresh(t + "_quantized");
+            g.AddNode("QuantizeLinear", [source, scale, zeroPoint], [quantized], names.Fresh(t + "_QuantizeLinear"));
             if (q.NeedsClip)
             {
                 var (lo, hi) = QuantizationParameters.GetTypeRange(q.Bits, q.Signed);
-                string clipped = g.FreshName(t + "_clipped");
-                string loName = AddZeroPoint(g, t + "_qmin", q.Type, [lo], []);
-                string hiName = AddZeroPoint(g, t + "_qmax", q.Type, [hi], []);
-                g.AddNode("Clip", [quantized, loName, hiName], [clipped], g.FreshName(t + "_Clip"));
+                string clipped = names.Fresh(t + "_clipped");
+                string loName = AddZeroPoint(g, names, t + "_qmin", q.Type, [lo], []);
+                string hiName = AddZeroPoint(g, names, t + "_qmax", q.Type, [hi], []);
+                g.AddNode("Clip", [quantized, loName, hiName], [clipped], names.Fresh(t + "_Clip"));
                 quantized = clipped;
             }
-            foreach (var consumer in g.Consumers(t).ToList())
+            foreach (var consumer in consumers.GetValueOrDefault(t) ?? [])
             {
                 if (consumer.OpType is "QuantizeLinear" && consumer.Inputs[0] == source)
                     continue;
                 if (!producerQuantized && !precision.ContainsKey(consumer))
                     continue; // a float consumer of a float producer keeps the float tensor
-                string dq = g.FreshName(t + "_dq");
-                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [dq], g.FreshName(t + "_DequantizeLinear"));
+                string dq = names.Fresh(t + "_dq");
+                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [dq], names.Fresh(t + "_DequantizeLinear"));
                 for (int i = 0; i < consumer.Inputs.Count; i++)
                     if (consumer.Inputs[i] == t)
                         consumer.Inputs[i] = dq;
             }
             if (producerQuantized && graphOutput)
-                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [t], g.FreshName(t + "_DequantizeLinear"));
+                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [t], names.Fresh(t + "_DequantizeLinear"));
         }
 
         // 5. Weights (per channel along the op's axis), other constants (per tensor), biases (int32).
         var weightScales = new Dictionary<string, float[]>(StringComparer.Ordinal);
-        var quantizedConstants = new Dictionary<string, string>(StringComparer.Ordinal);
+        var quantizedConstants = new Dictionary<string, OnnxNode>(StringComparer.Ordinal);
+        var afterActivations = g.Index();
         foreach (var (node, p) in precision)
         {
             for (int i = 0; i < node.Inputs.Count; i++)
@@ -164,29 +173,29 @@ internal static class QdqWriter
                 int? axis = WeightedOps.Contains(node.OpType) && i == 1 && options.WeightsPerChannel ? CalibrationPlan.WeightAxis(node, i, tensor) : null;
                 int constantBits = WeightedOps.Contains(node.OpType) && i == 1 ? weightBits : 8;
                 string key = $"{name}|{axis}|{constantBits}";
-                if (!quantizedConstants.TryGetValue(key, out string? dq))
+                string dq;
+                if (!quantizedConstants.TryGetValue(key, out var shared))
                 {
-                    (dq, float[] scales) = QuantizeConstant(g, tensor, axis, constantBits, table);
-                    quantizedConstants[key] = dq;
+                    (shared, float[] scales) = QuantizeConstant(g, names, tensor, axis, constantBits, table);
+                    quantizedConstants[key] = shared;
+                    dq = shared.Outputs[0];
                     weightScales[dq] = scales;
                 }
                 else
                 {
                     // A DQ per consumer, reading the same stored integers.
-                    var shared = g.Producer(dq)!;
-                    string copy = g.FreshName(name + "_dq");
-                    g.AddNode("DequantizeLinear", shared.Inputs, [copy], g.FreshName(name + "_DequantizeLinear")).With(shared);
-                    weightScales[copy] = weightScales[dq];
-                    dq = copy;
+                    dq = names.Fresh(name + "_dq");
+                    g.AddNode("DequantizeLinear", shared.Inputs, [dq], names.Fresh(name + "_DequantizeLinear")).With(shared);
+                    weightScales[dq] = weightScales[shared.Outputs[0]];
                 }
                 node.Inputs[i] = dq;
             }
             if ((node.OpType is "Conv" or "Gemm") && node.Inputs.Count > 2 && initializers.TryGetValue(node.Inputs[2], out var bias)
                 && bias.ElementType == OnnxElementType.Float && bias.Dims.Length == 1
                 && weightScales.TryGetValue(node.Inputs[1], out float[]? ws)
-                && g.Producer(node.Inputs[0]) is { OpType: "DequantizeLinear" } inputDq && TryScalar(g, inputDq.Inputs[1], out float inputScale))
+                && afterActivations.Producer(node.Inputs[0]) is { OpType: "DequantizeLinear" } inputDq && TryScalar(afterActivations, inputDq.Inputs[1], out float inputScale))
             {
-                node.Inputs[2] = QuantizeBias(g, bias, inputScale, ws);
+                node.Inputs[2] = QuantizeBias(g, names, bias, inputScale, ws);
             }
         }
 
@@ -222,7 +231,7 @@ internal static class QdqWriter
         };
     }
 
-    private static IEnumerable<string> ActivationInputs(OnnxGraph g, OnnxNode node, Dictionary<string, OnnxTensor> initializers)
+    private static IEnumerable<string> ActivationInputs(GraphIndex g, OnnxNode node, Dictionary<string, OnnxTensor> initializers)
     {
         // Shape-like inputs (Reshape's shape, Squeeze's axes) are int64 and never quantized.
         int count = node.OpType is "Reshape" or "Squeeze" or "Unsqueeze" ? 1 : node.Inputs.Count;
@@ -234,11 +243,11 @@ internal static class QdqWriter
         }
     }
 
-    private static IEnumerable<string> FloatOutputs(OnnxGraph g, OnnxNode node)
+    private static IEnumerable<string> FloatOutputs(GraphIndex g, OnnxNode node)
         => node.Outputs.Take(1).Where(o => o.Length > 0 && g.ElementTypeOf(o) == OnnxElementType.Float);
 
     /// <summary>A pre-activation output the calibration skipped because a foldable Relu/Clip follows it.</summary>
-    private static bool FoldableActivationOutput(OnnxGraph g, OnnxNode node, string tensor, CalibrationTable table)
+    private static bool FoldableActivationOutput(GraphIndex g, OnnxNode node, string tensor, CalibrationTable table)
     {
         if (!FoldingProducers.Contains(node.OpType) || node.Outputs[0] != tensor || g.IsGraphOutput(tensor))
             return false;
@@ -246,7 +255,7 @@ internal static class QdqWriter
         return users.Count == 1 && users[0].OpType is "Relu" or "Clip" && table.TryGetEntry(users[0].Outputs[0], out _);
     }
 
-    private static bool IsFoldableActivation(OnnxGraph g, OnnxNode activation, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
+    private static bool IsFoldableActivation(OnnxNode activation, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         if (activation.Domain.Length != 0 || !table.TryGetEntry(activation.Outputs[0], out var entry) || entry.RangeMin[0] < 0)
             return false;
@@ -264,7 +273,7 @@ internal static class QdqWriter
 
     private static bool IsBias(OnnxNode node, int input) => (node.OpType is "Conv" or "Gemm") && input == 2;
 
-    private static (string Dq, float[] Scales) QuantizeConstant(OnnxGraph g, OnnxTensor tensor, int? axis, int bits, CalibrationTable table)
+    private static (OnnxNode Dq, float[] Scales) QuantizeConstant(OnnxGraph g, OnnxGraph.NameScope names, OnnxTensor tensor, int? axis, int bits, CalibrationTable table)
     {
         float[] values = tensor.ToFloatArray();
         long[] dims = tensor.Dims;
@@ -291,29 +300,29 @@ internal static class QdqWriter
             int c = axis is null ? 0 : k / inner % channels;
             q[k] = (sbyte)Math.Clamp(LinearQuantization.QuantizeLinear(values[k], scales[c], 0, 8, isSigned: true), -qmax, qmax);
         }
-        string stored = g.FreshName(tensor.Name + "_quantized");
-        g.SetInitializer(bits == 4 ? OnnxTensor.FromInt4(stored, dims, q) : OnnxTensor.FromInt8(stored, dims, q));
+        string stored = names.Fresh(tensor.Name + "_quantized");
+        g.AddInitializer(bits == 4 ? OnnxTensor.FromInt4(stored, dims, q) : OnnxTensor.FromInt8(stored, dims, q));
         var type = bits == 4 ? OnnxElementType.Int4 : OnnxElementType.Int8;
         string scale, zeroPoint;
         if (axis is null)
         {
-            scale = AddScalar(g, tensor.Name + "_scale", scales[0]);
-            zeroPoint = AddZeroPoint(g, tensor.Name + "_zero_point", type, [0], []);
+            scale = AddScalar(g, names, tensor.Name + "_scale", scales[0]);
+            zeroPoint = AddZeroPoint(g, names, tensor.Name + "_zero_point", type, [0], []);
         }
         else
         {
-            scale = g.FreshName(tensor.Name + "_scale");
-            g.SetInitializer(OnnxTensor.FromFloats(scale, [channels], scales));
-            zeroPoint = AddZeroPoint(g, tensor.Name + "_zero_point", type, new int[channels], [channels]);
+            scale = names.Fresh(tensor.Name + "_scale");
+            g.AddInitializer(OnnxTensor.FromFloats(scale, [channels], scales));
+            zeroPoint = AddZeroPoint(g, names, tensor.Name + "_zero_point", type, new int[channels], [channels]);
         }
-        string dq = g.FreshName(tensor.Name + "_dq");
-        var node = g.AddNode("DequantizeLinear", [stored, scale, zeroPoint], [dq], g.FreshName(tensor.Name + "_DequantizeLinear"));
+        string dq = names.Fresh(tensor.Name + "_dq");
+        var node = g.AddNode("DequantizeLinear", [stored, scale, zeroPoint], [dq], names.Fresh(tensor.Name + "_DequantizeLinear"));
         if (axis is int axisValue)
             node.SetInt("axis", axisValue);
-        return (dq, scales);
+        return (node, scales);
     }
 
-    private static string QuantizeBias(OnnxGraph g, OnnxTensor bias, float inputScale, float[] weightScales)
+    private static string QuantizeBias(OnnxGraph g, OnnxGraph.NameScope names, OnnxTensor bias, float inputScale, float[] weightScales)
     {
         float[] b = bias.ToFloatArray();
         int channels = b.Length;
@@ -330,20 +339,20 @@ internal static class QdqWriter
             double v = Math.Round((double)b[c] / s, MidpointRounding.ToEven);
             q[c] = (int)Math.Clamp(v, int.MinValue, int.MaxValue);
         }
-        string stored = g.FreshName(bias.Name + "_quantized");
-        g.SetInitializer(OnnxTensor.FromInt32(stored, [channels], q));
-        string scale = g.FreshName(bias.Name + "_scale");
-        g.SetInitializer(OnnxTensor.FromFloats(scale, perChannel ? [channels] : [], scales));
-        string zeroPoint = g.FreshName(bias.Name + "_zero_point");
-        g.SetInitializer(OnnxTensor.FromInt32(zeroPoint, perChannel ? [channels] : [], new int[scales.Length]));
-        string dq = g.FreshName(bias.Name + "_dq");
-        var node = g.AddNode("DequantizeLinear", [stored, scale, zeroPoint], [dq], g.FreshName(bias.Name + "_DequantizeLinear"));
+        string stored = names.Fresh(bias.Name + "_quantized");
+        g.AddInitializer(OnnxTensor.FromInt32(stored, [channels], q));
+        string scale = names.Fresh(bias.Name + "_scale");
+        g.AddInitializer(OnnxTensor.FromFloats(scale, perChannel ? [channels] : [], scales));
+        string zeroPoint = names.Fresh(bias.Name + "_zero_point");
+        g.AddInitializer(OnnxTensor.FromInt32(zeroPoint, perChannel ? [channels] : [], new int[scales.Length]));
+        string dq = names.Fresh(bias.Name + "_dq");
+        var node = g.AddNode("DequantizeLinear", [stored, scale, zeroPoint], [dq], names.Fresh(bias.Name + "_DequantizeLinear"));
         if (perChannel)
             node.SetInt("axis", 0);
         return dq;
     }
 
-    private static bool TryScalar(OnnxGraph g, string name, out float value)
+    private static bool TryScalar(GraphIndex g, string name, out float value)
     {
         value = 0;
         if (!g.TryGetInitializer(name, out var t) || t.ElementType != OnnxElementType.Float)
@@ -355,16 +364,16 @@ internal static class QdqWriter
         return true;
     }
 
-    private static string AddScalar(OnnxGraph g, string name, float value)
+    private static string AddScalar(OnnxGraph g, OnnxGraph.NameScope names, string name, float value)
     {
-        string fresh = g.FreshName(name);
-        g.SetInitializer(OnnxTensor.FromFloats(fresh, [], [value]));
+        string fresh = names.Fresh(name);
+        g.AddInitializer(OnnxTensor.FromFloats(fresh, [], [value]));
         return fresh;
     }
 
-    private static string AddZeroPoint(OnnxGraph g, string name, OnnxElementType type, int[] values, long[] dims)
+    private static string AddZeroPoint(OnnxGraph g, OnnxGraph.NameScope names, string name, OnnxElementType type, int[] values, long[] dims)
     {
-        string fresh = g.FreshName(name);
+        string fresh = names.Fresh(name);
         OnnxTensor t = type switch
         {
             OnnxElementType.Int8 => OnnxTensor.FromInt8(fresh, dims, values.Select(v => (sbyte)v).ToArray()),
@@ -375,7 +384,7 @@ internal static class QdqWriter
             OnnxElementType.UInt16 => OnnxTensor.FromUInt16(fresh, dims, values.Select(v => (ushort)v).ToArray()),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Not a quantized type."),
         };
-        g.SetInitializer(t);
+        g.AddInitializer(t);
         return fresh;
     }
 

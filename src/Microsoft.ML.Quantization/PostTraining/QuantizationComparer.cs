@@ -118,7 +118,7 @@ internal static class QuantizationComparer
         TimeSpan? floatTime = null, quantTime = null;
         if (options.MeasureLatency)
         {
-            using var plainFloat = new OnnxScoringTransformer(context, Scoring(File.ReadAllBytes(floatModelFile), [("__out", output)]));
+            using var plainFloat = new OnnxScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), [("__out", output)]));
             floatTime = Best(options.LatencyRepeats, () => Consume(plainFloat.Transform(data), "__out"));
             string quantColumn = quantized.OutputColumnNames.Contains(output) ? output
                 : settings.Outputs.FirstOrDefault(o => o.TensorName == output)?.ColumnName ?? quantized.OutputColumnNames[0];

@@ -13,11 +13,14 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// <see cref="PostTrainingEstimator"/>. Exports a standard QDQ ONNX file (<see cref="SaveAsOnnx"/>), saves with
 /// <c>mlContext.Model.Save</c> (the zip loads with <c>mlContext.Model.Load</c> as ML.NET's own OnnxTransformer over the
 /// same bytes) and is restored whole, options and backend included, by <c>mlContext.Quantization.LoadModel</c>.
+/// <see cref="Dispose"/> while cursors score does not wait: batches already running finish (the session or engine is
+/// freed after the last), and any later batch, <see cref="Transform"/> or save throws <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 {
     private readonly Lazy<OnnxScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
     private readonly NativeBatchScorer? _native;
+    private int _disposed;
 
     internal QuantizedModelTransformer(MLContext context, byte[] quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes)
     {
@@ -25,7 +28,11 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         QuantizedModel = quantizedModel;
         Settings = settings;
         Nodes = nodes;
-        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() => new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel)));
+        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() =>
+        {
+            ThrowIfDisposed();
+            return new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
+        });
         if (settings.Backend == QuantizedBackend.Native)
         {
             ComputeDevice device = settings.NativeDevice ?? (context.GpuDeviceId is int gpu ? ComputeDevice.Cuda(gpu) : ComputeDevice.Cpu);
@@ -37,7 +44,16 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
                 }, out IReadOnlyList<string> unsupported);
             if (engine is not null)
             {
-                _native = new NativeBatchScorer(engine, settings.BatchSize);
+                try
+                {
+                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, "(quantized model)");
+                }
+                catch
+                {
+                    engine.Dispose();
+                    throw;
+                }
+                _native = new NativeBatchScorer(engine, settings.BatchSize, nameof(QuantizedModelTransformer));
             }
             else
             {
@@ -130,6 +146,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     /// <summary>A lazy view: the quantized model runs when a cursor reads an output column.</summary>
     public IDataView Transform(IDataView input)
     {
+        ThrowIfDisposed();
         if (_native is null)
             return _onnxRuntime.Value.Transform(input);
         ArgumentNullException.ThrowIfNull(input);
@@ -152,13 +169,24 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     /// this transformer's settings (backend included) and model as extra entries for <c>mlContext.Quantization.LoadModel</c>.
     /// </summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
+    {
+        ThrowIfDisposed();
+        ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
             JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
+    }
 
-    /// <summary>Releases the native engine and the ONNX Runtime session.</summary>
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            throw SharedResources.Disposed(nameof(QuantizedModelTransformer));
+    }
+
+    /// <summary>Releases the native engine and the ONNX Runtime session (after the batches running on them, if any).</summary>
     public void Dispose()
     {
-        _native?.Engine.Dispose();
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        _native?.Dispose();
         if (_onnxRuntime.IsValueCreated)
             _onnxRuntime.Value.Dispose();
     }

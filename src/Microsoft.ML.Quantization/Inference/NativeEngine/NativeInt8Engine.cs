@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Interop;
 using Microsoft.ML.Quantization.Onnx;
 
@@ -187,18 +188,40 @@ internal sealed class NativeInt8Engine : IDisposable
     }
 }
 
-/// <summary>Scores batches of rows with a <see cref="NativeInt8Engine"/> (one native call per batch).</summary>
-internal sealed class NativeBatchScorer(NativeInt8Engine engine, int batchSize) : IBatchScorer
+/// <summary>
+/// Scores batches of rows with a <see cref="NativeInt8Engine"/> (one native call per batch). Owns the engine; each run
+/// holds a reference to it, so <see cref="Dispose"/> during scoring frees it after the running batches.
+/// </summary>
+internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 {
-    public NativeInt8Engine Engine { get; } = engine;
+    private readonly SharedResource<NativeInt8Engine> _engine;
+
+    /// <param name="engine">The engine; the scorer owns it from now on.</param>
+    /// <param name="batchSize">Rows per run.</param>
+    /// <param name="ownerName">The public type a use after Dispose names.</param>
+    public NativeBatchScorer(NativeInt8Engine engine, int batchSize, string ownerName = nameof(NativeBatchScorer))
+    {
+        Engine = engine;
+        BatchSize = batchSize;
+        _engine = new SharedResource<NativeInt8Engine>(engine, e => e.Dispose(), ownerName);
+    }
+
+    /// <summary>The engine (its description; runs go through a batch).</summary>
+    public NativeInt8Engine Engine { get; }
 
     public InputSpec[] Inputs => Engine.Inputs;
 
     public OutputSpec[] Outputs => Engine.Outputs;
 
-    public int BatchSize { get; } = batchSize;
+    public int BatchSize { get; }
 
     public IScoringBatch CreateBatch(bool[] outputActive) => new Batch(this);
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
+    internal void ThrowIfDisposed() => _engine.ThrowIfDisposed();
+
+    /// <summary>Releases the engine now, or after the batches running on it.</summary>
+    public void Dispose() => _engine.Dispose();
 
     /// <summary>Staging buffers of one cursor; every output is computed (the engine's graph has no partial runs).</summary>
     internal sealed class Batch : IScoringBatch
@@ -229,8 +252,10 @@ internal sealed class NativeBatchScorer(NativeInt8Engine engine, int batchSize) 
 
         public void Run(int rows)
         {
-            if (rows > 0)
-                _scorer.Engine.Run(rows, _inputs, OutputBuffers);
+            if (rows <= 0)
+                return;
+            using SharedResource<NativeInt8Engine>.Lease lease = _scorer._engine.Acquire();
+            lease.Value.Run(rows, _inputs, OutputBuffers);
         }
 
         public void Dispose()
