@@ -9,8 +9,10 @@ qatml_status cuda_check_device(int32_t index, const char* function);  // cuda_de
 
 void CudaBuffer::release() {
     if (data) {
-        if (pinned) cudaFreeHost(data);
-        else cudaFree(data);
+        if (pinned)
+            cudaFreeHost(data);
+        else
+            cudaFree(data);
     }
     data = nullptr;
     size = 0;

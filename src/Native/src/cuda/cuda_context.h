@@ -27,10 +27,10 @@ struct CudaContextState {
     int device = 0;
     cudaStream_t stream = nullptr;
     cuda::IgemmDeviceInfo igemm;
-    std::mutex mutex;        // one run at a time on the stream and buffers below
-    CudaBuffer arena;        // activations of a run: the engine's per-row plan x batch, then scratch
-    CudaBuffer io;           // float inputs and outputs of a host run
-    CudaBuffer staging;      // pinned host copy of the same
+    std::mutex mutex;    // one run at a time on the stream and buffers below
+    CudaBuffer arena;    // activations of a run: the engine's per-row plan x batch, then scratch
+    CudaBuffer io;       // float inputs and outputs of a host run
+    CudaBuffer staging;  // pinned host copy of the same
 };
 
 // Makes `device` current for the calling thread and restores the previous device on scope exit (the caller's

@@ -24,8 +24,8 @@ size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 // An op ready to launch: parameters with every constant pointer set; tensor pointers and rows are set per run.
 struct DeviceOp {
     int kind = 0;
-    bool igemm = false;      // CONV / GEMM on the tensor cores, else the direct kernel
-    bool to_scratch = false; // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
+    bool igemm = false;       // CONV / GEMM on the tensor cores, else the direct kernel
+    bool to_scratch = false;  // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
     IgemmParams gemm{};
     DirectConvParams direct{};
     int64_t rows_per_row = 1;  // GEMM rows (pixels) per batch row
@@ -33,7 +33,7 @@ struct DeviceOp {
     QuantizeParams quantize{};
     DequantizeParams dequantize{};
     AddParams add{};
-    LutParams lut{};           // LUT, or the layout change after a GEMM into scratch
+    LutParams lut{};  // LUT, or the layout change after a GEMM into scratch
     GlobalPoolParams gpool{};
 };
 
@@ -62,9 +62,9 @@ int32_t i32(int64_t v) { return static_cast<int32_t>(v); }
 // Geometry of a window op (convolution or pool) over x [C, H, W] with output plane oh x ow.
 ConvGeom window_geometry(const Op& op, const Tensor& x, int64_t oh, int64_t ow) {
     const qatml_conv2d_params& q = op.p;
-    return ConvGeom{i32(x.dims[1]),   i32(x.dims[2]),   i32(x.dims[0]),     i32(oh),           i32(ow),
-                    i32(op.kh),       i32(op.kw),       i32(q.stride_h),    i32(q.stride_w),   i32(q.pad_top),
-                    i32(q.pad_left),  i32(q.dilation_h), i32(q.dilation_w), i32(op.cpg)};
+    return ConvGeom{i32(x.dims[1]), i32(x.dims[2]), i32(x.dims[0]), i32(oh), i32(ow),
+                    i32(op.kh), i32(op.kw), i32(q.stride_h), i32(q.stride_w), i32(q.pad_top),
+                    i32(q.pad_left), i32(q.dilation_h), i32(q.dilation_w), i32(op.cpg)};
 }
 
 // Output size of a window op (qatml_conv2d_output_size's formula; the loader has validated it).

@@ -8,7 +8,7 @@
 #include <mutex>
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#error "the qatml CUDA kernels need sm_80 or newer (set CMAKE_CUDA_ARCHITECTURES)"
+#  error "the qatml CUDA kernels need sm_80 or newer (set CMAKE_CUDA_ARCHITECTURES)"
 #endif
 
 namespace qatml {
@@ -126,9 +126,12 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32) igemm_kernel(const
                 st_shared16(dst, w[0], w[1], w[2], w[3]);
             } else {
                 const int64_t src = chunk_src(p, rows[i], k0);
-                if (src >= 0) cp_async16(dst, p.a + src);
-                else if (src == kPadSrc) st_shared16(dst, pad, pad, pad, pad);
-                else st_shared16(dst, 0, 0, 0, 0);
+                if (src >= 0)
+                    cp_async16(dst, p.a + src);
+                else if (src == kPadSrc)
+                    st_shared16(dst, pad, pad, pad, pad);
+                else
+                    st_shared16(dst, 0, 0, 0, 0);
             }
         }
 #pragma unroll
@@ -201,8 +204,10 @@ constexpr auto kernel_of() {
 
 using KernelFn = void (*)(IgemmParams);
 const KernelFn kKernels[kTileConfigs][2] = {
-    {kernel_of<0, false>(), kernel_of<0, true>()}, {kernel_of<1, false>(), kernel_of<1, true>()},
-    {kernel_of<2, false>(), kernel_of<2, true>()}, {kernel_of<3, false>(), kernel_of<3, true>()},
+    {kernel_of<0, false>(), kernel_of<0, true>()},
+    {kernel_of<1, false>(), kernel_of<1, true>()},
+    {kernel_of<2, false>(), kernel_of<2, true>()},
+    {kernel_of<3, false>(), kernel_of<3, true>()},
     {kernel_of<4, false>(), kernel_of<4, true>()},
 };
 
@@ -221,7 +226,7 @@ cudaError_t igemm_device_info(IgemmDeviceInfo* out) {
                 return err;
             if (s == 0 &&
                 (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&out->blocks_per_sm[c], kKernels[c][s], tile_threads(kTiles[c]),
-                                                                      tile_smem_bytes(kTiles[c]))) != cudaSuccess)
+                                                                     tile_smem_bytes(kTiles[c]))) != cudaSuccess)
                 return err;
         }
     return cudaSuccess;

@@ -16,9 +16,9 @@
 #include <cmath>
 
 #if defined(__CUDACC__)
-#define QATML_HD __host__ __device__ __forceinline__
+#  define QATML_HD __host__ __device__ __forceinline__
 #else
-#define QATML_HD inline
+#  define QATML_HD inline
 #endif
 
 namespace qatml {
@@ -30,9 +30,9 @@ enum AMode : int32_t {
     kConvBytes = 2,  // convolution (or a GEMM of any K as a 1x1 one) byte by byte through the K table
 };
 
-constexpr int kBK = 64;      // K bytes per pipeline stage: two m16n8k32 steps
-constexpr int kChunk = 16;   // bytes per cp.async (and per shared-memory swizzle unit)
-constexpr int kNPad = 256;   // B rows are padded to a multiple of the widest tile
+constexpr int kBK = 64;                         // K bytes per pipeline stage: two m16n8k32 steps
+constexpr int kChunk = 16;                      // bytes per cp.async (and per shared-memory swizzle unit)
+constexpr int kNPad = 256;                      // B rows are padded to a multiple of the widest tile
 constexpr int64_t kPadSrc = -1, kZeroSrc = -2;  // chunk sources other than an offset into A
 
 // Convolution geometry over one NHWC image (c = channels per pixel, the row stride of a pixel).
@@ -57,13 +57,13 @@ struct IgemmParams {
     const int32_t* coladd;  // n_pad
     const float* mult;      // n_pad (8-bit outputs)
     void* c;
-    int64_t ldc;            // elements between rows of C
+    int64_t ldc;  // elements between rows of C
     int64_t m;
     int32_t n, k, k_pad;
     int32_t mode, a_signed;
-    int32_t a_zero_point;   // the byte padding reads
-    int32_t out_type;       // QATML_TYPE_INT32 / _UINT8 / _INT8 (qatml_kernels.h values)
-    int32_t out_zp, lo, hi; // 8-bit outputs: zero point and the final clamp
+    int32_t a_zero_point;    // the byte padding reads
+    int32_t out_type;        // QATML_TYPE_INT32 / _UINT8 / _INT8 (qatml_kernels.h values)
+    int32_t out_zp, lo, hi;  // 8-bit outputs: zero point and the final clamp
 };
 
 // Thread-block tiles. Warps tile the block (bm / wm) x (bn / wn); each warp computes wm x wn with m16n8k32 steps.
@@ -74,8 +74,8 @@ constexpr int kTileConfigs = 5;
 constexpr TileConfig kTiles[kTileConfigs] = {
     {128, 256, 64, 64, 4},  // large GEMMs
     {128, 128, 64, 32, 4},
-    {128, 64, 32, 32, 4},   // 64 output channels (ResNet's first stage)
-    {64, 128, 32, 32, 4},   // few rows (small batches)
+    {128, 64, 32, 32, 4},  // 64 output channels (ResNet's first stage)
+    {64, 128, 32, 32, 4},  // few rows (small batches)
     {64, 64, 32, 32, 4},
 };
 QATML_HD int tile_threads(const TileConfig& t) { return (t.bm / t.wm) * (t.bn / t.wn) * 32; }
@@ -84,9 +84,9 @@ QATML_HD int tile_smem_bytes(const TileConfig& t) { return (t.bm + t.bn) * kBK *
 // ---- where A comes from ----------------------------------------------------------------------------------------
 
 struct RowBase {
-    int64_t base;    // kDense: the row's offset; conv: its image's offset
+    int64_t base;  // kDense: the row's offset; conv: its image's offset
     int32_t iy0, ix0;
-    bool valid;      // row < m
+    bool valid;  // row < m
 };
 
 QATML_HD RowBase row_base(const IgemmParams& p, int64_t row) {

@@ -91,15 +91,15 @@ struct GlobalPoolParams {
 // tensor-core path does not take). A GEMM is the 1x1 convolution of a 1x1 image with C = K.
 struct DirectConvParams {
     const uint8_t* x;
-    ConvGeom g;               // g.c: all input channels; g.cpg: per group
-    int64_t pixels;           // rows * oh * ow
-    int32_t m, groups, mpg;   // output channels, groups, output channels per group
-    const int8_t* w;          // [m][kh][kw][cpg]
-    const int32_t* w_zp;      // m values or NULL
-    const int32_t* bias;      // m values or NULL
-    const float* mult;        // m values
+    ConvGeom g;              // g.c: all input channels; g.cpg: per group
+    int64_t pixels;          // rows * oh * ow
+    int32_t m, groups, mpg;  // output channels, groups, output channels per group
+    const int8_t* w;         // [m][kh][kw][cpg]
+    const int32_t* w_zp;     // m values or NULL
+    const int32_t* bias;     // m values or NULL
+    const float* mult;       // m values
     int32_t x_signed, xz;
-    void* y;                  // [pixels][m]
+    void* y;  // [pixels][m]
     int32_t out_zp, lo, hi;
 };
 

@@ -14,13 +14,13 @@ struct Tensor {
     int32_t dtype = 0;
     int rank = 0;
     int64_t dims[4] = {0, 0, 0, 0};
-    int64_t elems = 0;      // per row
-    int64_t bytes = 0;      // per row
-    int def = -2;           // op that writes it; -1 = plan input; -2 = never written
-    int last_use = -1;      // last op that reads it
-    int input_index = -1;   // plan input / output index, else -1
+    int64_t elems = 0;     // per row
+    int64_t bytes = 0;     // per row
+    int def = -2;          // op that writes it; -1 = plan input; -2 = never written
+    int last_use = -1;     // last op that reads it
+    int input_index = -1;  // plan input / output index, else -1
     int output_index = -1;
-    int64_t offset = -1;    // arena offset per row (intermediates)
+    int64_t offset = -1;  // arena offset per row (intermediates)
 };
 
 struct QParam {
