@@ -1,6 +1,7 @@
 // INT8 kernels: every fast path bit-exact against the scalar path on random shapes, the ONNX integer
 // operators on hand-made cases, and argument validation at the ABI.
 #include "qatml/qatml.h"
+#include "isa_paths.h"
 
 #include <gtest/gtest.h>
 
@@ -13,18 +14,8 @@
 
 namespace {
 
-struct IsaCap {  // sets the programmatic ISA cap for one scope
-    explicit IsaCap(int isa) { EXPECT_EQ(qatml_cpu_set_max_isa(isa), QATML_OK); }
-    ~IsaCap() { qatml_cpu_set_max_isa(-1); }
-};
-
-std::vector<int> fast_isas() {
-    int32_t det = 0;
-    qatml_cpu_detected_isa(&det);
-    std::vector<int> v;
-    for (int i = QATML_ISA_AVX2; i <= det; ++i) v.push_back(i);
-    return v;
-}
+using qatml_test::fast_isas;  // every SIMD path the CPU supports; prints the ones it skips
+using qatml_test::IsaCap;
 
 struct Packed {
     qatml_packed_weights* p = nullptr;

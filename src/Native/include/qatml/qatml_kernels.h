@@ -20,8 +20,10 @@
  *   behind the same functions). Kernels are single-threaded today whatever the context says.
  * - Thread safety: every function may run concurrently on different outputs; a packed-weights
  *   handle is immutable after packing and may be shared by concurrent calls.
- * - Dispatch: packing records the active ISA (qatml_cpu_active_isa) at pack time and the packed
- *   layout belongs to that ISA; every ISA gives bit-identical results (tested against the scalar path).
+ * - Dispatch: packing records the active path (qatml_cpu_active_isa: the best the CPU's features
+ *   support at or below the cap) and the packed layout belongs to that path; the elementwise and
+ *   pooling kernels take the active path once per call. Every path gives bit-identical results
+ *   (tested against the scalar path).
  * - Integer accumulation is in int32 and wraps modulo 2^32 (identically on every path); it cannot
  *   overflow while K * 255 * 128 < 2^31 (K <= 65793), which the ONNX models of interest respect.
  */

@@ -97,6 +97,10 @@ inline uint32_t wrap_mul(int32_t a, int32_t b) { return static_cast<uint32_t>(a)
 // Runs the ISA driver.
 void run_gemm(int isa, const GemmCall& call);
 
+// Weights run on the path they were packed for; refuses (QATML_UNSUPPORTED) a path the CPU lacks now,
+// which only a test's feature mask (qatml_cpu_set_feature_mask) set after packing can cause.
+qatml_status check_packed_isa(const qatml_packed_weights* w, const char* fn);
+
 // The vectorised loops of the active ISA (qatml_cpu_active_isa): nullptr for the scalar ISA, which
 // runs the reference loops only. Sets *st (QATML_INVALID_ARGUMENT for a bad QATML_MAX_ISA).
 const SimdKernels* active_simd(const char* fn, qatml_status* st);

@@ -852,6 +852,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(y, 4, fn);
         if (context_device(ctx).kind != w->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        if ((st = check_packed_isa(w, fn)) != QATML_OK) return st;
         if (fp.kernel != 0) {
             if (ep.out_type == QATML_TYPE_INT32)
                 return fail(QATML_INVALID_ARGUMENT, "%s: the max pool needs an 8-bit output (UINT8 or INT8), not INT32", fn);

@@ -119,6 +119,12 @@ void run_gemm(int isa, const GemmCall& call) {
     }
 }
 
+qatml_status check_packed_isa(const qatml_packed_weights* w, const char* fn) {
+    if (isa_supported(static_cast<qatml_isa>(w->isa))) return QATML_OK;
+    return fail(QATML_UNSUPPORTED, "%s: the weights were packed for the %s path, which this CPU's features (feature mask) "
+                "no longer include; pack them again", fn, qatml_isa_name(w->isa));
+}
+
 const SimdKernels* active_simd(const char* fn, qatml_status* st) {
     qatml_isa isa = QATML_ISA_SCALAR;
     if (!active_isa(&isa, fn)) {
@@ -363,6 +369,7 @@ QATML_API qatml_status qatml_gemm(const qatml_context* ctx, int64_t m, const voi
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(c, 4, fn);
         if (context_device(ctx).kind != b->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        if ((st = check_packed_isa(b, fn)) != QATML_OK) return st;
 
         const uint8_t* a8 = static_cast<const uint8_t*>(a);
         if (b->isa == QATML_ISA_SCALAR) {
