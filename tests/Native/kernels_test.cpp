@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -392,12 +393,54 @@ TEST(KernelsQuantize, QuantizeLinearRoundsHalfToEvenAndSaturates) {
     int32_t zp = 128;
     std::vector<uint8_t> y(x.size());
     ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, &zp, QATML_TYPE_UINT8, y.data()), QATML_OK);
-    std::vector<uint8_t> expect{128, 130, 130, 128, 126, 255, 0, 128, 131};
+    std::vector<uint8_t> expect{128, 130, 130, 128, 126, 255, 0, 0, 131};  // NaN -> 0, as ONNX Runtime
     EXPECT_EQ(y, expect);
     std::vector<int8_t> y8(x.size());
     ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, nullptr, QATML_TYPE_INT8, y8.data()), QATML_OK);
-    std::vector<int8_t> expect8{0, 2, 2, 0, -2, 127, -128, 0, 3};
+    std::vector<int8_t> expect8{0, 2, 2, 0, -2, 127, -128, -128, 3};
     EXPECT_EQ(y8, expect8);
+}
+
+// ONNX Runtime's QuantizeLinear (MLAS on x86: max(x / scale, lo - zp), then min(.., hi - zp); maxps returns its
+// second operand for a NaN) gives NaN and -Inf the type's minimum and +Inf its maximum, whatever the zero point.
+// Every path, every position in a vector and in the tails, every output type.
+TEST(KernelsQuantize, NanAndInfinityQuantizeAsOnnxRuntimeOnEveryPath) {
+    const uint32_t nan_bits[] = {0x7FC00000u, 0xFFC00001u, 0x7F800001u};  // quiet, negative with payload, signalling
+    std::vector<int> paths = qatml_test::fast_isas();
+    paths.insert(paths.begin(), QATML_ISA_SCALAR);
+    const struct { int32_t type, lo, hi; std::vector<int32_t> zps; } types[] = {
+        {QATML_TYPE_UINT8, 0, 255, {0, 131, 255}}, {QATML_TYPE_INT8, -128, 127, {-128, 5, 127}},
+        {QATML_TYPE_UINT4, 0, 15, {0, 9, 15}},     {QATML_TYPE_INT4, -8, 7, {-8, 1, 7}}};
+    for (int64_t n : {1, 7, 8, 15, 16, 17, 33, 64, 100})
+        for (const auto& t : types)
+            for (int32_t zp : t.zps)
+                for (int path : paths) {
+                    std::vector<float> x(static_cast<size_t>(n));
+                    for (int64_t i = 0; i < n; ++i) {
+                        switch ((i + n) % 5) {
+                            case 0: { float v; std::memcpy(&v, &nan_bits[i % 3], 4); x[i] = v; break; }
+                            case 1: x[i] = INFINITY; break;
+                            case 2: x[i] = -INFINITY; break;
+                            default: x[i] = float(i % 3) - 1.0f;  // -1, 0, 1: finite neighbours in the same vector
+                        }
+                    }
+                    const bool four = t.type == QATML_TYPE_UINT4 || t.type == QATML_TYPE_INT4;
+                    std::vector<uint8_t> y(static_cast<size_t>(four ? (n + 1) / 2 : n), 0xCD);
+                    const float scale = 0.25f;
+                    IsaCap cap(path);
+                    ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, n, &scale, &zp, t.type, y.data()), QATML_OK)
+                        << qatml_last_error();
+                    std::vector<int8_t> q(static_cast<size_t>(n));
+                    if (four) ASSERT_EQ(qatml_int4_unpack(y.data(), n, t.type == QATML_TYPE_INT4, q.data()), QATML_OK);
+                    for (int64_t i = 0; i < n; ++i) {
+                        const int32_t got = four ? (t.type == QATML_TYPE_INT4 ? int32_t(q[i]) : int32_t(uint8_t(q[i])))
+                                                 : (t.type == QATML_TYPE_INT8 ? int32_t(int8_t(y[i])) : int32_t(y[i]));
+                        const int32_t finite = std::min(t.hi, std::max(t.lo, int32_t(std::nearbyint(x[i] / scale)) + zp));
+                        const int32_t expected = std::isnan(x[i]) || x[i] == -INFINITY ? t.lo : x[i] == INFINITY ? t.hi : finite;
+                        ASSERT_EQ(got, expected) << "path " << qatml_isa_name(path) << " type " << t.type << " zp " << zp << " n " << n
+                                                 << " element " << i << " x " << x[i];
+                    }
+                }
 }
 
 TEST(KernelsQuantize, PerChannelAndInt4) {

@@ -52,7 +52,9 @@ typedef enum qatml_dtype {
 /* QuantizeLinear: y = saturate(round_half_even(x / scale[c]) + zero_point[c]).
  * x: float [outer, channels, inner]; y: out_type in {UINT8, INT8, UINT4, INT4} (4-bit: packed,
  * ceil(n/2) bytes, an odd tail's high nibble is 0). zero_points: NULL = all 0, else `channels`
- * values within the range of out_type. scales: > 0 and finite. NaN quantizes to the zero point. */
+ * values within the range of out_type. scales: > 0 and finite. Non-finite x as ONNX Runtime (MLAS)
+ * quantizes it, bit for bit: NaN and -Inf give the minimum of out_type, +Inf its maximum, whatever
+ * the zero point. */
 QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const float* x, int64_t outer,
                                              int64_t channels, int64_t inner, const float* scales,
                                              const int32_t* zero_points, int32_t out_type, void* y);
