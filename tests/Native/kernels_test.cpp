@@ -510,6 +510,36 @@ TEST(KernelsAdd, QLinearAdd) {
 
 // ---- validation -------------------------------------------------------------------------------
 
+// Multipliers the add and average-pool kernels derive from two scales: a ratio above 2^64 made inf - inf or
+// 0 * inf = NaN and an undefined NaN -> int conversion (found by fuzzing the engine); now a clear error. Windows
+// whose int32 sums could overflow are refused too.
+TEST(KernelsAbi, ScaleRatiosAndWindowsThatWouldOverflowAreRejected) {
+    const std::vector<uint8_t> a{0, 255, 7, 200}, b{255, 0, 9, 1};
+    std::vector<uint8_t> y(4, 0xCD);
+    for (int path : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(path);
+        EXPECT_EQ(qatml_add(nullptr, a.data(), 3e38f, 0, b.data(), 1.0f, 0, QATML_TYPE_UINT8, 4, 1.0f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("a_scale / y_scale = 3e+38 / 1 exceeds 2^64"), std::string::npos) << qatml_last_error();
+        EXPECT_EQ(qatml_add(nullptr, a.data(), 1.0f, 0, b.data(), 1.0f, 0, QATML_TYPE_UINT8, 4, 1e-30f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_EQ(qatml_global_average_pool(nullptr, a.data(), QATML_TYPE_UINT8, 1, 1, 4, 0.5f, 0, 1e-30f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("x_scale / y_scale"), std::string::npos) << qatml_last_error();
+        qatml_conv2d_params p{1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1};
+        EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &p, 1, 1, 0, a.data(), QATML_TYPE_UINT8, 1.0f, 0, 1e-30f, 0, y.data()),
+                  QATML_INVALID_ARGUMENT);
+        // At the limit: 2^64 is accepted; a ratio that large saturates every non-zero difference.
+        const float limit = 18446744073709551616.0f;
+        ASSERT_EQ(qatml_add(nullptr, a.data(), limit, 7, b.data(), 1.0f, 9, QATML_TYPE_UINT8, 4, 1.0f, 100, y.data()), QATML_OK)
+            << qatml_last_error();
+        EXPECT_EQ(y, (std::vector<uint8_t>{0, 255, 100, 255}));  // (a - 7) * 2^64 + (b - 9) + 100, saturated
+        // An average window of 2^23 + 1 cells could overflow its int32 sum (pads let a tiny input have one).
+        qatml_conv2d_params wide{1, 1, 1, 1, 1, 1, 1024, 2048, 1024, 2048, 1, 1};
+        std::vector<uint8_t> out(4);
+        EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &wide, 2049, 4097, 1, a.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, out.data()),
+                  QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("exceeds 2^23 cells"), std::string::npos) << qatml_last_error();
+    }
+}
+
 TEST(KernelsAbi, ValidatesArguments) {
     std::vector<int8_t> b(12, 1);
     qatml_packed_weights* pw = nullptr;

@@ -38,6 +38,15 @@ bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t
 qatml_status check_context(const qatml_context* ctx, const char* fn);
 qatml_device context_device(const qatml_context* ctx);
 
+// Largest ratio of two scales (x_scale / y_scale) the add and average-pool kernels accept: with it every
+// product of an 8-bit difference or an int32 window sum stays finite (no inf - inf = NaN), and anything
+// larger saturates every non-zero input anyway.
+constexpr float kMaxScaleRatio = 18446744073709551616.0f;  // 2^64
+// Cells of an average window (or global pool plane) whose int32 sum of 8-bit values cannot overflow.
+constexpr int64_t kMaxAverageCells = int64_t(1) << 23;
+// num / den (both finite and > 0) is at most kMaxScaleRatio; else the error is set.
+qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den);
+
 bool type_range(int32_t type, int32_t* lo, int32_t* hi);
 const char* type_name(int32_t type);
 

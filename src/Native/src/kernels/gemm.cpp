@@ -38,6 +38,13 @@ qatml_device context_device(const qatml_context* ctx) {
     return d;
 }
 
+qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den) {
+    const float ratio = num / den;
+    if (ratio <= kMaxScaleRatio) return QATML_OK;
+    return fail(QATML_INVALID_ARGUMENT, "%s: %s / %s = %g / %g exceeds 2^64 (the kernel's products would overflow)", fn,
+                num_name, den_name, static_cast<double>(num), static_cast<double>(den));
+}
+
 bool type_range(int32_t type, int32_t* lo, int32_t* hi) {
     switch (type) {
         case QATML_TYPE_UINT8: *lo = 0; *hi = 255; return true;

@@ -24,7 +24,7 @@ qatml_status check_qparams(const char* fn, int32_t type, float xs, int32_t xz, f
         return fail(QATML_INVALID_ARGUMENT, "%s: scales must be finite and > 0 (x %g, y %g)", fn, double(xs), double(ys));
     if (xz < *lo || xz > *hi || yz < *lo || yz > *hi)
         return fail(QATML_INVALID_ARGUMENT, "%s: zero points %d, %d must be in the %s range", fn, xz, yz, type_name(type));
-    return QATML_OK;
+    return check_scale_ratio(fn, "x_scale", xs, "y_scale", ys);
 }
 
 // Scalar tails of the vectorised loops (the same integer operations).
@@ -142,6 +142,9 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
                 return fail(QATML_INVALID_ARGUMENT, "%s: type %d must be UINT8 or INT8", fn, type);
         } else if ((s = check_qparams(fn, type, x_scale, x_zero_point, y_scale, y_zero_point, &lo, &hi)) != QATML_OK) {
             return s;
+        } else if (kernel_h * kernel_w > kMaxAverageCells) {
+            return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld average window exceeds 2^23 cells (int32 sum)", fn,
+                        (long long)kernel_h, (long long)kernel_w);
         }
         const bool sg = type == QATML_TYPE_INT8;
         const int64_t H = p->height, W = p->width;
@@ -226,7 +229,7 @@ QATML_API qatml_status qatml_global_average_pool(const qatml_context* ctx, const
         int64_t t = 0;
         if (!checked_mul(fn, "N*C", batch, channels, &t) || !checked_mul(fn, "N*C*HW", t, spatial, &t))
             return QATML_INVALID_ARGUMENT;
-        if (spatial > (int64_t(1) << 23))
+        if (spatial > kMaxAverageCells)
             return fail(QATML_INVALID_ARGUMENT, "%s: spatial %lld exceeds 2^23 (int32 sum)", fn, (long long)spatial);
         int32_t lo = 0, hi = 0;
         if ((s = check_qparams(fn, type, x_scale, x_zero_point, y_scale, y_zero_point, &lo, &hi)) != QATML_OK) return s;
