@@ -540,6 +540,36 @@ TEST(KernelsAbi, ScaleRatiosAndWindowsThatWouldOverflowAreRejected) {
     }
 }
 
+// Pads and strides of 2^20 around a one-pixel input with 2^22 channels: a 3x3 output, but the fast paths'
+// padded-input scratch sizes overflowed int64 (a wrapped, too small buffer). Every path now refuses the
+// geometry at the ABI with the product named; the scalar path refuses it too, so all paths agree.
+TEST(KernelsAbi, ConvolutionWhoseScratchWouldOverflowIsRejected) {
+    for (int64_t cpg : {int64_t(4), int64_t(1) << 22}) {
+        std::vector<int8_t> w(static_cast<size_t>(cpg), 1);
+        std::vector<uint8_t> x(static_cast<size_t>(cpg), 3);
+        std::vector<int32_t> y(9, -1);
+        const int64_t big = int64_t(1) << 20;
+        qatml_conv2d_params p{1, cpg, 1, 1, big, big, big, big, big, big, 1, 1};
+        int64_t oh = 0, ow = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&p, 1, 1, &oh, &ow), QATML_OK);
+        ASSERT_EQ(oh * ow, 9);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int> paths = qatml_test::fast_isas();
+        paths.insert(paths.begin(), QATML_ISA_SCALAR);
+        for (int path : paths) {
+            IsaCap cap(path);
+            Packed pw;
+            ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, 1, cpg, 1, 1, 1, nullptr, &pw.p), QATML_OK);
+            EXPECT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT)
+                << qatml_isa_name(path);
+            EXPECT_NE(std::string(qatml_last_error()).find("C/g (in 4s) * (H + pads + stride)"), std::string::npos)
+                << qatml_last_error();
+        }
+    }
+}
+
 TEST(KernelsAbi, ValidatesArguments) {
     std::vector<int8_t> b(12, 1);
     qatml_packed_weights* pw = nullptr;

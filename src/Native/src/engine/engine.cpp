@@ -288,6 +288,9 @@ struct Loader {
                 if (x.rank == 3 && x.dims[0] != cpg * groups)
                     return r.bad("op %d (CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
                 if (!spatial(op, x, y, m, index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (CONV)", index);
+                if (check_conv_scratch(what, op.p, cpg, op.kh, op.kw, y.dims[1]) != QATML_OK) return r.bad("%s", qatml_last_error());
                 int64_t total = 0, t = 0;
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total))

@@ -47,6 +47,12 @@ constexpr int64_t kMaxAverageCells = int64_t(1) << 23;
 // num / den (both finite and > 0) is at most kMaxScaleRatio; else the error is set.
 qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den);
 
+// The convolution paths' scratch grows with the padded input (plus a stride of phase rounding) and, for one
+// channel per group, with taps x output rows x padded width, not with the output. Both must stay within
+// 2^40 (ResNet18's largest is below 2^25) so that no size computation overflows; every path checks, so all
+// agree. Sets the error (naming the product) otherwise.
+qatml_status check_conv_scratch(const char* fn, const qatml_conv2d_params& p, int64_t cpg, int64_t kh, int64_t kw, int64_t oh);
+
 bool type_range(int32_t type, int32_t* lo, int32_t* hi);
 const char* type_name(int32_t type);
 
