@@ -435,8 +435,9 @@ TEST(KernelsQuantize, NanAndInfinityQuantizeAsOnnxRuntimeOnEveryPath) {
                     for (int64_t i = 0; i < n; ++i) {
                         const int32_t got = four ? (t.type == QATML_TYPE_INT4 ? int32_t(q[i]) : int32_t(uint8_t(q[i])))
                                                  : (t.type == QATML_TYPE_INT8 ? int32_t(int8_t(y[i])) : int32_t(y[i]));
-                        const int32_t finite = std::min(t.hi, std::max(t.lo, int32_t(std::nearbyint(x[i] / scale)) + zp));
-                        const int32_t expected = std::isnan(x[i]) || x[i] == -INFINITY ? t.lo : x[i] == INFINITY ? t.hi : finite;
+                        const int32_t expected = std::isnan(x[i]) || x[i] == -INFINITY ? t.lo
+                                                 : x[i] == INFINITY ? t.hi
+                                                                    : std::min(t.hi, std::max(t.lo, int32_t(std::nearbyint(x[i] / scale)) + zp));
                         ASSERT_EQ(got, expected) << "path " << qatml_isa_name(path) << " type " << t.type << " zp " << zp << " n " << n
                                                  << " element " << i << " x " << x[i];
                     }
