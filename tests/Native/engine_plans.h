@@ -145,8 +145,10 @@ struct EngineNet {
 };
 
 // A second network: float [3, 5, 5] -> quantize s8 -> average pool 3x3 stride 2 pad 1 (count_include_pad)
-// -> [3, 3, 3] -> global average pool -> [3] -> dequantize. `global_y_scale`: the global pool's output scale.
-inline std::vector<uint8_t> pooling_plan(float global_y_scale = 0.05f) {
+// -> [3, 3, 3] -> global average pool -> [3] -> dequantize. `global_y_scale`: the global pool's output scale;
+// `avg_pad`: the average pool's pads (the tensors follow: [3, OH, OW]).
+inline std::vector<uint8_t> pooling_plan(float global_y_scale = 0.05f, int64_t avg_pad = 1) {
+    const int64_t pooled = (5 + 2 * avg_pad - 3) / 2 + 1;
     Plan p;
     p.b.insert(p.b.end(), {'Q', 'E', 'P', '1'});
     for (uint32_t v : {1u, 5u, 4u, 1u, 1u}) p.put(v);  // version, tensors, ops, inputs, outputs
@@ -157,7 +159,7 @@ inline std::vector<uint8_t> pooling_plan(float global_y_scale = 0.05f) {
     };
     tensor(QATML_TYPE_FLOAT32, {3, 5, 5});
     tensor(QATML_TYPE_INT8, {3, 5, 5});
-    tensor(QATML_TYPE_INT8, {3, 3, 3});
+    tensor(QATML_TYPE_INT8, {3, pooled, pooled});
     tensor(QATML_TYPE_INT8, {3});
     tensor(QATML_TYPE_FLOAT32, {3});
     p.put<uint32_t>(0);
@@ -166,7 +168,7 @@ inline std::vector<uint8_t> pooling_plan(float global_y_scale = 0.05f) {
     q.body.put<uint32_t>(0); q.body.put<uint32_t>(1); q.body.q(0.1f, -3);
     q.finish(p, QATML_ENGINE_OP_QUANTIZE);
     avg.body.put<uint32_t>(1); avg.body.put<uint32_t>(2); avg.body.q(0.1f, -3); avg.body.q(0.07f, 2);
-    avg.body.i64s({3, 3, 2, 2, 1, 1, 1, 1, 1, 1});
+    avg.body.i64s({3, 3, 2, 2, avg_pad, avg_pad, avg_pad, avg_pad, 1, 1});
     avg.body.put<uint32_t>(1);
     avg.finish(p, QATML_ENGINE_OP_AVGPOOL);
     global.body.put<uint32_t>(2); global.body.put<uint32_t>(3); global.body.q(0.07f, 2); global.body.q(global_y_scale, 0);

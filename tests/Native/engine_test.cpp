@@ -196,6 +196,22 @@ TEST(Engine, ScaleRatiosThatWouldOverflowAreRejectedAtLoad) {
     }
 }
 
+// Found by build/fuzz-native.sh: an AVGPOOL with pads of 30,000 around a 5x5 input made the pooling kernel
+// allocate its padded plane, 60,005^2 bytes (3.6 GB; the fuzzer's case asked 18.8 GB), from a plan of a few
+// hundred bytes. Pooling and convolution scratch is now bounded by 2^31 bytes at the ABI and at load.
+TEST(Engine, PoolWhosePaddedPlaneExceedsTheScratchLimitIsRejectedAtLoad) {
+    const std::vector<uint8_t> plan = qatml_test::pooling_plan(0.05f, 30000);
+    qatml_engine* e = nullptr;
+    EXPECT_EQ(qatml_engine_create(nullptr, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(e, nullptr);
+    EXPECT_NE(std::string(qatml_last_error()).find("op 1 (AVGPOOL): (H + pads) * (W + pads) = 60005 * 60005 overflows or exceeds 2^31"),
+              std::string::npos)
+        << qatml_last_error();
+    const std::vector<uint8_t> fits = qatml_test::pooling_plan(0.05f, 2);  // pads below the kernel, as ONNX Runtime requires
+    ASSERT_EQ(qatml_engine_create(nullptr, fits.data(), static_cast<int64_t>(fits.size()), &e), QATML_OK) << qatml_last_error();
+    qatml_engine_destroy(e);
+}
+
 // Random bytes, a valid plan with random mutations (bit flips, byte overwrites with boundary values,
 // truncation, duplicated slices): the loader accepts or rejects with INVALID_ARGUMENT, never crashes;
 // an accepted plan runs.

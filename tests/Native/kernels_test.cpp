@@ -571,6 +571,36 @@ TEST(KernelsAbi, ConvolutionWhoseScratchWouldOverflowIsRejected) {
     }
 }
 
+// A one-pixel input with pads of 2^16: a pool whose padded plane is 2^34 bytes is refused on every path (the
+// fast paths would allocate and fill it), and so is a convolution over it; a 2^15 plane is within the limit.
+TEST(KernelsAbi, PoolAndConvolutionScratchIsBoundedBy2To31Bytes) {
+    const std::vector<uint8_t> x(4, 7);
+    std::vector<uint8_t> y(4);
+    const int64_t pad = int64_t(1) << 16;
+    qatml_conv2d_params p{1, 1, 1, 1, pad, pad, pad, pad, pad, pad, 1, 1};  // stride = pad: a 3x3 output
+    for (int path : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(path);
+        for (int32_t kind : {QATML_POOL_MAX, QATML_POOL_AVERAGE}) {
+            EXPECT_EQ(qatml_pool2d(nullptr, kind, &p, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y.data()), QATML_INVALID_ARGUMENT);
+            EXPECT_NE(std::string(qatml_last_error()).find("(H + pads) * (W + pads) = 131073 * 131073 overflows or exceeds 2^31"),
+                      std::string::npos)
+                << qatml_last_error();
+        }
+        Packed pw;
+        const int8_t w = 1;
+        ASSERT_EQ(qatml_conv_pack_weights(nullptr, &w, QATML_TYPE_INT8, 1, 1, 1, 1, 1, nullptr, &pw.p), QATML_OK);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int32_t> out(9);
+        EXPECT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, out.data()), QATML_INVALID_ARGUMENT);
+        qatml_conv2d_params small{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &small, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
+            << qatml_last_error();
+        EXPECT_EQ(y, (std::vector<uint8_t>{7, 7, 7, 7}));  // each 2x2 window holds the one real pixel
+    }
+}
+
 TEST(KernelsAbi, ValidatesArguments) {
     std::vector<int8_t> b(12, 1);
     qatml_packed_weights* pw = nullptr;

@@ -342,12 +342,16 @@ struct Loader {
                 if (op.kind == QATML_ENGINE_OP_MAXPOOL && (std::memcmp(&op.qx.scale, &op.qy.scale, 4) != 0 || op.qx.zp != op.qy.zp))
                     return r.bad("op %d (MAXPOOL): input and output quantization differ", index);
                 if (x.rank != 3) return r.bad("op %d (%s): input must be [C, H, W]", index, op_name(op.kind));
+                if (!spatial(op, x, y, x.dims[0], index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (%s)", index, op_name(op.kind));
+                if (check_pool_scratch(what, op.p) != QATML_OK) return r.bad("%s", qatml_last_error());
                 if (op.kind == QATML_ENGINE_OP_AVGPOOL) {
                     if (op.kh * op.kw > kMaxAverageCells)
                         return r.bad("op %d (AVGPOOL): the %lldx%lld window exceeds 2^23 cells", index, (long long)op.kh, (long long)op.kw);
                     if (!scale_ratio(index, "x_scale", op.qx.scale, "y_scale", op.qy.scale)) return false;
                 }
-                return spatial(op, x, y, x.dims[0], index) && define(op.y, index);
+                return define(op.y, index);
             }
             case QATML_ENGINE_OP_GLOBAL_AVGPOOL: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;

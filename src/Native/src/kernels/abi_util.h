@@ -32,7 +32,12 @@ constexpr int64_t kMaxElements = int64_t(1) << 40;
     } while (0)
 
 // a*b(*c) with overflow and range check; false and error set on failure.
-bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out);
+bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out, int limit_log2 = 40);
+
+// Scratch the kernels allocate from a call's geometry (padded planes) rather than from its buffers: at most
+// 2^31 bytes (2 GiB; real networks need a few MiB), so a tiny input with huge pads is an error, not an
+// 18 GB allocation. Every path checks the same bound, so all agree.
+constexpr int kMaxScratchLog2 = 31;
 
 // Validates the context: NULL or a live CPU context. CUDA contexts: QATML_UNSUPPORTED.
 qatml_status check_context(const qatml_context* ctx, const char* fn);
@@ -48,9 +53,11 @@ constexpr int64_t kMaxAverageCells = int64_t(1) << 23;
 qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den);
 
 // The convolution paths' scratch grows with the padded input (plus a stride of phase rounding) and, for one
-// channel per group, with taps x output rows x padded width, not with the output. Both must stay within
-// 2^40 (ResNet18's largest is below 2^25) so that no size computation overflows; every path checks, so all
-// agree. Sets the error (naming the product) otherwise.
+// channel per group, with taps x output rows x padded width, not with the output: both within 2^31
+// (kMaxScratchLog2; ResNet18's largest is below 2^18), which also keeps every size computation from
+// overflowing. Sets the error (naming the product) otherwise.
+// The padded plane the pooling fast paths work on, (H + pads) x (W + pads) bytes, within 2^31 (kMaxScratchLog2).
+qatml_status check_pool_scratch(const char* fn, const qatml_conv2d_params& p);
 qatml_status check_conv_scratch(const char* fn, const qatml_conv2d_params& p, int64_t cpg, int64_t kh, int64_t kw, int64_t oh);
 
 bool type_range(int32_t type, int32_t* lo, int32_t* hi);

@@ -674,9 +674,10 @@ namespace kernels {
 qatml_status check_conv_scratch(const char* fn, const qatml_conv2d_params& p, int64_t cpg, int64_t kh, int64_t kw, int64_t oh) {
     const int64_t span_h = p.height + p.pad_top + p.pad_bottom + p.stride_h, span_w = p.width + p.pad_left + p.pad_right + p.stride_w;
     int64_t t = 0;
-    if (!checked_mul(fn, "C/g (in 4s) * (H + pads + stride)", round_up(cpg, 4), span_h, &t) ||
-        !checked_mul(fn, "C/g (in 4s) * (H + pads + stride) * (W + pads + stride)", t, span_w, &t) ||
-        !checked_mul(fn, "kH*kW * OH", kh * kw, oh, &t) || !checked_mul(fn, "kH*kW * OH * (W + pads + stride)", t, span_w, &t))
+    const int lim = kMaxScratchLog2;
+    if (!checked_mul(fn, "C/g (in 4s) * (H + pads + stride)", round_up(cpg, 4), span_h, &t, lim) ||
+        !checked_mul(fn, "C/g (in 4s) * (H + pads + stride) * (W + pads + stride)", t, span_w, &t, lim) ||
+        !checked_mul(fn, "kH*kW * OH", kh * kw, oh, &t, lim) || !checked_mul(fn, "kH*kW * OH * (W + pads + stride)", t, span_w, &t, lim))
         return QATML_INVALID_ARGUMENT;
     return QATML_OK;
 }

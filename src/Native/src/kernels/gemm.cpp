@@ -9,11 +9,11 @@
 namespace qatml {
 namespace kernels {
 
-bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out) {
+bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out, int limit_log2) {
     int64_t r = 0;
-    if (__builtin_mul_overflow(a, b, &r) || r > kMaxElements) {
-        fail(QATML_INVALID_ARGUMENT, "%s: %s = %lld * %lld overflows or exceeds 2^40", fn, what,
-             static_cast<long long>(a), static_cast<long long>(b));
+    if (__builtin_mul_overflow(a, b, &r) || r > (int64_t(1) << limit_log2)) {
+        fail(QATML_INVALID_ARGUMENT, "%s: %s = %lld * %lld overflows or exceeds 2^%d", fn, what,
+             static_cast<long long>(a), static_cast<long long>(b), limit_log2);
         return false;
     }
     *out = r;

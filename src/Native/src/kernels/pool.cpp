@@ -113,6 +113,20 @@ void pool2d_simd(const SimdKernels& simd, bool is_max, const PoolGeometry& g, in
 }
 }  // namespace
 
+namespace qatml {
+namespace kernels {
+
+qatml_status check_pool_scratch(const char* fn, const qatml_conv2d_params& p) {
+    int64_t plane = 0;
+    return checked_mul(fn, "(H + pads) * (W + pads)", p.height + p.pad_top + p.pad_bottom, p.width + p.pad_left + p.pad_right, &plane,
+                       kMaxScratchLog2)
+               ? QATML_OK
+               : QATML_INVALID_ARGUMENT;
+}
+
+}  // namespace kernels
+}  // namespace qatml
+
 extern "C" {
 
 QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, const qatml_conv2d_params* p,
@@ -136,6 +150,7 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
             !checked_mul(fn, "N*C*H*W", t, p->width, &t) || !checked_mul(fn, "N*C*OH", p->batch * p->channels, oh, &t) ||
             !checked_mul(fn, "N*C*OH*OW", t, ow, &t))
             return QATML_INVALID_ARGUMENT;
+        if ((s = check_pool_scratch(fn, *p)) != QATML_OK) return s;
         int32_t lo = 0, hi = 0;
         if (kind == QATML_POOL_MAX) {
             if ((type != QATML_TYPE_UINT8 && type != QATML_TYPE_INT8) || !type_range(type, &lo, &hi))
