@@ -136,6 +136,12 @@ struct Loader {
         if (*v < lo || *v > hi) return r.bad("%s = %lld is outside %lld..%lld", what, (long long)*v, (long long)lo, (long long)hi);
         return true;
     }
+    // The kernel's own limit on a scale ratio (check_scale_ratio), as a plan error naming the op.
+    bool scale_ratio(int index, const char* num_name, float num, const char* den_name, float den) {
+        char op[64];
+        std::snprintf(op, sizeof op, "op %d (%s)", index, op_name(e->ops[index].kind));
+        return check_scale_ratio(op, num_name, num, den_name, den) == QATML_OK || r.bad("%s", qatml_last_error());
+    }
     bool flag(uint32_t* v, const char* what) {
         if (!r.get(v, what)) return false;
         if (*v > 1) return r.bad("%s = %u must be 0 or 1", what, *v);
@@ -234,6 +240,9 @@ struct Loader {
                 if (x.rank == 3 && x.dims[0] != cpg * groups)
                     return r.bad("op %d (CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
                 if (!spatial(op, x, y, m, index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (CONV)", index);
+                if (check_conv_scratch(what, op.p, cpg, op.kh, op.kw, y.dims[1]) != QATML_OK) return r.bad("%s", qatml_last_error());
                 int64_t total = 0, t = 0;
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total))
@@ -288,7 +297,16 @@ struct Loader {
                 if (op.kind == QATML_ENGINE_OP_MAXPOOL && (std::memcmp(&op.qx.scale, &op.qy.scale, 4) != 0 || op.qx.zp != op.qy.zp))
                     return r.bad("op %d (MAXPOOL): input and output quantization differ", index);
                 if (x.rank != 3) return r.bad("op %d (%s): input must be [C, H, W]", index, op_name(op.kind));
-                return spatial(op, x, y, x.dims[0], index) && define(op.y, index);
+                if (!spatial(op, x, y, x.dims[0], index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (%s)", index, op_name(op.kind));
+                if (check_pool_scratch(what, op.p) != QATML_OK) return r.bad("%s", qatml_last_error());
+                if (op.kind == QATML_ENGINE_OP_AVGPOOL) {
+                    if (op.kh * op.kw > kMaxAverageCells)
+                        return r.bad("op %d (AVGPOOL): the %lldx%lld window exceeds 2^23 cells", index, (long long)op.kh, (long long)op.kw);
+                    if (!scale_ratio(index, "x_scale", op.qx.scale, "y_scale", op.qy.scale)) return false;
+                }
+                return define(op.y, index);
             }
             case QATML_ENGINE_OP_GLOBAL_AVGPOOL: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
@@ -297,7 +315,9 @@ struct Loader {
                 if (!qparam(&op.qx, x.dtype, "x quantization") || !qparam(&op.qy, y.dtype, "y quantization")) return false;
                 if (x.rank != 3) return r.bad("op %d (GLOBAL_AVGPOOL): input must be [C, H, W]", index);
                 if (y.elems != x.dims[0]) return r.bad("op %d (GLOBAL_AVGPOOL): output must have %lld elements", index, (long long)x.dims[0]);
-                return define(op.y, index);
+                if (x.dims[1] * x.dims[2] > kMaxAverageCells)
+                    return r.bad("op %d (GLOBAL_AVGPOOL): the %lldx%lld plane exceeds 2^23 cells", index, (long long)x.dims[1], (long long)x.dims[2]);
+                return scale_ratio(index, "x_scale", op.qx.scale, "y_scale", op.qy.scale) && define(op.y, index);
             }
             case QATML_ENGINE_OP_ADD: {
                 if (!tensor_id(&op.x, "a") || !tensor_id(&op.b, "b") || !tensor_id(&op.y, "y") || !use(op.x, index, "a") || !use(op.b, index, "b"))
@@ -306,7 +326,8 @@ struct Loader {
                 if (!is_q8(a.dtype) || b.dtype != a.dtype || y.dtype != a.dtype) return r.bad("op %d (ADD): a, b and y must be one uint8/int8 type", index);
                 if (b.elems != a.elems || y.elems != a.elems) return r.bad("op %d (ADD): element counts differ (%lld, %lld, %lld)", index, (long long)a.elems, (long long)b.elems, (long long)y.elems);
                 return qparam(&op.qx, a.dtype, "a quantization") && qparam(&op.qb, b.dtype, "b quantization") &&
-                       qparam(&op.qy, y.dtype, "y quantization") && define(op.y, index);
+                       qparam(&op.qy, y.dtype, "y quantization") && scale_ratio(index, "a_scale", op.qx.scale, "y_scale", op.qy.scale) &&
+                       scale_ratio(index, "b_scale", op.qb.scale, "y_scale", op.qy.scale) && define(op.y, index);
             }
             case QATML_ENGINE_OP_LUT: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
