@@ -14,7 +14,7 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
 {
     private readonly MLContext _context;
     private readonly AwareTrainingOptions _options;
-    private OnnxScoringEstimator? _floatScoring;
+    private OnnxModelScoringEstimator? _floatScoring;
 
     internal AwareTrainingEstimator(MLContext context, AwareTrainingOptions options)
     {
@@ -35,7 +35,7 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxScoringEstimator(_context, new OnnxScoringOptions { ModelBytes = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes) });
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, new OnnxModelScoringOptions { ModelBytes = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes) });
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 }

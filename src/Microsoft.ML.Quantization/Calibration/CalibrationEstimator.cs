@@ -37,7 +37,7 @@ public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (_inputs is null)
         {
-            using var probe = new OnnxScoringTransformer(_context, _options.ToScoringOptions());
+            using var probe = new OnnxModelScoringTransformer(_context, _options.ToScoringOptions());
             _inputs = probe.Scorer.Inputs;
         }
         return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema));
@@ -82,7 +82,7 @@ public sealed class CalibrationTransformer : ITransformer
     public IReadOnlyDictionary<string, long> NonFiniteCounts
         => Table.Where(e => e.NonFiniteCount > 0).ToDictionary(e => e.TensorName, e => e.NonFiniteCount);
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <summary>Returns <paramref name="inputSchema"/>: calibration adds no columns.</summary>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -100,8 +100,13 @@ public sealed class CalibrationTransformer : ITransformer
         return input;
     }
 
+    /// <summary>The identity on rows of <paramref name="inputSchema"/> (checked here): PredictionEngine passes through it.</summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("CalibrationTransformer adds no columns; it has no row mapper of its own.");
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        Validate(inputSchema, nameof(inputSchema));
+        return new PassThroughRowMapper(inputSchema);
+    }
 
     /// <summary>Saves as an empty (pass-through) TransformerChain plus the table (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)

@@ -93,7 +93,7 @@ internal static class ModelCalibrator
         CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock,
         List<InputColumn> inputColumns)
     {
-        OnnxScoringOptions scoring = options.ToScoringOptions();
+        OnnxModelScoringOptions scoring = options.ToScoringOptions();
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
@@ -186,7 +186,7 @@ internal static class ModelCalibrator
         return rows;
     }
 
-    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxScoringOptions scoring)
+    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxModelScoringOptions scoring)
     {
         try
         {

@@ -139,7 +139,7 @@ internal sealed class BatchScoringDataView : IDataView
             _source = source;
             _active = active;
             IBatchScorer scorer = parent._scorer;
-            _batch = scorer.CreateBatch(outputActive);
+            _batch = scorer.CreateBatch(outputActive, scorer.BatchSize);
             _inputGetters = scorer.Inputs
                 .Select(i => source.GetGetter<VBuffer<float>>(parent._source.Schema[i.ColumnName]))
                 .ToArray();

@@ -14,8 +14,8 @@ internal interface IBatchScorer
     /// <summary>Rows per run.</summary>
     int BatchSize { get; }
 
-    /// <summary>A cursor's staging buffers computing the active outputs.</summary>
-    IScoringBatch CreateBatch(bool[] outputActive);
+    /// <summary>Staging buffers for <paramref name="capacity"/> rows computing the active outputs (a cursor's batch, or one row for a row mapper).</summary>
+    IScoringBatch CreateBatch(bool[] outputActive, int capacity);
 }
 
 /// <summary>One cursor's staging buffers: fill rows, run, read row-major outputs.</summary>

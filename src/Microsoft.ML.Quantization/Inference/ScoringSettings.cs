@@ -37,7 +37,7 @@ internal sealed record ScoringSettings
         NativeDevice = o.NativeDevice,
     };
 
-    public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+    public static ScoringSettings From(OnnxModelScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
 
     /// <summary>
     /// Checks settings restored from a model zip exactly as the options they came from are checked at construction (same
@@ -60,9 +60,9 @@ internal sealed record ScoringSettings
         options.Validate();
     }
 
-    public OnnxScoringOptions ToScoringOptions(byte[] model)
+    public OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var s = new OnnxScoringOptions
+        var s = new OnnxModelScoringOptions
         {
             ModelBytes = model,
             ExecutionProvider = ExecutionProvider,

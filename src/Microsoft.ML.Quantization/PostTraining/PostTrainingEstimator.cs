@@ -15,7 +15,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
 {
     private readonly MLContext _context;
     private readonly PostTrainingOptions _options;
-    private OnnxScoringEstimator? _floatScoring;
+    private OnnxModelScoringEstimator? _floatScoring;
 
     internal PostTrainingEstimator(MLContext context, PostTrainingOptions options)
     {
@@ -57,7 +57,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 

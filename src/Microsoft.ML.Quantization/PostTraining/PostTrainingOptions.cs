@@ -145,9 +145,9 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         return false;
     }
 
-    internal OnnxScoringOptions ToScoringOptions(byte[] model)
+    internal OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var scoring = new OnnxScoringOptions { ModelBytes = model };
+        var scoring = new OnnxModelScoringOptions { ModelBytes = model };
         CopyTo(scoring);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var b in Outputs) scoring.Outputs.Add(b);

@@ -45,7 +45,7 @@ internal static class QuantizationComparer
             }
         }
 
-        OnnxScoringOptions Scoring(byte[] model, IEnumerable<(string Column, string Tensor)> outputs)
+        OnnxModelScoringOptions Scoring(byte[] model, IEnumerable<(string Column, string Tensor)> outputs)
         {
             var s = settings.ToScoringOptions(model);
             s.Outputs.Clear();
@@ -55,8 +55,8 @@ internal static class QuantizationComparer
         }
         var floatOutputs = new[] { ("__out", output) }.Concat(layers.Select((l, i) => ($"__l{i}", l.Float)));
         var quantOutputs = new[] { ("__out", output) }.Concat(layers.Select((l, i) => ($"__l{i}", l.Quantized)));
-        using var floatScorer = new OnnxScoringTransformer(context, Scoring(floatModel.ToBytes(), floatOutputs));
-        using var quantScorer = new OnnxScoringTransformer(context, Scoring(quantized.QuantizedModel, quantOutputs));
+        using var floatScorer = new OnnxModelScoringTransformer(context, Scoring(floatModel.ToBytes(), floatOutputs));
+        using var quantScorer = new OnnxModelScoringTransformer(context, Scoring(quantized.QuantizedModel, quantOutputs));
         IDataView a = floatScorer.Transform(data), b = quantScorer.Transform(data);
 
         int n = 1 + layers.Count;
@@ -118,7 +118,7 @@ internal static class QuantizationComparer
         TimeSpan? floatTime = null, quantTime = null;
         if (options.MeasureLatency)
         {
-            using var plainFloat = new OnnxScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), [("__out", output)]));
+            using var plainFloat = new OnnxModelScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), [("__out", output)]));
             floatTime = Best(options.LatencyRepeats, () => Consume(plainFloat.Transform(data), "__out"));
             string quantColumn = quantized.OutputColumnNames.Contains(output) ? output
                 : settings.Outputs.FirstOrDefault(o => o.TensorName == output)?.ColumnName ?? quantized.OutputColumnNames[0];

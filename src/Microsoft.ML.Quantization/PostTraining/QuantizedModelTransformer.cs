@@ -18,7 +18,7 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// </summary>
 public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 {
-    private readonly Lazy<OnnxScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
+    private readonly Lazy<OnnxModelScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
     private readonly NativeBatchScorer? _native;
     private int _disposed;
 
@@ -28,10 +28,10 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         QuantizedModel = quantizedModel;
         Settings = settings;
         Nodes = nodes;
-        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() =>
+        _onnxRuntime = new Lazy<OnnxModelScoringTransformer>(() =>
         {
             ThrowIfDisposed();
-            return new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
+            return new OnnxModelScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
         });
         if (settings.Backend == QuantizedBackend.Native)
         {
@@ -127,7 +127,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal NativeInt8Engine? NativeEngine => _native?.Engine;
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -154,8 +154,15 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         return new BatchScoringDataView(input, _native);
     }
 
+    /// <summary>
+    /// One row per run of the backend that runs the model (one ONNX Runtime call, or one native engine call), sharing its
+    /// session or engine (PredictionEngine); the schema is checked here, not per row.
+    /// </summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("QuantizedModelTransformer scores batches of rows; use Transform.");
+    {
+        ThrowIfDisposed();
+        return new ScoringRowMapper(Scorer, inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Writes the quantized model as a standard ONNX file (atomically: a temporary file, then a rename).</summary>
     public void SaveAsOnnx(string path)

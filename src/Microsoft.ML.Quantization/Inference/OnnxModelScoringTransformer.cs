@@ -3,18 +3,18 @@ namespace Microsoft.ML.Quantization.Inference;
 /// <summary>
 /// Scores an IDataView with a float ONNX model through ONNX Runtime, many rows per call. Lazy like
 /// every ML.NET transform; cursors and parallel cursors share one session. Created by
-/// <see cref="OnnxScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxScoringOptions)"/>.
+/// <see cref="OnnxModelScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxModelScoringOptions)"/>.
 /// <see cref="Dispose"/> while cursors score does not wait: batches already running finish (the session is freed
 /// after the last), and any later batch, <see cref="Transform"/> or save throws <see cref="ObjectDisposedException"/>.
 /// </summary>
-public sealed class OnnxScoringTransformer : ITransformer, IDisposable
+public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
 {
     private readonly OrtBatchScorer _scorer;
 
     /// <param name="context">The ML.NET context.</param>
     /// <param name="options">What to run and how.</param>
     /// <param name="ownerName">The public type a use after Dispose names (a QuantizedModelTransformer runs its model through this type).</param>
-    internal OnnxScoringTransformer(MLContext context, OnnxScoringOptions options, string ownerName = nameof(OnnxScoringTransformer))
+    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -22,7 +22,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         ModelName = options.ModelPath ?? "(model bytes)";
         byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize);
-        Options = new OnnxScoringOptions { ModelPath = options.ModelPath };
+        Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);
         foreach (OnnxColumnBinding b in options.Outputs) Options.Outputs.Add(b);
@@ -52,7 +52,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     internal OrtBatchScorer Scorer => _scorer;
 
     /// <summary>The options this transformer was created with (a copy).</summary>
-    public OnnxScoringOptions Options { get; }
+    public OnnxModelScoringOptions Options { get; }
 
     /// <summary>The execution provider that actually runs the model (CPU after a fall-back).</summary>
     public OnnxExecutionProvider ExecutionProvider => _scorer.Provider;
@@ -63,7 +63,7 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     /// <summary>Names of the columns this transformer reads.</summary>
     public IReadOnlyList<string> InputColumnNames => _scorer.Inputs.Select(i => i.ColumnName).ToArray();
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -86,8 +86,12 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
         return new BatchScoringDataView(input, _scorer);
     }
 
+    /// <summary>One row per model run over the same session (PredictionEngine); the schema is checked here, not per row.</summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("OnnxScoringTransformer scores batches of rows; use Transform (PredictionEngine needs a row-to-row mapper).");
+    {
+        _scorer.ThrowIfDisposed();
+        return new ScoringRowMapper(_scorer, inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Saves as ML.NET's OnnxTransformer over the same bytes plus these options (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
