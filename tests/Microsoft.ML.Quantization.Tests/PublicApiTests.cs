@@ -26,12 +26,24 @@ public sealed class PublicApiTests
         string expected = File.Exists(ListingPath) ? File.ReadAllText(ListingPath).ReplaceLineEndings("\n") : "";
         if (expected == actual)
             return;
-        var expectedLines = expected.Split('\n').ToHashSet(StringComparer.Ordinal);
-        var actualLines = actual.Split('\n').ToHashSet(StringComparer.Ordinal);
-        var added = actual.Split('\n').Where(l => !expectedLines.Contains(l)).Select(l => "+ " + l);
-        var removed = expected.Split('\n').Where(l => !actualLines.Contains(l)).Select(l => "- " + l);
+        var expectedLines = Qualified(expected).ToHashSet(StringComparer.Ordinal);
+        var actualLines = Qualified(actual).ToHashSet(StringComparer.Ordinal);
+        var added = Qualified(actual).Where(l => !expectedLines.Contains(l)).Select(l => "+ " + l);
+        var removed = Qualified(expected).Where(l => !actualLines.Contains(l)).Select(l => "- " + l);
         Assert.Fail("The public API differs from docs/api/public-api.txt (regenerate it with QATML_UPDATE_PUBLIC_API=1 if the change is meant):\n"
             + string.Join('\n', removed.Concat(added)));
+    }
+
+    /// <summary>The listing's lines with each member prefixed by its type, so the same member line in two types differs.</summary>
+    private static IEnumerable<string> Qualified(string listing)
+    {
+        string type = "";
+        foreach (string line in listing.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!line.StartsWith(' '))
+                type = line;
+            yield return line.StartsWith(' ') ? $"{type} ::{line}" : line;
+        }
     }
 
     [Fact]

@@ -40,7 +40,7 @@ public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
             using var probe = new OnnxModelScoringTransformer(_context, _options.ToScoringOptions());
             _inputs = probe.Scorer.Inputs;
         }
-        return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema));
+        return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema), _options.InputsOptionName);
     }
 }
 
@@ -66,7 +66,7 @@ public sealed class CalibrationTransformer : ITransformer
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.Name);
             if (column is null)
-                throw SchemaErrors.MissingColumn(paramName, input.Name);
+                throw SchemaErrors.MissingColumn(paramName, input.Name, schema, $"Calibration read this column; {nameof(CalibrationTransformer)} passes rows through only when they still have it.");
             if (column.Value.Type is not VectorDataViewType v || v.ItemType != NumberDataViewType.Single || (v.Size != 0 && v.Size != input.Size))
                 throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<Single, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
         }

@@ -219,6 +219,7 @@ internal static class ModelPersistence
                         ?? throw new InvalidDataException($"{where} holds no settings.");
                     settings.Validate(quantized: false);
                     byte[] model = ReadOnnx(zip, folder, settings, path);
+                    settings = settings with { ModelName = $"{path}:{folder}" };
                     return () => new OnnxModelScoringTransformer(context, settings.ToScoringOptions(model));
                 }
                 default:
@@ -232,7 +233,8 @@ internal static class ModelPersistence
                         n.Precision?.Validate($"Node '{n.Name}'");
                     state.Settings.Validate(quantized: true);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
-                    return () => new QuantizedModelTransformer(context, model, state.Settings, state.Nodes);
+                    var settings = state.Settings with { ModelName = $"{path}:{folder}" };
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes);
                 }
             }
         }

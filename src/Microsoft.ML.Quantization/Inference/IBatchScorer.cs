@@ -40,14 +40,17 @@ internal interface IScoringBatch : IDisposable
 /// <summary>Shared checks and row copies of the batch scorers.</summary>
 internal static class BatchScorerSchema
 {
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName)
+    /// <summary>
+    /// Checks the input columns against the schema, with ML.NET-shaped errors; a missing column's error lists the columns
+    /// present and names <paramref name="inputsOption"/>, the option that binds the model's inputs to columns.
+    /// </summary>
+    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
             if (column is null)
-                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName, schema, Internal.SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             string expected = $"Vector<Single, {input.RowSize}>";
             if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
                 throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));

@@ -47,6 +47,6 @@ public sealed class OnnxModelScoringEstimator : IEstimator<OnnxModelScoringTrans
             using var probe = new OnnxModelScoringTransformer(_context, _options);
             _specs = (probe.Scorer.Inputs, probe.Scorer.Outputs);
         }
-        return OrtBatchScorer.GetOutputShape(_specs.Value.Inputs, _specs.Value.Outputs, inputSchema, nameof(inputSchema));
+        return OrtBatchScorer.GetOutputShape(_specs.Value.Inputs, _specs.Value.Outputs, inputSchema, nameof(inputSchema), _options.InputsOptionName);
     }
 }

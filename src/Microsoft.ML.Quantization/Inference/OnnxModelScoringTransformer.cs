@@ -19,9 +19,10 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         Context = context;
-        ModelName = options.ModelPath ?? "(model bytes)";
+        ModelName = options.ModelName(options.ModelPath);
+        InputsOption = options.InputsOptionName;
         byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize);
+        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName);
         Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);
@@ -46,6 +47,9 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
 
     internal string ModelName { get; }
 
+    /// <summary>The option a missing input column's error names (the options this model's bindings came from).</summary>
+    internal string InputsOption { get; }
+
     /// <summary>The ONNX bytes the session runs (the input model, plus graph outputs for requested intermediate tensors).</summary>
     internal byte[] ModelBytes { get; }
 
@@ -69,7 +73,7 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema));
+        _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema), InputsOption);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         foreach (OutputSpec o in _scorer.Outputs)
@@ -82,7 +86,7 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(input);
         _scorer.ThrowIfDisposed();
-        _scorer.ValidateInputSchema(input.Schema, nameof(input));
+        _scorer.ValidateInputSchema(input.Schema, nameof(input), InputsOption);
         return new BatchScoringDataView(input, _scorer);
     }
 

@@ -128,17 +128,18 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 
     private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
 
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal void ValidateInputSchema(DataViewSchema schema, string paramName) => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName);
+    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors (a missing one names <paramref name="inputsOption"/>).</summary>
+    internal void ValidateInputSchema(DataViewSchema schema, string paramName, string inputsOption)
+        => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName, inputsOption);
 
-    /// <summary>The estimator-level output shape for these inputs and outputs.</summary>
-    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName)
+    /// <summary>The estimator-level output shape for these inputs and outputs (a missing input names <paramref name="inputsOption"/>).</summary>
+    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             SchemaShape.Column column = shape.FirstOrDefault(c => c.Name == input.ColumnName);
             if (column.Name is null)
-                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw SchemaErrors.MissingColumn(paramName, input.ColumnName, shape, SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             if (column.Kind == SchemaShape.Column.VectorKind.Scalar || column.ItemType != NumberDataViewType.Single)
                 throw SchemaErrors.Mismatch(paramName, input.ColumnName, $"Vector<Single, {input.RowSize}>", SchemaShapes.Describe(column));
         }

@@ -16,6 +16,14 @@ internal sealed record ScoringSettings
     public bool AllowBackendFallback { get; init; } = true;
     public ComputeDevice? NativeDevice { get; init; }
 
+    /// <summary>What messages call the model (not saved: a restored model is named by its zip).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? ModelName { get; init; }
+
+    /// <summary>The option a missing input column's error names (not saved).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? InputsOption { get; init; }
+
     public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes) => new()
     {
@@ -28,10 +36,12 @@ internal sealed record ScoringSettings
         Inputs = [.. inputs],
         Outputs = [.. outputs],
         InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
+        InputsOption = o.InputsOptionName,
     };
 
     public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes) with
     {
+        ModelName = o.ModelName(o.ModelPath) + " (quantized)",
         Backend = o.Backend,
         AllowBackendFallback = o.AllowBackendFallback,
         NativeDevice = o.NativeDevice,
@@ -71,6 +81,8 @@ internal sealed record ScoringSettings
             IntraOpNumThreads = IntraOpNumThreads,
             GraphOptimization = GraphOptimization,
             BatchSize = BatchSize,
+            ModelSource = ModelName,
+            InputsOption = InputsOption,
         };
         foreach (var b in Inputs) s.Inputs.Add(b);
         foreach (var b in Outputs) s.Outputs.Add(b);

@@ -149,6 +149,7 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     {
         var scoring = new OnnxModelScoringOptions { ModelBytes = model };
         CopyTo(scoring);
+        scoring.ModelSource = ModelName(ModelPath);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var b in Outputs) scoring.Outputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

@@ -26,6 +26,11 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     {
         Context = context;
         QuantizedModel = quantizedModel;
+        settings = settings with
+        {
+            ModelName = settings.ModelName ?? "(quantized model)",
+            InputsOption = settings.InputsOption ?? nameof(PostTrainingOptions) + "." + nameof(PostTrainingOptions.Inputs),
+        };
         Settings = settings;
         Nodes = nodes;
         _onnxRuntime = new Lazy<OnnxModelScoringTransformer>(() =>
@@ -36,7 +41,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (settings.Backend == QuantizedBackend.Native)
         {
             ComputeDevice device = settings.NativeDevice ?? (context.GpuDeviceId is int gpu ? ComputeDevice.Cuda(gpu) : ComputeDevice.Cpu);
-            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, "(quantized model)", settings.Inputs, settings.Outputs, settings.InputShapes,
+            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, settings.ModelName, settings.Inputs, settings.Outputs, settings.InputShapes,
                 settings.IntraOpNumThreads, device, message =>
                 {
                     using IChannel ch = ((IChannelProvider)context).Start("QatMl.NativeEngine");
@@ -46,7 +51,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             {
                 try
                 {
-                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, "(quantized model)");
+                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, settings.ModelName);
                 }
                 catch
                 {
@@ -135,7 +140,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (_native is null)
             return _onnxRuntime.Value.GetOutputSchema(inputSchema);
         ArgumentNullException.ThrowIfNull(inputSchema);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema));
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema), Settings.InputsOption!);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         foreach (OutputSpec o in _native.Outputs)
@@ -150,7 +155,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (_native is null)
             return _onnxRuntime.Value.Transform(input);
         ArgumentNullException.ThrowIfNull(input);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input));
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input), Settings.InputsOption!);
         return new BatchScoringDataView(input, _native);
     }
 
