@@ -77,6 +77,16 @@ internal static class BatchScorerSchema
                     $"Model '{modelName}': BatchSize {batchSize} x {rowSize} values per row of tensor '{name}' is more than one buffer holds ({Array.MaxLength}); use a smaller BatchSize.");
     }
 
+    /// <summary>A scoring transform's output schema: the input's columns, then one vector column per scored tensor.</summary>
+    internal static DataViewSchema OutputSchema(DataViewSchema input, OutputSpec[] outputs)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(input);
+        foreach (OutputSpec o in outputs)
+            builder.AddColumn(o.ColumnName, OutputType(o));
+        return builder.ToSchema();
+    }
+
     internal static DataViewType OutputType(OutputSpec output)
         => output.RowDims is null
             ? new VectorDataViewType(NumberDataViewType.Single)

@@ -74,11 +74,7 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema), InputsOption);
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        foreach (OutputSpec o in _scorer.Outputs)
-            builder.AddColumn(o.ColumnName, _scorer.OutputType(o));
-        return builder.ToSchema();
+        return BatchScorerSchema.OutputSchema(inputSchema, _scorer.Outputs);
     }
 
     /// <summary>Returns a lazy view: the model runs when a cursor reads an output column.</summary>

@@ -147,8 +147,6 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
     }
 
-    internal DataViewType OutputType(OutputSpec output) => BatchScorerSchema.OutputType(output);
-
     /// <summary>
     /// A cursor's (or a single-row mapper's) staging buffers for inputs and fixed-shape outputs. It holds no native
     /// resource between runs: each run wraps the buffers in OrtValues (pinned for that call only) and releases them, so a

@@ -141,11 +141,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             return _onnxRuntime.Value.GetOutputSchema(inputSchema);
         ArgumentNullException.ThrowIfNull(inputSchema);
         BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema), Settings.InputsOption!);
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        foreach (OutputSpec o in _native.Outputs)
-            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
-        return builder.ToSchema();
+        return BatchScorerSchema.OutputSchema(inputSchema, _native.Outputs);
     }
 
     /// <summary>A lazy view: the quantized model runs when a cursor reads an output column.</summary>
