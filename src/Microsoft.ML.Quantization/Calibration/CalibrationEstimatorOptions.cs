@@ -97,9 +97,9 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     }
 
     /// <summary>The scoring options of the same model and session settings.</summary>
-    internal OnnxScoringOptions ToScoringOptions()
+    internal OnnxModelScoringOptions ToScoringOptions()
     {
-        var scoring = new OnnxScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
+        var scoring = new OnnxModelScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
         CopyTo(scoring);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

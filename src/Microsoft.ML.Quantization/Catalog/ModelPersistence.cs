@@ -41,7 +41,7 @@ internal static class ModelPersistence
     };
 
     /// <summary>Saves <paramref name="scoring"/> as ML.NET's OnnxTransformer (graph inputs/outputs renamed to the columns) plus <paramref name="settings"/>.</summary>
-    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxScoringTransformer scoring, string entry, byte[] settings)
+    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxModelScoringTransformer scoring, string entry, byte[] settings)
     {
         var model = OnnxModel.Parse(scoring.ModelBytes);
         FillOutputShapes(model, scoring);
@@ -107,7 +107,7 @@ internal static class ModelPersistence
     /// ML.NET's OnnxTransformer needs a shape on every output; intermediate tensors QatMl exposes may have none, so one
     /// row of zeros is run to learn them (the batch dimension stays symbolic).
     /// </summary>
-    private static void FillOutputShapes(OnnxModel model, OnnxScoringTransformer scoring)
+    private static void FillOutputShapes(OnnxModel model, OnnxModelScoringTransformer scoring)
     {
         var outputs = model.Graph.Proto.Output;
         if (outputs.All(o => o.Type?.TensorType?.Shape is not null))
@@ -219,7 +219,8 @@ internal static class ModelPersistence
                         ?? throw new InvalidDataException($"{where} holds no settings.");
                     settings.Validate(quantized: false);
                     byte[] model = ReadOnnx(zip, folder, settings, path);
-                    return () => new OnnxScoringTransformer(context, settings.ToScoringOptions(model));
+                    settings = settings with { ModelName = $"{path}:{folder}" };
+                    return () => new OnnxModelScoringTransformer(context, settings.ToScoringOptions(model));
                 }
                 default:
                 {
@@ -232,7 +233,8 @@ internal static class ModelPersistence
                         n.Precision?.Validate($"Node '{n.Name}'");
                     state.Settings.Validate(quantized: true);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
-                    return () => new QuantizedModelTransformer(context, model, state.Settings, state.Nodes);
+                    var settings = state.Settings with { ModelName = $"{path}:{folder}" };
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes);
                 }
             }
         }

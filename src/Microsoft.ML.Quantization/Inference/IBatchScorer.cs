@@ -14,8 +14,8 @@ internal interface IBatchScorer
     /// <summary>Rows per run.</summary>
     int BatchSize { get; }
 
-    /// <summary>A cursor's staging buffers computing the active outputs.</summary>
-    IScoringBatch CreateBatch(bool[] outputActive);
+    /// <summary>Staging buffers for <paramref name="capacity"/> rows computing the active outputs (a cursor's batch, or one row for a row mapper).</summary>
+    IScoringBatch CreateBatch(bool[] outputActive, int capacity);
 }
 
 /// <summary>One cursor's staging buffers: fill rows, run, read row-major outputs.</summary>
@@ -40,14 +40,17 @@ internal interface IScoringBatch : IDisposable
 /// <summary>Shared checks and row copies of the batch scorers.</summary>
 internal static class BatchScorerSchema
 {
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName)
+    /// <summary>
+    /// Checks the input columns against the schema, with ML.NET-shaped errors; a missing column's error lists the columns
+    /// present and names <paramref name="inputsOption"/>, the option that binds the model's inputs to columns.
+    /// </summary>
+    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
             if (column is null)
-                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName, schema, Internal.SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             string expected = $"Vector<Single, {input.RowSize}>";
             if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
                 throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));
@@ -72,6 +75,16 @@ internal static class BatchScorerSchema
             if ((long)rowSize * batchSize > Array.MaxLength)
                 throw new ArgumentOutOfRangeException("BatchSize", batchSize,
                     $"Model '{modelName}': BatchSize {batchSize} x {rowSize} values per row of tensor '{name}' is more than one buffer holds ({Array.MaxLength}); use a smaller BatchSize.");
+    }
+
+    /// <summary>A scoring transform's output schema: the input's columns, then one vector column per scored tensor.</summary>
+    internal static DataViewSchema OutputSchema(DataViewSchema input, OutputSpec[] outputs)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(input);
+        foreach (OutputSpec o in outputs)
+            builder.AddColumn(o.ColumnName, OutputType(o));
+        return builder.ToSchema();
     }
 
     internal static DataViewType OutputType(OutputSpec output)

@@ -30,10 +30,10 @@ internal static class OnnxModelSource
     /// pads the last batch) and any other is a clear error. Intermediate tensors in <paramref name="outputTensors"/>
     /// become graph outputs.
     /// </summary>
-    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize)
+    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize, string? modelName = null)
     {
-        string name = path ?? "(model bytes)";
-        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        string name = modelName ?? path ?? "(model bytes)";
+        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path ?? modelName);
         // A cycle named by its node (ONNX Runtime only says "the graph is not acyclic").
         _ = parsed.Graph.TopologicalOrder();
         bool changed = false;

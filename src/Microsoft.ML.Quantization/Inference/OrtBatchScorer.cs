@@ -53,7 +53,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
     public OutputSpec[] Outputs { get; }
     public int BatchSize { get; }
 
-    IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive) => new Batch(this, outputActive);
+    IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive, int capacity) => new Batch(this, outputActive, capacity);
     internal OnnxExecutionProvider Provider { get; }
 
     /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
@@ -128,17 +128,18 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 
     private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
 
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal void ValidateInputSchema(DataViewSchema schema, string paramName) => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName);
+    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors (a missing one names <paramref name="inputsOption"/>).</summary>
+    internal void ValidateInputSchema(DataViewSchema schema, string paramName, string inputsOption)
+        => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName, inputsOption);
 
-    /// <summary>The estimator-level output shape for these inputs and outputs.</summary>
-    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName)
+    /// <summary>The estimator-level output shape for these inputs and outputs (a missing input names <paramref name="inputsOption"/>).</summary>
+    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             SchemaShape.Column column = shape.FirstOrDefault(c => c.Name == input.ColumnName);
             if (column.Name is null)
-                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw SchemaErrors.MissingColumn(paramName, input.ColumnName, shape, SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             if (column.Kind == SchemaShape.Column.VectorKind.Scalar || column.ItemType != NumberDataViewType.Single)
                 throw SchemaErrors.Mismatch(paramName, input.ColumnName, $"Vector<Single, {input.RowSize}>", SchemaShapes.Describe(column));
         }
@@ -146,18 +147,20 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
     }
 
-    internal DataViewType OutputType(OutputSpec output) => BatchScorerSchema.OutputType(output);
-
-    /// <summary>A cursor's staging buffers: inputs and fixed-shape outputs, with their OrtValues for full batches.</summary>
+    /// <summary>
+    /// A cursor's (or a single-row mapper's) staging buffers for inputs and fixed-shape outputs. It holds no native
+    /// resource between runs: each run wraps the buffers in OrtValues (pinned for that call only) and releases them, so a
+    /// batch that is never disposed (ML.NET's PredictionEngine never disposes its output row) leaks nothing.
+    /// </summary>
     internal sealed class Batch : IScoringBatch
     {
         private readonly OrtBatchScorer _scorer;
-        private readonly OrtValue[] _fullInputs;
-        private readonly OrtValue?[] _fullOutputs;
         private readonly string[] _inputNames;
         private readonly string[] _outputNames;
-        private readonly List<OrtValue> _transient = new();
-        private IDisposableReadOnlyCollection<OrtValue>? _allocated;
+        private readonly OrtValue[] _inputValues;
+        private readonly OrtValue[] _outputValues;
+        private readonly long[][] _fullInputShapes;
+        private readonly long[]?[] _fullOutputShapes;
 
         /// <param name="scorer">The session and tensor descriptions.</param>
         /// <param name="outputActive">Which outputs to compute.</param>
@@ -172,10 +175,10 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             int b = scorer.FixedBatch ? scorer.BatchSize : capacity ?? scorer.BatchSize;
             Capacity = b;
             InputBuffers = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
-            _fullInputs = scorer.Inputs.Select((i, k) => OrtValue.CreateTensorValueFromMemory(InputBuffers[k], Shape(b, i.RowDims))).ToArray();
+            _fullInputShapes = scorer.Inputs.Select(i => Shape(b, i.RowDims)).ToArray();
             ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
             OutputBuffers = new float[scorer.Outputs.Length][];
-            _fullOutputs = new OrtValue?[scorer.Outputs.Length];
+            _fullOutputShapes = new long[]?[scorer.Outputs.Length];
             _rowDims = scorer.Outputs.Select((o, k) => o.RowDims ?? outputRowDims?[k]).ToArray();
             RunRowDims = (int[]?[])_rowDims.Clone();
             OutputRowSizes = _rowDims.Select(d => d?.Aggregate(1, (x, y) => checked(x * y)) ?? -1).ToArray();
@@ -184,11 +187,16 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 if (_rowDims[k] is not { } dims)
                     continue;
                 OutputBuffers[k] = new float[checked(OutputRowSizes[k] * b)];
-                _fullOutputs[k] = OrtValue.CreateTensorValueFromMemory(OutputBuffers[k], Shape(b, dims));
+                _fullOutputShapes[k] = Shape(b, dims);
             }
             _inputNames = scorer.Inputs.Select(i => i.TensorName).ToArray();
             _outputNames = ActiveOutputs.Select(k => scorer.Outputs[k].TensorName).ToArray();
+            _inputValues = new OrtValue[_inputNames.Length];
+            _outputValues = new OrtValue[_outputNames.Length];
+            _allOutputsFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
         }
+
+        private readonly bool _allOutputsFixed;
 
         private readonly int[]?[] _rowDims;
 
@@ -216,43 +224,45 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 return;
             // Held until the outputs are copied out: a Dispose meanwhile frees the session after this run.
             using SharedResource<InferenceSession>.Lease lease = _scorer._session.Acquire();
-            DisposeTransient();
             // A fixed-batch graph always runs a full batch; rows past `rows` are stale and never read.
             bool full = rows == Capacity || _scorer.FixedBatch;
-            var inputs = new OrtValue[_inputNames.Length];
-            for (int k = 0; k < inputs.Length; k++)
-                inputs[k] = full ? _fullInputs[k] : Transient(InputBuffers[k], rows, _scorer.Inputs[k].RowDims);
-
-            bool allFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
-            if (allFixed)
+            int ran = full ? Capacity : rows;
+            try
             {
-                var outputs = new OrtValue[ActiveOutputs.Length];
-                for (int j = 0; j < outputs.Length; j++)
+                for (int k = 0; k < _inputValues.Length; k++)
+                    _inputValues[k] = Wrap(InputBuffers[k], ran, _scorer.Inputs[k].RowDims, full ? _fullInputShapes[k] : null);
+
+                if (_allOutputsFixed)
+                {
+                    for (int j = 0; j < _outputValues.Length; j++)
+                    {
+                        int k = ActiveOutputs[j];
+                        _outputValues[j] = Wrap(OutputBuffers[k], ran, _rowDims[k]!, full ? _fullOutputShapes[k] : null);
+                    }
+                    lease.Value.Run(_scorer._runOptions, _inputNames, _inputValues, _outputNames, _outputValues);
+                    return;
+                }
+
+                // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
+                using IDisposableReadOnlyCollection<OrtValue> allocated = lease.Value.Run(_scorer._runOptions, _inputNames, _inputValues, _outputNames);
+                for (int j = 0; j < ActiveOutputs.Length; j++)
                 {
                     int k = ActiveOutputs[j];
-                    outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _rowDims[k]!);
+                    ReadOnlySpan<float> data = allocated[j].GetTensorDataAsSpan<float>();
+                    long[] shape = allocated[j].GetTensorTypeAndShape().Shape;
+                    if (shape.Length >= 1)
+                        RunRowDims[k] = shape[1..].Select(d => checked((int)d)).ToArray();
+                    if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
+                        OutputBuffers[k] = new float[data.Length];
+                    data.CopyTo(OutputBuffers[k]);
+                    OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
                 }
-                lease.Value.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
-                return;
             }
-
-            // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
-            _allocated = lease.Value.Run(_scorer._runOptions, _inputNames, inputs, _outputNames);
-            for (int j = 0; j < ActiveOutputs.Length; j++)
+            finally
             {
-                int k = ActiveOutputs[j];
-                ReadOnlySpan<float> data = _allocated[j].GetTensorDataAsSpan<float>();
-                long[] shape = _allocated[j].GetTensorTypeAndShape().Shape;
-                if (shape.Length >= 1)
-                    RunRowDims[k] = shape[1..].Select(d => checked((int)d)).ToArray();
-                if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
-                    OutputBuffers[k] = new float[data.Length];
-                data.CopyTo(OutputBuffers[k]);
-                int ran = full ? Capacity : rows;
-                OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
+                Release(_inputValues);
+                Release(_outputValues);
             }
-            _allocated.Dispose();
-            _allocated = null;
         }
 
         /// <summary>
@@ -265,19 +275,21 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             BatchScorerSchema.CopyRow(spec, row, InputBuffers[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 
-        private OrtValue Transient(float[] buffer, int rows, int[] rowDims)
+        /// <summary>The first <paramref name="rows"/> rows of <paramref name="buffer"/> as a tensor, pinned until it is disposed.</summary>
+        private static OrtValue Wrap(float[] buffer, int rows, int[] rowDims, long[]? shape)
         {
+            shape ??= Shape(rows, rowDims);
             int size = rowDims.Aggregate(1, (a, b) => a * b);
-            var value = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), Shape(rows, rowDims));
-            _transient.Add(value);
-            return value;
+            return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), shape);
         }
 
-        private void DisposeTransient()
+        private static void Release(OrtValue[] values)
         {
-            foreach (OrtValue v in _transient)
-                v.Dispose();
-            _transient.Clear();
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i]?.Dispose();
+                values[i] = null!;
+            }
         }
 
         private static long[] Shape(int rows, int[] rowDims)
@@ -289,14 +301,9 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             return shape;
         }
 
+        /// <summary>Nothing to release: runs hold their native values only while they run.</summary>
         public void Dispose()
         {
-            DisposeTransient();
-            _allocated?.Dispose();
-            foreach (OrtValue v in _fullInputs)
-                v.Dispose();
-            foreach (OrtValue? v in _fullOutputs)
-                v?.Dispose();
         }
     }
 

@@ -1,7 +1,7 @@
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Quantization.PostTraining;
 
@@ -15,7 +15,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
 {
     private readonly MLContext _context;
     private readonly PostTrainingOptions _options;
-    private OnnxScoringEstimator? _floatScoring;
+    private OnnxModelScoringEstimator? _floatScoring;
 
     internal PostTrainingEstimator(MLContext context, PostTrainingOptions options)
     {
@@ -29,17 +29,24 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public QuantizedModelTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        string name = _options.ModelPath ?? "(model bytes)";
-        OnnxModel model = Prepare(_options, name);
-        CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
-        QdqResult result = QdqWriter.Quantize(model, table, _options);
-        using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
+        string name = _options.ModelName(_options.ModelPath);
+        // mlContext.Log messages and ML.NET's progress channel, one checkpoint per stage; calibration reports its rows itself.
+        using var progress = new OperationProgress(_context, "QatMl.PostTraining", ["stages"]);
+        void Stage(int done, string message)
         {
-            int quantized = result.Nodes.Count(n => n.Precision is not null);
-            ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
-            foreach (var n in result.Nodes.Where(n => n.Precision is null))
-                ch.Info(MessageSensitivity.None, "{0}", $"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
+            progress.Report(0, done, Stages);
+            progress.Checkpoint();
+            progress.Info($"PostTraining '{name}' ({done}/{Stages}): {message}");
         }
+        OnnxModel model = Prepare(_options, name);
+        Stage(1, $"graph prepared ({model.Graph.Nodes.Count} nodes).");
+        CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
+        Stage(2, _options.CalibrationTable is null ? $"calibrated {table.Count} tensors." : $"using the given calibration table ({table.Count} tensors).");
+        QdqResult result = QdqWriter.Quantize(model, table, _options);
+        int quantized = result.Nodes.Count(n => n.Precision is not null);
+        Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
+        foreach (var n in result.Nodes.Where(n => n.Precision is null))
+            progress.Info($"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
         var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes);
         try
         {
@@ -50,14 +57,18 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             transformer.Dispose();
             throw;
         }
+        Stage(Stages, $"the quantized model runs on {transformer.Backend}{(transformer.BackendFallbackReason is null ? "" : " (fall-back)")}.");
         return transformer;
     }
+
+    /// <summary>Fit's stages on the progress channel: prepare, calibrate, quantize, load.</summary>
+    private const int Stages = 4;
 
     /// <summary>The input schema plus the model's output columns (the float model's: quantization keeps them).</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 
@@ -106,6 +117,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             GraphOptimization = options.GraphOptimization,
             Progress = options.Progress,
             CancellationToken = options.CancellationToken,
+            ModelSource = options.ModelName(options.ModelPath),
+            InputsOption = options.InputsOptionName,
         };
         foreach (var b in options.Inputs) calibration.Inputs.Add(b);
         foreach (var kv in options.InputShapes) calibration.InputShapes[kv.Key] = kv.Value;

@@ -145,10 +145,11 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         return false;
     }
 
-    internal OnnxScoringOptions ToScoringOptions(byte[] model)
+    internal OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var scoring = new OnnxScoringOptions { ModelBytes = model };
+        var scoring = new OnnxModelScoringOptions { ModelBytes = model };
         CopyTo(scoring);
+        scoring.ModelSource = ModelName(ModelPath);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var b in Outputs) scoring.Outputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

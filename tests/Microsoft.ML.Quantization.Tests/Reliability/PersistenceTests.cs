@@ -130,7 +130,7 @@ public sealed class PersistenceTests : IDisposable
         }
         var options = new PostTrainingOptions { ModelPath = TestData.FmnistNet, Backend = (QuantizedBackend)7 };
         Assert.StartsWith("Unknown backend.", Assert.Throws<ArgumentOutOfRangeException>(() => context.Quantization.PostTraining(options)).Message);
-        var shapes = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, InputShapes = { ["input"] = [-1, 28, 28] } };
+        var shapes = new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, InputShapes = { ["input"] = [-1, 28, 28] } };
         Assert.Equal("InputShapes['input'] = [-1, 28, 28]: every dimension must be at least 1.",
             Assert.Throws<ArgumentException>(() => context.Quantization.ScoreOnnxModel(shapes)).Message);
     }
@@ -292,7 +292,7 @@ public sealed class PersistenceTests : IDisposable
         IDataView rows = FashionMnist.Load(context, FashionMnist.ReadCalibration(TestData.FashionMnistFolder, limit: 64));
         using (var quantized = context.Quantization.PostTraining(new PostTrainingOptions { ModelPath = TestData.FmnistNet, SampleCount = 64, IntraOpNumThreads = 1, Precision = QuantizationPrecision.W4A8 }).Fit(rows))
             context.Model.Save(quantized, rows.Schema, zip);
-        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet }).Fit(rows))
+        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet }).Fit(rows))
             context.Model.Save(scoring, rows.Schema, zip + ".scoring.zip");
         // Nothing but ONNX Runtime's marker and the runtime's own diagnostics sockets while the process lives.
         string[] during = Directory.EnumerateFileSystemEntries(Path.GetTempPath()).Select(Path.GetFileName)

@@ -215,7 +215,7 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 
     public int BatchSize { get; }
 
-    public IScoringBatch CreateBatch(bool[] outputActive) => new Batch(this);
+    public IScoringBatch CreateBatch(bool[] outputActive, int capacity) => new Batch(this, capacity);
 
     /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
     internal void ThrowIfDisposed() => _engine.ThrowIfDisposed();
