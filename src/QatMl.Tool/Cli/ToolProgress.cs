@@ -154,6 +154,8 @@ internal sealed class ProgressStep
                     _console.MarkupLine($"  [grey]{Markup.Escape(_description)}:[/] {Markup.Escape(outcome)}");
                 return;
             }
+            if (_total > _value)
+                _value = _total;
             WritePlain(final: true, outcome);
         }
     }

@@ -11,7 +11,7 @@ internal static class CpuVerdict
     {
         try
         {
-            return $"{Name(NativeRuntime.DetectedIsa)} ({NativeRuntime.Features}), {Environment.ProcessorCount} cores";
+            return $"{Name(NativeRuntime.DetectedIsa)}, {Environment.ProcessorCount} cores";
         }
         catch (Exception e) when (e is DllNotFoundException or QuantizationNativeException or TypeInitializationException or InvalidOperationException)
         {

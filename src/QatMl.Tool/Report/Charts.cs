@@ -52,13 +52,13 @@ internal static class Charts
             });
         }
         plot.Add.Bars(bars);
-        foreach (var (x, label) in new[] { (h.ClipMin, "clip min"), (h.ClipMax, "clip max") })
+        foreach (double x in new[] { h.ClipMin, h.ClipMax })
         {
             var line = plot.Add.VerticalLine(x, 2, Good, LinePattern.Dashed);
-            line.LabelText = string.Create(CultureInfo.InvariantCulture, $"{label} {x:G4}");
-            line.LabelFontSize = 11;
-            line.LabelOppositeAxis = true;
+            if (x == h.ClipMin)
+                line.LegendText = string.Create(CultureInfo.InvariantCulture, $"clipping range [{h.ClipMin:G4}, {h.ClipMax:G4}]");
         }
+        plot.ShowLegend(Alignment.UpperRight);
         plot.Title(string.Create(CultureInfo.InvariantCulture, $"{Shorten(h.Tensor, 48)}  (SQNR {h.SqnrDb:F1} dB)"));
         plot.XLabel("value");
         plot.YLabel("log10(1 + count)");
@@ -124,23 +124,29 @@ internal static class Charts
                 max = Math.Max(max, Math.Abs(diff[r, c]));
             }
         var plot = NewPlot();
-        var heatmap = plot.Add.Heatmap(diff);
-        heatmap.Colormap = new ScottPlot.Colormaps.Balance();
-        heatmap.ManualRange = new ScottPlot.Range(-max, max);
-        heatmap.FlipVertically = false;
-        plot.Add.ColorBar(heatmap).Label = "quantized - float (rows)";
+        var colormap = new ScottPlot.Colormaps.Balance();
         for (int r = 0; r < n; r++)
             for (int c = 0; c < n; c++)
+            {
+                // Row r at the top: y = n - 1 - r. Vector rectangles stay sharp at any zoom (a heatmap is a scaled bitmap).
+                double y = n - 1 - r;
+                var cell = plot.Add.Rectangle(c - 0.5, c + 0.5, y - 0.5, y + 0.5);
+                cell.FillStyle.Color = diff[r, c] == 0 ? Color.FromHex("#f7f9fa") : colormap.GetColor(0.5 + 0.35 * diff[r, c] / max);
+                cell.LineStyle.Color = Color.FromHex("#dde3e8");
+                cell.LineStyle.Width = 1;
                 if (diff[r, c] != 0 && n <= 20)
                 {
-                    var text = plot.Add.Text(diff[r, c].ToString("+0;-0", CultureInfo.InvariantCulture), c, n - 1 - r);
-                    text.LabelFontSize = 11;
+                    var text = plot.Add.Text(diff[r, c].ToString("+0;-0", CultureInfo.InvariantCulture), c, y);
+                    text.LabelFontSize = 12;
+                    text.LabelBold = true;
                     text.LabelAlignment = Alignment.MiddleCenter;
                 }
+            }
         double[] positions = Enumerable.Range(0, n).Select(i => (double)i).ToArray();
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(positions, pair.Classes.Select(c => Shorten(c, 10)).ToArray());
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(positions.Select(p => n - 1 - p).ToArray(), pair.Classes.Select(c => Shorten(c, 10)).ToArray());
-        plot.Title("Confusion matrix: quantized minus float");
+        plot.Title("Confusion matrix: quantized minus float (rows: true class)");
+        plot.Axes.SetLimits(-0.5, n - 0.5, -0.5, n - 0.5);
         plot.XLabel("predicted class");
         plot.YLabel("true class");
         return Svg(plot, 620, 520);
