@@ -30,6 +30,10 @@ internal sealed class QuantizeSettings : DataSettings
     [Description("Allowed loss in percentage points: of accuracy with labels, else of top-1 agreement with the float model (auto: 0.5 when not given).")]
     public double? Budget { get; init; }
 
+    [CommandOption("--metric <METRIC>")]
+    [Description("What the budget measures: accuracy (needs labels), agreement (top-1 with the float model) or cosine (100 x (1 - mean output cosine), for feature extractors). Default: accuracy with labels, else agreement.")]
+    public string? Metric { get; init; }
+
     [CommandOption("--backend <BACKEND>")]
     [Description("ort (ONNX Runtime, default) or native (QatMl's INT8 engine; falls back to ONNX Runtime for a model it cannot run).")]
     [DefaultValue("ort")]
@@ -124,7 +128,7 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
             IDataView calibration = data.Calibration.ToDataView(mlContext);
             IDataView evaluation = data.Evaluation.ToDataView(mlContext);
             var runner = new TrialRunner(mlContext, model, calibration, data.Calibration.Count, evaluation, data.Evaluation.Count,
-                data.UseLabels ? RawData.LabelColumn : null, new RunSettings(backend, settings.Batch, settings.Threads, budget), board, cancellationToken);
+                data.UseLabels ? RawData.LabelColumn : null, new RunSettings(backend, settings.Batch, settings.Threads, budget, Metric(settings.Metric, data)), board, cancellationToken);
             SearchResult search = SchemeSearch.Run(runner, precision, model, board);
             try
             {
@@ -240,6 +244,7 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
                 BackendNote = quantized.BackendFallbackReason is { } reason ? $"The native engine did not take the model ({reason}); it runs on ONNX Runtime." : null,
                 Cpu = CpuVerdict.Describe(),
                 FloatAccuracy = chosen.Comparison.FloatAccuracy,
+                MetricName = runner.Settings.MetricName,
                 Trials = trials,
                 Layers = chosen.Comparison.Layers.Select(l => (l.TensorName, l.SqnrDb)).ToList(),
                 Latencies = latencies,
@@ -268,6 +273,15 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
             (floatModel as IDisposable)?.Dispose();
         }
     }
+
+    private static QualityMetric Metric(string? name, PreparedData data) => name?.ToLowerInvariant() switch
+    {
+        null => data.UseLabels ? QualityMetric.Accuracy : QualityMetric.Agreement,
+        "accuracy" => data.UseLabels ? QualityMetric.Accuracy : throw new ToolException($"--metric accuracy needs labels that index the model's output ({data.LabelNote})."),
+        "agreement" => QualityMetric.Agreement,
+        "cosine" => QualityMetric.Cosine,
+        _ => throw new ToolException($"--metric: '{name}' is not accuracy, agreement or cosine."),
+    };
 
     /// <summary>The saved zip restores and scores raw rows (a broken save fails here, before anything is committed).</summary>
     private static void CheckZip(MLContext mlContext, string path, PreparedData data, ModelInfo model)
@@ -299,7 +313,7 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
     private static void PrintSummary(IAnsiConsole console, ReportModel report, string folder)
     {
         var chosen = report.Chosen;
-        var table = new Table().Border(TableBorder.Rounded).AddColumns("trial", report.HasLabels ? "accuracy" : "agreement", "lost", "size KiB", "ms/row", "budget");
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("trial", report.MetricName, "lost", "size KiB", "ms/row", "budget");
         foreach (var t in report.Trials)
             table.AddRow(Markup.Escape((t.Chosen ? "* " : "  ") + t.Name), F($"{t.Quality:P2}"), F($"{t.Loss:F2}"), F($"{t.Bytes / 1024.0:N0}"),
                 F($"{t.MillisecondsPerRow:G4}"), t.WithinBudget is { } ok ? ok ? "[green]within[/]" : "[red]over[/]" : "-");

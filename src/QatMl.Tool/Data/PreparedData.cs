@@ -92,11 +92,11 @@ internal sealed class PreparedData
             {
                 useLabels = false;
                 note = string.Create(CultureInfo.InvariantCulture,
-                    $"labels not used: the model's output '{model.Output.Name}' has {outputs} values per row but the labels name {raw.ClassNames?.Count ?? (int)maxLabel + 1} classes; the budget applies to top-1 agreement with the float model");
+                    $"labels not used: the model's output '{model.Output.Name}' has {outputs} values per row but the labels name {raw.ClassNames?.Count ?? (int)maxLabel + 1} classes");
             }
         }
         else if (!useLabels)
-            note = "no labels: the budget applies to top-1 agreement with the float model";
+            note = "no labels";
         return new PreparedData(raw, preprocessing, calibration, evaluation, evaluationIndices, useLabels, note);
     }
 

@@ -90,7 +90,7 @@ internal static class SchemeSearch
             if (within.Count > 0)
             {
                 chosen = within.OrderBy(t => t.Bytes).ThenByDescending(t => t.Quality).First();
-                reason = $"the smallest of {within.Count} trial(s) within the {runner.Settings.Budget:0.##}-point budget";
+                reason = $"the smallest of {within.Count} trial(s) within the {runner.Settings.Budget:0.##}-point budget of {runner.Settings.MetricName}";
             }
             else
             {

@@ -9,11 +9,27 @@ using QatMl.Tool.Data;
 
 namespace QatMl.Tool.Quantize;
 
+/// <summary>What the budget measures: accuracy (labels), top-1 agreement with the float model, or the outputs' cosine.</summary>
+internal enum QualityMetric
+{
+    Accuracy,
+    Agreement,
+    Cosine,
+}
+
 /// <summary>Session settings every trial shares.</summary>
-internal sealed record RunSettings(QuantizedBackend Backend, int BatchSize, int Threads, double? Budget);
+internal sealed record RunSettings(QuantizedBackend Backend, int BatchSize, int Threads, double? Budget, QualityMetric Metric)
+{
+    public string MetricName => Metric switch
+    {
+        QualityMetric.Accuracy => "accuracy",
+        QualityMetric.Agreement => "top-1 agreement",
+        _ => "output cosine",
+    };
+}
 
 /// <summary>One quantized candidate and how it compares with the float model.</summary>
-internal sealed class Trial(Scheme scheme, QuantizedModelTransformer model, QuantizationComparison comparison, LatencyResult latency) : IDisposable
+internal sealed class Trial(Scheme scheme, QuantizedModelTransformer model, QuantizationComparison comparison, LatencyResult latency, QualityMetric metric, double? budget) : IDisposable
 {
     public Scheme Scheme => scheme;
 
@@ -25,13 +41,19 @@ internal sealed class Trial(Scheme scheme, QuantizedModelTransformer model, Quan
 
     public long Bytes => comparison.QuantizedModelBytes;
 
-    /// <summary>Accuracy with labels, else top-1 agreement with the float model (0..1).</summary>
-    public double Quality => comparison.QuantizedAccuracy ?? comparison.Top1Agreement;
+    /// <summary>The metric's value (0..1): accuracy, top-1 agreement with the float model, or mean output cosine.</summary>
+    public double Quality => metric switch
+    {
+        QualityMetric.Accuracy => comparison.QuantizedAccuracy ?? throw new InvalidOperationException("No accuracy without labels."),
+        QualityMetric.Agreement => comparison.Top1Agreement,
+        _ => comparison.MeanCosineSimilarity,
+    };
 
-    /// <summary>Points lost (accuracy, or 100 - agreement%).</summary>
-    public double Loss => comparison.AccuracyDrop ?? (1 - comparison.Top1Agreement) * 100;
+    /// <summary>Percentage points lost: accuracy drop, 100 - agreement%, or 100 * (1 - cosine).</summary>
+    public double Loss => metric == QualityMetric.Accuracy ? comparison.AccuracyDrop!.Value : (1 - Quality) * 100;
 
-    public bool? MeetsBudget => comparison.WithinBudget;
+    /// <summary>Within the budget (a loss equal to it, up to float rounding, is within).</summary>
+    public bool? MeetsBudget => budget is { } b ? Loss <= b + 1e-9 : null;
 
     public void Dispose() => model.Dispose();
 
@@ -39,7 +61,7 @@ internal sealed class Trial(Scheme scheme, QuantizedModelTransformer model, Quan
     {
         var c = CultureInfo.InvariantCulture;
         string quality = comparison.QuantizedAccuracy is { } a
-            ? string.Create(c, $"accuracy {a:P2} (drop {comparison.AccuracyDrop:F2} points)")
+            ? string.Create(c, $"accuracy {a:P2} (drop {comparison.AccuracyDrop:F2} points), agreement {comparison.Top1Agreement:P2}")
             : string.Create(c, $"agreement {comparison.Top1Agreement:P2}");
         string budget = MeetsBudget is { } ok ? ok ? ", within budget" : ", over budget" : "";
         return string.Create(c, $"{scheme.Name}: {quality}, cosine {comparison.MeanCosineSimilarity:F4}, {Bytes / 1024.0:F0} KiB, {latency.MillisecondsPerRow:F3} ms/row ({latency.Backend}){budget}");
@@ -103,7 +125,7 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
             });
             step.Complete();
             LatencyResult latency = Time(quantized, quantized.Backend == QuantizedBackend.Native ? "QatMl native" : "ONNX Runtime");
-            return new Trial(scheme, quantized, comparison, latency);
+            return new Trial(scheme, quantized, comparison, latency, settings.Metric, settings.Budget);
         }
         catch
         {

@@ -38,14 +38,14 @@ internal static class HtmlReport
     public static string Render(ReportModel m)
     {
         var chosen = m.Chosen;
-        string qualityName = m.HasLabels ? "accuracy" : "top-1 agreement";
+        string qualityName = m.MetricName;
         var body = new XElement("body",
             new XElement("header",
                 new XElement("h1", $"QatMl report: {m.ModelName}"),
                 new XElement("p", $"{m.Created:yyyy-MM-dd HH:mm} · qatml {m.ToolVersion} · {m.Cpu} · {m.Strategy}")),
             new XElement("main",
                 Section("summary", "Summary", Summary(m, chosen, qualityName)),
-                Section("trials", "Trials", TrialsTable(m, qualityName), Figure("chart-trials", Charts.Trials(m.Trials, m.HasLabels ? m.FloatAccuracy : 1.0, m.Budget, m.FloatBytes, qualityName)),
+                Section("trials", "Trials", TrialsTable(m, qualityName), Figure("chart-trials", Charts.Trials(m.Trials, m.MetricName == "accuracy" ? m.FloatAccuracy : 1.0, m.Budget, m.FloatBytes, qualityName)),
                     P("note", "Each point is one quantized model; the marker grows with its latency. A trial is on the Pareto front when no other trial is at once smaller, better and faster. "
                         + "With --precision auto this is a fixed-scheme sweep: INT8, then W4A8 when INT8 fits, or other calibration and float fallback when it does not.")),
                 Section("layers", "Per-layer SQNR", m.Layers.Count == 0
@@ -58,7 +58,7 @@ internal static class HtmlReport
                     P("note", "Values the float model produced on the calibration rows; dashed lines: the clipping range calibration chose (values outside it, in red, saturate).")),
                 Section("confusion", "Confusion matrix difference",
                     m.Confusion is { } pair ? Figure("chart-confusion", Charts.ConfusionDifference(pair))
-                        : P("note", m.LabelNote ?? "No labels: give an image folder with one subfolder per class, or --labels.")),
+                        : P("note", (m.LabelNote ?? "no labels") + ": no confusion matrix. Give an image folder with one subfolder per class, or --labels, whose classes index the model's output.")),
                 Section("float-nodes", "What stays float", FloatNodes(m)),
                 Section("data", "Data and settings", Settings(m)),
                 Section("files", "Files", new XElement("table", Row("th", "file", "what"), m.Files.Select(f => new XElement("tr", Cell(new XElement("code", f.File)), Cell(f.What)))))));
@@ -74,10 +74,15 @@ internal static class HtmlReport
 
     private static object[] Summary(ReportModel m, TrialSummary chosen, string qualityName)
     {
-        string quality = m.HasLabels && m.FloatAccuracy is { } fa
+        string quality = m.MetricName == "accuracy" && m.FloatAccuracy is { } fa
             ? F($"{fa:P2} → {chosen.Quality:P2}")
             : F($"{chosen.Quality:P2}");
-        string qualityDetail = m.HasLabels ? F($"drop {chosen.Loss:F2} points") : "argmax same as the float model";
+        string qualityDetail = m.MetricName switch
+        {
+            "accuracy" => F($"drop {chosen.Loss:F2} points"),
+            "top-1 agreement" => "rows whose argmax matches the float model's",
+            _ => "mean cosine of the outputs with the float model's",
+        };
         string budget = m.Budget is { } b ? (chosen.WithinBudget == true ? "met" : "missed") : "none";
         var cards = new XElement("div", new XAttribute("class", "cards"),
             Card("kept", chosen.Name, $"{chosen.Precision}, {chosen.Calibration}" + (chosen.FloatNodeCount > 0 ? F($", {chosen.FloatNodeCount} float node(s)") : "")),
@@ -112,7 +117,8 @@ internal static class HtmlReport
             Pair("data", m.DataDescription),
             Pair("preprocessing", m.Preprocessing),
             Pair("rows", $"{m.CalibrationRows} for calibration, {m.EvaluationRows} for evaluation"),
-            Pair("labels", m.HasLabels ? "yes: accuracy is measured" : m.LabelNote ?? "no: the budget applies to top-1 agreement with the float model"),
+            Pair("labels", m.HasLabels ? "yes: accuracy is measured" : m.LabelNote ?? "no labels"),
+            Pair("budget", m.Budget is { } b ? F($"{b:G3} points of {m.MetricName}") : "none"),
             Pair("backend", m.RequestedBackend == m.Backend ? m.Backend : $"{m.Backend} (asked for {m.RequestedBackend})"),
             Pair("strategy", m.Strategy),
             Pair("kept because", m.ChoiceReason));

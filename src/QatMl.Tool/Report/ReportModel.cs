@@ -36,6 +36,7 @@ internal sealed class ReportModel
     public string? BackendNote { get; init; }
     public required string Cpu { get; init; }
     public double? FloatAccuracy { get; init; }
+    public required string MetricName { get; init; }
     public required IReadOnlyList<TrialSummary> Trials { get; init; }
     public required IReadOnlyList<(string Tensor, double SqnrDb)> Layers { get; init; }
     public required IReadOnlyList<BackendLatency> Latencies { get; init; }
