@@ -8,6 +8,7 @@ using QatMl.Tool.Data;
 using QatMl.Tool.Quantize;
 using Spectre.Console;
 using Spectre.Console.Cli;
+using static QatMl.Tool.Cli.Invariant;
 
 namespace QatMl.Tool.Commands;
 
@@ -156,6 +157,4 @@ internal sealed class BenchmarkCommand(ToolEnvironment environment) : Command<Be
         var items = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s => parse(s.ToLowerInvariant())).ToArray();
         return items.Length > 0 ? items : throw new ToolException($"{option} is empty.");
     }
-
-    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

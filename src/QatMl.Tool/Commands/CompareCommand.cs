@@ -8,6 +8,7 @@ using QatMl.Tool.Data;
 using QatMl.Tool.Quantize;
 using Spectre.Console;
 using Spectre.Console.Cli;
+using static QatMl.Tool.Cli.Invariant;
 
 namespace QatMl.Tool.Commands;
 
@@ -87,6 +88,4 @@ internal sealed class CompareCommand(ToolEnvironment environment) : Command<Comp
             return (new TransformerChain<ITransformer>(chain.Take(chain.Count() - 1).ToArray()), last);
         throw new ToolException($"'{path}' does not end with a QatMl quantized model (write it with qatml quantize, or mlContext.Model.Save of a QuantizedModelTransformer).");
     }
-
-    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

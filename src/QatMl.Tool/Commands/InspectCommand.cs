@@ -12,6 +12,7 @@ using QatMl.Tool.Inspect;
 using QatMl.Tool.Quantize;
 using Spectre.Console;
 using Spectre.Console.Cli;
+using static QatMl.Tool.Cli.Invariant;
 
 namespace QatMl.Tool.Commands;
 
@@ -71,7 +72,7 @@ internal sealed class InspectCommand(ToolEnvironment environment) : Command<Insp
             var calibration = new CalibrationEstimatorOptions
             {
                 ModelPath = model.Path, SampleCount = StandInRows, BatchSize = settings.Batch, IntraOpNumThreads = settings.Threads,
-                Progress = new Reporter<CalibrationProgress>(p => step.Report(p.RowsObserved)), CancellationToken = cancellationToken,
+                Progress = new SyncProgress<CalibrationProgress>(p => step.Report(p.RowsObserved)), CancellationToken = cancellationToken,
             };
             foreach (string op in PostTrainingOptions.DefaultOpTypes)
                 calibration.OpTypes.Add(op);
@@ -195,10 +196,4 @@ internal sealed class InspectCommand(ToolEnvironment environment) : Command<Insp
     private static string Describe(IReadOnlyDictionary<string, int> counts)
         => counts.Count == 0 ? "none" : string.Join(", ", counts.Select(kv => $"{kv.Value} {kv.Key}"));
 
-    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
-
-    private sealed class Reporter<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

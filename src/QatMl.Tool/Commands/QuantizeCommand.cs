@@ -12,6 +12,7 @@ using QatMl.Tool.Quantize;
 using QatMl.Tool.Report;
 using Spectre.Console;
 using Spectre.Console.Cli;
+using static QatMl.Tool.Cli.Invariant;
 
 namespace QatMl.Tool.Commands;
 
@@ -223,7 +224,7 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
             write.Increment();
 
             var trials = search.Trials.Select(t => new TrialSummary(t.Scheme.Name, t.Scheme.Why, t.Scheme.Precision.ToString() + (t.Scheme.Int8FirstLast ? " (first/last W8A8)" : ""),
-                TrialRunner.Method(t.Scheme.Method), t.Scheme.FloatNodes.Count, t.Bytes, t.Quality, t.Loss, t.Comparison.MeanCosineSimilarity,
+                TrialRunner.Method(t.Scheme.Method), t.Scheme.FloatNodes.Count, t.Bytes, t.Quality, t.Loss, t.Comparison.Top1Agreement, t.Comparison.MeanCosineSimilarity,
                 t.Comparison.OutputSqnrDb, t.Latency.MillisecondsPerRow, t.Latency.Backend, t.MeetsBudget, ReferenceEquals(t, chosen))).ToList();
             var report = new ReportModel
             {
@@ -326,6 +327,4 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
         console.MarkupLine($"  report: {Markup.Escape(Path.Combine(folder, "report.html"))}");
         console.MarkupLine($"  run the generated project: dotnet run --project {Markup.Escape(Path.Combine(folder, "consumer"))}");
     }
-
-    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

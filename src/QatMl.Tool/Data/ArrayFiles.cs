@@ -65,9 +65,7 @@ internal static partial class ArrayFiles
         int rows = Math.Min(shape[0], limit ?? shape[0]);
         int rowElements = shape.Skip(1).Aggregate(1, (a, b) => checked(a * b));
         int count = checked(rows * rowElements);
-        byte[] data = reader.ReadBytes(checked(count * size));
-        if (data.Length != count * size)
-            throw new ToolException($"'{path}' is truncated: {data.Length} of {count * size} data bytes.");
+        byte[] data = ReadData(reader, path, count, size);
         var values = new float[count];
         for (int i = 0; i < count; i++)
         {
@@ -120,9 +118,7 @@ internal static partial class ArrayFiles
         int rows = Math.Min(shape[0], limit ?? shape[0]);
         int rowElements = shape.Skip(1).Aggregate(1, (a, b) => checked(a * b));
         int count = checked(rows * rowElements);
-        byte[] data = reader.ReadBytes(checked(count * size));
-        if (data.Length != count * size)
-            throw new ToolException($"'{path}' is truncated: {data.Length} of {count * size} data bytes.");
+        byte[] data = ReadData(reader, path, count, size);
         if (bigEndian && size > 1)
             for (int i = 0; i < count; i++)
                 data.AsSpan(i * size, size).Reverse();
@@ -146,6 +142,14 @@ internal static partial class ArrayFiles
         }
         shape[0] = rows;
         return new ArrayData(shape, values);
+    }
+
+    private static byte[] ReadData(BinaryReader reader, string path, int count, int size)
+    {
+        byte[] data = reader.ReadBytes(checked(count * size));
+        if (data.Length != count * size)
+            throw new ToolException($"'{path}' is truncated: {data.Length} of {count * size} data bytes.");
+        return data;
     }
 
     private static Stream Open(string path)

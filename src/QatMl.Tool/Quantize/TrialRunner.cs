@@ -94,7 +94,7 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
             Activations = new CalibrationOptions { Method = method },
             BatchSize = settings.BatchSize,
             IntraOpNumThreads = settings.Threads,
-            Progress = new Reporter<CalibrationProgress>(p => step.Report(p.RowsObserved, p.RowsPlanned)),
+            Progress = new SyncProgress<CalibrationProgress>(p => step.Report(p.RowsObserved, p.RowsPlanned)),
             CancellationToken = cancel,
         };
         // The tensors PostTraining may quantize (its default op types) are calibrated too, so the table serves every scheme.
@@ -183,10 +183,4 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
         CalibrationMethod.Percentile => "Percentile 99.99",
         _ => method.ToString(),
     };
-
-    /// <summary>A synchronous IProgress (System.Progress posts to the thread pool and can report after the step ended).</summary>
-    private sealed class Reporter<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Xml.Linq;
+using static QatMl.Tool.Cli.Invariant;
+
 
 namespace QatMl.Tool.Report;
 
@@ -18,9 +20,9 @@ internal static class HtmlReport
         section { background: #fff; border-radius: 8px; padding: 14px 20px; margin: 14px 0; box-shadow: 0 1px 3px rgba(0,0,0,0.08); }
         h2 { font-size: 17px; margin: 2px 0 10px; }
         .cards { display: flex; flex-wrap: wrap; gap: 12px; }
-        .card { flex: 1 1 200px; border: 1px solid #e1e6ea; border-radius: 6px; padding: 10px 14px; }
+        .card { flex: 1 1 0; min-width: 150px; border: 1px solid #e1e6ea; border-radius: 6px; padding: 10px 14px; }
         .card .label { font-size: 12px; color: #6b7b88; text-transform: uppercase; letter-spacing: 0.04em; }
-        .card .value { font-size: 22px; font-weight: 600; margin-top: 2px; }
+        .card .value { font-size: 19px; font-weight: 600; margin-top: 2px; }
         .card .detail { font-size: 12px; color: #6b7b88; margin-top: 2px; }
         .ok { color: #1e8449; } .bad { color: #c0392b; }
         table { border-collapse: collapse; font-size: 13px; width: 100%; }
@@ -42,7 +44,7 @@ internal static class HtmlReport
         var body = new XElement("body",
             new XElement("header",
                 new XElement("h1", $"QatMl report: {m.ModelName}"),
-                new XElement("p", $"{m.Created:yyyy-MM-dd HH:mm} · qatml {m.ToolVersion} · {m.Cpu} · {m.Strategy}")),
+                new XElement("p", $"{m.Created:yyyy-MM-dd HH:mm} · qatml {m.ToolVersion} · {m.Cpu} · {m.CalibrationRows} calibration and {m.EvaluationRows} evaluation rows")),
             new XElement("main",
                 Section("summary", "Summary", Summary(m, chosen, qualityName)),
                 Section("trials", "Trials", TrialsTable(m, qualityName), Figure("chart-trials", Charts.Trials(m.Trials, m.MetricName == "accuracy" ? m.FloatAccuracy : 1.0, m.Budget, m.FloatBytes, qualityName)),
@@ -75,8 +77,8 @@ internal static class HtmlReport
     private static object[] Summary(ReportModel m, TrialSummary chosen, string qualityName)
     {
         string quality = m.MetricName == "accuracy" && m.FloatAccuracy is { } fa
-            ? F($"{fa:P2} → {chosen.Quality:P2}")
-            : F($"{chosen.Quality:P2}");
+            ? F($"{Pct(fa)} → {Pct(chosen.Quality)}")
+            : F($"{Pct(chosen.Quality)}");
         string qualityDetail = m.MetricName switch
         {
             "accuracy" => F($"drop {chosen.Loss:F2} points"),
@@ -87,7 +89,7 @@ internal static class HtmlReport
         var cards = new XElement("div", new XAttribute("class", "cards"),
             Card("kept", chosen.Name, $"{chosen.Precision}, {chosen.Calibration}" + (chosen.FloatNodeCount > 0 ? F($", {chosen.FloatNodeCount} float node(s)") : "")),
             Card(qualityName, quality, qualityDetail),
-            Card("output cosine", F($"{chosen.Cosine:F4}"), F($"output SQNR {chosen.OutputSqnrDb:F1} dB")),
+            Card("agreement with float", F($"{Pct(chosen.Agreement)}"), F($"top-1; output cosine {chosen.Cosine:F4}, SQNR {chosen.OutputSqnrDb:F1} dB")),
             Card("size", F($"{m.FloatBytes / 1024.0:N0} → {chosen.Bytes / 1024.0:N0} KiB"), F($"{(double)chosen.Bytes / m.FloatBytes:P1} of float")),
             Card("budget", budget, m.Budget is { } bb ? F($"{bb:G3} points of {qualityName}; lost {chosen.Loss:F2}") : "no --budget given",
                 m.Budget is null ? null : chosen.WithinBudget == true ? "ok" : "bad"));
@@ -101,7 +103,7 @@ internal static class HtmlReport
     private static XElement TrialsTable(ReportModel m, string qualityName)
         => new("table", Row("th", "trial", "why", qualityName, "lost (points)", "cosine", "SQNR (dB)", "size (KiB)", "ms / row", "budget"),
             m.Trials.Select(t => new XElement("tr", t.Chosen ? new XAttribute("class", "chosen") : null,
-                Cell(t.Name), Cell(t.Why), Num(F($"{t.Quality:P2}")), Num(F($"{t.Loss:F2}")), Num(F($"{t.Cosine:F4}")), Num(F($"{t.OutputSqnrDb:F1}")),
+                Cell(t.Name), Cell(t.Why), Num(F($"{Pct(t.Quality)}")), Num(F($"{t.Loss:F2}")), Num(F($"{t.Cosine:F4}")), Num(F($"{t.OutputSqnrDb:F1}")),
                 Num(F($"{t.Bytes / 1024.0:N0}")), Num(F($"{t.MillisecondsPerRow:G4}")),
                 Cell(t.WithinBudget is { } ok ? ok ? "within" : "over" : "–"))));
 
@@ -122,6 +124,8 @@ internal static class HtmlReport
             Pair("backend", m.RequestedBackend == m.Backend ? m.Backend : $"{m.Backend} (asked for {m.RequestedBackend})"),
             Pair("strategy", m.Strategy),
             Pair("kept because", m.ChoiceReason));
+
+    private static string Pct(double fraction) => (fraction * 100).ToString("0.00", CultureInfo.InvariantCulture) + "%";
 
     private static XElement Section(string id, string title, params object?[] content)
         => new("section", new XAttribute("id", id), new XElement("h2", title), content);
@@ -144,6 +148,4 @@ internal static class HtmlReport
     private static XElement Cell(object content) => new("td", content is string s ? s + "" : content);
 
     private static XElement Num(string value) => new("td", new XAttribute("class", "num"), value + "");
-
-    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

@@ -2,7 +2,7 @@ namespace QatMl.Tool.Report;
 
 /// <summary>One trial as the report shows it.</summary>
 internal sealed record TrialSummary(string Name, string Why, string Precision, string Calibration, int FloatNodeCount, long Bytes,
-    double Quality, double Loss, double Cosine, double OutputSqnrDb, double MillisecondsPerRow, string Backend, bool? WithinBudget, bool Chosen);
+    double Quality, double Loss, double Agreement, double Cosine, double OutputSqnrDb, double MillisecondsPerRow, string Backend, bool? WithinBudget, bool Chosen);
 
 /// <summary>A latency figure of one backend (null milliseconds: not measured, with the reason).</summary>
 internal sealed record BackendLatency(string Backend, double? MillisecondsPerRow, double? RowsPerSecond, int Rows, string? Note);
