@@ -166,7 +166,7 @@ internal sealed class InspectCommand(ToolEnvironment environment) : Command<Insp
         // Will INT8 be faster here?
         console.Write(new Rule("[bold]will INT8 be faster here?[/]").LeftJustified());
         var (faster, why) = CpuVerdict.Int8Verdict();
-        console.MarkupLine($"CPU: {Markup.Escape(CpuVerdict.Describe())}");
+        console.MarkupLine($"CPU: {Markup.Escape(CpuVerdict.Describe())}; features: {Markup.Escape(CpuVerdict.Features())}");
         var fp32 = result.timings.FirstOrDefault(t => t.Name == "ONNX Runtime FP32").Result;
         var best = result.timings.Where(t => t.Result is not null && t.Name != "ONNX Runtime FP32").OrderBy(t => t.Result!.MillisecondsPerRow).FirstOrDefault();
         foreach (var (name, r, note) in result.timings)

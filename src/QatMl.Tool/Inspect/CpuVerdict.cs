@@ -19,6 +19,19 @@ internal static class CpuVerdict
         }
     }
 
+    /// <summary>The CPU features the native library detected (VNNI among them or not).</summary>
+    public static string Features()
+    {
+        try
+        {
+            return NativeRuntime.Features.ToString();
+        }
+        catch (Exception e) when (e is DllNotFoundException or QuantizationNativeException or TypeInitializationException or InvalidOperationException)
+        {
+            return "unknown (native library unavailable)";
+        }
+    }
+
     /// <summary>Whether INT8 should beat FP32 on this CPU, from its ISA alone, and why.</summary>
     public static (bool Faster, string Why) Int8Verdict()
     {
