@@ -52,22 +52,8 @@ done
 if (( ${#missing_files[@]} )); then echo "FAIL package-content: missing ${missing_files[*]}" | tee -a "$results"
 else echo "PASS package-content ($version)" | tee -a "$results"; fi
 
-global_packages=$(dotnet nuget locals global-packages --list | sed -n 's/^global-packages: *//p')
-global_packages=${global_packages%/}
-mkdir -p "$work/packages"
-if (( empty_cache )) || [[ ! -d "$global_packages" ]]; then
-  echo "== fresh apps, empty package cache ($work/packages)"
-else
-  # One symbolic link per package id, QatMl's own left out: NuGet reads the others in place and extracts QatMl here.
-  linked=0
-  for dir in "$global_packages"/*/; do
-    id=$(basename "$dir")
-    [[ "$id" == qatml.ml.quantization ]] && continue
-    ln -s "${dir%/}" "$work/packages/$id"
-    linked=$((linked + 1))
-  done
-  echo "== fresh apps, fresh package cache ($work/packages: no QatMl package; $linked other package ids linked from $global_packages)"
-fi
+source "$root/build/package-cache.sh"
+echo "== fresh apps, $(fresh_package_cache "$work/packages" "$empty_cache")"
 export NUGET_PACKAGES="$work/packages"
 cat > "$work/nuget.config" << EOF
 <?xml version="1.0" encoding="utf-8"?>

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test from a clean clone: builds the solution (which builds src/Native through CMake and checks the
 # C# style of .editorconfig), the native GoogleTest suite (CTest, then again under ASan+UBSan), the native code
-# format (build/check-format.sh), the xunit suite, and the consumer check (build/consumer-check.sh: the package in
-# brand-new apps; QatMl restores from a local folder, the other packages come from this machine's NuGet cache).
+# format (build/check-format.sh), the xunit suite, the consumer check (build/consumer-check.sh: the package in
+# brand-new apps; QatMl restores from a local folder, the other packages come from this machine's NuGet cache) and the
+# tool check (build/tool-check.sh: the qatml tool installed from that folder, its workflow and generated project).
 # Usage: build/test.sh [--no-sanitize] [--no-consumer]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +53,8 @@ QATML_CPU_FEATURE_MASK='~0x40' dotnet test tests/Microsoft.ML.Quantization.Tests
 if (( consumer )); then
   echo "== consumer check (the package in brand-new apps)"
   build/consumer-check.sh 2>&1 | tee "$log/consumer.txt" || true
+  echo "== tool check (the qatml tool installed from a local feed, its workflow and generated project)"
+  build/tool-check.sh 2>&1 | tee "$log/tool.txt" || true
 fi
 
 # One closing line over all suites (a failing suite does not stop the others; the exit code says).
@@ -63,10 +66,13 @@ read -r mp mf <<< "$managed"
 read -r fp ff <<< "${format:-0 1}"
 cp=0 cf=0
 if (( consumer )); then
-  read -r cp cf <<< "$(sed -n 's/^consumer check: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log/consumer.txt" | tail -1)"
-  [[ -n "$cp" ]] || { cp=0; cf=1; }   # no closing line: the check stopped early
+  for check in consumer tool; do
+    read -r p f <<< "$(sed -n "s/^$check check: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p" "$log/$check.txt" | tail -1)"
+    [[ -n "$p" ]] || { p=0; f=1; }   # no closing line: the check stopped early
+    cp=$((cp + p)) cf=$((cf + f))
+  done
 fi
 echo "native (ctest): $np passed, $nf failed; managed (xunit): $mp passed, $mf failed; format (clang-format): $fp passed, $ff failed;" \
-  "consumer check: $cp passed, $cf failed"
+  "consumer and tool checks: $cp passed, $cf failed"
 echo "total: $((np + mp + fp + cp)) passed, $((nf + mf + ff + cf)) failed"
 (( nf + mf + ff + cf == 0 ))

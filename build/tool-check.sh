@@ -6,7 +6,8 @@
 #   4. qatml quantize FmnistNet from that folder with --precision auto --budget 0.5 (plain output, as in CI);
 #   5. builds and runs the generated consumer project, which gets QatMl.ML.Quantization from the same feed.
 # Prints PASS/FAIL per step and "tool check: N passed, M failed"; exits non-zero on any failure. Temp folders are removed.
-# QATML_EMPTY_CACHE=1 restores into an empty package cache (a fresh machine; slower: everything is downloaded again).
+# The tool and the consumer restore with a fresh package cache without QatMl packages (build/package-cache.sh), so they get
+# this pack, never an earlier one of the same version; QATML_EMPTY_CACHE=1 leaves that cache empty (a fresh machine; slower).
 # Usage: build/tool-check.sh
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +25,9 @@ echo "== pack the library and the tool into $work/feed"
 check pack-library dotnet pack "$root/src/Microsoft.ML.Quantization/Microsoft.ML.Quantization.csproj" -c Release -o "$work/feed" -nologo -clp:ErrorsOnly
 check pack-tool dotnet pack "$root/src/QatMl.Tool/QatMl.Tool.csproj" -c Release -o "$work/feed" -nologo -clp:ErrorsOnly
 ls -l "$work"/feed/*.nupkg | awk '{print "  " $5 " " $NF}'
-[[ "${QATML_EMPTY_CACHE:-0}" == 1 ]] && export NUGET_PACKAGES="$work/packages"
+source "$root/build/package-cache.sh"
+fresh_package_cache "$work/packages" "${QATML_EMPTY_CACHE:-0}" | sed 's/^/  /'
+export NUGET_PACKAGES="$work/packages"
 
 echo "== install the tool from the feed"
 check install dotnet tool install --tool-path "$work/tools" --add-source "$work/feed" QatMl.Tool --prerelease
@@ -43,8 +46,10 @@ check report test -s "$work/out/report.html"
 echo "== the generated consumer project (QatMl.ML.Quantization from the feed)"
 check consumer-build dotnet build "$work/out/consumer" -nologo -clp:ErrorsOnly
 # PredictionEngine over QatMl's transformers needs them to be row-to-row mappers; the batch (Transform) part must print.
-dotnet run --project "$work/out/consumer" --no-build > "$work/consumer-run.log" 2>&1
-if [[ $(grep -c '^batch ' "$work/consumer-run.log") -ge 1 ]]; then passed=$((passed + 1)); echo "PASS consumer-run"
+run_status=0
+dotnet run --project "$work/out/consumer" --no-build > "$work/consumer-run.log" 2>&1 || run_status=$?
+# The batch part (Transform) and the single prediction (PredictionEngine) must both print, and the program exit 0.
+if (( run_status == 0 )) && [[ $(grep -c '^batch ' "$work/consumer-run.log") -ge 1 ]] && grep -q '^single ' "$work/consumer-run.log"; then passed=$((passed + 1)); echo "PASS consumer-run"
 else failed=$((failed + 1)); echo "FAIL consumer-run"; tail -20 "$work/consumer-run.log" | sed 's/^/  | /'; fi
 sed -n '1,6p' "$work/consumer-run.log" | sed 's/^/  /'
 

@@ -103,7 +103,7 @@ internal sealed class BenchmarkCommand(ToolEnvironment environment) : Command<Be
             {
                 ITransformer transformer;
                 if (backend == "float")
-                    transformer = mlContext.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = model.Path, BatchSize = batch, IntraOpNumThreads = t }).Fit(view);
+                    transformer = mlContext.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = model.Path, BatchSize = batch, IntraOpNumThreads = t }).Fit(view);
                 else
                 {
                     var options = scheme.ToOptions(model.Path, table!);

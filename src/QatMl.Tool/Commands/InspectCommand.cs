@@ -94,7 +94,7 @@ internal sealed class InspectCommand(ToolEnvironment environment) : Command<Insp
             {
                 var timing = board.Add("timing float vs INT8", 3, "models");
                 TimeSpan each = TimeSpan.FromSeconds(settings.Seconds / 3);
-                ITransformer floatModel = mlContext.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = model.Path, BatchSize = settings.Batch, IntraOpNumThreads = settings.Threads }).Fit(view);
+                ITransformer floatModel = mlContext.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = model.Path, BatchSize = settings.Batch, IntraOpNumThreads = settings.Threads }).Fit(view);
                 timings.Add(("ONNX Runtime FP32", Time(floatModel, view, model, each, settings, cancellationToken), null));
                 (floatModel as IDisposable)?.Dispose();
                 timing.Increment();

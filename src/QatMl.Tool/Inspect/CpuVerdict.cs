@@ -1,3 +1,4 @@
+using Microsoft.ML.Quantization;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Interop;
 

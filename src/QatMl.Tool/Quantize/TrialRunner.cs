@@ -164,7 +164,7 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
     /// <summary>The float model scored by ONNX Runtime with the same batch and threads.</summary>
     public ITransformer FloatModel()
     {
-        var options = new OnnxScoringOptions { ModelPath = model.Path, BatchSize = settings.BatchSize, IntraOpNumThreads = settings.Threads };
+        var options = new OnnxModelScoringOptions { ModelPath = model.Path, BatchSize = settings.BatchSize, IntraOpNumThreads = settings.Threads };
         return context.Quantization.ScoreOnnxModel(options).Fit(evaluation);
     }
 

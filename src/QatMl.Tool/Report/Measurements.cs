@@ -25,7 +25,7 @@ internal static class Measurements
             return [];
         // The prepared graph (BatchNormalization folded, Identity removed) holds the tensors the table names.
         byte[] prepared = PostTrainingEstimator.Prepare(new PostTrainingOptions { ModelPath = model.Path }, model.Path).ToBytes();
-        var options = new OnnxScoringOptions { ModelBytes = prepared, BatchSize = batchSize, IntraOpNumThreads = threads };
+        var options = new OnnxModelScoringOptions { ModelBytes = prepared, BatchSize = batchSize, IntraOpNumThreads = threads };
         for (int i = 0; i < chosen.Count; i++)
             options.Outputs.Add(new OnnxColumnBinding($"__h{i}", chosen[i].TensorName));
         var scorer = context.Quantization.ScoreOnnxModel(options).Fit(rows);
