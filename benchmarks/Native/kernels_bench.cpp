@@ -14,19 +14,18 @@
 #include <dnnl.hpp>
 #endif
 
-bool qatml_bench_has_avx512vnni() {
-    uint32_t f = 0;
-    qatml_cpu_features(&f);
-    return (f & QATML_CPU_AVX512_VNNI) && (f & QATML_CPU_AVX512BW);
+// Whether this CPU runs kernel path `isa` (-1: the best one, always). A path runs only where the CPU
+// has every feature it executes: a Zen 4 has avx512_vnni but not avx_vnni.
+bool qatml_bench_isa_supported(int isa) {
+    uint32_t have = 0, need = 0;
+    if (isa < 0) return true;
+    return qatml_cpu_features(&have) == QATML_OK && qatml_isa_required_features(isa, &need) == QATML_OK && (have & need) == need;
 }
+bool qatml_bench_has_avx512vnni() { return qatml_bench_isa_supported(QATML_ISA_AVX512_VNNI); }
 double qatml_bench_stat_max(const std::vector<double>& v) {
     return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
 }
-bool qatml_bench_has_avxvnni() {
-    uint32_t f = 0;
-    qatml_cpu_features(&f);
-    return f & QATML_CPU_AVX_VNNI;
-}
+bool qatml_bench_has_avxvnni() { return qatml_bench_isa_supported(QATML_ISA_AVX_VNNI); }
 
 int32_t qatml_bench_vnni_zmm(int64_t iters);  // vnni_peak.cpp
 int32_t qatml_bench_vnni_ymm(int64_t iters);
@@ -86,9 +85,7 @@ void BM_Gemm(benchmark::State& state) {
     const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
     const int isa = static_cast<int>(state.range(3));
     const bool u8out = state.range(4) != 0;
-    int32_t det = 0;
-    qatml_cpu_detected_isa(&det);
-    if (isa > det) {
+    if (!qatml_bench_isa_supported(isa)) {
         state.SkipWithError("ISA not available");
         return;
     }
@@ -166,9 +163,7 @@ void BM_Conv(benchmark::State& state) {
     auto w = random_bytes<int8_t>(size_t(m * cpg * kk * kk), -127, 127, 3);
     auto x = random_bytes<uint8_t>(size_t(p.batch * p.channels * p.height * p.width), 0, 255, 4);
     const int isa = static_cast<int>(state.range(8));
-    int32_t det = 0;
-    qatml_cpu_detected_isa(&det);
-    if (isa > det) {
+    if (!qatml_bench_isa_supported(isa)) {
         state.SkipWithError("ISA not available");
         return;
     }
@@ -236,9 +231,7 @@ BENCHMARK(BM_Conv)
 struct IsaScope {
     bool ok = true;
     explicit IsaScope(benchmark::State& state, int isa) {
-        int32_t det = 0;
-        qatml_cpu_detected_isa(&det);
-        if (isa > det) {
+        if (!qatml_bench_isa_supported(isa)) {
             state.SkipWithError("ISA not available");
             ok = false;
         } else {

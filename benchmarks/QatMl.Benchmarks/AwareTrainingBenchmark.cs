@@ -61,9 +61,10 @@ internal static class AwareTrainingBenchmark
                     ModelPath = model, Epochs = epochs, TrainingBatchSize = 128, LearningRate = 1e-4, BatchNormFreezeEpoch = 1, Seed = seed,
                     Precision = precision ?? QuantizationPrecision.Int8, ValidationData = test, CalibrationData = calibration, IntraOpNumThreads = 1,
                     ActivationRanges = lsq ? RangeLearning.LearnedStepSize : RangeLearning.MovingAverage, DistillationWeight = distill,
+                    FloatFineTune = precision is null,
                 };
                 var clock = Stopwatch.StartNew();
-                var (transformer, report) = AwareTrainer.Fit(context, options, train, quantize: precision is not null);
+                var (transformer, report) = AwareTrainer.Fit(context, options, train);
                 transformer.Dispose();
                 double rate = report.Epochs.Average(e => e.RowsPerSecond);
                 results[name].Add((report.DeployedAccuracy!.Value, report.FakeQuantizedAccuracy, rate));
@@ -124,8 +125,8 @@ internal static class AwareTrainingBenchmark
         IDataView train = context.Data.Cache(FashionMnist.Load(context, FashionMnist.Read(Path.Combine(folder, "train-images-idx3-ubyte.gz"), Path.Combine(folder, "train-labels-idx1-ubyte.gz"), rows)));
         double Rate(bool quantize, RangeLearning ranges = RangeLearning.LearnedStepSize)
         {
-            var options = new AwareTrainingOptions { ModelPath = model, Epochs = 2, TrainingBatchSize = 128, BatchNormFreezeEpoch = 1, WarmupFraction = 0, CalibrationSampleCount = 256, IntraOpNumThreads = 1, ActivationRanges = ranges };
-            var (t, report) = AwareTrainer.Fit(context, options, train, quantize);
+            var options = new AwareTrainingOptions { ModelPath = model, Epochs = 2, TrainingBatchSize = 128, BatchNormFreezeEpoch = 1, WarmupFraction = 0, CalibrationSampleCount = 256, IntraOpNumThreads = 1, ActivationRanges = ranges, FloatFineTune = !quantize };
+            var (t, report) = AwareTrainer.Fit(context, options, train);
             t.Dispose();
             return report.Epochs.Max(e => e.RowsPerSecond);   // best epoch: the first warms up libtorch
         }

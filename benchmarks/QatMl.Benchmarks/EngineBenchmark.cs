@@ -76,11 +76,11 @@ internal static class EngineBenchmark
         {
             new("ORT FP32", b =>
                 {
-                    var o = new OnnxScoringOptions { ModelPath = floatModel, IntraOpNumThreads = 1, BatchSize = b };
+                    var o = new OnnxModelScoringOptions { ModelPath = floatModel, IntraOpNumThreads = 1, BatchSize = b };
                     o.Inputs.Add(new OnnxColumnBinding(inputColumn, models.Int8.Settings.Inputs.FirstOrDefault()?.TensorName ?? inputColumn));
                     return context.Quantization.ScoreOnnxModel(o).Fit(data);
                 },
-                t => ((OnnxScoringTransformer)t).Scorer, t => (ITransformer)t),
+                t => ((OnnxModelScoringTransformer)t).Scorer, t => (ITransformer)t),
             new("ORT INT8", b => WithBackend(models.Int8, QuantizedBackend.OnnxRuntime, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native INT8", b => WithBackend(models.Int8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native W4A8", b => WithBackend(models.W4A8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
@@ -96,7 +96,7 @@ internal static class EngineBenchmark
             {
                 using IDisposable t = contenders[c].Create(batch);
                 IBatchScorer scorer = contenders[c].Scorer(t);
-                using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
+                using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray(), scorer.BatchSize);
                 int outSize = scorer.Outputs[0].RowSize;
                 var all = new float[n * Math.Max(outSize, 1)];
                 void Pass(bool keep)
@@ -114,7 +114,7 @@ internal static class EngineBenchmark
                 outputs[c] = all;
                 raw[c] = n / settings.Best(() => Pass(keep: false)).Wall;
                 ITransformer transformer = contenders[c].Transformer(t);
-                string column = transformer is QuantizedModelTransformer q ? q.OutputColumnNames[0] : ((OnnxScoringTransformer)transformer).OutputColumnNames[0];
+                string column = transformer is QuantizedModelTransformer q ? q.OutputColumnNames[0] : ((OnnxModelScoringTransformer)transformer).OutputColumnNames[0];
                 viaView[c] = n / settings.Best(() => ScoringBenchmark.Consume(transformer.Transform(data), column)).Wall;
             }
             Print(batch, "raw call", raw);
@@ -156,7 +156,7 @@ internal static class EngineBenchmark
         var settings = model.Settings with { Backend = QuantizedBackend.OnnxRuntime, BatchSize = batch };
         using var ort = new QuantizedModelTransformer(new MLContext(0), model.QuantizedModel, settings, model.Nodes);
         IBatchScorer scorer = ort.BatchScorer;
-        using IScoringBatch staging = scorer.CreateBatch([true]);
+        using IScoringBatch staging = scorer.CreateBatch([true], scorer.BatchSize);
         int rowSize = rowDims.Aggregate(1, (a, b) => a * b), outSize = scorer.Outputs[0].RowSize;
         var all = new float[n * outSize];
         for (int r0 = 0; r0 < n; r0 += batch)

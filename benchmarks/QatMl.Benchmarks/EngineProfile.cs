@@ -53,7 +53,7 @@ internal static class EngineProfile
         // The native engine over the same model: its per-op table is printed at exit when QATML_ENGINE_PROFILE=1.
         using var native = new QuantizedModelTransformer(context, int8.QuantizedModel, int8.Settings with { Backend = QuantizedBackend.Native, AllowBackendFallback = false, BatchSize = batch }, int8.Nodes);
         IBatchScorer scorer = native.BatchScorer;
-        using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
+        using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray(), scorer.BatchSize);
         Array.Copy(inputs, staging.InputBuffers[0], inputs.Length);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         double best = double.MaxValue;

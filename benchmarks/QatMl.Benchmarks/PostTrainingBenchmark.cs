@@ -76,7 +76,7 @@ internal static class PostTrainingBenchmark
         {
             var options = new PostTrainingOptions { ModelPath = ResNet18Images.ModelPath, IntraOpNumThreads = 1, BatchSize = batch, SampleCount = 64 };
             using QuantizedModelTransformer int8 = context.Quantization.PostTraining(options).Fit(images);
-            var scoring = new Microsoft.ML.Quantization.Inference.OnnxScoringOptions { ModelPath = ResNet18Images.ModelPath, IntraOpNumThreads = 1, BatchSize = batch };
+            var scoring = new Microsoft.ML.Quantization.Inference.OnnxModelScoringOptions { ModelPath = ResNet18Images.ModelPath, IntraOpNumThreads = 1, BatchSize = batch };
             using var fp32 = context.Quantization.ScoreOnnxModel(scoring).Fit(images);
             string output = ResNet18Images.OutputTensor;
             var (tFloat, _) = settings.Best(() => ScoringBenchmark.Consume(fp32.Transform(images), output));

@@ -16,17 +16,25 @@ public sealed partial class NativeInteropTests
     }
 
     [Fact]
-    public void DetectedIsaMatchesTheFeatureBits()
+    public void DetectedIsaIsTheBestPathTheFeaturesSupport()
     {
         CpuIsa detected = NativeRuntime.DetectedIsa;
         CpuFeatures features = NativeRuntime.Features;
-        if (detected == CpuIsa.Avx512Vnni)
-            Assert.True(features.HasFlag(CpuFeatures.Avx512Vnni | CpuFeatures.Avx512BW));
-        if (detected >= CpuIsa.Avx2)
-            Assert.True(features.HasFlag(CpuFeatures.Avx2));
-        // .NET's own detection must agree with the native one on what both can see.
-        Assert.Equal(System.Runtime.Intrinsics.X86.Avx2.IsSupported, features.HasFlag(CpuFeatures.Avx2));
-        Assert.Equal(System.Runtime.Intrinsics.X86.Avx512F.IsSupported, features.HasFlag(CpuFeatures.Avx512F));
+        Assert.True(NativeRuntime.IsSupported(detected));
+        Assert.Equal(NativeRuntime.RequiredFeatures(detected), features & NativeRuntime.RequiredFeatures(detected));
+        for (CpuIsa better = detected + 1; better <= CpuIsa.Avx512Vnni; better++)
+            Assert.False(NativeRuntime.IsSupported(better));
+        Assert.Equal(CpuFeatures.Avx2 | CpuFeatures.Fma | CpuFeatures.AvxVnni, NativeRuntime.RequiredFeatures(CpuIsa.AvxVnni));
+        Assert.Equal(CpuFeatures.None, NativeRuntime.RequiredFeatures(CpuIsa.AvxVnni) & CpuFeatures.Avx512F);
+        Assert.Equal(CpuFeatures.None, NativeRuntime.RequiredFeatures(CpuIsa.Avx512Vnni) & CpuFeatures.AvxVnni);
+        // .NET's own detection must agree with the native one on what both can see (and no test mask removes).
+        CpuFeatures mask = NativeRuntime.FeatureMask;
+        if (mask.HasFlag(CpuFeatures.Avx2))
+            Assert.Equal(System.Runtime.Intrinsics.X86.Avx2.IsSupported, features.HasFlag(CpuFeatures.Avx2));
+        if (mask.HasFlag(CpuFeatures.Avx512F))
+            Assert.Equal(System.Runtime.Intrinsics.X86.Avx512F.IsSupported, features.HasFlag(CpuFeatures.Avx512F));
+        if (mask.HasFlag(CpuFeatures.AvxVnni))
+            Assert.Equal(System.Runtime.Intrinsics.X86.AvxVnni.IsSupported, features.HasFlag(CpuFeatures.AvxVnni));
     }
 
     [Fact]
@@ -37,11 +45,8 @@ public sealed partial class NativeInteropTests
         {
             NativeRuntime.SetMaxIsa(CpuIsa.Scalar);
             Assert.Equal(CpuIsa.Scalar, NativeRuntime.ActiveIsa);
-            if (detected >= CpuIsa.Avx2)
-            {
-                NativeRuntime.SetMaxIsa(CpuIsa.Avx2);
-                Assert.Equal(CpuIsa.Avx2, NativeRuntime.ActiveIsa);
-            }
+            NativeRuntime.SetMaxIsa(CpuIsa.Avx2);
+            Assert.Equal(NativeRuntime.IsSupported(CpuIsa.Avx2) ? CpuIsa.Avx2 : CpuIsa.Scalar, NativeRuntime.ActiveIsa);
             NativeRuntime.SetMaxIsa(null);
             Assert.Equal(detected, NativeRuntime.ActiveIsa);
         }
@@ -61,7 +66,7 @@ public sealed partial class NativeInteropTests
             Assert.Equal(0, LibC.setenv("QATML_MAX_ISA", "scalar", 1));
             Assert.Equal(CpuIsa.Scalar, NativeRuntime.ActiveIsa);
             Assert.Equal(0, LibC.setenv("QATML_MAX_ISA", "avx2", 1));
-            Assert.Equal(detected >= CpuIsa.Avx2 ? CpuIsa.Avx2 : detected, NativeRuntime.ActiveIsa);
+            Assert.Equal(NativeRuntime.IsSupported(CpuIsa.Avx2) ? CpuIsa.Avx2 : CpuIsa.Scalar, NativeRuntime.ActiveIsa);
 
             Assert.Equal(0, LibC.setenv("QATML_MAX_ISA", "mmx", 1));
             var error = Assert.Throws<QuantizationNativeException>(() => NativeRuntime.ActiveIsa);

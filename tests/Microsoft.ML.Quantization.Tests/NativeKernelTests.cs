@@ -1,13 +1,23 @@
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Inference.Kernels;
 using Microsoft.ML.Quantization.Interop;
+using Xunit.Abstractions;
 
 namespace Microsoft.ML.Quantization.Tests;
 
 // Kernel results against C# scalar references; the ISA cap is process-wide, so these share the collection.
 [Collection(nameof(NativeIsaState))]
-public sealed class NativeKernelTests
+public sealed class NativeKernelTests(ITestOutputHelper output)
 {
+    /// <summary>The best path this CPU supports at or below <paramref name="cap"/>: what a cap must select.</summary>
+    internal static CpuIsa BestSupportedAtOrBelow(CpuIsa cap)
+    {
+        for (CpuIsa isa = cap; isa > CpuIsa.Scalar; isa--)
+            if (NativeRuntime.IsSupported(isa))
+                return isa;
+        return CpuIsa.Scalar;
+    }
+
     private static byte QuantizeRef(float x, float scale, int zp) =>
         (byte)Math.Clamp((int)MathF.Round(x / scale, MidpointRounding.ToEven) + zp, 0, 255);
 
@@ -46,25 +56,75 @@ public sealed class NativeKernelTests
             }
         float mult = 1f / 512;
         var expectU8 = expect.Select(v => (byte)Math.Clamp((int)MathF.Round(v * mult, MidpointRounding.ToEven) + 3, 3, 255)).ToArray();
+        // This CPU, then the feature set of a Zen 4 / Cascade Lake (AVX-512 VNNI, no AVX-VNNI) emulated on it:
+        // every cap packs for the best path the CPU supports at or below it, never one it lacks.
+        CpuFeatures?[] featureSets = [null, ~CpuFeatures.AvxVnni];
         try
         {
-            for (CpuIsa isa = CpuIsa.Scalar; isa <= NativeRuntime.DetectedIsa; isa++)
+            foreach (CpuFeatures? keep in featureSets)
             {
-                NativeRuntime.SetMaxIsa(isa);
-                using var packed = PackedInt8Weights.ForGemm(b, k, n);
-                Assert.Equal(isa, packed.Isa);
-                var c = new int[m * n];
-                QuantizedKernels.Gemm(a, m, 9, packed, c, bias);
-                Assert.Equal(expect, c);
-                var c8 = new byte[m * n];
-                QuantizedKernels.Gemm(a, m, 9, packed, [mult], 3, c8, bias, relu: true);
-                Assert.Equal(expectU8, c8);
+                NativeRuntime.SetFeatureMask(keep);
+                foreach (CpuIsa isa in Enum.GetValues<CpuIsa>())
+                {
+                    if (!NativeRuntime.IsSupported(isa))
+                        output.WriteLine($"path {isa} not run ({(keep is null ? "this CPU" : "emulated Zen 4")}): the CPU lacks {NativeRuntime.RequiredFeatures(isa) & ~NativeRuntime.Features}");
+                    NativeRuntime.SetMaxIsa(isa);
+                    Assert.Equal(BestSupportedAtOrBelow(isa), NativeRuntime.ActiveIsa);
+                    using var packed = PackedInt8Weights.ForGemm(b, k, n);
+                    Assert.Equal(BestSupportedAtOrBelow(isa), packed.Isa);
+                    var c = new int[m * n];
+                    QuantizedKernels.Gemm(a, m, 9, packed, c, bias);
+                    Assert.Equal(expect, c);
+                    var c8 = new byte[m * n];
+                    QuantizedKernels.Gemm(a, m, 9, packed, [mult], 3, c8, bias, relu: true);
+                    Assert.Equal(expectU8, c8);
+                }
             }
         }
         finally
         {
             NativeRuntime.SetMaxIsa(null);
+            NativeRuntime.SetFeatureMask(null);
         }
+    }
+
+    [Fact]
+    public void CapAboveOrBesideAnEmulatedZen4NeverSelectsAnUnsupportedPath()
+    {
+        // The issue's SIGILL: SetMaxIsa(AvxVnni) on a CPU with AVX-512 VNNI but no AVX-VNNI gave ActiveIsa == AvxVnni.
+        try
+        {
+            NativeRuntime.SetFeatureMask(~CpuFeatures.AvxVnni);
+            Assert.False(NativeRuntime.IsSupported(CpuIsa.AvxVnni));
+            Assert.Equal(0u, (uint)(NativeRuntime.Features & CpuFeatures.AvxVnni));
+            CpuIsa below = NativeRuntime.IsSupported(CpuIsa.Avx2) ? CpuIsa.Avx2 : CpuIsa.Scalar;
+            NativeRuntime.SetMaxIsa(CpuIsa.AvxVnni);
+            Assert.Equal(below, NativeRuntime.ActiveIsa);
+            using (var packed = PackedInt8Weights.ForGemm([1, 2, 3, 4, 5, 6], 2, 3))
+            {
+                Assert.Equal(below, packed.Isa);
+                var c = new int[3];
+                QuantizedKernels.Gemm([10, 20], 1, 0, packed, c);
+                Assert.Equal(new[] { 10 * 1 + 20 * 4, 10 * 2 + 20 * 5, 10 * 3 + 20 * 6 }, c);
+            }
+            NativeRuntime.SetMaxIsa(CpuIsa.Avx512Vnni);
+            Assert.True(NativeRuntime.IsSupported(NativeRuntime.ActiveIsa));
+            Assert.Equal(NativeRuntime.DetectedIsa, NativeRuntime.ActiveIsa);
+            Assert.NotEqual(CpuIsa.AvxVnni, NativeRuntime.DetectedIsa);
+        }
+        finally
+        {
+            NativeRuntime.SetMaxIsa(null);
+            NativeRuntime.SetFeatureMask(null);
+        }
+        // Only the environment's mask (build/test.sh runs the native tests once more under QATML_CPU_FEATURE_MASK=~0x40) is left.
+        uint expectedMask = Environment.GetEnvironmentVariable("QATML_CPU_FEATURE_MASK") switch
+        {
+            null or "" => uint.MaxValue,
+            "~0x40" => ~0x40u,
+            string other => throw new Xunit.Sdk.XunitException($"unexpected QATML_CPU_FEATURE_MASK={other} in this test's environment"),
+        };
+        Assert.Equal(expectedMask, (uint)NativeRuntime.FeatureMask);
     }
 
     [Fact]

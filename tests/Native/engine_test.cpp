@@ -1,6 +1,7 @@
 // The INT8 engine: a small network against the kernels called one by one, threads and concurrent
 // runs, argument validation, and a fuzz run of the plan loader (random and mutated plans).
 #include "qatml/qatml.h"
+#include "engine_plans.h"
 
 #include <gtest/gtest.h>
 
@@ -14,137 +15,10 @@
 
 namespace {
 
-unsigned seed() { return std::getenv("QATML_TEST_SEED") ? unsigned(std::strtoul(std::getenv("QATML_TEST_SEED"), nullptr, 10)) : 777u; }
+using qatml_test::seed;
 
-struct Plan {
-    std::vector<uint8_t> b;
-    template <typename T>
-    void put(T v) {
-        const auto* p = reinterpret_cast<const uint8_t*>(&v);
-        b.insert(b.end(), p, p + sizeof(T));
-    }
-    void q(float s, int32_t z) { put(s); put(z); }
-    void i64s(std::initializer_list<int64_t> v) { for (int64_t x : v) put(x); }
-};
-
-// Builds the body of one op payload, then frames it with kind and size.
-struct OpBuilder {
-    Plan body;
-    void finish(Plan& plan, uint32_t kind) {
-        plan.put(kind);
-        plan.put(static_cast<uint32_t>(body.b.size()));
-        plan.b.insert(plan.b.end(), body.b.begin(), body.b.end());
-    }
-};
-
-// The network: float [2, 6, 6] -> quantize u8 -> conv 3x3 pad 1 (2 -> 4, int8 weights, bias) -> u8
-// -> maxpool 2x2 -> [4, 3, 3] -> LUT (identity + 1 saturating) -> add with itself -> gemm (36 -> 5,
-// int4 weights, per-channel) -> dequantize.
-struct Net {
-    std::vector<int8_t> conv_w;
-    std::vector<int32_t> conv_b;
-    std::vector<float> conv_s;
-    std::vector<int8_t> fc_w;     // [5, 36] values in -8..7
-    std::vector<uint8_t> fc_w4;   // packed
-    std::vector<float> fc_s;
-    std::vector<int32_t> fc_b;
-    uint8_t lut[256];
-    Net() {
-        std::mt19937 r(seed());
-        std::uniform_int_distribution<int> w8(-127, 127), w4(-8, 7), bias(-500, 500);
-        for (int i = 0; i < 4 * 2 * 9; ++i) conv_w.push_back(static_cast<int8_t>(w8(r)));
-        for (int i = 0; i < 4; ++i) conv_b.push_back(bias(r)), conv_s.push_back(0.01f + 0.003f * i);
-        for (int i = 0; i < 5 * 36; ++i) fc_w.push_back(static_cast<int8_t>(w4(r)));
-        fc_w4.resize(90);
-        qatml_int4_pack(fc_w.data(), 180, 1, fc_w4.data());
-        for (int i = 0; i < 5; ++i) fc_s.push_back(0.05f + 0.01f * i), fc_b.push_back(bias(r));
-        for (int i = 0; i < 256; ++i) lut[i] = static_cast<uint8_t>(i == 255 ? 255 : i + 1);
-    }
-    // second_reader: a DEQUANTIZE also reads the convolution's output (which keeps the engine from fusing
-    // the convolution with its max pool).
-    std::vector<uint8_t> plan(bool second_reader = true) const {
-        Plan p;
-        p.b.insert(p.b.end(), {'Q', 'E', 'P', '1'});
-        p.put<uint32_t>(1);
-        p.put<uint32_t>(second_reader ? 9 : 8);  // tensors
-        p.put<uint32_t>(second_reader ? 8 : 7);  // ops
-        p.put<uint32_t>(1);
-        p.put<uint32_t>(1);
-        auto tensor = [&](uint32_t type, std::initializer_list<int64_t> dims) {
-            p.put(type);
-            p.put(static_cast<uint32_t>(dims.size()));
-            for (int64_t d : dims) p.put(d);
-        };
-        tensor(QATML_TYPE_FLOAT32, {2, 6, 6});  // 0 input
-        tensor(QATML_TYPE_UINT8, {2, 6, 6});    // 1
-        tensor(QATML_TYPE_UINT8, {4, 6, 6});    // 2 conv
-        tensor(QATML_TYPE_UINT8, {4, 3, 3});    // 3 pool
-        tensor(QATML_TYPE_UINT8, {4, 3, 3});    // 4 lut
-        tensor(QATML_TYPE_UINT8, {36});         // 5 add
-        tensor(QATML_TYPE_INT8, {5});           // 6 gemm
-        tensor(QATML_TYPE_FLOAT32, {5});        // 7 output
-        if (second_reader) tensor(QATML_TYPE_FLOAT32, {4, 6, 6});  // 8 read by nobody
-        p.put<uint32_t>(0);
-        p.put<uint32_t>(7);
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(0); o.body.put<uint32_t>(1); o.body.q(0.02f, 128);
-            o.finish(p, QATML_ENGINE_OP_QUANTIZE);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(1); o.body.put<uint32_t>(2); o.body.q(0.02f, 128); o.body.q(0.05f, 0);
-            o.body.i64s({4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1});
-            o.body.put<uint32_t>(QATML_TYPE_INT8); o.body.put<uint32_t>(0); o.body.put<uint32_t>(1);
-            for (float s : conv_s) o.body.put(s);
-            for (int32_t v : conv_b) o.body.put(v);
-            for (int8_t v : conv_w) o.body.put(v);
-            o.finish(p, QATML_ENGINE_OP_CONV);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(2); o.body.put<uint32_t>(3); o.body.q(0.05f, 0); o.body.q(0.05f, 0);
-            o.body.i64s({2, 2, 2, 2, 0, 0, 0, 0, 1, 1});
-            o.body.put<uint32_t>(0);
-            o.finish(p, QATML_ENGINE_OP_MAXPOOL);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(3); o.body.put<uint32_t>(4);
-            for (uint8_t v : lut) o.body.put(v);
-            o.finish(p, QATML_ENGINE_OP_LUT);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(4); o.body.put<uint32_t>(4); o.body.put<uint32_t>(5);
-            o.body.q(0.05f, 0); o.body.q(0.05f, 0); o.body.q(0.09f, 3);
-            o.finish(p, QATML_ENGINE_OP_ADD);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(5); o.body.put<uint32_t>(6); o.body.q(0.09f, 3); o.body.q(0.3f, -5);
-            o.body.i64s({36, 5});
-            o.body.put<uint32_t>(1); o.body.put<uint32_t>(QATML_TYPE_INT4); o.body.put<uint32_t>(0); o.body.put<uint32_t>(1);
-            o.body.put<uint32_t>(5);
-            for (float s : fc_s) o.body.put(s);
-            for (int32_t v : fc_b) o.body.put(v);
-            for (uint8_t v : fc_w4) o.body.put(v);
-            o.finish(p, QATML_ENGINE_OP_GEMM);
-        }
-        {
-            OpBuilder o;
-            o.body.put<uint32_t>(6); o.body.put<uint32_t>(7); o.body.q(0.3f, -5);
-            o.finish(p, QATML_ENGINE_OP_DEQUANTIZE);
-        }
-        if (second_reader) {  // a second reader of tensor 2 keeps it alive: exercises the planner
-            OpBuilder o;
-            o.body.put<uint32_t>(2); o.body.put<uint32_t>(8);
-            o.body.q(0.05f, 0);
-            o.finish(p, QATML_ENGINE_OP_DEQUANTIZE);
-        }
-        return p.b;
-    }
-    // The same computation through the kernel ABI, op by op.
+// The network of engine_plans.h and the same computation through the kernel ABI, op by op.
+struct Net : qatml_test::EngineNet {
     std::vector<float> reference(const std::vector<float>& x, int64_t n) const {
         std::vector<uint8_t> q(x.size()), conv(static_cast<size_t>(n * 144)), pool(static_cast<size_t>(n * 36)),
             lutted(pool.size()), sum(pool.size());
@@ -295,6 +169,46 @@ TEST(Engine, ValidatesArguments) {
     EXPECT_EQ(qatml_engine_run(e, nullptr, 1, in, 1, out, 1), QATML_OK);
     int dummy = 0;
     EXPECT_EQ(qatml_engine_run(reinterpret_cast<qatml_engine*>(&dummy), nullptr, 1, in, 1, out, 1), QATML_INVALID_HANDLE);
+    qatml_engine_destroy(e);
+}
+
+// Found by build/fuzz-native.sh: a GLOBAL_AVGPOOL whose x_scale / y_scale overflowed to infinity was accepted; at
+// run time its multiplier was inf, a zero sum times inf is NaN, and NaN converted to int is undefined behaviour.
+// The loader now refuses ratios the kernels refuse (above 2^64), naming the op.
+TEST(Engine, ScaleRatiosThatWouldOverflowAreRejectedAtLoad) {
+    const std::vector<uint8_t> valid = qatml_test::pooling_plan();
+    qatml_engine* e = nullptr;
+    ASSERT_EQ(qatml_engine_create(nullptr, valid.data(), static_cast<int64_t>(valid.size()), &e), QATML_OK) << qatml_last_error();
+    std::vector<float> x(2 * 75, 0.0f), y(2 * 3, -1.0f);
+    const float* in[] = {x.data()};
+    float* out[] = {y.data()};
+    EXPECT_EQ(qatml_engine_run(e, nullptr, 2, in, 1, out, 1), QATML_OK) << qatml_last_error();
+    // x = 0 quantizes to -3, pools to 2 (0.07-scale zero point), global pool to 0: every output 0.
+    EXPECT_EQ(y, std::vector<float>(6, 0.0f));
+    qatml_engine_destroy(e);
+    for (float global_y_scale : {1e-37f, 1e-30f}) {  // 0.07 / y_scale: 7e35 (the fuzzer's case) and 7e28
+        const std::vector<uint8_t> plan = qatml_test::pooling_plan(global_y_scale);
+        e = nullptr;
+        EXPECT_EQ(qatml_engine_create(nullptr, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_INVALID_ARGUMENT);
+        EXPECT_EQ(e, nullptr);
+        EXPECT_NE(std::string(qatml_last_error()).find("op 2 (GLOBAL_AVGPOOL): x_scale / y_scale"), std::string::npos) << qatml_last_error();
+        EXPECT_NE(std::string(qatml_last_error()).find("exceeds 2^64"), std::string::npos) << qatml_last_error();
+    }
+}
+
+// Found by build/fuzz-native.sh: an AVGPOOL with pads of 30,000 around a 5x5 input made the pooling kernel
+// allocate its padded plane, 60,005^2 bytes (3.6 GB; the fuzzer's case asked 18.8 GB), from a plan of a few
+// hundred bytes. Pooling and convolution scratch is now bounded by 2^31 bytes at the ABI and at load.
+TEST(Engine, PoolWhosePaddedPlaneExceedsTheScratchLimitIsRejectedAtLoad) {
+    const std::vector<uint8_t> plan = qatml_test::pooling_plan(0.05f, 30000);
+    qatml_engine* e = nullptr;
+    EXPECT_EQ(qatml_engine_create(nullptr, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_INVALID_ARGUMENT);
+    EXPECT_EQ(e, nullptr);
+    EXPECT_NE(std::string(qatml_last_error()).find("op 1 (AVGPOOL): (H + pads) * (W + pads) = 60005 * 60005 overflows or exceeds 2^31"),
+              std::string::npos)
+        << qatml_last_error();
+    const std::vector<uint8_t> fits = qatml_test::pooling_plan(0.05f, 2);  // pads below the kernel, as ONNX Runtime requires
+    ASSERT_EQ(qatml_engine_create(nullptr, fits.data(), static_cast<int64_t>(fits.size()), &e), QATML_OK) << qatml_last_error();
     qatml_engine_destroy(e);
 }
 

@@ -1,9 +1,11 @@
 // INT8 kernels: every fast path bit-exact against the scalar path on random shapes, the ONNX integer
 // operators on hand-made cases, and argument validation at the ABI.
 #include "qatml/qatml.h"
+#include "isa_paths.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -13,18 +15,8 @@
 
 namespace {
 
-struct IsaCap {  // sets the programmatic ISA cap for one scope
-    explicit IsaCap(int isa) { EXPECT_EQ(qatml_cpu_set_max_isa(isa), QATML_OK); }
-    ~IsaCap() { qatml_cpu_set_max_isa(-1); }
-};
-
-std::vector<int> fast_isas() {
-    int32_t det = 0;
-    qatml_cpu_detected_isa(&det);
-    std::vector<int> v;
-    for (int i = QATML_ISA_AVX2; i <= det; ++i) v.push_back(i);
-    return v;
-}
+using qatml_test::fast_isas;  // every SIMD path the CPU supports; prints the ones it skips
+using qatml_test::IsaCap;
 
 struct Packed {
     qatml_packed_weights* p = nullptr;
@@ -401,12 +393,55 @@ TEST(KernelsQuantize, QuantizeLinearRoundsHalfToEvenAndSaturates) {
     int32_t zp = 128;
     std::vector<uint8_t> y(x.size());
     ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, &zp, QATML_TYPE_UINT8, y.data()), QATML_OK);
-    std::vector<uint8_t> expect{128, 130, 130, 128, 126, 255, 0, 128, 131};
+    std::vector<uint8_t> expect{128, 130, 130, 128, 126, 255, 0, 0, 131};  // NaN -> 0, as ONNX Runtime
     EXPECT_EQ(y, expect);
     std::vector<int8_t> y8(x.size());
     ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, 9, &s, nullptr, QATML_TYPE_INT8, y8.data()), QATML_OK);
-    std::vector<int8_t> expect8{0, 2, 2, 0, -2, 127, -128, 0, 3};
+    std::vector<int8_t> expect8{0, 2, 2, 0, -2, 127, -128, -128, 3};
     EXPECT_EQ(y8, expect8);
+}
+
+// ONNX Runtime's QuantizeLinear (MLAS on x86: max(x / scale, lo - zp), then min(.., hi - zp); maxps returns its
+// second operand for a NaN) gives NaN and -Inf the type's minimum and +Inf its maximum, whatever the zero point.
+// Every path, every position in a vector and in the tails, every output type.
+TEST(KernelsQuantize, NanAndInfinityQuantizeAsOnnxRuntimeOnEveryPath) {
+    const uint32_t nan_bits[] = {0x7FC00000u, 0xFFC00001u, 0x7F800001u};  // quiet, negative with payload, signalling
+    std::vector<int> paths = qatml_test::fast_isas();
+    paths.insert(paths.begin(), QATML_ISA_SCALAR);
+    const struct { int32_t type, lo, hi; std::vector<int32_t> zps; } types[] = {
+        {QATML_TYPE_UINT8, 0, 255, {0, 131, 255}}, {QATML_TYPE_INT8, -128, 127, {-128, 5, 127}},
+        {QATML_TYPE_UINT4, 0, 15, {0, 9, 15}},     {QATML_TYPE_INT4, -8, 7, {-8, 1, 7}}};
+    for (int64_t n : {1, 7, 8, 15, 16, 17, 33, 64, 100})
+        for (const auto& t : types)
+            for (int32_t zp : t.zps)
+                for (int path : paths) {
+                    std::vector<float> x(static_cast<size_t>(n));
+                    for (int64_t i = 0; i < n; ++i) {
+                        switch ((i + n) % 5) {
+                            case 0: { float v; std::memcpy(&v, &nan_bits[i % 3], 4); x[i] = v; break; }
+                            case 1: x[i] = INFINITY; break;
+                            case 2: x[i] = -INFINITY; break;
+                            default: x[i] = float(i % 3) - 1.0f;  // -1, 0, 1: finite neighbours in the same vector
+                        }
+                    }
+                    const bool four = t.type == QATML_TYPE_UINT4 || t.type == QATML_TYPE_INT4;
+                    std::vector<uint8_t> y(static_cast<size_t>(four ? (n + 1) / 2 : n), 0xCD);
+                    const float scale = 0.25f;
+                    IsaCap cap(path);
+                    ASSERT_EQ(qatml_quantize_linear(nullptr, x.data(), 1, 1, n, &scale, &zp, t.type, y.data()), QATML_OK)
+                        << qatml_last_error();
+                    std::vector<int8_t> q(static_cast<size_t>(n));
+                    if (four) ASSERT_EQ(qatml_int4_unpack(y.data(), n, t.type == QATML_TYPE_INT4, q.data()), QATML_OK);
+                    for (int64_t i = 0; i < n; ++i) {
+                        const int32_t got = four ? (t.type == QATML_TYPE_INT4 ? int32_t(q[i]) : int32_t(uint8_t(q[i])))
+                                                 : (t.type == QATML_TYPE_INT8 ? int32_t(int8_t(y[i])) : int32_t(y[i]));
+                        const int32_t expected = std::isnan(x[i]) || x[i] == -INFINITY ? t.lo
+                                                 : x[i] == INFINITY ? t.hi
+                                                                    : std::min(t.hi, std::max(t.lo, int32_t(std::nearbyint(x[i] / scale)) + zp));
+                        ASSERT_EQ(got, expected) << "path " << qatml_isa_name(path) << " type " << t.type << " zp " << zp << " n " << n
+                                                 << " element " << i << " x " << x[i];
+                    }
+                }
 }
 
 TEST(KernelsQuantize, PerChannelAndInt4) {
@@ -475,6 +510,96 @@ TEST(KernelsAdd, QLinearAdd) {
 }
 
 // ---- validation -------------------------------------------------------------------------------
+
+// Multipliers the add and average-pool kernels derive from two scales: a ratio above 2^64 made inf - inf or
+// 0 * inf = NaN and an undefined NaN -> int conversion (found by fuzzing the engine); now a clear error. Windows
+// whose int32 sums could overflow are refused too.
+TEST(KernelsAbi, ScaleRatiosAndWindowsThatWouldOverflowAreRejected) {
+    const std::vector<uint8_t> a{0, 255, 7, 200}, b{255, 0, 9, 1};
+    std::vector<uint8_t> y(4, 0xCD);
+    for (int path : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(path);
+        EXPECT_EQ(qatml_add(nullptr, a.data(), 3e38f, 0, b.data(), 1.0f, 0, QATML_TYPE_UINT8, 4, 1.0f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("a_scale / y_scale = 3e+38 / 1 exceeds 2^64"), std::string::npos) << qatml_last_error();
+        EXPECT_EQ(qatml_add(nullptr, a.data(), 1.0f, 0, b.data(), 1.0f, 0, QATML_TYPE_UINT8, 4, 1e-30f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_EQ(qatml_global_average_pool(nullptr, a.data(), QATML_TYPE_UINT8, 1, 1, 4, 0.5f, 0, 1e-30f, 0, y.data()), QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("x_scale / y_scale"), std::string::npos) << qatml_last_error();
+        qatml_conv2d_params p{1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1};
+        EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &p, 1, 1, 0, a.data(), QATML_TYPE_UINT8, 1.0f, 0, 1e-30f, 0, y.data()),
+                  QATML_INVALID_ARGUMENT);
+        // At the limit: 2^64 is accepted; a ratio that large saturates every non-zero difference.
+        const float limit = 18446744073709551616.0f;
+        ASSERT_EQ(qatml_add(nullptr, a.data(), limit, 7, b.data(), 1.0f, 9, QATML_TYPE_UINT8, 4, 1.0f, 100, y.data()), QATML_OK)
+            << qatml_last_error();
+        EXPECT_EQ(y, (std::vector<uint8_t>{0, 255, 100, 255}));  // (a - 7) * 2^64 + (b - 9) + 100, saturated
+        // An average window of 2^23 + 1 cells could overflow its int32 sum (pads let a tiny input have one).
+        qatml_conv2d_params wide{1, 1, 1, 1, 1, 1, 1024, 2048, 1024, 2048, 1, 1};
+        std::vector<uint8_t> out(4);
+        EXPECT_EQ(qatml_pool2d(nullptr, QATML_POOL_AVERAGE, &wide, 2049, 4097, 1, a.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, out.data()),
+                  QATML_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(qatml_last_error()).find("exceeds 2^23 cells"), std::string::npos) << qatml_last_error();
+    }
+}
+
+// Pads and strides of 2^20 around a one-pixel input with 2^22 channels: a 3x3 output, but the fast paths'
+// padded-input scratch sizes overflowed int64 (a wrapped, too small buffer). Every path now refuses the
+// geometry at the ABI with the product named; the scalar path refuses it too, so all paths agree.
+TEST(KernelsAbi, ConvolutionWhoseScratchWouldOverflowIsRejected) {
+    for (int64_t cpg : {int64_t(4), int64_t(1) << 22}) {
+        std::vector<int8_t> w(static_cast<size_t>(cpg), 1);
+        std::vector<uint8_t> x(static_cast<size_t>(cpg), 3);
+        std::vector<int32_t> y(9, -1);
+        const int64_t big = int64_t(1) << 20;
+        qatml_conv2d_params p{1, cpg, 1, 1, big, big, big, big, big, big, 1, 1};
+        int64_t oh = 0, ow = 0;
+        ASSERT_EQ(qatml_conv2d_output_size(&p, 1, 1, &oh, &ow), QATML_OK);
+        ASSERT_EQ(oh * ow, 9);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int> paths = qatml_test::fast_isas();
+        paths.insert(paths.begin(), QATML_ISA_SCALAR);
+        for (int path : paths) {
+            IsaCap cap(path);
+            Packed pw;
+            ASSERT_EQ(qatml_conv_pack_weights(nullptr, w.data(), QATML_TYPE_INT8, 1, cpg, 1, 1, 1, nullptr, &pw.p), QATML_OK);
+            EXPECT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, y.data()), QATML_INVALID_ARGUMENT)
+                << qatml_isa_name(path);
+            EXPECT_NE(std::string(qatml_last_error()).find("C/g (in 4s) * (H + pads + stride)"), std::string::npos)
+                << qatml_last_error();
+        }
+    }
+}
+
+// A one-pixel input with pads of 2^16: a pool whose padded plane is 2^34 bytes is refused on every path (the
+// fast paths would allocate and fill it), and so is a convolution over it; a 2^15 plane is within the limit.
+TEST(KernelsAbi, PoolAndConvolutionScratchIsBoundedBy2To31Bytes) {
+    const std::vector<uint8_t> x(4, 7);
+    std::vector<uint8_t> y(4);
+    const int64_t pad = int64_t(1) << 16;
+    qatml_conv2d_params p{1, 1, 1, 1, pad, pad, pad, pad, pad, pad, 1, 1};  // stride = pad: a 3x3 output
+    for (int path : {int(QATML_ISA_SCALAR), -1}) {
+        IsaCap cap(path);
+        for (int32_t kind : {QATML_POOL_MAX, QATML_POOL_AVERAGE}) {
+            EXPECT_EQ(qatml_pool2d(nullptr, kind, &p, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y.data()), QATML_INVALID_ARGUMENT);
+            EXPECT_NE(std::string(qatml_last_error()).find("(H + pads) * (W + pads) = 131073 * 131073 overflows or exceeds 2^31"),
+                      std::string::npos)
+                << qatml_last_error();
+        }
+        Packed pw;
+        const int8_t w = 1;
+        ASSERT_EQ(qatml_conv_pack_weights(nullptr, &w, QATML_TYPE_INT8, 1, 1, 1, 1, 1, nullptr, &pw.p), QATML_OK);
+        qatml_epilogue ep;
+        std::memset(&ep, 0, sizeof ep);
+        ep.out_type = QATML_TYPE_INT32;
+        std::vector<int32_t> out(9);
+        EXPECT_EQ(qatml_conv2d(nullptr, &p, x.data(), QATML_TYPE_UINT8, 0, pw.p, &ep, out.data()), QATML_INVALID_ARGUMENT);
+        qatml_conv2d_params small{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        ASSERT_EQ(qatml_pool2d(nullptr, QATML_POOL_MAX, &small, 2, 2, 0, x.data(), QATML_TYPE_UINT8, 1.0f, 0, 1.0f, 0, y.data()), QATML_OK)
+            << qatml_last_error();
+        EXPECT_EQ(y, (std::vector<uint8_t>{7, 7, 7, 7}));  // each 2x2 window holds the one real pixel
+    }
+}
 
 TEST(KernelsAbi, ValidatesArguments) {
     std::vector<int8_t> b(12, 1);

@@ -34,6 +34,16 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>With the native backend, run on ONNX Runtime when the engine cannot run a node. Default true.</summary>
     public bool AllowBackendFallback { get; set; } = true;
 
+    /// <summary>Where the native engine runs (see <see cref="PostTrainingOptions.NativeDevice"/>). Default null: <see cref="MLContext.GpuDeviceId"/>'s GPU, else the CPU.</summary>
+    public ComputeDevice? NativeDevice { get; set; }
+
+    /// <summary>
+    /// Fine-tune without quantization: the same loop, rows, schedule and seed with every fake quantizer off, exported as
+    /// the fine-tuned float model (run by ONNX Runtime; <see cref="AwareTrainingReport.Path"/> "FloatFineTune"). It is
+    /// the fair baseline for a QAT run, which also gets the extra training. Default false.
+    /// </summary>
+    public bool FloatFineTune { get; set; }
+
     /// <summary>Widths of every quantized node. Default <see cref="QuantizationPrecision.Int8"/>.</summary>
     public QuantizationPrecision Precision { get; set; } = QuantizationPrecision.Int8;
 
@@ -71,7 +81,10 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Adam learning rate. Default 1e-4 (about 10x below a float training's).</summary>
     public double LearningRate { get; set; } = 1e-4;
 
-    /// <summary>Seed of the weights' shuffle order and of libtorch. Default 0.</summary>
+    /// <summary>
+    /// Seed of the rows' shuffle order (derived per epoch by a fixed mixing function, the same in every process) and of
+    /// libtorch. With the same seed, data, options and IntraOpNumThreads, the exported model is the same bytes. Default 0.
+    /// </summary>
     public int Seed { get; set; }
 
     /// <summary>Share of the steps trained in float before fake quantization starts (observers already observe). Default 0.15.</summary>
@@ -124,6 +137,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>Stops training between steps (Fit throws <see cref="OperationCanceledException"/>).</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>The clock behind the rows/s figures (tests substitute one).</summary>
+    internal TimeProvider Clock { get; set; } = TimeProvider.System;
+
     internal new void Validate()
     {
         base.Validate();
@@ -141,10 +157,19 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
         if (!(DistillationTemperature > 0)) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), DistillationTemperature, "DistillationTemperature must be positive.");
         if (CheckpointEverySteps < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEverySteps), CheckpointEverySteps, "CheckpointEverySteps must be at least 1.");
         if (CalibrationSampleCount < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationSampleCount), CalibrationSampleCount, "CalibrationSampleCount must be at least 1.");
+        if (FloatFineTune && MaxAccuracyDrop is not null)
+            throw new ArgumentException("FloatFineTune trains without quantization, so there is no PTQ to try first: leave MaxAccuracyDrop null.");
     }
 
     /// <summary>The PTQ options of the same scheme (the export and the PTQ-first path).</summary>
-    internal PostTrainingOptions ToPostTraining(byte[] model) 
+    /// <summary>What a missing features column's error tells the user to set.</summary>
+    internal override string InputsOptionName => InputsOption ?? nameof(AwareTrainingOptions) + "." + nameof(FeatureColumnName);
+
+    /// <summary>
+    /// The PostTraining options of the deployed model: the same scheme and session settings, and the features column bound to
+    /// <paramref name="inputTensor"/> (the graph's input) when <see cref="FeatureColumnName"/> names another column.
+    /// </summary>
+    internal PostTrainingOptions ToPostTraining(byte[] model, string inputTensor)
     {
         var o = new PostTrainingOptions
         {
@@ -157,8 +182,12 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
             SampleCount = CalibrationSampleCount,
             Backend = Backend,
             AllowBackendFallback = AllowBackendFallback,
+            NativeDevice = NativeDevice,
         };
         CopyTo(o);
+        o.ModelSource = ModelName(ModelPath);
+        if (FeatureColumnName is { } features && features != inputTensor)
+            o.Inputs.Add(new OnnxColumnBinding(features, inputTensor));
         return o;
     }
 }
@@ -176,7 +205,7 @@ public readonly record struct AwareTrainingProgress(int Epoch, long Step, long T
 /// <param name="Epoch">0-based epoch.</param>
 /// <param name="MeanLoss">Mean training loss.</param>
 /// <param name="ValidationAccuracy">Accuracy of the (fake-quantized) model on the validation rows, if any.</param>
-/// <param name="RowsPerSecond">Training throughput.</param>
+/// <param name="RowsPerSecond">Training throughput: the epoch's rows over its training time (a resumed epoch adds the checkpoint's time to this run's).</param>
 public sealed record EpochReport(int Epoch, double MeanLoss, double? ValidationAccuracy, double RowsPerSecond);
 
 /// <summary>What <c>AwareTraining</c> did: which path it took and why, and how training went.</summary>
@@ -184,7 +213,7 @@ public sealed class AwareTrainingReport
 {
     internal AwareTrainingReport() { }
 
-    /// <summary>"PostTraining" (PTQ met the budget) or "AwareTraining".</summary>
+    /// <summary>"PostTraining" (PTQ met the budget), "AwareTraining", or "FloatFineTune" (<see cref="AwareTrainingOptions.FloatFineTune"/>).</summary>
     public string Path { get; internal init; } = "AwareTraining";
 
     /// <summary>Why that path.</summary>
@@ -196,10 +225,10 @@ public sealed class AwareTrainingReport
     /// <summary>Validation accuracy of the PTQ model, when PTQ was tried first.</summary>
     public double? PostTrainingAccuracy { get; internal init; }
 
-    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch.</summary>
+    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch (null for a float fine-tune).</summary>
     public double? FakeQuantizedAccuracy { get; internal init; }
 
-    /// <summary>Validation accuracy of the deployed QDQ model (the transformer's).</summary>
+    /// <summary>Validation accuracy of the deployed model (the transformer's: QDQ, or float after a float fine-tune).</summary>
     public double? DeployedAccuracy { get; internal init; }
 
     /// <summary>Per epoch.</summary>

@@ -5,10 +5,12 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 
 /// <summary>
 /// Fake quantization, the functional layer: <c>dequantize(quantize(x))</c> in the forward pass with ONNX's
-/// QuantizeLinear numerics (round half to even, saturation), and the straight-through estimator in the backward pass.
-/// Built from primitives (TorchSharp's fused fake_quantize ops are obsolete-as-error): the rounding is detached, so
-/// the gradient is 1 inside the clamp range and 0 outside, and a learnable scale gets LSQ's
-/// gradient.
+/// QuantizeLinear numerics (x / s in float32, round half to even, saturation), and the straight-through estimator in
+/// the backward pass: the gradient is 1 where x is inside the range and 0 outside, and a learnable scale gets LSQ's
+/// gradient. Each call is one fused autograd op (TorchSharp's own fake_quantize ops are obsolete-as-error): its
+/// forward computes the output and what the backward needs (a 0/1 mask, and for a learned scale d output / d s) in a
+/// few passes outside autograd, and its backward is one product (plus one product and sum for a learned scale),
+/// instead of a graph of element-wise ops whose clamp backward runs libtorch's slow bool-mask kernels.
 /// </summary>
 public static class FakeQuantize
 {
@@ -29,8 +31,6 @@ public static class FakeQuantize
             throw new ArgumentException($"quantMin {quantMin} must be below quantMax {quantMax}.");
         using var scope = torch.NewDisposeScope();
         Tensor s = scale, z = zeroPoint;
-        if (gradientScale != 1.0 && scale.requires_grad)
-            s = GradScale(scale, gradientScale);
         if (axis is int a)
         {
             long[] shape = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
@@ -38,42 +38,153 @@ public static class FakeQuantize
             s = s.reshape(shape);
             z = z.reshape(shape);
         }
-        if (!s.requires_grad && !z.requires_grad)
-            return FixedRange(x, s, z, quantMin, quantMax).MoveToOuterDisposeScope();
-        Tensor scaled = x / s;
-        // round() is round-half-to-even in libtorch, as ONNX QuantizeLinear; detach gives the straight-through estimator.
-        Tensor rounded = scaled + (scaled.round() - scaled).detach();
-        Tensor q = (rounded + z).clamp(quantMin, quantMax);
-        return ((q - z) * s).MoveToOuterDisposeScope();
+        bool learnedRange = s.requires_grad || z.requires_grad;
+        Tensor result = !torch.is_grad_enabled() || !(x.requires_grad || learnedRange)
+            ? ForwardOnly(x, s, z, quantMin, quantMax)
+            : learnedRange
+                ? LearnedRangeFakeQuantize.apply(x, s, z, quantMin, quantMax, gradientScale)
+                : FixedRangeFakeQuantize.apply(x, s, z, quantMin, quantMax);
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>No gradient wanted: the values only, in place on one buffer.</summary>
+    private static Tensor ForwardOnly(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
+    {
+        using (torch.no_grad())
+        {
+            Tensor levels = x / s;
+            levels.round_();   // round half to even, as QuantizeLinear
+            return ClampLevels(levels, z, quantMin, quantMax, inPlace: true).mul_(s);
+        }
     }
 
     /// <summary>
-    /// The same values for a fixed scale and zero point, with a cheaper graph: the quantized values are computed in
-    /// place outside autograd, and the gradient comes from clamping x to the representable real range (1 inside, 0
-    /// outside), so the backward pass is one masked copy instead of a chain of element-wise ops.
+    /// clamp(levels + z, qmin, qmax) - z for integer-valued levels: one clamp to [qmin - z, qmax - z] (exact for a
+    /// scalar zero point within float's integers), or add, clamp and subtract for a per-channel one.
     /// </summary>
-    private static Tensor FixedRange(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
+    internal static Tensor ClampLevels(Tensor levels, Tensor z, long quantMin, long quantMax, bool inPlace)
     {
-        Tensor quantized;
-        bool zeroAtZero = z.numel() == 1 && z.item<float>() == 0;   // ReLU outputs: two passes fewer
-        using (torch.no_grad())
+        if (ScalarZeroPoint(z, quantMin, quantMax) is float zero)
         {
-            quantized = x / s;
-            if (zeroAtZero)
-                quantized.round_().clamp_(quantMin, quantMax).mul_(s);
-            else
-                quantized.round_().add_(z).clamp_(quantMin, quantMax).sub_(z).mul_(s);
+            float low = quantMin - zero, high = quantMax - zero;   // float32, as the tensor arithmetic would round them
+            return inPlace ? levels.clamp_(low, high) : levels.clamp(low, high);
         }
-        Tensor lo = (quantMin - z) * s, hi = (quantMax - z) * s;
-        Tensor clamped = x.clamp(lo, hi);
-        // clamped + (quantized - clamped), in place: the values are quantized's (exactly: the two differ by at most
-        // half a step, so the subtraction is exact), the gradient is clamp's. Clamp's backward reads x, not its output.
-        using (torch.no_grad())
-            quantized.sub_(clamped);
-        return clamped.add_(quantized);
+        return (inPlace ? levels : levels.clone()).add_(z).clamp_(quantMin, quantMax).sub_(z);
     }
 
-    /// <summary>y = x in the forward pass; the gradient is multiplied by <paramref name="factor"/>.</summary>
-    internal static Tensor GradScale(Tensor x, double factor)
-        => (x - x.detach()) * factor + x.detach();
+    /// <summary>
+    /// The zero point as one float when one value serves every element (a scalar, or all zeros per channel) and the
+    /// levels stay exact integers in float32; else null.
+    /// </summary>
+    internal static float? ScalarZeroPoint(Tensor z, long quantMin, long quantMax)
+    {
+        const long exactIntegers = 1L << 24;
+        if (z.numel() == 1)
+        {
+            float value = z.item<float>();
+            return value == 0 || (Math.Abs(quantMin) < exactIntegers && Math.Abs(quantMax) < exactIntegers) ? value : null;
+        }
+        return z.count_nonzero().item<long>() == 0 ? 0f : null;
+    }
+
+    /// <summary>The fused ops' common arguments: x, scale, zero point, qmin, qmax.</summary>
+    internal static (Tensor X, Tensor Scale, Tensor ZeroPoint, long QuantMin, long QuantMax) Arguments(object[] vars)
+        => ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (long)vars[3], (long)vars[4]);
+
+    /// <summary>Sums a broadcast gradient back to the shape of the tensor it was broadcast from.</summary>
+    internal static Tensor SumTo(Tensor gradient, long[] shape)
+    {
+        if (shape.Aggregate(1L, (p, d) => p * d) == 1)
+            return gradient.sum().reshape(shape);
+        int lead = (int)gradient.dim() - shape.Length;
+        long[] dims = Enumerable.Range(0, (int)gradient.dim())
+            .Where(d => d < lead || (shape[d - lead] == 1 && gradient.shape[d] != 1)).Select(d => (long)d).ToArray();
+        return (dims.Length == 0 ? gradient : gradient.sum(dims, keepdim: true)).reshape(shape);
+    }
+}
+
+// The masks below are float tensors of 0 and 1 made by in-place comparisons and applied by multiplication: libtorch's
+// CPU where / masked_fill / clamp-backward kernels over bool masks cost about 20 times an element-wise product.
+
+/// <summary>
+/// Fake quantization with a fixed scale and zero point as one autograd op. Forward: the levels times the scale, and
+/// a mask of the elements inside the representable real range [(qmin - z) s, (qmax - z) s] (NaN is outside).
+/// Backward: the gradient times the mask (clamp's straight-through gradient).
+/// </summary>
+internal sealed class FixedRangeFakeQuantize : torch.autograd.SingleTensorFunction<FixedRangeFakeQuantize>
+{
+    public override string Name => nameof(FixedRangeFakeQuantize);
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (x, s, z, quantMin, quantMax) = FakeQuantize.Arguments(vars);
+        using var scope = torch.NewDisposeScope();
+        Tensor output = x / s;
+        output.round_();   // round half to even, as QuantizeLinear
+        FakeQuantize.ClampLevels(output, z, quantMin, quantMax, inPlace: true).mul_(s);
+        Tensor inside;
+        if (s.numel() == 1 && FakeQuantize.ScalarZeroPoint(z, quantMin, quantMax) is float zero)
+        {
+            float scale = s.item<float>();
+            float low = (quantMin - zero) * scale, high = (quantMax - zero) * scale;   // float32, as (qmin - z) * s
+            inside = x.clamp(low, high).eq_(x);
+        }
+        else
+            inside = x.clamp((quantMin - z) * s, (quantMax - z) * s).eq_(x);
+        ctx.save_for_backward([inside.MoveToOuterDisposeScope()]);
+        return output.MoveToOuterDisposeScope();
+    }
+
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        Tensor inside = ctx.get_saved_variables()[0];
+        return [grad_output * inside, null!, null!, null!, null!];
+    }
+}
+
+/// <summary>
+/// Fake quantization with a learnable scale (and zero point) as one autograd op, LSQ's gradients. Forward saves the
+/// mask of elements inside the range (round(x / s) + z within [qmin, qmax]) and each element's d output / d s: the
+/// clamped level outside, round(x / s) - x / s inside. Backward: x gets the gradient times the mask, s the sum of
+/// gradient times d output / d s (scaled by LSQ's factor), z minus s times the sum of the saturated gradient.
+/// </summary>
+internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunction<LearnedRangeFakeQuantize>
+{
+    public override string Name => nameof(LearnedRangeFakeQuantize);
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (x, s, z, quantMin, quantMax) = FakeQuantize.Arguments(vars);
+        using var scope = torch.NewDisposeScope();
+        Tensor scaled = x / s;
+        Tensor rounded = scaled.round();
+        Tensor levels = FakeQuantize.ClampLevels(rounded, z, quantMin, quantMax, inPlace: false);
+        Tensor inside = rounded.eq_(levels);
+        // d output / d s = levels - inside * x / s, in place on x / s (bounded first so that Inf * 0 stays 0).
+        double bound = Math.Max(Math.Abs((double)quantMin), Math.Abs((double)quantMax)) + z.abs().max().item<float>() + 1;
+        Tensor scaleGradient = scaled.clamp_(-bound, bound).mul_(inside).sub_(levels).neg_();
+        Tensor output = levels.mul_(s);
+        // Only tensors made here are saved (a caller's tensor changed in place before backward would fail autograd's
+        // version check inside the callback); the scale's value only when the zero point learns.
+        Tensor? scaleValue = z.requires_grad ? s.detach().clone().MoveToOuterDisposeScope() : null;
+        ctx.save_for_backward([inside.MoveToOuterDisposeScope(), scaleGradient.MoveToOuterDisposeScope(), scaleValue!]);
+        ctx.save_data("gradients", (x.requires_grad, s.requires_grad, z.requires_grad));
+        ctx.save_data("gradientScale", (double)vars[5]);
+        ctx.save_data("scaleShape", s.shape);
+        ctx.save_data("zeroPointShape", z.shape);
+        return output.MoveToOuterDisposeScope();
+    }
+
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var saved = ctx.get_saved_variables();
+        Tensor inside = saved[0], scaleGradient = saved[1];
+        var (needX, needScale, needZeroPoint) = ((bool, bool, bool))ctx.get_data("gradients");
+        // New tensors, never the saved ones in place: a second backward (retain_graph) must find them unchanged, and an
+        // exception inside this callback would cross native frames.
+        Tensor? dx = needX ? grad_output * inside : null;
+        Tensor? ds = needScale ? FakeQuantize.SumTo(grad_output * scaleGradient, (long[])ctx.get_data("scaleShape")).mul_((double)ctx.get_data("gradientScale")) : null;
+        Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output - grad_output * inside, (long[])ctx.get_data("zeroPointShape")).mul_(saved[2]).neg_() : null;
+        return [dx!, ds!, dz!, null!, null!, null!];
+    }
 }

@@ -14,13 +14,6 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 /// </summary>
 internal sealed class OnnxTorchModule : nn.Module<Tensor, Tensor>
 {
-    internal static readonly HashSet<string> SupportedOps =
-    [
-        "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
-        "HardSigmoid", "HardSwish", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-        "Transpose", "Concat", "Squeeze", "Unsqueeze", "Softmax", "Dropout", "Identity", "Constant",
-    ];
-
     private readonly OnnxModel _model;
     private readonly List<OnnxNode> _order;
     private readonly Dictionary<string, Tensor> _values = new(StringComparer.Ordinal);   // parameters, buffers, constants
@@ -29,12 +22,8 @@ internal sealed class OnnxTorchModule : nn.Module<Tensor, Tensor>
     internal OnnxTorchModule(OnnxModel model, string name = "onnx") : base(name)
     {
         _model = model;
+        TrainableGraph.Check(model);
         var g = model.Graph;
-        foreach (var node in g.Nodes)
-            if (node.Domain.Length != 0 || !SupportedOps.Contains(node.OpType))
-                throw new NotSupportedException($"{model.Describe}: {node.Describe} cannot be trained: op {node.OpType} is not supported (supported: {string.Join(", ", SupportedOps.Order())}).");
-        if (g.RuntimeInputs.Count != 1 || g.Outputs.Count < 1)
-            throw new NotSupportedException($"{model.Describe}: training needs exactly one graph input (it has {g.RuntimeInputs.Count}).");
         _input = g.RuntimeInputs[0].Name;
         _output = g.Outputs[0].Name;
         _order = g.TopologicalOrder().ToList();

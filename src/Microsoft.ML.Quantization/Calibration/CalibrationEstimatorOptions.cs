@@ -81,6 +81,7 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
             throw new ArgumentException("Set CalibrationEstimatorOptions.ModelPath or ModelBytes.");
         if (SampleCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
+        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Activations, nameof(Activations));
         ArgumentNullException.ThrowIfNull(Weights, nameof(Weights));
         Activations.Validate();
@@ -94,9 +95,9 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     }
 
     /// <summary>The scoring options of the same model and session settings.</summary>
-    internal OnnxScoringOptions ToScoringOptions()
+    internal OnnxModelScoringOptions ToScoringOptions()
     {
-        var scoring = new OnnxScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
+        var scoring = new OnnxModelScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
         CopyTo(scoring);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

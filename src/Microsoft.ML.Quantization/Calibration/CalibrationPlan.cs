@@ -47,37 +47,51 @@ internal sealed class CalibrationPlan
     public static CalibrationPlan Create(OnnxModel model, CalibrationEstimatorOptions options)
     {
         var graph = model.Graph;
+        var index = graph.Index();
         var consumers = graph.ConsumerMap();
         var initializers = graph.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var graphInputs = graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var independent = QuantizableOps.DataIndependentTensors(graph);
         var activations = new List<PlannedActivation>();
         var shared = new List<SharedActivation>();
+        var sharedRoots = new Dictionary<string, string>(StringComparer.Ordinal);
         var weights = new List<PlannedWeight>();
         var order = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         // Pre-activation tensors the quantized graph never materialises: skipped as outputs and as inputs.
         foreach (var node in graph.Nodes)
             foreach (string output in node.Outputs)
-                if (output.Length > 0 && IsFusedIntoActivation(graph, node, output, consumers) && !options.TensorOverrides.ContainsKey(output))
+                if (output.Length > 0 && IsFusedIntoActivation(index, node, output, consumers) && !options.TensorOverrides.ContainsKey(output))
                     seen.Add(output);
 
         void AddActivation(string name)
         {
-            if (!seen.Add(name))
-                return;
-            if (options.SharePassThroughRanges && !options.TensorOverrides.ContainsKey(name) && PassThroughSource(graph, name, initializers) is { } source)
+            // A chain of pass-through ops (MaxPool -> Flatten -> ...) is walked up to the first tensor with a range of
+            // its own (or one planned already), then planned from there down; iterative, so any length is fine.
+            var chain = new List<(string Name, string? Source)>();
+            for (string? current = name; current is not null && seen.Add(current);)
             {
-                AddActivation(source);
-                // Chains (MaxPool -> Flatten) point at the first observed tensor.
-                string root = shared.FirstOrDefault(x => x.Name == source)?.Source ?? source;
-                shared.Add(new SharedActivation(name, root));
+                string? source = options.SharePassThroughRanges && !options.TensorOverrides.ContainsKey(current)
+                    ? PassThroughSource(index, current, initializers) : null;
+                chain.Add((current, source));
+                current = source;
             }
-            else
+            for (int i = chain.Count - 1; i >= 0; i--)
             {
-                activations.Add(new PlannedActivation(name, OptionsFor(options, name, options.Activations), graphInputs.Contains(name)));
+                var (tensor, source) = chain[i];
+                if (source is null)
+                {
+                    activations.Add(new PlannedActivation(tensor, OptionsFor(options, tensor, options.Activations), graphInputs.Contains(tensor)));
+                }
+                else
+                {
+                    // Every tensor of a chain points at its first observed tensor.
+                    string root = sharedRoots.GetValueOrDefault(source, source);
+                    sharedRoots[tensor] = root;
+                    shared.Add(new SharedActivation(tensor, root));
+                }
+                order.Add(tensor);
             }
-            order.Add(name);
         }
 
         foreach (var node in graph.TopologicalOrder())
@@ -102,7 +116,7 @@ internal sealed class CalibrationPlan
                     weights.Add(new PlannedWeight(name, tensor, axis, OptionsFor(options, name, options.Weights)));
                     order.Add(name);
                 }
-                else if (rule.IsActivationInput(i) && !independent.Contains(name) && graph.ElementTypeOf(name) == OnnxElementType.Float)
+                else if (rule.IsActivationInput(i) && !independent.Contains(name) && index.ElementTypeOf(name) == OnnxElementType.Float)
                 {
                     AddActivation(name);
                 }
@@ -111,7 +125,7 @@ internal sealed class CalibrationPlan
                 continue;
             foreach (string name in rule.AllOutputs ? node.Outputs : node.Outputs.Take(1))
             {
-                if (name.Length == 0 || seen.Contains(name) || graph.ElementTypeOf(name) != OnnxElementType.Float)
+                if (name.Length == 0 || seen.Contains(name) || index.ElementTypeOf(name) != OnnxElementType.Float)
                     continue;
                 AddActivation(name);
             }
@@ -120,7 +134,7 @@ internal sealed class CalibrationPlan
     }
 
     /// <summary>The input of the pass-through op producing <paramref name="name"/>, when it is a float activation.</summary>
-    private static string? PassThroughSource(OnnxGraph graph, string name, Dictionary<string, OnnxTensor> initializers)
+    private static string? PassThroughSource(GraphIndex graph, string name, Dictionary<string, OnnxTensor> initializers)
     {
         var producer = graph.Producer(name);
         if (producer is null || QuantizableOps.Get(producer) is not { Output: OutputQuantization.SharesInput } rule || (!rule.AllOutputs && producer.Outputs[0] != name))
@@ -133,7 +147,7 @@ internal sealed class CalibrationPlan
     /// A Conv/Gemm/MatMul/Add output read only by a Relu or Clip is never quantized: ONNX Runtime fuses the pair,
     /// and only the activation's output gets a Q/DQ. Observing it would also stop that fusion while calibrating.
     /// </summary>
-    private static bool IsFusedIntoActivation(OnnxGraph graph, OnnxNode node, string output, Dictionary<string, List<OnnxNode>> consumers)
+    private static bool IsFusedIntoActivation(GraphIndex graph, OnnxNode node, string output, Dictionary<string, List<OnnxNode>> consumers)
         => FusingProducers.Contains(node.OpType)
            && !graph.IsGraphOutput(output)
            && consumers.TryGetValue(output, out var users) && users.Count == 1
@@ -142,7 +156,7 @@ internal sealed class CalibrationPlan
            && node.Domain.Length == 0;
 
     /// <summary>A Clip whose lower bound is a constant 0 (Relu6): the only Clip the quantizer folds.</summary>
-    internal static bool ClipsAtZero(OnnxGraph graph, OnnxNode clip)
+    internal static bool ClipsAtZero(GraphIndex graph, OnnxNode clip)
         => clip.Inputs.Count > 1 && clip.Inputs[1].Length > 0 && graph.TryGetInitializer(clip.Inputs[1], out var lo)
            && lo.ElementType == OnnxElementType.Float && lo.ElementCount == 1 && lo.ToFloatArray()[0] == 0;
 

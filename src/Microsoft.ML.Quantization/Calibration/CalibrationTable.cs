@@ -88,10 +88,14 @@ public sealed class CalibrationTable : IReadOnlyCollection<CalibrationTableEntry
             }
             File.Move(temp, full, overwrite: true);
         }
-        catch
+        catch (Exception e) when (Internal.RegularFile.IsWriteFailure(e))
         {
+            throw Internal.RegularFile.WriteFailure($"calibration table '{path}'", e);
+        }
+        finally
+        {
+            // Gone after the move; left by a failure, whatever it was.
             try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
         }
     }
 
@@ -99,15 +103,11 @@ public sealed class CalibrationTable : IReadOnlyCollection<CalibrationTableEntry
     public static CalibrationTable Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        byte[] bytes;
-        try
-        {
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (FileNotFoundException e)
-        {
-            throw new FileNotFoundException($"Calibration table '{path}' does not exist.", path, e);
-        }
+        // A FIFO or device is refused without being opened (opening a FIFO blocks).
+        byte[] bytes = Internal.RegularFile.TryReadAllBytes(Path.GetFullPath(path), requireSingleLink: false, out string problem)
+            ?? throw (problem == "does not exist"
+                ? new FileNotFoundException($"Calibration table '{path}' does not exist.", path)
+                : new InvalidDataException($"Calibration table '{path}' {problem}."));
         return CalibrationTableJson.Read(bytes, $"Calibration table '{path}'");
     }
 

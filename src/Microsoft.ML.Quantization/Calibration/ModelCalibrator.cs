@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Runtime;
 
@@ -25,7 +26,7 @@ internal static class ModelCalibrator
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
-        string modelName = options.ModelPath ?? "(model bytes)";
+        string modelName = options.ModelName(options.ModelPath);
         byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
         GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
@@ -37,7 +38,9 @@ internal static class ModelCalibrator
         if (plan.Activations.Count == 0 && plan.Weights.Count == 0 && !model.Graph.Nodes.Any(n => n.Proto.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)))
             throw new InvalidOperationException($"Model '{modelName}' has no float tensors to calibrate for the op types {string.Join(", ", options.OpTypes)}.");
 
-        using IChannel channel = ((IChannelProvider)context).Start("QatMl.Calibrate");
+        // mlContext.Log messages and ML.NET's progress channel (rows observed of rows planned), besides options.Progress.
+        using var progress = new OperationProgress(context, "QatMl.Calibrate", ["rows"]);
+        IChannel channel = progress.Channel;
         channel.Info(MessageSensitivity.None, "{0}", $"Calibrating '{modelName}': {plan.Activations.Count} activations ({options.Activations.Method}; {plan.Shared.Count} more share their input's range), " +
             $"{plan.Weights.Count} weights ({options.Weights.Method}{(options.WeightsPerChannel ? ", per channel" : "")}), up to {options.SampleCount} rows" +
             (preparation is null ? "." : $"; graph prepared: {preparation.BatchNormsFolded} BatchNormalization folded, {preparation.IdentitiesRemoved} Identity/Dropout removed, {preparation.ConstantsFolded} constants folded."));
@@ -55,7 +58,7 @@ internal static class ModelCalibrator
         long rows = 0;
         var inputColumns = new List<InputColumn>();
         if (plan.Activations.Count > 0)
-            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock, inputColumns);
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns);
 
         foreach (SharedActivation shared in plan.Shared)
             if (entries.TryGetValue(shared.Source, out var source))
@@ -119,18 +122,19 @@ internal static class ModelCalibrator
     }
 
     private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
-        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock,
+        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, OperationProgress progress, Stopwatch clock,
         List<InputColumn> inputColumns)
     {
-        OnnxScoringOptions scoring = options.ToScoringOptions();
+        IChannel channel = progress.Channel;
+        OnnxModelScoringOptions scoring = options.ToScoringOptions();
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
-        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, options.InputShapes);
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes);
 
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);
-        scorer.ValidateInputSchema(data.Schema, "input");
+        scorer.ValidateInputSchema(data.Schema, "input", options.InputsOptionName);
         inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize, i.ElementType)));
 
         var inputObservers = new TensorObserver?[scorer.Inputs.Length];
@@ -177,6 +181,7 @@ internal static class ModelCalibrator
                     outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, batch.OutputCounts[j]));
                 observeTime.Stop();
                 rows += filled;
+                progress.ReportSteps(rows, Math.Max(planned, rows), (done, all) => $"Calibrating '{modelName}': {done} of {all} rows, {clock.Elapsed.TotalSeconds:F1} s.");
                 options.Progress?.Report(new CalibrationProgress(rows, Math.Max(planned, rows), clock.Elapsed));
                 if (filled < want)
                     break;
@@ -196,6 +201,7 @@ internal static class ModelCalibrator
         }
         if (rows == 0)
             throw new InvalidOperationException("The calibration data is empty: the input IDataView returned no rows.");
+        progress.Checkpoint();
         channel.Info(MessageSensitivity.None, "{0}", $"Model runs took {modelTime.Elapsed.TotalSeconds:F3} s, observers {observeTime.Elapsed.TotalSeconds:F3} s.");
         var finalize = Stopwatch.StartNew();
 
@@ -221,7 +227,7 @@ internal static class ModelCalibrator
         return rows;
     }
 
-    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxScoringOptions scoring)
+    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxModelScoringOptions scoring)
     {
         try
         {

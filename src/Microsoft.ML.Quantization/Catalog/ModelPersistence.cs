@@ -1,4 +1,6 @@
 using System.IO.Compression;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Quantization.Calibration;
@@ -12,16 +14,25 @@ namespace Microsoft.ML.Quantization;
 /// <summary>
 /// How QatMl transformers travel in ML.NET model zips. ML.NET 5.0.1 cannot save a third-party transformer type, so
 /// each saves what ML.NET can load on its own (an OnnxTransformer over its ONNX bytes; an empty TransformerChain for
-/// the pass-through calibration transform) plus a JSON entry with its own settings in the same folder.
-/// <c>mlContext.Model.Load</c> ignores that entry; <see cref="Load"/> reads it and restores the QatMl type.
+/// the pass-through calibration transform) plus a JSON entry with its own settings in the same folder, and the SHA-256
+/// of the ONNX bytes (<see cref="HashEntry"/>). <c>mlContext.Model.Load</c> ignores those entries; <see cref="Load"/>
+/// checks them (sizes capped, settings validated like options, hashes matching) before ML.NET reads the zip, then
+/// restores the QatMl types.
 /// </summary>
 internal static class ModelPersistence
 {
     internal const string ScoringEntry = "QatMl.OnnxScoring.json";
     internal const string QuantizedEntry = "QatMl.QuantizedModel.json";
     internal const string CalibrationEntry = "QatMl.Calibration.json";
-    private const string OnnxModelEntry = "OnnxModel"; // ML.NET OnnxTransformer: int32 length, then the model bytes
-    private const string ExactModelEntry = "QatMl.Model.onnx"; // only when ML.NET's copy had to be widened (int4)
+    internal const string HashEntry = "QatMl.Model.sha256"; // "<sha256 hex>  <entry>" per ONNX entry, as sha256sum writes
+    internal const string OnnxModelEntry = "OnnxModel"; // ML.NET OnnxTransformer: int32 length, then the model bytes
+    internal const string ExactModelEntry = "QatMl.Model.onnx"; // only when ML.NET's copy had to be widened (int4)
+
+    /// <summary>The largest settings entry LoadModel reads (a calibration table with histograms is the biggest).</summary>
+    internal const int MaxSettingsBytes = 256 << 20;
+
+    /// <summary>The largest ONNX entry LoadModel reads (protobuf's own limit).</summary>
+    internal static readonly int MaxModelBytes = Array.MaxLength;
 
     internal static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -30,7 +41,7 @@ internal static class ModelPersistence
     };
 
     /// <summary>Saves <paramref name="scoring"/> as ML.NET's OnnxTransformer (graph inputs/outputs renamed to the columns) plus <paramref name="settings"/>.</summary>
-    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxScoringTransformer scoring, string entry, byte[] settings)
+    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxModelScoringTransformer scoring, string entry, byte[] settings)
     {
         var model = OnnxModel.Parse(scoring.ModelBytes);
         FillOutputShapes(model, scoring);
@@ -46,8 +57,13 @@ internal static class ModelPersistence
             if (!keep.Contains(model.Graph.Proto.Output[i].Name))
                 model.Graph.Proto.Output.RemoveAt(i);
 
-        using var stream = new MemoryStream(model.ToBytes());
-        var estimator = context.Transforms.ApplyOnnxModel(
+        byte[] mlnetBytes = model.ToBytes();
+        // ML.NET's OnnxTransformer copies the model to a file in MLContext.TempFilePath, and the estimator's own copy is
+        // deleted only when the GC finalizes it (never, at process exit): give it a private folder and remove that.
+        using var scratch = new PrivateTempDirectory("qatml-save-");
+        var mlnet = new MLContext(seed: 0) { TempFilePath = scratch.Path };
+        using var stream = new MemoryStream(mlnetBytes);
+        var estimator = mlnet.Transforms.ApplyOnnxModel(
             outputs.Select(o => o.ColumnName).ToArray(), inputs.Select(i => i.ColumnName).ToArray(), stream,
             scoring.Options.GpuDeviceId, scoring.Options.FallbackToCpu ?? false);
         var schema = new DataViewSchema.Builder();
@@ -63,9 +79,16 @@ internal static class ModelPersistence
             (inner as IDisposable)?.Dispose();
         }
         ModelSaveEntries.Write(ctx, entry, settings);
+        var hashes = new StringBuilder().Append(Sha256(mlnetBytes)).Append("  ").Append(OnnxModelEntry).Append('\n');
         if (widened)
+        {
             ModelSaveEntries.Write(ctx, ExactModelEntry, scoring.ModelBytes);
+            hashes.Append(Sha256(scoring.ModelBytes)).Append("  ").Append(ExactModelEntry).Append('\n');
+        }
+        ModelSaveEntries.Write(ctx, HashEntry, Encoding.UTF8.GetBytes(hashes.ToString()));
     }
+
+    private static string Sha256(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
     private static bool WidenInt4(OnnxModel model)
     {
@@ -84,7 +107,7 @@ internal static class ModelPersistence
     /// ML.NET's OnnxTransformer needs a shape on every output; intermediate tensors QatMl exposes may have none, so one
     /// row of zeros is run to learn them (the batch dimension stays symbolic).
     /// </summary>
-    private static void FillOutputShapes(OnnxModel model, OnnxScoringTransformer scoring)
+    private static void FillOutputShapes(OnnxModel model, OnnxModelScoringTransformer scoring)
     {
         var outputs = model.Graph.Proto.Output;
         if (outputs.All(o => o.Type?.TensorType?.Shape is not null))
@@ -116,86 +139,176 @@ internal static class ModelPersistence
         => (inputs.Count > 0 ? [.. inputs] : model.Graph.RuntimeInputs.Select(i => new OnnxColumnBinding(i.Name, i.Name)).ToList(),
             outputs.Count > 0 ? [.. outputs] : model.Graph.Outputs.Select(o => new OnnxColumnBinding(o.Name, o.Name)).ToList());
 
-    /// <summary>Loads with ML.NET, then puts QatMl's own transformers back wherever the zip has their entries.</summary>
+    /// <summary>
+    /// Checks QatMl's entries, loads with ML.NET, then puts QatMl's own transformers back wherever the zip has their
+    /// entries. Every problem is an <see cref="InvalidDataException"/> naming the zip and the entry, raised before ML.NET
+    /// reads a byte of a tampered QatMl model.
+    /// </summary>
     internal static ITransformer Load(MLContext context, string path, out DataViewSchema inputSchema)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        ITransformer loaded = context.Model.Load(path, out inputSchema);
-        using ZipArchive zip = ZipFile.OpenRead(path);
-        var folders = zip.Entries.Where(e => e.Name is ScoringEntry or QuantizedEntry or CalibrationEntry)
-            .ToDictionary(e => e.FullName[..^(e.Name.Length + 1)], e => e, StringComparer.Ordinal);
-        if (folders.Count == 0)
+        Dictionary<string, Func<ITransformer>> restorers;
+        using (FileStream file = RegularFile.TryOpenRead(Path.GetFullPath(path), requireSingleLink: false, out string problem)
+            ?? throw (problem == "does not exist" ? new FileNotFoundException($"Model '{path}' does not exist.", path) : new InvalidDataException($"Model '{path}' {problem}.")))
+        {
+            ZipArchive zip;
+            try
+            {
+                zip = new ZipArchive(file, ZipArchiveMode.Read);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new InvalidDataException($"Model '{path}' is not a model zip: {e.Message}", e);
+            }
+            using (zip)
+                restorers = zip.Entries.Where(e => e.Name is ScoringEntry or QuantizedEntry or CalibrationEntry)
+                    .ToDictionary(e => e.FullName[..^(e.Name.Length + 1)], e => Prepare(context, zip, e, path), StringComparer.Ordinal);
+        }
+        ITransformer loaded;
+        try
+        {
+            loaded = context.Model.Load(path, out inputSchema);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // ML.NET reports most failures as "Error during class instantiation": the cause is at the bottom.
+            throw new InvalidDataException($"Model '{path}' could not be loaded by ML.NET: {e.GetBaseException().Message}", e);
+        }
+        if (restorers.Count == 0)
             return loaded;
-        return Restore(context, zip, folders, loaded, "TransformerChain", path);
+        return Restore(restorers, loaded, "TransformerChain");
     }
 
-    private static ITransformer Restore(MLContext context, ZipArchive zip, Dictionary<string, ZipArchiveEntry> folders, ITransformer loaded, string folder, string path)
+    private static ITransformer Restore(Dictionary<string, Func<ITransformer>> restorers, ITransformer loaded, string folder)
     {
-        if (folders.TryGetValue(folder, out var settings))
+        if (restorers.TryGetValue(folder, out var restore))
         {
-            ITransformer restored = RestoreOne(context, zip, folder, settings, path);
+            ITransformer restored = restore();
             (loaded as IDisposable)?.Dispose();
             return restored;
         }
         if (loaded is TransformerChain<ITransformer> chain)
         {
-            var children = chain.Select((t, i) => Restore(context, zip, folders, t, $"{folder}/Transform_{i:000}", path)).ToList();
+            var children = chain.Select((t, i) => Restore(restorers, t, $"{folder}/Transform_{i:000}")).ToList();
             return new TransformerChain<ITransformer>(children.ToArray());
         }
         return loaded;
     }
 
-    private static ITransformer RestoreOne(MLContext context, ZipArchive zip, string folder, ZipArchiveEntry settingsEntry, string path)
+    /// <summary>Reads and checks one QatMl entry (and its ONNX model); returns what creates the transformer.</summary>
+    private static Func<ITransformer> Prepare(MLContext context, ZipArchive zip, ZipArchiveEntry settingsEntry, string path)
     {
-        byte[] json = ReadAll(settingsEntry);
+        string folder = settingsEntry.FullName[..^(settingsEntry.Name.Length + 1)];
+        byte[] json = ReadEntry(settingsEntry, MaxSettingsBytes, path);
+        string where = $"Model '{path}': QatMl entry '{settingsEntry.FullName}'";
         try
         {
             switch (settingsEntry.Name)
             {
                 case CalibrationEntry:
                 {
-                    var state = JsonSerializer.Deserialize<CalibrationTransformer.SavedState>(json, JsonOptions)!;
-                    return new CalibrationTransformer(CalibrationTable.FromJson(state.Table), state.RowsObserved, state.Inputs);
+                    var state = JsonSerializer.Deserialize<CalibrationTransformer.SavedState>(json, JsonOptions);
+                    if (state?.Table is null || state.Inputs is null || state.Inputs.Any(i => i?.Name is null) || state.RowsObserved < 0)
+                        throw new InvalidDataException($"{where} lacks its table or input columns, or has a negative row count.");
+                    var table = CalibrationTable.FromJson(state.Table);
+                    return () => new CalibrationTransformer(table, state.RowsObserved, state.Inputs);
                 }
                 case ScoringEntry:
                 {
-                    var settings = JsonSerializer.Deserialize<ScoringSettings>(json, JsonOptions)!;
-                    return new OnnxScoringTransformer(context, settings.ToScoringOptions(ReadOnnx(zip, folder, settings, path)));
+                    var settings = JsonSerializer.Deserialize<ScoringSettings>(json, JsonOptions)
+                        ?? throw new InvalidDataException($"{where} holds no settings.");
+                    settings.Validate(quantized: false);
+                    byte[] model = ReadOnnx(zip, folder, settings, path);
+                    settings = settings with { ModelName = $"{path}:{folder}" };
+                    return () => new OnnxModelScoringTransformer(context, settings.ToScoringOptions(model));
                 }
                 default:
                 {
-                    var state = JsonSerializer.Deserialize<QuantizedModelTransformer.SavedState>(json, JsonOptions)!;
-                    return new QuantizedModelTransformer(context, ReadOnnx(zip, folder, state.Settings, path), state.Settings, state.Nodes);
+                    var state = JsonSerializer.Deserialize<QuantizedModelTransformer.SavedState>(json, JsonOptions);
+                    if (state?.Settings is null)
+                        throw new InvalidDataException($"{where} holds no Settings.");
+                    if (state.Nodes is null || state.Nodes.Any(n => n?.Name is null || n.OpType is null))
+                        throw new InvalidDataException($"{where} lacks its node list (Nodes), or a node's name or op type.");
+                    foreach (var n in state.Nodes)
+                        n.Precision?.Validate($"Node '{n.Name}'");
+                    state.Settings.Validate(quantized: true);
+                    byte[] model = ReadOnnx(zip, folder, state.Settings, path);
+                    var settings = state.Settings with { ModelName = $"{path}:{folder}" };
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes);
                 }
             }
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"Model '{path}': QatMl entry '{settingsEntry.FullName}' is not valid: {e.Message}", e);
+            throw new InvalidDataException($"{where} is not valid: {e.Message}", e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{where} holds settings the options refuse: {e.Message}", e);
         }
     }
 
-    /// <summary>The ONNX bytes ML.NET's OnnxTransformer saved in <paramref name="folder"/>, with QatMl's tensor names restored.</summary>
+    /// <summary>
+    /// The ONNX bytes ML.NET's OnnxTransformer saved in <paramref name="folder"/> (with QatMl's tensor names restored), or
+    /// QatMl's exact copy; each must match the SHA-256 QatMl saved beside it, so ML.NET and QatMl run the same model.
+    /// </summary>
     private static byte[] ReadOnnx(ZipArchive zip, string folder, ScoringSettings settings, string path)
     {
-        if (zip.GetEntry($"{folder}/{ExactModelEntry}") is { } exact)
-            return ReadAll(exact);
-        var entry = zip.GetEntry($"{folder}/{OnnxModelEntry}")
-            ?? throw new InvalidDataException($"Model '{path}' has QatMl settings in '{folder}' but no '{OnnxModelEntry}' entry beside them.");
-        byte[] raw = ReadAll(entry);
-        if (raw.Length < 4 || BitConverter.ToInt32(raw, 0) != raw.Length - 4)
-            throw new InvalidDataException($"Model '{path}': '{entry.FullName}' is not an ONNX model saved by ML.NET's OnnxTransformer (length prefix mismatch).");
-        var model = OnnxModel.Parse(raw.AsSpan(4), sourceName: $"{path}:{entry.FullName}");
+        var hashEntry = zip.GetEntry($"{folder}/{HashEntry}")
+            ?? throw new InvalidDataException($"Model '{path}' has QatMl settings in '{folder}' but no '{HashEntry}' entry beside them (saved by an older QatMl, or modified).");
+        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string line in Encoding.UTF8.GetString(ReadEntry(hashEntry, 4096, path)).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] parts = line.Split("  ", 2);
+            if (parts.Length != 2)
+                throw new InvalidDataException($"Model '{path}': '{hashEntry.FullName}' is not a list of SHA-256 hashes.");
+            hashes[parts[1]] = parts[0];
+        }
+        byte[] Verified(string name)
+        {
+            var entry = zip.GetEntry($"{folder}/{name}")
+                ?? throw new InvalidDataException($"Model '{path}' has QatMl settings in '{folder}' but no '{name}' entry beside them.");
+            byte[] bytes = ReadEntry(entry, MaxModelBytes, path);
+            ReadOnlySpan<byte> model = bytes;
+            if (name == OnnxModelEntry)
+            {
+                if (bytes.Length < 4 || BitConverter.ToInt32(bytes, 0) != bytes.Length - 4)
+                    throw new InvalidDataException($"Model '{path}': '{entry.FullName}' is not an ONNX model saved by ML.NET's OnnxTransformer (length prefix mismatch).");
+                model = model[4..];
+            }
+            if (!hashes.TryGetValue(name, out string? expected) || expected != Sha256(model))
+                throw new InvalidDataException($"Model '{path}': '{entry.FullName}' is not the model QatMl saved ({(expected is null ? "no SHA-256 recorded" : "its SHA-256 differs")} in '{hashEntry.FullName}'); the zip was modified.");
+            return bytes;
+        }
+        byte[] mlnet = Verified(OnnxModelEntry);
+        if (zip.GetEntry($"{folder}/{ExactModelEntry}") is not null)
+        {
+            byte[] exact = Verified(ExactModelEntry);
+            OnnxModel.Parse(exact, sourceName: $"{path}:{folder}/{ExactModelEntry}");
+            return exact;
+        }
+        var parsed = OnnxModel.Parse(mlnet.AsSpan(4), sourceName: $"{path}:{folder}/{OnnxModelEntry}");
         foreach (var b in settings.Inputs.Concat(settings.Outputs).Where(b => b.ColumnName != b.TensorName))
-            model.Graph.RenameTensor(b.ColumnName, b.TensorName);
-        return model.ToBytes();
+            parsed.Graph.RenameTensor(b.ColumnName, b.TensorName);
+        return parsed.ToBytes();
     }
 
-    private static byte[] ReadAll(ZipArchiveEntry entry)
+    /// <summary>An entry's bytes, refused when its declared size or what it actually inflates to passes <paramref name="limit"/>.</summary>
+    private static byte[] ReadEntry(ZipArchiveEntry entry, int limit, string path)
     {
+        string tooLarge = $"Model '{path}': entry '{entry.FullName}' is larger than the {limit} bytes QatMl reads for it";
+        if (entry.Length > limit)
+            throw new InvalidDataException($"{tooLarge} (it declares {entry.Length}).");
         using var stream = entry.Open();
-        using var buffer = new MemoryStream();
-        stream.CopyTo(buffer);
+        using var buffer = new MemoryStream((int)Math.Min(entry.Length, limit));
+        var chunk = new byte[81920];
+        int read;
+        while ((read = stream.Read(chunk)) > 0)
+        {
+            if (buffer.Length + read > limit)
+                throw new InvalidDataException($"{tooLarge} (it inflates past that while declaring {entry.Length}).");
+            buffer.Write(chunk, 0, read);
+        }
         return buffer.ToArray();
     }
 

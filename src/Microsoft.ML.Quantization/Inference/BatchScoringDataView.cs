@@ -15,11 +15,7 @@ internal sealed class BatchScoringDataView : IDataView
     {
         _source = source;
         _scorer = scorer;
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(source.Schema);
-        foreach (OutputSpec o in scorer.Outputs)
-            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
-        Schema = builder.ToSchema();
+        Schema = BatchScorerSchema.OutputSchema(source.Schema, scorer.Outputs);
         _firstOutput = source.Schema.Count;
     }
 
@@ -138,7 +134,7 @@ internal sealed class BatchScoringDataView : IDataView
             _source = source;
             _active = active;
             IBatchScorer scorer = parent._scorer;
-            _batch = scorer.CreateBatch(outputActive);
+            _batch = scorer.CreateBatch(outputActive, scorer.BatchSize);
             _inputReaders = scorer.Inputs
                 .Select((i, k) => BatchScorerSchema.CreateReader(source, parent._source.Schema[i.ColumnName], i, k))
                 .ToArray();

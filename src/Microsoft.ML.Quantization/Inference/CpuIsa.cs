@@ -1,15 +1,18 @@
 namespace Microsoft.ML.Quantization.Inference;
 
-/// <summary>Instruction sets the native integer kernels dispatch to, lowest first.</summary>
+/// <summary>
+/// Kernel paths of the native integer kernels, least capable first. Not a total order of CPUs: each path
+/// runs only where the CPU has every feature it executes (<see cref="NativeRuntime.RequiredFeatures"/>).
+/// </summary>
 public enum CpuIsa
 {
     /// <summary>Portable C++; the reference every fast path is tested against.</summary>
     Scalar = 0,
     /// <summary>AVX2 with FMA (vpmaddubsw / vpmaddwd).</summary>
     Avx2 = 1,
-    /// <summary>AVX-VNNI: vpdpbusd on 256-bit registers.</summary>
+    /// <summary>AVX-VNNI (with AVX2 and FMA): VEX vpdpbusd on 256-bit registers. Zen 4, Ice Lake and Cascade Lake lack it.</summary>
     AvxVnni = 2,
-    /// <summary>AVX-512 F/BW/VL with VNNI: vpdpbusd on 512-bit registers.</summary>
+    /// <summary>AVX-512 F/BW/VL with AVX512_VNNI (and AVX2, FMA): vpdpbusd on 512-bit registers.</summary>
     Avx512Vnni = 3,
 }
 

@@ -16,8 +16,8 @@ internal interface IBatchScorer
     /// <summary>Rows per run.</summary>
     int BatchSize { get; }
 
-    /// <summary>A cursor's staging buffers computing the active outputs.</summary>
-    IScoringBatch CreateBatch(bool[] outputActive);
+    /// <summary>Staging buffers for <paramref name="capacity"/> rows computing the active outputs (a cursor's batch, or one row for a row mapper).</summary>
+    IScoringBatch CreateBatch(bool[] outputActive, int capacity);
 }
 
 /// <summary>One cursor's staging buffers: fill rows, run, read row-major outputs.</summary>
@@ -63,14 +63,17 @@ internal static class BatchScorerSchema
     /// <summary>The column type an input needs, as the schema errors write it.</summary>
     internal static string Expected(InputSpec input) => $"Vector<{ItemType(input.ElementType)}, {input.RowSize}>";
 
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName)
+    /// <summary>
+    /// Checks the input columns against the schema, with ML.NET-shaped errors; a missing column's error lists the columns
+    /// present and names <paramref name="inputsOption"/>, the option that binds the model's inputs to columns.
+    /// </summary>
+    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
             if (column is null)
-                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName, schema, Internal.SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             if (column.Value.Type is not VectorDataViewType vector || !vector.ItemType.Equals(ItemType(input.ElementType)))
                 throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, Expected(input), Internal.SchemaShapes.Describe(column.Value.Type));
             if (vector.Size != 0 && vector.Size != input.RowSize)
@@ -112,6 +115,34 @@ internal static class BatchScorerSchema
             getter(ref value);
             batch.SetRow(input, slot, value, rowIndex);
         };
+    }
+
+    /// <summary>Whether a row of these (positive) dims fits in one array: the product, computed without overflow.</summary>
+    internal static bool RowFitsOneBuffer(IEnumerable<int> dims)
+    {
+        long values = 1;
+        foreach (int d in dims)
+            values = Math.Min(values * d, Array.MaxLength + 1L); // clamped: the product never overflows
+        return values <= Array.MaxLength;
+    }
+
+    /// <summary>Refuses a batch whose staging buffer for some input or fixed-shape output would not fit in one array.</summary>
+    internal static void CheckBatchCapacity(InputSpec[] inputs, OutputSpec[] outputs, int batchSize, string modelName)
+    {
+        foreach (var (name, rowSize) in inputs.Select(i => (i.TensorName, i.RowSize)).Concat(outputs.Select(o => (o.TensorName, o.RowSize))))
+            if ((long)rowSize * batchSize > Array.MaxLength)
+                throw new ArgumentOutOfRangeException("BatchSize", batchSize,
+                    $"Model '{modelName}': BatchSize {batchSize} x {rowSize} values per row of tensor '{name}' is more than one buffer holds ({Array.MaxLength}); use a smaller BatchSize.");
+    }
+
+    /// <summary>A scoring transform's output schema: the input's columns, then one vector column per scored tensor.</summary>
+    internal static DataViewSchema OutputSchema(DataViewSchema input, OutputSpec[] outputs)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(input);
+        foreach (OutputSpec o in outputs)
+            builder.AddColumn(o.ColumnName, OutputType(o));
+        return builder.ToSchema();
     }
 
     internal static DataViewType OutputType(OutputSpec output)

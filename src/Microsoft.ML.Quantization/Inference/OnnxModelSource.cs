@@ -5,15 +5,22 @@ namespace Microsoft.ML.Quantization.Inference;
 /// <summary>Reads the model a transformer runs and adapts it for batched scoring.</summary>
 internal static class OnnxModelSource
 {
+    /// <summary>
+    /// The model bytes to parse or hand ONNX Runtime: <paramref name="bytes"/> as given, else the file at
+    /// <paramref name="path"/>. A file with external data comes back self-contained, its data read (and checked) from
+    /// the model's folder: ONNX Runtime given the file's own bytes would resolve the data against the working directory.
+    /// </summary>
     internal static byte[] Read(string? path, byte[]? bytes)
     {
         if (bytes is not null)
             return bytes;
         if (string.IsNullOrEmpty(path))
             throw new ArgumentException("Set ModelPath or ModelBytes.");
-        if (!File.Exists(path))
+        if (!File.Exists(path) && !Directory.Exists(path))
             throw new FileNotFoundException($"ONNX model file '{path}' does not exist.", path);
-        return File.ReadAllBytes(path);
+        byte[] file = OnnxModel.ReadFile(path);
+        var model = OnnxModel.Parse(file, Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        return model.HadExternalData ? model.ToBytes() : file;
     }
 
     /// <summary>
@@ -23,10 +30,13 @@ internal static class OnnxModelSource
     /// pads the last batch) and any other is a clear error. Intermediate tensors in <paramref name="outputTensors"/>
     /// become graph outputs.
     /// </summary>
-    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize, IDictionary<string, int[]>? declaredShapes = null)
+    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize, string? modelName = null,
+        IDictionary<string, int[]>? declaredShapes = null)
     {
-        string name = path ?? "(model bytes)";
-        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        string name = modelName ?? path ?? "(model bytes)";
+        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path ?? modelName);
+        // A cycle named by its node (ONNX Runtime only says "the graph is not acyclic").
+        _ = parsed.Graph.TopologicalOrder();
         bool changed = false;
 
         // Inputs declared whole (their full rank) have no batch dimension and say nothing about the batch.
@@ -48,18 +58,20 @@ internal static class OnnxModelSource
             }
         }
 
-        var missing = outputTensors.Where(t => !parsed.Graph.IsGraphOutput(t)).Distinct().ToList();
+        var graphOutputs = parsed.Graph.Proto.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var missing = outputTensors.Where(t => !graphOutputs.Contains(t)).Distinct().ToList();
         if (missing.Count > 0)
         {
             var known = new HashSet<string>(parsed.Graph.TensorNames());
+            var inputs = parsed.Graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             foreach (string tensor in missing)
             {
                 if (!known.Contains(tensor))
                     throw new ArgumentException($"Model '{name}' has no tensor '{tensor}' to output.");
-                if (parsed.Graph.RuntimeInputs.Any(i => i.Name == tensor))
+                if (inputs.Contains(tensor))
                     throw new ArgumentException($"Tensor '{tensor}' of model '{name}' is a graph input; read the column that feeds it instead of scoring it.");
-                parsed.Graph.AddOutput(tensor);
             }
+            parsed.Graph.AddOutputs(missing);
             changed = true;
         }
         return changed ? parsed.ToBytes() : model;

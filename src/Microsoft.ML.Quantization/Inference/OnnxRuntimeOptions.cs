@@ -45,9 +45,31 @@ public class OnnxRuntimeOptions
     /// </summary>
     public bool? FallbackToCpu { get; set; }
 
-    /// <summary>Rows per ONNX Runtime call. Default 64. Models with a fixed batch dimension need their own batch size (or a symbolic batch).</summary>
+    /// <summary>
+    /// Rows per ONNX Runtime call, 1 to <see cref="MaxBatchSize"/>. Default 64. Models with a fixed batch dimension need their
+    /// own batch size (or a symbolic batch).
+    /// </summary>
     public int BatchSize { get; set; } = 64;
 
+    /// <summary>The largest <see cref="BatchSize"/>: 1 048 576 rows.</summary>
+    public const int MaxBatchSize = 1 << 20;
+
+    /// <summary>
+    /// The file QatMl read the model from when the model travels as bytes between stages (PostTraining hands its prepared
+    /// graph to calibration): what messages name instead of "(model bytes)".
+    /// </summary>
+    internal string? ModelSource { get; set; }
+
+    /// <summary>The public option that binds the model's inputs to columns when it is not this class's own Inputs.</summary>
+    internal string? InputsOption { get; set; }
+
+    /// <summary>What a missing-column error tells the user to set (e.g. "PostTrainingOptions.Inputs").</summary>
+    internal virtual string InputsOptionName => InputsOption ?? GetType().Name + ".Inputs";
+
+    /// <summary>What messages call the model: <paramref name="modelPath"/>, the file its bytes came from, or "(model bytes)".</summary>
+    internal string ModelName(string? modelPath) => modelPath ?? ModelSource ?? "(model bytes)";
+
+    /// <summary>Copies the session settings, and where the model came from and which option binds its inputs (for messages).</summary>
     internal void CopyTo(OnnxRuntimeOptions other)
     {
         other.IntraOpNumThreads = IntraOpNumThreads;
@@ -56,15 +78,33 @@ public class OnnxRuntimeOptions
         other.GpuDeviceId = GpuDeviceId;
         other.FallbackToCpu = FallbackToCpu;
         other.BatchSize = BatchSize;
+        other.ModelSource = ModelSource;
+        other.InputsOption = InputsOptionName;
     }
 
     internal void Validate()
     {
-        if (BatchSize < 1)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+        if (BatchSize is < 1 or > MaxBatchSize)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"BatchSize must be between 1 and {MaxBatchSize}.");
         if (IntraOpNumThreads < 0)
             throw new ArgumentOutOfRangeException(nameof(IntraOpNumThreads), IntraOpNumThreads, "IntraOpNumThreads must be 0 (ONNX Runtime's choice) or positive.");
         if (!Enum.IsDefined(ExecutionProvider))
             throw new ArgumentOutOfRangeException(nameof(ExecutionProvider), ExecutionProvider, "Unknown execution provider.");
+        if (!Enum.IsDefined(GraphOptimization))
+            throw new ArgumentOutOfRangeException(nameof(GraphOptimization), GraphOptimization, "Unknown graph optimisation level.");
+    }
+
+    /// <summary>Checks declared per-row shapes: every dimension at least 1, and a row that fits in one buffer.</summary>
+    internal static void ValidateInputShapes(IDictionary<string, int[]> shapes)
+    {
+        foreach (var (tensor, dims) in shapes)
+        {
+            if (dims is null)
+                throw new ArgumentException($"InputShapes['{tensor}'] is null.");
+            if (dims.Any(d => d < 1))
+                throw new ArgumentException($"InputShapes['{tensor}'] = [{string.Join(", ", dims)}]: every dimension must be at least 1.");
+            if (!BatchScorerSchema.RowFitsOneBuffer(dims))
+                throw new ArgumentException($"InputShapes['{tensor}'] = [{string.Join(", ", dims)}]: more values per row than one buffer holds ({Array.MaxLength}).");
+        }
     }
 }

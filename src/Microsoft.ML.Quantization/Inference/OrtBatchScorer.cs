@@ -36,16 +36,29 @@ internal sealed record OutputSpec(string ColumnName, string TensorName, int[]? R
 /// <summary>
 /// Runs an ONNX Runtime session on batches of rows held in caller-owned float buffers: the part of
 /// every QatMl transformer that talks to ONNX Runtime. Thread-safe (InferenceSession.Run is); each
-/// cursor owns its own <see cref="Batch"/> of staging buffers.
+/// cursor owns its own <see cref="Batch"/> of staging buffers. Each run holds a reference to the session
+/// (<see cref="SharedResource{T}"/>), so <see cref="Dispose"/> during scoring frees it only after the running batches.
 /// </summary>
 internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly SharedResource<InferenceSession> _session;
     private readonly RunOptions _runOptions = new();
 
-    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize, bool fixedBatch = false)
+    /// <param name="session">The session; the scorer owns it from now on.</param>
+    /// <param name="provider">The execution provider that runs it.</param>
+    /// <param name="inputs">Graph inputs fed from columns.</param>
+    /// <param name="outputs">Tensors exposed as columns.</param>
+    /// <param name="batchSize">Rows per run.</param>
+    /// <param name="fixedBatch">The graph pins its batch at <paramref name="batchSize"/>.</param>
+    /// <param name="ownerName">The public type a use after Dispose names.</param>
+    internal OrtBatchScorer(InferenceSession session, OnnxExecutionProvider provider, InputSpec[] inputs, OutputSpec[] outputs, int batchSize,
+        bool fixedBatch = false, string ownerName = nameof(OrtBatchScorer))
     {
-        _session = session;
+        _session = new SharedResource<InferenceSession>(session, s =>
+        {
+            s.Dispose();
+            _runOptions.Dispose();
+        }, ownerName);
         FixedBatch = fixedBatch;
         Provider = provider;
         Inputs = inputs;
@@ -57,9 +70,11 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
     public OutputSpec[] Outputs { get; }
     public int BatchSize { get; }
 
-    IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive) => new Batch(this, outputActive);
+    IScoringBatch IBatchScorer.CreateBatch(bool[] outputActive, int capacity) => new Batch(this, outputActive, capacity);
     internal OnnxExecutionProvider Provider { get; }
-    internal InferenceSession Session => _session;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
+    internal void ThrowIfDisposed() => _session.ThrowIfDisposed();
 
     /// <summary>The graph's batch dimension is fixed at <see cref="BatchSize"/>: a short last batch runs padded.</summary>
     internal bool FixedBatch { get; }
@@ -90,6 +105,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                     throw new ArgumentException($"Declared shape [{string.Join(", ", whole)}] for input '{b.TensorName}' does not fit the model's shape [{string.Join(", ", dims.Select(DimText))}].");
                 if (batchSize != 1)
                     throw new ArgumentException($"Model '{modelName}' input '{b.TensorName}' is declared as a whole tensor [{string.Join(", ", whole)}] without a batch dimension; use BatchSize = 1.");
+                CheckRowFitsOneBuffer(modelName, b.TensorName, whole);
                 inputs.Add(new InputSpec(b.ColumnName, b.TensorName, whole, meta.ElementDataType) { Batched = false });
                 continue;
             }
@@ -112,6 +128,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new ArgumentException(
                     $"Model '{modelName}' input '{b.TensorName}' has the per-row shape [{string.Join(", ", row.Select(DimText))}] with symbolic dimensions; declare it in InputShapes.");
             }
+            CheckRowFitsOneBuffer(modelName, b.TensorName, row);
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row, meta.ElementDataType));
         }
 
@@ -127,24 +144,35 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 throw new NotSupportedException($"Model '{modelName}' tensor '{b.TensorName}' is {meta.ElementDataType}; only float outputs can be columns.");
             int[] dims = meta.Dimensions;
             int[]? row = dims.Length >= 1 && dims.Skip(1).All(d => d > 0) ? dims[1..] : null;
+            if (row is not null && !BatchScorerSchema.RowFitsOneBuffer(row))
+                throw new NotSupportedException(
+                    $"Model '{modelName}' tensor '{b.TensorName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, row));
         }
         return (inputs.ToArray(), outputs.ToArray(), fixedBatch);
     }
 
+    private static void CheckRowFitsOneBuffer(string modelName, string inputName, int[] row)
+    {
+        if (!BatchScorerSchema.RowFitsOneBuffer(row))
+            throw new NotSupportedException(
+                $"Model '{modelName}' input '{inputName}' has the per-row shape [{string.Join(", ", row)}]: more values per row than one buffer holds ({Array.MaxLength}).");
+    }
+
     private static string DimText(int d) => d > 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?";
 
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal void ValidateInputSchema(DataViewSchema schema, string paramName) => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName);
+    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors (a missing one names <paramref name="inputsOption"/>).</summary>
+    internal void ValidateInputSchema(DataViewSchema schema, string paramName, string inputsOption)
+        => BatchScorerSchema.ValidateInputSchema(Inputs, schema, paramName, inputsOption);
 
-    /// <summary>The estimator-level output shape for these inputs and outputs.</summary>
-    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName)
+    /// <summary>The estimator-level output shape for these inputs and outputs (a missing input names <paramref name="inputsOption"/>).</summary>
+    internal static SchemaShape GetOutputShape(InputSpec[] inputs, OutputSpec[] outputs, SchemaShape shape, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             SchemaShape.Column column = shape.FirstOrDefault(c => c.Name == input.ColumnName);
             if (column.Name is null)
-                throw SchemaErrors.MissingColumn(paramName, input.ColumnName);
+                throw SchemaErrors.MissingColumn(paramName, input.ColumnName, shape, SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
             if (column.Kind == SchemaShape.Column.VectorKind.Scalar || !column.ItemType.Equals(BatchScorerSchema.ItemType(input.ElementType)))
                 throw SchemaErrors.Mismatch(paramName, input.ColumnName, BatchScorerSchema.Expected(input), SchemaShapes.Describe(column));
         }
@@ -152,18 +180,20 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             SchemaShapes.Vector(o.ColumnName, NumberDataViewType.Single, variableSize: o.RowDims is null)));
     }
 
-    internal DataViewType OutputType(OutputSpec output) => BatchScorerSchema.OutputType(output);
-
-    /// <summary>A cursor's staging buffers: inputs and fixed-shape outputs, with their OrtValues for full batches.</summary>
+    /// <summary>
+    /// A cursor's (or a single-row mapper's) staging buffers for inputs and fixed-shape outputs. It holds no native
+    /// resource between runs: each run wraps the buffers in OrtValues (pinned for that call only) and releases them, so a
+    /// batch that is never disposed (ML.NET's PredictionEngine never disposes its output row) leaks nothing.
+    /// </summary>
     internal sealed class Batch : IScoringBatch
     {
         private readonly OrtBatchScorer _scorer;
-        private readonly OrtValue[] _fullInputs;
-        private readonly OrtValue?[] _fullOutputs;
         private readonly string[] _inputNames;
         private readonly string[] _outputNames;
-        private readonly List<OrtValue> _transient = new();
-        private IDisposableReadOnlyCollection<OrtValue>? _allocated;
+        private readonly OrtValue[] _inputValues;
+        private readonly OrtValue[] _outputValues;
+        private readonly long[][] _fullInputShapes;
+        private readonly long[]?[] _fullOutputShapes;
 
         /// <param name="scorer">The session and tensor descriptions.</param>
         /// <param name="outputActive">Which outputs to compute.</param>
@@ -181,10 +211,10 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             InputBuffers = InputData.Select(a => a as float[] ?? []).ToArray();
             if (b != 1 && scorer.Inputs.Any(i => !i.Batched))
                 throw new InvalidOperationException($"Input '{scorer.Inputs.First(i => !i.Batched).TensorName}' has no batch dimension: batches hold one row.");
-            _fullInputs = scorer.Inputs.Select((i, k) => InputValue(InputData[k], i, b)).ToArray();
+            _fullInputShapes = scorer.Inputs.Select(i => InputShape(i, b)).ToArray();
             ActiveOutputs = Enumerable.Range(0, scorer.Outputs.Length).Where(k => outputActive[k]).ToArray();
             OutputBuffers = new float[scorer.Outputs.Length][];
-            _fullOutputs = new OrtValue?[scorer.Outputs.Length];
+            _fullOutputShapes = new long[]?[scorer.Outputs.Length];
             _rowDims = scorer.Outputs.Select((o, k) => o.RowDims ?? outputRowDims?[k]).ToArray();
             RunRowDims = (int[]?[])_rowDims.Clone();
             OutputRowSizes = _rowDims.Select(d => d?.Aggregate(1, (x, y) => checked(x * y)) ?? -1).ToArray();
@@ -194,11 +224,16 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
                 if (_rowDims[k] is not { } dims)
                     continue;
                 OutputBuffers[k] = new float[checked(OutputRowSizes[k] * b)];
-                _fullOutputs[k] = OrtValue.CreateTensorValueFromMemory(OutputBuffers[k], Shape(b, dims));
+                _fullOutputShapes[k] = Shape(b, dims);
             }
             _inputNames = scorer.Inputs.Select(i => i.TensorName).ToArray();
             _outputNames = ActiveOutputs.Select(k => scorer.Outputs[k].TensorName).ToArray();
+            _inputValues = new OrtValue[_inputNames.Length];
+            _outputValues = new OrtValue[_outputNames.Length];
+            _allOutputsFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
         }
+
+        private readonly bool _allOutputsFixed;
 
         private readonly int[]?[] _rowDims;
 
@@ -233,46 +268,50 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
         {
             if (ActiveOutputs.Length == 0)
                 return;
-            DisposeTransient();
+            // Held until the outputs are copied out: a Dispose meanwhile frees the session after this run.
+            using SharedResource<InferenceSession>.Lease lease = _scorer._session.Acquire();
             // A fixed-batch graph always runs a full batch; rows past `rows` are stale and never read.
             bool full = rows == Capacity || _scorer.FixedBatch;
-            var inputs = new OrtValue[_inputNames.Length];
-            for (int k = 0; k < inputs.Length; k++)
-                inputs[k] = full ? _fullInputs[k] : TransientInput(k, rows);
-
-            bool allFixed = ActiveOutputs.All(k => _rowDims[k] is not null);
-            if (allFixed)
+            int ran = full ? Capacity : rows;
+            try
             {
-                var outputs = new OrtValue[ActiveOutputs.Length];
-                for (int j = 0; j < outputs.Length; j++)
+                for (int k = 0; k < _inputValues.Length; k++)
+                    _inputValues[k] = WrapInput(k, ran, full);
+
+                if (_allOutputsFixed)
+                {
+                    for (int j = 0; j < _outputValues.Length; j++)
+                    {
+                        int k = ActiveOutputs[j];
+                        _outputValues[j] = Wrap(OutputBuffers[k], ran * OutputRowSizes[k], full ? _fullOutputShapes[k]! : Shape(ran, _rowDims[k]!));
+                    }
+                    lease.Value.Run(_scorer._runOptions, _inputNames, _inputValues, _outputNames, _outputValues);
+                    foreach (int k in ActiveOutputs)
+                        OutputCounts[k] = ran * OutputRowSizes[k];
+                    return;
+                }
+
+                // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
+                using IDisposableReadOnlyCollection<OrtValue> allocated = lease.Value.Run(_scorer._runOptions, _inputNames, _inputValues, _outputNames);
+                for (int j = 0; j < ActiveOutputs.Length; j++)
                 {
                     int k = ActiveOutputs[j];
-                    outputs[j] = full ? _fullOutputs[k]! : Transient(OutputBuffers[k], rows, _rowDims[k]!);
+                    ReadOnlySpan<float> data = allocated[j].GetTensorDataAsSpan<float>();
+                    long[] shape = allocated[j].GetTensorTypeAndShape().Shape;
+                    // Only a batch-major tensor can be preallocated for another batch size: others stay ONNX Runtime's.
+                    RunRowDims[k] = shape.Length >= 1 && shape[0] == ran ? shape[1..].Select(d => checked((int)d)).ToArray() : null;
+                    if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
+                        OutputBuffers[k] = new float[data.Length];
+                    data.CopyTo(OutputBuffers[k]);
+                    OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
+                    OutputCounts[k] = data.Length;
                 }
-                _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames, outputs);
-                foreach (int k in ActiveOutputs)
-                    OutputCounts[k] = (full ? Capacity : rows) * OutputRowSizes[k];
-                return;
             }
-
-            // Some shapes are only known after running: let ONNX Runtime allocate, then copy out.
-            _allocated = _scorer._session.Run(_scorer._runOptions, _inputNames, inputs, _outputNames);
-            for (int j = 0; j < ActiveOutputs.Length; j++)
+            finally
             {
-                int k = ActiveOutputs[j];
-                ReadOnlySpan<float> data = _allocated[j].GetTensorDataAsSpan<float>();
-                long[] shape = _allocated[j].GetTensorTypeAndShape().Shape;
-                int ran = full ? Capacity : rows;
-                // Only a batch-major tensor can be preallocated for another batch size: others stay ONNX Runtime's.
-                RunRowDims[k] = shape.Length >= 1 && shape[0] == ran ? shape[1..].Select(d => checked((int)d)).ToArray() : null;
-                if (OutputBuffers[k] is null || OutputBuffers[k].Length < data.Length)
-                    OutputBuffers[k] = new float[data.Length];
-                data.CopyTo(OutputBuffers[k]);
-                OutputRowSizes[k] = ran == 0 ? 0 : data.Length / ran;
-                OutputCounts[k] = data.Length;
+                Release(_inputValues);
+                Release(_outputValues);
             }
-            _allocated.Dispose();
-            _allocated = null;
         }
 
         /// <summary>
@@ -286,43 +325,39 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             BatchScorerSchema.CopyRow(spec, row, ((T[])InputData[input]).AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 
-        private static OrtValue InputValue(Array buffer, InputSpec spec, int rows) => buffer switch
+        /// <summary>Input <paramref name="input"/>'s first <paramref name="rows"/> rows as a tensor of its type, pinned until it is disposed.</summary>
+        private OrtValue WrapInput(int input, int rows, bool full)
         {
-            float[] f => Value(f, rows, spec.RowDims, spec.Batched),
-            long[] l => Value(l, rows, spec.RowDims, spec.Batched),
-            int[] i => Value(i, rows, spec.RowDims, spec.Batched),
-            bool[] b => Value(b, rows, spec.RowDims, spec.Batched),
-            _ => throw new InvalidOperationException($"Input '{spec.TensorName}' has an unsupported staging type {buffer.GetType().Name}."),
-        };
+            InputSpec spec = _scorer.Inputs[input];
+            long[] shape = full ? _fullInputShapes[input] : InputShape(spec, rows);
+            int length = rows * spec.RowSize;
+            return InputData[input] switch
+            {
+                float[] f => Wrap(f, length, shape),
+                long[] l => Wrap(l, length, shape),
+                int[] i => Wrap(i, length, shape),
+                bool[] b => Wrap(b, length, shape),
+                _ => throw new InvalidOperationException($"Input '{spec.TensorName}' has an unsupported staging type {InputData[input].GetType().Name}."),
+            };
+        }
 
-        private static OrtValue Value<T>(T[] buffer, int rows, int[] rowDims, bool batched = true)
+        /// <summary>The first <paramref name="length"/> values of <paramref name="buffer"/> as a tensor, pinned until it is disposed.</summary>
+        private static OrtValue Wrap<T>(T[] buffer, int length, long[] shape)
             where T : unmanaged
+            => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, length), shape);
+
+        private static void Release(OrtValue[] values)
         {
-            int size = rowDims.Aggregate(1, (a, b) => a * b);
-            long[] shape = batched ? Shape(rows, rowDims) : [.. rowDims.Select(d => (long)d)];
-            return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(0, rows * size), shape);
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i]?.Dispose();
+                values[i] = null!;
+            }
         }
 
-        private OrtValue TransientInput(int input, int rows)
-        {
-            var value = InputValue(InputData[input], _scorer.Inputs[input], rows);
-            _transient.Add(value);
-            return value;
-        }
-
-        private OrtValue Transient(float[] buffer, int rows, int[] rowDims)
-        {
-            var value = Value(buffer, rows, rowDims);
-            _transient.Add(value);
-            return value;
-        }
-
-        private void DisposeTransient()
-        {
-            foreach (OrtValue v in _transient)
-                v.Dispose();
-            _transient.Clear();
-        }
+        /// <summary>An input's tensor shape for <paramref name="rows"/> rows: its declared whole shape when it has no batch dimension.</summary>
+        private static long[] InputShape(InputSpec spec, int rows)
+            => spec.Batched ? Shape(rows, spec.RowDims) : [.. spec.RowDims.Select(d => (long)d)];
 
         private static long[] Shape(int rows, int[] rowDims)
         {
@@ -333,20 +368,12 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             return shape;
         }
 
+        /// <summary>Nothing to release: runs hold their native values only while they run.</summary>
         public void Dispose()
         {
-            DisposeTransient();
-            _allocated?.Dispose();
-            foreach (OrtValue v in _fullInputs)
-                v.Dispose();
-            foreach (OrtValue? v in _fullOutputs)
-                v?.Dispose();
         }
     }
 
-    public void Dispose()
-    {
-        _runOptions.Dispose();
-        _session.Dispose();
-    }
+    /// <summary>Releases the session now, or after the batches running on it.</summary>
+    public void Dispose() => _session.Dispose();
 }

@@ -14,6 +14,15 @@ internal sealed record ScoringSettings
     public Dictionary<string, int[]> InputShapes { get; init; } = [];
     public QuantizedBackend Backend { get; init; }
     public bool AllowBackendFallback { get; init; } = true;
+    public ComputeDevice? NativeDevice { get; init; }
+
+    /// <summary>What messages call the model (not saved: a restored model is named by its zip).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? ModelName { get; init; }
+
+    /// <summary>The option a missing input column's error names (not saved).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? InputsOption { get; init; }
 
     public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes) => new()
@@ -27,19 +36,43 @@ internal sealed record ScoringSettings
         Inputs = [.. inputs],
         Outputs = [.. outputs],
         InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
+        InputsOption = o.InputsOptionName,
     };
 
     public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes) with
     {
+        ModelName = o.ModelName(o.ModelPath) + " (quantized)",
         Backend = o.Backend,
         AllowBackendFallback = o.AllowBackendFallback,
+        NativeDevice = o.NativeDevice,
     };
 
-    public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+    public static ScoringSettings From(OnnxModelScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
 
-    public OnnxScoringOptions ToScoringOptions(byte[] model)
+    /// <summary>
+    /// Checks settings restored from a model zip exactly as the options they came from are checked at construction (same
+    /// messages): nulls a hand-edited JSON may hold, batch size, threads, enums, declared shapes.
+    /// </summary>
+    public void Validate(bool quantized)
     {
-        var s = new OnnxScoringOptions
+        if (Inputs is null || Outputs is null || InputShapes is null)
+            throw new ArgumentException($"{(Inputs is null ? nameof(Inputs) : Outputs is null ? nameof(Outputs) : nameof(InputShapes))} is null.");
+        if (Inputs.Concat(Outputs).Any(b => b?.ColumnName is null || b.TensorName is null))
+            throw new ArgumentException("A column binding (or its column or tensor name) is null.");
+        if (!quantized)
+        {
+            ToScoringOptions([]).Validate();
+            return;
+        }
+        var options = new PostTraining.PostTrainingOptions { ModelBytes = [], Backend = Backend, AllowBackendFallback = AllowBackendFallback };
+        ToScoringOptions([]).CopyTo(options);
+        foreach (var kv in InputShapes) options.InputShapes[kv.Key] = kv.Value;
+        options.Validate();
+    }
+
+    public OnnxModelScoringOptions ToScoringOptions(byte[] model)
+    {
+        var s = new OnnxModelScoringOptions
         {
             ModelBytes = model,
             ExecutionProvider = ExecutionProvider,
@@ -48,6 +81,8 @@ internal sealed record ScoringSettings
             IntraOpNumThreads = IntraOpNumThreads,
             GraphOptimization = GraphOptimization,
             BatchSize = BatchSize,
+            ModelSource = ModelName,
+            InputsOption = InputsOption,
         };
         foreach (var b in Inputs) s.Inputs.Add(b);
         foreach (var b in Outputs) s.Outputs.Add(b);

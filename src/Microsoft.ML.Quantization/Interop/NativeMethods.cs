@@ -6,7 +6,7 @@ namespace Microsoft.ML.Quantization.Interop;
 internal static partial class NativeMethods
 {
     /// <summary>The ABI version these declarations match (QATML_ABI_VERSION).</summary>
-    internal const int ExpectedAbiVersion = 2;
+    internal const int ExpectedAbiVersion = 3;
 
     static NativeMethods() => NativeLibraryResolver.Register();
 
@@ -37,6 +37,15 @@ internal static partial class NativeMethods
 
     [LibraryImport(NativeLibraryResolver.LibraryName)]
     internal static partial NativeStatus qatml_cpu_set_max_isa(int isa);
+
+    [LibraryImport(NativeLibraryResolver.LibraryName)]
+    internal static partial NativeStatus qatml_isa_required_features(int isa, out uint features);
+
+    [LibraryImport(NativeLibraryResolver.LibraryName)]
+    internal static partial NativeStatus qatml_cpu_set_feature_mask(uint mask);
+
+    [LibraryImport(NativeLibraryResolver.LibraryName)]
+    internal static partial NativeStatus qatml_cpu_get_feature_mask(out uint mask);
 
     [LibraryImport(NativeLibraryResolver.LibraryName)]
     internal static partial int qatml_cuda_compiled();

@@ -264,18 +264,46 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>A name no tensor, node, input, output or value info uses yet: the prefix itself, else prefix_1, prefix_2, ...</summary>
-    public string FreshName(string prefix)
+    public string FreshName(string prefix) => Names().Fresh(prefix);
+
+    /// <summary>
+    /// Every name in use, for a pass that makes many fresh names: <see cref="NameScope.Fresh"/> is then constant time
+    /// where <see cref="FreshName"/> scans the graph. Names the pass adds another way must be <see cref="NameScope.Reserve"/>d.
+    /// </summary>
+    public NameScope Names()
     {
-        var used = new HashSet<string>(TensorNames());
+        var used = new HashSet<string>(TensorNames(), StringComparer.Ordinal);
         foreach (var n in Proto.Node)
             used.Add(n.Name);
         foreach (var v in Proto.Output.Concat(Proto.ValueInfo))
             used.Add(v.Name);
-        if (!used.Contains(prefix))
-            return prefix;
-        for (long i = 1; ; i++)
-            if (!used.Contains($"{prefix}_{i}"))
-                return $"{prefix}_{i}";
+        return new NameScope(used);
+    }
+
+    /// <summary>The names a graph uses, and fresh ones handed out so far.</summary>
+    internal sealed class NameScope(HashSet<string> used)
+    {
+        private readonly Dictionary<string, long> _nextSuffix = new(StringComparer.Ordinal);
+
+        /// <summary>The prefix itself when unused, else prefix_1, prefix_2, ... (the first free one); reserved from now on.</summary>
+        public string Fresh(string prefix)
+        {
+            if (used.Add(prefix))
+                return prefix;
+            // Suffixes below the last one handed out for this prefix are taken already.
+            for (long i = _nextSuffix.GetValueOrDefault(prefix, 1); ; i++)
+            {
+                string name = $"{prefix}_{i}";
+                if (used.Add(name))
+                {
+                    _nextSuffix[prefix] = i + 1;
+                    return name;
+                }
+            }
+        }
+
+        /// <summary>Marks a name as used.</summary>
+        public void Reserve(string name) => used.Add(name);
     }
 
     public OnnxNode CreateNode(string opType, IEnumerable<string> inputs, IEnumerable<string> outputs, string? name = null, string domain = "")
@@ -307,6 +335,23 @@ internal sealed class OnnxGraph
 
     public bool RemoveNode(OnnxNode node) => Proto.Node.Remove(node.Proto);
 
+    /// <summary>Removes many nodes in one pass over the node list (<see cref="RemoveNode"/> scans it per node).</summary>
+    public int RemoveNodes(IEnumerable<NodeProto> nodes)
+    {
+        // By reference: protobuf messages compare by value, and two identical nodes are still two nodes.
+        var remove = new HashSet<NodeProto>(nodes, ReferenceEqualityComparer.Instance);
+        if (remove.Count == 0)
+            return 0;
+        var kept = Proto.Node.Where(n => !remove.Contains(n)).ToList();
+        int removed = Proto.Node.Count - kept.Count;
+        Proto.Node.Clear();
+        Proto.Node.AddRange(kept);
+        return removed;
+    }
+
+    /// <summary>Appends an initializer whose name is new (<see cref="SetInitializer"/> scans for one to replace).</summary>
+    public void AddInitializer(OnnxTensor tensor) => Proto.Initializer.Add(tensor.Proto);
+
     /// <summary>Renames a tensor everywhere: its producer's output, every use, and graph inputs, outputs and value infos.</summary>
     public void RenameTensor(string oldName, string newName)
     {
@@ -326,30 +371,38 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>Renames every use of a tensor as a node input, subgraph uses included (graph outputs: see RenameTensor).</summary>
-    public void ReplaceAllUses(string oldName, string newName) => RenameInputs(Proto.Node, oldName, newName);
+    public void ReplaceAllUses(string oldName, string newName) => ReplaceAllUses(new Dictionary<string, string> { [oldName] = newName });
 
-    private static void RenameInSubgraph(GraphProto g, string oldName, string newName)
+    /// <summary>Renames every use of each key to its value in one pass (values are final: they are not renamed again).</summary>
+    public void ReplaceAllUses(IReadOnlyDictionary<string, string> renames)
     {
-        // Names the subgraph defines itself shadow the outer one.
-        if (g.Input.Any(v => v.Name == oldName) || g.Initializer.Any(t => t.Name == oldName) || g.Node.Any(n => n.Output.Contains(oldName)))
-            return;
-        RenameInputs(g.Node, oldName, newName);
+        if (renames.Count > 0)
+            RenameInputs(Proto.Node, renames);
     }
 
-    /// <summary>Renames a tensor in the nodes' inputs and in their subgraphs (where not shadowed).</summary>
-    private static void RenameInputs(IEnumerable<NodeProto> nodes, string oldName, string newName)
+    private static void RenameInSubgraph(GraphProto g, IReadOnlyDictionary<string, string> renames)
+    {
+        // Names the subgraph defines itself shadow the outer ones.
+        var defined = new HashSet<string>(g.Input.Select(v => v.Name).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Node.SelectMany(n => n.Output)), StringComparer.Ordinal);
+        var visible = defined.Overlaps(renames.Keys) ? renames.Where(kv => !defined.Contains(kv.Key)).ToDictionary() : renames;
+        if (visible.Count > 0)
+            RenameInputs(g.Node, visible);
+    }
+
+    /// <summary>Renames tensors in the nodes' inputs and in their subgraphs (where not shadowed).</summary>
+    private static void RenameInputs(IEnumerable<NodeProto> nodes, IReadOnlyDictionary<string, string> renames)
     {
         foreach (var n in nodes)
         {
             for (int i = 0; i < n.Input.Count; i++)
-                if (n.Input[i] == oldName)
+                if (renames.TryGetValue(n.Input[i], out string? newName))
                     n.Input[i] = newName;
             foreach (var a in n.Attribute)
             {
                 if (a.G is not null)
-                    RenameInSubgraph(a.G, oldName, newName);
+                    RenameInSubgraph(a.G, renames);
                 foreach (var sub in a.Graphs)
-                    RenameInSubgraph(sub, oldName, newName);
+                    RenameInSubgraph(sub, renames);
             }
         }
     }
@@ -389,81 +442,43 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>The element type of a tensor when the graph tells it (value info, input, output, initializer, producer).</summary>
-    public OnnxElementType ElementTypeOf(string name) => ElementTypeOf(name, 0);
+    public OnnxElementType ElementTypeOf(string name) => Index().ElementTypeOf(name);
 
-    private OnnxElementType ElementTypeOf(string name, int depth)
-    {
-        // Bounded walk: a cyclic or very deep chain gives "unknown", never a stack overflow.
-        if (depth > 256)
-            return OnnxElementType.Undefined;
-        if (FindValueInfo(name) is { ElementType: not OnnxElementType.Undefined } vi)
-            return vi.ElementType;
-        if (TryGetInitializer(name, out var init))
-            return init.ElementType;
-        var producer = Producer(name);
-        if (producer is null)
-            return OnnxElementType.Undefined;
-        switch (producer.OpType)
-        {
-            case "Cast":
-                return (OnnxElementType)producer.GetInt("to", 0);
-            case "QuantizeLinear" when producer.Inputs.Count > 2 && producer.Inputs[2].Length > 0:
-                return ElementTypeOf(producer.Inputs[2], depth + 1);
-            case "QuantizeLinear":
-                return OnnxElementType.UInt8;
-            case "DequantizeLinear":
-                return producer.Inputs.Count > 1 ? ElementTypeOf(producer.Inputs[1], depth + 1) : OnnxElementType.Float;
-            case "TopK":
-                return producer.Outputs.Count > 1 && producer.Outputs[1] == name ? OnnxElementType.Int64 : ElementTypeOf(producer.Inputs[0], depth + 1);
-            case "Shape" or "Size" or "ArgMax" or "ArgMin" or "NonZero" or "NonMaxSuppression":
-                return OnnxElementType.Int64;
-            case "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" or "IsNaN" or "IsInf":
-                return OnnxElementType.Bool;
-            case "Constant" when producer.GetTensor("value") is { } t:
-                return t.ElementType;
-            case "ConstantOfShape":
-                return producer.GetTensor("value")?.ElementType ?? OnnxElementType.Float;
-            case "Where" when producer.Inputs.Count > 1:
-                return ElementTypeOf(producer.Inputs[1], depth + 1);
-            case "CastLike" when producer.Inputs.Count > 1:
-                return ElementTypeOf(producer.Inputs[1], depth + 1);
-            case "If" or "Loop" or "Scan":
-                return OnnxElementType.Undefined;
-            case "MaxPool" when producer.Outputs.Count > 1 && producer.Outputs[1] == name:
-                return OnnxElementType.Int64;
-            default:
-                // Most ops keep their first input's type.
-                foreach (string input in producer.Inputs)
-                    if (input.Length > 0)
-                        return ElementTypeOf(input, depth + 1);
-                return OnnxElementType.Undefined;
-        }
-    }
+    /// <summary>The graph's lookups in one pass, for passes that look up many tensors (see <see cref="GraphIndex"/>).</summary>
+    public GraphIndex Index() => new(this);
 
     /// <summary>
     /// Exposes an intermediate tensor as a graph output. The type and shape come from value_info, a graph input or an
     /// initializer when known; otherwise the element type is inferred through the producers and the shape left unknown
     /// (ORT needs a type); float when nothing tells.
     /// </summary>
-    public void AddOutput(string tensorName)
+    public void AddOutput(string tensorName) => AddOutputs([tensorName]);
+
+    /// <summary>Exposes several intermediate tensors as graph outputs (see <see cref="AddOutput"/>), in one pass over the graph.</summary>
+    public void AddOutputs(IEnumerable<string> tensorNames)
     {
-        if (IsGraphOutput(tensorName))
-            return;
-        if (!TensorNames().Contains(tensorName))
-            throw new ArgumentException($"Tensor '{tensorName}' is not in the graph.", nameof(tensorName));
-        var known = Proto.ValueInfo.FirstOrDefault(x => x.Name == tensorName) ?? Proto.Input.FirstOrDefault(x => x.Name == tensorName);
-        if (known?.Type?.TensorType is { ElemType: > 0 })
+        var outputs = new HashSet<string>(Proto.Output.Select(o => o.Name), StringComparer.Ordinal);
+        GraphIndex? index = null;
+        HashSet<string>? names = null;
+        foreach (string tensorName in tensorNames)
         {
-            Proto.Output.Add(known.Clone());
-            return;
+            if (!outputs.Add(tensorName))
+                continue;
+            index ??= Index();
+            names ??= new HashSet<string>(TensorNames(), StringComparer.Ordinal);
+            if (!names.Contains(tensorName))
+                throw new ArgumentException($"Tensor '{tensorName}' is not in the graph.", nameof(tensorNames));
+            // Not a graph output yet, so what the index finds is its value_info or graph input.
+            if (index.FindValueInfo(tensorName) is { Proto.Type.TensorType.ElemType: > 0 } known)
+                Proto.Output.Add(known.Proto.Clone());
+            else if (index.TryGetInitializer(tensorName, out var init))
+                Proto.Output.Add(OnnxValueInfo.Create(tensorName, init.ElementType, init.Dims.Select(d => (long?)d)).Proto);
+            else
+            {
+                var type = index.ElementTypeOf(tensorName);
+                Proto.Output.Add(OnnxValueInfo.Create(tensorName, type == OnnxElementType.Undefined ? OnnxElementType.Float : type, null).Proto);
+            }
         }
-        if (TryGetInitializer(tensorName, out var init))
-        {
-            Proto.Output.Add(OnnxValueInfo.Create(tensorName, init.ElementType, init.Dims.Select(d => (long?)d)).Proto);
-            return;
-        }
-        var type = ElementTypeOf(tensorName);
-        Proto.Output.Add(OnnxValueInfo.Create(tensorName, type == OnnxElementType.Undefined ? OnnxElementType.Float : type, null).Proto);
     }
 
     /// <summary>Nodes in an order where every producer comes before its consumers; throws naming a node on a cycle.</summary>
@@ -522,36 +537,44 @@ internal sealed class OnnxGraph
         Proto.Node.AddRange(order);
     }
 
-    /// <summary>Removes initializers, value infos and nodes nothing uses any more (nodes only when side-effect free and not producing outputs).</summary>
+    /// <summary>
+    /// Removes nodes no graph output depends on, then initializers and value infos nothing uses any more. Linear: one walk
+    /// back from the graph outputs through the producers.
+    /// </summary>
     public int RemoveUnused()
     {
-        int removed = 0;
-        bool changed = true;
-        while (changed)
+        var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in Proto.Node)
+            foreach (string o in n.Output)
+                if (o.Length > 0)
+                    producers.TryAdd(o, n);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        var live = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+        var pending = new Stack<string>(Proto.Output.Select(o => o.Name));
+        while (pending.Count > 0)
         {
-            changed = false;
-            var used = new HashSet<string>(Proto.Output.Select(o => o.Name));
-            foreach (var n in Proto.Node)
-                foreach (string s in n.Input.Concat(SubgraphOuterInputs(n)))
-                    used.Add(s);
-            for (int i = Proto.Node.Count - 1; i >= 0; i--)
-                if (Proto.Node[i].Output.All(o => o.Length == 0 || !used.Contains(o)))
-                {
-                    Proto.Node.RemoveAt(i);
-                    removed++;
-                    changed = true;
-                }
-            foreach (var t in Proto.Initializer.ToList())
-                if (!used.Contains(t.Name))
-                {
-                    RemoveInitializer(t.Name);
-                    changed = true;
-                }
+            string tensor = pending.Pop();
+            if (!used.Add(tensor) || !producers.TryGetValue(tensor, out var node) || !live.Add(node))
+                continue;
+            foreach (string input in node.Input.Concat(SubgraphOuterInputs(node)))
+                pending.Push(input);
+        }
+        int removed = RemoveNodes(Proto.Node.Where(n => !live.Contains(n)).ToList());
+        var deadInitializers = Proto.Initializer.Where(t => !used.Contains(t.Name)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        if (deadInitializers.Count > 0)
+        {
+            var keep = Proto.Initializer.Where(t => !deadInitializers.Contains(t.Name)).ToList();
+            Proto.Initializer.Clear();
+            Proto.Initializer.AddRange(keep);
+            // Older IRs list initializers as graph inputs too.
+            var inputs = Proto.Input.Where(v => !deadInitializers.Contains(v.Name)).ToList();
+            Proto.Input.Clear();
+            Proto.Input.AddRange(inputs);
         }
         var names = new HashSet<string>(TensorNames());
-        for (int i = Proto.ValueInfo.Count - 1; i >= 0; i--)
-            if (!names.Contains(Proto.ValueInfo[i].Name))
-                Proto.ValueInfo.RemoveAt(i);
+        var valueInfos = Proto.ValueInfo.Where(v => names.Contains(v.Name)).ToList();
+        Proto.ValueInfo.Clear();
+        Proto.ValueInfo.AddRange(valueInfos);
         return removed;
     }
 }

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx.Proto;
 
 namespace Microsoft.ML.Quantization.Onnx;
@@ -30,6 +31,9 @@ internal sealed class OnnxModel
     }
 
     internal ModelProto Proto { get; }
+
+    /// <summary>Whether some tensor's data came from an external file (now inline): the file's own bytes are not self-contained.</summary>
+    public bool HadExternalData { get; private set; }
 
     /// <summary>The file (or name) the model came from, for error messages.</summary>
     public string? SourceName { get; internal set; }
@@ -67,16 +71,21 @@ internal sealed class OnnxModel
     {
         ArgumentNullException.ThrowIfNull(path);
         string full = Path.GetFullPath(path);
-        byte[] bytes;
+        return Parse(ReadFile(path), Path.GetDirectoryName(full), path);
+    }
+
+    /// <summary>The bytes of a model file; a FIFO, device or directory is refused without being opened.</summary>
+    internal static byte[] ReadFile(string path)
+    {
         try
         {
-            bytes = File.ReadAllBytes(full);
+            return RegularFile.TryReadAllBytes(Path.GetFullPath(path), requireSingleLink: false, out string problem)
+                ?? throw new InvalidOnnxModelException($"ONNX model '{path}' {problem}.");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new InvalidOnnxModelException($"ONNX model '{path}' could not be read: {e.Message}", e);
         }
-        return Parse(bytes, Path.GetDirectoryName(full), path);
     }
 
     /// <summary>Parses ModelProto bytes. Without <paramref name="baseDirectory"/>, external data is refused.</summary>
@@ -101,6 +110,7 @@ internal sealed class OnnxModel
             throw new InvalidOnnxModelException($"{what} is truncated or not an ONNX ModelProto: " +
                 (proto.IrVersion <= 0 ? "it has no ir_version" : "it has no graph") + ".");
         var model = new OnnxModel(proto, sourceName);
+        model.CheckTensorDims();
         model.ResolveExternalData(baseDirectory);
         return model;
     }
@@ -118,61 +128,84 @@ internal sealed class OnnxModel
         }
     }
 
-    /// <summary>Writes the model atomically (temporary file, then rename), optionally externalizing large tensors.</summary>
+    /// <summary>
+    /// Writes the model atomically (temporary files beside the target, then renames), optionally externalizing large
+    /// tensors. A failure (disk full, read-only folder) leaves no temporary file and the previous file, if any, as it was,
+    /// and says which file could not be written.
+    /// </summary>
     public void Save(string path, OnnxSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         string full = Path.GetFullPath(path);
         string folder = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(folder);
         ModelProto toWrite = Proto;
         string? dataTemp = null, dataFinal = null;
-        if (options?.ExternalDataThreshold is long threshold)
-        {
-            string dataName = options.ExternalDataFileName ?? Path.GetFileName(full) + ".data";
-            dataFinal = Path.GetFullPath(Path.Combine(folder, dataName));
-            CheckInside(folder, dataFinal, dataName, "<save>");
-            toWrite = Proto.Clone();
-            dataTemp = dataFinal + ".tmp-" + Guid.NewGuid().ToString("N");
-            using (var stream = new FileStream(dataTemp, FileMode.CreateNew, FileAccess.Write))
-            {
-                foreach (var tensor in AllTensors(toWrite.Graph))
-                {
-                    var t = new OnnxTensor(tensor);
-                    if (t.ElementType == OnnxElementType.String)
-                        continue;
-                    t.MakeRaw();
-                    if (tensor.RawData.Length < threshold)
-                        continue;
-                    // Offsets aligned to 4 KiB, as onnx's own writer does, so readers can mmap.
-                    long offset = (stream.Position + 4095) / 4096 * 4096;
-                    stream.SetLength(offset);
-                    stream.Position = offset;
-                    tensor.RawData.WriteTo(stream);
-                    tensor.ExternalData.Clear();
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName.Replace('\\', '/') });
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    tensor.DataLocation = TensorProto.Types.DataLocation.External;
-                    tensor.RawData = ByteString.Empty;
-                }
-            }
-        }
         string temp = full + ".tmp-" + Guid.NewGuid().ToString("N");
         try
         {
+            Directory.CreateDirectory(folder);
+            if (options?.ExternalDataThreshold is long threshold)
+            {
+                string dataName = options.ExternalDataFileName ?? Path.GetFileName(full) + ".data";
+                dataFinal = Path.GetFullPath(Path.Combine(folder, dataName));
+                CheckInside(folder, dataFinal, dataName, "<save>");
+                toWrite = Proto.Clone();
+                dataTemp = dataFinal + ".tmp-" + Guid.NewGuid().ToString("N");
+                using var stream = new FileStream(dataTemp, FileMode.CreateNew, FileAccess.Write);
+                WriteExternalData(toWrite, stream, threshold, dataName);
+            }
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
                 toWrite.WriteTo(stream);
             if (dataTemp is not null)
                 File.Move(dataTemp, dataFinal!, overwrite: true);
             File.Move(temp, full, overwrite: true);
         }
+        catch (Exception e) when (RegularFile.IsWriteFailure(e))
+        {
+            throw RegularFile.WriteFailure($"ONNX model '{path}'", e);
+        }
         finally
         {
-            if (File.Exists(temp))
-                File.Delete(temp);
-            if (dataTemp is not null && File.Exists(dataTemp))
-                File.Delete(dataTemp);
+            TryDelete(temp);
+            if (dataTemp is not null)
+                TryDelete(dataTemp);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Nothing was created there, or the folder went read-only meanwhile.
+        }
+    }
+
+    /// <summary>Moves every tensor of at least <paramref name="threshold"/> bytes into <paramref name="stream"/> (the file <paramref name="dataName"/>).</summary>
+    private static void WriteExternalData(ModelProto model, FileStream stream, long threshold, string dataName)
+    {
+        foreach (var tensor in AllTensors(model.Graph))
+        {
+            var t = new OnnxTensor(tensor);
+            if (t.ElementType == OnnxElementType.String)
+                continue;
+            t.MakeRaw();
+            if (tensor.RawData.Length < threshold)
+                continue;
+            // Offsets aligned to 4 KiB, as onnx's own writer does, so readers can mmap.
+            long offset = (stream.Position + 4095) / 4096 * 4096;
+            stream.SetLength(offset);
+            stream.Position = offset;
+            tensor.RawData.WriteTo(stream);
+            tensor.ExternalData.Clear();
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName.Replace('\\', '/') });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.DataLocation = TensorProto.Types.DataLocation.External;
+            tensor.RawData = ByteString.Empty;
         }
     }
 
@@ -197,27 +230,57 @@ internal sealed class OnnxModel
             }
     }
 
+    /// <summary>
+    /// Every tensor's dims are non-negative and its byte size fits in a long: the rest of the code multiplies dims
+    /// without overflow checks.
+    /// </summary>
+    private void CheckTensorDims()
+    {
+        foreach (var tensor in AllTensors(Proto.Graph))
+            _ = TensorByteCount(tensor);
+    }
+
+    /// <summary>Bytes the tensor's type and dims need (-1 for variable-size types), or an error naming it.</summary>
+    private long TensorByteCount(TensorProto tensor)
+    {
+        long count = 1;
+        foreach (long d in tensor.Dims)
+        {
+            if (d < 0)
+                throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' has the negative dimension {d} (dims [{string.Join(",", tensor.Dims)}]).");
+            if (d > 0 && count > long.MaxValue / d)
+                throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' has dims [{string.Join(",", tensor.Dims)}], whose element count overflows.");
+            count *= d;
+        }
+        int elementSize = OnnxTensor.ElementSize((OnnxElementType)tensor.DataType);
+        if (elementSize < 0)
+            return -1;
+        if (elementSize == 0)
+            return count / 2 + count % 2;
+        if (count > long.MaxValue / elementSize)
+            throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' has dims [{string.Join(",", tensor.Dims)}], whose byte size overflows.");
+        return count * elementSize;
+    }
+
     private void ResolveExternalData(string? baseDirectory)
     {
         foreach (var tensor in AllTensors(Proto.Graph))
         {
             if (tensor.DataLocation != TensorProto.Types.DataLocation.External)
                 continue;
-            string? location = null;
-            long offset = 0, length = -1;
-            foreach (var kv in tensor.ExternalData)
-            {
-                switch (kv.Key)
-                {
-                    case "location": location = kv.Value; break;
-                    case "offset" when !long.TryParse(kv.Value, out offset) || offset < 0:
-                        throw new InvalidOnnxModelException($"{Describe}: external data offset '{kv.Value}' of tensor '{tensor.Name}' is not a non-negative integer.");
-                    case "length" when !long.TryParse(kv.Value, out length) || length < 0:
-                        throw new InvalidOnnxModelException($"{Describe}: external data length '{kv.Value}' of tensor '{tensor.Name}' is not a non-negative integer.");
-                }
-            }
+            string? location = tensor.ExternalData.LastOrDefault(kv => kv.Key == "location")?.Value;
             if (string.IsNullOrEmpty(location))
                 throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' is marked external but has no 'location'.");
+            long offset = 0, length = -1;
+            foreach (var kv in tensor.ExternalData.Where(kv => kv.Key is "offset" or "length"))
+            {
+                if (!long.TryParse(kv.Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value))
+                    throw new InvalidOnnxModelException($"{Describe}: external data {kv.Key} '{kv.Value}' of tensor '{tensor.Name}' (file '{location}') is not a non-negative integer.");
+                if (kv.Key == "offset")
+                    offset = value;
+                else
+                    length = value;
+            }
             if (baseDirectory is null)
                 throw new InvalidOnnxModelException($"{Describe}: tensor '{tensor.Name}' has external data '{location}' but the model was parsed from bytes without a base directory.");
             string folder = Path.GetFullPath(baseDirectory);
@@ -225,26 +288,39 @@ internal sealed class OnnxModel
                 throw new InvalidOnnxModelException($"External data location '{location}' of tensor '{tensor.Name}' escapes the model folder '{folder}'.");
             string file = Path.GetFullPath(Path.Combine(folder, location));
             CheckInside(folder, file, location, tensor.Name);
-            if (!File.Exists(file))
-                throw new InvalidOnnxModelException($"{Describe}: external data file '{location}' of tensor '{tensor.Name}' does not exist in '{folder}'.");
-            var elementSize = OnnxTensor.ElementSize((OnnxElementType)tensor.DataType);
-            long count = 1;
-            foreach (long d in tensor.Dims)
-                count *= d;
-            long expected = elementSize == 0 ? (count + 1) / 2 : count * elementSize;
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
-            if (length < 0)
-                length = elementSize >= 0 ? expected : stream.Length - offset;
-            if (elementSize >= 0 && length != expected)
-                throw new InvalidOnnxModelException($"{Describe}: external data of tensor '{tensor.Name}' is {length} bytes but its type and dims need {expected}.");
-            if (offset + length > stream.Length)
-                throw new InvalidOnnxModelException($"{Describe}: external data of tensor '{tensor.Name}' ({location}, offset {offset}, length {length}) runs past the end of the file ({stream.Length} bytes).");
-            var buffer = new byte[length];
-            stream.Position = offset;
-            stream.ReadExactly(buffer);
-            tensor.RawData = ByteString.CopyFrom(buffer);
+            string where = $"{Describe}: external data file '{location}' of tensor '{tensor.Name}' (in '{folder}')";
+            long expected = TensorByteCount(tensor);
+            FileStream? stream;
+            try
+            {
+                stream = RegularFile.TryOpenRead(file, requireSingleLink: true, out string problem)
+                    ?? throw new InvalidOnnxModelException($"{where} {problem}.");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new InvalidOnnxModelException($"{where} could not be read: {e.Message}", e);
+            }
+            using (stream)
+            {
+                long size = stream.Length;
+                if (offset > size)
+                    throw new InvalidOnnxModelException($"{where}: offset {offset} is past the end of the file ({size} bytes).");
+                if (length < 0)
+                    length = expected >= 0 ? expected : size - offset;
+                if (expected >= 0 && length != expected)
+                    throw new InvalidOnnxModelException($"{where} is {length} bytes but its type and dims [{string.Join(",", tensor.Dims)}] need {expected}.");
+                if (length > size - offset) // offset <= size, so no overflow
+                    throw new InvalidOnnxModelException($"{where}: offset {offset} and length {length} run past the end of the file ({size} bytes).");
+                if (length > Array.MaxLength)
+                    throw new InvalidOnnxModelException($"{where}: {length} bytes are more than one tensor can hold here (2 GB).");
+                var buffer = new byte[length];
+                stream.Position = offset;
+                stream.ReadExactly(buffer);
+                tensor.RawData = ByteString.CopyFrom(buffer);
+            }
             tensor.ExternalData.Clear();
             tensor.DataLocation = TensorProto.Types.DataLocation.Default;
+            HadExternalData = true;
         }
     }
 

@@ -18,10 +18,18 @@ internal static partial class OnnxRewrites
     {
         var graph = model.Graph;
         long opset = model.DefaultOpset;
-        int folded = 0;
+        // Maps kept in step with the folding, and the edits applied in one sweep at the end: linear in the graph size.
+        var initializers = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < graph.Proto.Initializer.Count; i++)
+            initializers.TryAdd(graph.Proto.Initializer[i].Name, i);
+        var runtimeInputs = graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var graphInputs = graph.Proto.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var graphOutputs = graph.Proto.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var folded = new List<Proto.NodeProto>();
+        var foldedNames = new HashSet<string>(StringComparer.Ordinal);
         foreach (var node in graph.TopologicalOrder())
         {
-            if (node.Domain.Length != 0 || !FoldableOps.Contains(node.OpType) || node.Outputs.Count != 1 || graph.IsGraphOutput(node.Outputs[0]))
+            if (node.Domain.Length != 0 || !FoldableOps.Contains(node.OpType) || node.Outputs.Count != 1 || graphOutputs.Contains(node.Outputs[0]))
                 continue;
             var inputs = new List<OnnxTensor?>();
             bool constant = true;
@@ -29,12 +37,12 @@ internal static partial class OnnxRewrites
             {
                 if (name.Length == 0) { inputs.Add(null); continue; }
                 // Graph inputs that shadow initializers (IR < 4) may be overridden at run time: not constant.
-                if (!graph.TryGetInitializer(name, out var t) || graph.RuntimeInputs.Any(i => i.Name == name) || graph.IsGraphInput(name) && model.IrVersion < 4)
+                if (!initializers.TryGetValue(name, out int at) || runtimeInputs.Contains(name) || graphInputs.Contains(name) && model.IrVersion < 4)
                 {
                     constant = false;
                     break;
                 }
-                inputs.Add(t);
+                inputs.Add(new OnnxTensor(graph.Proto.Initializer[at]));
             }
             if (!constant)
                 continue;
@@ -50,14 +58,24 @@ internal static partial class OnnxRewrites
             if (result is null || result.ElementCount > maxElements)
                 continue;
             result.Name = node.Outputs[0];
-            graph.RemoveNode(node);
-            graph.SetInitializer(result);
-            RemoveValueInfo(graph, result.Name);
-            folded++;
+            folded.Add(node.Proto);
+            if (initializers.TryGetValue(result.Name, out int existing))
+            {
+                graph.Proto.Initializer[existing] = result.Proto;
+            }
+            else
+            {
+                initializers[result.Name] = graph.Proto.Initializer.Count;
+                graph.Proto.Initializer.Add(result.Proto);
+            }
+            foldedNames.Add(result.Name);
         }
-        if (folded > 0)
-            graph.RemoveUnused();
-        return folded;
+        if (folded.Count == 0)
+            return 0;
+        graph.RemoveNodes(folded);
+        RemoveValueInfos(graph, foldedNames);
+        graph.RemoveUnused();
+        return folded.Count;
     }
 
     private static OnnxTensor? Evaluate(OnnxNode node, List<OnnxTensor?> inputs, long opset)

@@ -67,11 +67,15 @@ internal static partial class OnnxRewrites
         return folded;
     }
 
-    private static void RemoveValueInfo(OnnxGraph graph, string name)
+    private static void RemoveValueInfo(OnnxGraph graph, string name) => RemoveValueInfos(graph, new HashSet<string>(StringComparer.Ordinal) { name });
+
+    private static void RemoveValueInfos(OnnxGraph graph, IReadOnlySet<string> names)
     {
-        for (int i = graph.Proto.ValueInfo.Count - 1; i >= 0; i--)
-            if (graph.Proto.ValueInfo[i].Name == name)
-                graph.Proto.ValueInfo.RemoveAt(i);
+        if (names.Count == 0 || !graph.Proto.ValueInfo.Any(v => names.Contains(v.Name)))
+            return;
+        var keep = graph.Proto.ValueInfo.Where(v => !names.Contains(v.Name)).ToList();
+        graph.Proto.ValueInfo.Clear();
+        graph.Proto.ValueInfo.AddRange(keep);
     }
 
     private static bool TryFloats(OnnxGraph graph, string name, out float[] values)
@@ -195,47 +199,76 @@ internal static partial class OnnxRewrites
     // ---------------------------------------------------------------- Identity / Dropout
 
     /// <summary>Removes Identity nodes and inference Dropout nodes (mask unused); returns how many.</summary>
+    /// <remarks>
+    /// One pass in node order, linear in the graph size: renames are recorded (every use of A becomes B) and applied
+    /// once at the end, nodes are removed in one sweep, and tensor names are looked up through maps kept in step.
+    /// </remarks>
     public static int RemoveIdentityAndDropout(OnnxModel model)
     {
         var graph = model.Graph;
-        int removed = 0;
-        foreach (var node in graph.Nodes.Where(n => n.Domain.Length == 0 && n.OpType is "Identity" or "Dropout").ToList())
+        var index = graph.Index();
+        var used = new HashSet<string>(graph.Proto.Node.SelectMany(n => n.Input.Concat(OnnxGraph.SubgraphOuterInputs(n))), StringComparer.Ordinal);
+        var producers = graph.Proto.Node.SelectMany(n => n.Output.Where(o => o.Length > 0).Select(o => (o, n)))
+            .DistinctBy(p => p.o).ToDictionary(p => p.o, p => p.n, StringComparer.Ordinal);
+        var renames = new Dictionary<string, string>(StringComparer.Ordinal); // every use of the key becomes the value
+        var removed = new List<NodeProto>();
+        var staleValueInfos = new HashSet<string>(StringComparer.Ordinal);
+
+        string Resolve(string name)
         {
-            if (node.Inputs.Count == 0 || node.Outputs.Count == 0)
+            string current = name;
+            while (renames.TryGetValue(current, out string? next))
+                current = next;
+            // Path compression keeps later lookups short.
+            for (string n = name; n != current && renames.TryGetValue(n, out string? next); n = next)
+                renames[n] = current;
+            return current;
+        }
+
+        foreach (var proto in graph.Proto.Node.ToList())
+        {
+            var node = new OnnxNode(proto);
+            if (node.Domain.Length != 0 || node.OpType is not ("Identity" or "Dropout") || node.Inputs.Count == 0 || node.Outputs.Count == 0)
                 continue;
             if (node.OpType == "Dropout")
             {
-                if (node.Outputs.Skip(1).Any(o => o.Length > 0 && (graph.Consumers(o).Count > 0 || graph.IsGraphOutput(o))))
+                if (node.Outputs.Skip(1).Any(o => o.Length > 0 && (used.Contains(o) || index.IsGraphOutput(o))))
                     continue;
                 // training_mode input (opset 12+) must be absent or a constant false.
                 if (node.Inputs.Count > 2 && node.Inputs[2].Length > 0
-                    && !(graph.TryGetInitializer(node.Inputs[2], out var tm) && tm.ToDoubles().All(v => v == 0)))
+                    && !(index.TryGetInitializer(node.Inputs[2], out var tm) && tm.ToDoubles().All(v => v == 0)))
                     continue;
                 if (node.GetInt("is_test", 1) == 0 && model.DefaultOpset < 7)
                     continue;
             }
-            string x = node.Inputs[0], y = node.Outputs[0];
-            if (graph.IsGraphOutput(y))
+            string x = Resolve(node.Inputs[0]), y = node.Outputs[0];
+            // (y renamed already means two nodes write y: an invalid graph the validator reports; leave it.)
+            if (x == y || x.Length == 0 || y.Length == 0 || renames.ContainsKey(y))
+                continue;
+            if (index.IsGraphOutput(y))
             {
                 // Keep the output name: let x's producer write y directly when x is only an internal tensor.
-                var producer = graph.Producer(x);
-                if (producer is null || graph.IsGraphOutput(x))
+                if (!producers.TryGetValue(x, out var producer) || index.IsGraphOutput(x))
                     continue;
-                graph.RemoveNode(node);
-                int index = producer.Outputs.IndexOf(x);
-                producer.Outputs[index] = y;
-                graph.ReplaceAllUses(x, y);
-                RemoveValueInfo(graph, x);
+                int at = producer.Output.IndexOf(x);
+                producer.Output[at] = y;
+                producers.Remove(x);
+                producers[y] = producer;
+                renames[x] = y;
+                staleValueInfos.Add(x);
             }
             else
             {
-                graph.RemoveNode(node);
-                graph.ReplaceAllUses(y, x);
-                RemoveValueInfo(graph, y);
+                renames[y] = x;
+                producers.Remove(y);
+                staleValueInfos.Add(y);
             }
-            removed++;
+            removed.Add(proto);
         }
-        return removed;
+        graph.RemoveNodes(removed);
+        graph.ReplaceAllUses(renames.Keys.ToDictionary(k => k, Resolve, StringComparer.Ordinal));
+        RemoveValueInfos(graph, staleValueInfos);
+        return removed.Count;
     }
 
     // ---------------------------------------------------------------- batch dimension

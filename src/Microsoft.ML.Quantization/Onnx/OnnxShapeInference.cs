@@ -32,24 +32,30 @@ internal static class OnnxShapeInference
         var probe = model.Clone();
         var graph = probe.Graph;
         var names = graph.TensorNames().ToHashSet(StringComparer.Ordinal);
+        var index = graph.Index();
+        var exposed = new HashSet<string>(StringComparer.Ordinal);
         foreach (string name in wanted)
         {
             if (!names.Contains(name))
                 continue;
-            if (graph.FindValueInfo(name)?.Shape is { } known)
+            if (index.FindValueInfo(name)?.Shape is { } known)
             {
                 result[name] = [.. known.Select(d => d.Value ?? -1)];
                 continue;
             }
-            if (graph.IsGraphOutput(name))
+            if (index.IsGraphOutput(name))
                 continue;
             // An output without type or shape: ONNX Runtime fills in what it infers (a guessed type that was wrong
             // would make the whole model fail to load).
             graph.Proto.Output.Add(new Proto.ValueInfoProto { Name = name });
-            // A value_info without a shape would not add anything; one with a partial shape is re-inferred.
-            for (int i = graph.Proto.ValueInfo.Count - 1; i >= 0; i--)
-                if (graph.Proto.ValueInfo[i].Name == name)
-                    graph.Proto.ValueInfo.RemoveAt(i);
+            exposed.Add(name);
+        }
+        // A value_info without a shape would not add anything; one with a partial shape is re-inferred.
+        if (exposed.Count > 0 && graph.Proto.ValueInfo.Any(v => exposed.Contains(v.Name)))
+        {
+            var kept = graph.Proto.ValueInfo.Where(v => !exposed.Contains(v.Name)).ToList();
+            graph.Proto.ValueInfo.Clear();
+            graph.Proto.ValueInfo.AddRange(kept);
         }
         try
         {

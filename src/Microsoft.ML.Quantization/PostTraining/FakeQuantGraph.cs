@@ -26,6 +26,9 @@ internal sealed class FakeQuantGraph
 
     private readonly QdqPlan? _alternative;
 
+    /// <summary>Fresh names for everything the rewrite adds (one scope: no scan of the graph per name).</summary>
+    private readonly OnnxGraph.NameScope _names;
+
     /// <summary>The flag that is always on, for quantization the alternative mode applies unconditionally.</summary>
     private const string Always = "";
 
@@ -34,8 +37,17 @@ internal sealed class FakeQuantGraph
         _plan = plan;
         _alternative = alternative;
         _g = plan.Graph;
-        Switches = alternative is null ? [.. plan.ComputeNodes]
-            : [.. plan.ComputeNodes.Where(n => plan.Constants.Any(c => c.Key.Node == n && alternative.Constants.TryGetValue(c.Key, out var other) && other.Bits != c.Value.Bits))];
+        if (alternative is null)
+        {
+            Switches = [.. plan.ComputeNodes];
+        }
+        else
+        {
+            var differing = plan.Constants.Where(c => alternative.Constants.TryGetValue(c.Key, out var other) && other.Bits != c.Value.Bits)
+                .Select(c => c.Key.Node).ToHashSet(StringComparer.Ordinal);
+            Switches = [.. plan.ComputeNodes.Where(differing.Contains)];
+        }
+        _names = _g.Names();
         _index = Switches.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i, StringComparer.Ordinal);
     }
 
@@ -64,15 +76,20 @@ internal sealed class FakeQuantGraph
     private void Rewrite()
     {
         _g.Proto.Input.Add(OnnxValueInfo.Create(SwitchInput, OnnxElementType.Bool, [Switches.Count]).Proto);
-        FindFollowComponents();
+        _names.Reserve(SwitchInput);
+        // The graph's producers and consumers before the rewrite: the nodes it adds read and write only new names.
+        var producers = _g.ProducerMap();
+        var consumers = _g.ConsumerMap();
+        var graphOutputs = _g.Proto.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        FindFollowComponents(producers, consumers);
 
         // Graph outputs a quantized node writes: the producer writes a raw tensor, the output selects.
         foreach (var (t, q) in _plan.Activations)
         {
-            if (!_g.IsGraphOutput(t) || !_plan.Producers.TryGetValue(t, out string? producer) || SwitchOf(producer) is not { } s)
+            if (!graphOutputs.Contains(t) || !_plan.Producers.TryGetValue(t, out string? producer) || SwitchOf(producer) is not { } s)
                 continue;
-            var writer = _g.Producer(t)!;
-            string raw = _g.FreshName(t + "_raw");
+            var writer = producers[t];
+            string raw = _names.Fresh(t + "_raw");
             writer.Outputs[writer.Outputs.IndexOf(t)] = raw;
             if (s == Always)
                 Add("Identity", [FakeQuantized(raw, q)], [t]);
@@ -84,12 +101,12 @@ internal sealed class FakeQuantGraph
         foreach (var (t, q) in _plan.Activations)
         {
             string? producerSwitch = _plan.Producers.TryGetValue(t, out string? producer) ? SwitchOf(producer) : null;
-            foreach (var consumer in _g.Consumers(t).Where(c => !_added.Contains(c.Name)).ToList())
+            foreach (var consumer in (consumers.GetValueOrDefault(t) ?? []).Where(c => !_added.Contains(c.Name)))
             {
                 string? readerSwitch = _plan.Precision.ContainsKey(consumer.Name) && _plan.ActivationInputs[consumer.Name].Contains(t) ? SwitchOf(consumer.Name) : null;
                 if (Or(producerSwitch, readerSwitch) is not { } condition)
                     continue;
-                string selected = condition == Always ? FakeQuantized(t, q) : Add("Where", [condition, FakeQuantized(t, q), t], [_g.FreshName(t + "_sel")]);
+                string selected = condition == Always ? FakeQuantized(t, q) : Add("Where", [condition, FakeQuantized(t, q), t], [_names.Fresh(t + "_sel")]);
                 for (int i = 0; i < consumer.Inputs.Count; i++)
                     if (consumer.Inputs[i] == t)
                         consumer.Inputs[i] = selected;
@@ -132,7 +149,7 @@ internal sealed class FakeQuantGraph
             return;
         }
         string otherwise = alternative is null ? target.Inputs[input] : Dequantized(alternative, alternative, cache);
-        target.Inputs[input] = Add("Where", [s, name, otherwise], [_g.FreshName(target.Inputs[input] + "_sel")]);
+        target.Inputs[input] = Add("Where", [s, name, otherwise], [_names.Fresh(target.Inputs[input] + "_sel")]);
     }
 
     private string Dequantized(object key, Func<(OnnxTensor Source, float[] Values)> values, Dictionary<object, string> cache)
@@ -140,8 +157,8 @@ internal sealed class FakeQuantGraph
         if (!cache.TryGetValue(key, out string? name))
         {
             var (source, v) = values();
-            name = _g.FreshName(source.Name + "_fq");
-            _g.SetInitializer(OnnxTensor.FromFloats(name, source.Dims, v));
+            name = _names.Fresh(source.Name + "_fq");
+            _g.AddInitializer(OnnxTensor.FromFloats(name, source.Dims, v));
             cache[key] = name;
         }
         return name;
@@ -153,9 +170,9 @@ internal sealed class FakeQuantGraph
         if (_fakeQuantized.TryGetValue(t, out string? fq))
             return fq;
         int before = _g.Proto.Node.Count;
-        var (quantized, scale, zeroPoint) = QdqWriter.AddQuantize(_g, t, t, q);
-        fq = _g.FreshName(t + "_fq");
-        _g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [fq], _g.FreshName(t + "_fq_DequantizeLinear"));
+        var (quantized, scale, zeroPoint) = QdqWriter.AddQuantize(_g, _names, t, t, q);
+        fq = _names.Fresh(t + "_fq");
+        _g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [fq], _names.Fresh(t + "_fq_DequantizeLinear"));
         for (int i = before; i < _g.Proto.Node.Count; i++)
             _added.Add(_g.Proto.Node[i].Name);
         _fakeQuantized[t] = fq;
@@ -188,9 +205,9 @@ internal sealed class FakeQuantGraph
         if (_flags.TryGetValue(node, out string? flag))
             return flag;
         int i = _index[node];
-        string index = _g.FreshName("qatml_switch_index");
-        _g.SetInitializer(OnnxTensor.FromInt64(index, [], [i]));
-        return _flags[node] = Add("Gather", [SwitchInput, index], [_g.FreshName($"qatml_switch_{i}")]);
+        string index = _names.Fresh("qatml_switch_index");
+        _g.AddInitializer(OnnxTensor.FromInt64(index, [], [i]));
+        return _flags[node] = Add("Gather", [SwitchInput, index], [_names.Fresh($"qatml_switch_{i}")]);
     }
 
     private readonly Dictionary<string, string> _flags = new(StringComparer.Ordinal);
@@ -203,22 +220,20 @@ internal sealed class FakeQuantGraph
             return a ?? b;
         string key = string.CompareOrdinal(a, b) < 0 ? a + "|" + b : b + "|" + a;
         if (!_or.TryGetValue(key, out string? result))
-            _or[key] = result = Add("Or", [a, b], [_g.FreshName("qatml_or")]);
+            _or[key] = result = Add("Or", [a, b], [_names.Fresh("qatml_or")]);
         return result;
     }
 
     private string Add(string opType, string[] inputs, string[] outputs)
     {
-        var node = _g.AddNode(opType, inputs, outputs, _g.FreshName("qatml_" + opType));
+        var node = _g.AddNode(opType, inputs, outputs, _names.Fresh("qatml_" + opType));
         _added.Add(node.Name);
         return outputs[0];
     }
 
     /// <summary>Groups connected pass-through / Concat nodes and collects the compute nodes next to each group.</summary>
-    private void FindFollowComponents()
+    private void FindFollowComponents(Dictionary<string, OnnxNode> producers, Dictionary<string, List<OnnxNode>> consumers)
     {
-        var producers = _g.ProducerMap();
-        var consumers = _g.ConsumerMap();
         string Owner(string tensor) => _plan.Producers.TryGetValue(tensor, out string? p) ? p : producers.TryGetValue(tensor, out var n) ? n.Name : "";
         foreach (string start in _plan.FollowNodes)
         {

@@ -162,7 +162,8 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
 
     /// <summary>
     /// What runs the quantized model: <see cref="QuantizedBackend.OnnxRuntime"/> (default) or QatMl's native INT8 engine
-    /// (<see cref="QuantizedBackend.Native"/>, CPU; its threads are <see cref="OnnxRuntimeOptions.IntraOpNumThreads"/>, 0 = one per core).
+    /// (<see cref="QuantizedBackend.Native"/>; on the CPU its threads are <see cref="OnnxRuntimeOptions.IntraOpNumThreads"/>, 0 = one per core;
+    /// on a GPU: <see cref="NativeDevice"/>).
     /// Saved with the model.
     /// </summary>
     public QuantizedBackend Backend { get; set; } = QuantizedBackend.OnnxRuntime;
@@ -172,6 +173,14 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// and logs a warning naming the nodes; false throws <see cref="NotSupportedException"/> with the same names.
     /// </summary>
     public bool AllowBackendFallback { get; set; } = true;
+
+    /// <summary>
+    /// Where the native engine runs when <see cref="Backend"/> is Native: <see cref="ComputeDevice.Cpu"/>, or a CUDA GPU by ordinal
+    /// (<see cref="ComputeDevice.Cuda"/>: a native library built with CUDA and a GPU of compute capability 8.0 or newer; results are
+    /// bit-identical to the CPU's). <c>null</c> (default): CUDA device <see cref="MLContext.GpuDeviceId"/> when the context sets one,
+    /// else the CPU. A GPU that is not available runs the engine on the CPU with a warning. Saved with the model.
+    /// </summary>
+    public ComputeDevice? NativeDevice { get; set; }
 
     /// <summary>Receives calibration progress when Fit calibrates. Default null.</summary>
     public IProgress<CalibrationProgress>? Progress { get; set; }
@@ -191,6 +200,9 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
         if (!Enum.IsDefined(Backend))
             throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown backend.");
+        if (NativeDevice is { } device && (!Enum.IsDefined(device.Kind) || device.Index < 0 || (device.Kind == ComputeDeviceKind.Cpu && device.Index != 0)))
+            throw new ArgumentOutOfRangeException(nameof(NativeDevice), device, "NativeDevice must be the CPU (index 0) or a CUDA device with an ordinal >= 0.");
+        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Precision, nameof(Precision));
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));
@@ -223,10 +235,11 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         return false;
     }
 
-    internal OnnxScoringOptions ToScoringOptions(byte[] model)
+    internal OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var scoring = new OnnxScoringOptions { ModelBytes = model };
+        var scoring = new OnnxModelScoringOptions { ModelBytes = model };
         CopyTo(scoring);
+        scoring.ModelSource = ModelName(ModelPath);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var b in Outputs) scoring.Outputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

@@ -115,7 +115,14 @@ internal sealed class QdqPlan
     public Dictionary<(string Node, int Input), QuantizedBias> Biases { get; } = [];
 
     /// <summary>Quantized nodes that compute (not pass-through or Concat), in graph order: what the sensitivity analysis switches.</summary>
-    public IEnumerable<string> ComputeNodes => Order.Where(n => Precision.ContainsKey(n) && !FollowNodes.Contains(n) && !Folds.ContainsValue(n));
+    public IEnumerable<string> ComputeNodes
+    {
+        get
+        {
+            var folded = Folds.Values.ToHashSet(StringComparer.Ordinal);
+            return Order.Where(n => Precision.ContainsKey(n) && !FollowNodes.Contains(n) && !folded.Contains(n));
+        }
+    }
 
     public OnnxNode Node(string name) => _nodes[name];
 
@@ -138,6 +145,8 @@ internal sealed class QdqPlan
         var initializers = g.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var independent = QuantizableOps.DataIndependentTensors(g);
         var order = g.TopologicalOrder();
+        // Lookups through maps built once: planning stays linear in the graph size.
+        var index = g.Index();
         var consumers = g.ConsumerMap();
         foreach (var node in order)
         {
@@ -165,10 +174,10 @@ internal sealed class QdqPlan
             }
             OpRule rule = QuantizableOps.Get(node) ?? AnyOp;
             var acts = node.Inputs.Select((t, i) => (t, i))
-                .Where(x => x.t.Length > 0 && !initializers.ContainsKey(x.t) && rule.IsActivationInput(x.i) && !independent.Contains(x.t) && g.ElementTypeOf(x.t) == OnnxElementType.Float)
+                .Where(x => x.t.Length > 0 && !initializers.ContainsKey(x.t) && rule.IsActivationInput(x.i) && !independent.Contains(x.t) && index.ElementTypeOf(x.t) == OnnxElementType.Float)
                 .Select(x => x.t).Distinct().ToList();
             var outs = rule.Output == OutputQuantization.None ? []
-                : (rule.AllOutputs ? node.Outputs : node.Outputs.Take(1)).Where(o => o.Length > 0 && g.ElementTypeOf(o) == OnnxElementType.Float).ToList();
+                : (rule.AllOutputs ? node.Outputs : node.Outputs.Take(1)).Where(o => o.Length > 0 && index.ElementTypeOf(o) == OnnxElementType.Float).ToList();
             var constants = node.Inputs.Select((t, i) => (t, i))
                 .Where(x => x.t.Length > 0 && initializers.TryGetValue(x.t, out var c) && c.ElementType == OnnxElementType.Float && (x.i == rule.WeightInput || rule.IsConstantInput(x.i)))
                 .ToList();
@@ -178,8 +187,8 @@ internal sealed class QdqPlan
                 : !options.OpTypes.Contains(node.OpType) ? $"op type {node.OpType} is not quantized"
                 : options.IsExcluded(node.Name, node.OpType) ? "excluded by the options"
                 : keptFloat is not null && keptFloat.TryGetValue(node.Name, out string? kept) ? kept
-                : RuleReason(g, node, rule, acts, table, initializers)
-                ?? RangeReason(g, node, acts.Concat(IsGatherTable(node, initializers) ? [] : outs), table, initializers)
+                : RuleReason(node, rule, acts, table, initializers)
+                ?? RangeReason(index, node, acts.Concat(IsGatherTable(node, initializers) ? [] : outs), table, initializers)
                 ?? ConstantReason(constants.Select(c => initializers[c.t]));
             if (reason is not null)
             {
@@ -205,7 +214,7 @@ internal sealed class QdqPlan
         foreach (var node in order.Where(n => plan.Precision.ContainsKey(n.Name) && FoldingProducers.Contains(n.OpType)))
         {
             string y = node.Outputs[0];
-            if (!consumers.TryGetValue(y, out var users) || users.Count != 1 || g.IsGraphOutput(y) || !IsFoldableActivation(users[0], table, initializers))
+            if (!consumers.TryGetValue(y, out var users) || users.Count != 1 || index.IsGraphOutput(y) || !IsFoldableActivation(users[0], table, initializers))
                 continue;
             var activation = users[0];
             plan.Folds[node.Name] = activation.Name;
@@ -217,7 +226,7 @@ internal sealed class QdqPlan
 
         // 3. Pass-through ops and Concat are quantized only next to a node computing in integers (through chains of
         //    them): between float nodes they would add rounding and no integer kernel.
-        PruneFollowNodes(plan, consumers, outputs);
+        PruneFollowNodes(plan, index, consumers, outputs);
 
         // 4. Activation tensors: a quantized node's outputs take its ActivationBits; a tensor no quantized node writes
         //    (a graph input, a float node's output) takes the widest of its quantized readers'; TensorBits wins.
@@ -305,6 +314,7 @@ internal sealed class QdqPlan
 
         // 8. Biases of Conv/ConvTranspose/Gemm: int32 at the input scale times each channel's weight scale; with the
         //    input's channel means, corrected by the mean error the weights' rounding adds (a bias is added if needed).
+        OnnxGraph.NameScope? fresh = null;
         foreach (var (name, rule) in plan.Rules.Where(r => plan.Precision.ContainsKey(r.Key) && r.Value.BiasInput is not null).ToList())
         {
             var node = plan._nodes[name];
@@ -314,8 +324,8 @@ internal sealed class QdqPlan
             float[]? correction = inputMeans is not null && inputMeans.TryGetValue(node.Inputs[0], out float[]? means) ? BiasCorrection.MeanError(node, weight, means) : null;
             if ((node.Inputs.Count <= bi || node.Inputs[bi].Length == 0) && correction is not null)
             {
-                var zeros = OnnxTensor.FromFloats(g.FreshName(name + "_bias"), [correction.Length], new float[correction.Length]);
-                g.SetInitializer(zeros);
+                var zeros = OnnxTensor.FromFloats((fresh ??= g.Names()).Fresh(name + "_bias"), [correction.Length], new float[correction.Length]);
+                g.AddInitializer(zeros);
                 initializers[zeros.Name] = zeros;
                 while (node.Inputs.Count <= bi)
                     node.Inputs.Add("");
@@ -345,7 +355,7 @@ internal sealed class QdqPlan
         => node.OpType == "Gather" && node.Domain.Length == 0 && node.Inputs.Count > 1 && initializers.ContainsKey(node.Inputs[0]);
 
     /// <summary>Op-specific reasons to stay float.</summary>
-    private static string? RuleReason(OnnxGraph g, OnnxNode node, OpRule rule, List<string> acts, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
+    private static string? RuleReason(OnnxNode node, OpRule rule, List<string> acts, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         if (rule.Output == OutputQuantization.Union && acts.Count != node.Inputs.Count(i => i.Length > 0))
             return "some of its inputs are constants, integer or shape tensors (a quantized Concat needs every input quantized on one scale)";
@@ -363,7 +373,7 @@ internal sealed class QdqPlan
     }
 
     /// <summary>A tensor without a calibrated range, or with one no scale can use.</summary>
-    private static string? RangeReason(OnnxGraph g, OnnxNode node, IEnumerable<string> tensors, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
+    private static string? RangeReason(GraphIndex g, OnnxNode node, IEnumerable<string> tensors, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         foreach (string t in tensors)
         {
@@ -397,7 +407,7 @@ internal sealed class QdqPlan
     }
 
     /// <summary>A pre-activation output the calibration skipped because a foldable Relu/Clip follows it.</summary>
-    private static bool FoldableActivationOutput(OnnxGraph g, OnnxNode node, string tensor, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
+    private static bool FoldableActivationOutput(GraphIndex g, OnnxNode node, string tensor, CalibrationTable table, Dictionary<string, OnnxTensor> initializers)
     {
         if (!FoldingProducers.Contains(node.OpType) || node.Outputs[0] != tensor || g.IsGraphOutput(tensor))
             return false;
@@ -421,31 +431,58 @@ internal sealed class QdqPlan
         return lo == 0 && entry.RangeMax[0] <= hi;
     }
 
-    /// <summary>Pass-through and Concat nodes with no integer-computing neighbour (through chains of such nodes) stay float.</summary>
-    private static void PruneFollowNodes(QdqPlan plan, Dictionary<string, List<OnnxNode>> consumers, Dictionary<string, List<string>> outputs)
+    /// <summary>
+    /// Pass-through and Concat nodes with no integer-computing neighbour (through chains of such nodes) stay float. A
+    /// node is kept when a neighbour (the writer of an input it quantizes, or a quantized reader of its output) is a
+    /// computing node or a kept one: reachability from the computing nodes, one visit per edge.
+    /// </summary>
+    private static void PruneFollowNodes(QdqPlan plan, GraphIndex index, Dictionary<string, List<OnnxNode>> consumers, Dictionary<string, List<string>> outputs)
     {
-        var g = plan.Graph;
-        var producers = g.ProducerMap();
-        var active = new HashSet<string>(StringComparer.Ordinal);
-        bool IsAnchor(string node) => plan.Precision.ContainsKey(node) && (!plan.FollowNodes.Contains(node) || active.Contains(node));
-        bool changed = true;
-        while (changed)
+        // A folded activation's output is written by the producer it is folded into.
+        var foldedWriters = plan.Folds.ToDictionary(f => plan.Node(f.Value).Outputs[0], f => f.Key, StringComparer.Ordinal);
+        IEnumerable<string> Neighbours(string name)
         {
-            changed = false;
-            foreach (string name in plan.FollowNodes)
+            foreach (string t in plan.ActivationInputs[name])
             {
-                if (active.Contains(name))
+                if (index.Producer(t) is { } p)
+                    yield return p.Name;
+                if (foldedWriters.TryGetValue(t, out string? writer))
+                    yield return writer;
+            }
+            foreach (string o in outputs[name])
+                if (consumers.TryGetValue(o, out var users))
+                    foreach (var u in users)
+                        if (plan.ActivationInputs.TryGetValue(u.Name, out var reads) && reads.Contains(o))
+                            yield return u.Name;
+        }
+
+        var active = new HashSet<string>(StringComparer.Ordinal);
+        var pending = new Queue<string>();
+        var dependents = new Dictionary<string, List<string>>(StringComparer.Ordinal); // follow node -> follow nodes next to it
+        foreach (string name in plan.FollowNodes)
+        {
+            foreach (string n in Neighbours(name))
+            {
+                if (!plan.Precision.ContainsKey(n))
                     continue;
-                bool anchored = plan.ActivationInputs[name].Any(t => producers.TryGetValue(t, out var p) && IsAnchor(p.Name)
-                                                                     || plan.Folds.Any(f => plan.Node(f.Value).Outputs[0] == t && IsAnchor(f.Key)))
-                                || outputs[name].Any(o => consumers.TryGetValue(o, out var users) && users.Any(u => IsAnchor(u.Name) && plan.ActivationInputs[u.Name].Contains(o)));
-                if (anchored)
+                if (!plan.FollowNodes.Contains(n))
                 {
-                    active.Add(name);
-                    changed = true;
+                    if (active.Add(name))
+                        pending.Enqueue(name);
+                }
+                else
+                {
+                    if (!dependents.TryGetValue(n, out var list))
+                        dependents[n] = list = [];
+                    list.Add(name);
                 }
             }
         }
+        while (pending.Count > 0)
+            foreach (string next in dependents.GetValueOrDefault(pending.Dequeue()) ?? [])
+                if (active.Add(next))
+                    pending.Enqueue(next);
+
         foreach (string name in plan.FollowNodes.Where(n => !active.Contains(n)).ToList())
         {
             plan.Precision.Remove(name);
@@ -510,10 +547,16 @@ internal sealed class QdqPlan
 
         public string Find(string x)
         {
-            if (!_parent.TryGetValue(x, out string? p) || p == x)
-                return x;
-            string root = Find(p);
-            _parent[x] = root;
+            // Iterative with path compression: a chain of 50k pass-through tensors is one class.
+            string root = x;
+            while (_parent.TryGetValue(root, out string? p) && p != root)
+                root = p;
+            while (x != root)
+            {
+                string next = _parent[x];
+                _parent[x] = root;
+                x = next;
+            }
             return root;
         }
 

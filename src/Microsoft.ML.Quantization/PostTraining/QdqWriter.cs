@@ -24,75 +24,81 @@ internal static class QdqWriter
     {
         var g = plan.Graph;
         var model = plan.Model;
+        // Lookups through maps built once and fresh names from one scope: the writer stays linear in the graph size.
+        var names = g.Names();
 
         // 1. Folded Relu/Clip: the producer writes the activation's output.
+        var folded = new List<Onnx.Proto.NodeProto>();
         foreach (var (producer, activation) in plan.Folds)
         {
             var act = plan.Node(activation);
             plan.Node(producer).Outputs[0] = act.Outputs[0];
-            g.RemoveNode(act);
+            folded.Add(act.Proto);
         }
+        g.RemoveNodes(folded);
 
-        // 2. Q once per tensor, a DQ per consumer: every consumer when the producer is quantized, else the quantized readers.
+        // 2. Q once per tensor, a DQ per consumer: every consumer when the producer is quantized, else the quantized
+        //    readers. The consumers are those of the graph after step 1: the nodes this step adds read only new names.
+        var index = g.Index();
+        var consumers = g.ConsumerMap();
+        var readers = plan.ActivationInputs.ToDictionary(kv => kv.Key, kv => kv.Value.ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal);
         foreach (var (t, q) in plan.Activations)
         {
             bool producerQuantized = plan.Producers.TryGetValue(t, out string? producerName);
-            bool graphOutput = g.IsGraphOutput(t);
+            bool graphOutput = index.IsGraphOutput(t);
             string source = t;
             if (producerQuantized && graphOutput)
             {
                 var producer = plan.Node(producerName!);
-                source = g.FreshName(t + "_float");
+                source = names.Fresh(t + "_float");
                 producer.Outputs[producer.Outputs.IndexOf(t)] = source;
             }
-            var (quantized, scale, zeroPoint) = AddQuantize(g, t, source, q);
-            foreach (var consumer in g.Consumers(t).ToList())
+            var (quantized, scale, zeroPoint) = AddQuantize(g, names, t, source, q);
+            foreach (var consumer in consumers.GetValueOrDefault(t) ?? [])
             {
                 if (consumer.OpType is "QuantizeLinear" && consumer.Inputs[0] == source)
                     continue;
-                if (!producerQuantized && !(plan.ActivationInputs.TryGetValue(consumer.Name, out var reads) && plan.Precision.ContainsKey(consumer.Name) && reads.Contains(t)))
+                if (!producerQuantized && !(readers.TryGetValue(consumer.Name, out var reads) && plan.Precision.ContainsKey(consumer.Name) && reads.Contains(t)))
                     continue; // a float consumer of a float producer keeps the float tensor
-                string dq = g.FreshName(t + "_dq");
-                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [dq], g.FreshName(t + "_DequantizeLinear"));
+                string dq = names.Fresh(t + "_dq");
+                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [dq], names.Fresh(t + "_DequantizeLinear"));
                 for (int i = 0; i < consumer.Inputs.Count; i++)
                     if (consumer.Inputs[i] == t)
                         consumer.Inputs[i] = dq;
             }
             if (producerQuantized && graphOutput)
-                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [t], g.FreshName(t + "_DequantizeLinear"));
+                g.AddNode("DequantizeLinear", [quantized, scale, zeroPoint], [t], names.Fresh(t + "_DequantizeLinear"));
         }
 
         // 3. Constants (stored integers, a DQ per consumer) and int32 biases.
-        var stored = new Dictionary<QuantizedConstant, string>(ReferenceEqualityComparer.Instance);
+        var stored = new Dictionary<QuantizedConstant, OnnxNode>(ReferenceEqualityComparer.Instance);
         foreach (var ((name, input), constant) in plan.Constants)
         {
-            var node = plan.Node(name);
-            if (!stored.TryGetValue(constant, out string? dq))
+            string dq;
+            if (!stored.TryGetValue(constant, out var shared))
             {
-                dq = AddConstant(g, constant);
-                stored[constant] = dq;
+                stored[constant] = shared = AddConstant(g, names, constant);
+                dq = shared.Outputs[0];
             }
             else
             {
                 // A DQ per consumer, reading the same stored integers.
-                var shared = g.Producer(dq)!;
-                string copy = g.FreshName(constant.Source.Name + "_dq");
-                var node2 = g.AddNode("DequantizeLinear", shared.Inputs, [copy], g.FreshName(constant.Source.Name + "_DequantizeLinear"));
+                dq = names.Fresh(constant.Source.Name + "_dq");
+                var copy = g.AddNode("DequantizeLinear", shared.Inputs, [dq], names.Fresh(constant.Source.Name + "_DequantizeLinear"));
                 foreach (var a in shared.Proto.Attribute)
-                    node2.Proto.Attribute.Add(a.Clone());
-                dq = copy;
+                    copy.Proto.Attribute.Add(a.Clone());
             }
-            node.Inputs[input] = dq;
+            plan.Node(name).Inputs[input] = dq;
         }
         foreach (var ((name, input), bias) in plan.Biases)
-            plan.Node(name).Inputs[input] = AddBias(g, bias);
+            plan.Node(name).Inputs[input] = AddBias(g, names, bias);
 
         g.RemoveUnused();
         g.SortTopologically();
         // The element types the preparation wrote (value infos without a shape) have served; the model keeps its own.
-        for (int i = g.Proto.ValueInfo.Count - 1; i >= 0; i--)
-            if (g.Proto.ValueInfo[i].Type?.TensorType is { Shape: null })
-                g.Proto.ValueInfo.RemoveAt(i);
+        var typed = g.Proto.ValueInfo.Where(v => v.Type?.TensorType is not { Shape: null }).ToList();
+        g.Proto.ValueInfo.Clear();
+        g.Proto.ValueInfo.AddRange(typed);
         OnnxRewrites.UpgradeOpset(model, plan.NeedsOpset21 ? 21 : 13);
         OnnxValidator.Validate(model);
         var nodes = plan.Order.Select(n => plan.Infos[n]).ToList();
@@ -100,78 +106,79 @@ internal static class QdqWriter
     }
 
     /// <summary>QuantizeLinear (then a Clip below the container width) of <paramref name="source"/>; returns the integer tensor and the parameters' names.</summary>
-    internal static (string Quantized, string Scale, string ZeroPoint) AddQuantize(OnnxGraph g, string name, string source, ActivationQuantization q)
+    internal static (string Quantized, string Scale, string ZeroPoint) AddQuantize(OnnxGraph g, OnnxGraph.NameScope names, string name, string source, ActivationQuantization q)
     {
-        string scale = AddScalar(g, name + "_scale", q.Params.Scale);
-        string zeroPoint = AddZeroPoint(g, name + "_zero_point", q.Type, [q.Params.ZeroPoint], []);
-        string quantized = g.FreshName(name + "_quantized");
-        g.AddNode("QuantizeLinear", [source, scale, zeroPoint], [quantized], g.FreshName(name + "_QuantizeLinear"));
+        string scale = AddScalar(g, names, name + "_scale", q.Params.Scale);
+        string zeroPoint = AddZeroPoint(g, names, name + "_zero_point", q.Type, [q.Params.ZeroPoint], []);
+        string quantized = names.Fresh(name + "_quantized");
+        g.AddNode("QuantizeLinear", [source, scale, zeroPoint], [quantized], names.Fresh(name + "_QuantizeLinear"));
         if (q.NeedsClip)
         {
             var (lo, hi) = QuantizationParameters.GetTypeRange(q.Bits, q.Signed);
-            string clipped = g.FreshName(name + "_clipped");
-            string loName = AddZeroPoint(g, name + "_qmin", q.Type, [lo], []);
-            string hiName = AddZeroPoint(g, name + "_qmax", q.Type, [hi], []);
-            g.AddNode("Clip", [quantized, loName, hiName], [clipped], g.FreshName(name + "_Clip"));
+            string clipped = names.Fresh(name + "_clipped");
+            string loName = AddZeroPoint(g, names, name + "_qmin", q.Type, [lo], []);
+            string hiName = AddZeroPoint(g, names, name + "_qmax", q.Type, [hi], []);
+            g.AddNode("Clip", [quantized, loName, hiName], [clipped], names.Fresh(name + "_Clip"));
             quantized = clipped;
         }
         return (quantized, scale, zeroPoint);
     }
 
-    private static string AddConstant(OnnxGraph g, QuantizedConstant c)
+    /// <summary>The stored integers of a constant and the DequantizeLinear that reads them.</summary>
+    private static OnnxNode AddConstant(OnnxGraph g, OnnxGraph.NameScope names, QuantizedConstant c)
     {
         string name = c.Source.Name;
         long[] dims = c.Source.Dims;
-        string storedName = g.FreshName(name + "_quantized");
-        g.SetInitializer(c.Bits == 4 ? OnnxTensor.FromInt4(storedName, dims, c.Values) : OnnxTensor.FromInt8(storedName, dims, c.Values));
+        string storedName = names.Fresh(name + "_quantized");
+        g.AddInitializer(c.Bits == 4 ? OnnxTensor.FromInt4(storedName, dims, c.Values) : OnnxTensor.FromInt8(storedName, dims, c.Values));
         var type = c.Bits == 4 ? OnnxElementType.Int4 : OnnxElementType.Int8;
         string scale, zeroPoint;
         if (c.Axis is null)
         {
-            scale = AddScalar(g, name + "_scale", c.Scales[0]);
-            zeroPoint = AddZeroPoint(g, name + "_zero_point", type, [0], []);
+            scale = AddScalar(g, names, name + "_scale", c.Scales[0]);
+            zeroPoint = AddZeroPoint(g, names, name + "_zero_point", type, [0], []);
         }
         else
         {
-            scale = g.FreshName(name + "_scale");
-            g.SetInitializer(OnnxTensor.FromFloats(scale, [c.Scales.Length], c.Scales));
-            zeroPoint = AddZeroPoint(g, name + "_zero_point", type, new int[c.Scales.Length], [c.Scales.Length]);
+            scale = names.Fresh(name + "_scale");
+            g.AddInitializer(OnnxTensor.FromFloats(scale, [c.Scales.Length], c.Scales));
+            zeroPoint = AddZeroPoint(g, names, name + "_zero_point", type, new int[c.Scales.Length], [c.Scales.Length]);
         }
-        string dq = g.FreshName(name + "_dq");
-        var node = g.AddNode("DequantizeLinear", [storedName, scale, zeroPoint], [dq], g.FreshName(name + "_DequantizeLinear"));
+        string dq = names.Fresh(name + "_dq");
+        var node = g.AddNode("DequantizeLinear", [storedName, scale, zeroPoint], [dq], names.Fresh(name + "_DequantizeLinear"));
         if (c.Axis is int axisValue)
             node.SetInt("axis", axisValue);
-        return dq;
+        return node;
     }
 
-    private static string AddBias(OnnxGraph g, QuantizedBias bias)
+    private static string AddBias(OnnxGraph g, OnnxGraph.NameScope names, QuantizedBias bias)
     {
         string name = bias.Source.Name;
         int channels = bias.Values.Length;
         bool perChannel = bias.Scales.Length > 1;
-        string storedName = g.FreshName(name + "_quantized");
-        g.SetInitializer(OnnxTensor.FromInt32(storedName, [channels], bias.Values));
-        string scale = g.FreshName(name + "_scale");
-        g.SetInitializer(OnnxTensor.FromFloats(scale, perChannel ? [channels] : [], bias.Scales));
-        string zeroPoint = g.FreshName(name + "_zero_point");
-        g.SetInitializer(OnnxTensor.FromInt32(zeroPoint, perChannel ? [channels] : [], new int[bias.Scales.Length]));
-        string dq = g.FreshName(name + "_dq");
-        var node = g.AddNode("DequantizeLinear", [storedName, scale, zeroPoint], [dq], g.FreshName(name + "_DequantizeLinear"));
+        string storedName = names.Fresh(name + "_quantized");
+        g.AddInitializer(OnnxTensor.FromInt32(storedName, [channels], bias.Values));
+        string scale = names.Fresh(name + "_scale");
+        g.AddInitializer(OnnxTensor.FromFloats(scale, perChannel ? [channels] : [], bias.Scales));
+        string zeroPoint = names.Fresh(name + "_zero_point");
+        g.AddInitializer(OnnxTensor.FromInt32(zeroPoint, perChannel ? [channels] : [], new int[bias.Scales.Length]));
+        string dq = names.Fresh(name + "_dq");
+        var node = g.AddNode("DequantizeLinear", [storedName, scale, zeroPoint], [dq], names.Fresh(name + "_DequantizeLinear"));
         if (perChannel)
             node.SetInt("axis", 0);
         return dq;
     }
 
-    private static string AddScalar(OnnxGraph g, string name, float value)
+    private static string AddScalar(OnnxGraph g, OnnxGraph.NameScope names, string name, float value)
     {
-        string fresh = g.FreshName(name);
-        g.SetInitializer(OnnxTensor.FromFloats(fresh, [], [value]));
+        string fresh = names.Fresh(name);
+        g.AddInitializer(OnnxTensor.FromFloats(fresh, [], [value]));
         return fresh;
     }
 
-    private static string AddZeroPoint(OnnxGraph g, string name, OnnxElementType type, int[] values, long[] dims)
+    private static string AddZeroPoint(OnnxGraph g, OnnxGraph.NameScope names, string name, OnnxElementType type, int[] values, long[] dims)
     {
-        string fresh = g.FreshName(name);
+        string fresh = names.Fresh(name);
         OnnxTensor t = type switch
         {
             OnnxElementType.Int8 => OnnxTensor.FromInt8(fresh, dims, values.Select(v => (sbyte)v).ToArray()),
@@ -182,7 +189,7 @@ internal static class QdqWriter
             OnnxElementType.UInt16 => OnnxTensor.FromUInt16(fresh, dims, values.Select(v => (ushort)v).ToArray()),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Not a quantized type."),
         };
-        g.SetInitializer(t);
+        g.AddInitializer(t);
         return fresh;
     }
 }

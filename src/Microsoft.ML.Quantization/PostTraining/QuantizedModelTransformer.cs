@@ -13,26 +13,52 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// <see cref="PostTrainingEstimator"/>. Exports a standard QDQ ONNX file (<see cref="SaveAsOnnx"/>), saves with
 /// <c>mlContext.Model.Save</c> (the zip loads with <c>mlContext.Model.Load</c> as ML.NET's own OnnxTransformer over the
 /// same bytes) and is restored whole, options and backend included, by <c>mlContext.Quantization.LoadModel</c>.
+/// <see cref="Dispose"/> while cursors score does not wait: batches already running finish (the session or engine is
+/// freed after the last), and any later batch, <see cref="Transform"/> or save throws <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 {
-    private readonly Lazy<OnnxScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
+    private readonly Lazy<OnnxModelScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
     private readonly NativeBatchScorer? _native;
+    private int _disposed;
 
     internal QuantizedModelTransformer(MLContext context, byte[] quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes)
     {
         Context = context;
         QuantizedModel = quantizedModel;
+        settings = settings with
+        {
+            ModelName = settings.ModelName ?? "(quantized model)",
+            InputsOption = settings.InputsOption ?? nameof(PostTrainingOptions) + "." + nameof(PostTrainingOptions.Inputs),
+        };
         Settings = settings;
         Nodes = nodes;
-        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() => new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel)));
+        _onnxRuntime = new Lazy<OnnxModelScoringTransformer>(() =>
+        {
+            ThrowIfDisposed();
+            return new OnnxModelScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
+        });
         if (settings.Backend == QuantizedBackend.Native)
         {
-            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, "(quantized model)", settings.Inputs, settings.Outputs, settings.InputShapes,
-                settings.IntraOpNumThreads, out IReadOnlyList<string> unsupported);
+            ComputeDevice device = settings.NativeDevice ?? (context.GpuDeviceId is int gpu ? ComputeDevice.Cuda(gpu) : ComputeDevice.Cpu);
+            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, settings.ModelName, settings.Inputs, settings.Outputs, settings.InputShapes,
+                settings.IntraOpNumThreads, device, message =>
+                {
+                    using IChannel ch = ((IChannelProvider)context).Start("QatMl.NativeEngine");
+                    ch.Warning(MessageSensitivity.None, "{0}", message);
+                }, out IReadOnlyList<string> unsupported);
             if (engine is not null)
             {
-                _native = new NativeBatchScorer(engine, settings.BatchSize);
+                try
+                {
+                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, settings.ModelName);
+                }
+                catch
+                {
+                    engine.Dispose();
+                    throw;
+                }
+                _native = new NativeBatchScorer(engine, settings.BatchSize, nameof(QuantizedModelTransformer));
             }
             else
             {
@@ -80,6 +106,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     /// <summary>The backend requested.</summary>
     public QuantizedBackend RequestedBackend => Settings.Backend;
 
+    /// <summary>Where the native engine runs (null with ONNX Runtime): the CPU, or the CUDA GPU asked for when it is available.</summary>
+    public ComputeDevice? NativeDevice => _native?.Engine.Device;
+
     /// <summary>Whether a Native backend may fall back to ONNX Runtime.</summary>
     public bool AllowBackendFallback => Settings.AllowBackendFallback;
 
@@ -109,7 +138,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal NativeInt8Engine? NativeEngine => _native?.Engine;
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -117,26 +146,30 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (_native is null)
             return _onnxRuntime.Value.GetOutputSchema(inputSchema);
         ArgumentNullException.ThrowIfNull(inputSchema);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema));
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        foreach (OutputSpec o in _native.Outputs)
-            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
-        return builder.ToSchema();
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema), Settings.InputsOption!);
+        return BatchScorerSchema.OutputSchema(inputSchema, _native.Outputs);
     }
 
     /// <summary>A lazy view: the quantized model runs when a cursor reads an output column.</summary>
     public IDataView Transform(IDataView input)
     {
+        ThrowIfDisposed();
         if (_native is null)
             return _onnxRuntime.Value.Transform(input);
         ArgumentNullException.ThrowIfNull(input);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input));
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input), Settings.InputsOption!);
         return new BatchScoringDataView(input, _native);
     }
 
+    /// <summary>
+    /// One row per run of the backend that runs the model (one ONNX Runtime call, or one native engine call), sharing its
+    /// session or engine (PredictionEngine); the schema is checked here, not per row.
+    /// </summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("QuantizedModelTransformer scores batches of rows; use Transform.");
+    {
+        ThrowIfDisposed();
+        return new ScoringRowMapper(Scorer, inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Writes the quantized model as a standard ONNX file (atomically: a temporary file, then a rename).</summary>
     public void SaveAsOnnx(string path)
@@ -150,13 +183,24 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     /// this transformer's settings (backend included) and model as extra entries for <c>mlContext.Quantization.LoadModel</c>.
     /// </summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
+    {
+        ThrowIfDisposed();
+        ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
             JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
+    }
 
-    /// <summary>Releases the native engine and the ONNX Runtime session.</summary>
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            throw SharedResources.Disposed(nameof(QuantizedModelTransformer));
+    }
+
+    /// <summary>Releases the native engine and the ONNX Runtime session (after the batches running on them, if any).</summary>
     public void Dispose()
     {
-        _native?.Engine.Dispose();
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        _native?.Dispose();
         if (_onnxRuntime.IsValueCreated)
             _onnxRuntime.Value.Dispose();
     }

@@ -24,13 +24,14 @@ internal sealed class RowSample
         using var session = result.Session;
         var (inputs, _, fixedBatch) = OrtBatchScorer.Describe(session, modelName, inputBindings,
             outputs.Select(o => new OnnxColumnBinding(o, o)).ToList(), options.InputShapes, options.BatchSize);
-        BatchScorerSchema.ValidateInputSchema(inputs, data.Schema, "input");
+        BatchScorerSchema.ValidateInputSchema(inputs, data.Schema, "input", options.InputsOptionName);
 
         int wanted = Math.Max(1, options.SensitivityRowCount);
         var store = new RowStore(inputs, wanted);
         var columns = inputs.Select(i => data.Schema[i.ColumnName]).ToList();
         DataViewSchema.Column? label = options.MaxAccuracyDrop is null ? null
-            : data.Schema.GetColumnOrNull(options.LabelColumnName!) ?? throw Internal.SchemaErrors.MissingColumn("input", options.LabelColumnName!);
+            : data.Schema.GetColumnOrNull(options.LabelColumnName!) ?? throw Internal.SchemaErrors.MissingColumn("input", options.LabelColumnName!, data.Schema,
+                $"The sensitivity analysis's MaxAccuracyDrop reads labels from it; set {nameof(PostTrainingOptions)}.{nameof(PostTrainingOptions.LabelColumnName)}.");
         using var cursor = data.GetRowCursor(label is { } l ? columns.Append(l) : columns);
         var readers = columns.Select((c, k) => BatchScorerSchema.CreateReader(cursor, c, inputs[k], k)).ToArray();
         Func<long>? getLabel = label is { } lc ? QuantizationComparer.LabelGetter(cursor, lc) : null;
@@ -77,12 +78,12 @@ internal sealed class SampleRunner : IDisposable
     /// <summary>The model with the tensors it runs for as graph outputs (a copy when some are intermediate).</summary>
     internal static OnnxModel WithOutputs(OnnxModel model, IEnumerable<string> outputs)
     {
-        var missing = outputs.Where(o => !model.Graph.IsGraphOutput(o)).ToList();
+        var graphOutputs = model.Graph.Proto.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var missing = outputs.Where(o => !graphOutputs.Contains(o)).ToList();
         if (missing.Count == 0)
             return model;
         var copy = model.Clone();
-        foreach (string o in missing)
-            copy.Graph.AddOutput(o);
+        copy.Graph.AddOutputs(missing);
         return copy;
     }
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.Quantization.AwareTraining;
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Samples;
@@ -80,7 +81,7 @@ public sealed class AwareTrainingTests
     }
 
     [Fact]
-    public void CheckpointResume_EndsBitIdenticalToAnUninterruptedRun()
+    public void CheckpointResume_EndsBitIdenticalToAnUninterruptedRun_RefusesAnotherSchedule_CountsRowsPerSecondOverTheTimedRows()
     {
         TorchSharpRuntime.EnsureLoaded();
         string dir = Directory.CreateTempSubdirectory("qatml-ckpt-").FullName;
@@ -88,39 +89,90 @@ public sealed class AwareTrainingTests
         {
             var context = new MLContext(seed: 1);
             IDataView data = context.Data.LoadFromEnumerable(Train.Value.Take(256));
-            AwareTrainingOptions Make(string? checkpoint) => new()
+            // Each run's clock advances one second per step (in the progress report), so rows/s is exact: 32 rows a step.
+            AwareTrainingOptions Make(string? checkpoint)
             {
-                ModelPath = TestData.FmnistNetBn, Epochs = 2, TrainingBatchSize = 32, CalibrationSampleCount = 64, IntraOpNumThreads = 1,
-                ActivationRanges = RangeLearning.LearnedStepSize, LearnWeightStepSizes = true, CheckpointPath = checkpoint, CheckpointEverySteps = 3, Seed = 5,
-            };
+                var clock = new SteppedClock();
+                return new()
+                {
+                    ModelPath = TestData.FmnistNetBn, Epochs = 2, TrainingBatchSize = 32, CalibrationSampleCount = 64, IntraOpNumThreads = 1,
+                    ActivationRanges = RangeLearning.LearnedStepSize, LearnWeightStepSizes = true, CheckpointPath = checkpoint, CheckpointEverySteps = 3, Seed = 5,
+                    Clock = clock, Progress = new Progress(_ => clock.Advance()),
+                };
+            }
             using var uninterrupted = context.Quantization.AwareTraining(Make(null)).Fit(data);
+            Assert.Equal([32.0, 32.0], uninterrupted.AwareTraining!.Epochs.Select(e => e.RowsPerSecond));
 
-            // "Killed" after step 10 (the last checkpoint is after step 9), then resumed from that checkpoint.
+            // "Killed" after step 10 (the last checkpoint is after step 9, 1 step into epoch 2), then resumed from that checkpoint.
             string path = Path.Combine(dir, "qat.ckpt");
             using var cancel = new CancellationTokenSource();
             var killed = Make(path);
+            var advance = killed.Progress!;
             killed.CancellationToken = cancel.Token;
-            killed.Progress = new Progress(p => { if (p.Step == 10) cancel.Cancel(); });
+            killed.Progress = new Progress(p => { advance.Report(p); if (p.Step == 10) cancel.Cancel(); });
             Assert.ThrowsAny<OperationCanceledException>(() => context.Quantization.AwareTraining(killed).Fit(data));
             Assert.True(File.Exists(path));
             Assert.Single(Directory.GetFiles(dir));                          // no temporary file left
 
-            // A checkpoint of another run is refused with the reason.
+            // A checkpoint of another run is refused, naming what differs.
             var other = Make(path);
             other.Seed = 6;
-            Assert.Contains("belongs to another run", Assert.Throws<InvalidDataException>(() => context.Quantization.AwareTraining(other).Fit(data)).Message);
+            Assert.Contains("Seed is 5 in the checkpoint, 6 in this run", Assert.Throws<InvalidDataException>(() => context.Quantization.AwareTraining(other).Fit(data)).Message);
+            var schedule = Make(path);
+            (schedule.BatchNormFreezeEpoch, schedule.WarmupFraction, schedule.GradualBitWidth, schedule.DistillationWeight) = (0, 0.3, true, 0.5);
+            string refused = Assert.Throws<InvalidDataException>(() => context.Quantization.AwareTraining(schedule).Fit(data)).Message;
+            Assert.Contains($"Cannot resume from checkpoint '{path}'", refused);
+            Assert.Contains("BatchNormFreezeEpoch is 1 in the checkpoint, 0 in this run", refused);
+            Assert.Contains("WarmupFraction is 0.15 in the checkpoint, 0.3 in this run", refused);
+            Assert.Contains("GradualBitWidth is False in the checkpoint, True in this run", refused);
+            Assert.Contains("DistillationWeight is 0 in the checkpoint, 0.5 in this run", refused);
+            Assert.DoesNotContain("Seed", refused);
 
+            // A temporary file of a write the kill interrupted is removed by the next run.
+            File.WriteAllBytes(path + ".tmp-0123456789abcdef", [1, 2, 3]);
             var messages = new List<string>();
             context.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
             using var resumed = context.Quantization.AwareTraining(Make(path)).Fit(data);
             Assert.Contains(messages, m => m.Contains("Resuming from checkpoint") && m.Contains("step 9"));
             Assert.Equal(uninterrupted.QuantizedModel, resumed.QuantizedModel);
-            Assert.False(File.Exists(path));                                  // a finished run removes its checkpoint
+            // The resumed epoch: 1 step timed before the kill, 7 after, 256 rows.
+            Assert.Equal([32.0, 32.0], resumed.AwareTraining!.Epochs.Select(e => e.RowsPerSecond));
+            Assert.Equal(uninterrupted.AwareTraining.Epochs.Select(e => e.MeanLoss), resumed.AwareTraining.Epochs.Select(e => e.MeanLoss));
+            Assert.Empty(Directory.GetFiles(dir));                            // a finished run removes its checkpoint
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public void FloatFineTune_TheSameLoopWithoutQuantization_ExportsARunnableFloatModel()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var context = new MLContext(seed: 1);
+        var options = Options(context);
+        options.FloatFineTune = true;
+        options.Backend = QuantizedBackend.Native;       // a float model runs on ONNX Runtime whatever the backend
+        using var model = context.Quantization.AwareTraining(options).Fit(context.Data.LoadFromEnumerable(Train.Value));
+        var report = model.AwareTraining!;
+        Assert.Equal("FloatFineTune", report.Path);
+        Assert.Null(report.FakeQuantizedAccuracy);
+        Assert.Equal(2, report.Epochs.Count);
+        Assert.True(report.Epochs[1].MeanLoss < report.Epochs[0].MeanLoss, $"loss {report.Epochs[0].MeanLoss} then {report.Epochs[1].MeanLoss}");
+
+        // A float graph (BN folded, no Q/DQ), trained: its weights moved from the original's, and it scores sensibly.
+        var g = OnnxModel.Parse(model.QuantizedModel).Graph;
+        Assert.DoesNotContain(g.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear" or "BatchNormalization");
+        Assert.All(g.Initializers, t => Assert.Equal(OnnxElementType.Float, t.ElementType));
+        Assert.InRange(report.DeployedAccuracy!.Value, 0.85, 1.0);
+        var validation = context.Data.LoadFromEnumerable(Validation.Value);
+        var comparison = context.Quantization.Compare(TestData.FmnistNetBn, model, validation, new ComparisonOptions { LabelColumnName = "Label", PerLayer = false, MeasureLatency = false });
+        Assert.Equal(report.DeployedAccuracy.Value, comparison.QuantizedAccuracy!.Value, 6);   // Transform's accuracy is the report's
+        Assert.InRange(comparison.MeanCosineSimilarity, 0.9, 0.99999);                        // near the original, not equal to it
+
+        options.MaxAccuracyDrop = 1;
+        Assert.Contains("leave MaxAccuracyDrop null", Assert.Throws<ArgumentException>(() => context.Quantization.AwareTraining(options)).Message);
     }
 
     [Fact]
@@ -181,6 +233,18 @@ public sealed class AwareTrainingTests
     private sealed class Progress(Action<AwareTrainingProgress> report) : IProgress<AwareTrainingProgress>
     {
         public void Report(AwareTrainingProgress value) => report(value);
+    }
+
+    /// <summary>A clock that moves only when told: one second per <see cref="Advance"/>.</summary>
+    private sealed class SteppedClock : TimeProvider
+    {
+        private long _seconds;
+
+        public override long TimestampFrequency => 1;
+
+        public override long GetTimestamp() => _seconds;
+
+        public void Advance() => _seconds++;
     }
 
     private sealed class Scored

@@ -1,6 +1,7 @@
 using Microsoft.ML.Quantization.AwareTraining;
 using Microsoft.ML.Quantization.Calibration;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Microsoft.ML.Quantization.Tests.AwareTraining;
 
@@ -113,5 +114,148 @@ public sealed class FakeQuantizeTests
         using var passed = q.forward(d);
         Assert.Equal(0.123456f, passed.item<float>());
         Assert.Throws<ArgumentException>(() => new FakeQuantizer("lsq", learning: RangeLearning.LearnedStepSize));
+    }
+
+    public static TheoryData<string> Cases() => ["lsq per tensor, zero point 0", "lsq per tensor, zero point 7", "lsq per channel", "lsq zero point learned",
+        "fixed per tensor, zero point 0", "fixed per tensor, zero point 7", "fixed per channel"];
+
+    /// <summary>
+    /// The fused autograd op against the chain of primitives it replaced (<see cref="CompositeFakeQuantize"/>) on random
+    /// tensors with exact ties and saturated values mixed in: the same output bits, the same input gradient (up to the
+    /// composite's g * s / s rounding), and the same scale and zero-point gradients up to summation order.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void FusedOp_MatchesTheCompositeOfPrimitives_ValuesAndGradients(string name)
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        bool learned = name.StartsWith("lsq", StringComparison.Ordinal), perChannel = name.EndsWith("per channel", StringComparison.Ordinal);
+        float zero = name.Contains("zero point 7") ? 7f : 0f;
+        long qmin = zero != 0 ? 0 : -127, qmax = zero != 0 ? 255 : 127;
+        var rng = new Random(name.Length);
+        const int channels = 6, perRow = 400;
+        float[] scales = perChannel ? [0.011f, 0.02f, 0.005f, 0.03f, 0.0007f, 0.1f] : [0.013f];
+        float[] x = new float[channels * perRow];
+        for (int i = 0; i < x.Length; i++)
+        {
+            float s = scales[perChannel ? i / perRow : 0];
+            x[i] = (i % 7) switch
+            {
+                0 => (MathF.Round((float)(rng.NextDouble() * 400 - 200)) + 0.5f) * s,   // an exact tie (x / s = k + 0.5)
+                1 => (float)(rng.NextDouble() * 600 - 300) * s,                          // saturates about half the time
+                _ => (float)(rng.NextDouble() * 250 - 125) * s,
+            };
+        }
+        float[] upstream = Enumerable.Range(0, x.Length).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        int? axis = perChannel ? 0 : null;
+
+        (float[] Y, float[] Dx, float[] Ds, float[] Dz) Run(bool fused)
+        {
+            using var scope = torch.NewDisposeScope();
+            Tensor input = torch.tensor(x, [channels, perRow]).requires_grad_(true);
+            Tensor scaleLeaf = torch.tensor(scales, perChannel ? [channels] : []).requires_grad_(learned);
+            Tensor zeroLeaf = torch.full(perChannel ? [channels] : [], zero).requires_grad_(name.Contains("learned"));
+            double gradientScale = learned ? 1.0 / Math.Sqrt(perRow * (double)qmax) : 1.0;
+            Tensor scale = learned ? scaleLeaf.abs() + 1e-12f : scaleLeaf;
+            Tensor y = fused ? FakeQuantize.Apply(input, scale, zeroLeaf, qmin, qmax, axis, gradientScale)
+                : CompositeFakeQuantize.Apply(input, scale, zeroLeaf, qmin, qmax, axis, gradientScale);
+            (y * torch.tensor(upstream, [channels, perRow])).sum().backward();
+            return (y.data<float>().ToArray(), input.grad!.data<float>().ToArray(),
+                scaleLeaf.grad?.data<float>().ToArray() ?? [], zeroLeaf.grad?.data<float>().ToArray() ?? []);
+        }
+
+        var reference = Run(fused: false);
+        var got = Run(fused: true);
+        Assert.Equal(reference.Y, got.Y);
+        Assert.Contains(got.Dx, v => v == 0);                                     // some values saturated
+        for (int i = 0; i < x.Length; i++)
+            Assert.True(Math.Abs(reference.Dx[i] - got.Dx[i]) <= 1e-6 * Math.Abs(upstream[i]), $"dx[{i}]: {reference.Dx[i]} vs {got.Dx[i]}");
+        Assert.Equal(reference.Ds.Length, got.Ds.Length);
+        Assert.Equal(reference.Dz.Length, got.Dz.Length);
+        double gradientScale = learned ? 1.0 / Math.Sqrt(perRow * (double)qmax) : 1.0;
+        for (int c = 0; c < reference.Ds.Length; c++)
+        {
+            // A sum of 400 (per channel) or 2400 terms of size up to |g| * qmax, in another order: 2e-6 of the largest possible sum.
+            double bound = 2e-6 * gradientScale * perRow * (perChannel ? 1 : channels) * qmax;
+            Assert.True(Math.Abs(reference.Ds[c] - got.Ds[c]) <= bound, $"ds[{c}]: {reference.Ds[c]} vs {got.Ds[c]}");
+        }
+        for (int c = 0; c < reference.Dz.Length; c++)
+            Assert.True(Math.Abs(reference.Dz[c] - got.Dz[c]) <= 1e-5 * Math.Abs(reference.Dz[c]) + 1e-6, $"dz[{c}]: {reference.Dz[c]} vs {got.Dz[c]}");
+        Assert.Equal(learned, got.Ds.Length > 0 && got.Ds.Any(v => v != 0));
+    }
+
+    [Fact]
+    public void FusedOp_SaturatesInfinities_AsQuantizeLinear_AndPassesNoGradientThroughThem()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        using var x = torch.tensor(new[] { float.NegativeInfinity, 0.5f, float.PositiveInfinity }, requires_grad: true);
+        using var s = torch.tensor(0.25f, requires_grad: true);
+        using var z = torch.tensor(0f);
+        using var y = FakeQuantize.Apply(x, s, z, -127, 127);
+        Assert.Equal(new[] { -127 * 0.25f, 0.5f, 127 * 0.25f }, y.data<float>().ToArray());
+        y.sum().backward();
+        Assert.Equal(new float[] { 0, 1, 0 }, x.grad!.data<float>().ToArray());
+        Assert.Equal(-127 + 0 + 127, s.grad!.item<float>());    // saturated ends give qmin and qmax, the exact level 0
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FusedOp_RetainedGraph_BackwardTwice_AccumulatesTheSameGradientAgain(bool learned)
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        using var x = torch.tensor(new[] { -1f, 0.3f, 1.2f, 2.9f }, requires_grad: true);
+        using var s = torch.tensor(0.1f, requires_grad: learned);
+        using var z = torch.tensor(0f);
+        using var y = FakeQuantize.Apply(x, s, z, 0, 25);
+        using var g = torch.ones(4);
+        y.backward([g], retain_graph: true);
+        Assert.Equal(new float[] { 0, 1, 1, 0 }, x.grad!.data<float>().ToArray());
+        float scaleGradient = learned ? s.grad!.item<float>() : 0;
+        y.backward([g]);
+        Assert.Equal(new float[] { 0, 2, 2, 0 }, x.grad!.data<float>().ToArray());
+        if (learned)
+            Assert.Equal(2 * scaleGradient, s.grad!.item<float>());
+    }
+
+    /// <summary>
+    /// The implementation the fused op replaced, kept as the reference: fake quantization from autograd primitives
+    /// (rounding detached for the straight-through estimator, LSQ's scale gradient from the chain rule).
+    /// </summary>
+    private static class CompositeFakeQuantize
+    {
+        public static Tensor Apply(Tensor x, Tensor scale, Tensor zeroPoint, long quantMin, long quantMax, int? axis, double gradientScale)
+        {
+            Tensor s = scale, z = zeroPoint;
+            if (gradientScale != 1.0 && scale.requires_grad)
+                s = (s - s.detach()) * gradientScale + s.detach();
+            if (axis is int a)
+            {
+                long[] shape = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
+                shape[a] = -1;
+                s = s.reshape(shape);
+                z = z.reshape(shape);
+            }
+            if (!s.requires_grad && !z.requires_grad)
+                return FixedRange(x, s, z, quantMin, quantMax);
+            Tensor scaled = x / s;
+            Tensor rounded = scaled + (scaled.round() - scaled).detach();
+            Tensor q = (rounded + z).clamp(quantMin, quantMax);
+            return (q - z) * s;
+        }
+
+        private static Tensor FixedRange(Tensor x, Tensor s, Tensor z, long quantMin, long quantMax)
+        {
+            Tensor quantized;
+            using (torch.no_grad())
+            {
+                quantized = x / s;
+                quantized.round_().add_(z).clamp_(quantMin, quantMax).sub_(z).mul_(s);
+            }
+            Tensor clamped = x.clamp((quantMin - z) * s, (quantMax - z) * s);
+            using (torch.no_grad())
+                quantized.sub_(clamped);
+            return clamped.add_(quantized);
+        }
     }
 }

@@ -286,7 +286,7 @@ public sealed class CalibrateEstimatorTests
 
     private static float[] ScoreTensor(MLContext context, IDataView data, string tensor)
     {
-        var options = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 };
+        var options = new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 };
         options.Outputs.Add(new OnnxColumnBinding("T", tensor));
         using var scorer = context.Quantization.ScoreOnnxModel(options).Fit(data);
         return context.Data.CreateEnumerable<TensorRow>(scorer.Transform(data), false).SelectMany(r => r.T).ToArray();

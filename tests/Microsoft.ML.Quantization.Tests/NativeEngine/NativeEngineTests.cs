@@ -16,7 +16,7 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
     private static readonly Lazy<List<FashionMnist.Row>> Calibration =
         new(() => FashionMnist.Rows(FashionMnist.ReadCalibration(TestData.FashionMnistFolder, limit: 200)));
 
-    private static readonly Lazy<float[]> Images = new(() =>
+    internal static readonly Lazy<float[]> Images = new(() =>
         FashionMnist.Rows(FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 300)).SelectMany(r => r.Input).ToArray());
 
     private static readonly Dictionary<string, byte[]> Models = [];
@@ -341,7 +341,7 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
         }
     }
 
-    private static int ArgMax(ReadOnlySpan<float> v)
+    internal static int ArgMax(ReadOnlySpan<float> v)
     {
         int best = 0;
         for (int i = 1; i < v.Length; i++)

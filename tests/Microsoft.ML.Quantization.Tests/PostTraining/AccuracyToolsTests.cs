@@ -33,7 +33,7 @@ public sealed class AccuracyToolsTests
 
     private static double Cosine(MLContext context, byte[] floatModel, QuantizedModelTransformer quantized, IDataView data)
     {
-        using var scoring = context.Quantization.ScoreOnnxModel(new Microsoft.ML.Quantization.Inference.OnnxScoringOptions { ModelBytes = floatModel, IntraOpNumThreads = 1 }).Fit(data);
+        using var scoring = context.Quantization.ScoreOnnxModel(new Microsoft.ML.Quantization.Inference.OnnxModelScoringOptions { ModelBytes = floatModel, IntraOpNumThreads = 1 }).Fit(data);
         return OrtRunner.Cosine([.. scoring.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)], [.. quantized.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)]);
     }
 
@@ -100,7 +100,7 @@ public sealed class AccuracyToolsTests
         using var corrected = context.Quantization.PostTraining(options).Fit(data);
         double MeanError(QuantizedModelTransformer q)
         {
-            using var scoring = context.Quantization.ScoreOnnxModel(new Microsoft.ML.Quantization.Inference.OnnxScoringOptions { ModelBytes = model.ToBytes(), IntraOpNumThreads = 1 }).Fit(data);
+            using var scoring = context.Quantization.ScoreOnnxModel(new Microsoft.ML.Quantization.Inference.OnnxModelScoringOptions { ModelBytes = model.ToBytes(), IntraOpNumThreads = 1 }).Fit(data);
             float[] f = [.. scoring.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)];
             float[] o = [.. q.Transform(data).GetColumn<float[]>("y").SelectMany(v => v)];
             return Math.Abs(f.Zip(o).Average(p => (double)p.Second - p.First));

@@ -114,7 +114,7 @@ public sealed class NonFloatInputTests : IDisposable
         IDataView calibration = View(context, calibrationRows), test = View(context, testRows);
 
         // Float scoring: every typed input bound from its column, batches of 4 (the last one short).
-        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelBytes = model, BatchSize = 4, IntraOpNumThreads = 1 }).Fit(test))
+        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelBytes = model, BatchSize = 4, IntraOpNumThreads = 1 }).Fit(test))
         {
             float[] scored = Column(scoring.Transform(test), "y");
             Assert.Equal(OrtReference(model, testRows), scored);
@@ -219,7 +219,7 @@ public sealed class NonFloatInputTests : IDisposable
         Assert.Contains(then.Initializer, t => t.DataType == (int)OnnxElementType.Int8);
         Assert.DoesNotContain(then.Node, n => n.OpType == "Constant");
 
-        using var floatModel = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelBytes = model, BatchSize = 1, InputShapes = { ["rate"] = [] } }).Fit(data);
+        using var floatModel = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelBytes = model, BatchSize = 1, InputShapes = { ["rate"] = [] } }).Fit(data);
         double cosine = OrtRunner.Cosine(Column(floatModel.Transform(data), "y"), Column(quantized.Transform(data), "y"));
         Assert.True(cosine > 0.999, $"cosine {cosine:F5}");
 
@@ -280,7 +280,7 @@ public sealed class NonFloatInputTests : IDisposable
         using var quantized = context.Quantization.PostTraining(options).Fit(calibration);
         Assert.NotNull(quantized.Sensitivity);
 
-        var floatOptions = new OnnxScoringOptions { ModelPath = modelFile, BatchSize = 4, IntraOpNumThreads = 1 };
+        var floatOptions = new OnnxModelScoringOptions { ModelPath = modelFile, BatchSize = 4, IntraOpNumThreads = 1 };
         foreach (var (k, v) in options.InputShapes)
             floatOptions.InputShapes[k] = v;
         floatOptions.Outputs.Add(new OnnxColumnBinding("tokens", "last_hidden_state"));

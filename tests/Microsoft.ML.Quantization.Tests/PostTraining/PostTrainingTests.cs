@@ -68,7 +68,7 @@ public sealed class PostTrainingTests : IDisposable
         }
         Assert.All(quantized.Nodes, n => Assert.NotNull(n.Precision));
 
-        var floatScoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 }).Fit(test);
+        var floatScoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 }).Fit(test);
         double fp32 = Accuracy(context, floatScoring, test), int8 = Accuracy(context, quantized, test);
         Assert.True(int8 >= fp32 - 0.01, $"INT8 {int8:P2} vs FP32 {fp32:P2}");
 
@@ -122,7 +122,7 @@ public sealed class PostTrainingTests : IDisposable
         Assert.Equal((byte)63, hi.ToUInt8Array()[0]);
         Assert.Equal(21, OnnxModel.Parse(quantized.QuantizedModel).DefaultOpset);        // int4 needs opset 21
 
-        var floatScoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 }).Fit(test);
+        var floatScoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 }).Fit(test);
         Assert.True(Accuracy(context, quantized, test) >= Accuracy(context, floatScoring, test) - 0.03);
     }
 

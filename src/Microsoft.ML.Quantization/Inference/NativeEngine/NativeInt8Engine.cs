@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Interop;
 using Microsoft.ML.Quantization.Onnx;
 
@@ -19,6 +20,7 @@ internal sealed class NativeInt8Engine : IDisposable
     {
         _handle = handle;
         _context = context;
+        Device = context.Device;
         Inputs = inputs;
         Outputs = outputs;
         Ops = plan.Ops.Select(o => (o.Kind, o.Source)).ToArray();
@@ -46,8 +48,11 @@ internal sealed class NativeInt8Engine : IDisposable
     /// <summary>Ops the native engine runs after its own fusions (a convolution and the 2x2 max pool after it become one).</summary>
     public int NativeOpCount { get; }
 
-    /// <summary>Threads one run uses (the batch is split into that many row ranges).</summary>
+    /// <summary>Threads one run uses on the CPU (the batch is split into that many row ranges).</summary>
     public int Threads { get; }
+
+    /// <summary>Where runs execute: the CPU, or the CUDA GPU the engine was loaded on.</summary>
+    public ComputeDevice Device { get; }
 
     /// <summary>Packed weights, biases and multipliers held natively.</summary>
     public long WeightBytes { get; }
@@ -64,6 +69,15 @@ internal sealed class NativeInt8Engine : IDisposable
     /// </summary>
     public static NativeInt8Engine? TryLoad(byte[] qdqModel, string modelName, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes, int threads, out IReadOnlyList<string> unsupported)
+        => TryLoad(qdqModel, modelName, inputs, outputs, inputShapes, threads, ComputeDevice.Cpu, null, out unsupported);
+
+    /// <summary>
+    /// <see cref="TryLoad(byte[], string, IList{OnnxColumnBinding}, IList{OnnxColumnBinding}, IDictionary{string, int[]}, int, out IReadOnlyList{string})"/>
+    /// on <paramref name="device"/>; a CUDA device that is not available (no GPU, a CPU-only native library) loads the engine on the CPU
+    /// and tells <paramref name="warn"/> why.
+    /// </summary>
+    public static NativeInt8Engine? TryLoad(byte[] qdqModel, string modelName, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs,
+        IDictionary<string, int[]> inputShapes, int threads, ComputeDevice device, Action<string>? warn, out IReadOnlyList<string> unsupported)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         // No native build for this platform (the package ships linux-x64): the caller falls back as for an unsupported node.
@@ -77,18 +91,37 @@ internal sealed class NativeInt8Engine : IDisposable
         unsupported = lowered.Unsupported;
         if (!lowered.Succeeded)
             return null;
-        return Load(lowered.Plan!, lowered.Inputs, lowered.Outputs, threads);
+        return Load(lowered.Plan!, lowered.Inputs, lowered.Outputs, threads, device, warn);
     }
 
-    /// <summary>Loads a plan (validated again natively: a malformed plan is a <see cref="QuantizationNativeException"/>).</summary>
-    internal static unsafe NativeInt8Engine Load(EnginePlan plan, InputSpec[] inputs, OutputSpec[] outputs, int threads)
+    /// <summary>
+    /// Loads a plan (validated again natively: a malformed plan is a <see cref="QuantizationNativeException"/>) on
+    /// <paramref name="device"/>, or on the CPU with a message to <paramref name="warn"/> when that CUDA device cannot take it.
+    /// </summary>
+    internal static unsafe NativeInt8Engine Load(EnginePlan plan, InputSpec[] inputs, OutputSpec[] outputs, int threads, ComputeDevice device = default,
+        Action<string>? warn = null)
     {
         NativeApi.EnsureLoaded();
         int count = threads == 0 ? Environment.ProcessorCount : threads;
+        byte[] bytes = plan.ToBytes();
+        if (device.Kind == ComputeDeviceKind.Cuda)
+        {
+            NativeContext? gpu = null;
+            try
+            {
+                gpu = new NativeContext(device);
+                return new NativeInt8Engine(CreateHandle(gpu, bytes), gpu, inputs, outputs, plan, count);
+            }
+            catch (QuantizationNativeException e)
+            {
+                gpu?.Dispose();
+                warn?.Invoke($"Native engine: CUDA device {device.Index} cannot run the model ({e.Message}). Running on the CPU instead.");
+            }
+        }
         var context = new NativeContext(ComputeDevice.Cpu, count);
         try
         {
-            return new NativeInt8Engine(CreateHandle(context, plan.ToBytes()), context, inputs, outputs, plan, count);
+            return new NativeInt8Engine(CreateHandle(context, bytes), context, inputs, outputs, plan, count);
         }
         catch
         {
@@ -155,18 +188,40 @@ internal sealed class NativeInt8Engine : IDisposable
     }
 }
 
-/// <summary>Scores batches of rows with a <see cref="NativeInt8Engine"/> (one native call per batch).</summary>
-internal sealed class NativeBatchScorer(NativeInt8Engine engine, int batchSize) : IBatchScorer
+/// <summary>
+/// Scores batches of rows with a <see cref="NativeInt8Engine"/> (one native call per batch). Owns the engine; each run
+/// holds a reference to it, so <see cref="Dispose"/> during scoring frees it after the running batches.
+/// </summary>
+internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 {
-    public NativeInt8Engine Engine { get; } = engine;
+    private readonly SharedResource<NativeInt8Engine> _engine;
+
+    /// <param name="engine">The engine; the scorer owns it from now on.</param>
+    /// <param name="batchSize">Rows per run.</param>
+    /// <param name="ownerName">The public type a use after Dispose names.</param>
+    public NativeBatchScorer(NativeInt8Engine engine, int batchSize, string ownerName = nameof(NativeBatchScorer))
+    {
+        Engine = engine;
+        BatchSize = batchSize;
+        _engine = new SharedResource<NativeInt8Engine>(engine, e => e.Dispose(), ownerName);
+    }
+
+    /// <summary>The engine (its description; runs go through a batch).</summary>
+    public NativeInt8Engine Engine { get; }
 
     public InputSpec[] Inputs => Engine.Inputs;
 
     public OutputSpec[] Outputs => Engine.Outputs;
 
-    public int BatchSize { get; } = batchSize;
+    public int BatchSize { get; }
 
-    public IScoringBatch CreateBatch(bool[] outputActive) => new Batch(this);
+    public IScoringBatch CreateBatch(bool[] outputActive, int capacity) => new Batch(this, capacity);
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
+    internal void ThrowIfDisposed() => _engine.ThrowIfDisposed();
+
+    /// <summary>Releases the engine now, or after the batches running on it.</summary>
+    public void Dispose() => _engine.Dispose();
 
     /// <summary>Staging buffers of one cursor; every output is computed (the engine's graph has no partial runs).</summary>
     internal sealed class Batch : IScoringBatch
@@ -200,8 +255,10 @@ internal sealed class NativeBatchScorer(NativeInt8Engine engine, int batchSize) 
 
         public void Run(int rows)
         {
-            if (rows > 0)
-                _scorer.Engine.Run(rows, _inputs, OutputBuffers);
+            if (rows <= 0)
+                return;
+            using SharedResource<NativeInt8Engine>.Lease lease = _scorer._engine.Acquire();
+            lease.Value.Run(rows, _inputs, OutputBuffers);
         }
 
         public void Dispose()

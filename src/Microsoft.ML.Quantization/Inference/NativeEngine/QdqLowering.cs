@@ -20,6 +20,7 @@ internal sealed record LoweringResult(EnginePlan? Plan, InputSpec[] Inputs, Outp
 internal sealed class QdqLowering
 {
     private readonly OnnxGraph _g;
+    private readonly GraphIndex _index; // the lowering reads the graph only: lookups through one index keep it linear
     private readonly string _modelName;
     private readonly EnginePlan _plan = new();
     private readonly List<(string Where, string Reason)> _rootCauses = [];
@@ -38,6 +39,7 @@ internal sealed class QdqLowering
     private QdqLowering(OnnxModel model, string modelName)
     {
         _g = model.Graph;
+        _index = _g.Index();
         _modelName = modelName;
         _consumers = _g.ConsumerMap();
     }
@@ -183,7 +185,7 @@ internal sealed class QdqLowering
     private void VisitDequantize(OnnxNode dq)
     {
         string x = dq.Inputs[0];
-        if (_g.IsInitializer(x))
+        if (_index.TryGetInitializer(x, out _))
         {
             _dqConstant[dq.Outputs[0]] = dq;
             return;
@@ -213,14 +215,14 @@ internal sealed class QdqLowering
     /// <summary>Type and per-tensor quantization of a Q or DQ node (scale input <paramref name="scaleIndex"/>, zero point <paramref name="zpIndex"/>).</summary>
     private (EngineType Type, EngineQuant Quant) ActivationQuant(OnnxNode node, int scaleIndex, int zpIndex)
     {
-        if (node.Inputs.Count <= scaleIndex || !_g.TryGetInitializer(node.Inputs[scaleIndex], out var scale) || scale.ElementType != OnnxElementType.Float || scale.ElementCount != 1)
+        if (node.Inputs.Count <= scaleIndex || !_index.TryGetInitializer(node.Inputs[scaleIndex], out var scale) || scale.ElementType != OnnxElementType.Float || scale.ElementCount != 1)
             throw new NotSupportedException("its scale is not a constant float scalar (per-axis activations are not supported)");
         float s = scale.ToFloatArray()[0];
         if (!(s > 0) || !float.IsFinite(s))
             throw new InvalidOnnxModelException($"Model '{_modelName}': {node.Describe} has scale {s}; scales must be finite and > 0.");
         if (node.Inputs.Count <= zpIndex || node.Inputs[zpIndex].Length == 0)
             return (EngineType.UInt8, new EngineQuant(s, 0));
-        if (!_g.TryGetInitializer(node.Inputs[zpIndex], out var zp) || zp.ElementCount != 1)
+        if (!_index.TryGetInitializer(node.Inputs[zpIndex], out var zp) || zp.ElementCount != 1)
             throw new NotSupportedException("its zero point is not a constant scalar");
         return zp.ElementType switch
         {
@@ -238,7 +240,7 @@ internal sealed class QdqLowering
             throw new NotSupportedException("has more than one output");
         string y = node.Outputs[0];
         var users = _consumers.GetValueOrDefault(y) ?? [];
-        if (_g.IsGraphOutput(y) || users.Count != 1 || users[0].OpType != "QuantizeLinear" || users[0].Domain.Length != 0)
+        if (_index.IsGraphOutput(y) || users.Count != 1 || users[0].OpType != "QuantizeLinear" || users[0].Domain.Length != 0)
             throw new NotSupportedException($"its output '{y}' is not quantized by exactly one QuantizeLinear (the engine has no float ops)");
         OnnxNode q = users[0];
         var (outType, outQuant) = ActivationQuant(q, 1, 2);
@@ -321,15 +323,15 @@ internal sealed class QdqLowering
     {
         if (index >= node.Inputs.Count || !_dqConstant.TryGetValue(node.Inputs[index], out var dq))
             throw new NotSupportedException($"input {index} is not a constant DequantizeLinear (float weights are not supported)");
-        _g.TryGetInitializer(dq.Inputs[0], out var values);
+        _index.TryGetInitializer(dq.Inputs[0], out var values);
         if (values.ElementType is not (OnnxElementType.Int8 or OnnxElementType.Int4))
             throw new NotSupportedException($"weights of type {values.ElementType} are not supported (int8 and int4 are)");
-        if (dq.Inputs.Count < 2 || !_g.TryGetInitializer(dq.Inputs[1], out var scale) || scale.ElementType != OnnxElementType.Float)
+        if (dq.Inputs.Count < 2 || !_index.TryGetInitializer(dq.Inputs[1], out var scale) || scale.ElementType != OnnxElementType.Float)
             throw new NotSupportedException("the weight scale is not a constant float tensor");
         int[]? zps = null;
         if (dq.Inputs.Count > 2 && dq.Inputs[2].Length > 0)
         {
-            if (!_g.TryGetInitializer(dq.Inputs[2], out var zp) || zp.ElementType != values.ElementType)
+            if (!_index.TryGetInitializer(dq.Inputs[2], out var zp) || zp.ElementType != values.ElementType)
                 throw new NotSupportedException("the weight zero point is not a constant of the weight's type");
             zps = zp.ElementType == OnnxElementType.Int8 ? zp.ToInt8Array().Select(v => (int)v).ToArray() : zp.ToInt4Array().Select(v => (int)v).ToArray();
             if (zps.All(v => v == 0))
@@ -385,9 +387,9 @@ internal sealed class QdqLowering
     /// <summary>An int32 bias behind a DequantizeLinear, used as stored (as ONNX Runtime's QLinearConv / QGemm do).</summary>
     private int[] Bias(OnnxNode node, int index, long channels)
     {
-        if (!_dqConstant.TryGetValue(node.Inputs[index], out var dq) || !_g.TryGetInitializer(dq.Inputs[0], out var values) || values.ElementType != OnnxElementType.Int32)
+        if (!_dqConstant.TryGetValue(node.Inputs[index], out var dq) || !_index.TryGetInitializer(dq.Inputs[0], out var values) || values.ElementType != OnnxElementType.Int32)
             throw new NotSupportedException("the bias is not an int32 constant behind a DequantizeLinear");
-        if (dq.Inputs.Count > 2 && dq.Inputs[2].Length > 0 && _g.TryGetInitializer(dq.Inputs[2], out var zp) && zp.ToInt32Array().Any(v => v != 0))
+        if (dq.Inputs.Count > 2 && dq.Inputs[2].Length > 0 && _index.TryGetInitializer(dq.Inputs[2], out var zp) && zp.ToInt32Array().Any(v => v != 0))
             throw new NotSupportedException("the bias has a non-zero zero point");
         int[] b = values.ToInt32Array();
         if (b.Length != channels)
@@ -531,7 +533,7 @@ internal sealed class QdqLowering
 
     private float FloatScalar(OnnxNode node, int index)
     {
-        if (!_g.TryGetInitializer(node.Inputs[index], out var t) || t.ElementType != OnnxElementType.Float || t.ElementCount != 1)
+        if (!_index.TryGetInitializer(node.Inputs[index], out var t) || t.ElementType != OnnxElementType.Float || t.ElementCount != 1)
             throw new NotSupportedException($"input {index} is not a constant float scalar");
         return t.ToFloatArray()[0];
     }
@@ -545,7 +547,7 @@ internal sealed class QdqLowering
         {
             if (node.Inputs.Count <= i || node.Inputs[i].Length == 0)
                 continue;
-            if (!_g.TryGetInitializer(node.Inputs[i], out var t) || t.ElementCount != 1 || t.ElementType is not (OnnxElementType.UInt8 or OnnxElementType.Int8))
+            if (!_index.TryGetInitializer(node.Inputs[i], out var t) || t.ElementCount != 1 || t.ElementType is not (OnnxElementType.UInt8 or OnnxElementType.Int8))
                 throw new NotSupportedException($"clip bound {i} is not a constant of the activation's type");
             int v = t.ElementType == OnnxElementType.UInt8 ? t.ToUInt8Array()[0] : t.ToInt8Array()[0];
             if (i == 1) lo = v; else hi = v;
@@ -606,7 +608,7 @@ internal sealed class QdqLowering
 
     private long[] ReshapeDims(OnnxNode node, long rowSize)
     {
-        if (node.Inputs.Count < 2 || !_g.TryGetInitializer(node.Inputs[1], out var shapeTensor))
+        if (node.Inputs.Count < 2 || !_index.TryGetInitializer(node.Inputs[1], out var shapeTensor))
             throw new NotSupportedException("the target shape is not a constant");
         long[] shape = shapeTensor.ToInt64Array();
         if (shape.Length < 2 || node.GetInt("allowzero", 0) != 0)
@@ -631,7 +633,7 @@ internal sealed class QdqLowering
     {
         long[]? axes = node.GetInts("axes");
         if (axes is null && node.Inputs.Count > 1 && node.Inputs[1].Length > 0)
-            axes = _g.TryGetInitializer(node.Inputs[1], out var t) ? t.ToInt64Array() : throw new NotSupportedException("axes are not constant");
+            axes = _index.TryGetInitializer(node.Inputs[1], out var t) ? t.ToInt64Array() : throw new NotSupportedException("axes are not constant");
         if (axes is null)
             return squeeze ? dims.Where(d => d != 1).DefaultIfEmpty(1).ToArray() : throw Invalid(node, "Unsqueeze needs axes");
         var full = new List<long> { -1 };

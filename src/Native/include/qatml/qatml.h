@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Incremented on every incompatible change of this header. */
-#define QATML_ABI_VERSION 2
+#define QATML_ABI_VERSION 3
 
 /* ---- status codes ---------------------------------------------------------------------------- */
 typedef enum qatml_status {
@@ -65,12 +65,15 @@ QATML_API void qatml_clear_error(void);
 
 /* ---- CPU capabilities and kernel dispatch ---------------------------------------------------- */
 
-/* Instruction sets the integer kernels dispatch to, ordered from lowest to highest. */
+/* Kernel paths, numbered from the least to the most capable. They are not a total order of CPUs:
+ * Zen 4, Ice Lake and Cascade Lake have AVX-512 VNNI but no AVX-VNNI, Alder Lake the reverse. Each
+ * path executes a set of CPU features (qatml_isa_required_features) and runs only on a CPU that has
+ * all of them; dispatch picks from the CPU's feature set, never by comparing paths to the CPU. */
 typedef enum qatml_isa {
     QATML_ISA_SCALAR = 0,      /* portable C++, the reference every fast path is tested against */
     QATML_ISA_AVX2 = 1,        /* AVX2 + FMA: vpmaddubsw/vpmaddwd */
-    QATML_ISA_AVX_VNNI = 2,    /* AVX-VNNI (VEX): vpdpbusd on ymm */
-    QATML_ISA_AVX512_VNNI = 3  /* AVX-512 F/BW/VL + VNNI: vpdpbusd on zmm */
+    QATML_ISA_AVX_VNNI = 2,    /* AVX2 + FMA + AVX-VNNI (VEX): vpdpbusd on ymm */
+    QATML_ISA_AVX512_VNNI = 3  /* AVX2 + FMA + AVX-512 F/BW/VL + AVX512_VNNI: vpdpbusd on zmm */
 } qatml_isa;
 
 /* CPU feature bits reported by qatml_cpu_features. */
@@ -83,24 +86,44 @@ typedef enum qatml_isa {
 #define QATML_CPU_AVX_VNNI    (1u << 6)
 #define QATML_CPU_AVX512_BF16 (1u << 7)
 
-/* Feature bits of this CPU that the OS also enabled (XCR0 checked). */
+/* Feature bits of this CPU that the OS also enabled (XCR0 checked), less those a test's feature mask
+ * removes (qatml_cpu_set_feature_mask). The CPU is read once per process. */
 QATML_API qatml_status qatml_cpu_features(uint32_t* out_features);
 
-/* Highest ISA this CPU and this build support, ignoring any override. */
+/* The features path `isa` executes (QATML_CPU_* bits): the path runs only where qatml_cpu_features
+ * has all of them. 0 for the scalar path. */
+QATML_API qatml_status qatml_isa_required_features(int32_t isa, uint32_t* out_features);
+
+/* The best path this CPU supports, ignoring any cap. */
 QATML_API qatml_status qatml_cpu_detected_isa(int32_t* out_isa);
 
-/* ISA the kernels dispatch to now: the detected ISA lowered by the override, if any. The override
- * is, in order: the value set by qatml_cpu_set_max_isa, else the environment variable
- * QATML_MAX_ISA (scalar | avx2 | avx_vnni | avx512_vnni, read on each call). An override can only
- * lower the ISA; asking for more than the CPU has gives the detected ISA. An unknown value in
- * QATML_MAX_ISA is an error (QATML_INVALID_ARGUMENT naming the value). */
+/* The path the kernels dispatch to now: the best path the CPU supports at or below the cap, if any
+ * (scalar at worst). The cap is, in order: the value set by qatml_cpu_set_max_isa, else the
+ * environment variable QATML_MAX_ISA (scalar | avx2 | avx_vnni | avx512_vnni, read on each call).
+ * A cap never selects a path the CPU lacks: avx_vnni on a Zen 4 gives avx2, avx512_vnni on an Alder
+ * Lake gives avx_vnni. An unknown value in QATML_MAX_ISA is an error (QATML_INVALID_ARGUMENT naming
+ * the value). */
 QATML_API qatml_status qatml_cpu_active_isa(int32_t* out_isa);
 
-/* Process-wide cap on the ISA; -1 removes it (the environment variable applies again).
- * Thread-safe; kernels read the cap when they are planned or packed. */
+/* Process-wide cap on the path; -1 removes it (the environment variable applies again).
+ * Thread-safe. Kernels read the cap when weights are packed (GEMM, convolution: the path is chosen
+ * then and kept) and once per call for the elementwise and pooling kernels, never inside loops. */
 QATML_API qatml_status qatml_cpu_set_max_isa(int32_t isa);
 
-/* Lower-case name of an ISA ("scalar", "avx2", "avx_vnni", "avx512_vnni"); NULL if unknown. */
+/* FOR TESTS ONLY: emulate a CPU with fewer features. Every query and every dispatch decision sees
+ * qatml_cpu_features() = CPU features & mask & QATML_CPU_FEATURE_MASK, so a Zen 5 or Sapphire
+ * Rapids machine can run the paths a Zen 4 / Cascade Lake (mask ~QATML_CPU_AVX_VNNI) or an
+ * AVX2-only machine (QATML_CPU_AVX2 | QATML_CPU_FMA) would. 0xFFFFFFFF removes this mask. The
+ * environment variable QATML_CPU_FEATURE_MASK (read once, at the first query) holds the bits kept
+ * ("0x3") or "~" and the bits removed ("~0x40"); a malformed value makes every query and kernel
+ * fail with QATML_INVALID_ARGUMENT naming it. Weights packed before a mask change keep their path;
+ * running them on a path the mask removed is QATML_UNSUPPORTED. Thread-safe. */
+QATML_API qatml_status qatml_cpu_set_feature_mask(uint32_t mask);
+
+/* The feature mask in effect: QATML_CPU_FEATURE_MASK & the value of qatml_cpu_set_feature_mask. */
+QATML_API qatml_status qatml_cpu_get_feature_mask(uint32_t* out_mask);
+
+/* Lower-case name of a path ("scalar", "avx2", "avx_vnni", "avx512_vnni"); NULL if unknown. */
 QATML_API const char* qatml_isa_name(int32_t isa);
 
 /* ---- devices and contexts -------------------------------------------------------------------- */

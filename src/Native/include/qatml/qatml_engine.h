@@ -20,6 +20,13 @@
  *   the thread count.
  * - Memory: the caller owns the float input and output buffers ([batch, row elements], dense); the
  *   engine owns packed weights, constants and arenas (released by qatml_engine_destroy).
+ * - Devices: an engine created on a CUDA context (CUDA builds, a GPU of compute capability 8.0 or newer) is
+ *   loaded for the CPU as usual and its weights are also uploaded once to that GPU. A run with that CUDA
+ *   context (or another context of the same GPU) executes on the GPU, on the context's stream: the inputs are
+ *   staged through the context's pinned host buffer into its device arena (planned per row at load, grown to
+ *   the largest batch seen), every op runs as GPU kernels, the outputs come back the same way, and the call
+ *   returns when they are written. Results are bit-identical to the CPU's. Runs on one context are serialised;
+ *   runs on different contexts proceed concurrently. A run with NULL or a CPU context runs on the CPU.
  *
  * Plan format, version 1. Little-endian; no padding; i32/u32/i64/f32 as named.
  *   header:  char magic[4] = "QEP1"; u32 version = 1; u32 tensor_count; u32 op_count;
@@ -85,7 +92,8 @@ typedef struct qatml_engine_info {
 } qatml_engine_info;
 
 /* Validates and loads `plan` (plan_bytes bytes, format above): packs every weight for the ISA active
- * now and plans activation memory. ctx: NULL or a CPU context. */
+ * now and plans activation memory. ctx: NULL, a CPU context, or a CUDA context (the engine is also
+ * uploaded to that GPU; see Devices above). */
 QATML_API qatml_status qatml_engine_create(const qatml_context* ctx, const void* plan, int64_t plan_bytes,
                                            qatml_engine** out_engine);
 
@@ -100,10 +108,18 @@ QATML_API qatml_status qatml_engine_io_row_size(const qatml_engine* engine, int3
 
 /* Runs `batch` rows: inputs[i] is [batch, row elements of input i] float32, outputs[j] likewise
  * (written). input_count / output_count must equal the plan's; buffers must not overlap each other.
- * ctx: NULL (one thread) or a CPU context whose thread count splits the batch. */
+ * ctx: NULL (one thread), a CPU context whose thread count splits the batch, or a CUDA context of the GPU
+ * the engine was created on. */
 QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,
                                         const float* const* inputs, int32_t input_count, float* const* outputs,
                                         int32_t output_count);
+
+/* qatml_engine_run on data already in GPU memory: device_inputs / device_outputs are device pointers of
+ * the CUDA context's GPU (dense [batch, row elements] float32, 4-byte aligned), no host staging. ctx must be
+ * a CUDA context of the engine's GPU. Returns when the outputs are written. */
+QATML_API qatml_status qatml_engine_run_device(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,
+                                               const float* const* device_inputs, int32_t input_count,
+                                               float* const* device_outputs, int32_t output_count);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -20,8 +20,10 @@
  *   behind the same functions). Kernels are single-threaded today whatever the context says.
  * - Thread safety: every function may run concurrently on different outputs; a packed-weights
  *   handle is immutable after packing and may be shared by concurrent calls.
- * - Dispatch: packing records the active ISA (qatml_cpu_active_isa) at pack time and the packed
- *   layout belongs to that ISA; every ISA gives bit-identical results (tested against the scalar path).
+ * - Dispatch: packing records the active path (qatml_cpu_active_isa: the best the CPU's features
+ *   support at or below the cap) and the packed layout belongs to that path; the elementwise and
+ *   pooling kernels take the active path once per call. Every path gives bit-identical results
+ *   (tested against the scalar path).
  * - Integer accumulation is in int32 and wraps modulo 2^32 (identically on every path); it cannot
  *   overflow while K * 255 * 128 < 2^31 (K <= 65793), which the ONNX models of interest respect.
  */
@@ -50,7 +52,9 @@ typedef enum qatml_dtype {
 /* QuantizeLinear: y = saturate(round_half_even(x / scale[c]) + zero_point[c]).
  * x: float [outer, channels, inner]; y: out_type in {UINT8, INT8, UINT4, INT4} (4-bit: packed,
  * ceil(n/2) bytes, an odd tail's high nibble is 0). zero_points: NULL = all 0, else `channels`
- * values within the range of out_type. scales: > 0 and finite. NaN quantizes to the zero point. */
+ * values within the range of out_type. scales: > 0 and finite. Non-finite x as ONNX Runtime (MLAS)
+ * quantizes it, bit for bit: NaN and -Inf give the minimum of out_type, +Inf its maximum, whatever
+ * the zero point. */
 QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const float* x, int64_t outer,
                                              int64_t channels, int64_t inner, const float* scales,
                                              const int32_t* zero_points, int32_t out_type, void* y);

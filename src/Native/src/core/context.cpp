@@ -7,11 +7,14 @@ struct qatml_context {
     qatml::HandleKind kind = qatml::HandleKind::Context;
     qatml_device device{};
     int32_t num_threads = 1;
+    qatml::CudaContextState* cuda = nullptr;
+    ~qatml_context() { qatml::cuda_context_close(cuda); }
 };
 
 namespace qatml {
 qatml_status cuda_check_device(int32_t index, const char* function);  // cuda/ or cuda_stub.cpp
-}
+CudaContextState* context_cuda_state(const qatml_context* ctx) { return ctx ? ctx->cuda : nullptr; }
+}  // namespace qatml
 
 extern "C" {
 
@@ -39,6 +42,10 @@ QATML_API qatml_status qatml_context_create(const qatml_device* device, int32_t 
                 return qatml::fail(QATML_INVALID_ARGUMENT, "%s: unknown device kind %d", fn, device->kind);
         }
         auto ctx = std::make_unique<qatml_context>();
+        if (device->kind == QATML_DEVICE_CUDA) {
+            qatml_status s = qatml::cuda_context_open(device->index, &ctx->cuda, fn);
+            if (s != QATML_OK) return s;
+        }
         ctx->device = *device;
         ctx->num_threads = num_threads == 0 ? 1 : num_threads;
         qatml::register_handle(ctx.get(), qatml::HandleKind::Context);

@@ -1,5 +1,5 @@
 // CPU-only builds: the CUDA entry points report that no CUDA device exists.
-#include "internal.h"
+#include "engine/engine_internal.h"
 
 namespace qatml {
 qatml_status cuda_check_device(int32_t index, const char* function) {
@@ -8,6 +8,21 @@ qatml_status cuda_check_device(int32_t index, const char* function) {
                 "(configure with -DQATML_CUDA=ON on a machine with the CUDA toolkit)",
                 function, index);
 }
+
+// Unreachable without CUDA contexts (cuda_check_device refuses them), but the engine and contexts link against them.
+qatml_status cuda_context_open(int32_t index, CudaContextState** out, const char* function) {
+    *out = nullptr;
+    return cuda_check_device(index, function);
+}
+void cuda_context_close(CudaContextState*) {}
+qatml_status cuda_engine_attach(qatml_engine*, const qatml_context*, const char* fn) {
+    return fail(QATML_DEVICE_UNAVAILABLE, "%s: this build of qatml_native has no CUDA support", fn);
+}
+qatml_status cuda_engine_run(const qatml_engine*, const qatml_context*, int64_t, const float* const*, float* const*, bool,
+                             const char* fn) {
+    return fail(QATML_DEVICE_UNAVAILABLE, "%s: this build of qatml_native has no CUDA support", fn);
+}
+void cuda_engine_release(DeviceEngine*) {}
 }  // namespace qatml
 
 extern "C" {

@@ -55,11 +55,25 @@ bool is_live_handle(const void* handle, HandleKind kind);
             return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: argument '%s' is NULL", fn, #ptr);  \
     } while (0)
 
-// CPU dispatch, also used by the kernels.
+// CUDA contexts (src/cuda/cuda_context.cpp; core/cuda_stub.cpp in CPU builds): each owns a stream, its device
+// arenas and pinned host staging. Opened when a CUDA context is created, closed when it is destroyed.
+struct CudaContextState;
+qatml_status cuda_context_open(int32_t index, CudaContextState** out, const char* function);
+void cuda_context_close(CudaContextState* state);
+CudaContextState* context_cuda_state(const qatml_context* ctx);  // NULL for CPU contexts
+
+// CPU dispatch, also used by the kernels. Features are the CPU's (read once) less the test-only mask.
 uint32_t cpu_features();
+// Whether the CPU has every feature the code of a path executes (qatml_isa_required_features).
+bool isa_supported(qatml_isa isa);
+// The best path the CPU supports at or below `cap` (scalar at worst).
+qatml_isa best_isa_at_most(qatml_isa cap);
 qatml_isa detected_isa();
-// Active ISA with the override applied; returns false and sets the error for a bad QATML_MAX_ISA.
+// The path kernels use now: the best supported one at or below the cap (qatml_cpu_set_max_isa, else
+// QATML_MAX_ISA). Returns false and sets the error for a bad QATML_MAX_ISA or QATML_CPU_FEATURE_MASK.
 bool active_isa(qatml_isa* out, const char* function);
+// False and the error set when QATML_CPU_FEATURE_MASK holds no valid mask.
+bool check_feature_mask(const char* function);
 bool parse_isa_name(const char* name, qatml_isa* out);
 
 }  // namespace qatml

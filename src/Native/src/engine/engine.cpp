@@ -1,6 +1,6 @@
 // The INT8 inference engine (qatml_engine.h): a validated plan of integer ops over the kernels of
 // src/kernels, weights packed at load, activation memory planned by liveness, one call per batch.
-#include "kernels/abi_util.h"
+#include "engine/engine_internal.h"
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +16,7 @@
 
 using namespace qatml;
 using namespace qatml::kernels;
+using namespace qatml::plan;
 
 namespace {
 
@@ -24,39 +25,6 @@ constexpr uint32_t kMaxOps = 1u << 16;
 constexpr uint32_t kMaxIo = 1024;
 constexpr int64_t kMaxDim = int64_t(1) << 31;
 constexpr int64_t kAlign = 64;
-
-struct Tensor {
-    int32_t dtype = 0;
-    int rank = 0;
-    int64_t dims[4] = {0, 0, 0, 0};
-    int64_t elems = 0;      // per row
-    int64_t bytes = 0;      // per row
-    int def = -2;           // op that writes it; -1 = plan input; -2 = never written
-    int last_use = -1;      // last op that reads it
-    int input_index = -1;   // plan input / output index, else -1
-    int output_index = -1;
-    int64_t offset = -1;    // arena offset per row (intermediates)
-};
-
-struct QParam {
-    float scale = 1.0f;
-    int32_t zp = 0;
-};
-
-struct Op {
-    int kind = 0;
-    uint32_t x = 0, b = 0, y = 0;
-    QParam qx, qb, qy;
-    qatml_conv2d_params p{};  // conv / pools (batch set per run)
-    int64_t kh = 1, kw = 1, k = 0, n = 0;
-    int32_t count_include_pad = 0;
-    qatml_packed_weights* w = nullptr;
-    int pool = 0;  // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pads
-    int64_t pool_pads[4] = {0, 0, 0, 0};
-    std::vector<int32_t> bias;
-    std::vector<float> mult;
-    uint8_t lut[256] = {};
-};
 
 // Bounds-checked little-endian reader over the plan; every failure names the offset.
 struct Reader {
@@ -128,25 +96,6 @@ bool profiling() {
 
 }  // namespace
 
-struct qatml_engine {
-    HandleKind kind = HandleKind::Engine;
-    std::vector<Tensor> tensors;
-    std::vector<Op> ops;
-    std::vector<uint32_t> inputs, outputs;
-    int64_t arena_per_row = 0, naive_per_row = 0, weight_bytes = 0;
-    mutable std::mutex pool_mutex;
-    mutable std::vector<AlignedBuffer*> pool;  // idle arenas
-    // QATML_ENGINE_PROFILE=1: accumulated seconds per op, runs and rows (under pool_mutex).
-    mutable std::vector<double> profile_seconds;
-    mutable int64_t profile_runs = 0, profile_rows = 0;
-
-    ~qatml_engine() {
-        for (Op& op : ops)
-            if (op.w) qatml_packed_weights_destroy(op.w);
-        for (AlignedBuffer* a : pool) delete a;
-    }
-};
-
 namespace {
 
 // ---- loading -------------------------------------------------------------------------------------
@@ -186,6 +135,12 @@ struct Loader {
         if (!r.get(v, what)) return false;
         if (*v < lo || *v > hi) return r.bad("%s = %lld is outside %lld..%lld", what, (long long)*v, (long long)lo, (long long)hi);
         return true;
+    }
+    // The kernel's own limit on a scale ratio (check_scale_ratio), as a plan error naming the op.
+    bool scale_ratio(int index, const char* num_name, float num, const char* den_name, float den) {
+        char op[64];
+        std::snprintf(op, sizeof op, "op %d (%s)", index, op_name(e->ops[index].kind));
+        return check_scale_ratio(op, num_name, num, den_name, den) == QATML_OK || r.bad("%s", qatml_last_error());
     }
     bool flag(uint32_t* v, const char* what) {
         if (!r.get(v, what)) return false;
@@ -242,6 +197,9 @@ struct Loader {
         *data_bytes = w_type == QATML_TYPE_INT8 ? total : (total + 1) / 2;
         *data = r.bytes(*data_bytes, "weights");
         if (!*data) return false;
+        op.raw_weights = *data;
+        op.w_type = w_type;
+        if (has_zp) op.w_zero_points = *zps;
         // Multipliers as ONNX Runtime computes them: (x_scale * w_scale[c]) / y_scale in float32.
         op.mult.resize(static_cast<size_t>(scale_count));
         for (int64_t c = 0; c < scale_count; ++c) {
@@ -282,6 +240,9 @@ struct Loader {
                 if (x.rank == 3 && x.dims[0] != cpg * groups)
                     return r.bad("op %d (CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
                 if (!spatial(op, x, y, m, index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (CONV)", index);
+                if (check_conv_scratch(what, op.p, cpg, op.kh, op.kw, y.dims[1]) != QATML_OK) return r.bad("%s", qatml_last_error());
                 int64_t total = 0, t = 0;
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total))
@@ -295,6 +256,8 @@ struct Loader {
                                             has_zp ? zps.data() : nullptr, &op.w) != QATML_OK)
                     return r.bad("op %d (CONV): %s", index, qatml_last_error());
                 op.n = m;
+                op.groups = groups;
+                op.cpg = cpg;
                 return define(op.y, index);
             }
             case QATML_ENGINE_OP_GEMM: {
@@ -319,6 +282,7 @@ struct Loader {
                 if (qatml_gemm_pack_b(ctx, data, static_cast<int32_t>(w_type), op.k, op.n, static_cast<int32_t>(trans_b),
                                       has_zp ? zps.data() : nullptr, &op.w) != QATML_OK)
                     return r.bad("op %d (GEMM): %s", index, qatml_last_error());
+                op.trans_b = trans_b;
                 return define(op.y, index);
             }
             case QATML_ENGINE_OP_MAXPOOL:
@@ -333,7 +297,16 @@ struct Loader {
                 if (op.kind == QATML_ENGINE_OP_MAXPOOL && (std::memcmp(&op.qx.scale, &op.qy.scale, 4) != 0 || op.qx.zp != op.qy.zp))
                     return r.bad("op %d (MAXPOOL): input and output quantization differ", index);
                 if (x.rank != 3) return r.bad("op %d (%s): input must be [C, H, W]", index, op_name(op.kind));
-                return spatial(op, x, y, x.dims[0], index) && define(op.y, index);
+                if (!spatial(op, x, y, x.dims[0], index)) return false;
+                char what[48];
+                std::snprintf(what, sizeof what, "op %d (%s)", index, op_name(op.kind));
+                if (check_pool_scratch(what, op.p) != QATML_OK) return r.bad("%s", qatml_last_error());
+                if (op.kind == QATML_ENGINE_OP_AVGPOOL) {
+                    if (op.kh * op.kw > kMaxAverageCells)
+                        return r.bad("op %d (AVGPOOL): the %lldx%lld window exceeds 2^23 cells", index, (long long)op.kh, (long long)op.kw);
+                    if (!scale_ratio(index, "x_scale", op.qx.scale, "y_scale", op.qy.scale)) return false;
+                }
+                return define(op.y, index);
             }
             case QATML_ENGINE_OP_GLOBAL_AVGPOOL: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
@@ -342,7 +315,9 @@ struct Loader {
                 if (!qparam(&op.qx, x.dtype, "x quantization") || !qparam(&op.qy, y.dtype, "y quantization")) return false;
                 if (x.rank != 3) return r.bad("op %d (GLOBAL_AVGPOOL): input must be [C, H, W]", index);
                 if (y.elems != x.dims[0]) return r.bad("op %d (GLOBAL_AVGPOOL): output must have %lld elements", index, (long long)x.dims[0]);
-                return define(op.y, index);
+                if (x.dims[1] * x.dims[2] > kMaxAverageCells)
+                    return r.bad("op %d (GLOBAL_AVGPOOL): the %lldx%lld plane exceeds 2^23 cells", index, (long long)x.dims[1], (long long)x.dims[2]);
+                return scale_ratio(index, "x_scale", op.qx.scale, "y_scale", op.qy.scale) && define(op.y, index);
             }
             case QATML_ENGINE_OP_ADD: {
                 if (!tensor_id(&op.x, "a") || !tensor_id(&op.b, "b") || !tensor_id(&op.y, "y") || !use(op.x, index, "a") || !use(op.b, index, "b"))
@@ -351,7 +326,8 @@ struct Loader {
                 if (!is_q8(a.dtype) || b.dtype != a.dtype || y.dtype != a.dtype) return r.bad("op %d (ADD): a, b and y must be one uint8/int8 type", index);
                 if (b.elems != a.elems || y.elems != a.elems) return r.bad("op %d (ADD): element counts differ (%lld, %lld, %lld)", index, (long long)a.elems, (long long)b.elems, (long long)y.elems);
                 return qparam(&op.qx, a.dtype, "a quantization") && qparam(&op.qb, b.dtype, "b quantization") &&
-                       qparam(&op.qy, y.dtype, "y quantization") && define(op.y, index);
+                       qparam(&op.qy, y.dtype, "y quantization") && scale_ratio(index, "a_scale", op.qx.scale, "y_scale", op.qy.scale) &&
+                       scale_ratio(index, "b_scale", op.qb.scale, "y_scale", op.qy.scale) && define(op.y, index);
             }
             case QATML_ENGINE_OP_LUT: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
@@ -707,6 +683,45 @@ void release_arena(const qatml_engine* e, AlignedBuffer* a) {
     delete a;
 }
 
+// NULL, or a live context of either device: CUDA engines are loaded for the CPU too (the CPU kernels validate and
+// pack as usual) and attached to their GPU; the kernel entry points themselves stay CPU only.
+qatml_status check_engine_context(const qatml_context* ctx, const char* fn) {
+    if (ctx == nullptr) return QATML_OK;
+    QATML_CHECK_HANDLE(ctx, HandleKind::Context, fn);
+    return QATML_OK;
+}
+
+// Arguments of a run (host or device pointers alike: only NULL and alignment are checked).
+qatml_status check_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch, const float* const* inputs,
+                       int32_t input_count, const float* const* outputs, int32_t output_count, const char* fn) {
+    QATML_CHECK_HANDLE(engine, HandleKind::Engine, fn);
+    qatml_status st = check_engine_context(ctx, fn);
+    if (st != QATML_OK) return st;
+    if (batch <= 0 || batch > kMaxDim) return fail(QATML_INVALID_ARGUMENT, "%s: batch %lld outside 1..2^31", fn, (long long)batch);
+    QATML_CHECK_NOT_NULL(inputs, fn);
+    QATML_CHECK_NOT_NULL(outputs, fn);
+    if (input_count != static_cast<int32_t>(engine->inputs.size()) || output_count != static_cast<int32_t>(engine->outputs.size()))
+        return fail(QATML_INVALID_ARGUMENT, "%s: the plan has %zu inputs and %zu outputs, got %d and %d", fn, engine->inputs.size(),
+                    engine->outputs.size(), input_count, output_count);
+    for (int32_t i = 0; i < input_count; ++i) {
+        if (!inputs[i]) return fail(QATML_INVALID_ARGUMENT, "%s: inputs[%d] is NULL", fn, i);
+        QATML_CHECK_ALIGNED(inputs[i], 4, fn);
+        int64_t total = 0;
+        if (!checked_mul(fn, "batch*input row", batch, engine->tensors[engine->inputs[static_cast<size_t>(i)]].elems, &total))
+            return QATML_INVALID_ARGUMENT;
+    }
+    for (int32_t i = 0; i < output_count; ++i) {
+        if (!outputs[i]) return fail(QATML_INVALID_ARGUMENT, "%s: outputs[%d] is NULL", fn, i);
+        QATML_CHECK_ALIGNED(outputs[i], 4, fn);
+        int64_t total = 0;
+        if (!checked_mul(fn, "batch*output row", batch, engine->tensors[engine->outputs[static_cast<size_t>(i)]].elems, &total))
+            return QATML_INVALID_ARGUMENT;
+    }
+    return QATML_OK;
+}
+
+bool is_cuda(const qatml_context* ctx) { return ctx != nullptr && context_device(ctx).kind == QATML_DEVICE_CUDA; }
+
 }  // namespace
 
 extern "C" {
@@ -717,15 +732,20 @@ QATML_API qatml_status qatml_engine_create(const qatml_context* ctx, const void*
     return guarded(fn, [&]() -> qatml_status {
         QATML_CHECK_NOT_NULL(out_engine, fn);
         *out_engine = nullptr;
-        qatml_status st = check_context(ctx, fn);
+        qatml_status st = check_engine_context(ctx, fn);
         if (st != QATML_OK) return st;
         QATML_CHECK_NOT_NULL(plan, fn);
         QATML_CHECK_POSITIVE(plan_bytes, fn);
         auto e = std::make_unique<qatml_engine>();
-        Loader loader{Reader{static_cast<const uint8_t*>(plan), plan_bytes, 0, fn}, e.get(), ctx};
+        Loader loader{Reader{static_cast<const uint8_t*>(plan), plan_bytes, 0, fn}, e.get(), is_cuda(ctx) ? nullptr : ctx};
         if (!loader.load()) return loader.r.status != QATML_OK ? loader.r.status : fail(QATML_INTERNAL, "%s: load failed", fn);
         fuse_conv_maxpool(e.get());
         plan_memory(e.get());
+        if (is_cuda(ctx)) {
+            e->device = context_device(ctx);
+            if ((st = cuda_engine_attach(e.get(), ctx, fn)) != QATML_OK) return st;
+        }
+        for (Op& op : e->ops) op.raw_weights = nullptr;  // pointed into the caller's plan
         for (const Op& op : e->ops) {
             if (op.w) {
                 int64_t bytes = 0;
@@ -800,29 +820,9 @@ QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_
                                         int32_t output_count) {
     static const char* fn = "qatml_engine_run";
     return guarded(fn, [&]() -> qatml_status {
-        QATML_CHECK_HANDLE(engine, HandleKind::Engine, fn);
-        qatml_status st = check_context(ctx, fn);
+        qatml_status st = check_run(engine, ctx, batch, inputs, input_count, outputs, output_count, fn);
         if (st != QATML_OK) return st;
-        if (batch <= 0 || batch > kMaxDim) return fail(QATML_INVALID_ARGUMENT, "%s: batch %lld outside 1..2^31", fn, (long long)batch);
-        QATML_CHECK_NOT_NULL(inputs, fn);
-        QATML_CHECK_NOT_NULL(outputs, fn);
-        if (input_count != static_cast<int32_t>(engine->inputs.size()) || output_count != static_cast<int32_t>(engine->outputs.size()))
-            return fail(QATML_INVALID_ARGUMENT, "%s: the plan has %zu inputs and %zu outputs, got %d and %d", fn, engine->inputs.size(),
-                        engine->outputs.size(), input_count, output_count);
-        for (int32_t i = 0; i < input_count; ++i) {
-            if (!inputs[i]) return fail(QATML_INVALID_ARGUMENT, "%s: inputs[%d] is NULL", fn, i);
-            QATML_CHECK_ALIGNED(inputs[i], 4, fn);
-            int64_t total = 0;
-            if (!checked_mul(fn, "batch*input row", batch, engine->tensors[engine->inputs[static_cast<size_t>(i)]].elems, &total))
-                return QATML_INVALID_ARGUMENT;
-        }
-        for (int32_t i = 0; i < output_count; ++i) {
-            if (!outputs[i]) return fail(QATML_INVALID_ARGUMENT, "%s: outputs[%d] is NULL", fn, i);
-            QATML_CHECK_ALIGNED(outputs[i], 4, fn);
-            int64_t total = 0;
-            if (!checked_mul(fn, "batch*output row", batch, engine->tensors[engine->outputs[static_cast<size_t>(i)]].elems, &total))
-                return QATML_INVALID_ARGUMENT;
-        }
+        if (is_cuda(ctx)) return cuda_engine_run(engine, ctx, batch, inputs, outputs, false, fn);
         int64_t arena_total = 0;
         if (!checked_mul(fn, "batch*arena row", batch, std::max<int64_t>(engine->arena_per_row, 1), &arena_total))
             return QATML_INVALID_ARGUMENT;
@@ -888,6 +888,18 @@ QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_
         for (size_t i = 0; i < chunks.size(); ++i)
             if (status[i] != QATML_OK) return fail(status[i], "%s", message[i].c_str());
         return record(QATML_OK);
+    });
+}
+
+QATML_API qatml_status qatml_engine_run_device(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,
+                                               const float* const* device_inputs, int32_t input_count,
+                                               float* const* device_outputs, int32_t output_count) {
+    static const char* fn = "qatml_engine_run_device";
+    return guarded(fn, [&]() -> qatml_status {
+        qatml_status st = check_run(engine, ctx, batch, device_inputs, input_count, device_outputs, output_count, fn);
+        if (st != QATML_OK) return st;
+        if (!is_cuda(ctx)) return fail(QATML_INVALID_ARGUMENT, "%s: device pointers need a CUDA context, got %s", fn, ctx ? "a CPU context" : "NULL");
+        return cuda_engine_run(engine, ctx, batch, device_inputs, device_outputs, true, fn);
     });
 }
 

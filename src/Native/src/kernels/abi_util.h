@@ -32,11 +32,33 @@ constexpr int64_t kMaxElements = int64_t(1) << 40;
     } while (0)
 
 // a*b(*c) with overflow and range check; false and error set on failure.
-bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out);
+bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out, int limit_log2 = 40);
+
+// Scratch the kernels allocate from a call's geometry (padded planes) rather than from its buffers: at most
+// 2^31 bytes (2 GiB; real networks need a few MiB), so a tiny input with huge pads is an error, not an
+// 18 GB allocation. Every path checks the same bound, so all agree.
+constexpr int kMaxScratchLog2 = 31;
 
 // Validates the context: NULL or a live CPU context. CUDA contexts: QATML_UNSUPPORTED.
 qatml_status check_context(const qatml_context* ctx, const char* fn);
 qatml_device context_device(const qatml_context* ctx);
+
+// Largest ratio of two scales (x_scale / y_scale) the add and average-pool kernels accept: with it every
+// product of an 8-bit difference or an int32 window sum stays finite (no inf - inf = NaN), and anything
+// larger saturates every non-zero input anyway.
+constexpr float kMaxScaleRatio = 18446744073709551616.0f;  // 2^64
+// Cells of an average window (or global pool plane) whose int32 sum of 8-bit values cannot overflow.
+constexpr int64_t kMaxAverageCells = int64_t(1) << 23;
+// num / den (both finite and > 0) is at most kMaxScaleRatio; else the error is set.
+qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den);
+
+// The convolution paths' scratch grows with the padded input (plus a stride of phase rounding) and, for one
+// channel per group, with taps x output rows x padded width, not with the output: both within 2^31
+// (kMaxScratchLog2; ResNet18's largest is below 2^18), which also keeps every size computation from
+// overflowing. Sets the error (naming the product) otherwise.
+// The padded plane the pooling fast paths work on, (H + pads) x (W + pads) bytes, within 2^31 (kMaxScratchLog2).
+qatml_status check_pool_scratch(const char* fn, const qatml_conv2d_params& p);
+qatml_status check_conv_scratch(const char* fn, const qatml_conv2d_params& p, int64_t cpg, int64_t kh, int64_t kw, int64_t oh);
 
 bool type_range(int32_t type, int32_t* lo, int32_t* hi);
 const char* type_name(int32_t type);
@@ -96,6 +118,10 @@ inline uint32_t wrap_mul(int32_t a, int32_t b) { return static_cast<uint32_t>(a)
 
 // Runs the ISA driver.
 void run_gemm(int isa, const GemmCall& call);
+
+// Weights run on the path they were packed for; refuses (QATML_UNSUPPORTED) a path the CPU lacks now,
+// which only a test's feature mask (qatml_cpu_set_feature_mask) set after packing can cause.
+qatml_status check_packed_isa(const qatml_packed_weights* w, const char* fn);
 
 // The vectorised loops of the active ISA (qatml_cpu_active_isa): nullptr for the scalar ISA, which
 // runs the reference loops only. Sets *st (QATML_INVALID_ARGUMENT for a bad QATML_MAX_ISA).

@@ -27,6 +27,9 @@ QATML_API qatml_status qatml_add(const qatml_context* ctx, const void* a, float 
         for (int32_t z : {a_zero_point, b_zero_point, y_zero_point})
             if (z < lo || z > hi)
                 return fail(QATML_INVALID_ARGUMENT, "%s: zero point %d is outside the %s range", fn, z, type_name(type));
+        if ((s = check_scale_ratio(fn, "a_scale", a_scale, "y_scale", y_scale)) != QATML_OK ||
+            (s = check_scale_ratio(fn, "b_scale", b_scale, "y_scale", y_scale)) != QATML_OK)
+            return s;
         const float ra = a_scale / y_scale, rb = b_scale / y_scale;
         const float lf = static_cast<float>(lo - y_zero_point), hf = static_cast<float>(hi - y_zero_point);
         const bool sg = type == QATML_TYPE_INT8;

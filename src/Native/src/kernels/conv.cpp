@@ -668,6 +668,23 @@ void tap_groups(const Geometry& g, const PaddedPlanes& pp, int64_t k4, int64_t w
 using namespace qatml;
 using namespace qatml::kernels;
 
+namespace qatml {
+namespace kernels {
+
+qatml_status check_conv_scratch(const char* fn, const qatml_conv2d_params& p, int64_t cpg, int64_t kh, int64_t kw, int64_t oh) {
+    const int64_t span_h = p.height + p.pad_top + p.pad_bottom + p.stride_h, span_w = p.width + p.pad_left + p.pad_right + p.stride_w;
+    int64_t t = 0;
+    const int lim = kMaxScratchLog2;
+    if (!checked_mul(fn, "C/g (in 4s) * (H + pads + stride)", round_up(cpg, 4), span_h, &t, lim) ||
+        !checked_mul(fn, "C/g (in 4s) * (H + pads + stride) * (W + pads + stride)", t, span_w, &t, lim) ||
+        !checked_mul(fn, "kH*kW * OH", kh * kw, oh, &t, lim) || !checked_mul(fn, "kH*kW * OH * (W + pads + stride)", t, span_w, &t, lim))
+        return QATML_INVALID_ARGUMENT;
+    return QATML_OK;
+}
+
+}  // namespace kernels
+}  // namespace qatml
+
 extern "C" {
 
 QATML_API qatml_status qatml_conv_pack_weights(const qatml_context* ctx, const void* w, int32_t w_type,
@@ -852,6 +869,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(y, 4, fn);
         if (context_device(ctx).kind != w->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        if ((st = check_packed_isa(w, fn)) != QATML_OK) return st;
         if (fp.kernel != 0) {
             if (ep.out_type == QATML_TYPE_INT32)
                 return fail(QATML_INVALID_ARGUMENT, "%s: the max pool needs an 8-bit output (UINT8 or INT8), not INT32", fn);
@@ -882,6 +900,7 @@ qatml_status conv2d_impl(const char* fn, const qatml_context* ctx, const qatml_c
         g.sh = params->stride_h; g.sw = params->stride_w; g.pt = params->pad_top; g.pl = params->pad_left;
         g.pb = params->pad_bottom; g.pr = params->pad_right;
         g.dh = params->dilation_h; g.dw = params->dilation_w;
+        if ((st = check_conv_scratch(fn, *params, w->cpg, w->kh, w->kw, g.oh)) != QATML_OK) return st;
         const uint8_t* x8 = static_cast<const uint8_t*>(x);
         const bool xs = x_type == QATML_TYPE_INT8;
         if (w->isa == QATML_ISA_SCALAR) {

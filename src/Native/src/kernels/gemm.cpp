@@ -9,11 +9,11 @@
 namespace qatml {
 namespace kernels {
 
-bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out) {
+bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out, int limit_log2) {
     int64_t r = 0;
-    if (__builtin_mul_overflow(a, b, &r) || r > kMaxElements) {
-        fail(QATML_INVALID_ARGUMENT, "%s: %s = %lld * %lld overflows or exceeds 2^40", fn, what,
-             static_cast<long long>(a), static_cast<long long>(b));
+    if (__builtin_mul_overflow(a, b, &r) || r > (int64_t(1) << limit_log2)) {
+        fail(QATML_INVALID_ARGUMENT, "%s: %s = %lld * %lld overflows or exceeds 2^%d", fn, what,
+             static_cast<long long>(a), static_cast<long long>(b), limit_log2);
         return false;
     }
     *out = r;
@@ -36,6 +36,13 @@ qatml_device context_device(const qatml_context* ctx) {
     qatml_device d{QATML_DEVICE_CPU, 0};
     if (ctx) qatml_context_get_device(ctx, &d);
     return d;
+}
+
+qatml_status check_scale_ratio(const char* fn, const char* num_name, float num, const char* den_name, float den) {
+    const float ratio = num / den;
+    if (ratio <= kMaxScaleRatio) return QATML_OK;
+    return fail(QATML_INVALID_ARGUMENT, "%s: %s / %s = %g / %g exceeds 2^64 (the kernel's products would overflow)", fn,
+                num_name, den_name, static_cast<double>(num), static_cast<double>(den));
 }
 
 bool type_range(int32_t type, int32_t* lo, int32_t* hi) {
@@ -117,6 +124,12 @@ void run_gemm(int isa, const GemmCall& call) {
         case QATML_ISA_AVX_VNNI: gemm_avxvnni(call); return;
         default: gemm_avx2(call); return;
     }
+}
+
+qatml_status check_packed_isa(const qatml_packed_weights* w, const char* fn) {
+    if (isa_supported(static_cast<qatml_isa>(w->isa))) return QATML_OK;
+    return fail(QATML_UNSUPPORTED, "%s: the weights were packed for the %s path, which this CPU's features (feature mask) "
+                "no longer include; pack them again", fn, qatml_isa_name(w->isa));
 }
 
 const SimdKernels* active_simd(const char* fn, qatml_status* st) {
@@ -363,6 +376,7 @@ QATML_API qatml_status qatml_gemm(const qatml_context* ctx, int64_t m, const voi
         if (ep.out_type == QATML_TYPE_INT32) QATML_CHECK_ALIGNED(c, 4, fn);
         if (context_device(ctx).kind != b->device.kind)
             return fail(QATML_INVALID_ARGUMENT, "%s: packed weights belong to another device", fn);
+        if ((st = check_packed_isa(b, fn)) != QATML_OK) return st;
 
         const uint8_t* a8 = static_cast<const uint8_t*>(a);
         if (b->isa == QATML_ISA_SCALAR) {

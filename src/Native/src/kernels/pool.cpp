@@ -24,7 +24,7 @@ qatml_status check_qparams(const char* fn, int32_t type, float xs, int32_t xz, f
         return fail(QATML_INVALID_ARGUMENT, "%s: scales must be finite and > 0 (x %g, y %g)", fn, double(xs), double(ys));
     if (xz < *lo || xz > *hi || yz < *lo || yz > *hi)
         return fail(QATML_INVALID_ARGUMENT, "%s: zero points %d, %d must be in the %s range", fn, xz, yz, type_name(type));
-    return QATML_OK;
+    return check_scale_ratio(fn, "x_scale", xs, "y_scale", ys);
 }
 
 // Scalar tails of the vectorised loops (the same integer operations).
@@ -113,6 +113,20 @@ void pool2d_simd(const SimdKernels& simd, bool is_max, const PoolGeometry& g, in
 }
 }  // namespace
 
+namespace qatml {
+namespace kernels {
+
+qatml_status check_pool_scratch(const char* fn, const qatml_conv2d_params& p) {
+    int64_t plane = 0;
+    return checked_mul(fn, "(H + pads) * (W + pads)", p.height + p.pad_top + p.pad_bottom, p.width + p.pad_left + p.pad_right, &plane,
+                       kMaxScratchLog2)
+               ? QATML_OK
+               : QATML_INVALID_ARGUMENT;
+}
+
+}  // namespace kernels
+}  // namespace qatml
+
 extern "C" {
 
 QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, const qatml_conv2d_params* p,
@@ -136,12 +150,16 @@ QATML_API qatml_status qatml_pool2d(const qatml_context* ctx, int32_t kind, cons
             !checked_mul(fn, "N*C*H*W", t, p->width, &t) || !checked_mul(fn, "N*C*OH", p->batch * p->channels, oh, &t) ||
             !checked_mul(fn, "N*C*OH*OW", t, ow, &t))
             return QATML_INVALID_ARGUMENT;
+        if ((s = check_pool_scratch(fn, *p)) != QATML_OK) return s;
         int32_t lo = 0, hi = 0;
         if (kind == QATML_POOL_MAX) {
             if ((type != QATML_TYPE_UINT8 && type != QATML_TYPE_INT8) || !type_range(type, &lo, &hi))
                 return fail(QATML_INVALID_ARGUMENT, "%s: type %d must be UINT8 or INT8", fn, type);
         } else if ((s = check_qparams(fn, type, x_scale, x_zero_point, y_scale, y_zero_point, &lo, &hi)) != QATML_OK) {
             return s;
+        } else if (kernel_h * kernel_w > kMaxAverageCells) {
+            return fail(QATML_INVALID_ARGUMENT, "%s: the %lldx%lld average window exceeds 2^23 cells (int32 sum)", fn,
+                        (long long)kernel_h, (long long)kernel_w);
         }
         const bool sg = type == QATML_TYPE_INT8;
         const int64_t H = p->height, W = p->width;
@@ -226,7 +244,7 @@ QATML_API qatml_status qatml_global_average_pool(const qatml_context* ctx, const
         int64_t t = 0;
         if (!checked_mul(fn, "N*C", batch, channels, &t) || !checked_mul(fn, "N*C*HW", t, spatial, &t))
             return QATML_INVALID_ARGUMENT;
-        if (spatial > (int64_t(1) << 23))
+        if (spatial > kMaxAverageCells)
             return fail(QATML_INVALID_ARGUMENT, "%s: spatial %lld exceeds 2^23 (int32 sum)", fn, (long long)spatial);
         int32_t lo = 0, hi = 0;
         if ((s = check_qparams(fn, type, x_scale, x_zero_point, y_scale, y_zero_point, &lo, &hi)) != QATML_OK) return s;

@@ -104,8 +104,7 @@ QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const flo
                 if (simd && !four_bit) i = simd->quantize(x + base, inner, s, zp, lo, hi, static_cast<uint8_t*>(y) + base);
                 for (; i < inner; ++i) {
                     float v = x[base + i] / s;
-                    if (v != v) v = 0.0f;  // NaN -> the zero point
-                    v = v < lf ? lf : v;
+                    v = v >= lf ? v : lf;  // NaN fails the comparison: the type's minimum, as ONNX Runtime gives
                     v = v > hf ? hf : v;
                     put(y, out_type, base + i, static_cast<int32_t>(std::nearbyint(v)) + zp);
                 }

@@ -75,7 +75,6 @@ QATML_SIMD VF f_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 QATML_SIMD VF f_div(VF a, VF b) { return _mm256_div_ps(a, b); }
 QATML_SIMD VF f_min(VF a, VF b) { return _mm256_min_ps(a, b); }
 QATML_SIMD VF f_max(VF a, VF b) { return _mm256_max_ps(a, b); }
-QATML_SIMD VF f_zero_nan(VF v) { return _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); }
 QATML_SIMD VB b_set1(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
 QATML_SIMD VB b_load(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 QATML_SIMD void b_store(uint8_t* p, VB v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }

@@ -52,7 +52,6 @@ QATML_SIMD VF f_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 QATML_SIMD VF f_div(VF a, VF b) { return _mm512_div_ps(a, b); }
 QATML_SIMD VF f_min(VF a, VF b) { return _mm512_min_ps(a, b); }
 QATML_SIMD VF f_max(VF a, VF b) { return _mm512_max_ps(a, b); }
-QATML_SIMD VF f_zero_nan(VF v) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v); }
 QATML_SIMD VB b_set1(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
 QATML_SIMD VB b_load(const uint8_t* p) { return _mm512_loadu_si512(p); }
 QATML_SIMD void b_store(uint8_t* p, VB v) { _mm512_storeu_si512(p, v); }

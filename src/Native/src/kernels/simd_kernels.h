@@ -31,7 +31,7 @@ struct DepthwiseCall {
 };
 
 struct SimdKernels {
-    // y = saturate(round_half_even(x / scale) + zp) in [lo, hi], NaN -> zp; y stores the low byte.
+    // y = saturate(round_half_even(x / scale) + zp) in [lo, hi], NaN -> lo; y stores the low byte.
     int64_t (*quantize)(const float* x, int64_t n, float scale, int32_t zp, int32_t lo, int32_t hi, uint8_t* y);
     // y = float(x - zp) * scale for x of type UINT8, INT8 or INT32 (wrapping subtraction).
     int64_t (*dequantize)(const void* x, int32_t type, int64_t n, int32_t zp, float scale, float* y);

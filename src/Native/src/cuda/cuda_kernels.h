@@ -1,0 +1,33 @@
+// Host entry points of the CUDA kernels (igemm.cu, ops.cu). Each launches on `stream` and returns the launch
+// status; none synchronises. Pointers are device pointers. Numbers follow the CPU kernels exactly (qatml_kernels.h).
+#pragma once
+
+#include "cuda/igemm.h"
+#include "cuda/ops.h"
+
+#include <cuda_runtime.h>
+
+namespace qatml {
+namespace cuda {
+
+// What the tile choice needs to know about a GPU: multiprocessors and resident blocks per configuration.
+struct IgemmDeviceInfo {
+    int sms = 0;
+    int blocks_per_sm[kTileConfigs] = {};
+};
+// Prepares the GEMM kernels for the current device (shared-memory limits) and reports its occupancy. Thread-safe.
+cudaError_t igemm_device_info(IgemmDeviceInfo* out);
+
+// The implicit GEMM (igemm.h) with tile configuration `config` (choose_tile).
+cudaError_t launch_igemm(const IgemmParams& p, int config, cudaStream_t stream);
+
+cudaError_t launch_quantize(const QuantizeParams& p, cudaStream_t stream);
+cudaError_t launch_dequantize(const DequantizeParams& p, cudaStream_t stream);
+cudaError_t launch_add(const AddParams& p, cudaStream_t stream);
+cudaError_t launch_lut(const LutParams& p, cudaStream_t stream);
+cudaError_t launch_pool(const PoolParams& p, cudaStream_t stream);
+cudaError_t launch_global_avgpool(const GlobalPoolParams& p, cudaStream_t stream);
+cudaError_t launch_direct_conv(const DirectConvParams& p, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace qatml

@@ -1,0 +1,270 @@
+// The engine on a GPU against the CPU engine, bit for bit: the plan fixtures of real models (FmnistNet, and
+// ResNet18 where QATML_PLAN_FIXTURES names a folder holding them), and a plan that takes every path of the device
+// runner (GPU; skipped without one).
+#include "cuda_gpu_util.h"
+#include "igemm_cases.h"
+#include "plan_fixtures.h"
+#include "qatml/qatml.h"
+
+#include <memory>
+#include <thread>
+
+namespace {
+
+using qatml_test::PlanFixture;
+
+struct Contexts {
+    qatml_context* gpu = nullptr;
+    Contexts() {
+        qatml_device d{QATML_DEVICE_CUDA, 0};
+        EXPECT_EQ(qatml_context_create(&d, 0, &gpu), QATML_OK) << qatml_last_error();
+    }
+    ~Contexts() { qatml_context_destroy(gpu); }
+};
+
+// Runs `rows` rows of every input through `e` on `ctx` (NULL: the CPU); outputs concatenated per output.
+std::vector<std::vector<float>> run(const qatml_engine* e, const qatml_context* ctx, const std::vector<std::vector<float>>& inputs,
+                                    const std::vector<int64_t>& out_sizes, int64_t rows) {
+    std::vector<const float*> in;
+    for (const auto& v : inputs) in.push_back(v.data());
+    std::vector<std::vector<float>> out;
+    std::vector<float*> outp;
+    for (int64_t size : out_sizes) out.emplace_back(static_cast<size_t>(size * rows), -7.0f);
+    for (auto& o : out) outp.push_back(o.data());
+    EXPECT_EQ(qatml_engine_run(e, ctx, rows, in.data(), static_cast<int32_t>(in.size()), outp.data(), static_cast<int32_t>(outp.size())),
+              QATML_OK)
+        << qatml_last_error();
+    return out;
+}
+
+bool same_bits(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (a[i].size() != b[i].size() || std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) != 0) return false;
+    return true;
+}
+
+// Inputs of `rows` rows: the fixture's rows repeated.
+std::vector<std::vector<float>> repeat_rows(const PlanFixture& fx, int64_t rows) {
+    std::vector<std::vector<float>> in;
+    for (size_t i = 0; i < fx.inputs.size(); ++i) {
+        const size_t row = static_cast<size_t>(fx.input_sizes[i]);
+        std::vector<float> v(row * static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r)
+            std::copy_n(fx.inputs[i].begin() + static_cast<std::ptrdiff_t>((r % fx.rows) * row), row, v.begin() + static_cast<std::ptrdiff_t>(r * row));
+        in.push_back(std::move(v));
+    }
+    return in;
+}
+
+TEST(CudaEngine, PlanFixturesMatchTheCpuEngine) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    qatml_test::for_each_fixture([&](const PlanFixture& fx) {
+        qatml_engine* e = nullptr;
+        ASSERT_EQ(qatml_engine_create(c.gpu, fx.plan.data(), static_cast<int64_t>(fx.plan.size()), &e), QATML_OK) << qatml_last_error();
+        EXPECT_TRUE(same_bits(run(e, c.gpu, fx.inputs, fx.output_sizes, fx.rows), fx.outputs)) << "stored CPU outputs";
+        EXPECT_TRUE(same_bits(run(e, nullptr, fx.inputs, fx.output_sizes, fx.rows), fx.outputs)) << "the same engine on the CPU";
+        for (int64_t rows : {int64_t(1), int64_t(37)}) {
+            const auto in = repeat_rows(fx, rows);
+            EXPECT_TRUE(same_bits(run(e, c.gpu, in, fx.output_sizes, rows), run(e, nullptr, in, fx.output_sizes, rows))) << rows << " rows";
+        }
+        qatml_engine_destroy(e);
+    });
+}
+
+// ---- a plan through every path of the device runner --------------------------------------------------------------
+
+struct Bytes {
+    std::vector<uint8_t> b;
+    template <typename T>
+    Bytes& put(T v) {
+        const auto* p = reinterpret_cast<const uint8_t*>(&v);
+        b.insert(b.end(), p, p + sizeof(T));
+        return *this;
+    }
+    Bytes& q(float s, int32_t z) { return put(s).put(z); }
+    Bytes& i64s(std::initializer_list<int64_t> v) {
+        for (int64_t x : v) put(x);
+        return *this;
+    }
+    Bytes& raw(const std::vector<uint8_t>& v) {
+        b.insert(b.end(), v.begin(), v.end());
+        return *this;
+    }
+};
+
+struct PlanBuilder {
+    Bytes tensors, ops;
+    uint32_t tensor_count = 0, op_count = 0;
+    std::vector<uint32_t> inputs, outputs;
+    std::mt19937 rng{21};
+    uint32_t tensor(uint32_t type, std::initializer_list<int64_t> dims) {
+        tensors.put(type).put(static_cast<uint32_t>(dims.size()));
+        for (int64_t d : dims) tensors.put(d);
+        return tensor_count++;
+    }
+    void op(uint32_t kind, const Bytes& payload) {
+        ops.put(kind).put(static_cast<uint32_t>(payload.b.size())).raw(payload.b);
+        ++op_count;
+    }
+    // Weight scales, optional zero points, bias and weights of m channels and `count` weights.
+    void constants(Bytes& p, int64_t m, int64_t count, uint32_t w_type, bool zero_points) {
+        for (int64_t i = 0; i < m; ++i) p.put(0.002f + 0.0003f * static_cast<float>(i % 5));
+        if (zero_points)
+            for (int64_t i = 0; i < m; ++i) p.put(static_cast<int32_t>(i % 5) - 2);
+        for (int64_t i = 0; i < m; ++i) p.put(static_cast<int32_t>((i * 577) % 2001) - 1000);
+        p.raw(qatml_test::random_weights(count, w_type, rng));
+    }
+    void conv(uint32_t x, uint32_t y, float xs, int32_t xz, float ys, int32_t yz, int64_t m, int64_t cpg, int64_t k, int64_t groups,
+              int64_t s, int64_t pad, uint32_t w_type, bool zero_points) {
+        Bytes p;
+        p.put(x).put(y).q(xs, xz).q(ys, yz).i64s({m, cpg, k, k, groups, s, s, pad, pad, pad, pad, 1, 1});
+        p.put(w_type).put(uint32_t(zero_points)).put(uint32_t(1));
+        constants(p, m, m * cpg * k * k, w_type, zero_points);
+        op(QATML_ENGINE_OP_CONV, p);
+    }
+    void gemm(uint32_t x, uint32_t y, float xs, int32_t xz, float ys, int32_t yz, int64_t k, int64_t n, bool trans_b, uint32_t w_type,
+              bool zero_points) {
+        Bytes p;
+        p.put(x).put(y).q(xs, xz).q(ys, yz).i64s({k, n});
+        p.put(uint32_t(trans_b)).put(w_type).put(uint32_t(zero_points)).put(uint32_t(1)).put(static_cast<uint32_t>(n));
+        constants(p, n, k * n, w_type, zero_points);
+        op(QATML_ENGINE_OP_GEMM, p);
+    }
+    void pool(uint32_t kind, uint32_t x, uint32_t y, float xs, int32_t xz, float ys, int32_t yz, int64_t k, int64_t s, int64_t pad, uint32_t cip) {
+        Bytes p;
+        p.put(x).put(y).q(xs, xz).q(ys, yz).i64s({k, k, s, s, pad, pad, pad, pad, 1, 1}).put(cip);
+        op(kind, p);
+    }
+    std::vector<uint8_t> bytes() const {
+        Bytes p;
+        p.b = {'Q', 'E', 'P', '1'};
+        p.put(uint32_t(1)).put(tensor_count).put(op_count).put(static_cast<uint32_t>(inputs.size())).put(static_cast<uint32_t>(outputs.size()));
+        p.raw(tensors.b);
+        for (uint32_t i : inputs) p.put(i);
+        for (uint32_t o : outputs) p.put(o);
+        p.raw(ops.b);
+        return p.b;
+    }
+};
+
+// float [4, 6, 6] -> s8 -> grouped conv (direct) -> 1x1 conv with weight zero points (direct) -> 3x3 stride-2 conv
+// over 16 channels (tensor cores, 16-byte loads) -> max pool stride 1 -> average pool -> LUT viewing [16, 2, 2] as [64]
+// -> GEMM (dense rows) into a channels-last [8, 2, 2] -> ADD to itself into a flat [32] -> outputs; global average pool
+// -> GEMM with int4 weights and zero points (direct) and a GEMM of K = 8 (byte gathers); a conv + 2x2 max pool the
+// loader fuses; per-channel scales, biases, u8 and s8 everywhere.
+std::vector<uint8_t> all_paths_plan(std::vector<int64_t>* out_sizes) {
+    PlanBuilder b;
+    const uint32_t F = QATML_TYPE_FLOAT32, U = QATML_TYPE_UINT8, S = QATML_TYPE_INT8, W8 = QATML_TYPE_INT8, W4 = QATML_TYPE_INT4;
+    const uint32_t in = b.tensor(F, {4, 6, 6});
+    const uint32_t t1 = b.tensor(S, {4, 6, 6}), t2 = b.tensor(S, {8, 6, 6}), t3 = b.tensor(U, {16, 6, 6}), t4 = b.tensor(U, {16, 3, 3});
+    const uint32_t t5 = b.tensor(U, {16, 2, 2}), t6 = b.tensor(U, {16, 2, 2}), t7 = b.tensor(U, {64}), t8 = b.tensor(U, {8, 2, 2});
+    const uint32_t t9 = b.tensor(U, {32}), t10 = b.tensor(U, {8, 1, 1}), t11 = b.tensor(S, {5}), t12 = b.tensor(U, {6});
+    const uint32_t t13 = b.tensor(U, {16, 6, 6}), t14 = b.tensor(U, {16, 3, 3});
+    const uint32_t o1 = b.tensor(F, {32}), o2 = b.tensor(F, {5}), o3 = b.tensor(F, {6}), o4 = b.tensor(F, {16, 3, 3});
+    b.inputs = {in};
+    b.outputs = {o1, o2, o3, o4};
+    *out_sizes = {32, 5, 6, 144};
+    b.op(QATML_ENGINE_OP_QUANTIZE, Bytes().put(in).put(t1).q(0.02f, -3));
+    b.conv(t1, t2, 0.02f, -3, 0.05f, 2, 8, 2, 3, 2, 1, 1, W8, false);
+    b.conv(t2, t3, 0.05f, 2, 0.04f, 100, 16, 8, 1, 1, 1, 0, W8, true);
+    b.conv(t3, t4, 0.04f, 100, 0.06f, 90, 16, 16, 3, 1, 2, 1, W4, false);
+    b.pool(QATML_ENGINE_OP_MAXPOOL, t4, t5, 0.06f, 90, 0.06f, 90, 2, 1, 0, 0);
+    b.pool(QATML_ENGINE_OP_AVGPOOL, t5, t6, 0.06f, 90, 0.05f, 80, 3, 1, 1, 0);
+    Bytes lut;
+    lut.put(t6).put(t7);
+    for (int i = 0; i < 256; ++i) lut.put(static_cast<uint8_t>(i < 80 ? 80 : i));  // ReLU at the zero point
+    b.op(QATML_ENGINE_OP_LUT, lut);
+    b.gemm(t7, t8, 0.05f, 80, 0.07f, 128, 64, 32, true, W8, false);
+    b.op(QATML_ENGINE_OP_ADD, Bytes().put(t8).put(t8).put(t9).q(0.07f, 128).q(0.07f, 128).q(0.11f, 120));
+    b.op(QATML_ENGINE_OP_GLOBAL_AVGPOOL, Bytes().put(t8).put(t10).q(0.07f, 128).q(0.03f, 110));
+    b.gemm(t10, t11, 0.03f, 110, 0.2f, -4, 8, 5, false, W4, true);
+    b.gemm(t10, t12, 0.03f, 110, 0.1f, 128, 8, 6, true, W8, false);
+    b.conv(t3, t13, 0.04f, 100, 0.05f, 60, 16, 16, 3, 1, 1, 1, W8, false);
+    b.pool(QATML_ENGINE_OP_MAXPOOL, t13, t14, 0.05f, 60, 0.05f, 60, 2, 2, 0, 0);
+    b.op(QATML_ENGINE_OP_DEQUANTIZE, Bytes().put(t9).put(o1).q(0.11f, 120));
+    b.op(QATML_ENGINE_OP_DEQUANTIZE, Bytes().put(t11).put(o2).q(0.2f, -4));
+    b.op(QATML_ENGINE_OP_DEQUANTIZE, Bytes().put(t12).put(o3).q(0.1f, 128));
+    b.op(QATML_ENGINE_OP_DEQUANTIZE, Bytes().put(t14).put(o4).q(0.05f, 60));
+    return b.bytes();
+}
+
+TEST(CudaEngine, EveryRunnerPathMatchesTheCpuEngine) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    std::vector<int64_t> out_sizes;
+    const std::vector<uint8_t> plan = all_paths_plan(&out_sizes);
+    qatml_engine* e = nullptr;
+    ASSERT_EQ(qatml_engine_create(c.gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+    qatml_engine_info info{};
+    ASSERT_EQ(qatml_engine_get_info(e, &info), QATML_OK);
+    EXPECT_EQ(info.op_count, 17) << "18 plan ops, the last convolution fused with its pool";
+    std::mt19937 rng(22);
+    std::uniform_real_distribution<float> value(-2.0f, 2.5f);
+    for (int64_t rows : {int64_t(1), int64_t(5), int64_t(70)}) {
+        SCOPED_TRACE(std::to_string(rows) + " rows");
+        std::vector<std::vector<float>> in(1, std::vector<float>(static_cast<size_t>(144 * rows)));
+        for (float& v : in[0]) v = value(rng);
+        const auto cpu = run(e, nullptr, in, out_sizes, rows);
+        EXPECT_TRUE(same_bits(run(e, c.gpu, in, out_sizes, rows), cpu));
+        // The same through device pointers.
+        qatml_test::DeviceBuffer din(in[0]);
+        std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
+        std::vector<float*> dptrs;
+        for (int64_t size : out_sizes) {
+            douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
+            dptrs.push_back(douts.back()->as<float>());
+        }
+        const float* dins[] = {din.as<float>()};
+        ASSERT_EQ(qatml_engine_run_device(e, c.gpu, rows, dins, 1, dptrs.data(), 4), QATML_OK) << qatml_last_error();
+        std::vector<std::vector<float>> got;
+        for (const auto& d : douts) got.push_back(d->download<float>());
+        EXPECT_TRUE(same_bits(got, cpu)) << "device pointers";
+    }
+    qatml_engine_destroy(e);
+}
+
+TEST(CudaEngine, ContextsRunOneEngineConcurrently) {
+    QATML_REQUIRE_GPU();
+    std::vector<int64_t> out_sizes;
+    const std::vector<uint8_t> plan = all_paths_plan(&out_sizes);
+    Contexts a, b;
+    qatml_engine* e = nullptr;
+    ASSERT_EQ(qatml_engine_create(a.gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+    const int64_t rows = 33;
+    std::vector<std::vector<float>> in(1, std::vector<float>(static_cast<size_t>(144 * rows)));
+    for (size_t i = 0; i < in[0].size(); ++i) in[0][i] = static_cast<float>((i * 37) % 101) / 25.0f - 2.0f;
+    const auto cpu = run(e, nullptr, in, out_sizes, rows);
+    std::vector<std::vector<float>> ra, rb;
+    std::thread ta([&] {
+        for (int i = 0; i < 20; ++i) ra = run(e, a.gpu, in, out_sizes, rows);
+    });
+    std::thread tb([&] {
+        for (int i = 0; i < 20; ++i) rb = run(e, b.gpu, in, out_sizes, rows);
+    });
+    ta.join();
+    tb.join();
+    EXPECT_TRUE(same_bits(ra, cpu));
+    EXPECT_TRUE(same_bits(rb, cpu));
+    qatml_engine_destroy(e);
+}
+
+TEST(CudaEngine, MisuseFailsWithAMessage) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    std::vector<int64_t> out_sizes;
+    const std::vector<uint8_t> plan = all_paths_plan(&out_sizes);
+    qatml_engine* cpu_engine = nullptr;
+    ASSERT_EQ(qatml_engine_create(nullptr, plan.data(), static_cast<int64_t>(plan.size()), &cpu_engine), QATML_OK);
+    std::vector<float> x(144), y(144);
+    const float* in[] = {x.data()};
+    float* out[] = {y.data(), y.data(), y.data(), y.data()};
+    EXPECT_EQ(qatml_engine_run(cpu_engine, c.gpu, 1, in, 1, out, 4), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("loaded for the CPU"), std::string::npos) << qatml_last_error();
+    EXPECT_EQ(qatml_engine_run_device(cpu_engine, nullptr, 1, in, 1, out, 4), QATML_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qatml_last_error()).find("CUDA context"), std::string::npos) << qatml_last_error();
+    qatml_engine_destroy(cpu_engine);
+}
+
+}  // namespace
