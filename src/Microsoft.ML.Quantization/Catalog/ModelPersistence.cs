@@ -231,10 +231,11 @@ internal static class ModelPersistence
                         throw new InvalidDataException($"{where} lacks its node list (Nodes), or a node's name or op type.");
                     foreach (var n in state.Nodes)
                         n.Precision?.Validate($"Node '{n.Name}'");
+                    state.Sensitivity?.Validate();
                     state.Settings.Validate(quantized: true);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
                     var settings = state.Settings with { ModelName = $"{path}:{folder}" };
-                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes);
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes) { Sensitivity = state.Sensitivity };
                 }
             }
         }

@@ -79,7 +79,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     /// <summary>
     /// What the sensitivity analysis of PostTraining measured and which nodes it left float (null when it did not run);
-    /// not saved with the model.
+    /// saved with the model and restored by <c>mlContext.Quantization.LoadModel</c>.
     /// </summary>
     public SensitivityReport? Sensitivity { get; internal set; }
 
@@ -186,7 +186,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     {
         ThrowIfDisposed();
         ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
-            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
+            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelPersistence.JsonOptions));
     }
 
     private void ThrowIfDisposed()
@@ -205,5 +205,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             _onnxRuntime.Value.Dispose();
     }
 
-    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes);
+    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes)
+    {
+        /// <summary>The sensitivity analysis's report (absent in zips of models made without it).</summary>
+        public SensitivityReport? Sensitivity { get; init; }
+    }
 }

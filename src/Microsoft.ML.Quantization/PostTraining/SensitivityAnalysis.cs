@@ -21,6 +21,7 @@ public sealed record NodeSensitivity(string Name, string OpType, double Alone, b
 /// <summary>What the sensitivity analysis of <c>PostTraining</c> measured and decided.</summary>
 public sealed class SensitivityReport
 {
+    [System.Text.Json.Serialization.JsonConstructor]
     internal SensitivityReport() { }
 
     /// <summary>"output cosine" (mean over rows, worst output) or "accuracy drop" (percentage points against the label).</summary>
@@ -48,10 +49,23 @@ public sealed class SensitivityReport
     public IReadOnlyList<NodeSensitivity> Nodes { get; init; } = [];
 
     /// <summary>The nodes left float.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public IEnumerable<NodeSensitivity> KeptFloat => Nodes.Where(n => n.KeptFloat);
 
     /// <summary>The nodes given a wider precision (8-bit weights) instead of being left float.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public IEnumerable<NodeSensitivity> Raised => Nodes.Where(n => n.Raised is not null && !n.KeptFloat);
+
+    /// <summary>Checks a report restored from a model zip: what a hand-edited JSON could leave null or out of range.</summary>
+    internal void Validate()
+    {
+        if (Metric is null || Nodes is null || Nodes.Any(n => n?.Name is null || n.OpType is null))
+            throw new ArgumentException("The sensitivity report lacks its metric or node list, or a node's name or op type.");
+        if (Rows < 0 || Evaluations < 0)
+            throw new ArgumentException($"The sensitivity report has a negative row or evaluation count ({Rows}, {Evaluations}).");
+        foreach (var n in Nodes)
+            n.Raised?.Validate($"Sensitivity node '{n.Name}'");
+    }
 }
 
 /// <summary>

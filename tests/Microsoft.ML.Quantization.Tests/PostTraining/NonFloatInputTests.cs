@@ -150,8 +150,14 @@ public sealed class NonFloatInputTests : IDisposable
         // Saved and restored with the typed input columns.
         string zip = Path.Combine(_dir, "embedding.zip");
         context.Model.Save(quantized, test.Schema, zip);
-        var restored = new MLContext(seed: 1).Quantization.LoadModel(zip, out _);
+        using var restored = Assert.IsType<QuantizedModelTransformer>(new MLContext(seed: 1).Quantization.LoadModel(zip, out _));
         Assert.Equal(actual, Column(restored.Transform(test), "y"));
+        // The sensitivity analysis's report travels with the model.
+        SensitivityReport report = Assert.IsType<SensitivityReport>(quantized.Sensitivity);
+        SensitivityReport again = Assert.IsType<SensitivityReport>(restored.Sensitivity);
+        Assert.Equal((report.Metric, report.Target, report.AllQuantized, report.Final, report.TargetMet, report.Rows, report.Evaluations),
+            (again.Metric, again.Target, again.AllQuantized, again.Final, again.TargetMet, again.Rows, again.Evaluations));
+        Assert.Equal(report.Nodes, again.Nodes);
 
         // A column of the wrong item type is named with the type the input needs.
         var floats = context.Data.LoadFromEnumerable(new[] { new FloatIds() });
