@@ -14,8 +14,9 @@ namespace Microsoft.ML.Quantization.Tests.PostTraining;
 
 /// <summary>
 /// Int64 / Int32 / Bool graph inputs (token ids, segments, masks) bound from vector columns of those types through
-/// float scoring, calibration, PostTraining (embedding tables as weight-only int8 Gathers), Compare and save/load; a
-/// position embedding broadcast over the batch scores at batch sizes above 1; and MiniLM from NuGet on real sentences.
+/// float scoring, calibration, PostTraining (embedding tables as weight-only int8 Gathers), Compare, save/load and
+/// PredictionEngine (the row-to-row mapper); a position embedding broadcast over the batch scores at batch sizes above 1;
+/// and MiniLM from NuGet on real sentences.
 /// </summary>
 public sealed class NonFloatInputTests : IDisposable
 {
@@ -81,12 +82,15 @@ public sealed class NonFloatInputTests : IDisposable
         })];
     }
 
-    private static IDataView View(MLContext context, IEnumerable<TokenRow> rows)
+    private static IDataView View(MLContext context, IEnumerable<TokenRow> rows) => context.Data.LoadFromEnumerable(rows, TokenColumns());
+
+    /// <summary>The token row's members as the model's input columns (ids, segment, mask).</summary>
+    private static SchemaDefinition TokenColumns()
     {
         var definition = SchemaDefinition.Create(typeof(TokenRow));
         foreach (var column in definition)
             column.ColumnName = column.MemberName.ToLowerInvariant();
-        return context.Data.LoadFromEnumerable(rows, definition);
+        return definition;
     }
 
     private static float[] OrtReference(byte[] model, List<TokenRow> rows)
@@ -163,6 +167,45 @@ public sealed class NonFloatInputTests : IDisposable
         var floats = context.Data.LoadFromEnumerable(new[] { new FloatIds() });
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => quantized.Transform(floats));
         Assert.Contains("Schema mismatch for input column 'ids': expected Vector<Int64, 6>", error.Message);
+    }
+
+    private sealed class Projected
+    {
+        [ColumnName("y")] public float[] Y { get; set; } = [];
+    }
+
+    [Fact]
+    public void TypedInputs_ThroughPredictionEngine_GiveTransformsValues()
+    {
+        var context = new MLContext(seed: 1);
+        byte[] model = EmbeddingModel();
+        var rows = Tokens(9, seed: 3);
+        IDataView data = View(context, rows);
+        using var scoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelBytes = model, BatchSize = 4, IntraOpNumThreads = 1 }).Fit(data);
+        using var quantized = context.Quantization.PostTraining(new PostTrainingOptions { ModelBytes = model, BatchSize = 4, IntraOpNumThreads = 1, SampleCount = 40 })
+            .Fit(View(context, Tokens(40, seed: 1)));
+        foreach (ITransformer transformer in new ITransformer[] { scoring, quantized })
+        {
+            // One row per run on the row mapper's own one-row staging: Int64 ids, Int32 segments and Bool masks.
+            float[][] expected = [.. transformer.Transform(data).GetColumn<float[]>("y")];
+            using var engine = context.Model.CreatePredictionEngine<TokenRow, Projected>(transformer,
+                new PredictionEngineOptions { OwnsTransformer = false, InputSchemaDefinition = TokenColumns() });
+            for (int i = 0; i < rows.Count; i++)
+                Assert.Equal(expected[i], engine.Predict(rows[i]).Y);
+        }
+
+        // An input declared whole (a scalar without a batch dimension) through the row mapper too.
+        var random = new Random(4);
+        var rateRows = Enumerable.Range(0, 6).Select(r => new RateRow { X = [.. Enumerable.Range(0, 16).Select(_ => (float)random.NextDouble() - 0.5f)], Rate = [r % 2 == 0 ? 16000 : 8000] }).ToList();
+        IDataView rates = context.Data.LoadFromEnumerable(rateRows);
+        var options = new PostTrainingOptions { ModelBytes = ControlFlowModel(), BatchSize = 1, IntraOpNumThreads = 1, SampleCount = 6 };
+        options.InputShapes["rate"] = [];
+        using var branches = context.Quantization.PostTraining(options).Fit(rates);
+        float[][] byRate = [.. branches.Transform(rates).GetColumn<float[]>("y")];
+        Assert.NotEqual(byRate[0], byRate[1]);      // the rate picks the branch
+        using var rateEngine = context.Model.CreatePredictionEngine<RateRow, Projected>(branches, new PredictionEngineOptions { OwnsTransformer = false });
+        for (int i = 0; i < rateRows.Count; i++)
+            Assert.Equal(byRate[i], rateEngine.Predict(rateRows[i]).Y);
     }
 
     /// <summary>
