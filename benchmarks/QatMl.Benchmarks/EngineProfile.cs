@@ -42,33 +42,9 @@ internal static class EngineProfile
         float[] inputs = EngineBenchmark.Column(data, column).Take(rowSize * batch).ToArray();
 
         // ONNX Runtime with its profiler.
-        string prefix = Path.Combine(Path.GetTempPath(), $"qatml-ort-profile-{Environment.ProcessId}");
-        using var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        so.EnableProfiling = true;
-        so.ProfileOutputPathPrefix = prefix;
-        string profileFile;
-        using (var session = new InferenceSession(int8.QuantizedModel, so))
-        {
-            string inputName = session.InputMetadata.Keys.First();
-            var tensor = new DenseTensor<float>(inputs, [batch, .. rowDims]);
-            for (int i = 0; i < runs; i++)
-                using (session.Run([NamedOnnxValue.CreateFromTensor(inputName, tensor)])) { }
-            profileFile = session.EndProfiling();
-        }
-        var perNode = new Dictionary<string, (string Op, double Us)>();
-        using (JsonDocument doc = JsonDocument.Parse(File.ReadAllText(profileFile)))
-        {
-            foreach (JsonElement e in doc.RootElement.EnumerateArray())
-            {
-                if (e.GetProperty("cat").GetString() != "Node" || !e.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal))
-                    continue;
-                string node = e.GetProperty("name").GetString()![..^"_kernel_time".Length];
-                string op = e.GetProperty("args").TryGetProperty("op_name", out JsonElement o) ? o.GetString()! : "?";
-                double us = e.GetProperty("dur").GetDouble();
-                perNode[node] = perNode.TryGetValue(node, out var v) ? (op, v.Us + us) : (op, us);
-            }
-        }
-        File.Delete(profileFile);
+        Dictionary<string, (string Op, double Us)> perNode;
+        using (var probe = new InferenceSession(int8.QuantizedModel))
+            perNode = OrtKernelTimes(int8.QuantizedModel, [NamedOnnxValue.CreateFromTensor(probe.InputMetadata.Keys.First(), new DenseTensor<float>(inputs, [batch, .. rowDims]))], runs);
         double total = perNode.Values.Sum(v => v.Us);
         Console.WriteLine($"ONNX Runtime INT8, batch {batch}, {runs} runs (first included): {total / runs / batch:F1} us per row in kernels");
         foreach (var (node, (op, us)) in perNode)
@@ -91,6 +67,37 @@ internal static class EngineProfile
         if (Environment.GetEnvironmentVariable("QATML_ENGINE_PROFILE") != "1")
             Console.WriteLine("  (set QATML_ENGINE_PROFILE=1 for the engine's per-op table)");
         return 0;
+    }
+
+    /// <summary>ONNX Runtime's profiler over <paramref name="runs"/> runs (one thread, all optimizations): kernel time per node, with its op type.</summary>
+    internal static Dictionary<string, (string Op, double Us)> OrtKernelTimes(byte[] model, IReadOnlyList<NamedOnnxValue> inputs, int runs)
+    {
+        string prefix = Path.Combine(Path.GetTempPath(), $"qatml-ort-profile-{Environment.ProcessId}");
+        using var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        so.EnableProfiling = true;
+        so.ProfileOutputPathPrefix = prefix;
+        string profileFile;
+        using (var session = new InferenceSession(model, so))
+        {
+            for (int i = 0; i < runs; i++)
+                using (session.Run(inputs)) { }
+            profileFile = session.EndProfiling();
+        }
+        var perNode = new Dictionary<string, (string Op, double Us)>();
+        using (JsonDocument doc = JsonDocument.Parse(File.ReadAllText(profileFile)))
+        {
+            foreach (JsonElement e in doc.RootElement.EnumerateArray())
+            {
+                if (e.GetProperty("cat").GetString() != "Node" || !e.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal))
+                    continue;
+                string node = e.GetProperty("name").GetString()![..^"_kernel_time".Length];
+                string op = e.GetProperty("args").TryGetProperty("op_name", out JsonElement o) ? o.GetString()! : "?";
+                double us = e.GetProperty("dur").GetDouble();
+                perNode[node] = perNode.TryGetValue(node, out var v) ? (op, v.Us + us) : (op, us);
+            }
+        }
+        File.Delete(profileFile);
+        return perNode;
     }
 
     private static int Arg(string[] args, string name, int fallback)

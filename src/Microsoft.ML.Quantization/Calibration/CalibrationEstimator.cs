@@ -67,8 +67,9 @@ public sealed class CalibrationTransformer : ITransformer
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.Name);
             if (column is null)
                 throw SchemaErrors.MissingColumn(paramName, input.Name, schema, $"Calibration read this column; {nameof(CalibrationTransformer)} passes rows through only when they still have it.");
-            if (column.Value.Type is not VectorDataViewType v || v.ItemType != NumberDataViewType.Single || (v.Size != 0 && v.Size != input.Size))
-                throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<Single, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
+            var itemType = Inference.BatchScorerSchema.ItemType(input.ElementType);
+            if (column.Value.Type is not VectorDataViewType v || !v.ItemType.Equals(itemType) || (v.Size != 0 && v.Size != input.Size))
+                throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<{itemType}, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
         }
     }
 

@@ -68,7 +68,7 @@ internal static class ModelPersistence
             scoring.Options.GpuDeviceId, scoring.Options.FallbackToCpu ?? false);
         var schema = new DataViewSchema.Builder();
         foreach (var spec in scoring.Scorer.Inputs)
-            schema.AddColumn(spec.ColumnName, new VectorDataViewType(NumberDataViewType.Single, spec.RowDims));
+            schema.AddColumn(spec.ColumnName, new VectorDataViewType(BatchScorerSchema.ItemType(spec.ElementType), spec.RowDims));
         var inner = estimator.Fit(new EmptyDataView(schema.ToSchema()));
         try
         {
@@ -231,10 +231,11 @@ internal static class ModelPersistence
                         throw new InvalidDataException($"{where} lacks its node list (Nodes), or a node's name or op type.");
                     foreach (var n in state.Nodes)
                         n.Precision?.Validate($"Node '{n.Name}'");
+                    state.Sensitivity?.Validate();
                     state.Settings.Validate(quantized: true);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
                     var settings = state.Settings with { ModelName = $"{path}:{folder}" };
-                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes);
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes) { Sensitivity = state.Sensitivity };
                 }
             }
         }

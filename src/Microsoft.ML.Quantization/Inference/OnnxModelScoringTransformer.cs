@@ -22,7 +22,7 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
         ModelName = options.ModelName(options.ModelPath);
         InputsOption = options.InputsOptionName;
         byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName);
+        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
         Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);

@@ -73,8 +73,7 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         private readonly DataViewRow _input;
         private readonly bool[] _active;
         private readonly IScoringBatch? _batch;
-        private readonly ValueGetter<VBuffer<float>>[] _inputGetters;
-        private VBuffer<float> _row;
+        private readonly InputReader[] _inputReaders;
         private long _scoredPosition = long.MinValue;
 
         internal ScoredRow(ScoringRowMapper mapper, DataViewRow input, bool[] active, bool[] outputActive)
@@ -85,11 +84,14 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
             if (outputActive.Any(a => a))
             {
                 _batch = mapper._scorer.CreateBatch(outputActive, capacity: 1);
-                _inputGetters = mapper._inputColumns.Select(i => input.GetGetter<VBuffer<float>>(mapper.InputSchema[i])).ToArray();
+                InputSpec[] inputs = mapper._scorer.Inputs;
+                _inputReaders = mapper._inputColumns
+                    .Select((i, k) => BatchScorerSchema.CreateReader(input, mapper.InputSchema[i], inputs[k], k))
+                    .ToArray();
             }
             else
             {
-                _inputGetters = [];
+                _inputReaders = [];
             }
         }
 
@@ -130,11 +132,8 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
             long position = _input.Position;
             if (position == _scoredPosition)
                 return;
-            for (int k = 0; k < _inputGetters.Length; k++)
-            {
-                _inputGetters[k](ref _row);
-                _batch!.SetRow(k, 0, _row, position);
-            }
+            foreach (InputReader read in _inputReaders)
+                read(_batch!, 0, position);
             _batch!.Run(1);
             _scoredPosition = position;
         }

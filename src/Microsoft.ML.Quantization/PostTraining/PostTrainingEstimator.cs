@@ -42,12 +42,42 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         Stage(1, $"graph prepared ({model.Graph.Nodes.Count} nodes).");
         CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
         Stage(2, _options.CalibrationTable is null ? $"calibrated {table.Count} tensors." : $"using the given calibration table ({table.Count} tensors).");
-        QdqResult result = QdqWriter.Quantize(model, table, _options);
+        var keptFloat = new Dictionary<string, string>(StringComparer.Ordinal);
+        Dictionary<string, QuantizationPrecision>? raised = null;
+        Dictionary<string, float[]>? means = null;
+        SensitivityReport? sensitivity = null;
+        if (_options.AnalyzesSensitivity || _options.BiasCorrection || _options.SmoothQuant)
+        {
+            RowSample rows = RowSample.Load(_context, model, _options, input, name);
+            if (_options.SmoothQuant)
+            {
+                float[][] reference;
+                using (var floatRunner = new SampleRunner(_context, model.Clone(), 0, _options, name, rows))
+                    reference = floatRunner.Run(null);
+                var smooth = SmoothQuant.Apply(_context, model, table, _options, rows, name, reference);
+                (model, table) = (smooth.Model, smooth.Table);
+                foreach (var (node, why) in smooth.FloatNodes)
+                    keptFloat[node] = why;
+                progress.Info(smooth.Alpha is { } alpha
+                    ? $"SmoothQuant: alpha {alpha} on {smooth.Smoothed} MatMul/Gemm weights ({smooth.Summary})."
+                    : $"SmoothQuant: left unsmoothed ({smooth.Summary}).");
+            }
+            if (_options.BiasCorrection)
+                means = BiasCorrection.InputMeans(_context, model, QdqPlan.Create(model.Clone(), table, _options, keptFloat), _options, rows, name);
+            if (_options.AnalyzesSensitivity)
+            {
+                Dictionary<string, string> sensitive;
+                (sensitive, raised, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, rows, name, progress.Channel, keptFloat, means);
+                foreach (var (node, why) in sensitive)
+                    keptFloat[node] = why;
+            }
+        }
+        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means));
         int quantized = result.Nodes.Count(n => n.Precision is not null);
         Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
         foreach (var n in result.Nodes.Where(n => n.Precision is null))
             progress.Info($"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
-        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes);
+        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes) { Sensitivity = sensitivity };
         try
         {
             transformer.GetOutputSchema(input.Schema);
@@ -82,6 +112,9 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);
+        // Equalization changes the tensors between the layers, so a table calibrated without it would not fit them.
+        if (options.CrossLayerEqualization && options.CalibrationTable is null)
+            OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
         try
@@ -92,6 +125,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         {
             // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
         }
+        OnnxRewrites.AnnotateElementTypes(model);
         return model;
     }
 

@@ -179,7 +179,7 @@ internal static class QuantizationComparer
         return best;
     }
 
-    private static Func<long> LabelGetter(DataViewRow row, DataViewSchema.Column column)
+    internal static Func<long> LabelGetter(DataViewRow row, DataViewSchema.Column column)
     {
         DataViewType type = column.Type;
         if (type is KeyDataViewType || type == NumberDataViewType.UInt32)

@@ -77,6 +77,12 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal ScoringSettings Settings { get; }
 
+    /// <summary>
+    /// What the sensitivity analysis of PostTraining measured and which nodes it left float (null when it did not run);
+    /// saved with the model and restored by <c>mlContext.Quantization.LoadModel</c>.
+    /// </summary>
+    public SensitivityReport? Sensitivity { get; internal set; }
+
     /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
     public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
 
@@ -180,7 +186,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     {
         ThrowIfDisposed();
         ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
-            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
+            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelPersistence.JsonOptions));
     }
 
     private void ThrowIfDisposed()
@@ -199,5 +205,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             _onnxRuntime.Value.Dispose();
     }
 
-    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes);
+    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes)
+    {
+        /// <summary>The sensitivity analysis's report (absent in zips of models made without it).</summary>
+        public SensitivityReport? Sensitivity { get; init; }
+    }
 }

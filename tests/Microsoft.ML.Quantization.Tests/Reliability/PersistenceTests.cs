@@ -85,7 +85,25 @@ public sealed class PersistenceTests : IDisposable
     {
         string path = Tampered(ModelPersistence.QuantizedEntry, b => b);
         var restored = Assert.IsType<QuantizedModelTransformer>(new MLContext(1).Quantization.LoadModel(path, out _));
+        Assert.Equal("output cosine", restored.Sensitivity?.Metric);
         restored.Dispose();
+    }
+
+    [Theory]
+    [InlineData("""{"Rows": -1}""", "holds settings the options refuse: The sensitivity report has a negative row or evaluation count (-1, ")]
+    [InlineData("""{"Metric": null}""", "holds settings the options refuse: The sensitivity report lacks its metric or node list")]
+    [InlineData("""{"Nodes": [{"Name": null, "OpType": "Conv", "Alone": 0.5, "KeptFloat": true}]}""", "The sensitivity report lacks its metric or node list, or a node's name or op type.")]
+    [InlineData("""{"Nodes": [{"Name": "conv", "OpType": "Conv", "Alone": 0.5, "KeptFloat": false, "Raised": {"WeightBits": 1, "ActivationBits": 8}}]}""",
+        "Sensitivity node 'conv': WeightBits must be between 2 and 8; got 1.")]
+    public void SensitivityReportsTheAnalysisCouldNotHaveWritten_AreRefused(string patch, string expected)
+    {
+        var e = LoadFails(TamperedSettings(json =>
+        {
+            foreach (var (key, value) in JsonNode.Parse(patch)!.AsObject())
+                json["Sensitivity"]![key] = value?.DeepClone();
+        }));
+        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' ");
+        Has(e.Message, expected);
     }
 
     public static TheoryData<string, string> BadSettings() => new()

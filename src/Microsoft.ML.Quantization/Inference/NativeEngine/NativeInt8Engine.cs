@@ -244,10 +244,13 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 
         public int[] OutputRowSizes { get; }
 
-        public void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        public void SetRow<T>(int input, int slot, in VBuffer<T> row, long rowIndex)
+            where T : unmanaged
         {
             InputSpec spec = _scorer.Inputs[input];
-            BatchScorerSchema.CopyRow(spec, row, _inputs[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
+            if ((object)_inputs[input] is not T[] staging)
+                throw new InvalidOperationException($"Input '{spec.TensorName}' of the native engine is float; a {typeof(T).Name} row was given.");
+            BatchScorerSchema.CopyRow(spec, row, staging.AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 
         public void Run(int rows)
