@@ -72,7 +72,14 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
                     keptFloat[node] = why;
             }
         }
-        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means));
+        IReadOnlyDictionary<string, QuantizedConstant>? learned = null;
+        if (_options.AdaRound)
+        {
+            var adaRound = PostTraining.AdaRound.Learn(_context, model, table, _options, input, name, keptFloat, raised, means, progress.Channel);
+            learned = adaRound.Weights;
+            progress.Info(adaRound.Summary);
+        }
+        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means, learned));
         int quantized = result.Nodes.Count(n => n.Precision is not null);
         Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
         foreach (var n in result.Nodes.Where(n => n.Precision is null))
