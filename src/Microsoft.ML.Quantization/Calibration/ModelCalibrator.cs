@@ -22,7 +22,11 @@ internal static class ModelCalibrator
     /// <summary>Staging budget for one batch of observed activations; the batch shrinks to fit it.</summary>
     internal const long StagingBudgetBytes = 256L << 20;
 
-    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data)
+    /// <summary>
+    /// Calibrates <paramref name="data"/>; <paramref name="observers"/>, when given, receives each observed activation's
+    /// observer by tensor name, so other methods' ranges can be computed from the same pass.
+    /// </summary>
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, IDictionary<string, TensorObserver>? observers = null)
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
@@ -58,7 +62,7 @@ internal static class ModelCalibrator
         long rows = 0;
         var inputColumns = new List<InputColumn>();
         if (plan.Activations.Count > 0)
-            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns);
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns, observers);
 
         foreach (SharedActivation shared in plan.Shared)
             if (entries.TryGetValue(shared.Source, out var source))
@@ -123,7 +127,7 @@ internal static class ModelCalibrator
 
     private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
         CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, OperationProgress progress, Stopwatch clock,
-        List<InputColumn> inputColumns)
+        List<InputColumn> inputColumns, IDictionary<string, TensorObserver>? kept)
     {
         IChannel channel = progress.Channel;
         OnnxModelScoringOptions scoring = options.ToScoringOptions();
@@ -207,12 +211,16 @@ internal static class ModelCalibrator
 
         for (int k = 0; k < inputObservers.Length; k++)
             if (inputObservers[k] is { } o)
+            {
                 entries[scorer.Inputs[k].TensorName] = ToEntry(o, scorer.Inputs[k].TensorName, TensorKind.Activation, null, scorer.Inputs[k].ColumnName);
+                kept?.Add(scorer.Inputs[k].TensorName, o);
+            }
         for (int j = 0; j < outputObservers.Length; j++)
         {
             try
             {
                 entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+                kept?.Add(observed[j].Name, outputObservers[j]);
             }
             catch (ArgumentException e)
             {
