@@ -13,11 +13,15 @@ namespace QatMl.Benchmarks;
 
 /// <summary>
 /// The native INT8 engine's figures, all measured in one run on one thread (the process is pinned to one core):
-///  - images/s of FmnistNet (batch 1, 32, 256) and ResNet18 (batch 1, 16) for ONNX Runtime FP32, ONNX Runtime INT8
-///    (the same QDQ model), the native engine INT8 and the native engine W4A8 (int4 weights), timed two ways: the
-///    backend's batch call alone (staging buffers reused, no IDataView) and through the transformer's IDataView cursor;
-///  - ratios native / ORT INT8 (goal >= 1.2x), native / ORT FP32 (goal >= 3x), native W4A8 / native INT8;
+///  - images/s of FmnistNet (batch 1, 32, 256), ResNet18 (batch 1, 16) and, with --zoo FOLDER, every zoo model with one
+///    float input that fits (batch 1, 8; build/zoo-fetch.md), for ONNX Runtime FP32, ONNX Runtime INT8 (the same QDQ
+///    model), the native engine INT8 and the native engine W4A8 (int4 weights), timed two ways: the backend's batch call
+///    alone (staging buffers reused, no IDataView) and through the transformer's IDataView cursor; --batch 1,16 sets the
+///    batches of every model, --only a,b the zoo models, --rows N their calibration and timed rows (16);
+///  - ratios native / ORT INT8 (goal >= 1.2x), native / ORT FP32 (goal >= 3x on FmnistNet and ResNet18, >= 2x on the
+///    zoo), native W4A8 / native INT8;
 ///  - the largest difference of the native outputs from ONNX Runtime's, in LSBs of the output scale;
+///  - for a zoo model the engine cannot run, the reasons (the nodes and ops), instead of times;
 ///  - resident memory a loaded model adds (one child process per model and backend: RSS after loading and one batch,
 ///    minus RSS before loading).
 /// </summary>
@@ -28,6 +32,7 @@ internal static class EngineBenchmark
     internal static int Run(BenchmarkSettings settings, string[] args)
     {
         var context = new MLContext(seed: 0);
+        int[]? batches = Option(args, "--batch")?.Split(',').Select(b => int.Parse(b, CultureInfo.InvariantCulture)).ToArray();
         string fmnist = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx");
         IDataView calibration = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
         var testRows = FashionMnist.Rows(FashionMnist.ReadTest(settings.DataFolder, limit: 2048));
@@ -35,7 +40,7 @@ internal static class EngineBenchmark
         float[] images = testRows.SelectMany(r => r.Input).ToArray();
         Console.WriteLine($"FmnistNet: PTQ on 1000 calibration images (MinMax, per-channel), {testRows.Count} test images per pass, one thread, best of {settings.Repeat}; images/s");
         var fmnistModels = Quantize(context, fmnist, calibration, 1000, batch: 64, null);
-        Compare(settings, context, "FmnistNet", fmnist, fmnistModels, test, "input", "logits", images, 784, [1, 28, 28], [1, 32, 256]);
+        Compare(settings, context, "FmnistNet", fmnist, fmnistModels, test, images, 784, [1, 28, 28], batches ?? [1, 32, 256]);
 
         if (!args.Contains("--no-resnet"))
         {
@@ -45,10 +50,68 @@ internal static class EngineBenchmark
             Console.WriteLine();
             Console.WriteLine($"ResNet18 (224x224 from Fashion-MNIST): PTQ on the same {count} images, {count} images per pass, one thread, best of {settings.Repeat}; images/s");
             var resnetModels = Quantize(context, ResNet18Images.ModelPath, resnetImages, count, batch: 16, ResNet18Images.InputColumn);
-            Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, ResNet18Images.InputColumn, ResNet18Images.OutputTensor,
-                pixels, ResNet18Images.InputSize, [3, 224, 224], [1, 16]);
+            Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, pixels, ResNet18Images.InputSize, [3, 224, 224],
+                batches ?? [1, 16]);
         }
+        if (Option(args, "--zoo") is { } zoo)
+            ZooModels(settings, args, zoo, batches ?? [1, 8]);
         return 0;
+    }
+
+    /// <summary>Every zoo model (except ResNet18, above) with one float input: PTQ on real rows, then the same table.</summary>
+    private static void ZooModels(BenchmarkSettings settings, string[] args, string folder, int[] batches)
+    {
+        int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 16;
+        var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+        OrtEnv.Instance().EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+        var context = new MLContext(seed: 1);
+        var zoo = new QatMl.Benchmarks.Zoo.ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
+        foreach (QatMl.Benchmarks.Zoo.ZooModel model in QatMl.Benchmarks.Zoo.ZooModels.All.Where(m => m.Name != "resnet18" && (only is null || only.Contains(m.Name))))
+        {
+            Console.WriteLine();
+            try
+            {
+                string path = model.ModelPath(zoo);
+                OnnxModel onnx = OnnxModel.Load(path);
+                var inputs = onnx.Graph.RuntimeInputs;
+                QatMl.Benchmarks.Zoo.ZooRows data = model.Rows(zoo, inputs[0].Name);
+                if (data.Tensors.Count != 1 || !data.Tensors[0].IsFloat)
+                {
+                    Console.WriteLine($"{model.Name}: inputs {string.Join(", ", data.Tensors.Select(t => t.Name))}: the timed call takes one float input; not timed");
+                    continue;
+                }
+                bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long b && b > 0;
+                string output = model.Output(onnx);
+                QuantizedModelTransformer Fit(QuantizationPrecision precision)
+                    => context.Quantization.PostTraining(QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, precision, fixedBatch, QuantizedBackend.OnnxRuntime))
+                        .Fit(data.Calibration(context));
+                var models = new Quantized(Fit(QuantizationPrecision.Int8), Fit(QuantizationPrecision.W4A8));
+                IDataView timed = context.Data.Cache(data.HeldOut(context));
+                float[] inputValues = Column(timed, data.Tensors[0].Name);
+                int[] dims = data.Tensors[0].RowDims;
+                Console.WriteLine($"{model.Name} ({model.Family}): PTQ on {data.CalibrationCount} rows, {data.HeldOutCount} rows per pass, one thread, best of {settings.Repeat}; rows/s");
+                using (var native = NativeInt8Engine.TryLoad(models.Int8.QuantizedModel, model.Name, models.Int8.Settings.Inputs, models.Int8.Settings.Outputs,
+                           models.Int8.Settings.InputShapes, 1, out IReadOnlyList<string> reasons))
+                {
+                    if (native is null)
+                    {
+                        Console.WriteLine($"  native engine: does not run it: {string.Join("; ", reasons)}");
+                        continue;
+                    }
+                }
+                Compare(settings, context, model.Name, path, models, timed, inputValues, data.Tensors[0].Size, dims, fixedBatch ? [1] : batches, memory: false);
+            }
+            catch (Exception e)
+            {
+                Console.WriteLine($"{model.Name}: FAILED {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
+            }
+        }
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private sealed record Quantized(QuantizedModelTransformer Int8, QuantizedModelTransformer W4A8);
@@ -68,18 +131,15 @@ internal static class EngineBenchmark
     }
 
     private static void Compare(BenchmarkSettings settings, MLContext context, string name, string floatModel, Quantized models, IDataView data,
-        string inputColumn, string outputTensor, float[] inputs, int rowSize, int[] rowDims, int[] batches)
+        float[] inputs, int rowSize, int[] rowDims, int[] batches, bool memory = true)
     {
         QuantizedModelTransformer WithBackend(QuantizedModelTransformer q, QuantizedBackend backend, int batch)
             => new(context, q.QuantizedModel, q.Settings with { Backend = backend, AllowBackendFallback = false, BatchSize = batch }, q.Nodes);
+        byte[] floatBytes = File.ReadAllBytes(floatModel);
         var contenders = new Contender[]
         {
-            new("ORT FP32", b =>
-                {
-                    var o = new OnnxScoringOptions { ModelPath = floatModel, IntraOpNumThreads = 1, BatchSize = b };
-                    o.Inputs.Add(new OnnxColumnBinding(inputColumn, models.Int8.Settings.Inputs.FirstOrDefault()?.TensorName ?? inputColumn));
-                    return context.Quantization.ScoreOnnxModel(o).Fit(data);
-                },
+            // The float model with the quantized model's bindings and declared shapes, on one thread.
+            new("ORT FP32", b => context.Quantization.ScoreOnnxModel((models.Int8.Settings with { BatchSize = b, IntraOpNumThreads = 1 }).ToScoringOptions(floatBytes)).Fit(data),
                 t => ((OnnxScoringTransformer)t).Scorer, t => (ITransformer)t),
             new("ORT INT8", b => WithBackend(models.Int8, QuantizedBackend.OnnxRuntime, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native INT8", b => WithBackend(models.Int8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
@@ -120,18 +180,16 @@ internal static class EngineBenchmark
             Print(batch, "raw call", raw);
             Print(batch, "IDataView", viaView);
             if (batch == batches[^1])
-            {
-                float scale = OutputScale(models.Int8.QuantizedModel);
-                float scale4 = OutputScale(models.W4A8.QuantizedModel);
-                Console.WriteLine($"  outputs over {n} images: native INT8 vs ORT INT8 max {MaxLsb(outputs[1]!, outputs[2]!, scale)} LSB ({Same(outputs[1]!, outputs[2]!)} of {outputs[1]!.Length} values identical); " +
-                                  $"native W4A8 vs ORT W4A8 max {MaxLsb(RunOrt(models.W4A8, inputs, n, rowDims, batch), outputs[3]!, scale4)} LSB");
-            }
+                Console.WriteLine($"  outputs over {n} rows: native INT8 vs ORT INT8 {Difference(models.Int8, outputs[1]!, outputs[2]!)}; " +
+                                  $"native W4A8 vs ORT W4A8 {Difference(models.W4A8, RunOrt(models.W4A8, inputs, n, rowDims, batch), outputs[3]!)}");
         }
         foreach (var (label, model) in new[] { ("INT8", models.Int8), ("W4A8", models.W4A8) })
         {
             using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, name, model.Settings.Inputs, model.Settings.Outputs, model.Settings.InputShapes, 1, out _)!;
             Console.WriteLine($"  native {label}: {engine.Ops.Count} plan ops ({engine.NativeOpCount} after fusion), packed weights {engine.WeightBytes:N0} bytes (QDQ file {model.QuantizedModel.Length:N0}), activations {engine.ArenaBytesPerRow:N0} bytes/image (without reuse {engine.NaiveBytesPerRow:N0})");
         }
+        if (!memory)
+            return;
         int memoryBatch = batches[^1];
         string file = Path.Combine(Path.GetTempPath(), $"qatml-engine-{name}-{Environment.ProcessId}.onnx");
         try
@@ -169,19 +227,19 @@ internal static class EngineBenchmark
         return all;
     }
 
-    private static float OutputScale(byte[] model)
+    /// <summary>The largest difference in LSBs of the output's DequantizeLinear scale (or, for a float output, as a value), and how many values agree.</summary>
+    private static string Difference(QuantizedModelTransformer model, float[] a, float[] b)
     {
-        var g = OnnxModel.Parse(model).Graph;
-        g.TryGetInitializer(g.Producer(g.Outputs[0].Name)!.Inputs[1], out var s);
-        return s.ToFloatArray()[0];
-    }
-
-    private static int MaxLsb(float[] a, float[] b, float scale)
-    {
-        int max = 0;
+        var g = OnnxModel.Parse(model.QuantizedModel).Graph;
+        string output = model.Settings.Outputs.FirstOrDefault()?.TensorName ?? g.Outputs[0].Name;
+        OnnxNode? producer = g.Producer(output);
+        float maxAbs = 0;
         for (int i = 0; i < a.Length; i++)
-            max = Math.Max(max, (int)Math.Round(Math.Abs(a[i] - b[i]) / scale));
-        return max;
+            maxAbs = Math.Max(maxAbs, Math.Abs(a[i] - b[i]));
+        string same = $"{Same(a, b)} of {a.Length} values identical";
+        if (producer is { OpType: "DequantizeLinear" } && g.TryGetInitializer(producer.Inputs[1], out var s) && s.ElementCount == 1)
+            return $"max {(int)Math.Round(maxAbs / s.ToFloatArray()[0])} LSB ({same})";
+        return $"max |difference| {maxAbs:G3} (float output; {same})";
     }
 
     private static int Same(float[] a, float[] b) => a.Where((v, i) => v == b[i]).Count();
