@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <random>
 #include <vector>
@@ -116,6 +117,220 @@ inline void conv_op(PlanWriter &w, uint32_t x, uint32_t y, float xs, int32_t xz,
   for (int8_t v : weights)
     o.body.put(v);
   w.op(QATML_ENGINE_OP_CONV, o);
+}
+
+// Payloads of the other op kinds (qatml_engine.h), one helper each.
+inline void quantize_op(PlanWriter &w, uint32_t x, uint32_t y, float s,
+                        int32_t z, bool dequantize = false) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.q(s, z);
+  w.op(dequantize ? QATML_ENGINE_OP_DEQUANTIZE : QATML_ENGINE_OP_QUANTIZE, o);
+}
+inline void unary_op(PlanWriter &w, uint32_t x, uint32_t y, uint32_t func,
+                     float alpha = 0.0f, float beta = 0.0f) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.put(func);
+  o.body.put(alpha);
+  o.body.put(beta);
+  w.op(QATML_ENGINE_OP_UNARY, o);
+}
+// b_dims empty: b is the tensor b; else a constant of those dims with `values`
+// (floats, or bytes for 8-bit). q: a, b, y quantization for 8-bit outputs
+// (ignored for float).
+inline void binary_op(PlanWriter &w, uint32_t a, uint32_t b, uint32_t y,
+                      uint32_t func, const std::vector<int64_t> &b_dims = {},
+                      const std::vector<uint8_t> &values = {},
+                      std::initializer_list<std::pair<float, int32_t>> q = {}) {
+  OpBuilder o;
+  o.body.put(a);
+  o.body.put(b);
+  o.body.put(y);
+  o.body.put(func);
+  o.body.put<uint32_t>(b_dims.empty() ? 0 : 1);
+  if (!b_dims.empty()) {
+    o.body.put(static_cast<uint32_t>(b_dims.size()));
+    for (int64_t d : b_dims)
+      o.body.put(d);
+    o.body.b.insert(o.body.b.end(), values.begin(), values.end());
+  }
+  for (const auto &v : q)
+    o.body.q(v.first, v.second);
+  w.op(QATML_ENGINE_OP_BINARY, o);
+}
+template <typename T> std::vector<uint8_t> bytes_of(const std::vector<T> &v) {
+  std::vector<uint8_t> b(v.size() * sizeof(T));
+  if (!v.empty())
+    std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+// Inputs with their table (empty: copied as they are).
+inline void concat_op(
+    PlanWriter &w, uint32_t y, uint32_t axis,
+    const std::vector<std::pair<uint32_t, std::vector<uint8_t>>> &inputs) {
+  OpBuilder o;
+  o.body.put(y);
+  o.body.put(axis);
+  o.body.put(static_cast<uint32_t>(inputs.size()));
+  for (const auto &in : inputs) {
+    o.body.put(in.first);
+    o.body.put<uint32_t>(in.second.empty() ? 0 : 1);
+    o.body.b.insert(o.body.b.end(), in.second.begin(), in.second.end());
+  }
+  w.op(QATML_ENGINE_OP_CONCAT, o);
+}
+inline void copy_op(PlanWriter &w, uint32_t x, uint32_t y,
+                    const std::vector<int64_t> &dims, int64_t offset,
+                    const std::vector<int64_t> &strides) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.put(static_cast<uint32_t>(dims.size()));
+  for (int64_t d : dims)
+    o.body.put(d);
+  o.body.put(offset);
+  for (int64_t s : strides)
+    o.body.put(s);
+  w.op(QATML_ENGINE_OP_COPY, o);
+}
+inline void pad_op(PlanWriter &w, uint32_t x, uint32_t y,
+                   const std::vector<int64_t> &pads, uint32_t value) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  for (int64_t p : pads)
+    o.body.put(p);
+  o.body.put(value);
+  w.op(QATML_ENGINE_OP_PAD, o);
+}
+// Nearest: rows / cols hold one source index each; bilinear: (y0, y1, dy) /
+// (x0, x1, dx) triples (weights as floats).
+struct ResizeMap {
+  std::vector<int32_t> i0, i1;
+  std::vector<float> w;
+};
+inline void resize_op(PlanWriter &w, uint32_t x, uint32_t y, bool bilinear,
+                      const ResizeMap &rows, const ResizeMap &cols) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.put<uint32_t>(bilinear ? 2 : 1);
+  for (const ResizeMap *m : {&rows, &cols})
+    for (size_t i = 0; i < m->i0.size(); ++i) {
+      o.body.put(m->i0[i]);
+      if (bilinear) {
+        o.body.put(m->i1[i]);
+        o.body.put(m->w[i]);
+      }
+    }
+  w.op(QATML_ENGINE_OP_RESIZE, o);
+}
+inline void axis_op(PlanWriter &w, uint32_t kind, uint32_t x, uint32_t y,
+                    uint32_t axis, uint32_t count = 1) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.put(axis);
+  if (kind == QATML_ENGINE_OP_REDUCE_MEAN)
+    o.body.put(count);
+  w.op(kind, o);
+}
+inline void layernorm_op(PlanWriter &w, uint32_t x, uint32_t y, uint32_t axis,
+                         float epsilon, const std::vector<float> &scale,
+                         const std::vector<float> &bias) {
+  OpBuilder o;
+  o.body.put(x);
+  o.body.put(y);
+  o.body.put(axis);
+  o.body.put(epsilon);
+  o.body.put<uint32_t>(bias.empty() ? 0 : 1);
+  for (float v : scale)
+    o.body.put(v);
+  for (float v : bias)
+    o.body.put(v);
+  w.op(QATML_ENGINE_OP_LAYERNORM, o);
+}
+inline void matmul_op(PlanWriter &w, uint32_t a, uint32_t b, uint32_t y,
+                      std::initializer_list<std::pair<float, int32_t>> q = {}) {
+  OpBuilder o;
+  o.body.put(a);
+  o.body.put(b);
+  o.body.put(y);
+  for (const auto &v : q)
+    o.body.q(v.first, v.second);
+  w.op(QATML_ENGINE_OP_MATMUL, o);
+}
+
+// A plan with every op kind of wider models (a float segment, 8-bit
+// broadcasting, concat, copies, padding, resizes, softmax, layer normalisation,
+// matmuls, reduce mean): a seed for the fuzzers, and a run every path must
+// agree on. float [4, 6, 6] in; outputs float [8, 12] and float [8, 6, 6].
+inline std::vector<uint8_t> wide_ops_plan() {
+  PlanWriter w;
+  const uint32_t t0 = w.tensor(QATML_TYPE_FLOAT32, {4, 6, 6}),
+                 t1 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6});
+  const uint32_t t2 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6}),
+                 t3 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6});
+  const uint32_t t4 = w.tensor(QATML_TYPE_UINT8, {4, 12, 12}),
+                 t5 = w.tensor(QATML_TYPE_UINT8, {4, 14, 14});
+  const uint32_t t6 = w.tensor(QATML_TYPE_UINT8, {4, 12, 12}),
+                 t7 = w.tensor(QATML_TYPE_UINT8, {8, 12, 12});
+  const uint32_t t8 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12}),
+                 t9 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12});
+  const uint32_t t10 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12}),
+                 t11 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12});
+  const uint32_t t12 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12}),
+                 t13 = w.tensor(QATML_TYPE_FLOAT32, {8, 12, 12});
+  const uint32_t t14 = w.tensor(QATML_TYPE_FLOAT32, {8, 12}),
+                 t15 = w.tensor(QATML_TYPE_FLOAT32, {8, 6, 6});
+  const uint32_t t16 = w.tensor(QATML_TYPE_UINT8, {8, 6, 6}),
+                 t17 = w.tensor(QATML_TYPE_UINT8, {8, 6, 6});
+  const uint32_t t18 = w.tensor(QATML_TYPE_FLOAT32, {8, 6, 6});
+  w.inputs = {t0};
+  w.outputs = {t14, t18};
+  quantize_op(w, t0, t1, 0.05f, 128);
+  binary_op(w, t1, 0, t2, QATML_BINARY_MUL, {4, 1, 1}, {200, 3, 128, 77},
+            {{0.05f, 128}, {0.01f, 100}, {0.04f, 120}});
+  binary_op(w, t2, t1, t3, QATML_BINARY_ADD, {}, {},
+            {{0.04f, 120}, {0.05f, 128}, {0.07f, 125}});
+  ResizeMap up_rows, up_cols;
+  for (int i = 0; i < 12; ++i)
+    up_rows.i0.push_back(i / 2),
+        up_cols.i0.push_back((i + 1) / 2 < 6 ? (i + 1) / 2 : 5);
+  resize_op(w, t3, t4, false, up_rows, up_cols);
+  pad_op(w, t4, t5, {0, 1, 1, 0, 1, 1}, 125);
+  copy_op(w, t5, t6, {4, 12, 12}, 14 + 1, {196, 14, 1});
+  std::vector<uint8_t> table(256);
+  for (int i = 0; i < 256; ++i)
+    table[static_cast<size_t>(i)] = static_cast<uint8_t>(255 - i);
+  concat_op(w, t7, 0, {{t6, {}}, {t4, table}});
+  quantize_op(w, t7, t8, 0.07f, 125, true);
+  unary_op(w, t8, t9, QATML_UNARY_HARD_SWISH);
+  std::vector<float> shift(12);
+  for (int i = 0; i < 12; ++i)
+    shift[static_cast<size_t>(i)] = 0.25f * static_cast<float>(i) - 1.0f;
+  binary_op(w, t9, 0, t10, QATML_BINARY_SUB, {12}, bytes_of(shift));
+  axis_op(w, QATML_ENGINE_OP_SOFTMAX, t10, t11, 2);
+  std::vector<float> scale(12, 1.5f), bias(12, -0.25f);
+  layernorm_op(w, t11, t12, 2, 1e-5f, scale, bias);
+  matmul_op(w, t12, t11, t13);
+  axis_op(w, QATML_ENGINE_OP_REDUCE_MEAN, t13, t14, 1, 1);
+  ResizeMap down_rows, down_cols;
+  for (int i = 0; i < 6; ++i) {
+    for (ResizeMap *m : {&down_rows, &down_cols}) {
+      m->i0.push_back(2 * i);
+      m->i1.push_back(2 * i + 1);
+      m->w.push_back(0.25f + 0.1f * static_cast<float>(i % 3));
+    }
+  }
+  resize_op(w, t13, t15, true, down_rows, down_cols);
+  quantize_op(w, t15, t16, 0.02f, 100);
+  matmul_op(w, t16, t16, t17, {{0.02f, 100}, {0.02f, 100}, {0.05f, 30}});
+  quantize_op(w, t17, t18, 0.05f, 30, true);
+  return w.bytes();
 }
 
 // The network: float [2, 6, 6] -> quantize u8 -> conv 3x3 pad 1 (2 -> 4, int8

@@ -27,6 +27,18 @@ struct Step {
     kernels::GlobalPoolPlan global_pool;
     kernels::AddParams add;
     const uint8_t* lut = nullptr;  // the plan op's table
+    std::vector<uint32_t> inputs;  // every tensor the step reads (liveness; CONCAT's inputs)
+    kernels::UnaryParams unary;
+    kernels::BinaryPlan binary;
+    const uint8_t* constant = nullptr;  // BINARY: the constant b (the plan op's data)
+    kernels::ConcatPlan concat;
+    kernels::CopyPlan copy;
+    kernels::PadPlan pad;
+    kernels::ResizePlan resize;
+    kernels::AxisPlan axis;
+    const float *norm_scale = nullptr, *norm_bias = nullptr;  // LAYERNORM
+    float epsilon = 0.0f;
+    kernels::MatMulPlan matmul;
     // Scratch of a run of `rows` rows.
     int64_t scratch_bytes(int64_t rows) const;
 };

@@ -50,6 +50,15 @@ struct Op {
     uint32_t trans_b = 0;                // GEMM: weights are [N, K]
     int64_t groups = 1, cpg = 0;         // CONV: groups, input channels per group
     std::vector<int32_t> w_zero_points;  // empty: all zero
+    // Every tensor the op reads (x, b, the inputs of a CONCAT), in order; passes use it for readers and liveness.
+    std::vector<uint32_t> inputs;
+    // UNARY / BINARY function and parameters; the int64 parameters (shapes, strides, axes) and byte or float data
+    // (constants, tables, resize maps) of the wider ops, as the loader validated them (see cpu_program.h).
+    int32_t func = 0;
+    bool b_const = false;  // BINARY: b is the constant in data, not a tensor
+    float alpha = 0.0f, beta = 0.0f;
+    std::vector<int64_t> params;
+    std::vector<uint8_t> data;
 };
 
 }  // namespace plan

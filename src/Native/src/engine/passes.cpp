@@ -3,6 +3,7 @@
 #include "engine/cpu_program.h"
 
 #include <algorithm>
+#include <cstring>
 
 using namespace qatml;
 using namespace qatml::kernels;
@@ -19,10 +20,8 @@ void CpuProgramDeleter::operator()(CpuProgram* p) const { delete p; }
 // monotonic), one op fewer, and the full-size intermediate is never allocated.
 void fuse_conv_maxpool(qatml_engine* e) {
     std::vector<int> readers(e->tensors.size(), 0);
-    for (const Op& op : e->ops) {
-        ++readers[op.x];
-        if (op.kind == QATML_ENGINE_OP_ADD) ++readers[op.b];
-    }
+    for (const Op& op : e->ops)
+        for (uint32_t id : op.inputs) ++readers[id];
     std::vector<Op> ops;
     ops.reserve(e->ops.size());
     for (size_t i = 0; i < e->ops.size(); ++i) {
@@ -59,8 +58,7 @@ void fuse_conv_maxpool(qatml_engine* e) {
     }
     for (size_t i = 0; i < e->ops.size(); ++i) {
         const Op& op = e->ops[i];
-        e->tensors[op.x].last_use = static_cast<int>(i);
-        if (op.kind == QATML_ENGINE_OP_ADD) e->tensors[op.b].last_use = static_cast<int>(i);
+        for (uint32_t id : op.inputs) e->tensors[id].last_use = static_cast<int>(i);
         e->tensors[op.y].def = static_cast<int>(i);
     }
 }
@@ -88,6 +86,8 @@ int64_t Step::scratch_bytes(int64_t rows) const {
         case QATML_ENGINE_OP_MAXPOOL:
         case QATML_ENGINE_OP_AVGPOOL: return pool.scratch_bytes;
         case QATML_ENGINE_OP_GLOBAL_AVGPOOL: return global_pool.scratch_bytes;
+        case QATML_ENGINE_OP_BINARY: return binary.scratch_bytes;
+        case QATML_ENGINE_OP_MATMUL: return matmul.scratch_bytes;
         default: return 0;
     }
 }
@@ -154,8 +154,7 @@ private:
         std::vector<int> readers(e_.tensors.size(), 0), writer(e_.tensors.size(), -1);
         for (size_t i = 0; i < n; ++i) {
             const Op& op = e_.ops[i];
-            ++readers[op.x];
-            if (op.kind == QATML_ENGINE_OP_ADD) ++readers[op.b];
+            for (uint32_t id : op.inputs) ++readers[id];
             writer[op.y] = static_cast<int>(i);
         }
         drafts_.resize(n);
@@ -228,9 +227,12 @@ private:
         // Readers: convolutions on channel quads whose padding value is the tensor's zero point, or residual reads.
         for (const Draft& d : materialize()) {
             const Op& op = e_.ops[static_cast<size_t>(d.op)];
-            if (whole_plane_average(op)) {
-                // reads the interior only: no padding needed
-            } else if (is_plain_conv(op) && conv_reads_channels_last(op.w.get(), e_.tensors[op.y].dtype) && op.qx.zp == zp[d.x]) {
+            if (whole_plane_average(op)) continue;  // reads the interior only: no padding needed
+            if (!is_plain_conv(op)) {
+                for (uint32_t id : op.inputs) ok[id] = 0;
+                continue;
+            }
+            if (conv_reads_channels_last(op.w.get(), e_.tensors[op.y].dtype) && op.qx.zp == zp[d.x]) {
                 int64_t* p = &pads[4 * d.x];
                 p[0] = std::max(p[0], op.p.pad_top);
                 p[1] = std::max(p[1], op.p.pad_left);
@@ -239,11 +241,7 @@ private:
             } else {
                 ok[d.x] = 0;
             }
-            if (d.add_op >= 0) {
-                group[find(d.b)] = find(d.y);
-            } else if (op.kind == QATML_ENGINE_OP_ADD) {
-                ok[d.b] = 0;
-            }
+            if (d.add_op >= 0) group[find(d.b)] = find(d.y);
         }
         for (uint32_t id : e_.outputs) ok[id] = 0;
         // A group (a residual and the fused output) is channels-last only as a whole, with one padding.
@@ -267,6 +265,140 @@ private:
         }
     }
 };
+
+// The steps of the ops that are not convolutions, GEMMs, pools or the elementwise ops above: their kernels'
+// plans from the validated op (shapes from the tensors, constants and tables from the op's data).
+void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKernels* simd) {
+    const Tensor &x = e.tensors[op.x], &y = e.tensors[op.y];
+    const int64_t esz = elem_size(y.dtype);
+    switch (op.kind) {
+        case QATML_ENGINE_OP_UNARY:
+            s.unary = UnaryParams{op.func, op.alpha, op.beta};
+            s.elements = x.elems;
+            break;
+        case QATML_ENGINE_OP_BINARY: {
+            const Tensor& b = e.tensors[op.b];
+            const int64_t* b_dims = op.b_const ? op.params.data() : b.dims;
+            const int b_rank = op.b_const ? static_cast<int>(op.params.size()) : b.rank;
+            binary_prepare(s.binary, op.func, y.dtype, x.dims, x.rank, b_dims, b_rank, y.dims, y.rank, !op.b_const, simd);
+            if (y.dtype != QATML_TYPE_FLOAT32) {
+                s.binary.add = add_params(y.dtype, op.qx.scale, op.qx.zp, op.qb.scale, op.qb.zp, op.qy.scale, op.qy.zp);
+                s.binary.mul_ratio = (op.qx.scale * op.qb.scale) / op.qy.scale;
+            }
+            s.constant = op.b_const ? op.data.data() : nullptr;
+            break;
+        }
+        case QATML_ENGINE_OP_CONCAT: {
+            const int axis = static_cast<int>(op.n);
+            ConcatPlan& c = s.concat;
+            c.outer = 1;
+            for (int d = 0; d < axis; ++d) c.outer *= y.dims[d];
+            c.y_block = y.elems / c.outer * esz;
+            c.y_row = y.elems * esz;
+            const uint8_t* table = op.data.data();
+            for (size_t i = 0; i < op.inputs.size(); ++i) {
+                const Tensor& t = e.tensors[op.inputs[i]];
+                c.part_bytes.push_back(t.elems / c.outer * esz);
+                c.x_row.push_back(t.elems * esz);
+                c.tables.push_back(op.params[i] ? table : nullptr);
+                if (op.params[i]) table += 256;
+            }
+            break;
+        }
+        case QATML_ENGINE_OP_COPY: {
+            CopyPlan& c = s.copy;
+            c.rank = static_cast<int>(op.params.size() / 2);
+            for (int i = 0; i < c.rank; ++i) {
+                c.dims[i] = op.params[static_cast<size_t>(i)];
+                c.strides[i] = op.params[static_cast<size_t>(c.rank + i)];
+            }
+            c.offset = op.k;
+            c.elem = esz;
+            c.x_row = x.elems;
+            c.y_row = y.elems;
+            break;
+        }
+        case QATML_ENGINE_OP_PAD: {
+            PadPlan& p = s.pad;
+            for (int i = 0; i < x.rank; ++i) {
+                p.x_dims[4 - x.rank + i] = x.dims[i];
+                p.y_dims[4 - x.rank + i] = y.dims[i];
+                p.begins[4 - x.rank + i] = op.params[static_cast<size_t>(i)];
+            }
+            p.elem = esz;
+            p.x_row = x.elems;
+            p.y_row = y.elems;
+            std::memcpy(p.value, op.data.data(), 4);
+            break;
+        }
+        case QATML_ENGINE_OP_RESIZE: {
+            ResizePlan& r = s.resize;
+            r.bilinear = op.func == 2;
+            r.type = y.dtype;
+            r.c = x.dims[0];
+            r.h = x.dims[1];
+            r.w = x.dims[2];
+            r.oh = y.dims[1];
+            r.ow = y.dims[2];
+            size_t pi = 0, wi = 0;
+            auto weight = [&]() {
+                float w;
+                std::memcpy(&w, op.data.data() + 4 * wi++, 4);
+                return w;
+            };
+            for (int64_t i = 0; i < r.oh; ++i) {
+                r.y0.push_back(static_cast<int32_t>(op.params[pi++]));
+                if (r.bilinear) {
+                    r.y1.push_back(static_cast<int32_t>(op.params[pi++]));
+                    r.dy.push_back(weight());
+                }
+            }
+            for (int64_t i = 0; i < r.ow; ++i) {
+                r.x0.push_back(static_cast<int32_t>(op.params[pi++]));
+                if (r.bilinear) {
+                    r.x1.push_back(static_cast<int32_t>(op.params[pi++]));
+                    r.dx.push_back(weight());
+                }
+            }
+            break;
+        }
+        case QATML_ENGINE_OP_SOFTMAX:
+        case QATML_ENGINE_OP_LAYERNORM:
+        case QATML_ENGINE_OP_REDUCE_MEAN: {
+            const int axis = static_cast<int>(op.n), count = op.kind == QATML_ENGINE_OP_REDUCE_MEAN ? static_cast<int>(op.k) : op.kind == QATML_ENGINE_OP_SOFTMAX ? 1
+                                                                                                                                                                  : x.rank - axis;
+            AxisPlan& a = s.axis;
+            a.outer = a.n = a.inner = 1;
+            for (int d = 0; d < x.rank; ++d) (d < axis ? a.outer : d < axis + count ? a.n
+                                                                                    : a.inner) *= x.dims[d];
+            if (op.kind == QATML_ENGINE_OP_LAYERNORM) {
+                s.epsilon = op.alpha;
+                s.norm_scale = reinterpret_cast<const float*>(op.data.data());
+                s.norm_bias = op.count_include_pad ? s.norm_scale + a.n : nullptr;
+            }
+            break;
+        }
+        case QATML_ENGINE_OP_MATMUL: {
+            const Tensor& b = e.tensors[op.b];
+            MatMulPlan& m = s.matmul;
+            m.m = x.dims[x.rank - 2];
+            m.k = op.k;
+            m.n = op.n;
+            m.count = x.elems / (m.m * m.k);
+            m.b_shared = b.rank == 2 && m.count > 1;
+            m.a_type = x.dtype;
+            m.b_type = b.dtype;
+            m.y_type = y.dtype;
+            m.za = op.qx.zp;
+            m.zb = op.qb.zp;
+            m.zy = op.qy.zp;
+            m.mult = (op.qx.scale * op.qb.scale) / op.qy.scale;
+            matmul_prepare(m);
+            break;
+        }
+        default: break;
+    }
+}
 
 }  // namespace
 
@@ -343,16 +475,21 @@ qatml_status build_cpu_program(qatml_engine* e, const char* fn) {
                 s.add = add_params(tx.dtype, op.qx.scale, op.qx.zp, op.qb.scale, op.qb.zp, op.qy.scale, op.qy.zp);
                 break;
             case QATML_ENGINE_OP_LUT: s.lut = op.lut; break;
-            default: return fail(QATML_INTERNAL, "%s: op %d: no CPU step for kind %d", fn, d.op, op.kind);
+            default: prepare_wider_op(*e, op, s, prog->simd); break;
         }
+        if (d.add_op >= 0)
+            s.inputs = {d.x, d.b};
+        else
+            s.inputs = op.inputs;
     }
     // Activation memory: every intermediate tensor from the step that writes it to the last that reads it, sized by
     // its layout (channels-last images carry their padding).
     std::vector<Lifetime> life(e->tensors.size());
     for (size_t i = 0; i < prog->steps.size(); ++i) {
         const Step& s = prog->steps[i];
-        for (uint32_t id : {s.x, s.y, s.b}) {
-            if (id == s.b && s.kind != QATML_ENGINE_OP_ADD && s.add_op < 0) continue;
+        std::vector<uint32_t> touched = s.inputs;
+        touched.push_back(s.y);
+        for (uint32_t id : touched) {
             const Tensor& t = e->tensors[id];
             if (t.input_index >= 0 || t.output_index >= 0) continue;
             Lifetime& l = life[id];

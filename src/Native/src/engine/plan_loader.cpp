@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 using namespace qatml;
@@ -25,6 +26,16 @@ const char* op_name(int kind) {
         case QATML_ENGINE_OP_GLOBAL_AVGPOOL: return "GLOBAL_AVGPOOL";
         case QATML_ENGINE_OP_ADD: return "ADD";
         case QATML_ENGINE_OP_LUT: return "LUT";
+        case QATML_ENGINE_OP_UNARY: return "UNARY";
+        case QATML_ENGINE_OP_BINARY: return "BINARY";
+        case QATML_ENGINE_OP_CONCAT: return "CONCAT";
+        case QATML_ENGINE_OP_COPY: return "COPY";
+        case QATML_ENGINE_OP_PAD: return "PAD";
+        case QATML_ENGINE_OP_RESIZE: return "RESIZE";
+        case QATML_ENGINE_OP_SOFTMAX: return "SOFTMAX";
+        case QATML_ENGINE_OP_LAYERNORM: return "LAYERNORM";
+        case QATML_ENGINE_OP_MATMUL: return "MATMUL";
+        case QATML_ENGINE_OP_REDUCE_MEAN: return "REDUCE_MEAN";
         default: return "?";
     }
 }
@@ -99,7 +110,29 @@ struct Loader {
         Tensor& t = e->tensors[id];
         if (t.def == -2) return r.bad("op %d (%s): %s tensor %u is read before any op writes it", index, op_name(e->ops[index].kind), what, id);
         t.last_use = index;
+        e->ops[index].inputs.push_back(id);
         return true;
+    }
+    bool f32(float* v, const char* what, bool finite) {
+        if (!r.get(v, what)) return false;
+        if (std::isnan(*v) || (finite && !std::isfinite(*v))) return r.bad("%s = %g must be %s", what, double(*v), finite ? "finite" : "a number");
+        return true;
+    }
+    // Per-row dims of t right-aligned against y's: each is 1 or y's (a broadcast operand).
+    bool broadcasts_to(const int64_t* dims, int rank, const Tensor& y, int index, const char* what) {
+        if (rank > y.rank) return r.bad("op %d (BINARY): %s has rank %d, the output %d", index, what, rank, y.rank);
+        for (int i = 0; i < rank; ++i) {
+            const int64_t d = dims[i], yd = y.dims[y.rank - rank + i];
+            if (d != 1 && d != yd) return r.bad("op %d (BINARY): %s dim %d is %lld, the output's %lld", index, what, i, (long long)d, (long long)yd);
+        }
+        return true;
+    }
+    bool same_shape(const Tensor& a, const Tensor& b) { return a.rank == b.rank && std::equal(a.dims, a.dims + a.rank, b.dims); }
+    // Elements of the dims [from, to) of t.
+    static int64_t span(const Tensor& t, int from, int to) {
+        int64_t v = 1;
+        for (int i = from; i < to; ++i) v *= t.dims[i];
+        return v;
     }
     bool define(uint32_t id, int index) {
         Tensor& t = e->tensors[id];
@@ -315,6 +348,239 @@ struct Loader {
                 const uint8_t* table = r.bytes(256, "lut");
                 if (!table) return false;
                 std::memcpy(op.lut, table, 256);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_UNARY: {
+                uint32_t func = 0;
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&func, "func") ||
+                    !f32(&op.alpha, "alpha", false) || !f32(&op.beta, "beta", false))
+                    return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (UNARY): input and output must be float32", index);
+                if (x.elems != y.elems) return r.bad("op %d (UNARY): %lld elements in, %lld out", index, (long long)x.elems, (long long)y.elems);
+                if (func < QATML_UNARY_RELU || func > QATML_UNARY_IDENTITY) return r.bad("op %d (UNARY): unknown function %u", index, func);
+                op.func = static_cast<int32_t>(func);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_BINARY: {
+                uint32_t func = 0, b_const = 0;
+                if (!tensor_id(&op.x, "a") || !tensor_id(&op.b, "b") || !tensor_id(&op.y, "y") || !use(op.x, index, "a") || !r.get(&func, "func") ||
+                    !flag(&b_const, "b_const"))
+                    return false;
+                const Tensor &a = T[op.x], &y = T[op.y];
+                const bool is_float = y.dtype == QATML_TYPE_FLOAT32;
+                if (a.dtype != y.dtype) return r.bad("op %d (BINARY): a and y must have one type", index);
+                if (func < QATML_BINARY_ADD || func > QATML_BINARY_MIN) return r.bad("op %d (BINARY): unknown function %u", index, func);
+                if (!is_float && func != QATML_BINARY_ADD && func != QATML_BINARY_MUL)
+                    return r.bad("op %d (BINARY): 8-bit operands support ADD and MUL only, not %u", index, func);
+                op.func = static_cast<int32_t>(func);
+                if (!broadcasts_to(a.dims, a.rank, y, index, "a")) return false;
+                if (b_const) {
+                    uint32_t rank = 0;
+                    if (!r.get(&rank, "b rank")) return false;
+                    if (rank < 1 || rank > 4) return r.bad("op %d (BINARY): constant rank %u outside 1..4", index, rank);
+                    int64_t dims[4], count = 1;
+                    for (uint32_t d = 0; d < rank; ++d) {
+                        if (!i64(&dims[d], "constant dim", 1, kMaxDim)) return false;
+                        count *= dims[d];
+                        if (count > (int64_t(1) << 31)) return r.bad("op %d (BINARY): the constant exceeds 2^31 elements", index);
+                        op.params.push_back(dims[d]);
+                    }
+                    if (!broadcasts_to(dims, static_cast<int>(rank), y, index, "constant b")) return false;
+                    const uint8_t* values = r.bytes(count * (is_float ? 4 : 1), "constant values");
+                    if (!values) return false;
+                    op.data.assign(values, values + count * (is_float ? 4 : 1));
+                    op.b = op.x;  // no tensor: the constant travels in op.data
+                    op.b_const = true;
+                } else {
+                    if (!use(op.b, index, "b")) return false;
+                    const Tensor& b = T[op.b];
+                    if (b.dtype != a.dtype) return r.bad("op %d (BINARY): a and b must have one type", index);
+                    if (!broadcasts_to(b.dims, b.rank, y, index, "b")) return false;
+                }
+                // y is the broadcast shape: each of its dims is a's or b's.
+                for (int i = 0; i < y.rank; ++i) {
+                    const int ai = i - (y.rank - a.rank);
+                    const int64_t ad = ai >= 0 ? a.dims[ai] : 1;
+                    int64_t bd = 1;
+                    if (b_const) {
+                        const int bi = i - (y.rank - static_cast<int>(op.params.size()));
+                        bd = bi >= 0 ? op.params[static_cast<size_t>(bi)] : 1;
+                    } else {
+                        const Tensor& b = T[op.b];
+                        const int bi = i - (y.rank - b.rank);
+                        bd = bi >= 0 ? b.dims[bi] : 1;
+                    }
+                    if (y.dims[i] != std::max(ad, bd)) return r.bad("op %d (BINARY): output dim %d is %lld, the broadcast gives %lld", index, i, (long long)y.dims[i], (long long)std::max(ad, bd));
+                }
+                if (!is_float) {
+                    if (!qparam(&op.qx, a.dtype, "a quantization") || !qparam(&op.qb, a.dtype, "b quantization") || !qparam(&op.qy, y.dtype, "y quantization"))
+                        return false;
+                    if (func == QATML_BINARY_ADD) {
+                        if (!scale_ratio(index, "a_scale", op.qx.scale, "y_scale", op.qy.scale) || !scale_ratio(index, "b_scale", op.qb.scale, "y_scale", op.qy.scale))
+                            return false;
+                    } else {
+                        const float ratio = (op.qx.scale * op.qb.scale) / op.qy.scale;
+                        if (!(ratio > 0.0f) || !std::isfinite(ratio)) return r.bad("op %d (BINARY): (a_scale * b_scale) / y_scale = %g is not finite and > 0", index, double(ratio));
+                    }
+                }
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_CONCAT: {
+                uint32_t axis = 0, count = 0;
+                if (!tensor_id(&op.y, "y") || !r.get(&axis, "axis") || !r.get(&count, "count")) return false;
+                const Tensor& y = T[op.y];
+                if (axis >= static_cast<uint32_t>(y.rank)) return r.bad("op %d (CONCAT): axis %u outside the output's rank %d", index, axis, y.rank);
+                if (count < 1 || count > kMaxIo) return r.bad("op %d (CONCAT): %u inputs outside 1..%u", index, count, kMaxIo);
+                int64_t total = 0;
+                for (uint32_t i = 0; i < count; ++i) {
+                    uint32_t x = 0, has_table = 0;
+                    if (!tensor_id(&x, "input") || !use(x, index, "input") || !flag(&has_table, "has_table")) return false;
+                    const Tensor& t = T[x];
+                    if (t.dtype != y.dtype || t.rank != y.rank) return r.bad("op %d (CONCAT): input %u has another type or rank than the output", index, i);
+                    for (int d = 0; d < y.rank; ++d)
+                        if (d != static_cast<int>(axis) && t.dims[d] != y.dims[d]) return r.bad("op %d (CONCAT): input %u dim %d is %lld, the output's %lld", index, i, d, (long long)t.dims[d], (long long)y.dims[d]);
+                    total += t.dims[axis];
+                    if (has_table && !is_q8(y.dtype)) return r.bad("op %d (CONCAT): tables need 8-bit inputs", index);
+                    op.params.push_back(has_table);
+                    if (has_table) {
+                        const uint8_t* table = r.bytes(256, "table");
+                        if (!table) return false;
+                        op.data.insert(op.data.end(), table, table + 256);
+                    }
+                }
+                if (total != y.dims[axis]) return r.bad("op %d (CONCAT): the inputs' axis sizes add up to %lld, the output's is %lld", index, (long long)total, (long long)y.dims[axis]);
+                op.n = axis;
+                op.x = op.inputs[0];
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_COPY: {
+                uint32_t rank = 0;
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&rank, "rank")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != y.dtype) return r.bad("op %d (COPY): input and output must have one type", index);
+                if (rank < 1 || rank > 6) return r.bad("op %d (COPY): rank %u outside 1..6", index, rank);
+                int64_t dims[6], strides[6], offset = 0, count = 1;
+                for (uint32_t d = 0; d < rank; ++d)
+                    if (!i64(&dims[d], "dim", 1, kMaxDim) || !checked_mul("plan", "COPY elements", count, dims[d], &count)) return r.bad("op %d (COPY): dims overflow", index);
+                if (!i64(&offset, "offset", 0, kMaxDim)) return false;
+                __int128 lo = offset, hi = offset;  // six reaches of up to 2^62 each
+                for (uint32_t d = 0; d < rank; ++d) {
+                    if (!i64(&strides[d], "stride", -kMaxDim, kMaxDim)) return false;
+                    const __int128 reach = static_cast<__int128>(dims[d] - 1) * strides[d];
+                    (reach < 0 ? lo : hi) += reach;
+                }
+                if (count != y.elems) return r.bad("op %d (COPY): %lld elements copied, the output has %lld", index, (long long)count, (long long)y.elems);
+                if (lo < 0 || hi >= x.elems) return r.bad("op %d (COPY): reads past a row of %lld elements", index, (long long)x.elems);
+                op.params.assign(dims, dims + rank);
+                op.params.insert(op.params.end(), strides, strides + rank);
+                op.k = offset;
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_PAD: {
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != y.dtype || x.rank != y.rank) return r.bad("op %d (PAD): input and output must have one type and rank", index);
+                int64_t pads[8];
+                for (int i = 0; i < 2 * x.rank; ++i)
+                    if (!i64(&pads[i], "pad", 0, 1 << 20)) return false;
+                for (int d = 0; d < x.rank; ++d)
+                    if (y.dims[d] != x.dims[d] + pads[d] + pads[x.rank + d]) return r.bad("op %d (PAD): output dim %d must be %lld", index, d, (long long)(x.dims[d] + pads[d] + pads[x.rank + d]));
+                uint32_t value = 0;
+                if (!r.get(&value, "value")) return false;
+                if (is_q8(y.dtype) && value > 0xFF) return r.bad("op %d (PAD): an 8-bit value has no bits above the low byte (0x%x)", index, value);
+                op.params.assign(pads, pads + 2 * x.rank);
+                op.data.resize(4);
+                std::memcpy(op.data.data(), &value, 4);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_RESIZE: {
+                uint32_t mode = 0;
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&mode, "mode")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != y.dtype || x.rank != 3 || y.rank != 3 || x.dims[0] != y.dims[0]) return r.bad("op %d (RESIZE): input and output must be [C, H, W] of one type and C", index);
+                if (mode != 1 && mode != 2) return r.bad("op %d (RESIZE): mode %u must be 1 (nearest) or 2 (bilinear)", index, mode);
+                const int64_t oh = y.dims[1], ow = y.dims[2];
+                op.func = static_cast<int32_t>(mode);
+                auto index_at = [&](int64_t limit, const char* what) {
+                    int32_t v = 0;
+                    if (!r.get(&v, what)) return false;
+                    if (v < 0 || v >= limit) return r.bad("op %d (RESIZE): %s %d outside 0..%lld", index, what, v, (long long)(limit - 1));
+                    op.params.push_back(v);
+                    return true;
+                };
+                auto weight = [&]() {
+                    float w = 0;
+                    if (!r.get(&w, "weight")) return false;
+                    if (!(w >= 0.0f && w <= 1.0f)) return r.bad("op %d (RESIZE): weight %g outside 0..1", index, double(w));
+                    op.data.insert(op.data.end(), reinterpret_cast<uint8_t*>(&w), reinterpret_cast<uint8_t*>(&w) + 4);
+                    return true;
+                };
+                for (int64_t i = 0; i < oh; ++i)
+                    if (!index_at(x.dims[1], "row") || (mode == 2 && (!index_at(x.dims[1], "row") || !weight()))) return false;
+                for (int64_t i = 0; i < ow; ++i)
+                    if (!index_at(x.dims[2], "column") || (mode == 2 && (!index_at(x.dims[2], "column") || !weight()))) return false;
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_SOFTMAX:
+            case QATML_ENGINE_OP_LAYERNORM: {
+                uint32_t axis = 0;
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&axis, "axis")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_FLOAT32 || !same_shape(x, y) || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (%s): input and output must be float32 of one shape", index, op_name(op.kind));
+                if (axis >= static_cast<uint32_t>(x.rank)) return r.bad("op %d (%s): axis %u outside the rank %d", index, op_name(op.kind), axis, x.rank);
+                op.n = axis;
+                if (op.kind == QATML_ENGINE_OP_SOFTMAX) return define(op.y, index);
+                uint32_t has_bias = 0;
+                if (!f32(&op.alpha, "epsilon", true) || !flag(&has_bias, "has_bias")) return false;
+                if (op.alpha < 0.0f) return r.bad("op %d (LAYERNORM): epsilon %g is negative", index, double(op.alpha));
+                const int64_t n = span(x, static_cast<int>(axis), x.rank);
+                const uint8_t* values = r.bytes(n * 4 * (has_bias ? 2 : 1), "scale and bias");
+                if (!values) return false;
+                op.data.assign(values, values + n * 4 * (has_bias ? 2 : 1));
+                for (int64_t i = 0; i < n * (has_bias ? 2 : 1); ++i) {
+                    float v;
+                    std::memcpy(&v, values + 4 * i, 4);
+                    if (!std::isfinite(v)) return r.bad("op %d (LAYERNORM): scale or bias %lld = %g is not finite", index, (long long)i, double(v));
+                }
+                op.count_include_pad = static_cast<int32_t>(has_bias);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_MATMUL: {
+                if (!tensor_id(&op.x, "a") || !tensor_id(&op.b, "b") || !tensor_id(&op.y, "y") || !use(op.x, index, "a") || !use(op.b, index, "b")) return false;
+                const Tensor &a = T[op.x], &b = T[op.b], &y = T[op.y];
+                const bool is_float = y.dtype == QATML_TYPE_FLOAT32;
+                if (is_float ? (a.dtype != QATML_TYPE_FLOAT32 || b.dtype != QATML_TYPE_FLOAT32) : (!is_q8(a.dtype) || !is_q8(b.dtype) || !is_q8(y.dtype)))
+                    return r.bad("op %d (MATMUL): operands and output must be float32, or 8-bit", index);
+                if (a.rank < 2 || b.rank < 2 || y.rank != a.rank) return r.bad("op %d (MATMUL): a [.., M, K], b [.., K, N] and y [.., M, N] needed", index);
+                const int64_t m = a.dims[a.rank - 2], k = a.dims[a.rank - 1], n = b.dims[b.rank - 1];
+                if (b.dims[b.rank - 2] != k || y.dims[y.rank - 2] != m || y.dims[y.rank - 1] != n)
+                    return r.bad("op %d (MATMUL): [%lld, %lld] x [%lld, %lld] does not give the output's [%lld, %lld]", index, (long long)m, (long long)k,
+                                 (long long)b.dims[b.rank - 2], (long long)n, (long long)y.dims[y.rank - 2], (long long)y.dims[y.rank - 1]);
+                for (int d = 0; d < a.rank - 2; ++d)
+                    if (y.dims[d] != a.dims[d]) return r.bad("op %d (MATMUL): output dim %d differs from a's", index, d);
+                if (b.rank != 2 && (b.rank != a.rank || !std::equal(a.dims, a.dims + a.rank - 2, b.dims)))
+                    return r.bad("op %d (MATMUL): b's leading dims must equal a's (or b be one matrix)", index);
+                if (!is_float) {
+                    if (k > 32768) return r.bad("op %d (MATMUL): K = %lld exceeds 32768 (an int32 sum of 8-bit products)", index, (long long)k);
+                    if (!qparam(&op.qx, a.dtype, "a quantization") || !qparam(&op.qb, b.dtype, "b quantization") || !qparam(&op.qy, y.dtype, "y quantization")) return false;
+                    const float mult = (op.qx.scale * op.qb.scale) / op.qy.scale;
+                    if (!(mult > 0.0f) || !std::isfinite(mult)) return r.bad("op %d (MATMUL): (a_scale * b_scale) / y_scale = %g is not finite and > 0", index, double(mult));
+                }
+                op.k = k;
+                op.n = n;
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_REDUCE_MEAN: {
+                uint32_t axis = 0, count = 0;
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&axis, "axis") || !r.get(&count, "count")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (REDUCE_MEAN): input and output must be float32", index);
+                if (count < 1 || axis + count > static_cast<uint32_t>(x.rank)) return r.bad("op %d (REDUCE_MEAN): dims %u..%u outside the rank %d", index, axis, axis + count, x.rank);
+                const int64_t n = span(x, static_cast<int>(axis), static_cast<int>(axis + count));
+                if (y.elems * n != x.elems) return r.bad("op %d (REDUCE_MEAN): the output has %lld elements, not %lld", index, (long long)y.elems, (long long)(x.elems / n));
+                op.n = axis;
+                op.k = count;
                 return define(op.y, index);
             }
             default:

@@ -86,6 +86,25 @@ void run_step(const qatml_engine* e, const Step& s, const Chunk& c, const Io& io
         case QATML_ENGINE_OP_GLOBAL_AVGPOOL: global_pool_run(s.global_pool, n, x, y, c.scratch); return;
         case QATML_ENGINE_OP_ADD: add_8bit(prog.simd, s.add, x, tensor_ptr(e, s.b, c, io), n * s.elements, y); return;
         case QATML_ENGINE_OP_LUT: lut_bytes(s.lut, x, n * s.elements, y); return;
+        case QATML_ENGINE_OP_UNARY: unary_f32(s.unary, reinterpret_cast<const float*>(x), n * s.elements, reinterpret_cast<float*>(y)); return;
+        case QATML_ENGINE_OP_BINARY:
+            binary_run(s.binary, n, x, s.constant ? s.constant : tensor_ptr(e, s.b, c, io), y, c.scratch);
+            return;
+        case QATML_ENGINE_OP_CONCAT: {
+            const uint8_t* xs[kMaxIo];
+            for (size_t i = 0; i < s.inputs.size(); ++i) xs[i] = tensor_ptr(e, s.inputs[i], c, io);
+            concat_run(s.concat, n, xs, y);
+            return;
+        }
+        case QATML_ENGINE_OP_COPY: copy_run(s.copy, n, x, y); return;
+        case QATML_ENGINE_OP_PAD: pad_run(s.pad, n, x, y); return;
+        case QATML_ENGINE_OP_RESIZE: resize_run(s.resize, n, x, y); return;
+        case QATML_ENGINE_OP_SOFTMAX: softmax_f32(s.axis, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y)); return;
+        case QATML_ENGINE_OP_REDUCE_MEAN: reduce_mean_f32(s.axis, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y)); return;
+        case QATML_ENGINE_OP_LAYERNORM:
+            layernorm_f32(s.axis, s.epsilon, s.norm_scale, s.norm_bias, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y));
+            return;
+        case QATML_ENGINE_OP_MATMUL: matmul_run(s.matmul, n, x, tensor_ptr(e, s.b, c, io), y, c.scratch); return;
         default: return;  // build_cpu_program refuses other kinds
     }
 }

@@ -80,6 +80,94 @@ bool same_layout(const ActivationLayout& a, const ActivationLayout& b);
 // Writes `value` into the padding of one channels-last image of h x w pixels (the interior is left alone).
 void fill_channels_last_border(const ActivationLayout& l, int64_t h, int64_t w, uint8_t value, uint8_t* image);
 
+// ---- float segments, broadcasting, data movement, matmul (ops_*.cpp; baseline code) --------------------------
+// Float ops are what a model leaves in float between a DequantizeLinear and a QuantizeLinear; they compute in float32
+// as ONNX defines them (libm's functions; no fast approximations), so they match ONNX Runtime's float kernels to
+// float rounding.
+
+struct UnaryParams {
+    int32_t func = 0;  // qatml_engine_unary
+    float alpha = 0.0f, beta = 0.0f;
+};
+float unary_one(const UnaryParams& p, float x);
+void unary_f32(const UnaryParams& p, const float* x, int64_t n, float* y);
+
+// Broadcast binary over one row: y [dims] = f(a, b), a and b indexed by strides (0 along broadcast dims). Rows of y
+// follow each other; a advances by a_row per row, b by b_row (0: a constant).
+struct BinaryPlan {
+    int32_t func = 0;  // qatml_engine_binary
+    int32_t type = 0;  // y's type: FLOAT32, UINT8 or INT8
+    int rank = 0;      // after merging dims (1..4)
+    int64_t dims[4] = {1, 1, 1, 1}, a_strides[4] = {0, 0, 0, 0}, b_strides[4] = {0, 0, 0, 0};
+    int64_t a_row = 0, b_row = 0, y_row = 0;
+    const SimdKernels* simd = nullptr;
+    AddParams add;              // 8-bit ADD
+    float mul_ratio = 1.0f;     // 8-bit MUL: (sa * sb) / sy
+    int64_t scratch_bytes = 0;  // 8-bit with a broadcast operand: the longest inner run, replicated
+};
+// Dims are per row, right-aligned against y's (missing leading dims are 1); each a / b dim is 1 or y's.
+void binary_prepare(BinaryPlan& plan, int32_t func, int32_t type, const int64_t* a_dims, int a_rank, const int64_t* b_dims, int b_rank,
+                    const int64_t* y_dims, int y_rank, bool b_per_row, const SimdKernels* simd);
+void binary_run(const BinaryPlan& plan, int64_t rows, const void* a, const void* b, void* y, uint8_t* scratch);
+// The scalar 8-bit QLinearMul of one pair, as ONNX Runtime's MLAS computes it on x86.
+int32_t mul_one(int32_t a, int32_t b, int32_t za, int32_t zb, float ratio, int32_t zy, int32_t lo, int32_t hi);
+
+// Concat along an axis: per row, `outer` blocks; input i contributes part_bytes[i] bytes to each (through its table).
+struct ConcatPlan {
+    int64_t outer = 1, y_block = 0;  // bytes of y per outer block
+    std::vector<int64_t> part_bytes, x_row;
+    std::vector<const uint8_t*> tables;  // nullptr: copied as they are
+    int64_t y_row = 0;
+};
+void concat_run(const ConcatPlan& plan, int64_t rows, const uint8_t* const* xs, uint8_t* y);
+
+// y (dense) = x[offset + sum_k i_k strides[k]] per row, elements of elem bytes.
+struct CopyPlan {
+    int rank = 1;
+    int64_t dims[6] = {1, 1, 1, 1, 1, 1}, strides[6] = {0, 0, 0, 0, 0, 0};
+    int64_t offset = 0, elem = 1, x_row = 0, y_row = 0;
+};
+void copy_run(const CopyPlan& plan, int64_t rows, const uint8_t* x, uint8_t* y);
+
+// Constant padding of a row of rank <= 4 (dims right-aligned, leading 1s).
+struct PadPlan {
+    int64_t x_dims[4] = {1, 1, 1, 1}, y_dims[4] = {1, 1, 1, 1}, begins[4] = {0, 0, 0, 0};
+    int64_t elem = 1, x_row = 0, y_row = 0;
+    uint8_t value[4] = {0, 0, 0, 0};  // one element's bytes
+};
+void pad_run(const PadPlan& plan, int64_t rows, const uint8_t* x, uint8_t* y);
+
+// Nearest or bilinear resize of [C, H, W] rows (FLOAT32 or 8-bit).
+struct ResizePlan {
+    bool bilinear = false;
+    int32_t type = 0;
+    int64_t c = 0, h = 0, w = 0, oh = 0, ow = 0;
+    std::vector<int32_t> y0, y1, x0, x1;  // nearest: y0 and x0 only
+    std::vector<float> dy, dx;
+};
+void resize_run(const ResizePlan& plan, int64_t rows, const uint8_t* x, uint8_t* y);
+
+// Softmax over n values of stride inner, outer x inner times per row; reduce mean likewise; layer normalisation over
+// the last n values of each of outer groups.
+struct AxisPlan {
+    int64_t outer = 1, n = 1, inner = 1;
+};
+void softmax_f32(const AxisPlan& plan, int64_t rows, const float* x, float* y);
+void reduce_mean_f32(const AxisPlan& plan, int64_t rows, const float* x, float* y);
+void layernorm_f32(const AxisPlan& plan, float epsilon, const float* scale, const float* bias, int64_t rows, const float* x, float* y);
+
+// MatMul of two activations: per row, count products [M, K] x [K, N] (b's matrix shared when b_shared).
+struct MatMulPlan {
+    int64_t count = 1, m = 0, k = 0, n = 0;
+    bool b_shared = false;
+    int32_t a_type = 0, b_type = 0, y_type = 0;  // FLOAT32, or 8-bit
+    int32_t za = 0, zb = 0, zy = 0, lo = 0, hi = 0;
+    float mult = 1.0f;  // 8-bit: (sa * sb) / sy
+    int64_t scratch_bytes = 0;
+};
+void matmul_prepare(MatMulPlan& plan);
+void matmul_run(const MatMulPlan& plan, int64_t rows, const uint8_t* a, const uint8_t* b, uint8_t* y, uint8_t* scratch);
+
 // ---- pooling -----------------------------------------------------------------------------------------------
 
 struct PoolPlan {
