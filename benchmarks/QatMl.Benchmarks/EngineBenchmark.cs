@@ -100,6 +100,7 @@ internal static class EngineBenchmark
                     }
                 }
                 Compare(settings, context, model.Name, path, models, timed, inputValues, data.Tensors[0].Size, dims, fixedBatch ? [1] : batches, memory: false);
+                Console.WriteLine($"  {PerTensorDifferences(models.Int8, inputValues, dims, data.HeldOutCount)}");
             }
             catch (Exception e)
             {
@@ -157,8 +158,7 @@ internal static class EngineBenchmark
                 using IDisposable t = contenders[c].Create(batch);
                 IBatchScorer scorer = contenders[c].Scorer(t);
                 using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
-                int outSize = scorer.Outputs[0].RowSize;
-                var all = new float[n * Math.Max(outSize, 1)];
+                float[]? all = null;  // the output's row size is known after a run (models with symbolic output dims)
                 void Pass(bool keep)
                 {
                     for (int r0 = 0; r0 < n; r0 += batch)
@@ -166,8 +166,11 @@ internal static class EngineBenchmark
                         int rows = Math.Min(batch, n - r0);
                         Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
                         staging.Run(rows);
-                        if (keep)
-                            Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
+                        if (!keep)
+                            continue;
+                        int outSize = staging.OutputRowSizes[0];
+                        all ??= new float[(long)n * outSize];
+                        Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
                     }
                 }
                 Pass(keep: true);
@@ -215,16 +218,80 @@ internal static class EngineBenchmark
         using var ort = new QuantizedModelTransformer(new MLContext(0), model.QuantizedModel, settings, model.Nodes);
         IBatchScorer scorer = ort.BatchScorer;
         using IScoringBatch staging = scorer.CreateBatch([true]);
-        int rowSize = rowDims.Aggregate(1, (a, b) => a * b), outSize = scorer.Outputs[0].RowSize;
-        var all = new float[n * outSize];
+        int rowSize = rowDims.Aggregate(1, (a, b) => a * b);
+        float[]? all = null;
         for (int r0 = 0; r0 < n; r0 += batch)
         {
             int rows = Math.Min(batch, n - r0);
             Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
             staging.Run(rows);
+            int outSize = staging.OutputRowSizes[0];
+            all ??= new float[(long)n * outSize];
             Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
         }
-        return all;
+        return all!;
+    }
+
+    /// <summary>
+    /// Every 8-bit activation of a QDQ model compared between the engine and ONNX Runtime on the same rows: ONNX Runtime
+    /// outputs each QuantizeLinear's integers, the engine the DequantizeLinear that reads them (the same values when the
+    /// two agree). Returns how many tensors agree within 1 LSB and the first that do not, with the op that wrote them.
+    /// </summary>
+    private static string PerTensorDifferences(QuantizedModelTransformer model, float[] inputs, int[] rowDims, int rows)
+    {
+        var onnx = OnnxModel.Parse(model.QuantizedModel);
+        var g = onnx.Graph;
+        var consumers = g.ConsumerMap();
+        var pairs = new List<(OnnxNode Q, OnnxNode Dq)>();
+        foreach (var q in g.TopologicalOrder().Where(n => n.OpType == "QuantizeLinear"))
+            if (consumers.GetValueOrDefault(q.Outputs[0])?.FirstOrDefault(n => n.OpType == "DequantizeLinear") is { } dq)
+                pairs.Add((q, dq));
+        if (pairs.Count == 0)
+            return "per tensor: no quantized activations";
+        string input = model.Settings.Inputs.FirstOrDefault()?.TensorName ?? g.RuntimeInputs[0].Name;
+        // ONNX Runtime: the integers of every QuantizeLinear.
+        var ortModel = OnnxModel.Parse(model.QuantizedModel);
+        ortModel.Graph.AddOutputs(pairs.Select(p => p.Q.Outputs[0]).Where(n => !ortModel.Graph.IsGraphOutput(n)));
+        var so = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        using var session = new InferenceSession(ortModel.ToBytes(), so);
+        using var value = OrtValue.CreateTensorValueFromMemory(inputs, [rows, .. rowDims.Select(d => (long)d)]);
+        string[] names = pairs.Select(p => p.Q.Outputs[0]).ToArray();
+        using var results = session.Run(new RunOptions(), [input], [value], names);
+        // The engine: the DequantizeLinear of each, as outputs of the same lowering.
+        var bindings = pairs.Select(p => new OnnxColumnBinding(p.Dq.Outputs[0], p.Dq.Outputs[0])).ToList();
+        var inputBindings = model.Settings.Inputs.Count > 0 ? model.Settings.Inputs : [new OnnxColumnBinding(input, input)];
+        using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, "per-tensor", inputBindings, bindings, model.Settings.InputShapes, 1, out var why);
+        if (engine is null)
+            return $"per tensor: the engine does not load the model with every activation as an output ({string.Join("; ", why)})";
+        var native = engine.Outputs.Select(o => new float[rows * o.RowSize]).ToArray();
+        engine.Run(rows, [inputs], native);
+        int within = 0;
+        var worst = new List<string>();
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            var (q, _) = pairs[i];
+            g.TryGetInitializer(q.Inputs[1], out var scaleTensor);
+            float scale = scaleTensor.ToFloatArray()[0];
+            int zp = q.Inputs.Count > 2 && g.TryGetInitializer(q.Inputs[2], out var z) ? (z.ElementType == OnnxElementType.Int8 ? z.ToInt8Array()[0] : z.ToUInt8Array()[0]) : 0;
+            OrtValue ort = results[i];
+            int[] ortInts = ort.GetTensorTypeAndShape().ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int8
+                ? ort.GetTensorDataAsSpan<sbyte>().ToArray().Select(v => (int)v).ToArray()
+                : ort.GetTensorDataAsSpan<byte>().ToArray().Select(v => (int)v).ToArray();
+            float[] mine = native[i];
+            int max = 0, over = 0;
+            for (int k = 0; k < Math.Min(mine.Length, ortInts.Length); k++)
+            {
+                int d = Math.Abs((int)MathF.Round(mine[k] / scale) + zp - ortInts[k]);
+                max = Math.Max(max, d);
+                over += d > 1 ? 1 : 0;
+            }
+            if (max <= 1)
+                within++;
+            else if (worst.Count < 6)
+                worst.Add($"'{q.Inputs[0]}' from {g.Producer(q.Inputs[0])?.OpType ?? "input"}: max {max} LSB ({over} of {mine.Length} values over 1)");
+        }
+        return $"per tensor: {within} of {pairs.Count} quantized activations within 1 LSB of ONNX Runtime" +
+               (worst.Count > 0 ? $"; first beyond: {string.Join("; ", worst)}" : "");
     }
 
     /// <summary>The largest difference in LSBs of the output's DequantizeLinear scale (or, for a float output, as a value), and how many values agree.</summary>

@@ -72,8 +72,10 @@
  *   COPY         u32 x, y; u32 rank (1..6); i64 dims[rank]; i64 offset; i64 strides[rank]. y (dense, in the order of
  *                dims) = x[offset + sum_k i_k strides[k]] per row; one type; every read inside x's row: Transpose,
  *                Slice, Split (one COPY per output), DepthToSpace, Expand.
- *   PAD          u32 x, y; i64 pads[2 * rank of x] (begins, then ends; >= 0); f32 value (8-bit: its byte).
- *                Constant padding; y's shape is x's plus the pads.
+ *   PAD          u32 x, y; i64 pads[2 * rank of x] (begins, then ends; >= 0); i64 steps[rank of x] (>= 1); u32 value
+ *                (float: its f32 bits; 8-bit: the byte). y is filled with value, then x element i of each dim lands
+ *                at begin + i * step (steps > 1 insert value between elements: the zero insertion of ConvTranspose);
+ *                y's dims are begin + (x - 1) * step + 1 + end.
  *   RESIZE       u32 x, y; u32 mode (1 nearest, 2 bilinear). x [C, H, W], y [C, OH, OW] (one type).
  *                nearest: i32 rows[OH], cols[OW] (the source row and column of each output);
  *                bilinear: per output row i32 y0, y1, f32 dy; per output column i32 x0, x1, f32 dx:
@@ -86,6 +88,8 @@
  *                b's absent), y [.., M, N]. FLOAT32, or 8-bit a and b (any of UINT8 / INT8) with an 8-bit y: the exact
  *                int32 sum of (a - za)(b - zb), requantized with (sa * sb) / sy.
  *   REDUCE_MEAN  u32 x, y; u32 axis; u32 count. FLOAT32; the mean over count dims from axis on (y keeps the others).
+ *   FLOAT_CONV   u32 x, y; i64 M, C/g, kH, kW, groups, sh, sw, pt, pl, pb, pr, dh, dw; u32 has_bias;
+ *                f32 weights[M, C/g, kH, kW]; [f32 bias[M]]. A float32 convolution (x [C, H, W], y [M, OH, OW]).
  */
 #ifndef QATML_QATML_ENGINE_H
 #define QATML_QATML_ENGINE_H
@@ -116,7 +120,8 @@ typedef enum qatml_engine_op {
     QATML_ENGINE_OP_SOFTMAX = 16,
     QATML_ENGINE_OP_LAYERNORM = 17,
     QATML_ENGINE_OP_MATMUL = 18,
-    QATML_ENGINE_OP_REDUCE_MEAN = 19
+    QATML_ENGINE_OP_REDUCE_MEAN = 19,
+    QATML_ENGINE_OP_FLOAT_CONV = 20
 } qatml_engine_op;
 
 /* UNARY functions. */

@@ -39,6 +39,7 @@ struct Step {
     const float *norm_scale = nullptr, *norm_bias = nullptr;  // LAYERNORM
     float epsilon = 0.0f;
     kernels::MatMulPlan matmul;
+    kernels::FloatConvPlan float_conv;
     // Scratch of a run of `rows` rows.
     int64_t scratch_bytes(int64_t rows) const;
 };

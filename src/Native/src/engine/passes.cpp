@@ -325,6 +325,7 @@ void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKe
                 p.y_dims[4 - x.rank + i] = y.dims[i];
                 p.begins[4 - x.rank + i] = op.params[static_cast<size_t>(i)];
             }
+            for (int i = 0; i < x.rank; ++i) p.steps[4 - x.rank + i] = op.params[static_cast<size_t>(2 * x.rank + i)];
             p.elem = esz;
             p.x_row = x.elems;
             p.y_row = y.elems;
@@ -394,6 +395,29 @@ void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKe
             m.zy = op.qy.zp;
             m.mult = (op.qx.scale * op.qb.scale) / op.qy.scale;
             matmul_prepare(m);
+            break;
+        }
+        case QATML_ENGINE_OP_FLOAT_CONV: {
+            FloatConvPlan& f = s.float_conv;
+            f.c = x.dims[0];
+            f.h = x.dims[1];
+            f.w = x.dims[2];
+            f.m = op.n;
+            f.groups = op.groups;
+            f.cpg = op.cpg;
+            f.mpg = op.n / op.groups;
+            f.kh = op.kh;
+            f.kw = op.kw;
+            f.oh = y.dims[1];
+            f.ow = y.dims[2];
+            f.sh = op.p.stride_h;
+            f.sw = op.p.stride_w;
+            f.pt = op.p.pad_top;
+            f.pl = op.p.pad_left;
+            f.dh = op.p.dilation_h;
+            f.dw = op.p.dilation_w;
+            f.weights = reinterpret_cast<const float*>(op.data.data());
+            f.bias = op.count_include_pad ? f.weights + op.n * op.cpg * op.kh * op.kw : nullptr;
             break;
         }
         default: break;

@@ -36,6 +36,7 @@ const char* op_name(int kind) {
         case QATML_ENGINE_OP_LAYERNORM: return "LAYERNORM";
         case QATML_ENGINE_OP_MATMUL: return "MATMUL";
         case QATML_ENGINE_OP_REDUCE_MEAN: return "REDUCE_MEAN";
+        case QATML_ENGINE_OP_FLOAT_CONV: return "FLOAT_CONV";
         default: return "?";
     }
 }
@@ -481,15 +482,17 @@ struct Loader {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
                 const Tensor &x = T[op.x], &y = T[op.y];
                 if (x.dtype != y.dtype || x.rank != y.rank) return r.bad("op %d (PAD): input and output must have one type and rank", index);
-                int64_t pads[8];
+                int64_t pads[12];
                 for (int i = 0; i < 2 * x.rank; ++i)
                     if (!i64(&pads[i], "pad", 0, 1 << 20)) return false;
+                for (int i = 0; i < x.rank; ++i)
+                    if (!i64(&pads[2 * x.rank + i], "step", 1, 1 << 20)) return false;
                 for (int d = 0; d < x.rank; ++d)
-                    if (y.dims[d] != x.dims[d] + pads[d] + pads[x.rank + d]) return r.bad("op %d (PAD): output dim %d must be %lld", index, d, (long long)(x.dims[d] + pads[d] + pads[x.rank + d]));
+                    if (y.dims[d] != pads[d] + (x.dims[d] - 1) * pads[2 * x.rank + d] + 1 + pads[x.rank + d]) return r.bad("op %d (PAD): output dim %d must be %lld", index, d, (long long)(pads[d] + (x.dims[d] - 1) * pads[2 * x.rank + d] + 1 + pads[x.rank + d]));
                 uint32_t value = 0;
                 if (!r.get(&value, "value")) return false;
                 if (is_q8(y.dtype) && value > 0xFF) return r.bad("op %d (PAD): an 8-bit value has no bits above the low byte (0x%x)", index, value);
-                op.params.assign(pads, pads + 2 * x.rank);
+                op.params.assign(pads, pads + 3 * x.rank);
                 op.data.resize(4);
                 std::memcpy(op.data.data(), &value, 4);
                 return define(op.y, index);
@@ -581,6 +584,39 @@ struct Loader {
                 if (y.elems * n != x.elems) return r.bad("op %d (REDUCE_MEAN): the output has %lld elements, not %lld", index, (long long)y.elems, (long long)(x.elems / n));
                 op.n = axis;
                 op.k = count;
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_FLOAT_CONV: {
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (FLOAT_CONV): input and output must be float32", index);
+                int64_t m = 0, cpg = 0, groups = 0;
+                if (!i64(&m, "out_channels", 1, kMaxDim) || !i64(&cpg, "in_channels_per_group", 1, kMaxDim) || !i64(&op.kh, "kernel_h", 1, 1 << 20) ||
+                    !i64(&op.kw, "kernel_w", 1, 1 << 20) || !i64(&groups, "groups", 1, kMaxDim) || !geometry(op, false))
+                    return false;
+                uint32_t has_bias = 0;
+                if (!flag(&has_bias, "has_bias")) return false;
+                if (m % groups != 0) return r.bad("op %d (FLOAT_CONV): %lld output channels are not a multiple of %lld groups", index, (long long)m, (long long)groups);
+                if (x.rank == 3 && x.dims[0] != cpg * groups)
+                    return r.bad("op %d (FLOAT_CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
+                if (!spatial(op, x, y, m, index)) return false;
+                int64_t total = 0, t = 0;
+                if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
+                    !checked_mul("plan", "M*C/g*kH*kW", t, m, &total, 31))
+                    return r.bad("op %d (FLOAT_CONV): weight size overflows", index);
+                const int64_t floats = total + (has_bias ? m : 0);
+                const uint8_t* values = r.bytes(floats * 4, "weights");
+                if (!values) return false;
+                op.data.assign(values, values + floats * 4);
+                for (int64_t i = 0; i < floats; ++i) {
+                    float v;
+                    std::memcpy(&v, values + 4 * i, 4);
+                    if (!std::isfinite(v)) return r.bad("op %d (FLOAT_CONV): weight or bias %lld = %g is not finite", index, (long long)i, double(v));
+                }
+                op.n = m;
+                op.groups = groups;
+                op.cpg = cpg;
+                op.count_include_pad = static_cast<int32_t>(has_bias);
                 return define(op.y, index);
             }
             default:

@@ -129,9 +129,10 @@ struct CopyPlan {
 };
 void copy_run(const CopyPlan& plan, int64_t rows, const uint8_t* x, uint8_t* y);
 
-// Constant padding of a row of rank <= 4 (dims right-aligned, leading 1s).
+// Constant padding of a row of rank <= 4 (dims right-aligned, leading 1s); x element i of a dim lands at
+// begin + i * step (steps > 1: values inserted between the elements).
 struct PadPlan {
-    int64_t x_dims[4] = {1, 1, 1, 1}, y_dims[4] = {1, 1, 1, 1}, begins[4] = {0, 0, 0, 0};
+    int64_t x_dims[4] = {1, 1, 1, 1}, y_dims[4] = {1, 1, 1, 1}, begins[4] = {0, 0, 0, 0}, steps[4] = {1, 1, 1, 1};
     int64_t elem = 1, x_row = 0, y_row = 0;
     uint8_t value[4] = {0, 0, 0, 0};  // one element's bytes
 };
@@ -167,6 +168,15 @@ struct MatMulPlan {
 };
 void matmul_prepare(MatMulPlan& plan);
 void matmul_run(const MatMulPlan& plan, int64_t rows, const uint8_t* a, const uint8_t* b, uint8_t* y, uint8_t* scratch);
+
+// A float32 convolution of [C, H, W] rows (direct: per output channel, tap by tap over whole output rows).
+struct FloatConvPlan {
+    int64_t c = 0, h = 0, w = 0, m = 0, cpg = 0, mpg = 0, groups = 1, kh = 1, kw = 1, oh = 0, ow = 0;
+    int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+    const float* weights = nullptr;  // [M, C/g, kH, kW]
+    const float* bias = nullptr;     // M or nullptr
+};
+void float_conv_run(const FloatConvPlan& plan, int64_t rows, const float* x, float* y);
 
 // ---- pooling -----------------------------------------------------------------------------------------------
 

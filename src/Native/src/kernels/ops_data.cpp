@@ -59,6 +59,7 @@ void copy_run(const CopyPlan& p, int64_t rows, const uint8_t* x, uint8_t* y) {
 
 void pad_run(const PadPlan& p, int64_t rows, const uint8_t* x, uint8_t* y) {
     const int64_t es = p.elem;
+    const bool dense = p.steps[3] == 1;
     for (int64_t row = 0; row < rows; ++row) {
         uint8_t* yr = y + row * p.y_row * es;
         if (es == 1) {
@@ -67,14 +68,24 @@ void pad_run(const PadPlan& p, int64_t rows, const uint8_t* x, uint8_t* y) {
             for (int64_t i = 0; i < p.y_row; ++i) std::memcpy(yr + i * 4, p.value, 4);
         }
         const uint8_t* xr = x + row * p.x_row * es;
-        const int64_t run = p.x_dims[3] * es;
         for (int64_t i0 = 0; i0 < p.x_dims[0]; ++i0)
             for (int64_t i1 = 0; i1 < p.x_dims[1]; ++i1)
                 for (int64_t i2 = 0; i2 < p.x_dims[2]; ++i2) {
-                    const int64_t src = ((i0 * p.x_dims[1] + i1) * p.x_dims[2] + i2) * p.x_dims[3];
-                    const int64_t dst = (((i0 + p.begins[0]) * p.y_dims[1] + i1 + p.begins[1]) * p.y_dims[2] + i2 + p.begins[2]) * p.y_dims[3] +
-                        p.begins[3];
-                    std::memcpy(yr + dst * es, xr + src * es, static_cast<size_t>(run));
+                    const uint8_t* s = xr + ((i0 * p.x_dims[1] + i1) * p.x_dims[2] + i2) * p.x_dims[3] * es;
+                    const int64_t o0 = p.begins[0] + i0 * p.steps[0], o1 = p.begins[1] + i1 * p.steps[1], o2 = p.begins[2] + i2 * p.steps[2];
+                    uint8_t* d = yr + (((o0 * p.y_dims[1] + o1) * p.y_dims[2] + o2) * p.y_dims[3] + p.begins[3]) * es;
+                    if (dense) {
+                        std::memcpy(d, s, static_cast<size_t>(p.x_dims[3] * es));
+                        continue;
+                    }
+                    const int64_t n = p.x_dims[3], step = p.steps[3];
+                    if (es == 4) {
+                        const float* __restrict sf = reinterpret_cast<const float*>(s);
+                        float* __restrict df = reinterpret_cast<float*>(d);
+                        for (int64_t j = 0; j < n; ++j) df[j * step] = sf[j];
+                    } else {
+                        for (int64_t j = 0; j < n; ++j) d[j * step] = s[j];
+                    }
                 }
     }
 }

@@ -97,5 +97,39 @@ void layernorm_f32(const AxisPlan& p, float epsilon, const float* scale, const f
     }
 }
 
+void float_conv_run(const FloatConvPlan& p, int64_t rows, const float* x, float* y) {
+    const int64_t in_plane = p.h * p.w, out_plane = p.oh * p.ow, taps = p.kh * p.kw;
+    for (int64_t row = 0; row < rows; ++row)
+        for (int64_t co = 0; co < p.m; ++co) {
+            const int64_t g = co / p.mpg;
+            float* out = y + (row * p.m + co) * out_plane;
+            const float b = p.bias ? p.bias[co] : 0.0f;
+            for (int64_t i = 0; i < out_plane; ++i) out[i] = b;
+            for (int64_t ci = 0; ci < p.cpg; ++ci) {
+                const float* plane = x + (row * p.c + g * p.cpg + ci) * in_plane;
+                const float* wk = p.weights + (co * p.cpg + ci) * taps;
+                for (int64_t ky = 0; ky < p.kh; ++ky)
+                    for (int64_t kx = 0; kx < p.kw; ++kx) {
+                        const float wv = wk[ky * p.kw + kx];
+                        // Output columns whose input column ox * sw - pl + kx * dw lies inside the row.
+                        const int64_t off = kx * p.dw - p.pl;
+                        const int64_t ox0 = off >= 0 ? 0 : (-off + p.sw - 1) / p.sw;
+                        const int64_t ox1 = std::min(p.ow, off >= p.w ? 0 : (p.w - 1 - off) / p.sw + 1);
+                        for (int64_t oy = 0; oy < p.oh; ++oy) {
+                            const int64_t iy = oy * p.sh - p.pt + ky * p.dh;
+                            if (iy < 0 || iy >= p.h) continue;
+                            // Input and output never overlap (separate tensors): restrict lets the compiler vectorise.
+                            const float* __restrict xr = plane + iy * p.w + off;
+                            float* __restrict yr = out + oy * p.ow;
+                            if (p.sw == 1)
+                                for (int64_t ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ox];
+                            else
+                                for (int64_t ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ox * p.sw];
+                        }
+                    }
+            }
+        }
+}
+
 }  // namespace kernels
 }  // namespace qatml
