@@ -38,6 +38,19 @@ internal sealed partial class QdqLowering
             a = Materialize(a);
             b = Materialize(b);
             int id = _plan.AddTensor(outType, dims);
+            if (func == EngineBinary.Add && a.Dims.SequenceEqual(b.Dims))
+            {
+                // Same shapes: the ADD op (the CPU fuses it into the convolution that writes one of its inputs).
+                var add = new PayloadWriter();
+                add.U32((uint)a.Id);
+                add.U32((uint)b.Id);
+                add.U32((uint)id);
+                add.Quant(aq);
+                add.Quant(bq);
+                add.Quant(outQuant);
+                Emit(EngineOpKind.Add, node.Describe, add);
+                return new QTensor(id, dims, outType, outQuant);
+            }
             var w = BinaryHeader(a.Id, b.Id, id, func, constDims: null);
             w.Quant(aq);
             w.Quant(bq);

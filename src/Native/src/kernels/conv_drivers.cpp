@@ -27,7 +27,7 @@ void channel_lanes(const ConvPlan& c, int64_t batch, uint8_t* y, uint8_t* scratc
     lanes.k_offsets = c.k_offsets.data();
     lanes.pixel_offsets = c.pixel_offsets.data();
     lanes.rows = rows;
-    lanes.pixels = static_cast<int64_t>(c.pixel_offsets.size());
+    lanes.pixels = c.pixels_per_image > 0 ? c.pixels_per_image : static_cast<int64_t>(c.pixel_offsets.size());  // one image
     lanes.pool = fp.kernel == 2;
     lanes.k4 = c.lane.k4;
     lanes.zp = c.ep.zp;
@@ -71,6 +71,43 @@ void channel_lanes(const ConvPlan& c, int64_t batch, uint8_t* y, uint8_t* scratc
             else
                 transpose_bytes(src, PP, g.mpg, rows, image + grp * g.mpg * PP);
         }
+    }
+}
+
+// Channels-last in and out, several images per kernel call (their pixels in one list, see images_per_call).
+void lanes_images(const ConvPlan& c, int64_t batch, const uint8_t* x, uint8_t* y, const uint8_t* residual) {
+    ConvLanesCall lanes{};
+    lanes.k_offsets = c.k_offsets.data();
+    lanes.pixel_offsets = c.pixel_offsets.data();
+    lanes.out_offsets = c.out_offsets.data();
+    lanes.rows = c.lane_rows;
+    lanes.pool = c.fp.kernel == 2;
+    lanes.k4 = c.lane.k4;
+    lanes.zp = c.ep.zp;
+    lanes.lo = c.ep.lo;
+    lanes.hi = c.ep.hi;
+    lanes.weights = c.lane.weights;
+    lanes.rowadd = c.rowadd.data();
+    lanes.mult = c.mult.data();
+    if (c.residual.on) {
+        const AddParams& a = c.residual.add;
+        lanes.residual_signed = a.is_signed;
+        lanes.res_zc = a.za;
+        lanes.res_zr = a.zb;
+        lanes.res_zy = a.zy;
+        lanes.res_lo = a.lo;
+        lanes.res_hi = a.hi;
+        lanes.res_rc = a.ra;
+        lanes.res_rr = a.rb;
+    }
+    for (int64_t n = 0; n < batch; n += c.images_per_call) {
+        const int64_t images = std::min(c.images_per_call, batch - n);
+        for (int64_t i = 0; i < images; ++i) fill_channels_last_border(c.y_layout, c.poh, c.pow, c.y_pad, y + (n + i) * c.y_layout.image_bytes);
+        lanes.input = x + n * c.x_layout.image_bytes;
+        lanes.out = y + n * c.y_layout.image_bytes;
+        lanes.residual = c.residual.on ? residual + n * c.y_layout.image_bytes : nullptr;
+        lanes.pixels = images * c.pixels_per_image;
+        conv_avx512vnni_lanes(lanes);
     }
 }
 
@@ -290,6 +327,10 @@ void conv_run(const ConvPlan& c, int64_t batch, const uint8_t* x8, uint8_t* y, u
             return;
         }
         case ConvAlgo::LanesChannelsLast:
+            if (c.images_per_call > 1 && batch > 1) {
+                lanes_images(c, batch, x8, y, residual);
+                return;
+            }
             channel_lanes(c, batch, y, scratch, residual, [&](int64_t n, int64_t grp) { return x8 + n * c.x_layout.image_bytes + grp * g.cpg; });
             return;
         case ConvAlgo::Im2col: im2col_gemm(c, batch, x8, y, scratch); return;

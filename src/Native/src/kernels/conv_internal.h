@@ -98,6 +98,9 @@ struct ConvPlan {
     ActivationLayout x_layout, y_layout;
     uint8_t y_pad = 0;  // the output's zero point, written into a channels-last output's padding
     FusedResidual residual;
+    // Channels-last in and out: the offsets cover this many images, so a small plane's call spans several images
+    // and each block of weights is loaded once for all of them.
+    int64_t images_per_call = 1, pixels_per_image = 0;
     // Pixel lanes.
     std::vector<uint16_t> store_mask;
     std::vector<int32_t> store_index;

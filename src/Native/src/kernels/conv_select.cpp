@@ -247,6 +247,16 @@ ConvPlanPtr conv_prepare(const qatml_conv2d_params& params, int32_t x_type, int3
                 c.k_offsets[static_cast<size_t>(tap * w->quads + q)] =
                     base + ((tap / g.kw) * g.dh * l.wp + (tap % g.kw) * g.dw) * l.cs + 4 * q;
         plan_channel_lanes(c, LaneInput{k4, w->packed.data, w->group_stride, g.sh * l.wp * l.cs, g.sw * l.cs}, s);
+        if (c.y_layout.channels_last && fp.kernel != 3) {
+            // Up to ~1024 pixels per call: the offsets of the next images, one image stride further.
+            const int64_t per_image = static_cast<int64_t>(c.pixel_offsets.size()), outs = static_cast<int64_t>(c.out_offsets.size());
+            c.pixels_per_image = per_image;
+            c.images_per_call = std::max<int64_t>(1, std::min<int64_t>(16, 1024 / std::max<int64_t>(per_image, 1)));
+            for (int64_t i = 1; i < c.images_per_call; ++i) {
+                for (int64_t p = 0; p < per_image; ++p) c.pixel_offsets.push_back(c.pixel_offsets[static_cast<size_t>(p)] + i * l.image_bytes);
+                for (int64_t p = 0; p < outs; ++p) c.out_offsets.push_back(c.out_offsets[static_cast<size_t>(p)] + i * c.y_layout.image_bytes);
+            }
+        }
     } else if (avx512 && w->hwc_k4 > 0 && lanes_ok && g.dw == 1 && (force_lanes || fp.kernel != 0 || channel_lanes_allowed())) {
         // 2-3 channels per group: channel lanes over padded HWC bytes (K groups of 4 consecutive bytes of a
         // kernel row, no channel-quad padding).
