@@ -136,6 +136,18 @@ public sealed class NativeEngineOpTests
     }
 
     [Fact]
+    public void SameShapeAddOfTwoActivationsIsTheAddOpTheEngineFuses()
+    {
+        long[] dims = [4, 5, 6];
+        byte[] model = Model(dims, 0.05f, 110, (g, qdq) =>
+        {
+            g.Node.Add(Node("Relu", ["xq"], "relu"));
+            g.Node.Add(Node("Add", [qdq("relu", 0.02f, 0), "xq"], "r"));
+        });
+        AssertWithinOneLsb(model, dims, 0.05f, EngineOpKind.Add);
+    }
+
+    [Fact]
     public void ConcatRequantizesItsInputsToTheOutputScale()
     {
         long[] dims = [3, 4, 5];
