@@ -214,9 +214,7 @@ TEST(EngineLayout, ResidualNetworkMatchesTheKernelsOpByOpOnEveryPath) {
     qatml_device cpu{QATML_DEVICE_CPU, 0};
     qatml_context* ctx = nullptr;
     ASSERT_EQ(qatml_context_create(&cpu, 3, &ctx), QATML_OK);
-    std::vector<int> isas = qatml_test::fast_isas();
-    isas.insert(isas.begin(), QATML_ISA_SCALAR);
-    for (int isa : isas) {
+    for (int isa : qatml_test::every_isa()) {
         qatml_test::IsaCap cap(isa);
         for (bool observe : {false, true}) {
             ResidualNet net(observe);

@@ -475,9 +475,7 @@ TEST(EngineOps, WideOpsPlanAgreesAcrossPathsBatchesAndThreads) {
     qatml_device cpu{QATML_DEVICE_CPU, 0};
     qatml_context* ctx = nullptr;
     ASSERT_EQ(qatml_context_create(&cpu, 3, &ctx), QATML_OK);
-    std::vector<int> isas = qatml_test::fast_isas();
-    isas.insert(isas.begin(), QATML_ISA_SCALAR);
-    for (int isa : isas) {
+    for (int isa : qatml_test::every_isa()) {
         qatml_test::IsaCap cap(isa);
         EXPECT_EQ(run_plan(plan, rows, {x}, ctx), reference) << qatml_isa_name(isa) << ", 3 threads";
         const std::vector<float> row2(x.begin() + 2 * 144, x.begin() + 3 * 144);

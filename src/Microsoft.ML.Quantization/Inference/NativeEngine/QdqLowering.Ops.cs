@@ -41,14 +41,7 @@ internal sealed partial class QdqLowering
             if (func == EngineBinary.Add && a.Dims.SequenceEqual(b.Dims))
             {
                 // Same shapes: the ADD op (the CPU fuses it into the convolution that writes one of its inputs).
-                var add = new PayloadWriter();
-                add.U32((uint)a.Id);
-                add.U32((uint)b.Id);
-                add.U32((uint)id);
-                add.Quant(aq);
-                add.Quant(bq);
-                add.Quant(outQuant);
-                Emit(EngineOpKind.Add, node.Describe, add);
+                Emit(EngineOpKind.Add, node.Describe, TwoInputs(a.Id, b.Id, id, aq, bq, outQuant));
                 return new QTensor(id, dims, outType, outQuant);
             }
             var w = BinaryHeader(a.Id, b.Id, id, func, constDims: null);
@@ -256,15 +249,21 @@ internal sealed partial class QdqLowering
         a = Materialize(a);
         b = Materialize(b);
         int id = _plan.AddTensor(outType, dims);
+        Emit(EngineOpKind.MatMul, node.Describe, TwoInputs(a.Id, b.Id, id, aq, bq, outQuant));
+        return new QTensor(id, dims, outType, outQuant);
+    }
+
+    /// <summary>The payload of an op of two 8-bit inputs: a, b, y and their quantizations (ADD, MATMUL).</summary>
+    private static PayloadWriter TwoInputs(int a, int b, int y, EngineQuant aq, EngineQuant bq, EngineQuant yq)
+    {
         var w = new PayloadWriter();
-        w.U32((uint)a.Id);
-        w.U32((uint)b.Id);
-        w.U32((uint)id);
+        w.U32((uint)a);
+        w.U32((uint)b);
+        w.U32((uint)y);
         w.Quant(aq);
         w.Quant(bq);
-        w.Quant(outQuant);
-        Emit(EngineOpKind.MatMul, node.Describe, w);
-        return new QTensor(id, dims, outType, outQuant);
+        w.Quant(yq);
+        return w;
     }
 
     /// <summary>[.., M, K] x [.., K, N] (b's leading dims equal to a's, or b one matrix) -> [.., M, N].</summary>

@@ -566,16 +566,7 @@ internal sealed partial class QdqLowering
 
     private Func<float, float> ClipFunction(OnnxNode node)
     {
-        float lo = float.NegativeInfinity, hi = float.PositiveInfinity;
-        if (node.HasAttribute("min") || node.HasAttribute("max"))
-        {
-            lo = node.GetFloat("min", lo);
-            hi = node.GetFloat("max", hi);
-        }
-        if (node.Inputs.Count > 1 && node.Inputs[1].Length > 0)
-            lo = FloatScalar(node, 1);
-        if (node.Inputs.Count > 2 && node.Inputs[2].Length > 0)
-            hi = FloatScalar(node, 2);
+        var (_, lo, hi) = ClipBounds(node);
         return v => Math.Min(Math.Max(v, lo), hi);
     }
 

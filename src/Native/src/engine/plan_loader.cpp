@@ -152,6 +152,20 @@ struct Loader {
         std::snprintf(op, sizeof op, "op %d (%s)", index, op_name(e->ops[index].kind));
         return check_scale_ratio(op, num_name, num, den_name, den) == QATML_OK || r.bad("%s", qatml_last_error());
     }
+    // M, C/g, kH, kW, groups and the window geometry of a CONV or FLOAT_CONV payload.
+    bool conv_header(Op& op, int64_t* m, int64_t* cpg, int64_t* groups) {
+        return i64(m, "out_channels", 1, kMaxDim) && i64(cpg, "in_channels_per_group", 1, kMaxDim) && i64(&op.kh, "kernel_h", 1, 1 << 20) &&
+            i64(&op.kw, "kernel_w", 1, 1 << 20) && i64(groups, "groups", 1, kMaxDim) && geometry(op, false);
+    }
+    // Groups divide the output channels, the input has C/g x groups channels, and y is the convolution's output.
+    bool conv_shapes(Op& op, int index, const Tensor& x, const Tensor& y, int64_t m, int64_t cpg, int64_t groups) {
+        if (m % groups != 0)
+            return r.bad("op %d (%s): %lld output channels are not a multiple of %lld groups", index, op_name(op.kind), (long long)m, (long long)groups);
+        if (x.rank == 3 && x.dims[0] != cpg * groups)
+            return r.bad("op %d (%s): input has %lld channels, weights expect %lld x %lld groups", index, op_name(op.kind), (long long)x.dims[0],
+                         (long long)cpg, (long long)groups);
+        return spatial(op, x, y, m, index);
+    }
     bool flag(uint32_t* v, const char* what) {
         if (!r.get(v, what)) return false;
         if (*v > 1) return r.bad("%s = %u must be 0 or 1", what, *v);
@@ -246,15 +260,10 @@ struct Loader {
                 if (!is_q8(x.dtype) || !is_q8(y.dtype)) return r.bad("op %d (CONV): input and output must be uint8/int8", index);
                 if (!qparam(&op.qx, x.dtype, "x quantization") || !qparam(&op.qy, y.dtype, "y quantization")) return false;
                 int64_t m = 0, cpg = 0, groups = 0;
-                if (!i64(&m, "out_channels", 1, kMaxDim) || !i64(&cpg, "in_channels_per_group", 1, kMaxDim) || !i64(&op.kh, "kernel_h", 1, 1 << 20) ||
-                    !i64(&op.kw, "kernel_w", 1, 1 << 20) || !i64(&groups, "groups", 1, kMaxDim) || !geometry(op, false))
-                    return false;
+                if (!conv_header(op, &m, &cpg, &groups)) return false;
                 uint32_t w_type = 0, has_zp = 0, has_bias = 0;
                 if (!r.get(&w_type, "w_type") || !flag(&has_zp, "has_w_zero_points") || !flag(&has_bias, "has_bias")) return false;
-                if (m % groups != 0) return r.bad("op %d (CONV): %lld output channels are not a multiple of %lld groups", index, (long long)m, (long long)groups);
-                if (x.rank == 3 && x.dims[0] != cpg * groups)
-                    return r.bad("op %d (CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
-                if (!spatial(op, x, y, m, index)) return false;
+                if (!conv_shapes(op, index, x, y, m, cpg, groups)) return false;
                 char what[48];
                 std::snprintf(what, sizeof what, "op %d (CONV)", index);
                 if (check_conv_scratch(what, op.p, cpg, op.kh, op.kw, y.dims[1]) != QATML_OK) return r.bad("%s", qatml_last_error());
@@ -591,15 +600,10 @@ struct Loader {
                 const Tensor &x = T[op.x], &y = T[op.y];
                 if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (FLOAT_CONV): input and output must be float32", index);
                 int64_t m = 0, cpg = 0, groups = 0;
-                if (!i64(&m, "out_channels", 1, kMaxDim) || !i64(&cpg, "in_channels_per_group", 1, kMaxDim) || !i64(&op.kh, "kernel_h", 1, 1 << 20) ||
-                    !i64(&op.kw, "kernel_w", 1, 1 << 20) || !i64(&groups, "groups", 1, kMaxDim) || !geometry(op, false))
-                    return false;
+                if (!conv_header(op, &m, &cpg, &groups)) return false;
                 uint32_t has_bias = 0;
                 if (!flag(&has_bias, "has_bias")) return false;
-                if (m % groups != 0) return r.bad("op %d (FLOAT_CONV): %lld output channels are not a multiple of %lld groups", index, (long long)m, (long long)groups);
-                if (x.rank == 3 && x.dims[0] != cpg * groups)
-                    return r.bad("op %d (FLOAT_CONV): input has %lld channels, weights expect %lld x %lld groups", index, (long long)x.dims[0], (long long)cpg, (long long)groups);
-                if (!spatial(op, x, y, m, index)) return false;
+                if (!conv_shapes(op, index, x, y, m, cpg, groups)) return false;
                 int64_t total = 0, t = 0;
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total, 31))

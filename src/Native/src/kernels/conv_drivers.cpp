@@ -10,6 +10,19 @@ namespace qatml {
 namespace kernels {
 namespace {
 
+// The fused residual add's parameters in kernel terms.
+void set_residual(const FusedResidual& r, ConvLanesCall& lanes) {
+    if (!r.on) return;
+    lanes.residual_signed = r.add.is_signed;
+    lanes.res_zc = r.add.za;
+    lanes.res_zr = r.add.zb;
+    lanes.res_zy = r.add.zy;
+    lanes.res_lo = r.add.lo;
+    lanes.res_hi = r.add.hi;
+    lanes.res_rc = r.add.ra;
+    lanes.res_rr = r.add.rb;
+}
+
 // Channel-lane convolution of every image and group (conv_avx512vnni_lanes); `input(n, group)` returns what the
 // kernel reads (built in scratch, or the channels-last input itself). The kernel writes pixel-major: into a staging
 // transposed to NCHW, or straight into a channels-last output (padding filled with the zero point), with the residual
@@ -35,17 +48,7 @@ void channel_lanes(const ConvPlan& c, int64_t batch, uint8_t* y, uint8_t* scratc
     lanes.hi = c.ep.hi;
     lanes.out = staging;
     lanes.out_offsets = direct ? c.out_offsets.data() : c.stage_offsets.data();
-    if (c.residual.on) {
-        const AddParams& a = c.residual.add;
-        lanes.residual_signed = a.is_signed;
-        lanes.res_zc = a.za;
-        lanes.res_zr = a.zb;
-        lanes.res_zy = a.zy;
-        lanes.res_lo = a.lo;
-        lanes.res_hi = a.hi;
-        lanes.res_rc = a.ra;
-        lanes.res_rr = a.rb;
-    }
+    set_residual(c.residual, lanes);
     for (int64_t n = 0; n < batch; ++n) {
         uint8_t* image = y + n * c.y_layout.image_bytes;
         if (c.y_layout.channels_last) fill_channels_last_border(c.y_layout, c.poh, c.pow, c.y_pad, image);
@@ -89,17 +92,7 @@ void lanes_images(const ConvPlan& c, int64_t batch, const uint8_t* x, uint8_t* y
     lanes.weights = c.lane.weights;
     lanes.rowadd = c.rowadd.data();
     lanes.mult = c.mult.data();
-    if (c.residual.on) {
-        const AddParams& a = c.residual.add;
-        lanes.residual_signed = a.is_signed;
-        lanes.res_zc = a.za;
-        lanes.res_zr = a.zb;
-        lanes.res_zy = a.zy;
-        lanes.res_lo = a.lo;
-        lanes.res_hi = a.hi;
-        lanes.res_rc = a.ra;
-        lanes.res_rr = a.rb;
-    }
+    set_residual(c.residual, lanes);
     for (int64_t n = 0; n < batch; n += c.images_per_call) {
         const int64_t images = std::min(c.images_per_call, batch - n);
         for (int64_t i = 0; i < images; ++i) fill_channels_last_border(c.y_layout, c.poh, c.pow, c.y_pad, y + (n + i) * c.y_layout.image_bytes);

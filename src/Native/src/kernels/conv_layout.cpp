@@ -12,6 +12,33 @@ namespace qatml {
 namespace kernels {
 namespace {
 
+// Four reduction rows of 16 pixels each, byte-interleaved into the 64 bytes of 16 vpdpbusd lanes (SSE2).
+inline void interleave_rows_16(const uint8_t* r0p, const uint8_t* r1p, const uint8_t* r2p, const uint8_t* r3p, uint8_t* d) {
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0p));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1p));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r2p));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r3p));
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_unpacklo_epi16(t0, t2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), _mm_unpackhi_epi16(t0, t2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), _mm_unpacklo_epi16(t1, t3));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), _mm_unpackhi_epi16(t1, t3));
+}
+
+// Per pixel of the panels, the sum of its bytes over every K group (the weight zero point correction).
+void panel_column_sums(const uint8_t* dst, int64_t np, int64_t npad, int nr, int64_t k4, int32_t* colsum) {
+    for (int64_t j = 0; j < npad; ++j) colsum[j] = 0;
+    for (int64_t j = 0; j < np; ++j) {
+        int32_t s = 0;
+        for (int64_t g4 = 0; g4 < k4; ++g4) {
+            const uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
+            s += d[0] + d[1] + d[2] + d[3];
+        }
+        colsum[j] = s;
+    }
+}
+
 // One im2col row: the bytes that channel ci, tap (ky, kx) reads for output pixels [p0, p0 + np).
 // May write up to 15 bytes past row + np.
 void im2col_row(const Geometry& g, const PaddedPlanes& pp, int64_t ci, int64_t ky, int64_t kx, int64_t p0, int64_t np,
@@ -82,30 +109,11 @@ void im2col_panels(const Geometry& g, const PaddedPlanes& pp, int64_t quads, int
             }
         }
         for (int64_t j = 0; j < npad; j += 16) {
-            const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + j));
-            const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + stride + j));
-            const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + 2 * stride + j));
-            const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + 3 * stride + j));
-            const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
-            const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-            uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_unpacklo_epi16(t0, t2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), _mm_unpackhi_epi16(t0, t2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), _mm_unpacklo_epi16(t1, t3));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), _mm_unpackhi_epi16(t1, t3));
+            interleave_rows_16(rows + j, rows + stride + j, rows + 2 * stride + j, rows + 3 * stride + j,
+                               dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4);
         }
     }
-    if (colsum) {
-        for (int64_t j = 0; j < npad; ++j) colsum[j] = 0;
-        for (int64_t j = 0; j < np; ++j) {
-            int32_t s = 0;
-            for (int64_t g4 = 0; g4 < k4; ++g4) {
-                const uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
-                s += d[0] + d[1] + d[2] + d[3];
-            }
-            colsum[j] = s;
-        }
-    }
+    if (colsum) panel_column_sums(dst, np, npad, nr, k4, colsum);
 }
 
 // Stride 1: over the padded planes, output pixel (oy, ox) on a grid wp wide ("virtual" pixel
@@ -125,30 +133,10 @@ void panels_from_planes(const Geometry& g, const PaddedPlanes& pp, int64_t quads
             }
         }
         for (int64_t j = 0; j < npad; j += 16) {
-            const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[0] + j));
-            const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[1] + j));
-            const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[2] + j));
-            const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[3] + j));
-            const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
-            const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-            uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_unpacklo_epi16(t0, t2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), _mm_unpackhi_epi16(t0, t2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), _mm_unpacklo_epi16(t1, t3));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), _mm_unpackhi_epi16(t1, t3));
+            interleave_rows_16(src[0] + j, src[1] + j, src[2] + j, src[3] + j, dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4);
         }
     }
-    if (colsum) {
-        for (int64_t j = 0; j < npad; ++j) colsum[j] = 0;
-        for (int64_t j = 0; j < np; ++j) {
-            int32_t s = 0;
-            for (int64_t g4 = 0; g4 < k4; ++g4) {
-                const uint8_t* d = dst + (((j / nr) * k4 + g4) * nr + (j % nr)) * 4;
-                s += d[0] + d[1] + d[2] + d[3];
-            }
-            colsum[j] = s;
-        }
-    }
+    if (colsum) panel_column_sums(dst, np, npad, nr, k4, colsum);
 }
 
 // Layout for `quads` channel quads; the implicit GEMM computes cols = OH * wq virtual pixels.
