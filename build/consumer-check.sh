@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The consumer check: uses QatMl the way a new user does, from the package alone.
 #   1. packs src/Microsoft.ML.Quantization into a local folder and checks what the package holds;
-#   2. with an EMPTY package cache (NUGET_PACKAGES = a fresh temp folder; everything else restores from the
-#      NuGet sources this machine is configured with), builds a brand-new console app that references the package,
+#   2. with a fresh package cache (NUGET_PACKAGES = a temp folder) that has no QatMl package, so QatMl.ML.Quantization
+#      must restore from the local folder (checked: the cache records that folder as its source), builds a brand-new
+#      console app that references the package,
 #      Microsoft.ML.OnnxRuntime and TorchSharp-cpu, and runs it (build/consumer/App/Program.cs): PTQ of FmnistNet on
 #      the Fashion-MNIST images of tests/data with the native engine, Save / LoadModel, QAT (TorchSharp; on Debian 12
 #      this needs the package's buildTransitive targets), PredictionEngine;
@@ -11,12 +12,17 @@
 #   4. publishes an app that gets the package only through a class library, and runs the published copy.
 # Every check prints PASS/FAIL NAME; the closing line counts them against the explicit list below, and the script
 # exits non-zero when any is missing or failed. Temp folders are removed on exit.
-# Usage: build/consumer-check.sh
+# The fresh cache links every other package id (ONNX Runtime, libtorch, ML.NET: about 1.9 GB) from this machine's global
+# packages folder, so CI does not download them again; --empty-cache starts from a truly empty cache (downloads all).
+# Usage: build/consumer-check.sh [--empty-cache]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-expected=(package-content ptq-native save-load qat-torchsharp prediction-engine
+empty_cache=0
+[[ "${1:-}" == "--empty-cache" ]] && empty_cache=1
+
+expected=(package-content package-from-local-folder ptq-native save-load qat-torchsharp prediction-engine
           native-missing-falls-back native-missing-no-fallback-throws onnxruntime-missing-names-package transitive-publish)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qatml-consumer.XXXXXX")
@@ -46,7 +52,8 @@ done
 if (( ${#missing_files[@]} )); then echo "FAIL package-content: missing ${missing_files[*]}" | tee -a "$results"
 else echo "PASS package-content ($version)" | tee -a "$results"; fi
 
-echo "== fresh apps, empty package cache ($work/packages)"
+source "$root/build/package-cache.sh"
+echo "== fresh apps, $(fresh_package_cache "$work/packages" "$empty_cache")"
 export NUGET_PACKAGES="$work/packages"
 cat > "$work/nuget.config" << EOF
 <?xml version="1.0" encoding="utf-8"?>
@@ -74,6 +81,12 @@ run_app() {  # run_app FOLDER MODE: runs the app, keeps its PASS/FAIL lines
 start=$SECONDS
 dotnet build "$work/App/QatMlConsumer.csproj" -c Release -o "$work/app-bin" -nologo -clp:ErrorsOnly
 echo "  restored and built in $((SECONDS - start)) s"
+metadata="$work/packages/qatml.ml.quantization/$version/.nupkg.metadata"
+if [[ ! -L "$work/packages/qatml.ml.quantization" ]] && grep -qF "\"source\": \"$work/feed\"" "$metadata" 2> /dev/null; then
+  echo "PASS package-from-local-folder ($metadata names $work/feed)" | tee -a "$results"
+else
+  echo "FAIL package-from-local-folder: $metadata does not name $work/feed as the source: $(cat "$metadata" 2> /dev/null | tr -d '\n')" | tee -a "$results"
+fi
 echo "== app: PTQ, native engine, save/load, QAT, PredictionEngine"
 run_app "$work/app-bin" main
 

@@ -42,9 +42,9 @@ internal static class CalibrationBenchmark
         if (settings.Verbose)
             context.Log += (_, e) => { if (e.Message.Contains("Model runs took") || e.Message.Contains("Ranges computed")) log.Add(e.Message); };
         ScoringBenchmark.Consume(data, inputColumn);   // materialise the cache
-        var scoring = new OnnxScoringOptions { ModelPath = model, BatchSize = batch, IntraOpNumThreads = 1 };
+        var scoring = new OnnxModelScoringOptions { ModelPath = model, BatchSize = batch, IntraOpNumThreads = 1 };
         scoring.Outputs.Add(new OnnxColumnBinding("Output", outputTensor));
-        using OnnxScoringTransformer inference = context.Quantization.ScoreOnnxModel(scoring).Fit(data);
+        using OnnxModelScoringTransformer inference = context.Quantization.ScoreOnnxModel(scoring).Fit(data);
         var runs = settings with { Repeat = repeat };
         var (inferWall, inferCpu) = runs.Best(() => ScoringBenchmark.Consume(inference.Transform(data), "Output"));
         Console.WriteLine($"{name}: calibration vs float inference of the same rows, batch {batch}, 1 ORT thread, best of {repeat} (wall; CPU):");
@@ -104,7 +104,7 @@ internal static class CalibrationBenchmark
     {
         var context = new MLContext(seed: 0);
         FashionMnist.Set set = FashionMnist.ReadTest(settings.DataFolder, limit: images);
-        using OnnxScoringTransformer preprocess = ResNet18Images.Stream(context, set, images, out IDataView inputs);
+        using OnnxModelScoringTransformer preprocess = ResNet18Images.Stream(context, set, images, out IDataView inputs);
         var options = new CalibrationEstimatorOptions { ModelPath = ResNet18Images.ModelPath, IntraOpNumThreads = 1, BatchSize = 16, SampleCount = images };
         var clock = Stopwatch.StartNew();
         CalibrationTransformer calibrated = context.Quantization.Calibrate(options).Fit(inputs);

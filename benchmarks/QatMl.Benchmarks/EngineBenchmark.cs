@@ -141,7 +141,7 @@ internal static class EngineBenchmark
         {
             // The float model with the quantized model's bindings and declared shapes, on one thread.
             new("ORT FP32", b => context.Quantization.ScoreOnnxModel((models.Int8.Settings with { BatchSize = b, IntraOpNumThreads = 1 }).ToScoringOptions(floatBytes)).Fit(data),
-                t => ((OnnxScoringTransformer)t).Scorer, t => (ITransformer)t),
+                t => ((OnnxModelScoringTransformer)t).Scorer, t => (ITransformer)t),
             new("ORT INT8", b => WithBackend(models.Int8, QuantizedBackend.OnnxRuntime, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native INT8", b => WithBackend(models.Int8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native W4A8", b => WithBackend(models.W4A8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
@@ -157,7 +157,7 @@ internal static class EngineBenchmark
             {
                 using IDisposable t = contenders[c].Create(batch);
                 IBatchScorer scorer = contenders[c].Scorer(t);
-                using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
+                using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray(), scorer.BatchSize);
                 float[]? all = null;  // the output's row size is known after a run (models with symbolic output dims)
                 void Pass(bool keep)
                 {
@@ -177,7 +177,7 @@ internal static class EngineBenchmark
                 outputs[c] = all;
                 raw[c] = n / settings.Best(() => Pass(keep: false)).Wall;
                 ITransformer transformer = contenders[c].Transformer(t);
-                string column = transformer is QuantizedModelTransformer q ? q.OutputColumnNames[0] : ((OnnxScoringTransformer)transformer).OutputColumnNames[0];
+                string column = transformer is QuantizedModelTransformer q ? q.OutputColumnNames[0] : ((OnnxModelScoringTransformer)transformer).OutputColumnNames[0];
                 viaView[c] = n / settings.Best(() => ScoringBenchmark.Consume(transformer.Transform(data), column)).Wall;
             }
             Print(batch, "raw call", raw);
@@ -217,7 +217,7 @@ internal static class EngineBenchmark
         var settings = model.Settings with { Backend = QuantizedBackend.OnnxRuntime, BatchSize = batch };
         using var ort = new QuantizedModelTransformer(new MLContext(0), model.QuantizedModel, settings, model.Nodes);
         IBatchScorer scorer = ort.BatchScorer;
-        using IScoringBatch staging = scorer.CreateBatch([true]);
+        using IScoringBatch staging = scorer.CreateBatch([true], scorer.BatchSize);
         int rowSize = rowDims.Aggregate(1, (a, b) => a * b);
         float[]? all = null;
         for (int r0 = 0; r0 < n; r0 += batch)

@@ -42,17 +42,45 @@ internal static class EngineProfile
         float[] inputs = EngineBenchmark.Column(data, column).Take(rowSize * batch).ToArray();
 
         // ONNX Runtime with its profiler.
+        Dictionary<string, (string Op, double Us)> perNode;
+        using (var probe = new InferenceSession(int8.QuantizedModel))
+            perNode = OrtKernelTimes(int8.QuantizedModel, [NamedOnnxValue.CreateFromTensor(probe.InputMetadata.Keys.First(), new DenseTensor<float>(inputs, [batch, .. rowDims]))], runs);
+        double total = perNode.Values.Sum(v => v.Us);
+        Console.WriteLine($"ONNX Runtime INT8, batch {batch}, {runs} runs (first included): {total / runs / batch:F1} us per row in kernels");
+        foreach (var (node, (op, us)) in perNode)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {us / runs / batch,9:F1} us {100 * us / total,5:F1}%  {op,-22} {node}"));
+
+        // The native engine over the same model: its per-op table is printed at exit when QATML_ENGINE_PROFILE=1.
+        using var native = new QuantizedModelTransformer(context, int8.QuantizedModel, int8.Settings with { Backend = QuantizedBackend.Native, AllowBackendFallback = false, BatchSize = batch }, int8.Nodes);
+        IBatchScorer scorer = native.BatchScorer;
+        using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray(), scorer.BatchSize);
+        Array.Copy(inputs, staging.InputBuffers[0], inputs.Length);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        double best = double.MaxValue;
+        for (int i = 0; i < runs; i++)
+        {
+            clock.Restart();
+            staging.Run(batch);
+            best = Math.Min(best, clock.Elapsed.TotalMilliseconds * 1000);
+        }
+        Console.WriteLine($"native INT8, batch {batch}, {runs} runs: best {best / batch:F1} us per row");
+        if (Environment.GetEnvironmentVariable("QATML_ENGINE_PROFILE") != "1")
+            Console.WriteLine("  (set QATML_ENGINE_PROFILE=1 for the engine's per-op table)");
+        return 0;
+    }
+
+    /// <summary>ONNX Runtime's profiler over <paramref name="runs"/> runs (one thread, all optimizations): kernel time per node, with its op type.</summary>
+    internal static Dictionary<string, (string Op, double Us)> OrtKernelTimes(byte[] model, IReadOnlyList<NamedOnnxValue> inputs, int runs)
+    {
         string prefix = Path.Combine(Path.GetTempPath(), $"qatml-ort-profile-{Environment.ProcessId}");
         using var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         so.EnableProfiling = true;
         so.ProfileOutputPathPrefix = prefix;
         string profileFile;
-        using (var session = new InferenceSession(int8.QuantizedModel, so))
+        using (var session = new InferenceSession(model, so))
         {
-            string inputName = session.InputMetadata.Keys.First();
-            var tensor = new DenseTensor<float>(inputs, [batch, .. rowDims]);
             for (int i = 0; i < runs; i++)
-                using (session.Run([NamedOnnxValue.CreateFromTensor(inputName, tensor)])) { }
+                using (session.Run(inputs)) { }
             profileFile = session.EndProfiling();
         }
         var perNode = new Dictionary<string, (string Op, double Us)>();
@@ -69,28 +97,7 @@ internal static class EngineProfile
             }
         }
         File.Delete(profileFile);
-        double total = perNode.Values.Sum(v => v.Us);
-        Console.WriteLine($"ONNX Runtime INT8, batch {batch}, {runs} runs (first included): {total / runs / batch:F1} us per row in kernels");
-        foreach (var (node, (op, us)) in perNode)
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {us / runs / batch,9:F1} us {100 * us / total,5:F1}%  {op,-22} {node}"));
-
-        // The native engine over the same model: its per-op table is printed at exit when QATML_ENGINE_PROFILE=1.
-        using var native = new QuantizedModelTransformer(context, int8.QuantizedModel, int8.Settings with { Backend = QuantizedBackend.Native, AllowBackendFallback = false, BatchSize = batch }, int8.Nodes);
-        IBatchScorer scorer = native.BatchScorer;
-        using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray());
-        Array.Copy(inputs, staging.InputBuffers[0], inputs.Length);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        double best = double.MaxValue;
-        for (int i = 0; i < runs; i++)
-        {
-            clock.Restart();
-            staging.Run(batch);
-            best = Math.Min(best, clock.Elapsed.TotalMilliseconds * 1000);
-        }
-        Console.WriteLine($"native INT8, batch {batch}, {runs} runs: best {best / batch:F1} us per row");
-        if (Environment.GetEnvironmentVariable("QATML_ENGINE_PROFILE") != "1")
-            Console.WriteLine("  (set QATML_ENGINE_PROFILE=1 for the engine's per-op table)");
-        return 0;
+        return perNode;
     }
 
     private static int Arg(string[] args, string name, int fallback)

@@ -15,6 +15,7 @@
 //        W4A8: fits or why not, cosine, SQNR, task metric, float nodes, size, ORT time, native engine; build/zoo-fetch.md).
 //        write-plan-fixtures OUTDIR [--resnet] (engine plans, inputs and CPU outputs for the native and GPU tests).
 //        ptq-scaling [--sizes 10000,30000,100000] [--ops Identity,Relu,Flatten,Add] (issue 13: PostTraining time against node count).
+//        single-row [--rows N] (issue 14: PredictionEngine latency per row vs a direct ONNX Runtime / native engine call on one row).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -54,6 +55,8 @@ switch (name)
         return EngineProfile.Run(settings, args);
     case "zoo":
         return QatMl.Benchmarks.Zoo.ZooBenchmark.Run(settings, args);
+    case "single-row":
+        return SingleRowBenchmark.Run(settings, args);
     case "write-plan-fixtures":
         return PlanFixtures.Run(settings, args);
     case "calibration-memory":
@@ -62,7 +65,7 @@ switch (name)
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile|zoo|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile|single-row|zoo|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

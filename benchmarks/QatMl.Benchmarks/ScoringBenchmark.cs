@@ -38,8 +38,8 @@ internal static class ScoringBenchmark
         data = mlContext.Data.Cache(data);
         Consume(data, "input");
 
-        var options = new OnnxScoringOptions { ModelPath = model, BatchSize = Batch, IntraOpNumThreads = 1 };
-        using OnnxScoringTransformer ours = mlContext.Quantization.ScoreOnnxModel(options).Fit(data);
+        var options = new OnnxModelScoringOptions { ModelPath = model, BatchSize = Batch, IntraOpNumThreads = 1 };
+        using OnnxModelScoringTransformer ours = mlContext.Quantization.ScoreOnnxModel(options).Fit(data);
         var theirs = mlContext.Transforms.ApplyOnnxModel(new OnnxOptions
         {
             ModelFile = model,
@@ -75,8 +75,8 @@ internal static class ScoringBenchmark
         Console.WriteLine("  QatMl ScoreOnnxModel by batch size:");
         foreach (int batch in new[] { 1, 8, 16, 32, 64, 128 })
         {
-            var o = new OnnxScoringOptions { ModelPath = model, BatchSize = batch, IntraOpNumThreads = 1 };
-            using OnnxScoringTransformer t = mlContext.Quantization.ScoreOnnxModel(o).Fit(data);
+            var o = new OnnxModelScoringOptions { ModelPath = model, BatchSize = batch, IntraOpNumThreads = 1 };
+            using OnnxModelScoringTransformer t = mlContext.Quantization.ScoreOnnxModel(o).Fit(data);
             var (wall, _) = settings.Best(() => Consume(t.Transform(data), "logits"));
             Console.WriteLine($"    batch {batch,4}: {n / wall,10:F0} rows/s");
         }

@@ -31,7 +31,7 @@ public static class ResNet18Images
     /// <summary>The first <paramref name="count"/> images of <paramref name="set"/> as ResNet18 inputs, materialised in memory.</summary>
     public static IDataView Load(MLContext context, FashionMnist.Set set, int count)
     {
-        using OnnxScoringTransformer transformer = Stream(context, set, count, out IDataView inputs);
+        using OnnxModelScoringTransformer transformer = Stream(context, set, count, out IDataView inputs);
         // Keep only the model input, in memory: the transformer is disposed when this returns.
         var rows = new List<Row>(Math.Min(count, set.Count));
         DataViewSchema.Column column = inputs.Schema[InputColumn];
@@ -50,7 +50,7 @@ public static class ResNet18Images
     /// The same images as a lazy view: each 224x224 input is made when a cursor reaches its row, so memory does not
     /// grow with <paramref name="count"/>. The returned preprocessing transformer must outlive every cursor.
     /// </summary>
-    public static OnnxScoringTransformer Stream(MLContext context, FashionMnist.Set set, int count, out IDataView inputs)
+    public static OnnxModelScoringTransformer Stream(MLContext context, FashionMnist.Set set, int count, out IDataView inputs)
     {
         count = Math.Min(count, set.Count);
         var images = new List<GrayImage>(count);
@@ -71,9 +71,9 @@ public static class ResNet18Images
         IDataView pixelData = pixels.Fit(raw).Transform(raw);
 
         // The preprocessing graph has a fixed batch of 1.
-        var preprocess = new OnnxScoringOptions { ModelPath = PreprocessPath, BatchSize = 1, IntraOpNumThreads = 1 };
+        var preprocess = new OnnxModelScoringOptions { ModelPath = PreprocessPath, BatchSize = 1, IntraOpNumThreads = 1 };
         preprocess.Outputs.Add(new OnnxColumnBinding(InputColumn, "PreprocessedInput"));
-        OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(preprocess).Fit(pixelData);
+        OnnxModelScoringTransformer transformer = context.Quantization.ScoreOnnxModel(preprocess).Fit(pixelData);
         inputs = transformer.Transform(pixelData);
         return transformer;
     }

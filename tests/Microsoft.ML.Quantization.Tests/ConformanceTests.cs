@@ -8,8 +8,9 @@ namespace Microsoft.ML.Quantization.Tests;
 
 /// <summary>
 /// One conformance test applied to every QatMl estimator: schema propagation, ML.NET-shaped errors for a missing and
-/// a mistyped column (from GetOutputSchema and from Fit), and persistence by both routes: mlContext.Model.Load gives
-/// identical scores, mlContext.Quantization.LoadModel gives back the QatMl type with its options.
+/// a mistyped column (from GetOutputSchema and from Fit), persistence by both routes (mlContext.Model.Load gives
+/// identical scores, mlContext.Quantization.LoadModel gives back the QatMl type with its options), and a PredictionEngine
+/// over the fitted, restored and reloaded transformer and chain giving exactly Transform's values, row by row.
 /// </summary>
 public sealed class ConformanceTests : IDisposable
 {
@@ -21,7 +22,7 @@ public sealed class ConformanceTests : IDisposable
 
     private static IEstimator<ITransformer> Create(MLContext context, string name) => name switch
     {
-        "ScoreOnnxModel" => context.Quantization.ScoreOnnxModel(new OnnxScoringOptions
+        "ScoreOnnxModel" => context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions
         {
             ModelPath = TestData.FmnistNet, BatchSize = 16, IntraOpNumThreads = 1,
             Outputs = { new OnnxColumnBinding("Scores", "logits"), new OnnxColumnBinding("Pool1", "/pool1/MaxPool_output_0") },
@@ -79,13 +80,18 @@ public sealed class ConformanceTests : IDisposable
         if (name == "Calibrate")
             Assert.Equal(Column(data, "input"), Column(actual, "input"));
 
+        // PredictionEngine: one row at a time, exactly Transform's values (fitted, and ML.NET's reload).
+        var scoredColumns = schema.Where(c => data.Schema.GetColumnOrNull(c.Name) is null).Select(c => c.Name).Append("input").ToArray();
+        AssertPredictionEngineMatches(context, transformer, expected, scoredColumns);
+        AssertPredictionEngineMatches(fresh, plain, expected, scoredColumns);
+
         // Route 2: LoadModel restores the QatMl type and its options.
         ITransformer restored = fresh.Quantization.LoadModel(path, out _);
         Assert.Equal(transformer.GetType(), restored.GetType());
         switch (transformer)
         {
-            case OnnxScoringTransformer s:
-                var r = (OnnxScoringTransformer)restored;
+            case OnnxModelScoringTransformer s:
+                var r = (OnnxModelScoringTransformer)restored;
                 Assert.Equal(s.Options.BatchSize, r.Options.BatchSize);
                 Assert.Equal(s.Options.IntraOpNumThreads, r.Options.IntraOpNumThreads);
                 Assert.Equal(s.Options.Outputs, r.Options.Outputs);
@@ -111,6 +117,7 @@ public sealed class ConformanceTests : IDisposable
         }
         foreach (var column in schema.Where(c => data.Schema.GetColumnOrNull(c.Name) is null))
             Assert.Equal(Column(expected, column.Name), Column(restored.Transform(data), column.Name));
+        AssertPredictionEngineMatches(fresh, restored, expected, scoredColumns);
 
         // Inside a pipeline (a TransformerChain) the QatMl transformer is restored in place.
         var chain = context.Transforms.CopyColumns("copy", "input").Fit(data).Append(transformer);
@@ -118,7 +125,53 @@ public sealed class ConformanceTests : IDisposable
         context.Model.Save(chain, data.Schema, chainPath);
         var restoredChain = Assert.IsType<TransformerChain<ITransformer>>(fresh.Quantization.LoadModel(chainPath, out _));
         Assert.Equal(transformer.GetType(), restoredChain.Last().GetType());
-        (transformer as IDisposable)?.Dispose();
+        AssertPredictionEngineMatches(context, chain, expected, scoredColumns);
+        AssertPredictionEngineMatches(fresh, restoredChain, expected, scoredColumns);
+        // ML.NET's own OnnxTransformer (route 1) keeps its model file in TMPDIR until it is disposed.
+        foreach (var t in new[] { transformer, plain, restored, restoredChain })
+            (t as IDisposable)?.Dispose();
+    }
+
+    /// <summary>
+    /// Scores the first rows through a PredictionEngine and compares every listed column the transformer outputs with
+    /// <paramref name="expected"/> (Transform's values), bit for bit.
+    /// </summary>
+    private static void AssertPredictionEngineMatches(MLContext context, ITransformer transformer, IDataView expected, string[] columns)
+    {
+        var rows = FashionMnist.Rows(FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 12));
+        using var engine = context.Model.CreatePredictionEngine<FashionMnist.Row, AnyScores>(transformer,
+            new PredictionEngineOptions { OwnsTransformer = false });
+        var present = columns.Where(c => engine.OutputSchema.GetColumnOrNull(c) is not null).ToArray();
+        Assert.NotEmpty(present);
+        var want = present.ToDictionary(c => c, c => Column(expected, c));
+        for (int i = 0; i < rows.Count; i++)
+        {
+            AnyScores one = engine.Predict(rows[i]);
+            foreach (string c in present)
+                Assert.Equal(want[c][i], one.Get(c));
+        }
+    }
+
+    /// <summary>Every column a QatMl transformer in these tests may output (PredictionEngine fills those the schema has).</summary>
+    private sealed class AnyScores
+    {
+        public float[]? Scores { get; set; }
+
+        public float[]? Pool1 { get; set; }
+
+        [ColumnName("logits")]
+        public float[]? Logits { get; set; }
+
+        [ColumnName("input")]
+        public float[]? Input { get; set; }
+
+        public float[]? Get(string column) => column switch
+        {
+            "Scores" => Scores,
+            "Pool1" => Pool1,
+            "logits" => Logits,
+            _ => Input,
+        };
     }
 
     private static List<float[]> Column(IDataView view, string name)

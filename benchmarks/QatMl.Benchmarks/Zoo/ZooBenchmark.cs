@@ -8,7 +8,7 @@ using Microsoft.ML.Quantization.PostTraining;
 namespace QatMl.Benchmarks.Zoo;
 
 /// <summary>
-/// zoo &lt;folder&gt; [--rows N] [--only a,b]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
+/// zoo &lt;folder&gt; [--rows N] [--only a,b] [--profile] [--tools bias-correction,cle,smoothquant,auto,entropy]: every zoo model quantized with the one-liner's defaults to INT8 and W4A8 on
 /// real rows (N calibration rows, N held-out rows; 32 by default). Per model: opset, size, whether preparation (opset
 /// upgrade to 13 and 21) passes; per scheme: fits or the error, output cosine and SQNR, the task metric, the nodes left
 /// float with their reasons, sizes, ONNX Runtime time float vs quantized, and whether the native engine runs it or
@@ -27,25 +27,64 @@ internal static class ZooBenchmark
             return 2;
         }
         int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
+        Profile = args.Contains("--profile");
+        Tools = (Option(args, "--tools") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        if (Tools.Except(["bias-correction", "cle", "smoothquant", "auto", "entropy", "none"], StringComparer.OrdinalIgnoreCase).FirstOrDefault() is { } unknown)
+        {
+            Console.Error.WriteLine($"unknown tool '{unknown}' (--tools none|bias-correction,cle,smoothquant,auto,entropy)");
+            return 2;
+        }
         var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         // Old exporters list weights as graph inputs; ONNX Runtime warns once per weight and session.
         Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         var context = new MLContext(seed: 1);
         var zoo = new ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
-        Console.WriteLine($"zoo: {zoo.Folder}, {rows} calibration + {rows} held-out rows per model");
-        int fitted = 0, attempts = 0;
+        Console.WriteLine($"zoo: {zoo.Folder}, {rows} calibration + {rows} held-out rows per model{(Tools.Count > 0 ? $"; tools: {string.Join(", ", Tools)}" : "")}");
+        var results = new List<SchemeResult>();
         foreach (ZooModel model in ZooModels.All.Where(m => only is null || only.Contains(m.Name)))
-        {
-            var (ok, tried) = RunModel(zoo, model);
-            fitted += ok;
-            attempts += tried;
-        }
-        Console.WriteLine($"zoo: {fitted} of {attempts} model x scheme fits succeeded");
+            results.AddRange(RunModel(zoo, model));
+        Console.WriteLine();
+        Console.WriteLine($"zoo: {results.Count(r => r.Fits)} of {results.Count} model x scheme fits succeeded");
+        PrintSummary(results);
         return 0;
     }
 
-    private static (int Fitted, int Attempts) RunModel(ZooContext zoo, ZooModel model)
+    /// <summary>--profile: ONNX Runtime's per-op-type kernel times, float and quantized, on the held-out rows.</summary>
+    private static bool Profile { get; set; }
+
+    /// <summary>
+    /// --tools a,b: the accuracy tools to use instead of the one-liner's defaults (bias correction and equalization on):
+    /// bias-correction, cle, smoothquant, auto or entropy calibration; "none" for plain calibration.
+    /// </summary>
+    private static HashSet<string> Tools { get; set; } = [];
+
+    /// <summary>One line of the summary table.</summary>
+    private sealed record SchemeResult(string Model, string Scheme, bool Fits)
     {
+        public double? Cosine { get; init; }
+        public string? Metric { get; init; }
+        public int FloatNodes { get; init; }
+        public int Raised { get; init; }
+        public int DataNodes { get; init; }
+        public double? SizeRatio { get; init; }
+        public double? TimeRatio { get; init; }
+        public string Native { get; init; } = "";
+    }
+
+    private static void PrintSummary(List<SchemeResult> results)
+    {
+        Console.WriteLine();
+        Console.WriteLine("| model | scheme | fits | output cosine | task metric | float nodes | size ratio | ORT time quantized/float | native engine |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+        foreach (var r in results)
+            Console.WriteLine($"| {r.Model} | {r.Scheme} | {(r.Fits ? "yes" : "no")} | {r.Cosine?.ToString("F4", CultureInfo.InvariantCulture) ?? "-"} | {r.Metric ?? "-"} | " +
+                              $"{(r.Fits ? $"{r.FloatNodes} of {r.DataNodes}{(r.Raised > 0 ? $" ({r.Raised} raised to W8)" : "")}" : "-")} | {r.SizeRatio?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} | " +
+                              $"{r.TimeRatio?.ToString("F2", CultureInfo.InvariantCulture) ?? "-"} | {r.Native} |");
+    }
+
+    private static List<SchemeResult> RunModel(ZooContext zoo, ZooModel model)
+    {
+        List<SchemeResult> Failed(string why) => [.. Schemes.Select(x => new SchemeResult(model.Name, x.Name, false) { Native = why })];
         Console.WriteLine();
         Console.WriteLine($"== {model.Name}: {model.Family}");
         Console.WriteLine($"   source: {model.Source}; licence: {model.Licence}");
@@ -59,7 +98,7 @@ internal static class ZooBenchmark
         catch (Exception e)
         {
             Console.WriteLine($"   model: {Failure(e)}");
-            return (0, Schemes.Length);
+            return Failed("model missing");
         }
         var inputs = onnx.Graph.RuntimeInputs;
         Console.WriteLine($"   file: {path} ({new FileInfo(path).Length / 1e6:F2} MB), ir {onnx.IrVersion}, ai.onnx opset {onnx.DefaultOpset}, {onnx.Graph.Nodes.Count} nodes, " +
@@ -76,14 +115,13 @@ internal static class ZooBenchmark
         catch (Exception e)
         {
             Console.WriteLine($"   rows: {Failure(e)}");
-            return (0, Schemes.Length);
+            return Failed("rows missing");
         }
         string output = model.Output(onnx);
-        bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0;
-        int fitted = 0;
-        foreach (var (scheme, precision) in Schemes)
-            fitted += RunScheme(zoo, model, path, rows, output, scheme, precision, fixedBatch) ? 1 : 0;
-        return (fitted, Schemes.Length);
+        // One row per run for a pinned batch, or for inputs declared whole (no batch dimension: Silero's state and rate).
+        bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0
+                          || rows.Tensors.Any(t => inputs.FirstOrDefault(i => i.Name == t.Name)?.Shape is { } s && s.Count == t.RowDims.Length);
+        return [.. Schemes.Select(x => RunScheme(zoo, model, path, rows, output, x.Name, x.Precision, fixedBatch))];
     }
 
     /// <summary>PostTraining's graph preparation (BN folding, constant folding, opset upgrade) and an upgrade to <paramref name="opset"/>.</summary>
@@ -115,12 +153,24 @@ internal static class ZooBenchmark
             options.InputShapes[tensor.Name] = tensor.RowDims;
         }
         options.Outputs.Add(new OnnxColumnBinding("zoo_output", output));
+        // Defaults (bias correction and equalization on) unless --tools names the set to use.
+        if (Tools.Count > 0)
+        {
+            options.BiasCorrection = Tools.Contains("bias-correction");
+            options.CrossLayerEqualization = Tools.Contains("cle");
+        }
+        options.SmoothQuant = Tools.Contains("smoothquant");
+        if (Tools.Contains("auto"))
+            options.CalibrationMethod = Microsoft.ML.Quantization.Calibration.CalibrationMethod.Auto;
+        if (Tools.Contains("entropy"))
+            options.CalibrationMethod = Microsoft.ML.Quantization.Calibration.CalibrationMethod.Entropy;
         return options;
     }
 
-    private static bool RunScheme(ZooContext zoo, ZooModel model, string path, ZooRows rows, string output, string scheme, QuantizationPrecision precision, bool fixedBatch)
+    private static SchemeResult RunScheme(ZooContext zoo, ZooModel model, string path, ZooRows rows, string output, string scheme, QuantizationPrecision precision, bool fixedBatch)
     {
         var context = zoo.Context;
+        var result = new SchemeResult(model.Name, scheme, false);
         QuantizedModelTransformer quantized;
         try
         {
@@ -129,10 +179,11 @@ internal static class ZooBenchmark
         catch (Exception e)
         {
             Console.WriteLine($"   {scheme,-5} fit: {Failure(e)}");
-            return false;
+            return result with { Native = "-" };
         }
         using (quantized)
         {
+            result = result with { Fits = true };
             var line = new List<string> { "fits" };
             IDataView heldOut = rows.HeldOut(context);
             try
@@ -140,8 +191,12 @@ internal static class ZooBenchmark
                 var comparison = context.Quantization.Compare(path, quantized, heldOut, new ComparisonOptions { OutputTensorName = output, PerLayer = false, LatencyRepeats = 3 });
                 line.Add($"output cosine {comparison.MeanCosineSimilarity:F4}, SQNR {comparison.OutputSqnrDb:F1} dB");
                 line.Add($"size {comparison.FloatModelBytes / 1e6:F2} -> {comparison.QuantizedModelBytes / 1e6:F2} MB");
+                result = result with { Cosine = comparison.MeanCosineSimilarity, SizeRatio = (double)comparison.QuantizedModelBytes / comparison.FloatModelBytes };
                 if (comparison.FloatTime is { } f && comparison.QuantizedTime is { } q)
+                {
                     line.Add($"ORT {f.TotalMilliseconds / rows.HeldOutCount:F2} -> {q.TotalMilliseconds / rows.HeldOutCount:F2} ms/row ({comparison.Speedup:F2}x)");
+                    result = result with { TimeRatio = q.TotalMilliseconds / f.TotalMilliseconds };
+                }
             }
             catch (Exception e)
             {
@@ -153,7 +208,9 @@ internal static class ZooBenchmark
                 {
                     float[] quantizedOutput = EngineBenchmark.Column(quantized.Transform(heldOut), "zoo_output");
                     float[] floatOutput = FloatOutput(context, path, rows, output, fixedBatch, heldOut);
-                    line.Add(metric(floatOutput, quantizedOutput, rows));
+                    string text = metric(floatOutput, quantizedOutput, rows);
+                    line.Add(text);
+                    result = result with { Metric = text };
                 }
                 catch (Exception e)
                 {
@@ -161,13 +218,30 @@ internal static class ZooBenchmark
                 }
             }
             Console.WriteLine($"   {scheme,-5} {string.Join("; ", line)}");
-            var floatNodes = quantized.FloatNodes;
-            Console.WriteLine($"         float nodes: {quantized.Nodes.Count - floatNodes.Count} of {quantized.Nodes.Count} quantized; " +
-                              string.Join("; ", floatNodes.GroupBy(n => $"{n.OpType}: {n.Reason}").OrderByDescending(g => g.Count()).Take(6)
-                                  .Select(g => $"{g.Count()}x {Truncate(g.Key, 120)}")));
+            // Float compute nodes: shape arithmetic and integer ops are not counted (they have nothing to quantize).
+            var data = quantized.Nodes.Where(n => n.Reason is null || !(n.Reason.Contains("do not depend on the input data", StringComparison.Ordinal)
+                                                                        || n.Reason.Contains("no float data", StringComparison.Ordinal))).ToList();
+            var floatNodes = data.Where(n => n.Precision is null).ToList();
+            result = result with { FloatNodes = floatNodes.Count, DataNodes = data.Count };
+            Console.WriteLine($"         float nodes: {floatNodes.Count} of {data.Count} data nodes ({quantized.Nodes.Count - data.Count} shape/integer nodes not counted)" +
+                              (floatNodes.Count == 0 ? "" : "; " + string.Join("; ", floatNodes.GroupBy(n => $"{n.OpType}: {(n.Reason!.StartsWith("kept float by the sensitivity", StringComparison.Ordinal) ? "kept float by the sensitivity analysis" : n.Reason)}")
+                                  .OrderByDescending(g => g.Count()).Take(6).Select(g => $"{g.Count()}x {Truncate(g.Key, 120)}"))));
+            result = result with { Raised = quantized.Sensitivity?.Raised.Count() ?? 0 };
+            if (quantized.Sensitivity is { } s)
+                Console.WriteLine($"         sensitivity ({s.Rows} calibration rows, {s.Evaluations} runs): {s.Metric} {s.AllQuantized:F4} all quantized -> {s.Final:F4}" +
+                                  (s.Raised.Any() ? $"; {s.Raised.Count()} given 8-bit weights" : "") +
+                                  (s.KeptFloat.Any() ? $"; kept float: {string.Join(", ", s.KeptFloat.Take(8).Select(n => $"{n.Name} ({n.OpType}, alone {n.Alone:F4})"))}{(s.KeptFloat.Count() > 8 ? $" and {s.KeptFloat.Count() - 8} more" : "")}" : ""));
+            var written = OnnxModel.Parse(quantized.QuantizedModel).Graph;
+            int sixteen = written.Nodes.Count(n => n.OpType == "QuantizeLinear" && n.Inputs.Count > 2
+                && written.TryGetInitializer(n.Inputs[2], out var zp) && zp.ElementType is OnnxElementType.UInt16 or OnnxElementType.Int16);
+            if (sixteen > 0)
+                Console.WriteLine($"         16-bit activations: {sixteen} tensors");
+            if (Profile)
+                PrintProfile(path, quantized.QuantizedModel, rows, fixedBatch);
+            string native = Native(quantized, path);
+            Console.WriteLine($"         native engine: {native}");
+            return result with { Native = native.StartsWith("runs natively", StringComparison.Ordinal) ? "runs" : "falls back" };
         }
-        Console.WriteLine($"         native engine: {Native(zoo, path, rows, output, precision, fixedBatch)}");
-        return true;
     }
 
     private static float[] FloatOutput(MLContext context, string path, ZooRows rows, string output, bool fixedBatch, IDataView heldOut)
@@ -177,15 +251,38 @@ internal static class ZooBenchmark
         return EngineBenchmark.Column(scorer.Transform(heldOut), "zoo_output");
     }
 
-    /// <summary>Whether the native INT8 engine takes the quantized model, or the reason it falls back to ONNX Runtime.</summary>
-    private static string Native(ZooContext zoo, string path, ZooRows rows, string output, QuantizationPrecision precision, bool fixedBatch)
+    /// <summary>Kernel time per op type (float and quantized models, the held-out rows in batches of 8), the largest first.</summary>
+    private static void PrintProfile(string floatPath, byte[] quantizedModel, ZooRows rows, bool oneRow)
+    {
+        int batch = oneRow ? 1 : Math.Min(8, rows.HeldOutCount);
+        var inputs = rows.Tensors.Select((t, k) =>
+        {
+            var values = rows.Rows.Skip(rows.CalibrationCount).Take(batch).Select(r => r[k]).ToList();
+            int[] dims = oneRow && OnnxModel.Load(floatPath).Graph.RuntimeInputs.First(i => i.Name == t.Name).Shape?.Count == t.RowDims.Length ? t.RowDims : [batch, .. t.RowDims];
+            return t.IsFloat
+                ? Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(t.Name, new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(values.SelectMany(v => (float[])v).ToArray(), dims))
+                : Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(t.Name, new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<long>(values.SelectMany(v => (long[])v).ToArray(), dims));
+        }).ToList();
+        foreach (var (label, bytes) in new[] { ("float", File.ReadAllBytes(floatPath)), ("quantized", quantizedModel) })
+        {
+            var times = EngineProfile.OrtKernelTimes(bytes, inputs, runs: 5);
+            double total = times.Values.Sum(v => v.Us) / 5 / batch;
+            Console.WriteLine($"         ORT profile {label}: {total:F0} us/row in kernels; " + string.Join(", ", times.Values.GroupBy(v => v.Op)
+                .Select(g => (Op: g.Key, Us: g.Sum(v => v.Us) / 5 / batch, Count: g.Count())).OrderByDescending(g => g.Us).Take(10)
+                .Select(g => $"{g.Op} {g.Us:F0} us ({g.Count}x)")));
+        }
+    }
+
+    /// <summary>Whether the native INT8 engine takes the quantized model, or the reasons it falls back to ONNX Runtime.</summary>
+    private static string Native(QuantizedModelTransformer quantized, string path)
     {
         try
         {
-            using var native = zoo.Context.Quantization.PostTraining(Options(path, rows, output, precision, fixedBatch, QuantizedBackend.Native)).Fit(rows.Calibration(zoo.Context));
-            return native.Backend == QuantizedBackend.Native
-                ? "runs natively"
-                : $"falls back to ONNX Runtime ({native.BackendFallbackReason?.Length ?? 0} chars of reasons): {Truncate(native.BackendFallbackReason ?? "(no reason given)", 300)}";
+            var settings = quantized.Settings;
+            using var engine = Microsoft.ML.Quantization.Inference.NativeEngine.NativeInt8Engine.TryLoad(quantized.QuantizedModel, path, settings.Inputs, settings.Outputs,
+                settings.InputShapes, 1, out IReadOnlyList<string> unsupported);
+            string reasons = string.Join("; ", unsupported);
+            return engine is not null ? "runs natively" : $"falls back to ONNX Runtime ({reasons.Length} chars of reasons): {Truncate(reasons, 300)}";
         }
         catch (Exception e)
         {

@@ -223,7 +223,8 @@ internal static class ZooModels
             }
         }
         return new ZooRows(
-            [new ZooTensor("input", true, [chunk]), new ZooTensor("state", true, [2, 1, 128]), new ZooTensor("sr", false, [1])],
+            // The state [2, batch, 128] and the scalar rate have no leading batch dimension: declared whole, one row per run.
+            [new ZooTensor("input", true, [chunk]), new ZooTensor("state", true, [2, 1, 128]), new ZooTensor("sr", false, [])],
             rows, Math.Min(z.CalibrationRows, rows.Count / 2));
     }
 

@@ -98,15 +98,19 @@ switch (mode)
             Console.WriteLine($"  QAT: 1 epoch on 256 images, deployed accuracy {qat.AwareTraining!.DeployedAccuracy:P1}");
             Require(qat.AwareTraining.DeployedAccuracy > 0.8, $"deployed accuracy {qat.AwareTraining.DeployedAccuracy:P1}");
         });
-        // Needs every QatMl transformer to be a row-to-row mapper (issue 14); fails until that lands.
+        // One row per Predict (the row-to-row path), on the fitted model and on the one LoadModel restores: Transform's values.
         Check("prediction-engine", () =>
         {
             Require(native is not null, "no model from ptq-native");
-            var engine = context.Model.CreatePredictionEngine<FashionMnist.Row, Scored>(native!);
-            for (int i = 0; i < 20; i++)
+            using var restored = (QuantizedModelTransformer)context.Quantization.LoadModel(Path.Combine(work, "fmnistnet_int8.zip"), out _);
+            foreach (ITransformer model in new ITransformer[] { native!, restored })
             {
-                Scored one = engine.Predict(testRows[i]);
-                Require(one.Logits.SequenceEqual(nativeScores![i].Logits), $"row {i}: PredictionEngine differs from Transform");
+                using var engine = context.Model.CreatePredictionEngine<FashionMnist.Row, Scored>(model, new PredictionEngineOptions { OwnsTransformer = false });
+                for (int i = 0; i < 20; i++)
+                {
+                    Scored one = engine.Predict(testRows[i]);
+                    Require(one.Logits.SequenceEqual(nativeScores![i].Logits), $"row {i}: PredictionEngine differs from Transform");
+                }
             }
         });
         native?.Dispose();

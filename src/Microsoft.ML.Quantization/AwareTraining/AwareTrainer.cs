@@ -3,6 +3,7 @@ using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Quantization.Internal;
 
 namespace Microsoft.ML.Quantization.AwareTraining;
 
@@ -25,23 +26,25 @@ internal static class AwareTrainer
     {
         options.Validate();
         TrainingSetup setup = Prepare(context, options, data);
-        using var channel = ((IChannelProvider)context).Start("QatMl.AwareTraining");
+        // mlContext.Log messages and ML.NET's progress channel (epochs, steps, loss, validation accuracy), besides options.Progress.
+        using var progress = new OperationProgress(context, "QatMl.AwareTraining", ["epochs", "steps"], ["Loss", "Validation Accuracy"]);
+        IChannel channel = progress.Channel;
         if (options.FloatFineTune)
-            return AwareTrainingRun.Train(context, options, setup, channel, "A float fine-tune was requested (FloatFineTune): the same training without quantization, the baseline for QAT.", null, null);
+            return AwareTrainingRun.Train(context, options, setup, progress, "A float fine-tune was requested (FloatFineTune): the same training without quantization, the baseline for QAT.", null, null);
         if (options.MaxAccuracyDrop is not double budget)
-            return AwareTrainingRun.Train(context, options, setup, channel, "Quantization-aware training was requested.", null, null);
+            return AwareTrainingRun.Train(context, options, setup, progress, "Quantization-aware training was requested.", null, null);
 
         if (setup.Validation.Count == 0)
             throw new ArgumentException("MaxAccuracyDrop needs validation rows: set ValidationData or ValidationFraction.");
         double floatAccuracy = setup.Validation.Accuracy(setup.FloatBytes);
-        var ptqOptions = options.ToPostTraining(setup.FloatBytes);
+        var ptqOptions = options.ToPostTraining(setup.FloatBytes, setup.FloatGraph.Graph.RuntimeInputs[0].Name);
         QdqResult ptq = QdqWriter.Quantize(setup.Deployed.Clone(), setup.InitialRanges, ptqOptions);
         byte[] ptqModel = ptq.Model.ToBytes();
         double ptqAccuracy = setup.Validation.Accuracy(ptqModel);
         double drop = (floatAccuracy - ptqAccuracy) * 100;
         channel.Info(MessageSensitivity.None, "{0}", $"PTQ first: float {floatAccuracy:P2}, PTQ {ptqAccuracy:P2} on {setup.Validation.Count} validation rows (drop {drop:F2} points, budget {budget:F2}).");
         if (drop > budget)
-            return AwareTrainingRun.Train(context, options, setup, channel,
+            return AwareTrainingRun.Train(context, options, setup, progress,
                 $"PTQ lost {drop:F2} points of validation accuracy, more than the {budget:F2}-point budget.", floatAccuracy, ptqAccuracy);
 
         var report = new AwareTrainingReport
@@ -58,7 +61,7 @@ internal static class AwareTrainer
     /// <summary>The graph (checked before any row is read), the rows, and the initial ranges: the deployed graph calibrated on the calibration rows.</summary>
     private static TrainingSetup Prepare(MLContext context, AwareTrainingOptions options, IDataView data)
     {
-        string name = options.ModelPath ?? "(model bytes)";
+        string name = options.ModelName(options.ModelPath);
         OnnxModel floatGraph = TrainableGraph.Load(options);
         long[] rowDims = TrainableGraph.RowDims(floatGraph);
         string featureColumn = options.FeatureColumnName ?? floatGraph.Graph.RuntimeInputs[0].Name;
@@ -75,7 +78,7 @@ internal static class AwareTrainer
 
         // Initial ranges: calibrate the graph as it will be deployed (BN folded).
         byte[] floatBytes = floatGraph.ToBytes();
-        OnnxModel deployed = PostTrainingEstimator.Prepare(options.ToPostTraining(floatBytes), name);
+        OnnxModel deployed = PostTrainingEstimator.Prepare(options.ToPostTraining(floatBytes, floatGraph.Graph.RuntimeInputs[0].Name), name);
         CalibrationTable initial = Calibrate(context, options, deployed, calibration, options.CalibrationSampleCount);
         return new TrainingSetup(name, floatGraph, floatBytes, deployed, initial, train, validation, calibration);
     }
@@ -84,7 +87,11 @@ internal static class AwareTrainer
     internal static CalibrationTable Calibrate(MLContext context, AwareTrainingOptions options, OnnxModel deployGraph, TrainingRows rows, int sampleCount)
     {
         int n = Math.Min(rows.Count, sampleCount);
-        var calibration = new CalibrationEstimatorOptions { ModelBytes = deployGraph.ToBytes(), PrepareGraph = false, SampleCount = n, IntraOpNumThreads = options.IntraOpNumThreads };
+        var calibration = new CalibrationEstimatorOptions
+        {
+            ModelBytes = deployGraph.ToBytes(), PrepareGraph = false, SampleCount = n, IntraOpNumThreads = options.IntraOpNumThreads,
+            ModelSource = options.ModelName(options.ModelPath),
+        };
         string inputName = deployGraph.Graph.RuntimeInputs[0].Name;
         return ModelCalibrator.Run(context, calibration, rows.ToDataView(context, inputName, n)).Table;
     }

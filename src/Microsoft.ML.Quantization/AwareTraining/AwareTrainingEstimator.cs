@@ -14,7 +14,7 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
 {
     private readonly MLContext _context;
     private readonly AwareTrainingOptions _options;
-    private OnnxScoringEstimator? _floatScoring;
+    private OnnxModelScoringEstimator? _floatScoring;
 
     internal AwareTrainingEstimator(MLContext context, AwareTrainingOptions options)
     {
@@ -35,7 +35,12 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxScoringEstimator(_context, new OnnxScoringOptions { ModelBytes = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes) });
+        if (_floatScoring is null)
+        {
+            byte[] model = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes);
+            string input = Onnx.OnnxModel.Parse(model, sourceName: _options.ModelName(_options.ModelPath)).Graph.RuntimeInputs[0].Name;
+            _floatScoring = new OnnxModelScoringEstimator(_context, _options.ToPostTraining(model, input).ToScoringOptions(model));
+        }
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 }

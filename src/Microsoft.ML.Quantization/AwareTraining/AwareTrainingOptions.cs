@@ -162,7 +162,14 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     }
 
     /// <summary>The PTQ options of the same scheme (the export and the PTQ-first path).</summary>
-    internal PostTrainingOptions ToPostTraining(byte[] model) 
+    /// <summary>What a missing features column's error tells the user to set.</summary>
+    internal override string InputsOptionName => InputsOption ?? nameof(AwareTrainingOptions) + "." + nameof(FeatureColumnName);
+
+    /// <summary>
+    /// The PostTraining options of the deployed model: the same scheme and session settings, and the features column bound to
+    /// <paramref name="inputTensor"/> (the graph's input) when <see cref="FeatureColumnName"/> names another column.
+    /// </summary>
+    internal PostTrainingOptions ToPostTraining(byte[] model, string inputTensor)
     {
         var o = new PostTrainingOptions
         {
@@ -178,6 +185,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
             NativeDevice = NativeDevice,
         };
         CopyTo(o);
+        o.ModelSource = ModelName(ModelPath);
+        if (FeatureColumnName is { } features && features != inputTensor)
+            o.Inputs.Add(new OnnxColumnBinding(features, inputTensor));
         return o;
     }
 }

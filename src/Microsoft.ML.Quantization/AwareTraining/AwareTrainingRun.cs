@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Microsoft.ML.Quantization.PostTraining;
-using Microsoft.ML.Runtime;
+using Microsoft.ML.Quantization.Internal;
 using TorchSharp;
 
 namespace Microsoft.ML.Quantization.AwareTraining;
@@ -13,7 +13,7 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 internal static class AwareTrainingRun
 {
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static (QuantizedModelTransformer Model, AwareTrainingReport Report) Train(MLContext context, AwareTrainingOptions options, TrainingSetup setup, IChannel channel, string reason, double? floatAccuracy, double? ptqAccuracy)
+    public static (QuantizedModelTransformer Model, AwareTrainingReport Report) Train(MLContext context, AwareTrainingOptions options, TrainingSetup setup, OperationProgress progress, string reason, double? floatAccuracy, double? ptqAccuracy)
     {
         TorchSharpRuntime.EnsureLoaded();
         torch.manual_seed(options.Seed).Dispose();   // libtorch draws nothing random here today (Dropout is removed); seeded all the same
@@ -28,7 +28,7 @@ internal static class AwareTrainingRun
         var checkpoint = options.CheckpointPath is { } path
             ? new TrainingCheckpoint(path, TrainingFingerprint.Of(options, setup.FloatBytes, setup.Train, setup.CalibrationRows))
             : null;
-        var loop = new TrainingLoop(options, module, quantization, setup.Train, setup.Validation, channel);
+        var loop = new TrainingLoop(options, module, quantization, setup.Train, setup.Validation, progress);
         List<EpochReport> epochs = loop.Run(teacher, checkpoint);
         checkpoint?.Delete();
 
@@ -50,7 +50,7 @@ internal static class AwareTrainingRun
             Epochs = epochs,
         };
         if (trainedAccuracy is { } trainedValue && deployed is { } deployedValue)
-            channel.Info(MessageSensitivity.None, "{0}", $"{(options.FloatFineTune ? "Trained float" : "Fake-quantized")} accuracy {trainedValue:P2}, deployed {(options.FloatFineTune ? "float" : "QDQ")} model {deployedValue:P2}.");
+            progress.Info($"{(options.FloatFineTune ? "Trained float" : "Fake-quantized")} accuracy {trainedValue:P2}, deployed {(options.FloatFineTune ? "float" : "QDQ")} model {deployedValue:P2}.");
         result.AwareTraining = report;
         return (result, report);
     }

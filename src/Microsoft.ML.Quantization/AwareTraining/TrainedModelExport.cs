@@ -26,7 +26,7 @@ internal static class TrainedModelExport
             Tensor value = module.Value(init.Name).detach().cpu().contiguous();
             trained.Graph.SetInitializer(OnnxTensor.FromFloats(init.Name, init.Dims, value.data<float>().ToArray()));
         }
-        var exportOptions = options.ToPostTraining(trained.ToBytes());
+        var exportOptions = options.ToPostTraining(trained.ToBytes(), trained.Graph.RuntimeInputs[0].Name);
         OnnxModel deployGraph = PostTrainingEstimator.Prepare(exportOptions, setup.Name);
         if (options.FloatFineTune)
         {

@@ -1,4 +1,5 @@
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Quantization.Internal;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -12,7 +13,7 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 /// optional distillation from a float teacher, progress, checkpoints and per-epoch reports. Resumes from a
 /// checkpoint at the step it stopped.
 /// </summary>
-internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule module, SimulatedQuantization quantization, TrainingRows train, TrainingRows validation, IChannel channel)
+internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule module, SimulatedQuantization quantization, TrainingRows train, TrainingRows validation, OperationProgress progress)
 {
     private const int EvaluationBatchSize = 256;
 
@@ -30,7 +31,7 @@ internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule
     {
         var parameters = module.parameters().Concat(quantization.Parameters).ToList();
         using var optimizer = optim.Adam(parameters, options.LearningRate);
-        CheckpointState? resume = checkpoint?.TryLoad(module, optimizer, quantization, channel);
+        CheckpointState? resume = checkpoint?.TryLoad(module, optimizer, quantization, progress.Channel);
         var epochs = new List<EpochReport>(resume?.Epochs ?? []);
         double? lastValidation = epochs.LastOrDefault()?.ValidationAccuracy;
         long step = resume?.Step ?? 0;
@@ -60,6 +61,9 @@ internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule
                 lossSum += (double)loss * count;
                 rowsRun += count;
                 options.Progress?.Report(new AwareTrainingProgress(epoch, step, TotalSteps, loss, lastValidation, rowsRun / clock.GetElapsedTime(started).TotalSeconds));
+                progress.Report(0, epoch, options.Epochs);
+                progress.SetMetric(0, loss);
+                progress.ReportSteps(step + 1, TotalSteps, (done, all) => $"Step {done} of {all} (epoch {epoch + 1}/{options.Epochs}): loss {loss:F4}.", unit: 1);
                 if (checkpoint is not null && (step + 1) % options.CheckpointEverySteps == 0)
                 {
                     double seconds = earlierSeconds + clock.GetElapsedTime(epochStarted).TotalSeconds;
@@ -70,8 +74,12 @@ internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule
             double rate = train.Count / epochSeconds;
             lastValidation = validation.Count > 0 ? Accuracy(module, validation) : null;
             epochs.Add(new EpochReport(epoch, lossSum / train.Count, lastValidation, rate));
-            channel.Info(MessageSensitivity.None, "{0}", $"Epoch {epoch + 1}/{options.Epochs}: loss {lossSum / train.Count:F4}" +
+            progress.Info($"Epoch {epoch + 1}/{options.Epochs}: loss {lossSum / train.Count:F4}" +
                 (lastValidation is { } acc ? $", validation accuracy {acc:P2}" : "") + $", {rate:F0} rows/s.");
+            progress.Report(0, epoch + 1, options.Epochs);
+            progress.SetMetric(0, lossSum / train.Count);
+            progress.SetMetric(1, lastValidation);
+            progress.Checkpoint();
         }
         return epochs;
     }

@@ -95,10 +95,12 @@ internal sealed record TrainingRows(float[] Features, long[] Labels, int RowSize
     public static TrainingRows Load(IDataView data, string featureColumn, string labelColumn, long[] rowDims, string paramName)
     {
         int rowSize = checked((int)rowDims.Aggregate(1L, (a, b) => a * b));
-        var features = data.Schema.GetColumnOrNull(featureColumn) ?? throw Internal.SchemaErrors.MissingColumn(paramName, featureColumn);
+        var features = data.Schema.GetColumnOrNull(featureColumn) ?? throw Internal.SchemaErrors.MissingColumn(paramName, featureColumn, data.Schema,
+            $"Set {nameof(AwareTrainingOptions)}.{nameof(AwareTrainingOptions.FeatureColumnName)} to the column that feeds the model (default: the column named like its input).");
         if (features.Type is not VectorDataViewType { ItemType: var item } vector || item != NumberDataViewType.Single || (vector.Size != 0 && vector.Size != rowSize))
             throw Internal.SchemaErrors.Mismatch(paramName, featureColumn, $"Vector<Single, {rowSize}>", Internal.SchemaShapes.Describe(features.Type));
-        var label = data.Schema.GetColumnOrNull(labelColumn) ?? throw Internal.SchemaErrors.MissingColumn(paramName, labelColumn);
+        var label = data.Schema.GetColumnOrNull(labelColumn) ?? throw Internal.SchemaErrors.MissingColumn(paramName, labelColumn, data.Schema,
+            $"Set {nameof(AwareTrainingOptions)}.{nameof(AwareTrainingOptions.LabelColumnName)} to the class label column (default \"Label\").");
         var labelType = label.Type;
         bool key = labelType is KeyDataViewType;
         if (!(key || labelType == NumberDataViewType.UInt32 || labelType == NumberDataViewType.Int32 || labelType == NumberDataViewType.Int64 || labelType == NumberDataViewType.Single))

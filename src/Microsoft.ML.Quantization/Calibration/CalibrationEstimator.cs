@@ -37,10 +37,10 @@ public sealed class CalibrationEstimator : IEstimator<CalibrationTransformer>
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (_inputs is null)
         {
-            using var probe = new OnnxScoringTransformer(_context, _options.ToScoringOptions());
+            using var probe = new OnnxModelScoringTransformer(_context, _options.ToScoringOptions());
             _inputs = probe.Scorer.Inputs;
         }
-        return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema));
+        return OrtBatchScorer.GetOutputShape(_inputs, [], inputSchema, nameof(inputSchema), _options.InputsOptionName);
     }
 }
 
@@ -66,9 +66,10 @@ public sealed class CalibrationTransformer : ITransformer
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.Name);
             if (column is null)
-                throw SchemaErrors.MissingColumn(paramName, input.Name);
-            if (column.Value.Type is not VectorDataViewType v || v.ItemType != NumberDataViewType.Single || (v.Size != 0 && v.Size != input.Size))
-                throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<Single, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
+                throw SchemaErrors.MissingColumn(paramName, input.Name, schema, $"Calibration read this column; {nameof(CalibrationTransformer)} passes rows through only when they still have it.");
+            var itemType = Inference.BatchScorerSchema.ItemType(input.ElementType);
+            if (column.Value.Type is not VectorDataViewType v || !v.ItemType.Equals(itemType) || (v.Size != 0 && v.Size != input.Size))
+                throw SchemaErrors.Mismatch(paramName, input.Name, $"Vector<{itemType}, {input.Size}>", SchemaShapes.Describe(column.Value.Type));
         }
     }
 
@@ -82,7 +83,7 @@ public sealed class CalibrationTransformer : ITransformer
     public IReadOnlyDictionary<string, long> NonFiniteCounts
         => Table.Where(e => e.NonFiniteCount > 0).ToDictionary(e => e.TensorName, e => e.NonFiniteCount);
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <summary>Returns <paramref name="inputSchema"/>: calibration adds no columns.</summary>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -100,8 +101,13 @@ public sealed class CalibrationTransformer : ITransformer
         return input;
     }
 
+    /// <summary>The identity on rows of <paramref name="inputSchema"/> (checked here): PredictionEngine passes through it.</summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("CalibrationTransformer adds no columns; it has no row mapper of its own.");
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        Validate(inputSchema, nameof(inputSchema));
+        return new PassThroughRowMapper(inputSchema);
+    }
 
     /// <summary>Saves as an empty (pass-through) TransformerChain plus the table (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)

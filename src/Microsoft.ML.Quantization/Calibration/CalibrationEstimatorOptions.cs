@@ -12,13 +12,11 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     /// <summary>The default number of rows read: 1000 (the literature's 500 to 1000 representative samples).</summary>
     public const int DefaultSampleCount = 1000;
 
-    /// <summary>The op types whose float inputs, outputs and weights are calibrated by default.</summary>
-    public static IReadOnlyCollection<string> DefaultOpTypes { get; } =
-    [
-        "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat",
-        "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-        "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softmax",
-    ];
+    /// <summary>
+    /// The op types whose float inputs, outputs and weights are calibrated by default: every op PostTraining quantizes
+    /// (its <c>DefaultOpTypes</c>), so a table made with the defaults serves PostTraining's <c>CalibrationTable</c>.
+    /// </summary>
+    public static IReadOnlyCollection<string> DefaultOpTypes { get; } = [.. QuantizableOps.All];
 
     /// <summary>Path of the float ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
     public string? ModelPath { get; set; }
@@ -97,9 +95,9 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     }
 
     /// <summary>The scoring options of the same model and session settings.</summary>
-    internal OnnxScoringOptions ToScoringOptions()
+    internal OnnxModelScoringOptions ToScoringOptions()
     {
-        var scoring = new OnnxScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
+        var scoring = new OnnxModelScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
         CopyTo(scoring);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

@@ -20,4 +20,10 @@ public enum CalibrationMethod
 
     /// <summary>The clipping range minimising the mean squared quantization error.</summary>
     Mse = 4,
+
+    /// <summary>
+    /// Per tensor, whichever of MinMax, Percentile and Entropy (Entropy up to 8 bits) reconstructs the tensor's own
+    /// values best: the least squared quantization error on its histogram (ties keep MinMax).
+    /// </summary>
+    Auto = 5,
 }

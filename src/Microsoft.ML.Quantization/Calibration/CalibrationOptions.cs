@@ -29,7 +29,7 @@ public sealed class CalibrationOptions
         => new() { Method = method, Bits = 8, IsSigned = true, IsSymmetric = true };
 
     /// <summary>Checks the settings; throws <see cref="ArgumentException"/> naming the bad one.</summary>
-    public void Validate()
+    internal void Validate()
     {
         if (!Enum.IsDefined(Method))
             throw new ArgumentException($"Unknown calibration method {(int)Method}.", nameof(Method));

@@ -38,11 +38,11 @@ internal sealed class CalibrationPlan
     /// <summary>Activation functions ONNX Runtime fuses into the preceding Conv/Gemm in a QDQ graph.</summary>
     private static readonly HashSet<string> FusedActivations = ["Relu", "Clip"];
 
-    /// <summary>Ops whose quantized form keeps its input's scale and zero point (ONNX Runtime requires it to fuse them).</summary>
-    internal static readonly HashSet<string> PassThroughOps = ["MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"];
-
     /// <summary>Ops producing the tensors a quantized op consumes as its accumulation input.</summary>
     private static readonly HashSet<string> FusingProducers = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"];
+
+    /// <summary>The rule of ops the writer has no rule for but the options list: every float input and the first output.</summary>
+    private static readonly OpRule AnyOp = new(null, null, null, null, OutputQuantization.Own);
 
     public static CalibrationPlan Create(OnnxModel model, CalibrationEstimatorOptions options)
     {
@@ -51,6 +51,7 @@ internal sealed class CalibrationPlan
         var consumers = graph.ConsumerMap();
         var initializers = graph.Initializers.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var graphInputs = graph.RuntimeInputs.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var independent = QuantizableOps.DataIndependentTensors(graph);
         var activations = new List<PlannedActivation>();
         var shared = new List<SharedActivation>();
         var sharedRoots = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -97,6 +98,10 @@ internal sealed class CalibrationPlan
         {
             if (node.Domain.Length != 0 || !options.OpTypes.Contains(node.OpType))
                 continue;
+            // Shape arithmetic and other data-independent subgraphs are never quantized.
+            if (node.Outputs.Where(o => o.Length > 0).All(independent.Contains))
+                continue;
+            OpRule rule = QuantizableOps.Get(node) ?? AnyOp;
             for (int i = 0; i < node.Inputs.Count; i++)
             {
                 string name = node.Inputs[i];
@@ -104,19 +109,21 @@ internal sealed class CalibrationPlan
                     continue;
                 if (initializers.TryGetValue(name, out var tensor))
                 {
-                    if (tensor.ElementType != OnnxElementType.Float || IsBias(node, i))
+                    if (tensor.ElementType != OnnxElementType.Float || (i != rule.WeightInput && !rule.IsConstantInput(i)))
                         continue;
                     seen.Add(name);
-                    int? axis = options.WeightsPerChannel ? WeightAxis(node, i, tensor) : null;
+                    int? axis = options.WeightsPerChannel && i == rule.WeightInput ? QuantizableOps.WeightAxis(node, i, tensor) : null;
                     weights.Add(new PlannedWeight(name, tensor, axis, OptionsFor(options, name, options.Weights)));
                     order.Add(name);
                 }
-                else if (index.ElementTypeOf(name) == OnnxElementType.Float)
+                else if (rule.IsActivationInput(i) && !independent.Contains(name) && index.ElementTypeOf(name) == OnnxElementType.Float)
                 {
                     AddActivation(name);
                 }
             }
-            foreach (string name in node.Outputs)
+            if (rule.Output == OutputQuantization.None)
+                continue;
+            foreach (string name in rule.AllOutputs ? node.Outputs : node.Outputs.Take(1))
             {
                 if (name.Length == 0 || seen.Contains(name) || index.ElementTypeOf(name) != OnnxElementType.Float)
                     continue;
@@ -130,7 +137,7 @@ internal sealed class CalibrationPlan
     private static string? PassThroughSource(GraphIndex graph, string name, Dictionary<string, OnnxTensor> initializers)
     {
         var producer = graph.Producer(name);
-        if (producer is null || producer.Domain.Length != 0 || !PassThroughOps.Contains(producer.OpType) || producer.Outputs[0] != name)
+        if (producer is null || QuantizableOps.Get(producer) is not { Output: OutputQuantization.SharesInput } rule || (!rule.AllOutputs && producer.Outputs[0] != name))
             return null;
         string input = producer.Inputs.Count > 0 ? producer.Inputs[0] : "";
         return input.Length > 0 && !initializers.ContainsKey(input) && graph.ElementTypeOf(input) == OnnxElementType.Float ? input : null;
@@ -145,26 +152,16 @@ internal sealed class CalibrationPlan
            && !graph.IsGraphOutput(output)
            && consumers.TryGetValue(output, out var users) && users.Count == 1
            && FusedActivations.Contains(users[0].OpType) && users[0].Domain.Length == 0
+           && (users[0].OpType == "Relu" || ClipsAtZero(graph, users[0]))
            && node.Domain.Length == 0;
 
-    private static bool IsBias(OnnxNode node, int input)
-        => (node.OpType is "Conv" or "ConvTranspose" or "Gemm") && input == 2;
+    /// <summary>A Clip whose lower bound is a constant 0 (Relu6): the only Clip the quantizer folds.</summary>
+    internal static bool ClipsAtZero(GraphIndex graph, OnnxNode clip)
+        => clip.Inputs.Count > 1 && clip.Inputs[1].Length > 0 && graph.TryGetInitializer(clip.Inputs[1], out var lo)
+           && lo.ElementType == OnnxElementType.Float && lo.ElementCount == 1 && lo.ToFloatArray()[0] == 0;
 
     /// <summary>The output-channel axis of a weight, or null when the op gives it none (then per tensor).</summary>
-    internal static int? WeightAxis(OnnxNode node, int input, OnnxTensor tensor)
-    {
-        int rank = tensor.Dims.Length;
-        if (input != 1 || rank < 2)
-            return null;
-        return node.OpType switch
-        {
-            "Conv" => 0,                                                   // [M, C/g, kH, kW]
-            "ConvTranspose" => 1,                                          // [C, M/g, kH, kW]
-            "Gemm" => node.GetInt("transB", 0) != 0 ? 0 : 1,              // B [N, K] or [K, N]
-            "MatMul" => rank - 1,                                          // B [..., K, N]
-            _ => null,
-        };
-    }
+    internal static int? WeightAxis(OnnxNode node, int input, OnnxTensor tensor) => QuantizableOps.WeightAxis(node, input, tensor);
 
     private static CalibrationOptions OptionsFor(CalibrationEstimatorOptions options, string tensor, CalibrationOptions fallback)
         => options.TensorOverrides.TryGetValue(tensor, out var specific) ? specific : fallback;

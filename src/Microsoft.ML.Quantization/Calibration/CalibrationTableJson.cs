@@ -133,6 +133,7 @@ internal static class CalibrationTableJson
         CalibrationMethod.Percentile => "percentile",
         CalibrationMethod.Entropy => "entropy",
         CalibrationMethod.Mse => "mse",
+        CalibrationMethod.Auto => "auto",
         _ => throw new ArgumentOutOfRangeException(nameof(m), m, "Unknown calibration method."),
     };
 
@@ -143,7 +144,8 @@ internal static class CalibrationTableJson
         "percentile" => CalibrationMethod.Percentile,
         "entropy" => CalibrationMethod.Entropy,
         "mse" => CalibrationMethod.Mse,
-        _ => throw new InvalidDataException($"{where}: method '{s}' is not one of minMax, movingAverageMinMax, percentile, entropy, mse."),
+        "auto" => CalibrationMethod.Auto,
+        _ => throw new InvalidDataException($"{where}: method '{s}' is not one of minMax, movingAverageMinMax, percentile, entropy, mse, auto."),
     };
 
     private static void WriteArray(Utf8JsonWriter w, string name, IReadOnlyList<float> values)

@@ -7,7 +7,10 @@ namespace Microsoft.ML.Quantization.Calibration;
 /// </summary>
 public static class LinearQuantization
 {
-    /// <summary>Quantizes one value. NaN maps to the zero point (ONNX leaves it undefined); infinities saturate.</summary>
+    /// <summary>
+    /// Quantizes one value. Infinities saturate; NaN (which ONNX leaves undefined) gives the type's minimum, as ONNX Runtime's
+    /// x86 kernels and QatMl's native engine do (their clamp is max then min, and max returns the limit for NaN).
+    /// </summary>
     public static int QuantizeLinear(float x, float scale, int zeroPoint, int bits, bool isSigned)
     {
         var (lo, hi) = QuantizationParameters.GetTypeRange(bits, isSigned);
@@ -71,7 +74,7 @@ public static class LinearQuantization
     {
         float scaled = x / scale;
         if (float.IsNaN(scaled))
-            return Math.Clamp(zeroPoint, lo, hi);
+            return lo;
         double y = Math.Round((double)scaled, MidpointRounding.ToEven) + zeroPoint;
         return (int)Math.Clamp(y, lo, hi);
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Runtime;
 
@@ -8,8 +9,8 @@ namespace Microsoft.ML.Quantization.Calibration;
 /// <summary>The outcome of one calibration run.</summary>
 internal sealed record CalibrationRun(CalibrationTable Table, long RowsObserved, GraphPreparation? Preparation, IReadOnlyList<InputColumn> InputColumns);
 
-/// <summary>A float vector column a transformer reads.</summary>
-internal sealed record InputColumn(string Name, int Size);
+/// <summary>A vector column a transformer reads: its name, size and item type (Single unless the input is Int64, Int32 or Bool).</summary>
+internal sealed record InputColumn(string Name, int Size, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType ElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float);
 
 /// <summary>
 /// Runs a float model over representative rows in one streaming pass and feeds every planned tensor to its
@@ -25,36 +26,67 @@ internal static class ModelCalibrator
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
-        string modelName = options.ModelPath ?? "(model bytes)";
+        string modelName = options.ModelName(options.ModelPath);
         byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
         OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
         GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
+        if (options.PrepareGraph)
+            OnnxRewrites.AnnotateElementTypes(model);
         CalibrationPlan plan = CalibrationPlan.Create(model, options);
-        if (plan.Activations.Count == 0 && plan.Weights.Count == 0)
+        // A model computing inside control flow (If/Loop/Scan branches) may have nothing to observe here; its branches'
+        // weights are quantized without calibration.
+        if (plan.Activations.Count == 0 && plan.Weights.Count == 0 && !model.Graph.Nodes.Any(n => n.Proto.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)))
             throw new InvalidOperationException($"Model '{modelName}' has no float tensors to calibrate for the op types {string.Join(", ", options.OpTypes)}.");
 
-        using IChannel channel = ((IChannelProvider)context).Start("QatMl.Calibrate");
+        // mlContext.Log messages and ML.NET's progress channel (rows observed of rows planned), besides options.Progress.
+        using var progress = new OperationProgress(context, "QatMl.Calibrate", ["rows"]);
+        IChannel channel = progress.Channel;
         channel.Info(MessageSensitivity.None, "{0}", $"Calibrating '{modelName}': {plan.Activations.Count} activations ({options.Activations.Method}; {plan.Shared.Count} more share their input's range), " +
             $"{plan.Weights.Count} weights ({options.Weights.Method}{(options.WeightsPerChannel ? ", per channel" : "")}), up to {options.SampleCount} rows" +
             (preparation is null ? "." : $"; graph prepared: {preparation.BatchNormsFolded} BatchNormalization folded, {preparation.IdentitiesRemoved} Identity/Dropout removed, {preparation.ConstantsFolded} constants folded."));
 
         var entries = new Dictionary<string, CalibrationTableEntry>(StringComparer.Ordinal);
+        var unusable = new List<string>();
         foreach (PlannedWeight w in plan.Weights)
-            entries[w.Name] = CalibrateWeight(w);
+        {
+            if (CalibrateWeight(w, out string? why) is { } entry)
+                entries[w.Name] = entry;
+            else
+                unusable.Add(why!);
+        }
 
         long rows = 0;
         var inputColumns = new List<InputColumn>();
         if (plan.Activations.Count > 0)
-            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, channel, clock, inputColumns);
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns);
 
         foreach (SharedActivation shared in plan.Shared)
-            entries[shared.Name] = entries[shared.Source].SharedAs(shared.Name);
+            if (entries.TryGetValue(shared.Source, out var source))
+                entries[shared.Name] = source.SharedAs(shared.Name);
         // Table order: the graph's topological order of the plan (weights and activations interleaved as planned).
         var table = new CalibrationTable();
         foreach (string name in plan.Order)
-            table.Add(entries[name]);
+            if (entries.TryGetValue(name, out var entry))
+                table.Add(entry);
+        foreach (string why in unusable)
+            channel.Warning(MessageSensitivity.None, "{0}", $"{why}; it has no entry, and nodes reading it stay float.");
         channel.Info(MessageSensitivity.None, "{0}", $"Calibrated {table.Count} tensors over {rows} rows in {clock.Elapsed.TotalSeconds:F2} s.");
         return new CalibrationRun(table, rows, preparation, inputColumns);
+    }
+
+    /// <summary>The weight's entry, or null with the reason when its range has no float32 scale (a -FLT_MAX mask constant).</summary>
+    private static CalibrationTableEntry? CalibrateWeight(PlannedWeight w, out string? unusable)
+    {
+        unusable = null;
+        try
+        {
+            return CalibrateWeight(w);
+        }
+        catch (ArgumentException e)
+        {
+            unusable = $"Weight '{w.Name}' cannot be calibrated: {e.Message}";
+            return null;
+        }
     }
 
     private static CalibrationTableEntry CalibrateWeight(PlannedWeight w)
@@ -90,19 +122,20 @@ internal static class ModelCalibrator
     }
 
     private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
-        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, IChannel channel, Stopwatch clock,
+        CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, OperationProgress progress, Stopwatch clock,
         List<InputColumn> inputColumns)
     {
-        OnnxScoringOptions scoring = options.ToScoringOptions();
+        IChannel channel = progress.Channel;
+        OnnxModelScoringOptions scoring = options.ToScoringOptions();
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
-        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize);
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes);
 
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);
-        scorer.ValidateInputSchema(data.Schema, "input");
-        inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize)));
+        scorer.ValidateInputSchema(data.Schema, "input", options.InputsOptionName);
+        inputColumns.AddRange(scorer.Inputs.Select(i => new InputColumn(i.ColumnName, i.RowSize, i.ElementType)));
 
         var inputObservers = new TensorObserver?[scorer.Inputs.Length];
         for (int k = 0; k < scorer.Inputs.Length; k++)
@@ -114,12 +147,12 @@ internal static class ModelCalibrator
         long planned = known is long n ? Math.Min(n, options.SampleCount) : options.SampleCount;
         var columns = scorer.Inputs.Select(i => data.Schema[i.ColumnName]).ToArray();
         using DataViewRowCursor cursor = data.GetRowCursor(columns);
-        var getters = columns.Select(c => cursor.GetGetter<VBuffer<float>>(c)).ToArray();
-        var row = default(VBuffer<float>);
+        var readers = columns.Select((c, k) => BatchScorerSchema.CreateReader(cursor, c, scorer.Inputs[k], k)).ToArray();
         var all = Enumerable.Repeat(true, scorer.Outputs.Length).ToArray();
 
-        // The first batch holds one row: it measures the per-row size of every observed tensor, which sets the batch size.
-        OrtBatchScorer.Batch batch = new(scorer, all, capacity: 1);
+        // The first batch holds two rows: it measures the per-row size of every observed tensor, which sets the batch
+        // size, and tells batch-major tensors from those that do not grow with the batch (broadcast position embeddings).
+        OrtBatchScorer.Batch batch = new(scorer, all, capacity: scorer.Inputs.All(i => i.Batched) ? (int)Math.Min(2, options.SampleCount) : 1);
         long rows = 0;
         var modelTime = new Stopwatch();
         var observeTime = new Stopwatch();
@@ -132,11 +165,8 @@ internal static class ModelCalibrator
                 int filled = 0;
                 while (filled < want && cursor.MoveNext())
                 {
-                    for (int k = 0; k < getters.Length; k++)
-                    {
-                        getters[k](ref row);
-                        batch.SetRow(k, filled, row, cursor.Position);
-                    }
+                    foreach (InputReader read in readers)
+                        read(batch, filled, cursor.Position);
                     filled++;
                 }
                 if (filled == 0)
@@ -148,9 +178,10 @@ internal static class ModelCalibrator
                 for (int k = 0; k < inputObservers.Length; k++)
                     inputObservers[k]?.Observe(batch.InputBuffers[k].AsSpan(0, filled * scorer.Inputs[k].RowSize));
                 for (int j = 0; j < outputObservers.Length; j++)
-                    outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, filled * batch.OutputRowSizes[j]));
+                    outputObservers[j].Observe(batch.OutputBuffers[j].AsSpan(0, batch.OutputCounts[j]));
                 observeTime.Stop();
                 rows += filled;
+                progress.ReportSteps(rows, Math.Max(planned, rows), (done, all) => $"Calibrating '{modelName}': {done} of {all} rows, {clock.Elapsed.TotalSeconds:F1} s.");
                 options.Progress?.Report(new CalibrationProgress(rows, Math.Max(planned, rows), clock.Elapsed));
                 if (filled < want)
                     break;
@@ -170,6 +201,7 @@ internal static class ModelCalibrator
         }
         if (rows == 0)
             throw new InvalidOperationException("The calibration data is empty: the input IDataView returned no rows.");
+        progress.Checkpoint();
         channel.Info(MessageSensitivity.None, "{0}", $"Model runs took {modelTime.Elapsed.TotalSeconds:F3} s, observers {observeTime.Elapsed.TotalSeconds:F3} s.");
         var finalize = Stopwatch.StartNew();
 
@@ -177,7 +209,16 @@ internal static class ModelCalibrator
             if (inputObservers[k] is { } o)
                 entries[scorer.Inputs[k].TensorName] = ToEntry(o, scorer.Inputs[k].TensorName, TensorKind.Activation, null, scorer.Inputs[k].ColumnName);
         for (int j = 0; j < outputObservers.Length; j++)
-            entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+        {
+            try
+            {
+                entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+            }
+            catch (ArgumentException e)
+            {
+                channel.Warning(MessageSensitivity.None, "{0}", $"Activation '{observed[j].Name}' cannot be calibrated: {e.Message}; it has no entry, and nodes reading it stay float.");
+            }
+        }
 
         channel.Info(MessageSensitivity.None, "{0}", $"Ranges computed in {finalize.Elapsed.TotalSeconds:F3} s.");
         foreach (var e in entries.Values.Where(e => e.NonFiniteCount > 0))
@@ -186,7 +227,7 @@ internal static class ModelCalibrator
         return rows;
     }
 
-    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxScoringOptions scoring)
+    private static OrtBatchScorer CreateScorer(OrtSessionFactory.Result session, string modelName, OnnxModelScoringOptions scoring)
     {
         try
         {
@@ -201,7 +242,7 @@ internal static class ModelCalibrator
     }
 
     private static long RowBytes(OrtBatchScorer scorer, OrtBatchScorer.Batch batch)
-        => 4L * (scorer.Inputs.Sum(i => (long)i.RowSize) + batch.OutputRowSizes.Sum(s => (long)Math.Max(s, 0)));
+        => scorer.Inputs.Sum(i => (long)i.RowSize * i.ElementBytes) + 4L * batch.OutputRowSizes.Sum(s => (long)Math.Max(s, 0));
 
     private static int ChooseBatchSize(int requested, OrtBatchScorer scorer, OrtBatchScorer.Batch probe)
     {

@@ -20,26 +20,13 @@ internal static class MseRange
         if (lo == hi)
             return (lo, hi);
 
-        // The non-empty bins once, as (centre, count).
-        double width = histogram.BinWidth;
-        var centres = new List<(float Value, long Count)>();
-        AddSide(centres, histogram.NonNegative, width, 1f, stats);
-        AddSide(centres, histogram.Negative, width, -1f, stats);
-
-        var (qmin, qmax) = QuantizationParameters.GetQuantizedRange(bits, isSigned, symmetric);
+        var centres = Centres(histogram, stats);
         double bestError = double.PositiveInfinity;
         (float, float) best = (lo, hi);
         for (int k = 1; k <= CandidateCount; k++)
         {
             float cmin = (float)((double)lo * k / CandidateCount), cmax = (float)((double)hi * k / CandidateCount);
-            var p = QuantizationParameters.Compute(cmin, cmax, bits, isSigned, symmetric);
-            double error = 0;
-            foreach (var (value, count) in centres)
-            {
-                double q = Math.Clamp(Math.Round((double)(value / p.Scale), MidpointRounding.ToEven) + p.ZeroPoint, qmin, qmax);
-                double d = value - (float)(q - p.ZeroPoint) * p.Scale;
-                error += d * d * count;
-            }
+            double error = SquaredError(centres, cmin, cmax, bits, isSigned, symmetric);
             if (error <= bestError)
             {
                 bestError = error;
@@ -47,6 +34,31 @@ internal static class MseRange
             }
         }
         return best;
+    }
+
+    /// <summary>The non-empty bins as (centre, count), each centre clamped to the exact extremes.</summary>
+    public static List<(float Value, long Count)> Centres(PowerOfTwoHistogram histogram, ChannelStatistics stats)
+    {
+        double width = histogram.BinWidth;
+        var centres = new List<(float Value, long Count)>();
+        AddSide(centres, histogram.NonNegative, width, 1f, stats);
+        AddSide(centres, histogram.Negative, width, -1f, stats);
+        return centres;
+    }
+
+    /// <summary>The squared error of quantizing the histogram's values with the parameters of the range [min, max].</summary>
+    public static double SquaredError(List<(float Value, long Count)> centres, float min, float max, int bits, bool isSigned, bool symmetric)
+    {
+        var (qmin, qmax) = QuantizationParameters.GetQuantizedRange(bits, isSigned, symmetric);
+        var p = QuantizationParameters.Compute(min, max, bits, isSigned, symmetric);
+        double error = 0;
+        foreach (var (value, count) in centres)
+        {
+            double q = Math.Clamp(Math.Round((double)(value / p.Scale), MidpointRounding.ToEven) + p.ZeroPoint, qmin, qmax);
+            double d = value - (float)(q - p.ZeroPoint) * p.Scale;
+            error += d * d * count;
+        }
+        return error;
     }
 
     private static void AddSide(List<(float, long)> centres, ReadOnlySpan<long> counts, double width, float sign, ChannelStatistics stats)

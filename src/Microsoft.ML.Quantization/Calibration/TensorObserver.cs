@@ -23,7 +23,7 @@ internal sealed class TensorObserver
             throw new ArgumentOutOfRangeException(nameof(channelCount), channelCount, "A per-channel observer needs at least one channel.");
         Options = options.Clone();
         ChannelCount = channelCount;
-        bool histogram = options.Method is CalibrationMethod.Percentile or CalibrationMethod.Entropy or CalibrationMethod.Mse;
+        bool histogram = options.Method is CalibrationMethod.Percentile or CalibrationMethod.Entropy or CalibrationMethod.Mse or CalibrationMethod.Auto;
         double averaging = options.Method == CalibrationMethod.MovingAverageMinMax ? options.MovingAverageConstant : 0;
         _channels = new ChannelStatistics[channelCount ?? 1];
         for (int c = 0; c < _channels.Length; c++)
@@ -163,6 +163,41 @@ internal sealed class TensorObserver
         return new HistogramSummary(count, nonFinite, min, max, exponent is null ? 0 : PowerOfTwoHistogram.BinCount, binsUsed, exponent);
     }
 
+    /// <summary>
+    /// The KL threshold, respecting the tensor's sides. One-sided data (post-ReLU, or all non-positive) uses every level
+    /// of the type on that side when the type's codes all map onto it; symmetric quantization keeps the |x| threshold
+    /// [-T, T]. An asymmetric tensor with both signs gets a threshold per side, each searched on its own half of the
+    /// histogram with the share of the levels its extent takes (re-split once with the thresholds found), so a logit
+    /// tensor with a long positive tail is not clipped to its negative side's width.
+    /// </summary>
+    private static (float Min, float Max) EntropyRange(ChannelStatistics ch, CalibrationOptions o)
+    {
+        var histogram = ch.Histogram!;
+        double width = histogram.BinWidth;
+        bool allLevels = !o.IsSigned || !o.IsSymmetric;
+        float Threshold(ReadOnlySpan<long> counts, int levels, float extreme)
+            => MathF.Min((float)(EntropyThreshold.FindThresholdBins(counts, Math.Clamp(levels, 1, PowerOfTwoHistogram.BinCount)) * width), extreme);
+        if (ch.Min >= 0)
+            return (0f, Threshold(histogram.NonNegative, 1 << (allLevels ? o.Bits : o.Bits - 1), ch.Max));
+        if (ch.Max <= 0 && allLevels)
+            return (-Threshold(histogram.Negative, 1 << o.Bits, -ch.Min), 0f);
+        if (o.IsSymmetric)
+        {
+            float t = Threshold(histogram.AbsoluteCounts(), 1 << (o.Bits - 1), MathF.Max(-ch.Min, ch.Max));
+            return (-t, t);
+        }
+        int total = 1 << o.Bits;
+        float low = -ch.Min, high = ch.Max;
+        for (int pass = 0; pass < 2; pass++)
+        {
+            int positive = Math.Clamp((int)Math.Round(total * high / (low + high)), 1, total - 1);
+            float newHigh = Threshold(histogram.NonNegative, positive, ch.Max);
+            float newLow = Threshold(histogram.Negative, total - positive, -ch.Min);
+            (low, high) = (newLow, newHigh);
+        }
+        return (-low, high);
+    }
+
     private (float Min, float Max) ComputeRange(ChannelStatistics ch, string tensorName, int channel)
     {
         if (ch.Count == 0)
@@ -185,16 +220,14 @@ internal sealed class TensorObserver
             case CalibrationMethod.Mse:
                 return MseRange.Compute(ch.Histogram!, ch, o.Bits, o.IsSigned, o.IsSymmetric);
             case CalibrationMethod.Entropy:
+                return EntropyRange(ch, o);
+            case CalibrationMethod.Auto:
                 {
-                    // Non-negative (post-ReLU) data uses every level when the type's codes all map onto [0, T];
-                    // otherwise the |x| threshold is symmetric [-T, T], even for asymmetric signed tensors.
-                    bool nonNegative = ch.Min >= 0;
-                    bool allLevels = nonNegative && (!o.IsSigned || !o.IsSymmetric);
-                    int levels = 1 << (allLevels ? o.Bits : o.Bits - 1);
-                    int bins = EntropyThreshold.FindThresholdBins(ch.Histogram!.AbsoluteCounts(), levels);
-                    float maxAbs = MathF.Max(-ch.Min, ch.Max);
-                    float t = MathF.Min((float)(bins * ch.Histogram.BinWidth), maxAbs);
-                    return nonNegative ? (0f, t) : (-t, t);
+                    var centres = MseRange.Centres(ch.Histogram!, ch);
+                    var candidates = new List<(float Min, float Max)> { (ch.Min, ch.Max), PercentileRange.Compute(ch.Histogram!, ch, o.Percentile, o.IsSymmetric) };
+                    if (o.Bits <= 8)
+                        candidates.Add(EntropyRange(ch, o));
+                    return candidates.MinBy(c => MseRange.SquaredError(centres, c.Min, c.Max, o.Bits, o.IsSigned, o.IsSymmetric));
                 }
             default:
                 throw new InvalidOperationException($"Unknown calibration method {o.Method}.");

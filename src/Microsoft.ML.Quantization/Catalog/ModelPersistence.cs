@@ -41,7 +41,7 @@ internal static class ModelPersistence
     };
 
     /// <summary>Saves <paramref name="scoring"/> as ML.NET's OnnxTransformer (graph inputs/outputs renamed to the columns) plus <paramref name="settings"/>.</summary>
-    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxScoringTransformer scoring, string entry, byte[] settings)
+    internal static void SaveOnnx(ModelSaveContext ctx, MLContext context, OnnxModelScoringTransformer scoring, string entry, byte[] settings)
     {
         var model = OnnxModel.Parse(scoring.ModelBytes);
         FillOutputShapes(model, scoring);
@@ -68,7 +68,7 @@ internal static class ModelPersistence
             scoring.Options.GpuDeviceId, scoring.Options.FallbackToCpu ?? false);
         var schema = new DataViewSchema.Builder();
         foreach (var spec in scoring.Scorer.Inputs)
-            schema.AddColumn(spec.ColumnName, new VectorDataViewType(NumberDataViewType.Single, spec.RowDims));
+            schema.AddColumn(spec.ColumnName, new VectorDataViewType(BatchScorerSchema.ItemType(spec.ElementType), spec.RowDims));
         var inner = estimator.Fit(new EmptyDataView(schema.ToSchema()));
         try
         {
@@ -107,7 +107,7 @@ internal static class ModelPersistence
     /// ML.NET's OnnxTransformer needs a shape on every output; intermediate tensors QatMl exposes may have none, so one
     /// row of zeros is run to learn them (the batch dimension stays symbolic).
     /// </summary>
-    private static void FillOutputShapes(OnnxModel model, OnnxScoringTransformer scoring)
+    private static void FillOutputShapes(OnnxModel model, OnnxModelScoringTransformer scoring)
     {
         var outputs = model.Graph.Proto.Output;
         if (outputs.All(o => o.Type?.TensorType?.Shape is not null))
@@ -219,7 +219,8 @@ internal static class ModelPersistence
                         ?? throw new InvalidDataException($"{where} holds no settings.");
                     settings.Validate(quantized: false);
                     byte[] model = ReadOnnx(zip, folder, settings, path);
-                    return () => new OnnxScoringTransformer(context, settings.ToScoringOptions(model));
+                    settings = settings with { ModelName = $"{path}:{folder}" };
+                    return () => new OnnxModelScoringTransformer(context, settings.ToScoringOptions(model));
                 }
                 default:
                 {
@@ -230,9 +231,11 @@ internal static class ModelPersistence
                         throw new InvalidDataException($"{where} lacks its node list (Nodes), or a node's name or op type.");
                     foreach (var n in state.Nodes)
                         n.Precision?.Validate($"Node '{n.Name}'");
+                    state.Sensitivity?.Validate();
                     state.Settings.Validate(quantized: true);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
-                    return () => new QuantizedModelTransformer(context, model, state.Settings, state.Nodes);
+                    var settings = state.Settings with { ModelName = $"{path}:{folder}" };
+                    return () => new QuantizedModelTransformer(context, model, settings, state.Nodes) { Sensitivity = state.Sensitivity };
                 }
             }
         }

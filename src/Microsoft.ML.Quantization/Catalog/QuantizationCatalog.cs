@@ -26,20 +26,20 @@ public sealed class QuantizationCatalog
     /// <param name="inputColumnNames">Columns feeding the graph inputs of the same names (vectors of Single).</param>
     /// <param name="modelFile">Path of the ONNX model.</param>
     /// <param name="batchSize">Rows per ONNX Runtime call.</param>
-    public OnnxScoringEstimator ScoreOnnxModel(string[] outputColumnNames, string[] inputColumnNames, string modelFile, int batchSize = 64)
+    public OnnxModelScoringEstimator ScoreOnnxModel(string[] outputColumnNames, string[] inputColumnNames, string modelFile, int batchSize = 64)
     {
         ArgumentNullException.ThrowIfNull(outputColumnNames);
         ArgumentNullException.ThrowIfNull(inputColumnNames);
-        var options = new OnnxScoringOptions { ModelPath = modelFile, BatchSize = batchSize };
+        var options = new OnnxModelScoringOptions { ModelPath = modelFile, BatchSize = batchSize };
         foreach (string name in inputColumnNames)
             options.Inputs.Add(new OnnxColumnBinding(name, name));
         foreach (string name in outputColumnNames)
             options.Outputs.Add(new OnnxColumnBinding(name, name));
-        return new OnnxScoringEstimator(Context, options);
+        return new OnnxModelScoringEstimator(Context, options);
     }
 
     /// <summary>Scores rows with a float ONNX model through ONNX Runtime in batches, as configured by <paramref name="options"/>.</summary>
-    public OnnxScoringEstimator ScoreOnnxModel(OnnxScoringOptions options) => new(Context, options);
+    public OnnxModelScoringEstimator ScoreOnnxModel(OnnxModelScoringOptions options) => new(Context, options);
 
     /// <summary>
     /// Calibrates a float ONNX model on representative rows: the ranges, scales and zero points of its activations

@@ -15,11 +15,7 @@ internal sealed class BatchScoringDataView : IDataView
     {
         _source = source;
         _scorer = scorer;
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(source.Schema);
-        foreach (OutputSpec o in scorer.Outputs)
-            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
-        Schema = builder.ToSchema();
+        Schema = BatchScorerSchema.OutputSchema(source.Schema, scorer.Outputs);
         _firstOutput = source.Schema.Count;
     }
 
@@ -122,12 +118,11 @@ internal sealed class BatchScoringDataView : IDataView
         private readonly DataViewRowCursor _source;
         private readonly bool[] _active;
         private readonly IScoringBatch _batch;
-        private readonly ValueGetter<VBuffer<float>>[] _inputGetters;
+        private readonly InputReader[] _inputReaders;
         private readonly RowCache?[] _caches;
         private readonly ValueGetter<DataViewRowId> _sourceIds;
         private readonly DataViewRowId[] _ids;
         private readonly long[] _batches;
-        private VBuffer<float> _row;
         private int _rows;
         private int _slot = -1;
         private long _position = -1;
@@ -139,9 +134,9 @@ internal sealed class BatchScoringDataView : IDataView
             _source = source;
             _active = active;
             IBatchScorer scorer = parent._scorer;
-            _batch = scorer.CreateBatch(outputActive);
-            _inputGetters = scorer.Inputs
-                .Select(i => source.GetGetter<VBuffer<float>>(parent._source.Schema[i.ColumnName]))
+            _batch = scorer.CreateBatch(outputActive, scorer.BatchSize);
+            _inputReaders = scorer.Inputs
+                .Select((i, k) => BatchScorerSchema.CreateReader(source, parent._source.Schema[i.ColumnName], i, k))
                 .ToArray();
             _caches = new RowCache?[parent._firstOutput];
             for (int c = 0; c < parent._firstOutput; c++)
@@ -181,8 +176,8 @@ internal sealed class BatchScoringDataView : IDataView
             int n = 0;
             while (n < scorer.BatchSize && _source.MoveNext())
             {
-                for (int k = 0; k < _inputGetters.Length; k++)
-                    ReadInput(k, n);
+                foreach (InputReader read in _inputReaders)
+                    read(_batch, n, _source.Position);
                 foreach (RowCache? cache in _caches)
                     cache?.Store(n);
                 _sourceIds(ref _ids[n]);
@@ -196,12 +191,6 @@ internal sealed class BatchScoringDataView : IDataView
                 return false;
             _batch.Run(n);
             return true;
-        }
-
-        private void ReadInput(int k, int slot)
-        {
-            _inputGetters[k](ref _row);
-            _batch.SetRow(k, slot, _row, _source.Position);
         }
 
         public override ValueGetter<DataViewRowId> GetIdGetter()

@@ -1,3 +1,5 @@
+using Microsoft.ML.OnnxRuntime.Tensors;
+
 namespace Microsoft.ML.Quantization.Inference;
 
 /// <summary>
@@ -14,20 +16,21 @@ internal interface IBatchScorer
     /// <summary>Rows per run.</summary>
     int BatchSize { get; }
 
-    /// <summary>A cursor's staging buffers computing the active outputs.</summary>
-    IScoringBatch CreateBatch(bool[] outputActive);
+    /// <summary>Staging buffers for <paramref name="capacity"/> rows computing the active outputs (a cursor's batch, or one row for a row mapper).</summary>
+    IScoringBatch CreateBatch(bool[] outputActive, int capacity);
 }
 
 /// <summary>One cursor's staging buffers: fill rows, run, read row-major outputs.</summary>
 internal interface IScoringBatch : IDisposable
 {
-    /// <summary>Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>.</summary>
-    void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex);
+    /// <summary>Copies one row of input <paramref name="input"/> into slot <paramref name="slot"/>; <typeparamref name="T"/> is the input's element type.</summary>
+    void SetRow<T>(int input, int slot, in VBuffer<T> row, long rowIndex)
+        where T : unmanaged;
 
     /// <summary>Runs the first <paramref name="rows"/> slots.</summary>
     void Run(int rows);
 
-    /// <summary>Row-major [capacity, rowSize] staging per input (what <see cref="SetRow"/> fills).</summary>
+    /// <summary>Row-major [capacity, rowSize] staging per float input (what <see cref="SetRow"/> fills; empty for other types).</summary>
     float[][] InputBuffers { get; }
 
     /// <summary>Row-major [rows, rowSize] results per output (null for inactive outputs).</summary>
@@ -37,23 +40,81 @@ internal interface IScoringBatch : IDisposable
     int[] OutputRowSizes { get; }
 }
 
+/// <summary>Reads the current row of one input column into a batch slot.</summary>
+internal delegate void InputReader(IScoringBatch batch, int slot, long rowIndex);
+
 /// <summary>Shared checks and row copies of the batch scorers.</summary>
 internal static class BatchScorerSchema
 {
-    /// <summary>Checks the input columns against the schema, with ML.NET-shaped errors.</summary>
-    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName)
+    /// <summary>Graph input types a column can feed: float features, Int64/Int32 token ids, Bool masks.</summary>
+    internal static bool IsSupportedInputType(TensorElementType type)
+        => type is TensorElementType.Float or TensorElementType.Int64 or TensorElementType.Int32 or TensorElementType.Bool;
+
+    /// <summary>The ML.NET item type of the vector column that feeds an input of <paramref name="type"/>.</summary>
+    internal static PrimitiveDataViewType ItemType(TensorElementType type) => type switch
+    {
+        TensorElementType.Float => NumberDataViewType.Single,
+        TensorElementType.Int64 => NumberDataViewType.Int64,
+        TensorElementType.Int32 => NumberDataViewType.Int32,
+        TensorElementType.Bool => BooleanDataViewType.Instance,
+        _ => throw new NotSupportedException($"Inputs of type {type} cannot be read from a column."),
+    };
+
+    /// <summary>The column type an input needs, as the schema errors write it.</summary>
+    internal static string Expected(InputSpec input) => $"Vector<{ItemType(input.ElementType)}, {input.RowSize}>";
+
+    /// <summary>
+    /// Checks the input columns against the schema, with ML.NET-shaped errors; a missing column's error lists the columns
+    /// present and names <paramref name="inputsOption"/>, the option that binds the model's inputs to columns.
+    /// </summary>
+    internal static void ValidateInputSchema(InputSpec[] inputs, DataViewSchema schema, string paramName, string inputsOption)
     {
         foreach (InputSpec input in inputs)
         {
             DataViewSchema.Column? column = schema.GetColumnOrNull(input.ColumnName);
             if (column is null)
-                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName);
-            string expected = $"Vector<Single, {input.RowSize}>";
-            if (column.Value.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single)
-                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));
+                throw Internal.SchemaErrors.MissingColumn(paramName, input.ColumnName, schema, Internal.SchemaErrors.InputsHint(inputsOption, input.ColumnName, input.TensorName));
+            if (column.Value.Type is not VectorDataViewType vector || !vector.ItemType.Equals(ItemType(input.ElementType)))
+                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, Expected(input), Internal.SchemaShapes.Describe(column.Value.Type));
             if (vector.Size != 0 && vector.Size != input.RowSize)
-                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, expected, Internal.SchemaShapes.Describe(column.Value.Type));
+                throw Internal.SchemaErrors.Mismatch(paramName, input.ColumnName, Expected(input), Internal.SchemaShapes.Describe(column.Value.Type));
         }
+    }
+
+    /// <summary>Staging for <paramref name="rows"/> rows of an input, typed as the input.</summary>
+    internal static Array CreateInputBuffer(InputSpec input, int rows)
+    {
+        int length = checked(input.RowSize * rows);
+        return input.ElementType switch
+        {
+            TensorElementType.Float => new float[length],
+            TensorElementType.Int64 => new long[length],
+            TensorElementType.Int32 => new int[length],
+            TensorElementType.Bool => new bool[length],
+            _ => throw new NotSupportedException($"Input '{input.TensorName}' is {input.ElementType}; inputs can be Float, Int64, Int32 or Bool."),
+        };
+    }
+
+    /// <summary>A reader of <paramref name="column"/> on <paramref name="row"/> into input <paramref name="input"/> of a batch.</summary>
+    internal static InputReader CreateReader(DataViewRow row, DataViewSchema.Column column, InputSpec spec, int input) => spec.ElementType switch
+    {
+        TensorElementType.Float => Reader<float>(row, column, input),
+        TensorElementType.Int64 => Reader<long>(row, column, input),
+        TensorElementType.Int32 => Reader<int>(row, column, input),
+        TensorElementType.Bool => Reader<bool>(row, column, input),
+        _ => throw new NotSupportedException($"Input '{spec.TensorName}' is {spec.ElementType}; inputs can be Float, Int64, Int32 or Bool."),
+    };
+
+    private static InputReader Reader<T>(DataViewRow row, DataViewSchema.Column column, int input)
+        where T : unmanaged
+    {
+        ValueGetter<VBuffer<T>> getter = row.GetGetter<VBuffer<T>>(column);
+        VBuffer<T> value = default;
+        return (batch, slot, rowIndex) =>
+        {
+            getter(ref value);
+            batch.SetRow(input, slot, value, rowIndex);
+        };
     }
 
     /// <summary>Whether a row of these (positive) dims fits in one array: the product, computed without overflow.</summary>
@@ -74,13 +135,24 @@ internal static class BatchScorerSchema
                     $"Model '{modelName}': BatchSize {batchSize} x {rowSize} values per row of tensor '{name}' is more than one buffer holds ({Array.MaxLength}); use a smaller BatchSize.");
     }
 
+    /// <summary>A scoring transform's output schema: the input's columns, then one vector column per scored tensor.</summary>
+    internal static DataViewSchema OutputSchema(DataViewSchema input, OutputSpec[] outputs)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(input);
+        foreach (OutputSpec o in outputs)
+            builder.AddColumn(o.ColumnName, OutputType(o));
+        return builder.ToSchema();
+    }
+
     internal static DataViewType OutputType(OutputSpec output)
         => output.RowDims is null
             ? new VectorDataViewType(NumberDataViewType.Single)
             : new VectorDataViewType(NumberDataViewType.Single, output.RowSize);
 
     /// <summary>Copies a row into its slot; a row of the wrong size is an error naming the column and <paramref name="rowIndex"/>.</summary>
-    internal static void CopyRow(InputSpec spec, in VBuffer<float> row, Span<float> target, long rowIndex)
+    internal static void CopyRow<T>(InputSpec spec, in VBuffer<T> row, Span<T> target, long rowIndex)
+        where T : unmanaged
     {
         if (row.Length != spec.RowSize)
             throw new InvalidOperationException(
@@ -91,7 +163,7 @@ internal static class BatchScorerSchema
             return;
         }
         target.Clear();
-        ReadOnlySpan<float> values = row.GetValues();
+        ReadOnlySpan<T> values = row.GetValues();
         ReadOnlySpan<int> indices = row.GetIndices();
         for (int i = 0; i < values.Length; i++)
             target[indices[i]] = values[i];

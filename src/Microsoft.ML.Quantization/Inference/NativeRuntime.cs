@@ -26,8 +26,8 @@ public static class NativeRuntime
         }
     }
 
-    /// <summary>The ABI version of the loaded library.</summary>
-    public static int AbiVersion
+    /// <summary>The ABI version of the loaded library (checked against the managed side's at load).</summary>
+    internal static int AbiVersion
     {
         get
         {
@@ -115,8 +115,11 @@ public static class NativeRuntime
         NativeApi.Check(NativeMethods.qatml_cpu_set_max_isa(maxIsa.HasValue ? (int)maxIsa.Value : -1));
     }
 
+    // CUDA discovery stays internal until the CUDA path is verified on a GPU (docs/cuda.md); ComputeDevice.Cuda is the public
+    // option, and it falls back to the CPU with a warning.
+
     /// <summary>Whether this build of the native library contains CUDA kernels.</summary>
-    public static bool CudaCompiled
+    internal static bool CudaCompiled
     {
         get
         {
@@ -126,7 +129,7 @@ public static class NativeRuntime
     }
 
     /// <summary>Number of CUDA devices the native library can use (0 without CUDA support or a GPU).</summary>
-    public static int CudaDeviceCount
+    internal static int CudaDeviceCount
     {
         get
         {

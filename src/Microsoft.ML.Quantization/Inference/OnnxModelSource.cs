@@ -30,15 +30,19 @@ internal static class OnnxModelSource
     /// pads the last batch) and any other is a clear error. Intermediate tensors in <paramref name="outputTensors"/>
     /// become graph outputs.
     /// </summary>
-    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize)
+    internal static byte[] PrepareForScoring(byte[] model, string? path, IEnumerable<string> outputTensors, int batchSize, string? modelName = null,
+        IDictionary<string, int[]>? declaredShapes = null)
     {
-        string name = path ?? "(model bytes)";
-        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        string name = modelName ?? path ?? "(model bytes)";
+        var parsed = OnnxModel.Parse(model, path is null ? null : Path.GetDirectoryName(Path.GetFullPath(path)), path ?? modelName);
         // A cycle named by its node (ONNX Runtime only says "the graph is not acyclic").
         _ = parsed.Graph.TopologicalOrder();
         bool changed = false;
 
-        long? fixedBatch = parsed.Graph.RuntimeInputs.Select(i => i.Shape is { Count: > 0 } s ? s[0].Value : null).FirstOrDefault(v => v is not null);
+        // Inputs declared whole (their full rank) have no batch dimension and say nothing about the batch.
+        long? fixedBatch = parsed.Graph.RuntimeInputs
+            .Where(i => declaredShapes is null || !declaredShapes.TryGetValue(i.Name, out int[]? d) || i.Shape is not { } full || full.Count != d.Length)
+            .Select(i => i.Shape is { Count: > 0 } s ? s[0].Value : null).FirstOrDefault(v => v is not null);
         if (fixedBatch is long batch && !(batch == 1 && batchSize == 1))
         {
             OnnxModel? symbolic = TryMakeBatchSymbolic(parsed, out string? reason);

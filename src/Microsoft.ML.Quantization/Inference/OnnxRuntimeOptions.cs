@@ -54,6 +54,22 @@ public class OnnxRuntimeOptions
     /// <summary>The largest <see cref="BatchSize"/>: 1 048 576 rows.</summary>
     public const int MaxBatchSize = 1 << 20;
 
+    /// <summary>
+    /// The file QatMl read the model from when the model travels as bytes between stages (PostTraining hands its prepared
+    /// graph to calibration): what messages name instead of "(model bytes)".
+    /// </summary>
+    internal string? ModelSource { get; set; }
+
+    /// <summary>The public option that binds the model's inputs to columns when it is not this class's own Inputs.</summary>
+    internal string? InputsOption { get; set; }
+
+    /// <summary>What a missing-column error tells the user to set (e.g. "PostTrainingOptions.Inputs").</summary>
+    internal virtual string InputsOptionName => InputsOption ?? GetType().Name + ".Inputs";
+
+    /// <summary>What messages call the model: <paramref name="modelPath"/>, the file its bytes came from, or "(model bytes)".</summary>
+    internal string ModelName(string? modelPath) => modelPath ?? ModelSource ?? "(model bytes)";
+
+    /// <summary>Copies the session settings, and where the model came from and which option binds its inputs (for messages).</summary>
     internal void CopyTo(OnnxRuntimeOptions other)
     {
         other.IntraOpNumThreads = IntraOpNumThreads;
@@ -62,6 +78,8 @@ public class OnnxRuntimeOptions
         other.GpuDeviceId = GpuDeviceId;
         other.FallbackToCpu = FallbackToCpu;
         other.BatchSize = BatchSize;
+        other.ModelSource = ModelSource;
+        other.InputsOption = InputsOptionName;
     }
 
     internal void Validate()

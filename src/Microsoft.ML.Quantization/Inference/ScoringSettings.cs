@@ -16,6 +16,14 @@ internal sealed record ScoringSettings
     public bool AllowBackendFallback { get; init; } = true;
     public ComputeDevice? NativeDevice { get; init; }
 
+    /// <summary>What messages call the model (not saved: a restored model is named by its zip).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? ModelName { get; init; }
+
+    /// <summary>The option a missing input column's error names (not saved).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? InputsOption { get; init; }
+
     public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
         IDictionary<string, int[]> inputShapes) => new()
     {
@@ -28,16 +36,18 @@ internal sealed record ScoringSettings
         Inputs = [.. inputs],
         Outputs = [.. outputs],
         InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
+        InputsOption = o.InputsOptionName,
     };
 
     public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes) with
     {
+        ModelName = o.ModelName(o.ModelPath) + " (quantized)",
         Backend = o.Backend,
         AllowBackendFallback = o.AllowBackendFallback,
         NativeDevice = o.NativeDevice,
     };
 
-    public static ScoringSettings From(OnnxScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+    public static ScoringSettings From(OnnxModelScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
 
     /// <summary>
     /// Checks settings restored from a model zip exactly as the options they came from are checked at construction (same
@@ -60,9 +70,9 @@ internal sealed record ScoringSettings
         options.Validate();
     }
 
-    public OnnxScoringOptions ToScoringOptions(byte[] model)
+    public OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var s = new OnnxScoringOptions
+        var s = new OnnxModelScoringOptions
         {
             ModelBytes = model,
             ExecutionProvider = ExecutionProvider,
@@ -71,6 +81,8 @@ internal sealed record ScoringSettings
             IntraOpNumThreads = IntraOpNumThreads,
             GraphOptimization = GraphOptimization,
             BatchSize = BatchSize,
+            ModelSource = ModelName,
+            InputsOption = InputsOption,
         };
         foreach (var b in Inputs) s.Inputs.Add(b);
         foreach (var b in Outputs) s.Outputs.Add(b);

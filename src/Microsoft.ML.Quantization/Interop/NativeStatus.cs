@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Quantization.Interop;
+namespace Microsoft.ML.Quantization;
 
 /// <summary>Status codes of the native C ABI (qatml_status in src/Native/include/qatml/qatml.h).</summary>
 public enum NativeStatus

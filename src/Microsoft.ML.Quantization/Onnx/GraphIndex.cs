@@ -128,6 +128,15 @@ internal sealed class GraphIndex
             case "Constant" when producer.GetTensor("value") is { } t:
                 type = t.ElementType;
                 return null;
+            case "ConstantOfShape":
+                type = producer.GetTensor("value")?.ElementType ?? OnnxElementType.Float;
+                return null;
+            case "Where" when producer.Inputs.Count > 1:
+                return producer.Inputs[1];
+            case "CastLike" when producer.Inputs.Count > 1:
+                return producer.Inputs[1];
+            case "If" or "Loop" or "Scan":
+                return null;
             case "MaxPool" when producer.Outputs.Count > 1 && producer.Outputs[1] == name:
                 type = OnnxElementType.Int64;
                 return null;

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Quantization.Onnx;
+namespace Microsoft.ML.Quantization;
 
 /// <summary>
 /// An ONNX model could not be read, written or transformed: the message names the file (when known),

@@ -16,32 +16,46 @@ internal static class OnnxShapeInference
     /// model at all (callers then fall back to rank-free rewrites).
     /// </summary>
     public static IReadOnlyDictionary<string, long[]> InferShapes(OnnxModel model, IEnumerable<string> tensors)
+        => Infer(model, tensors).Shapes;
+
+    /// <summary>The element type ONNX Runtime infers for each requested main-graph tensor (absent when it cannot tell).</summary>
+    public static IReadOnlyDictionary<string, OnnxElementType> InferElementTypes(OnnxModel model, IEnumerable<string> tensors)
+        => Infer(model, tensors).Types;
+
+    private static (Dictionary<string, long[]> Shapes, Dictionary<string, OnnxElementType> Types) Infer(OnnxModel model, IEnumerable<string> tensors)
     {
+        var types = new Dictionary<string, OnnxElementType>(StringComparer.Ordinal);
         var wanted = tensors.Where(t => t.Length > 0).Distinct().ToList();
         var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
         if (wanted.Count == 0)
-            return result;
+            return (result, types);
         var probe = model.Clone();
         var graph = probe.Graph;
         var names = graph.TensorNames().ToHashSet(StringComparer.Ordinal);
+        var index = graph.Index();
+        var exposed = new HashSet<string>(StringComparer.Ordinal);
         foreach (string name in wanted)
         {
             if (!names.Contains(name))
                 continue;
-            if (graph.FindValueInfo(name)?.Shape is { } known)
+            if (index.FindValueInfo(name)?.Shape is { } known)
             {
                 result[name] = [.. known.Select(d => d.Value ?? -1)];
                 continue;
             }
-            if (graph.IsGraphOutput(name))
+            if (index.IsGraphOutput(name))
                 continue;
-            // A declared type without a shape: ONNX Runtime fills in what it infers.
-            var type = graph.ElementTypeOf(name);
-            graph.Proto.Output.Add(OnnxValueInfo.Create(name, type == OnnxElementType.Undefined ? OnnxElementType.Float : type, null).Proto);
-            // A value_info without a shape would not add anything; one with a partial shape is re-inferred.
-            for (int i = graph.Proto.ValueInfo.Count - 1; i >= 0; i--)
-                if (graph.Proto.ValueInfo[i].Name == name)
-                    graph.Proto.ValueInfo.RemoveAt(i);
+            // An output without type or shape: ONNX Runtime fills in what it infers (a guessed type that was wrong
+            // would make the whole model fail to load).
+            graph.Proto.Output.Add(new Proto.ValueInfoProto { Name = name });
+            exposed.Add(name);
+        }
+        // A value_info without a shape would not add anything; one with a partial shape is re-inferred.
+        if (exposed.Count > 0 && graph.Proto.ValueInfo.Any(v => exposed.Contains(v.Name)))
+        {
+            var kept = graph.Proto.ValueInfo.Where(v => !exposed.Contains(v.Name)).ToList();
+            graph.Proto.ValueInfo.Clear();
+            graph.Proto.ValueInfo.AddRange(kept);
         }
         try
         {
@@ -53,9 +67,14 @@ internal static class OnnxShapeInference
                 LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
             };
             using var session = new InferenceSession(probe.ToBytes(), options);
+            var wantedSet = wanted.ToHashSet(StringComparer.Ordinal);
             foreach (var (name, meta) in session.OutputMetadata)
             {
-                if (result.ContainsKey(name) || !wanted.Contains(name) || !meta.IsTensor)
+                if (!wantedSet.Contains(name) || !meta.IsTensor)
+                    continue;
+                if (ElementType(meta.ElementDataType) is { } type)
+                    types[name] = type;
+                if (result.ContainsKey(name))
                     continue;
                 // An absent shape reads as rank 0; a true scalar has no axis a rewrite would need, so skip both.
                 if (meta.Dimensions.Length > 0)
@@ -66,6 +85,19 @@ internal static class OnnxShapeInference
         {
             // ONNX Runtime could not load the model (an op it lacks at this opset, a type clash): no inferred shapes.
         }
-        return result;
+        return (result, types);
     }
+
+    private static OnnxElementType? ElementType(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType type) => type switch
+    {
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float => OnnxElementType.Float,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Double => OnnxElementType.Double,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16 => OnnxElementType.Float16,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int64 => OnnxElementType.Int64,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int32 => OnnxElementType.Int32,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int8 => OnnxElementType.Int8,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt8 => OnnxElementType.UInt8,
+        Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Bool => OnnxElementType.Bool,
+        _ => null,
+    };
 }

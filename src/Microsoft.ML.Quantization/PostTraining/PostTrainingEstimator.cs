@@ -1,7 +1,7 @@
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
-using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Quantization.PostTraining;
 
@@ -15,7 +15,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
 {
     private readonly MLContext _context;
     private readonly PostTrainingOptions _options;
-    private OnnxScoringEstimator? _floatScoring;
+    private OnnxModelScoringEstimator? _floatScoring;
 
     internal PostTrainingEstimator(MLContext context, PostTrainingOptions options)
     {
@@ -29,18 +29,55 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public QuantizedModelTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        string name = _options.ModelPath ?? "(model bytes)";
-        OnnxModel model = Prepare(_options, name);
-        CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
-        QdqResult result = QdqWriter.Quantize(model, table, _options);
-        using (IChannel ch = ((IChannelProvider)_context).Start("QatMl.PostTraining"))
+        string name = _options.ModelName(_options.ModelPath);
+        // mlContext.Log messages and ML.NET's progress channel, one checkpoint per stage; calibration reports its rows itself.
+        using var progress = new OperationProgress(_context, "QatMl.PostTraining", ["stages"]);
+        void Stage(int done, string message)
         {
-            int quantized = result.Nodes.Count(n => n.Precision is not null);
-            ch.Info(MessageSensitivity.None, "{0}", $"Quantized {quantized} of {result.Nodes.Count} nodes of '{name}'.");
-            foreach (var n in result.Nodes.Where(n => n.Precision is null))
-                ch.Info(MessageSensitivity.None, "{0}", $"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
+            progress.Report(0, done, Stages);
+            progress.Checkpoint();
+            progress.Info($"PostTraining '{name}' ({done}/{Stages}): {message}");
         }
-        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes);
+        OnnxModel model = Prepare(_options, name);
+        Stage(1, $"graph prepared ({model.Graph.Nodes.Count} nodes).");
+        CalibrationTable table = _options.CalibrationTable ?? Calibrate(model, input);
+        Stage(2, _options.CalibrationTable is null ? $"calibrated {table.Count} tensors." : $"using the given calibration table ({table.Count} tensors).");
+        var keptFloat = new Dictionary<string, string>(StringComparer.Ordinal);
+        Dictionary<string, QuantizationPrecision>? raised = null;
+        Dictionary<string, float[]>? means = null;
+        SensitivityReport? sensitivity = null;
+        if (_options.AnalyzesSensitivity || _options.BiasCorrection || _options.SmoothQuant)
+        {
+            RowSample rows = RowSample.Load(_context, model, _options, input, name);
+            if (_options.SmoothQuant)
+            {
+                float[][] reference;
+                using (var floatRunner = new SampleRunner(_context, model.Clone(), 0, _options, name, rows))
+                    reference = floatRunner.Run(null);
+                var smooth = SmoothQuant.Apply(_context, model, table, _options, rows, name, reference);
+                (model, table) = (smooth.Model, smooth.Table);
+                foreach (var (node, why) in smooth.FloatNodes)
+                    keptFloat[node] = why;
+                progress.Info(smooth.Alpha is { } alpha
+                    ? $"SmoothQuant: alpha {alpha} on {smooth.Smoothed} MatMul/Gemm weights ({smooth.Summary})."
+                    : $"SmoothQuant: left unsmoothed ({smooth.Summary}).");
+            }
+            if (_options.BiasCorrection)
+                means = BiasCorrection.InputMeans(_context, model, QdqPlan.Create(model.Clone(), table, _options, keptFloat), _options, rows, name);
+            if (_options.AnalyzesSensitivity)
+            {
+                Dictionary<string, string> sensitive;
+                (sensitive, raised, sensitivity) = SensitivityAnalysis.Run(_context, model, table, _options, rows, name, progress.Channel, keptFloat, means);
+                foreach (var (node, why) in sensitive)
+                    keptFloat[node] = why;
+            }
+        }
+        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means));
+        int quantized = result.Nodes.Count(n => n.Precision is not null);
+        Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
+        foreach (var n in result.Nodes.Where(n => n.Precision is null))
+            progress.Info($"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
+        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes) { Sensitivity = sensitivity };
         try
         {
             transformer.GetOutputSchema(input.Schema);
@@ -50,14 +87,18 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             transformer.Dispose();
             throw;
         }
+        Stage(Stages, $"the quantized model runs on {transformer.Backend}{(transformer.BackendFallbackReason is null ? "" : " (fall-back)")}.");
         return transformer;
     }
+
+    /// <summary>Fit's stages on the progress channel: prepare, calibrate, quantize, load.</summary>
+    private const int Stages = 4;
 
     /// <summary>The input schema plus the model's output columns (the float model's: quantization keeps them).</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 
@@ -71,6 +112,9 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         if (IsAlreadyQuantized(model))
             throw new InvalidOperationException($"Model '{name}' is already quantized (it has QuantizeLinear, DequantizeLinear or QLinear nodes); PostTraining takes a float model.");
         OnnxRewrites.PrepareForQuantization(model);
+        // Equalization changes the tensors between the layers, so a table calibrated without it would not fit them.
+        if (options.CrossLayerEqualization && options.CalibrationTable is null)
+            OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
         try
@@ -81,6 +125,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         {
             // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
         }
+        OnnxRewrites.AnnotateElementTypes(model);
         return model;
     }
 
@@ -106,6 +151,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             GraphOptimization = options.GraphOptimization,
             Progress = options.Progress,
             CancellationToken = options.CancellationToken,
+            ModelSource = options.ModelName(options.ModelPath),
+            InputsOption = options.InputsOptionName,
         };
         foreach (var b in options.Inputs) calibration.Inputs.Add(b);
         foreach (var kv in options.InputShapes) calibration.InputShapes[kv.Key] = kv.Value;

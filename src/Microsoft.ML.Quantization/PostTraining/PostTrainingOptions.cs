@@ -10,12 +10,15 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// </summary>
 public sealed class PostTrainingOptions : OnnxRuntimeOptions
 {
-    /// <summary>The op types quantized by default.</summary>
-    public static IReadOnlyCollection<string> DefaultOpTypes { get; } =
-    [
-        "Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
-        "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-    ];
+    /// <summary>
+    /// The op types quantized by default: ONNX Runtime's quantizer registry. Compute: Conv, ConvTranspose, Gemm, MatMul
+    /// (weights or activation x activation), Add, Mul, Where, AveragePool, GlobalAveragePool, the activations (Relu,
+    /// Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Softmax), InstanceNormalization, LayerNormalization,
+    /// ArgMax, Gather over a float table (a weight-only int8 embedding); on their input's scale: MaxPool,
+    /// GlobalMaxPool, Resize, Pad, Split, Gather over activations, Transpose, Reshape, Squeeze, Unsqueeze, Flatten,
+    /// Slice, Expand, DepthToSpace, SpaceToDepth; Concat on the union of its inputs' ranges.
+    /// </summary>
+    public static IReadOnlyCollection<string> DefaultOpTypes { get; } = [.. QuantizableOps.All];
 
     /// <summary>Path of the float ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
     public string? ModelPath { get; set; }
@@ -81,6 +84,79 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>A predicate on (node name, op type): return false to keep the node in float. Default null.</summary>
     public Func<string, string, bool>? NodeFilter { get; set; }
 
+    /// <summary>
+    /// Width of individual activation tensors by name, winning over the node precisions: 16 gives (u)int16 QDQ (opset
+    /// 21; ONNX Runtime runs the ops around such tensors in float between DequantizeLinear and QuantizeLinear), 2 to 7
+    /// a clipped (u)int8. Tensors that must share parameters (across pass-through ops, Concat) take the widest.
+    /// </summary>
+    public IDictionary<string, int> TensorBits { get; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The Conv, ConvTranspose, Gemm and MatMul weights inside If, Loop and Scan bodies are stored as int8 (int4 with
+    /// 4-bit <see cref="Precision"/>) behind a DequantizeLinear: weight-only, since calibration does not run inside
+    /// control flow and the activations there stay float. Default true.
+    /// </summary>
+    public bool QuantizeControlFlowWeights { get; set; } = true;
+
+    /// <summary>
+    /// Softmax outputs (attention probabilities) are quantized on the fixed range [0, 1] instead of their calibrated
+    /// one, so no probability is clipped by rows calibration did not see. Default true.
+    /// </summary>
+    public bool SoftmaxUnitRange { get; set; } = true;
+
+    /// <summary>
+    /// The accuracy Fit keeps: when the mean cosine similarity of the quantized and float outputs (the worst output) on the
+    /// first <see cref="SensitivityRowCount"/> calibration rows is below this, a sensitivity analysis measures each
+    /// quantized node's effect on the outputs and leaves the most sensitive nodes float until it is met (see
+    /// <see cref="QuantizedModelTransformer.Sensitivity"/>). On the calibration rows it aims at half the loss this
+    /// allows (0.99: 0.995), since their ranges fit them better than other rows. Default 0.99; 0 turns the analysis off.
+    /// </summary>
+    public double MinOutputCosine { get; set; } = 0.99;
+
+    /// <summary>
+    /// With <see cref="LabelColumnName"/>: the allowed loss of argmax accuracy against the label on the calibration rows, in
+    /// percentage points; it replaces <see cref="MinOutputCosine"/> as the sensitivity analysis's target. Default null.
+    /// </summary>
+    public double? MaxAccuracyDrop { get; set; }
+
+    /// <summary>The label column (UInt32, Int32, Int64, Single or a key) <see cref="MaxAccuracyDrop"/> is measured against. Default null.</summary>
+    public string? LabelColumnName { get; set; }
+
+    /// <summary>Key-typed labels count from 1 in ML.NET; set to 1 to compare argmax with label - 1. Default 0.</summary>
+    public int LabelOffset { get; set; }
+
+    /// <summary>
+    /// Calibration rows the sensitivity analysis, bias correction and SmoothQuant run on (the first ones, held in memory).
+    /// Default 32.
+    /// </summary>
+    public int SensitivityRowCount { get; set; } = 32;
+
+    /// <summary>
+    /// Bias correction: the mean shift that rounding a Conv's or Gemm's weights adds to its output ((W_q - W) E[x], with
+    /// E[x] per input channel measured on the calibration rows) is subtracted from its bias (a bias is added where there
+    /// is none). Helps depthwise convolutions most. Default true.
+    /// </summary>
+    public bool BiasCorrection { get; set; } = true;
+
+    /// <summary>
+    /// Cross-layer equalization (data-free, before calibration): for a Conv followed by another Conv, directly or through a
+    /// Relu, each channel between them is rescaled so both weights have the same per-channel range (the first's output
+    /// channel divided, the second's input channel multiplied; exact through Relu). Evens out depthwise weights whose
+    /// channels differ by orders of magnitude. Not applied with a given <see cref="CalibrationTable"/> (calibrated on the
+    /// graph as it was). Default true.
+    /// </summary>
+    public bool CrossLayerEqualization { get; set; } = true;
+
+    /// <summary>
+    /// SmoothQuant for MatMul and Gemm inputs: activation outliers are moved into the weights channel by channel (x / s,
+    /// W * s, s = max|x|^alpha / max|W|^(1 - alpha)), alpha chosen among <see cref="SmoothQuantAlphas"/> (or none) by the
+    /// output cosine of the fully quantized model on the calibration rows. Default false.
+    /// </summary>
+    public bool SmoothQuant { get; set; }
+
+    /// <summary>The alphas SmoothQuant tries. Default 0.25, 0.5, 0.75.</summary>
+    public IList<double> SmoothQuantAlphas { get; } = new List<double> { 0.25, 0.5, 0.75 };
+
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
 
@@ -112,6 +188,9 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>Cancels calibration between batches. Default none.</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>Whether Fit runs the sensitivity analysis.</summary>
+    internal bool AnalyzesSensitivity => MinOutputCosine > 0 || MaxAccuracyDrop is not null;
+
     internal new void Validate()
     {
         base.Validate();
@@ -130,6 +209,17 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         LastLayerPrecision?.Validate(nameof(LastLayerPrecision));
         foreach (var (node, precision) in NodePrecision)
             (precision ?? throw new ArgumentException($"NodePrecision['{node}'] is null.")).Validate($"NodePrecision['{node}']");
+        if (!(MinOutputCosine is >= 0 and <= 1))
+            throw new ArgumentOutOfRangeException(nameof(MinOutputCosine), MinOutputCosine, "MinOutputCosine must be in [0, 1] (0 turns the sensitivity analysis off).");
+        if (MaxAccuracyDrop is { } drop && (!(drop >= 0) || LabelColumnName is null))
+            throw new ArgumentException("MaxAccuracyDrop needs LabelColumnName and a value of at least 0 points.", nameof(MaxAccuracyDrop));
+        if (SmoothQuantAlphas.Any(a => !(a is >= 0 and <= 1)))
+            throw new ArgumentOutOfRangeException(nameof(SmoothQuantAlphas), "SmoothQuant alphas must be in [0, 1].");
+        if (SensitivityRowCount < 1)
+            throw new ArgumentOutOfRangeException(nameof(SensitivityRowCount), SensitivityRowCount, "SensitivityRowCount must be at least 1.");
+        foreach (var (tensor, bits) in TensorBits)
+            if (bits is < 2 or > 16)
+                throw new ArgumentOutOfRangeException(nameof(TensorBits), bits, $"TensorBits['{tensor}'] must be between 2 and 16.");
     }
 
     /// <summary>Activations are symmetric when asked or when the execution provider needs it.</summary>
@@ -145,10 +235,11 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         return false;
     }
 
-    internal OnnxScoringOptions ToScoringOptions(byte[] model)
+    internal OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
-        var scoring = new OnnxScoringOptions { ModelBytes = model };
+        var scoring = new OnnxModelScoringOptions { ModelBytes = model };
         CopyTo(scoring);
+        scoring.ModelSource = ModelName(ModelPath);
         foreach (var b in Inputs) scoring.Inputs.Add(b);
         foreach (var b in Outputs) scoring.Outputs.Add(b);
         foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
 
 namespace Microsoft.ML.Quantization.PostTraining;
@@ -16,6 +17,9 @@ internal static class QuantizationComparer
         if (!File.Exists(floatModelFile))
             throw new FileNotFoundException($"Float ONNX model '{floatModelFile}' does not exist.", floatModelFile);
         var settings = quantized.Settings;
+        var clock = Stopwatch.StartNew();
+        // mlContext.Log messages and ML.NET's progress channel (rows compared of the data's rows), besides options.Progress.
+        using var progress = new OperationProgress(context, "QatMl.Compare", ["rows"]);
         var floatModel = PostTrainingEstimator.Prepare(new PostTrainingOptions { ModelPath = floatModelFile }, floatModelFile);
         var quantizedModel = OnnxModel.Parse(quantized.QuantizedModel);
         string output = options.OutputTensorName ?? floatModel.Graph.Outputs[0].Name;
@@ -45,9 +49,10 @@ internal static class QuantizationComparer
             }
         }
 
-        OnnxScoringOptions Scoring(byte[] model, IEnumerable<(string Column, string Tensor)> outputs)
+        OnnxModelScoringOptions Scoring(byte[] model, string modelName, IEnumerable<(string Column, string Tensor)> outputs)
         {
             var s = settings.ToScoringOptions(model);
+            s.ModelSource = modelName;
             s.Outputs.Clear();
             foreach (var (column, tensor) in outputs)
                 s.Outputs.Add(new OnnxColumnBinding(column, tensor));
@@ -55,8 +60,8 @@ internal static class QuantizationComparer
         }
         var floatOutputs = new[] { ("__out", output) }.Concat(layers.Select((l, i) => ($"__l{i}", l.Float)));
         var quantOutputs = new[] { ("__out", output) }.Concat(layers.Select((l, i) => ($"__l{i}", l.Quantized)));
-        using var floatScorer = new OnnxScoringTransformer(context, Scoring(floatModel.ToBytes(), floatOutputs));
-        using var quantScorer = new OnnxScoringTransformer(context, Scoring(quantized.QuantizedModel, quantOutputs));
+        using var floatScorer = new OnnxModelScoringTransformer(context, Scoring(floatModel.ToBytes(), floatModelFile, floatOutputs));
+        using var quantScorer = new OnnxModelScoringTransformer(context, Scoring(quantized.QuantizedModel, settings.ModelName!, quantOutputs));
         IDataView a = floatScorer.Transform(data), b = quantScorer.Transform(data);
 
         int n = 1 + layers.Count;
@@ -67,7 +72,11 @@ internal static class QuantizationComparer
         var columnsA = Enumerable.Range(0, n).Select(i => a.Schema[i == 0 ? "__out" : $"__l{i - 1}"]).ToList();
         var columnsB = Enumerable.Range(0, n).Select(i => b.Schema[i == 0 ? "__out" : $"__l{i - 1}"]).ToList();
         DataViewSchema.Column? label = options.LabelColumnName is null ? null
-            : data.Schema.GetColumnOrNull(options.LabelColumnName) ?? throw Internal.SchemaErrors.MissingColumn(nameof(data), options.LabelColumnName);
+            : data.Schema.GetColumnOrNull(options.LabelColumnName) ?? throw Internal.SchemaErrors.MissingColumn(nameof(data), options.LabelColumnName, data.Schema,
+                $"{nameof(ComparisonOptions)}.{nameof(ComparisonOptions.LabelColumnName)} names it; null compares without accuracy.");
+        long? planned = data.GetRowCount();
+        progress.Info($"Comparing '{floatModelFile}' with its quantized model on {(planned is long p ? p.ToString(System.Globalization.CultureInfo.InvariantCulture) : "the")} rows" +
+            $" (output '{output}'{(layers.Count > 0 ? $", {layers.Count} quantized activations" : "")}).");
         using (var ca = a.GetRowCursor(label is { } lc ? columnsA.Append(a.Schema[lc.Name]) : columnsA))
         using (var cb = b.GetRowCursor(columnsB))
         {
@@ -110,15 +119,31 @@ internal static class QuantizationComparer
                     }
                 }
                 rows++;
+                if (rows % settings.BatchSize == 0)
+                    Report(rows);
             }
         }
         if (rows == 0)
             throw new InvalidOperationException("The comparison data is empty: the input IDataView returned no rows.");
+        Report(rows);
+        progress.Checkpoint();
+        progress.Info($"Compared {rows} rows: top-1 agreement {(double)agree / rows:P2}" +
+            (label is null ? "" : $", accuracy float {(double)floatCorrect / rows:P2}, quantized {(double)quantCorrect / rows:P2}") + $", {clock.Elapsed.TotalSeconds:F1} s.");
+
+        void Report(long done)
+        {
+            options.Progress?.Report(new ComparisonProgress(done, planned, clock.Elapsed));
+            if (planned is long all)
+                progress.ReportSteps(done, Math.Max(all, done), (d, n) => $"Compared {d} of {n} rows, {clock.Elapsed.TotalSeconds:F1} s.");
+            else
+                progress.Report(0, done, null);
+        }
 
         TimeSpan? floatTime = null, quantTime = null;
         if (options.MeasureLatency)
         {
-            using var plainFloat = new OnnxScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), [("__out", output)]));
+            progress.Info($"Timing both models: best of {Math.Max(1, options.LatencyRepeats)} passes over the rows after one warm-up.");
+            using var plainFloat = new OnnxModelScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), floatModelFile, [("__out", output)]));
             floatTime = Best(options.LatencyRepeats, () => Consume(plainFloat.Transform(data), "__out"));
             string quantColumn = quantized.OutputColumnNames.Contains(output) ? output
                 : settings.Outputs.FirstOrDefault(o => o.TensorName == output)?.ColumnName ?? quantized.OutputColumnNames[0];
@@ -154,7 +179,7 @@ internal static class QuantizationComparer
         return best;
     }
 
-    private static Func<long> LabelGetter(DataViewRow row, DataViewSchema.Column column)
+    internal static Func<long> LabelGetter(DataViewRow row, DataViewSchema.Column column)
     {
         DataViewType type = column.Type;
         if (type is KeyDataViewType || type == NumberDataViewType.UInt32)

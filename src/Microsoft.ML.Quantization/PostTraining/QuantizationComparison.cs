@@ -29,7 +29,16 @@ public sealed class ComparisonOptions
 
     /// <summary>Timed passes per model. Default 3.</summary>
     public int LatencyRepeats { get; set; } = 3;
+
+    /// <summary>Receives progress while rows are compared (every <c>BatchSize</c> rows of the quantized model, and at the end). Default null.</summary>
+    public IProgress<ComparisonProgress>? Progress { get; set; }
 }
+
+/// <summary>Comparison progress.</summary>
+/// <param name="RowsCompared">Rows run through both models so far.</param>
+/// <param name="RowsPlanned">Rows in the data, when the data knows its row count.</param>
+/// <param name="Elapsed">Time since the comparison started.</param>
+public readonly record struct ComparisonProgress(long RowsCompared, long? RowsPlanned, TimeSpan Elapsed);
 
 /// <summary>Error of one quantized activation: signal-to-quantization-noise ratio of its quantized value against the float model's.</summary>
 /// <param name="TensorName">The float graph's tensor.</param>

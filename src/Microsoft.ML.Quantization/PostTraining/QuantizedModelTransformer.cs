@@ -18,7 +18,7 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// </summary>
 public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 {
-    private readonly Lazy<OnnxScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
+    private readonly Lazy<OnnxModelScoringTransformer> _onnxRuntime;   // the ORT backend, the fall-back, and what Save writes
     private readonly NativeBatchScorer? _native;
     private int _disposed;
 
@@ -26,17 +26,22 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     {
         Context = context;
         QuantizedModel = quantizedModel;
+        settings = settings with
+        {
+            ModelName = settings.ModelName ?? "(quantized model)",
+            InputsOption = settings.InputsOption ?? nameof(PostTrainingOptions) + "." + nameof(PostTrainingOptions.Inputs),
+        };
         Settings = settings;
         Nodes = nodes;
-        _onnxRuntime = new Lazy<OnnxScoringTransformer>(() =>
+        _onnxRuntime = new Lazy<OnnxModelScoringTransformer>(() =>
         {
             ThrowIfDisposed();
-            return new OnnxScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
+            return new OnnxModelScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
         });
         if (settings.Backend == QuantizedBackend.Native)
         {
             ComputeDevice device = settings.NativeDevice ?? (context.GpuDeviceId is int gpu ? ComputeDevice.Cuda(gpu) : ComputeDevice.Cpu);
-            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, "(quantized model)", settings.Inputs, settings.Outputs, settings.InputShapes,
+            NativeInt8Engine? engine = NativeInt8Engine.TryLoad(quantizedModel, settings.ModelName, settings.Inputs, settings.Outputs, settings.InputShapes,
                 settings.IntraOpNumThreads, device, message =>
                 {
                     using IChannel ch = ((IChannelProvider)context).Start("QatMl.NativeEngine");
@@ -46,7 +51,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             {
                 try
                 {
-                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, "(quantized model)");
+                    BatchScorerSchema.CheckBatchCapacity(engine.Inputs, engine.Outputs, settings.BatchSize, settings.ModelName);
                 }
                 catch
                 {
@@ -71,6 +76,12 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     internal MLContext Context { get; }
 
     internal ScoringSettings Settings { get; }
+
+    /// <summary>
+    /// What the sensitivity analysis of PostTraining measured and which nodes it left float (null when it did not run);
+    /// saved with the model and restored by <c>mlContext.Quantization.LoadModel</c>.
+    /// </summary>
+    public SensitivityReport? Sensitivity { get; internal set; }
 
     /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
     public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
@@ -127,7 +138,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
 
     internal NativeInt8Engine? NativeEngine => _native?.Engine;
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -135,12 +146,8 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (_native is null)
             return _onnxRuntime.Value.GetOutputSchema(inputSchema);
         ArgumentNullException.ThrowIfNull(inputSchema);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema));
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        foreach (OutputSpec o in _native.Outputs)
-            builder.AddColumn(o.ColumnName, BatchScorerSchema.OutputType(o));
-        return builder.ToSchema();
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, inputSchema, nameof(inputSchema), Settings.InputsOption!);
+        return BatchScorerSchema.OutputSchema(inputSchema, _native.Outputs);
     }
 
     /// <summary>A lazy view: the quantized model runs when a cursor reads an output column.</summary>
@@ -150,12 +157,19 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         if (_native is null)
             return _onnxRuntime.Value.Transform(input);
         ArgumentNullException.ThrowIfNull(input);
-        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input));
+        BatchScorerSchema.ValidateInputSchema(_native.Inputs, input.Schema, nameof(input), Settings.InputsOption!);
         return new BatchScoringDataView(input, _native);
     }
 
+    /// <summary>
+    /// One row per run of the backend that runs the model (one ONNX Runtime call, or one native engine call), sharing its
+    /// session or engine (PredictionEngine); the schema is checked here, not per row.
+    /// </summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("QuantizedModelTransformer scores batches of rows; use Transform.");
+    {
+        ThrowIfDisposed();
+        return new ScoringRowMapper(Scorer, inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Writes the quantized model as a standard ONNX file (atomically: a temporary file, then a rename).</summary>
     public void SaveAsOnnx(string path)
@@ -172,7 +186,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     {
         ThrowIfDisposed();
         ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
-            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes), ModelPersistence.JsonOptions));
+            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelPersistence.JsonOptions));
     }
 
     private void ThrowIfDisposed()
@@ -191,5 +205,9 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
             _onnxRuntime.Value.Dispose();
     }
 
-    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes);
+    internal sealed record SavedState(ScoringSettings Settings, IReadOnlyList<QuantizedNodeInfo> Nodes)
+    {
+        /// <summary>The sensitivity analysis's report (absent in zips of models made without it).</summary>
+        public SensitivityReport? Sensitivity { get; init; }
+    }
 }

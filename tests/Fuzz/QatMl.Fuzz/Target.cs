@@ -1,3 +1,4 @@
+using Microsoft.ML.Quantization;
 using Microsoft.ML.Quantization.Onnx;
 
 namespace QatMl.Fuzz;

@@ -211,9 +211,9 @@ public sealed class CalibrateEstimatorTests
         var missing = Assert.Throws<ArgumentOutOfRangeException>(() => context.Quantization.Calibrate(FmnistOptions()).Fit(context.Data.LoadFromEnumerable(new[] { new OtherRow() })));
         Assert.Contains("Could not find input column 'input'", missing.Message);
 
-        var intModel = Assert.Throws<NotSupportedException>(() => context.Quantization.Calibrate(new CalibrationEstimatorOptions { ModelBytes = Int64InputModel() })
+        var doubleModel = Assert.Throws<NotSupportedException>(() => context.Quantization.Calibrate(new CalibrationEstimatorOptions { ModelBytes = TypedInputModel(OnnxElementType.Double) })
             .Fit(context.Data.LoadFromEnumerable(new[] { new OtherRow() })));
-        Assert.Contains("input 'ids' is Int64; only float inputs are supported", intModel.Message);
+        Assert.Contains("input 'ids' is Double; inputs can be Float, Int64, Int32 or Bool", doubleModel.Message);
 
         var entropy16 = Assert.Throws<ArgumentException>(() => context.Quantization.Calibrate(new CalibrationEstimatorOptions
         {
@@ -238,11 +238,10 @@ public sealed class CalibrateEstimatorTests
         foreach (var e in entropy.Where(e => e.Kind == TensorKind.Activation && e.TensorName != logits))
         {
             Assert.Equal(CalibrationMethod.Entropy, e.Method);
-            // Entropy's threshold T never exceeds max|x|; signed tensors get the symmetric [-T, T].
+            // Entropy's thresholds never exceed the observed extremes; each side of an asymmetric tensor has its own.
             var m = minMax[e.TensorName];
-            float maxAbs = Math.Max(-m.RangeMin[0], m.RangeMax[0]);
-            Assert.True(e.RangeMax[0] <= maxAbs);
-            Assert.True(m.RangeMin[0] >= 0 ? e.RangeMin[0] == 0 : e.RangeMin[0] == -e.RangeMax[0]);
+            Assert.True(e.RangeMax[0] <= m.RangeMax[0] && e.RangeMin[0] >= m.RangeMin[0]);
+            Assert.True(m.RangeMin[0] >= 0 ? e.RangeMin[0] == 0 : e.RangeMin[0] < 0);
         }
         Assert.True(entropy.Where(e => e.Kind == TensorKind.Activation && minMax[e.TensorName].RangeMin[0] >= 0)
             .Any(e => e.RangeMax[0] < minMax[e.TensorName].RangeMax[0]), "Entropy clipped no post-ReLU tensor.");
@@ -287,7 +286,7 @@ public sealed class CalibrateEstimatorTests
 
     private static float[] ScoreTensor(MLContext context, IDataView data, string tensor)
     {
-        var options = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 };
+        var options = new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1 };
         options.Outputs.Add(new OnnxColumnBinding("T", tensor));
         using var scorer = context.Quantization.ScoreOnnxModel(options).Fit(data);
         return context.Data.CreateEnumerable<TensorRow>(scorer.Transform(data), false).SelectMany(r => r.T).ToArray();
@@ -296,11 +295,11 @@ public sealed class CalibrateEstimatorTests
     private static SchemaShape SchemaShapeOf(IDataView data) => Microsoft.ML.Quantization.Internal.SchemaShapes.FromSchema(data.Schema);
 
     /// <summary>A one-node model whose only input is int64: Cast(ids) -> float output.</summary>
-    private static byte[] Int64InputModel()
+    private static byte[] TypedInputModel(OnnxElementType type)
     {
         var proto = new OnnxProto.ModelProto { IrVersion = 7, Graph = new OnnxProto.GraphProto { Name = "ids" } };
         proto.OpsetImport.Add(new OnnxProto.OperatorSetIdProto { Domain = "", Version = 13 });
-        proto.Graph.Input.Add(Value("ids", OnnxElementType.Int64));
+        proto.Graph.Input.Add(Value("ids", type));
         proto.Graph.Output.Add(Value("y", OnnxElementType.Float));
         var cast = new OnnxProto.NodeProto { Name = "cast", OpType = "Cast", Input = { "ids" }, Output = { "f" } };
         cast.Attribute.Add(new OnnxProto.AttributeProto { Name = "to", Type = OnnxProto.AttributeProto.Types.AttributeType.Int, I = (long)OnnxElementType.Float });

@@ -19,11 +19,11 @@ public class LinearQuantizationTests
         float[] x = [1000f, -1000f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 0.25f];
         var q = new int[x.Length];
         LinearQuantization.QuantizeLinear(x, 0.5f, 3, 8, isSigned: true, q);
-        Assert.Equal([127, -128, 127, -128, 3, 3], q); // 0.25 / 0.5 = 0.5 -> 0, + 3
+        Assert.Equal([127, -128, 127, -128, -128, 3], q); // NaN -> the minimum, as ONNX Runtime; 0.25 / 0.5 = 0.5 -> 0, + 3
         LinearQuantization.QuantizeLinear(x, 0.5f, 3, 8, isSigned: false, q);
-        Assert.Equal([255, 0, 255, 0, 3, 3], q);
+        Assert.Equal([255, 0, 255, 0, 0, 3], q);
         LinearQuantization.QuantizeLinear(x, 0.5f, 0, 4, isSigned: true, q);
-        Assert.Equal([7, -8, 7, -8, 0, 0], q);
+        Assert.Equal([7, -8, 7, -8, -8, 0], q);
     }
 
     [Fact]

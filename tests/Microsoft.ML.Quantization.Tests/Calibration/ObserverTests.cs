@@ -76,9 +76,47 @@ public class ObserverTests
     public void Entropy_ClipsGaussianOutliers()
     {
         var data = CalibrationData.GaussianWithOutliers();
+        // Asymmetric: a threshold per side, each inside the data's extremes; symmetric: one |x| threshold.
         var (min, max) = Range(new CalibrationOptions { Method = CalibrationMethod.Entropy, IsSigned = true }, data);
-        Assert.Equal(-max, min); // asymmetric signed data gets a symmetric |x| threshold
         Assert.InRange(max, 2f, 10f);
+        Assert.InRange(-min, 2f, 10f);
+        Assert.InRange(min, data.Min(), 0f);
+        Assert.InRange(max, 0f, data.Max());
+        var (sMin, sMax) = Range(new CalibrationOptions { Method = CalibrationMethod.Entropy, IsSigned = true, IsSymmetric = true }, data);
+        Assert.Equal(-sMax, sMin);
+        Assert.InRange(sMax, 2f, 10f);
+    }
+
+    [Fact]
+    public void Entropy_OneSidedNegativeData_AndAsymmetricTails_KeepTheirSides()
+    {
+        var gaussian = CalibrationData.GaussianWithOutliers();
+        // All non-positive: a range [-T, 0] using every level.
+        var (nMin, nMax) = Range(new CalibrationOptions { Method = CalibrationMethod.Entropy }, gaussian.Select(v => -MathF.Abs(v)).ToArray());
+        Assert.Equal(0f, nMax);
+        Assert.InRange(nMin, -60f, -2f);
+        // A short negative side and a long positive one (logits): the positive threshold is not cut to the negative width.
+        var skewed = gaussian.Select(v => v < 0 ? v * 0.1f : v * 3).ToArray();
+        var (min, max) = Range(new CalibrationOptions { Method = CalibrationMethod.Entropy, IsSigned = true }, skewed);
+        Assert.True(max > 4 * -min, $"[{min}, {max}]");
+    }
+
+    [Fact]
+    public void Auto_PicksTheMethodWithTheLeastSquaredError()
+    {
+        var data = CalibrationData.GaussianWithOutliers();
+        var observer = Observe(new CalibrationOptions { Method = CalibrationMethod.Auto, IsSigned = true }, data);
+        var (min, max) = observer.ComputeRanges();
+        var centres = MseRange.Centres(observer.Channel(0).Histogram!, observer.Channel(0));
+        double Error(CalibrationMethod m)
+        {
+            var (a, b) = Range(new CalibrationOptions { Method = m, IsSigned = true }, data);
+            return MseRange.SquaredError(centres, a, b, 8, true, false);
+        }
+        double chosen = MseRange.SquaredError(centres, min[0], max[0], 8, true, false);
+        var errors = new[] { CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy }.Select(Error).ToList();
+        Assert.Equal(errors.Min(), chosen);
+        Assert.True(errors.Max() > chosen, "the candidates differ on this data");
     }
 
     [Fact]

@@ -11,7 +11,7 @@ public sealed class OnnxScoringTests
 
     private static IDataView Images(MLContext context) => FashionMnist.Load(context, s_images.Value);
 
-    private static OnnxScoringOptions FmnistOptions(int batchSize = 64) => new()
+    private static OnnxModelScoringOptions FmnistOptions(int batchSize = 64) => new()
     {
         ModelPath = TestData.FmnistNet,
         BatchSize = batchSize,
@@ -22,7 +22,7 @@ public sealed class OnnxScoringTests
     public void OutputsEqualADirectOnnxRuntimeRunBitForBit()
     {
         var context = new MLContext(seed: 1);
-        using OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(FmnistOptions(batchSize: 64)).Fit(Images(context));
+        using OnnxModelScoringTransformer transformer = context.Quantization.ScoreOnnxModel(FmnistOptions(batchSize: 64)).Fit(Images(context));
         float[][] scored = context.Data.CreateEnumerable<Logits>(transformer.Transform(Images(context)), reuseRowObject: false)
             .Select(r => r.logits).ToArray();
 
@@ -186,7 +186,7 @@ public sealed class OnnxScoringTests
     {
         var context = new MLContext(seed: 1);
         var error = Assert.Throws<FileNotFoundException>(() =>
-            context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = "/nonexistent/model.onnx" }).Fit(Images(context)));
+            context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = "/nonexistent/model.onnx" }).Fit(Images(context)));
         Assert.Contains("/nonexistent/model.onnx", error.Message);
     }
 

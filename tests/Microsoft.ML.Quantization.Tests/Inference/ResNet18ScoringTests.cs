@@ -12,9 +12,9 @@ public sealed class ResNet18ScoringTests
         FashionMnist.Set set = FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 2);
         IDataView inputs = ResNet18Images.Load(context, set, 2);
 
-        var options = new OnnxScoringOptions { ModelPath = ResNet18Images.ModelPath, BatchSize = 1, IntraOpNumThreads = 1 };
+        var options = new OnnxModelScoringOptions { ModelPath = ResNet18Images.ModelPath, BatchSize = 1, IntraOpNumThreads = 1 };
         options.Outputs.Add(new OnnxColumnBinding("Features", ResNet18Images.OutputTensor));
-        using OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(options).Fit(inputs);
+        using OnnxModelScoringTransformer transformer = context.Quantization.ScoreOnnxModel(options).Fit(inputs);
         float[][] features = context.Data.CreateEnumerable<FeatureRow>(transformer.Transform(inputs), false).Select(f => f.Features).ToArray();
 
         Assert.Equal(2, features.Length);
@@ -34,9 +34,9 @@ public sealed class ResNet18ScoringTests
 
         float[][] Score(int batchSize)
         {
-            var options = new OnnxScoringOptions { ModelPath = ResNet18Images.ModelPath, BatchSize = batchSize, IntraOpNumThreads = 1 };
+            var options = new OnnxModelScoringOptions { ModelPath = ResNet18Images.ModelPath, BatchSize = batchSize, IntraOpNumThreads = 1 };
             options.Outputs.Add(new OnnxColumnBinding("Features", ResNet18Images.OutputTensor));
-            using OnnxScoringTransformer transformer = context.Quantization.ScoreOnnxModel(options).Fit(inputs);
+            using OnnxModelScoringTransformer transformer = context.Quantization.ScoreOnnxModel(options).Fit(inputs);
             return context.Data.CreateEnumerable<FeatureRow>(transformer.Transform(inputs), false).Select(f => f.Features).ToArray();
         }
 
@@ -70,16 +70,16 @@ public sealed class ResNet18ScoringTests
         var context = new MLContext(seed: 1);
         FashionMnist.Set set = FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 5);
         IDataView data = FashionMnist.Load(context, set);
-        var options = new OnnxScoringOptions { ModelBytes = bytes, BatchSize = 2, IntraOpNumThreads = 1 };
+        var options = new OnnxModelScoringOptions { ModelBytes = bytes, BatchSize = 2, IntraOpNumThreads = 1 };
         options.Inputs.Add(new OnnxColumnBinding("input", "input"));
         options.Outputs.Add(new OnnxColumnBinding("Features", output));
-        using OnnxScoringTransformer padded = context.Quantization.ScoreOnnxModel(options).Fit(data);
+        using OnnxModelScoringTransformer padded = context.Quantization.ScoreOnnxModel(options).Fit(data);
         float[][] rows = context.Data.CreateEnumerable<FeatureRow>(padded.Transform(data), false).Select(f => f.Features).ToArray();
         Assert.Equal(5, rows.Length);                        // the fifth row ran in a padded batch of 2
 
-        var reference = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, BatchSize = 1, IntraOpNumThreads = 1 };
+        var reference = new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, BatchSize = 1, IntraOpNumThreads = 1 };
         reference.Outputs.Add(new OnnxColumnBinding("Features", output));
-        using OnnxScoringTransformer single = context.Quantization.ScoreOnnxModel(reference).Fit(data);
+        using OnnxModelScoringTransformer single = context.Quantization.ScoreOnnxModel(reference).Fit(data);
         float[][] expected = context.Data.CreateEnumerable<FeatureRow>(single.Transform(data), false).Select(f => f.Features).ToArray();
         for (int i = 0; i < 5; i++)
             Onnx.OrtRunner.AssertClose(expected[i], rows[i], 1e-5);

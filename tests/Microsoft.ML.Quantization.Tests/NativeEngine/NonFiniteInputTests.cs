@@ -1,3 +1,4 @@
+using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Inference.NativeEngine;
 using Microsoft.ML.Quantization.Onnx;
@@ -116,6 +117,12 @@ public sealed class NonFiniteInputTests(ITestOutputHelper output)
                     Assert.Equal((lo - zp) * scale, ort[i]);
                 else if (float.IsPositiveInfinity(x[i]))
                     Assert.Equal((hi - zp) * scale, ort[i]);
+            }
+            // The managed reference operator (weights, QAT export, calibration checks) agrees with both.
+            for (int i = 0; i < x.Length; i++)
+            {
+                int q = LinearQuantization.QuantizeLinear(x[i], scale, zp, 8, isSigned: type == OnnxElementType.Int8);
+                Assert.Equal(ort[i], LinearQuantization.DequantizeLinear(q, scale, zp));
             }
             OnEveryPath(isa => Assert.True(ort.AsSpan().SequenceEqual(RunNative(model, x, rows)), $"{type} zero point {zp}, path {isa}"));
         }

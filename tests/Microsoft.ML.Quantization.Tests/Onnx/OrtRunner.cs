@@ -30,6 +30,19 @@ internal static class OrtRunner
         return data;
     }
 
+    /// <summary>Cosine similarity of two outputs, over all their values.</summary>
+    public static double Cosine(float[] a, float[] b)
+    {
+        double dot = 0, aa = 0, bb = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            dot += (double)a[i] * b[i];
+            aa += (double)a[i] * a[i];
+            bb += (double)b[i] * b[i];
+        }
+        return dot / Math.Sqrt(aa * bb);
+    }
+
     /// <summary>Asserts max|a-b| &lt;= tolerance * max|a|.</summary>
     public static void AssertClose(float[] expected, float[] actual, double relativeTolerance)
     {

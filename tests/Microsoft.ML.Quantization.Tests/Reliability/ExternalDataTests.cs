@@ -63,7 +63,7 @@ public sealed class ExternalDataTests : IDisposable
         var attempts = new (string Name, Action Run)[]
         {
             ("OnnxModel.Load", () => OnnxModel.Load(modelPath)),
-            ("ScoreOnnxModel", () => context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = modelPath }).Fit(Rows.Value)),
+            ("ScoreOnnxModel", () => context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = modelPath }).Fit(Rows.Value)),
             ("Calibrate", () => context.Quantization.Calibrate(modelPath, sampleCount: 8).Fit(Rows.Value)),
             ("PostTraining", () => context.Quantization.PostTraining(modelPath, sampleCount: 8).Fit(Rows.Value)),
         };
@@ -201,13 +201,13 @@ public sealed class ExternalDataTests : IDisposable
         }
         var context = new MLContext(1);
         IDataView rows = FashionMnist.Load(context, FashionMnist.ReadTest(TestData.FashionMnistFolder, limit: 64));
-        float[][] Score(OnnxScoringOptions o)
+        float[][] Score(OnnxModelScoringOptions o)
         {
             using var t = context.Quantization.ScoreOnnxModel(o).Fit(rows);
             return t.Transform(rows).GetColumn<float[]>("logits").ToArray();
         }
-        float[][] expected = Score(new OnnxScoringOptions { ModelBytes = File.ReadAllBytes(TestData.FmnistNet) });
-        float[][] actual = Score(new OnnxScoringOptions { ModelPath = path });
+        float[][] expected = Score(new OnnxModelScoringOptions { ModelBytes = File.ReadAllBytes(TestData.FmnistNet) });
+        float[][] actual = Score(new OnnxModelScoringOptions { ModelPath = path });
         for (int i = 0; i < expected.Length; i++)
             Assert.Equal(expected[i], actual[i]);
 

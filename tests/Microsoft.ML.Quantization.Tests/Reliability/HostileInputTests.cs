@@ -33,7 +33,7 @@ public sealed class HostileInputTests : IDisposable
         IDataView rows = Rows(context);
         foreach (Action run in new Action[]
         {
-            () => context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = path }).Fit(rows),
+            () => context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = path }).Fit(rows),
             () => context.Quantization.Calibrate(path, sampleCount: 8).Fit(rows),
             () => context.Quantization.PostTraining(path, sampleCount: 8).Fit(rows),
         })
@@ -126,7 +126,7 @@ public sealed class HostileInputTests : IDisposable
         }
         string path = Path.Combine(_dir, "huge-row.onnx");
         File.WriteAllBytes(path, model.ToByteArray());
-        var e = Assert.Throws<NotSupportedException>(() => new MLContext(1).Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = path }).Fit(Rows(new MLContext(1))));
+        var e = Assert.Throws<NotSupportedException>(() => new MLContext(1).Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = path }).Fit(Rows(new MLContext(1))));
         Has(e.Message, $"Model '{path}' input 'input' has the per-row shape [65536, 65536]: more values per row than one buffer holds");
 
         // A batch that does not fit one buffer, with a row that does: [batch, 4096, 1024] at BatchSize 1024.
@@ -135,7 +135,7 @@ public sealed class HostileInputTests : IDisposable
         model.Graph.Output[0].Type.TensorType.Shape.Dim[1].DimValue = 4096;
         model.Graph.Output[0].Type.TensorType.Shape.Dim[2].DimValue = 1024;
         File.WriteAllBytes(path, model.ToByteArray());
-        var batch = Assert.Throws<ArgumentOutOfRangeException>(() => new OnnxScoringTransformer(new MLContext(1), new OnnxScoringOptions { ModelPath = path, BatchSize = 1024 }));
+        var batch = Assert.Throws<ArgumentOutOfRangeException>(() => new OnnxModelScoringTransformer(new MLContext(1), new OnnxModelScoringOptions { ModelPath = path, BatchSize = 1024 }));
         Has(batch.Message, $"Model '{path}': BatchSize 1024 x 4194304 values per row of tensor 'input' is more than one buffer holds");
     }
 
@@ -152,7 +152,7 @@ public sealed class HostileInputTests : IDisposable
         Assert.All(calibration.Table, e => Assert.True(float.IsFinite(e.RangeMin.Min()) && float.IsFinite(e.RangeMax.Max()), e.TensorName));
 
         // Scoring passes NaN through without failing; the finite rows score as without the bad ones.
-        using var scoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet }).Fit(context.Data.LoadFromEnumerable(rows));
+        using var scoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet }).Fit(context.Data.LoadFromEnumerable(rows));
         float[][] scores = scoring.Transform(context.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("logits").ToArray();
         Assert.Contains(scores[3], float.IsNaN);
         Assert.All(scores[10], v => Assert.True(float.IsFinite(v)));

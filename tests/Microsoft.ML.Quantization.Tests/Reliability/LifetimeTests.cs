@@ -37,8 +37,8 @@ public sealed class LifetimeTests
     private static Func<Subject> Factory(MLContext context, string kind, IDataView calibration)
     {
         if (kind == "scoring")
-            return () => new Subject(context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, BatchSize = 16 })
-                .Fit(calibration), nameof(OnnxScoringTransformer));
+            return () => new Subject(context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, BatchSize = 16 })
+                .Fit(calibration), nameof(OnnxModelScoringTransformer));
         var backend = kind == "quantized-native" ? QuantizedBackend.Native : QuantizedBackend.OnnxRuntime;
         var options = new PostTrainingOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, SampleCount = 200, BatchSize = 16, Backend = backend, AllowBackendFallback = false };
         using QuantizedModelTransformer fitted = context.Quantization.PostTraining(options).Fit(calibration);

@@ -85,7 +85,25 @@ public sealed class PersistenceTests : IDisposable
     {
         string path = Tampered(ModelPersistence.QuantizedEntry, b => b);
         var restored = Assert.IsType<QuantizedModelTransformer>(new MLContext(1).Quantization.LoadModel(path, out _));
+        Assert.Equal("output cosine", restored.Sensitivity?.Metric);
         restored.Dispose();
+    }
+
+    [Theory]
+    [InlineData("""{"Rows": -1}""", "holds settings the options refuse: The sensitivity report has a negative row or evaluation count (-1, ")]
+    [InlineData("""{"Metric": null}""", "holds settings the options refuse: The sensitivity report lacks its metric or node list")]
+    [InlineData("""{"Nodes": [{"Name": null, "OpType": "Conv", "Alone": 0.5, "KeptFloat": true}]}""", "The sensitivity report lacks its metric or node list, or a node's name or op type.")]
+    [InlineData("""{"Nodes": [{"Name": "conv", "OpType": "Conv", "Alone": 0.5, "KeptFloat": false, "Raised": {"WeightBits": 1, "ActivationBits": 8}}]}""",
+        "Sensitivity node 'conv': WeightBits must be between 2 and 8; got 1.")]
+    public void SensitivityReportsTheAnalysisCouldNotHaveWritten_AreRefused(string patch, string expected)
+    {
+        var e = LoadFails(TamperedSettings(json =>
+        {
+            foreach (var (key, value) in JsonNode.Parse(patch)!.AsObject())
+                json["Sensitivity"]![key] = value?.DeepClone();
+        }));
+        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' ");
+        Has(e.Message, expected);
     }
 
     public static TheoryData<string, string> BadSettings() => new()
@@ -130,7 +148,7 @@ public sealed class PersistenceTests : IDisposable
         }
         var options = new PostTrainingOptions { ModelPath = TestData.FmnistNet, Backend = (QuantizedBackend)7 };
         Assert.StartsWith("Unknown backend.", Assert.Throws<ArgumentOutOfRangeException>(() => context.Quantization.PostTraining(options)).Message);
-        var shapes = new OnnxScoringOptions { ModelPath = TestData.FmnistNet, InputShapes = { ["input"] = [-1, 28, 28] } };
+        var shapes = new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet, InputShapes = { ["input"] = [-1, 28, 28] } };
         Assert.Equal("InputShapes['input'] = [-1, 28, 28]: every dimension must be at least 1.",
             Assert.Throws<ArgumentException>(() => context.Quantization.ScoreOnnxModel(shapes)).Message);
     }
@@ -292,7 +310,7 @@ public sealed class PersistenceTests : IDisposable
         IDataView rows = FashionMnist.Load(context, FashionMnist.ReadCalibration(TestData.FashionMnistFolder, limit: 64));
         using (var quantized = context.Quantization.PostTraining(new PostTrainingOptions { ModelPath = TestData.FmnistNet, SampleCount = 64, IntraOpNumThreads = 1, Precision = QuantizationPrecision.W4A8 }).Fit(rows))
             context.Model.Save(quantized, rows.Schema, zip);
-        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxScoringOptions { ModelPath = TestData.FmnistNet }).Fit(rows))
+        using (var scoring = context.Quantization.ScoreOnnxModel(new OnnxModelScoringOptions { ModelPath = TestData.FmnistNet }).Fit(rows))
             context.Model.Save(scoring, rows.Schema, zip + ".scoring.zip");
         // Nothing but ONNX Runtime's marker and the runtime's own diagnostics sockets while the process lives.
         string[] during = Directory.EnumerateFileSystemEntries(Path.GetTempPath()).Select(Path.GetFileName)

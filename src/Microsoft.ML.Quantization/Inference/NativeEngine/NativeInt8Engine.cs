@@ -215,7 +215,7 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 
     public int BatchSize { get; }
 
-    public IScoringBatch CreateBatch(bool[] outputActive) => new Batch(this);
+    public IScoringBatch CreateBatch(bool[] outputActive, int capacity) => new Batch(this, capacity);
 
     /// <summary>Throws <see cref="ObjectDisposedException"/> (naming the owner) once disposed.</summary>
     internal void ThrowIfDisposed() => _engine.ThrowIfDisposed();
@@ -244,10 +244,13 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
 
         public int[] OutputRowSizes { get; }
 
-        public void SetRow(int input, int slot, in VBuffer<float> row, long rowIndex)
+        public void SetRow<T>(int input, int slot, in VBuffer<T> row, long rowIndex)
+            where T : unmanaged
         {
             InputSpec spec = _scorer.Inputs[input];
-            BatchScorerSchema.CopyRow(spec, row, _inputs[input].AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
+            if ((object)_inputs[input] is not T[] staging)
+                throw new InvalidOperationException($"Input '{spec.TensorName}' of the native engine is float; a {typeof(T).Name} row was given.");
+            BatchScorerSchema.CopyRow(spec, row, staging.AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 
         public void Run(int rows)

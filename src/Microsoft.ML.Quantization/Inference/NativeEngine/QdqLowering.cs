@@ -26,12 +26,13 @@ internal sealed partial class QdqLowering
     private readonly GraphIndex _index; // the lowering reads the graph only: lookups through one index keep it linear
     private readonly string _modelName;
     private readonly EnginePlan _plan = new();
-    private readonly List<string> _unsupported = [];
+    private readonly List<(string Where, string Reason)> _rootCauses = [];
+    private readonly HashSet<string> _failed = new(StringComparer.Ordinal);   // tensors the engine cannot compute
+    private int _knockOn;                                                      // nodes and outputs that only fail through them
     private readonly Dictionary<string, QTensor> _quantized = new(StringComparer.Ordinal);       // integer activations
     private readonly Dictionary<string, (QTensor Source, EngineQuant Quant)> _dqActivation = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OnnxNode> _dqConstant = new(StringComparer.Ordinal);
     private readonly Dictionary<string, FTensor> _float = new(StringComparer.Ordinal);       // float values (inputs, float ops, dequantized activations)
-    private readonly HashSet<string> _failed = new(StringComparer.Ordinal);                  // outputs of nodes the engine cannot run
     private readonly HashSet<OnnxNode> _done = [];
     private readonly Dictionary<string, List<OnnxNode>> _consumers;
     private readonly long _opset;
@@ -66,9 +67,19 @@ internal sealed partial class QdqLowering
             var info = runtimeInputs.FirstOrDefault(i => i.Name == b.TensorName)
                 ?? throw new ArgumentException($"Model '{_modelName}' has no input '{b.TensorName}' (inputs: {string.Join(", ", runtimeInputs.Select(i => i.Name))}).");
             if (info.ElementType != OnnxElementType.Float)
-                throw new NotSupportedException($"Model '{_modelName}' input '{b.TensorName}' is {info.ElementType}; only float inputs are supported.");
+            {
+                _rootCauses.Add(($"graph input '{b.TensorName}'", $"input type {info.ElementType} is not supported (the engine takes float inputs)"));
+                _failed.Add(b.TensorName);
+                continue;
+            }
             int[] row;
-            if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared))
+            if (declaredShapes.TryGetValue(b.TensorName, out int[]? declared) && info.Shape is { } full && full.Count == declared.Length)
+            {
+                _rootCauses.Add(($"graph input '{b.TensorName}'", "an input without a batch dimension is not supported"));
+                _failed.Add(b.TensorName);
+                continue;
+            }
+            if (declared is not null)
                 row = declared;
             else if (info.Shape is { Count: > 1 } shape && shape.Skip(1).All(d => d.Value is > 0))
                 row = shape.Skip(1).Select(d => checked((int)d.Value!.Value)).ToArray();
@@ -82,17 +93,21 @@ internal sealed partial class QdqLowering
             _float[b.TensorName] = new FTensor(id, dims);
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
         }
-        foreach (var extra in runtimeInputs.Where(i => !_float.ContainsKey(i.Name)))
-            _unsupported.Add($"graph input '{extra.Name}' is not bound to a column");
+        foreach (var extra in runtimeInputs.Where(i => !_float.ContainsKey(i.Name) && !_failed.Contains(i.Name)))
+        {
+            _rootCauses.Add(($"graph input '{extra.Name}'", "it is not bound to a column"));
+            _failed.Add(extra.Name);
+        }
 
         foreach (var node in _g.TopologicalOrder())
         {
             if (_done.Contains(node))
                 continue;
-            // A node fed by an unsupported node is not a cause of its own: its outputs are unavailable too, unreported.
-            if (node.Inputs.Any(i => i.Length > 0 && _failed.Contains(i)))
+            // A node reading what the engine cannot compute fails only as a consequence: counted, not listed.
+            if (node.Inputs.Concat(OnnxGraph.SubgraphOuterInputs(node.Proto)).Any(_failed.Contains))
             {
-                Fail(node);
+                _failed.UnionWith(node.Outputs.Where(o => o.Length > 0));
+                _knockOn++;
                 continue;
             }
             try
@@ -101,8 +116,8 @@ internal sealed partial class QdqLowering
             }
             catch (NotSupportedException e)
             {
-                _unsupported.Add($"{node.Describe}: {e.Message}");
-                Fail(node);
+                _rootCauses.Add((node.Describe, e.Message));
+                _failed.UnionWith(node.Outputs.Where(o => o.Length > 0));
             }
         }
 
@@ -133,24 +148,35 @@ internal sealed partial class QdqLowering
             }
             else
             {
-                if (!_failed.Contains(b.TensorName))
-                    _unsupported.Add($"output '{b.TensorName}' is neither a float value nor the DequantizeLinear of an integer activation the engine computes");
+                if (_failed.Contains(b.TensorName))
+                    _knockOn++;
+                else
+                    _rootCauses.Add(($"output '{b.TensorName}'", "it is neither a float value nor the DequantizeLinear of an integer activation the engine computes"));
                 continue;
             }
             planOutputs.Add(id);
             _plan.Outputs.Add(id);
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, dims.Select(d => checked((int)d)).ToArray()));
         }
-        if (_unsupported.Count == 0 && _plan.Ops.Count == 0)
-            _unsupported.Add("the graph has no op the engine runs");
-        return new LoweringResult(_unsupported.Count == 0 ? _plan : null, [.. inputs], [.. outputs], _unsupported);
+        if (_rootCauses.Count == 0 && _plan.Ops.Count == 0)
+            _rootCauses.Add(("the graph", "it has no op the engine runs"));
+        var unsupported = Summarize();
+        return new LoweringResult(unsupported.Count == 0 ? _plan : null, [.. inputs], [.. outputs], unsupported);
     }
 
-    private void Fail(OnnxNode node)
+    /// <summary>
+    /// The distinct root causes, each with the first nodes it hit and a count ("op type X is not supported: node a,
+    /// node b and 12 more"), then how many nodes and outputs fail only because they depend on those.
+    /// </summary>
+    private List<string> Summarize()
     {
-        foreach (string o in node.Outputs)
-            if (o.Length > 0)
-                _failed.Add(o);
+        const int named = 3;
+        var lines = _rootCauses.GroupBy(c => c.Reason, StringComparer.Ordinal)
+            .Select(g => $"{g.Key}: {string.Join(", ", g.Take(named).Select(c => c.Where))}{(g.Count() > named ? $" and {g.Count() - named} more" : "")}")
+            .ToList();
+        if (_knockOn > 0 && lines.Count > 0)
+            lines.Add($"{_knockOn} more nodes or outputs depend on those");
+        return lines;
     }
 
     private void Visit(OnnxNode node)

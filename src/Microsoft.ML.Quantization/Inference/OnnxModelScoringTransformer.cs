@@ -3,26 +3,27 @@ namespace Microsoft.ML.Quantization.Inference;
 /// <summary>
 /// Scores an IDataView with a float ONNX model through ONNX Runtime, many rows per call. Lazy like
 /// every ML.NET transform; cursors and parallel cursors share one session. Created by
-/// <see cref="OnnxScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxScoringOptions)"/>.
+/// <see cref="OnnxModelScoringEstimator"/> or <see cref="QuantizationCatalog.ScoreOnnxModel(OnnxModelScoringOptions)"/>.
 /// <see cref="Dispose"/> while cursors score does not wait: batches already running finish (the session is freed
 /// after the last), and any later batch, <see cref="Transform"/> or save throws <see cref="ObjectDisposedException"/>.
 /// </summary>
-public sealed class OnnxScoringTransformer : ITransformer, IDisposable
+public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
 {
     private readonly OrtBatchScorer _scorer;
 
     /// <param name="context">The ML.NET context.</param>
     /// <param name="options">What to run and how.</param>
     /// <param name="ownerName">The public type a use after Dispose names (a QuantizedModelTransformer runs its model through this type).</param>
-    internal OnnxScoringTransformer(MLContext context, OnnxScoringOptions options, string ownerName = nameof(OnnxScoringTransformer))
+    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         Context = context;
-        ModelName = options.ModelPath ?? "(model bytes)";
+        ModelName = options.ModelName(options.ModelPath);
+        InputsOption = options.InputsOptionName;
         byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize);
-        Options = new OnnxScoringOptions { ModelPath = options.ModelPath };
+        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
+        Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);
         foreach (OnnxColumnBinding b in options.Outputs) Options.Outputs.Add(b);
@@ -46,13 +47,16 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
 
     internal string ModelName { get; }
 
+    /// <summary>The option a missing input column's error names (the options this model's bindings came from).</summary>
+    internal string InputsOption { get; }
+
     /// <summary>The ONNX bytes the session runs (the input model, plus graph outputs for requested intermediate tensors).</summary>
     internal byte[] ModelBytes { get; }
 
     internal OrtBatchScorer Scorer => _scorer;
 
     /// <summary>The options this transformer was created with (a copy).</summary>
-    public OnnxScoringOptions Options { get; }
+    public OnnxModelScoringOptions Options { get; }
 
     /// <summary>The execution provider that actually runs the model (CPU after a fall-back).</summary>
     public OnnxExecutionProvider ExecutionProvider => _scorer.Provider;
@@ -63,18 +67,14 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     /// <summary>Names of the columns this transformer reads.</summary>
     public IReadOnlyList<string> InputColumnNames => _scorer.Inputs.Select(i => i.ColumnName).ToArray();
 
-    bool ITransformer.IsRowToRowMapper => false;
+    bool ITransformer.IsRowToRowMapper => true;
 
     /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema));
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        foreach (OutputSpec o in _scorer.Outputs)
-            builder.AddColumn(o.ColumnName, _scorer.OutputType(o));
-        return builder.ToSchema();
+        _scorer.ValidateInputSchema(inputSchema, nameof(inputSchema), InputsOption);
+        return BatchScorerSchema.OutputSchema(inputSchema, _scorer.Outputs);
     }
 
     /// <summary>Returns a lazy view: the model runs when a cursor reads an output column.</summary>
@@ -82,12 +82,16 @@ public sealed class OnnxScoringTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(input);
         _scorer.ThrowIfDisposed();
-        _scorer.ValidateInputSchema(input.Schema, nameof(input));
+        _scorer.ValidateInputSchema(input.Schema, nameof(input), InputsOption);
         return new BatchScoringDataView(input, _scorer);
     }
 
+    /// <summary>One row per model run over the same session (PredictionEngine); the schema is checked here, not per row.</summary>
     IRowToRowMapper ITransformer.GetRowToRowMapper(DataViewSchema inputSchema)
-        => throw new NotSupportedException("OnnxScoringTransformer scores batches of rows; use Transform (PredictionEngine needs a row-to-row mapper).");
+    {
+        _scorer.ThrowIfDisposed();
+        return new ScoringRowMapper(_scorer, inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Saves as ML.NET's OnnxTransformer over the same bytes plus these options (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)

@@ -5,8 +5,8 @@ namespace Microsoft.ML.Quantization.Inference;
 /// <param name="TensorName">The ONNX tensor (graph input, graph output, or any intermediate tensor).</param>
 public sealed record OnnxColumnBinding(string ColumnName, string TensorName);
 
-/// <summary>Options of <see cref="OnnxScoringEstimator"/>: batched float inference of an ONNX model over an IDataView.</summary>
-public sealed class OnnxScoringOptions : OnnxRuntimeOptions
+/// <summary>Options of <see cref="OnnxModelScoringEstimator"/>: batched float inference of an ONNX model over an IDataView.</summary>
+public sealed class OnnxModelScoringOptions : OnnxRuntimeOptions
 {
     /// <summary>Path of the ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
     public string? ModelPath { get; set; }

@@ -1,30 +1,30 @@
 namespace Microsoft.ML.Quantization.Inference;
 
 /// <summary>
-/// Estimator for <see cref="OnnxScoringTransformer"/>: batched float inference of an ONNX model over an
+/// Estimator for <see cref="OnnxModelScoringTransformer"/>: batched float inference of an ONNX model over an
 /// IDataView. Fit trains nothing; it opens the session and checks the input columns.
 /// </summary>
-public sealed class OnnxScoringEstimator : IEstimator<OnnxScoringTransformer>
+public sealed class OnnxModelScoringEstimator : IEstimator<OnnxModelScoringTransformer>
 {
     private readonly MLContext _context;
-    private readonly OnnxScoringOptions _options;
+    private readonly OnnxModelScoringOptions _options;
     private (InputSpec[] Inputs, OutputSpec[] Outputs)? _specs;
 
-    internal OnnxScoringEstimator(MLContext context, OnnxScoringOptions options)
+    internal OnnxModelScoringEstimator(MLContext context, OnnxModelScoringOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.ModelPath is null && options.ModelBytes is null)
-            throw new ArgumentException("Set OnnxScoringOptions.ModelPath or ModelBytes.", nameof(options));
+            throw new ArgumentException("Set OnnxModelScoringOptions.ModelPath or ModelBytes.", nameof(options));
         options.Validate();
         _context = context;
         _options = options;
     }
 
     /// <summary>Opens the model and checks <paramref name="input"/>'s columns against its inputs.</summary>
-    public OnnxScoringTransformer Fit(IDataView input)
+    public OnnxModelScoringTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var transformer = new OnnxScoringTransformer(_context, _options);
+        var transformer = new OnnxModelScoringTransformer(_context, _options);
         try
         {
             transformer.GetOutputSchema(input.Schema);
@@ -44,9 +44,9 @@ public sealed class OnnxScoringEstimator : IEstimator<OnnxScoringTransformer>
         // The output shape depends on the model: open it once, keep its description, close it.
         if (_specs is null)
         {
-            using var probe = new OnnxScoringTransformer(_context, _options);
+            using var probe = new OnnxModelScoringTransformer(_context, _options);
             _specs = (probe.Scorer.Inputs, probe.Scorer.Outputs);
         }
-        return OrtBatchScorer.GetOutputShape(_specs.Value.Inputs, _specs.Value.Outputs, inputSchema, nameof(inputSchema));
+        return OrtBatchScorer.GetOutputShape(_specs.Value.Inputs, _specs.Value.Outputs, inputSchema, nameof(inputSchema), _options.InputsOptionName);
     }
 }
