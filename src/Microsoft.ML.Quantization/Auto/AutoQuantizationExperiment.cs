@@ -335,6 +335,11 @@ internal sealed class AutoSearch
         {
             trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), double.NaN, 0, double.NaN, clock.Elapsed, false, $"failed: {e.Message}") { FixedScheme = fixedScheme };
         }
+        trial = trial with
+        {
+            CalibrationMethod = c.Method, Precision = c.Precision, NodePrecision = Overrides(c, c.Precision.WeightBits), FloatNodes = [.. c.Float.Order(StringComparer.Ordinal)],
+            AdaRound = c.AdaRound,
+        };
         _trials.Add((trial, c));
         _options.Progress?.Report(trial);
         _log(trial.ToString());

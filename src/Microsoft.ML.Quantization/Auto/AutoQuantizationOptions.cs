@@ -104,6 +104,41 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
     /// <summary>Whether this is one of the plain schemes a user would try first (INT8, W4A8, W4A4 with MinMax), tried before the search.</summary>
     public bool FixedScheme { get; init; }
 
+    /// <summary>The activation calibration method of the trial.</summary>
+    public Calibration.CalibrationMethod CalibrationMethod { get; init; }
+
+    /// <summary>The precision of every quantized node without an entry in <see cref="NodePrecision"/>.</summary>
+    public QuantizationPrecision Precision { get; init; } = QuantizationPrecision.Int8;
+
+    /// <summary>The nodes given another precision (8-bit weights, 16-bit activations).</summary>
+    public IReadOnlyDictionary<string, QuantizationPrecision> NodePrecision { get; init; } = new Dictionary<string, QuantizationPrecision>();
+
+    /// <summary>The nodes the trial left float.</summary>
+    public IReadOnlyList<string> FloatNodes { get; init; } = [];
+
+    /// <summary>Whether the trial learned its 4-bit weights' rounding with AdaRound.</summary>
+    public bool AdaRound { get; init; }
+
+    /// <summary>
+    /// Sets <paramref name="options"/> to this trial's configuration (precisions, calibration method, float nodes, AdaRound;
+    /// the sensitivity analysis off), so PostTraining writes the same kind of model, e.g. on another backend.
+    /// </summary>
+    public void ApplyTo(PostTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Precision = Precision;
+        options.FirstLayerPrecision = options.LastLayerPrecision = null;
+        options.CalibrationMethod = CalibrationMethod;
+        options.NodePrecision.Clear();
+        foreach (var (node, precision) in NodePrecision)
+            options.NodePrecision[node] = precision;
+        foreach (string node in FloatNodes)
+            options.ExcludedNodes.Add(node);
+        options.AdaRound = AdaRound;
+        options.MinOutputCosine = 0;
+        options.MaxAccuracyDrop = null;
+    }
+
     /// <inheritdoc/>
     public override string ToString()
         => $"#{Index} {Configuration}: metric {Metric:0.#####}, {SizeBytes / 1024.0:F0} KiB, {LatencyMilliseconds:F3} ms/row, {Time.TotalSeconds:F1} s, {(Accepted ? "accepted" : "rejected: " + Reason)}";
