@@ -16,7 +16,7 @@ namespace QatMl.Benchmarks;
 /// (64 + 64 Fashion-MNIST images at 224x224; output cosine >= 0.99) and, with --zoo, every zoo model (N + N rows,
 /// 32 by default; output cosine >= 0.99). Per model: trials, time (and in float validation passes), the chosen
 /// configuration, its size, latency and metric, and the best plain scheme (INT8, W4A8, W4A4 with MinMax) beside it;
-/// --trials prints every trial.
+/// --trials prints every trial as it ends.
 /// </summary>
 internal static class AutoBenchmark
 {
@@ -27,6 +27,7 @@ internal static class AutoBenchmark
         var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         var context = new MLContext(seed: 0);
+        IProgress<QuantizationTrial>? progress = trials ? new PrintTrial() : null;
         var lines = new List<string>();
         void Report(string model, Func<AutoQuantizationResult> run)
         {
@@ -34,8 +35,6 @@ internal static class AutoBenchmark
             try
             {
                 using var result = run();
-                if (trials)
-                    Console.WriteLine(result.ToString());
                 var best = result.BestTrial;
                 var plain = result.BestFixedScheme;
                 string metric = result.Metric == "accuracy" ? "%" : " cosine";
@@ -63,7 +62,7 @@ internal static class AutoBenchmark
             Report("FmnistNet (accuracy, MaxAccuracyDrop 0.5, 10k test images)", () => context.Quantization.Auto(new AutoQuantizationOptions
             {
                 PostTraining = new PostTrainingOptions { ModelPath = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx"), IntraOpNumThreads = 1, SampleCount = 1000, AdaRoundRowCount = 1000 },
-                LabelColumnName = "Label", MaxAccuracyDrop = 0.5, ValidationRowCount = 10000, MaxTrials = maxTrials, AdaRound = adaRound,
+                LabelColumnName = "Label", MaxAccuracyDrop = 0.5, ValidationRowCount = 10000, MaxTrials = maxTrials, AdaRound = adaRound, Progress = progress,
             }).Execute(calibration, test));
         }
         if (!args.Contains("--no-resnet") && (only is null || only.Contains("resnet18")))
@@ -72,7 +71,7 @@ internal static class AutoBenchmark
             Report("ResNet18 (output cosine >= 0.99, 64 + 64 images)", () => context.Quantization.Auto(new AutoQuantizationOptions
             {
                 PostTraining = new PostTrainingOptions { ModelPath = ResNet18Images.ModelPath, IntraOpNumThreads = 1, BatchSize = 16, SampleCount = 64, AdaRoundRowCount = 64 },
-                MinOutputCosine = 0.99, MaxTrials = maxTrials, AdaRound = adaRound,
+                MinOutputCosine = 0.99, MaxTrials = maxTrials, AdaRound = adaRound, Progress = progress,
             }).Execute(context.Data.TakeRows(images, 64), context.Data.SkipRows(images, 64)));
         }
         if (Option(args, "--zoo") is { } folder)
@@ -87,7 +86,7 @@ internal static class AutoBenchmark
                     ZooRows data = model.Rows(zoo, onnx.Graph.RuntimeInputs[0].Name);
                     var options = ZooBenchmark.Options(path, data, model.Output(onnx), QuantizationPrecision.Int8, ZooBenchmark.FixedBatch(onnx, data), QuantizedBackend.OnnxRuntime);
                     options.AdaRoundRowCount = rows;
-                    return context.Quantization.Auto(new AutoQuantizationOptions { PostTraining = options, MinOutputCosine = 0.99, MaxTrials = maxTrials, AdaRound = adaRound })
+                    return context.Quantization.Auto(new AutoQuantizationOptions { PostTraining = options, MinOutputCosine = 0.99, MaxTrials = maxTrials, AdaRound = adaRound, Progress = progress })
                         .Execute(data.Calibration(context), data.HeldOut(context));
                 });
         }
@@ -96,6 +95,12 @@ internal static class AutoBenchmark
         Console.WriteLine("|---|---|---|---|---|---|---|---|");
         lines.ForEach(Console.WriteLine);
         return 0;
+    }
+
+    /// <summary>--trials: each trial as it ends.</summary>
+    private sealed class PrintTrial : IProgress<QuantizationTrial>
+    {
+        public void Report(QuantizationTrial value) => Console.WriteLine($"   {value}");
     }
 
     private static string? Option(string[] args, string name)
