@@ -151,7 +151,9 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             ModelBytes = prepared.ToBytes(),
             PrepareGraph = false,
             SampleCount = options.SampleCount,
-            Activations = new CalibrationOptions { Method = options.CalibrationMethod },
+            // Clipping methods (Percentile, Entropy, Mse, Auto) choose the range for the width the activations get: a 4-bit
+            // tensor clips far more than an 8-bit one.
+            Activations = new CalibrationOptions { Method = options.CalibrationMethod, Bits = Math.Clamp(options.Precision.ActivationBits, 2, 8) },
             WeightsPerChannel = options.WeightsPerChannel,
             IntraOpNumThreads = options.IntraOpNumThreads,
             BatchSize = options.BatchSize,
