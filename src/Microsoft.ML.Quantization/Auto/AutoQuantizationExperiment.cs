@@ -76,7 +76,7 @@ internal sealed class AutoSearch
     private readonly bool _accuracy;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly List<(QuantizationTrial Trial, AutoConfiguration Configuration)> _trials = [];
-    private readonly Dictionary<AutoConfiguration, IReadOnlyDictionary<string, QuantizedConstant>?> _learned = [];
+    private readonly Dictionary<AutoConfiguration, AdaRoundResult> _learned = [];
     private OnnxModel _model = null!;
     private Dictionary<CalibrationMethod, CalibrationTable> _tables = [];
     private Dictionary<string, float[]>? _means;
@@ -223,10 +223,14 @@ internal sealed class AutoSearch
     private List<string> RankInt8(CalibrationMethod method)
     {
         var plan = QdqPlan.Create(_model.Clone(), _tables[method], _base, inputMeans: _means);
-        return Rank(FakeQuantGraph.Build(plan));
+        var (names, alone) = Rank(FakeQuantGraph.Build(plan));
+        return [.. Enumerable.Range(0, names.Count).OrderBy(i => alone[i]).ThenBy(i => i).Select(i => names[i])];
     }
 
-    /// <summary>Weighted layers most sensitive first to 4-bit weights (each alone at 4 bits, the rest at 8).</summary>
+    /// <summary>
+    /// Weighted layers in the order they keep 8-bit weights: the output cosine lost with each alone at 4 bits (the rest at 8),
+    /// per weight it would save, highest first (a large layer that loses little goes 4-bit before a small sensitive one).
+    /// </summary>
     private List<string> RankFourBit(AutoConfiguration eight)
     {
         var wide = Options(eight);
@@ -235,16 +239,20 @@ internal sealed class AutoSearch
         var floatNodes = FloatNodes(eight);
         var fourPlan = QdqPlan.Create(_model.Clone(), table, narrow, floatNodes, Overrides(eight, 4), _means);
         var eightPlan = QdqPlan.Create(_model.Clone(), table, wide, floatNodes, Overrides(eight, 8), _means);
-        return Rank(FakeQuantGraph.Build(fourPlan, eightPlan));
+        var fake = FakeQuantGraph.Build(fourPlan, eightPlan);
+        var (names, alone) = Rank(fake);
+        double LossPerWeight(int i) => (1 - alone[i]) / Math.Max(1, fourPlan.Constants.TryGetValue((names[i], 1), out var w) ? w.Values.Length : 1);
+        return [.. Enumerable.Range(0, names.Count).OrderByDescending(LossPerWeight).ThenBy(i => i).Select(i => names[i])];
     }
 
-    private List<string> Rank(FakeQuantGraph fake)
+    /// <summary>The switches of <paramref name="fake"/> most sensitive first, and the output cosine of each alone (in switch order, by name).</summary>
+    private (List<string> Switches, double[] Alone) Rank(FakeQuantGraph fake)
     {
         using var reference = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _sample);
         float[][] expected = reference.Run(null);
         using var runner = new SampleRunner(_context, fake.Model, fake.Switches.Count, _base, _name, _sample) { Reference = expected };
-        var (_, ranked) = SensitivityAnalysis.Rank(runner, fake.Switches.Count, accuracy: false, _options.CancellationToken);
-        return [.. ranked.Select(i => fake.Switches[i])];
+        var (alone, _) = SensitivityAnalysis.Rank(runner, fake.Switches.Count, accuracy: false, _options.CancellationToken);
+        return ([.. fake.Switches], alone);
     }
 
     /// <summary>
@@ -356,9 +364,18 @@ internal sealed class AutoSearch
         var table = _tables[c.Method];
         var floatNodes = FloatNodes(c);
         var overrides = Overrides(c, c.Precision.WeightBits);
-        if (!_learned.TryGetValue(c, out var learned))
-            _learned[c] = learned = c.AdaRound ? AdaRound.Learn(_context, _model, table, options, _train, _name, floatNodes, overrides, _means, null).Weights : null;
-        QdqResult result = QdqWriter.Write(QdqPlan.Create(_model.Clone(), table, options, floatNodes, overrides, _means, learned));
+        AdaRoundResult? learned = null;
+        if (c.AdaRound && !_learned.TryGetValue(c, out learned))
+        {
+            // A configuration that lowers layers of an AdaRound configuration tried before learns only the lowered layers.
+            var parent = _learned.Where(kv => kv.Key.Method == c.Method && kv.Key.Precision == c.Precision && kv.Key.Float.SetEquals(c.Float)
+                                              && kv.Key.Wide16.SetEquals(c.Wide16) && kv.Key.Wide.IsSupersetOf(c.Wide))
+                .OrderBy(kv => kv.Key.Wide.Count).Select(kv => kv.Value).FirstOrDefault();
+            HashSet<string>? only = parent is null ? null : [.. _weighted.Where(n => !c.Wide.Contains(n) && !parent.Layers.Any(l => l.Node == n))];
+            var fresh = AdaRound.Learn(_context, _model, table, options, _train, _name, floatNodes, overrides, _means, null, only, parent?.Weights);
+            _learned[c] = learned = parent is null ? fresh : new AdaRoundResult(fresh.Weights, [.. parent.Layers, .. fresh.Layers]);
+        }
+        QdqResult result = QdqWriter.Write(QdqPlan.Create(_model.Clone(), table, options, floatNodes, overrides, _means, learned?.Weights));
         return (result.Model.ToBytes(), result.Nodes);
     }
 

@@ -39,15 +39,20 @@ internal static class AdaRound
             _ => false,
         };
 
+    /// <summary>
+    /// Learns the rounding of the plan's Conv/Gemm/MatMul weights below 8 bits (those in <paramref name="only"/> when given),
+    /// layer by layer in graph order, on the first <see cref="PostTrainingOptions.AdaRoundRowCount"/> rows of <paramref name="data"/>.
+    /// </summary>
     public static AdaRoundResult Learn(MLContext context, OnnxModel prepared, CalibrationTable table, PostTrainingOptions options, IDataView data, string modelName,
         IReadOnlyDictionary<string, string>? keptFloat, IReadOnlyDictionary<string, QuantizationPrecision>? precisions, IReadOnlyDictionary<string, float[]>? means,
-        IChannel? channel, ISet<string>? only = null)
+        IChannel? channel, ISet<string>? only = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedBefore = null)
     {
         var plan = QdqPlan.Create(prepared.Clone(), table, options, keptFloat, precisions, means);
         var layers = plan.ComputeNodes
             .Where(n => (only is null || only.Contains(n)) && plan.Constants.TryGetValue((n, 1), out var w) && w.Bits < 8 && Supports(plan.Node(n), w))
             .ToList();
-        var learned = new Dictionary<string, QuantizedConstant>(StringComparer.Ordinal);
+        // Layers learned earlier (with the same plan) keep their rounding, and the layers after them read their outputs.
+        var learned = learnedBefore?.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal) ?? new Dictionary<string, QuantizedConstant>(StringComparer.Ordinal);
         var report = new List<AdaRoundLayer>();
         if (layers.Count == 0)
             return new AdaRoundResult(learned, report);
