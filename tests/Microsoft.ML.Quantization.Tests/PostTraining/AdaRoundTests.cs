@@ -19,7 +19,7 @@ public sealed class AdaRoundTests
     private static PostTrainingOptions Options() => new()
     {
         ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, SampleCount = 128, MinOutputCosine = 0, Precision = QuantizationPrecision.W4A8,
-        AdaRound = true, AdaRoundRowCount = 64, AdaRoundIterations = 300,
+        AdaRound = true, AdaRoundRowCount = 32, AdaRoundIterations = 120,
     };
 
     [Fact]
