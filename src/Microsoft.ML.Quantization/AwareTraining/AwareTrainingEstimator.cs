@@ -1,4 +1,5 @@
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 
 namespace Microsoft.ML.Quantization.AwareTraining;
@@ -38,7 +39,7 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
         if (_floatScoring is null)
         {
             byte[] model = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes);
-            string input = Onnx.OnnxModel.Parse(model, sourceName: _options.ModelName(_options.ModelPath)).Graph.RuntimeInputs[0].Name;
+            string input = OnnxModel.Parse(model, sourceName: _options.ModelName(_options.ModelPath)).Graph.RuntimeInputs[0].Name;
             _floatScoring = new OnnxModelScoringEstimator(_context, _options.ToPostTraining(model, input).ToScoringOptions(model));
         }
         return _floatScoring.GetOutputSchema(inputSchema);

@@ -1,3 +1,5 @@
+using Microsoft.ML.Quantization.Onnx;
+
 namespace Microsoft.ML.Quantization.Inference;
 
 /// <summary>

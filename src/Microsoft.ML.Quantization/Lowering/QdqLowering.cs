@@ -1,6 +1,7 @@
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.Lowering;
 
 /// <summary>The plan of a QDQ model, or why it cannot be run natively.</summary>
 internal sealed record LoweringResult(EnginePlan? Plan, InputSpec[] Inputs, OutputSpec[] Outputs, IReadOnlyList<string> Unsupported)

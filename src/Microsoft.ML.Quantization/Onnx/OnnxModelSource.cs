@@ -1,6 +1,4 @@
-using Microsoft.ML.Quantization.Onnx;
-
-namespace Microsoft.ML.Quantization.Inference;
+namespace Microsoft.ML.Quantization.Onnx;
 
 /// <summary>Reads the model a transformer runs and adapts it for batched scoring.</summary>
 internal static class OnnxModelSource

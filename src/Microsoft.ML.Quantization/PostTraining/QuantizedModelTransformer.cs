@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Runtime;
