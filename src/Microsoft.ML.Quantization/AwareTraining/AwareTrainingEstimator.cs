@@ -38,7 +38,7 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (_floatScoring is null)
         {
-            byte[] model = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes);
+            byte[] model = OnnxModelSource.ReadBytes(_options.ModelPath, _options.ModelBytes);
             string input = OnnxModel.Parse(model, sourceName: _options.ModelName(_options.ModelPath)).Graph.RuntimeInputs[0].Name;
             _floatScoring = new OnnxModelScoringEstimator(_context, _options.ToPostTraining(model, input).ToScoringOptions(model));
         }

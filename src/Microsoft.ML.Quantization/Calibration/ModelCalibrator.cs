@@ -27,8 +27,7 @@ internal static class ModelCalibrator
         options.Validate();
         var clock = Stopwatch.StartNew();
         string modelName = options.ModelName(options.ModelPath);
-        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
         GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
         if (options.PrepareGraph)
             OnnxRewrites.AnnotateElementTypes(model);
@@ -130,7 +129,7 @@ internal static class ModelCalibrator
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
-        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes);
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes).ToBytes();
 
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);

@@ -23,8 +23,9 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
         Context = context;
         ModelName = options.ModelName(options.ModelPath);
         InputsOption = options.InputsOptionName;
-        byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
+        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes, ModelName, out byte[]? runnable);
+        OnnxModel scored = OnnxModelSource.PrepareForScoring(model, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
+        ModelBytes = ReferenceEquals(scored, model) && runnable is not null ? runnable : scored.ToBytes();
         Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);

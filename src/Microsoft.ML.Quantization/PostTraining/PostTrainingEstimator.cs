@@ -98,15 +98,14 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.ReadBytes(_options.ModelPath, _options.ModelBytes)));
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 
     /// <summary>The graph PostTraining quantizes (and Calibrate with default options observes).</summary>
     internal static OnnxModel Prepare(PostTrainingOptions options, string name)
     {
-        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
         // Structural problems (no op type, dangling inputs, cycles) named now, not after calibrating.
         OnnxValidator.Validate(model);
         if (IsAlreadyQuantized(model))
@@ -117,14 +116,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
-        try
-        {
-            OnnxRewrites.MakeBatchSymbolic(model);
-        }
-        catch (InvalidOnnxModelException)
-        {
-            // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
-        }
+        // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
+        model = OnnxRewrites.TryMakeBatchSymbolic(model, out _) ?? model;
         OnnxRewrites.AnnotateElementTypes(model);
         return model;
     }
