@@ -22,14 +22,21 @@ internal static class ModelCalibrator
     /// <summary>Staging budget for one batch of observed activations; the batch shrinks to fit it.</summary>
     internal const long StagingBudgetBytes = 256L << 20;
 
-    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data)
+    /// <summary>Calibrates the model <paramref name="options"/> names.</summary>
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data) => Run(context, options, data, null);
+
+    /// <summary>
+    /// Calibrates <paramref name="prepared"/>, a model a caller has read and prepared already (PostTraining's graph; not
+    /// changed here), or, when it is null, the model <paramref name="options"/> names (prepared when <see cref="CalibrationEstimatorOptions.PrepareGraph"/>).
+    /// </summary>
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, OnnxModel? prepared)
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
-        string modelName = options.ModelName(options.ModelPath);
-        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
-        GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
-        if (options.PrepareGraph)
+        string modelName = options.ModelName();
+        OnnxModel model = prepared ?? OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
+        GraphPreparation? preparation = prepared is null && options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
+        if (preparation is not null)
             OnnxRewrites.AnnotateElementTypes(model);
         CalibrationPlan plan = CalibrationPlan.Create(model, options);
         // A model computing inside control flow (If/Loop/Scan branches) may have nothing to observe here; its branches'

@@ -217,7 +217,7 @@ internal static class ModelPersistence
                 {
                     var settings = JsonSerializer.Deserialize<ScoringSettings>(json, JsonOptions)
                         ?? throw new InvalidDataException($"{where} holds no settings.");
-                    settings.Validate(quantized: false);
+                    settings.Validate();
                     byte[] model = ReadOnnx(zip, folder, settings, path);
                     settings = settings with { ModelName = $"{path}:{folder}" };
                     return () => new OnnxModelScoringTransformer(context, settings.ToScoringOptions(model));
@@ -232,7 +232,7 @@ internal static class ModelPersistence
                     foreach (var n in state.Nodes)
                         n.Precision?.Validate($"Node '{n.Name}'");
                     state.Sensitivity?.Validate();
-                    state.Settings.Validate(quantized: true);
+                    PostTrainingOptions.ValidateRestored(state.Settings);
                     byte[] model = ReadOnnx(zip, folder, state.Settings, path);
                     var settings = state.Settings with { ModelName = $"{path}:{folder}" };
                     return () => new QuantizedModelTransformer(context, model, settings, state.Nodes) { Sensitivity = state.Sensitivity };

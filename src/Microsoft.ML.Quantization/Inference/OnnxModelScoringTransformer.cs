@@ -16,14 +16,20 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     /// <param name="context">The ML.NET context.</param>
     /// <param name="options">What to run and how.</param>
     /// <param name="ownerName">The public type a use after Dispose names (a QuantizedModelTransformer runs its model through this type).</param>
-    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer))
+    /// <param name="parsed">
+    /// <paramref name="options"/>' <see cref="OnnxModelOptions.ModelBytes"/> as the caller holds them parsed (not changed here), or
+    /// null to read the model the options name.
+    /// </param>
+    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer),
+        OnnxModel? parsed = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         Context = context;
-        ModelName = options.ModelName(options.ModelPath);
+        ModelName = options.ModelName();
         InputsOption = options.InputsOptionName;
-        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes, ModelName, out byte[]? runnable);
+        byte[]? runnable = options.ModelBytes;
+        OnnxModel model = parsed ?? OnnxModelSource.Load(options.ModelPath, options.ModelBytes, ModelName, out runnable);
         OnnxModel scored = OnnxModelSource.PrepareForScoring(model, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
         ModelBytes = ReferenceEquals(scored, model) && runnable is not null ? runnable : scored.ToBytes();
         Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
