@@ -106,8 +106,8 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         _scorer.ThrowIfDisposed();
-        ModelPersistence.SaveOnnx(ctx, Context, this, ModelPersistence.ScoringEntry,
-            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelPersistence.JsonOptions));
+        ModelSaving.SaveOnnx(ctx, Context, this, ModelSaving.ScoringEntry,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelSaving.JsonOptions));
     }
 
     /// <summary>Releases the ONNX Runtime session (after the batches running on it, if any).</summary>

@@ -202,8 +202,8 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         ThrowIfDisposed();
-        ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
-            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelPersistence.JsonOptions));
+        ModelSaving.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelSaving.QuantizedEntry,
+            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelSaving.JsonOptions));
     }
 
     private void ThrowIfDisposed()
