@@ -27,6 +27,8 @@ dotnet build src/Microsoft.ML.Quantization -c Release -nologo -clp:ErrorsOnly
 dotnet build QatMl.sln -c Release -nologo -clp:ErrorsOnly
 
 echo "== native tests (CTest)"
+# The library build above configures the library alone; the GoogleTest suite joins the same build folder here.
+cmake -S src/Native -B artifacts/native/release -DQATML_BUILD_TESTS=ON > /dev/null
 cmake --build artifacts/native/release --parallel 2
 ctest --test-dir artifacts/native/release --output-on-failure 2>&1 | tee "$log/ctest.txt" || true
 

@@ -13,11 +13,15 @@ namespace QatMl.Benchmarks;
 
 /// <summary>
 /// The native INT8 engine's figures, all measured in one run on one thread (the process is pinned to one core):
-///  - images/s of FmnistNet (batch 1, 32, 256) and ResNet18 (batch 1, 16) for ONNX Runtime FP32, ONNX Runtime INT8
-///    (the same QDQ model), the native engine INT8 and the native engine W4A8 (int4 weights), timed two ways: the
-///    backend's batch call alone (staging buffers reused, no IDataView) and through the transformer's IDataView cursor;
-///  - ratios native / ORT INT8 (goal >= 1.2x), native / ORT FP32 (goal >= 3x), native W4A8 / native INT8;
+///  - images/s of FmnistNet (batch 1, 32, 256), ResNet18 (batch 1, 16) and, with --zoo FOLDER, every zoo model with one
+///    float input that fits (batch 1, 8; build/zoo-fetch.md), for ONNX Runtime FP32, ONNX Runtime INT8 (the same QDQ
+///    model), the native engine INT8 and the native engine W4A8 (int4 weights), timed two ways: the backend's batch call
+///    alone (staging buffers reused, no IDataView) and through the transformer's IDataView cursor; --batch 1,16 sets the
+///    batches of every model, --only a,b the zoo models, --rows N their calibration and timed rows (16);
+///  - ratios native / ORT INT8 (goal >= 1.2x), native / ORT FP32 (goal >= 3x on FmnistNet and ResNet18, >= 2x on the
+///    zoo), native W4A8 / native INT8;
 ///  - the largest difference of the native outputs from ONNX Runtime's, in LSBs of the output scale;
+///  - for a zoo model the engine cannot run, the reasons (the nodes and ops), instead of times;
 ///  - resident memory a loaded model adds (one child process per model and backend: RSS after loading and one batch,
 ///    minus RSS before loading).
 /// </summary>
@@ -28,6 +32,7 @@ internal static class EngineBenchmark
     internal static int Run(BenchmarkSettings settings, string[] args)
     {
         var context = new MLContext(seed: 0);
+        int[]? batches = Option(args, "--batch")?.Split(',').Select(b => int.Parse(b, CultureInfo.InvariantCulture)).ToArray();
         string fmnist = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx");
         IDataView calibration = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
         var testRows = FashionMnist.Rows(FashionMnist.ReadTest(settings.DataFolder, limit: 2048));
@@ -35,7 +40,7 @@ internal static class EngineBenchmark
         float[] images = testRows.SelectMany(r => r.Input).ToArray();
         Console.WriteLine($"FmnistNet: PTQ on 1000 calibration images (MinMax, per-channel), {testRows.Count} test images per pass, one thread, best of {settings.Repeat}; images/s");
         var fmnistModels = Quantize(context, fmnist, calibration, 1000, batch: 64, null);
-        Compare(settings, context, "FmnistNet", fmnist, fmnistModels, test, "input", "logits", images, 784, [1, 28, 28], [1, 32, 256]);
+        Compare(settings, context, "FmnistNet", fmnist, fmnistModels, test, images, 784, [1, 28, 28], batches ?? [1, 32, 256]);
 
         if (!args.Contains("--no-resnet"))
         {
@@ -45,10 +50,69 @@ internal static class EngineBenchmark
             Console.WriteLine();
             Console.WriteLine($"ResNet18 (224x224 from Fashion-MNIST): PTQ on the same {count} images, {count} images per pass, one thread, best of {settings.Repeat}; images/s");
             var resnetModels = Quantize(context, ResNet18Images.ModelPath, resnetImages, count, batch: 16, ResNet18Images.InputColumn);
-            Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, ResNet18Images.InputColumn, ResNet18Images.OutputTensor,
-                pixels, ResNet18Images.InputSize, [3, 224, 224], [1, 16]);
+            Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, pixels, ResNet18Images.InputSize, [3, 224, 224],
+                batches ?? [1, 16]);
         }
+        if (Option(args, "--zoo") is { } zoo)
+            ZooModels(settings, args, zoo, batches ?? [1, 8]);
         return 0;
+    }
+
+    /// <summary>Every zoo model (except ResNet18, above) with one float input: PTQ on real rows, then the same table.</summary>
+    private static void ZooModels(BenchmarkSettings settings, string[] args, string folder, int[] batches)
+    {
+        int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 16;
+        var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+        OrtEnv.Instance().EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+        var context = new MLContext(seed: 1);
+        var zoo = new QatMl.Benchmarks.Zoo.ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
+        foreach (QatMl.Benchmarks.Zoo.ZooModel model in QatMl.Benchmarks.Zoo.ZooModels.All.Where(m => m.Name != "resnet18" && (only is null || only.Contains(m.Name))))
+        {
+            Console.WriteLine();
+            try
+            {
+                string path = model.ModelPath(zoo);
+                OnnxModel onnx = OnnxModel.Load(path);
+                var inputs = onnx.Graph.RuntimeInputs;
+                QatMl.Benchmarks.Zoo.ZooRows data = model.Rows(zoo, inputs[0].Name);
+                if (data.Tensors.Count != 1 || !data.Tensors[0].IsFloat)
+                {
+                    Console.WriteLine($"{model.Name}: inputs {string.Join(", ", data.Tensors.Select(t => t.Name))}: the timed call takes one float input; not timed");
+                    continue;
+                }
+                bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long b && b > 0;
+                string output = model.Output(onnx);
+                QuantizedModelTransformer Fit(QuantizationPrecision precision)
+                    => context.Quantization.PostTraining(QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, precision, fixedBatch, QuantizedBackend.OnnxRuntime))
+                        .Fit(data.Calibration(context));
+                var models = new Quantized(Fit(QuantizationPrecision.Int8), Fit(QuantizationPrecision.W4A8));
+                IDataView timed = context.Data.Cache(data.HeldOut(context));
+                float[] inputValues = Column(timed, data.Tensors[0].Name);
+                int[] dims = data.Tensors[0].RowDims;
+                Console.WriteLine($"{model.Name} ({model.Family}): PTQ on {data.CalibrationCount} rows, {data.HeldOutCount} rows per pass, one thread, best of {settings.Repeat}; rows/s");
+                using (var native = NativeInt8Engine.TryLoad(models.Int8.QuantizedModel, model.Name, models.Int8.Settings.Inputs, models.Int8.Settings.Outputs,
+                           models.Int8.Settings.InputShapes, 1, out IReadOnlyList<string> reasons))
+                {
+                    if (native is null)
+                    {
+                        Console.WriteLine($"  native engine: does not run it: {string.Join("; ", reasons)}");
+                        continue;
+                    }
+                }
+                Compare(settings, context, model.Name, path, models, timed, inputValues, data.Tensors[0].Size, dims, fixedBatch ? [1] : batches, memory: false);
+                Console.WriteLine($"  {PerTensorDifferences(models.Int8, inputValues, dims, data.HeldOutCount)}");
+            }
+            catch (Exception e)
+            {
+                Console.WriteLine($"{model.Name}: FAILED {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
+            }
+        }
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private sealed record Quantized(QuantizedModelTransformer Int8, QuantizedModelTransformer W4A8);
@@ -68,18 +132,15 @@ internal static class EngineBenchmark
     }
 
     private static void Compare(BenchmarkSettings settings, MLContext context, string name, string floatModel, Quantized models, IDataView data,
-        string inputColumn, string outputTensor, float[] inputs, int rowSize, int[] rowDims, int[] batches)
+        float[] inputs, int rowSize, int[] rowDims, int[] batches, bool memory = true)
     {
         QuantizedModelTransformer WithBackend(QuantizedModelTransformer q, QuantizedBackend backend, int batch)
             => new(context, q.QuantizedModel, q.Settings with { Backend = backend, AllowBackendFallback = false, BatchSize = batch }, q.Nodes);
+        byte[] floatBytes = File.ReadAllBytes(floatModel);
         var contenders = new Contender[]
         {
-            new("ORT FP32", b =>
-                {
-                    var o = new OnnxModelScoringOptions { ModelPath = floatModel, IntraOpNumThreads = 1, BatchSize = b };
-                    o.Inputs.Add(new OnnxColumnBinding(inputColumn, models.Int8.Settings.Inputs.FirstOrDefault()?.TensorName ?? inputColumn));
-                    return context.Quantization.ScoreOnnxModel(o).Fit(data);
-                },
+            // The float model with the quantized model's bindings and declared shapes, on one thread.
+            new("ORT FP32", b => context.Quantization.ScoreOnnxModel((models.Int8.Settings with { BatchSize = b, IntraOpNumThreads = 1 }).ToScoringOptions(floatBytes)).Fit(data),
                 t => ((OnnxModelScoringTransformer)t).Scorer, t => (ITransformer)t),
             new("ORT INT8", b => WithBackend(models.Int8, QuantizedBackend.OnnxRuntime, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
             new("native INT8", b => WithBackend(models.Int8, QuantizedBackend.Native, b), t => ((QuantizedModelTransformer)t).BatchScorer, t => (ITransformer)t),
@@ -97,8 +158,7 @@ internal static class EngineBenchmark
                 using IDisposable t = contenders[c].Create(batch);
                 IBatchScorer scorer = contenders[c].Scorer(t);
                 using IScoringBatch staging = scorer.CreateBatch(Enumerable.Repeat(true, scorer.Outputs.Length).ToArray(), scorer.BatchSize);
-                int outSize = scorer.Outputs[0].RowSize;
-                var all = new float[n * Math.Max(outSize, 1)];
+                float[]? all = null;  // the output's row size is known after a run (models with symbolic output dims)
                 void Pass(bool keep)
                 {
                     for (int r0 = 0; r0 < n; r0 += batch)
@@ -106,8 +166,11 @@ internal static class EngineBenchmark
                         int rows = Math.Min(batch, n - r0);
                         Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
                         staging.Run(rows);
-                        if (keep)
-                            Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
+                        if (!keep)
+                            continue;
+                        int outSize = staging.OutputRowSizes[0];
+                        all ??= new float[(long)n * outSize];
+                        Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
                     }
                 }
                 Pass(keep: true);
@@ -120,18 +183,16 @@ internal static class EngineBenchmark
             Print(batch, "raw call", raw);
             Print(batch, "IDataView", viaView);
             if (batch == batches[^1])
-            {
-                float scale = OutputScale(models.Int8.QuantizedModel);
-                float scale4 = OutputScale(models.W4A8.QuantizedModel);
-                Console.WriteLine($"  outputs over {n} images: native INT8 vs ORT INT8 max {MaxLsb(outputs[1]!, outputs[2]!, scale)} LSB ({Same(outputs[1]!, outputs[2]!)} of {outputs[1]!.Length} values identical); " +
-                                  $"native W4A8 vs ORT W4A8 max {MaxLsb(RunOrt(models.W4A8, inputs, n, rowDims, batch), outputs[3]!, scale4)} LSB");
-            }
+                Console.WriteLine($"  outputs over {n} rows: native INT8 vs ORT INT8 {Difference(models.Int8, outputs[1]!, outputs[2]!)}; " +
+                                  $"native W4A8 vs ORT W4A8 {Difference(models.W4A8, RunOrt(models.W4A8, inputs, n, rowDims, batch), outputs[3]!)}");
         }
         foreach (var (label, model) in new[] { ("INT8", models.Int8), ("W4A8", models.W4A8) })
         {
             using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, name, model.Settings.Inputs, model.Settings.Outputs, model.Settings.InputShapes, 1, out _)!;
             Console.WriteLine($"  native {label}: {engine.Ops.Count} plan ops ({engine.NativeOpCount} after fusion), packed weights {engine.WeightBytes:N0} bytes (QDQ file {model.QuantizedModel.Length:N0}), activations {engine.ArenaBytesPerRow:N0} bytes/image (without reuse {engine.NaiveBytesPerRow:N0})");
         }
+        if (!memory)
+            return;
         int memoryBatch = batches[^1];
         string file = Path.Combine(Path.GetTempPath(), $"qatml-engine-{name}-{Environment.ProcessId}.onnx");
         try
@@ -157,31 +218,95 @@ internal static class EngineBenchmark
         using var ort = new QuantizedModelTransformer(new MLContext(0), model.QuantizedModel, settings, model.Nodes);
         IBatchScorer scorer = ort.BatchScorer;
         using IScoringBatch staging = scorer.CreateBatch([true], scorer.BatchSize);
-        int rowSize = rowDims.Aggregate(1, (a, b) => a * b), outSize = scorer.Outputs[0].RowSize;
-        var all = new float[n * outSize];
+        int rowSize = rowDims.Aggregate(1, (a, b) => a * b);
+        float[]? all = null;
         for (int r0 = 0; r0 < n; r0 += batch)
         {
             int rows = Math.Min(batch, n - r0);
             Array.Copy(inputs, (long)r0 * rowSize, staging.InputBuffers[0], 0, (long)rows * rowSize);
             staging.Run(rows);
+            int outSize = staging.OutputRowSizes[0];
+            all ??= new float[(long)n * outSize];
             Array.Copy(staging.OutputBuffers[0], 0, all, (long)r0 * outSize, (long)rows * outSize);
         }
-        return all;
+        return all!;
     }
 
-    private static float OutputScale(byte[] model)
+    /// <summary>
+    /// Every 8-bit activation of a QDQ model compared between the engine and ONNX Runtime on the same rows: ONNX Runtime
+    /// outputs each QuantizeLinear's integers, the engine the DequantizeLinear that reads them (the same values when the
+    /// two agree). Returns how many tensors agree within 1 LSB and the first that do not, with the op that wrote them.
+    /// </summary>
+    private static string PerTensorDifferences(QuantizedModelTransformer model, float[] inputs, int[] rowDims, int rows)
     {
-        var g = OnnxModel.Parse(model).Graph;
-        g.TryGetInitializer(g.Producer(g.Outputs[0].Name)!.Inputs[1], out var s);
-        return s.ToFloatArray()[0];
+        var onnx = OnnxModel.Parse(model.QuantizedModel);
+        var g = onnx.Graph;
+        var consumers = g.ConsumerMap();
+        var pairs = new List<(OnnxNode Q, OnnxNode Dq)>();
+        foreach (var q in g.TopologicalOrder().Where(n => n.OpType == "QuantizeLinear"))
+            if (consumers.GetValueOrDefault(q.Outputs[0])?.FirstOrDefault(n => n.OpType == "DequantizeLinear") is { } dq)
+                pairs.Add((q, dq));
+        if (pairs.Count == 0)
+            return "per tensor: no quantized activations";
+        string input = model.Settings.Inputs.FirstOrDefault()?.TensorName ?? g.RuntimeInputs[0].Name;
+        // ONNX Runtime: the integers of every QuantizeLinear.
+        var ortModel = OnnxModel.Parse(model.QuantizedModel);
+        ortModel.Graph.AddOutputs(pairs.Select(p => p.Q.Outputs[0]).Where(n => !ortModel.Graph.IsGraphOutput(n)));
+        var so = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        using var session = new InferenceSession(ortModel.ToBytes(), so);
+        using var value = OrtValue.CreateTensorValueFromMemory(inputs, [rows, .. rowDims.Select(d => (long)d)]);
+        string[] names = pairs.Select(p => p.Q.Outputs[0]).ToArray();
+        using var results = session.Run(new RunOptions(), [input], [value], names);
+        // The engine: the DequantizeLinear of each, as outputs of the same lowering.
+        var bindings = pairs.Select(p => new OnnxColumnBinding(p.Dq.Outputs[0], p.Dq.Outputs[0])).ToList();
+        var inputBindings = model.Settings.Inputs.Count > 0 ? model.Settings.Inputs : [new OnnxColumnBinding(input, input)];
+        using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, "per-tensor", inputBindings, bindings, model.Settings.InputShapes, 1, out var why);
+        if (engine is null)
+            return $"per tensor: the engine does not load the model with every activation as an output ({string.Join("; ", why)})";
+        var native = engine.Outputs.Select(o => new float[rows * o.RowSize]).ToArray();
+        engine.Run(rows, [inputs], native);
+        int within = 0;
+        var worst = new List<string>();
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            var (q, _) = pairs[i];
+            g.TryGetInitializer(q.Inputs[1], out var scaleTensor);
+            float scale = scaleTensor.ToFloatArray()[0];
+            int zp = q.Inputs.Count > 2 && g.TryGetInitializer(q.Inputs[2], out var z) ? (z.ElementType == OnnxElementType.Int8 ? z.ToInt8Array()[0] : z.ToUInt8Array()[0]) : 0;
+            OrtValue ort = results[i];
+            int[] ortInts = ort.GetTensorTypeAndShape().ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int8
+                ? ort.GetTensorDataAsSpan<sbyte>().ToArray().Select(v => (int)v).ToArray()
+                : ort.GetTensorDataAsSpan<byte>().ToArray().Select(v => (int)v).ToArray();
+            float[] mine = native[i];
+            int max = 0, over = 0;
+            for (int k = 0; k < Math.Min(mine.Length, ortInts.Length); k++)
+            {
+                int d = Math.Abs((int)MathF.Round(mine[k] / scale) + zp - ortInts[k]);
+                max = Math.Max(max, d);
+                over += d > 1 ? 1 : 0;
+            }
+            if (max <= 1)
+                within++;
+            else if (worst.Count < 6)
+                worst.Add($"'{q.Inputs[0]}' from {g.Producer(q.Inputs[0])?.OpType ?? "input"}: max {max} LSB ({over} of {mine.Length} values over 1)");
+        }
+        return $"per tensor: {within} of {pairs.Count} quantized activations within 1 LSB of ONNX Runtime" +
+               (worst.Count > 0 ? $"; first beyond: {string.Join("; ", worst)}" : "");
     }
 
-    private static int MaxLsb(float[] a, float[] b, float scale)
+    /// <summary>The largest difference in LSBs of the output's DequantizeLinear scale (or, for a float output, as a value), and how many values agree.</summary>
+    private static string Difference(QuantizedModelTransformer model, float[] a, float[] b)
     {
-        int max = 0;
+        var g = OnnxModel.Parse(model.QuantizedModel).Graph;
+        string output = model.Settings.Outputs.FirstOrDefault()?.TensorName ?? g.Outputs[0].Name;
+        OnnxNode? producer = g.Producer(output);
+        float maxAbs = 0;
         for (int i = 0; i < a.Length; i++)
-            max = Math.Max(max, (int)Math.Round(Math.Abs(a[i] - b[i]) / scale));
-        return max;
+            maxAbs = Math.Max(maxAbs, Math.Abs(a[i] - b[i]));
+        string same = $"{Same(a, b)} of {a.Length} values identical";
+        if (producer is { OpType: "DequantizeLinear" } && g.TryGetInitializer(producer.Inputs[1], out var s) && s.ElementCount == 1)
+            return $"max {(int)Math.Round(maxAbs / s.ToFloatArray()[0])} LSB ({same})";
+        return $"max |difference| {maxAbs:G3} (float output; {same})";
     }
 
     private static int Same(float[] a, float[] b) => a.Where((v, i) => v == b[i]).Count();

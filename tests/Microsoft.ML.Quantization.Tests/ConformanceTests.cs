@@ -127,7 +127,9 @@ public sealed class ConformanceTests : IDisposable
         Assert.Equal(transformer.GetType(), restoredChain.Last().GetType());
         AssertPredictionEngineMatches(context, chain, expected, scoredColumns);
         AssertPredictionEngineMatches(fresh, restoredChain, expected, scoredColumns);
-        (transformer as IDisposable)?.Dispose();
+        // ML.NET's own OnnxTransformer (route 1) keeps its model file in TMPDIR until it is disposed.
+        foreach (var t in new[] { transformer, plain, restored, restoredChain })
+            (t as IDisposable)?.Dispose();
     }
 
     /// <summary>

@@ -217,15 +217,16 @@ TEST(Engine, PoolWhosePaddedPlaneExceedsTheScratchLimitIsRejectedAtLoad) {
 // an accepted plan runs.
 TEST(Engine, FuzzedPlansNeverCrash) {
     Net net;
-    // Half the mutations start from the plan whose CONV and MAXPOOL the loader fuses.
-    const std::vector<uint8_t> plans[2] = {net.plan(true), net.plan(false)};
+    // The mutations start from the plan whose CONV and MAXPOOL the loader fuses, the one it does not, and the plan with
+    // every op kind of wider models.
+    const std::vector<uint8_t> plans[3] = {net.plan(true), net.plan(false), qatml_test::wide_ops_plan()};
     std::mt19937 r(seed());
     const int iterations = std::getenv("QATML_FUZZ_ITERATIONS") ? std::atoi(std::getenv("QATML_FUZZ_ITERATIONS")) : 20000;
     int accepted = 0, rejected = 0;
     const uint8_t boundary[] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x07, 0x08, 0x09, 0x7f, 0x80, 0xfe, 0xff};
     for (int it = 0; it < iterations; ++it) {
         std::vector<uint8_t> m;
-        const std::vector<uint8_t>& plan = plans[(it / 8) % 2];
+        const std::vector<uint8_t>& plan = plans[(it / 8) % 3];
         const int mode = it % 8;
         if (mode == 0) {  // random bytes, sometimes with a valid header
             m.resize(std::uniform_int_distribution<size_t>(0, 600)(r));

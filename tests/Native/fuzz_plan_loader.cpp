@@ -18,7 +18,7 @@ namespace {
 
 bool write_seeds(const std::string& dir) {
     const qatml_test::EngineNet net;
-    const std::vector<uint8_t> seeds[] = {net.plan(true), net.plan(false), qatml_test::pooling_plan()};
+    const std::vector<uint8_t> seeds[] = {net.plan(true), net.plan(false), qatml_test::pooling_plan(), qatml_test::wide_ops_plan()};
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; ++i) {
         const std::string path = dir + "/seed" + std::to_string(i) + ".qep";
         std::FILE* f = std::fopen(path.c_str(), "wb");

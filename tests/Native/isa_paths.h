@@ -49,6 +49,13 @@ inline std::vector<int> fast_isas() {
     return v;
 }
 
+// The scalar path, then every SIMD path this CPU supports.
+inline std::vector<int> every_isa() {
+    std::vector<int> v = fast_isas();
+    v.insert(v.begin(), QATML_ISA_SCALAR);
+    return v;
+}
+
 // Sets the programmatic cap for one scope.
 struct IsaCap {
     explicit IsaCap(int isa) { EXPECT_EQ(qatml_cpu_set_max_isa(isa), QATML_OK); }

@@ -140,7 +140,7 @@ internal static class ZooBenchmark
         }
     }
 
-    private static PostTrainingOptions Options(string path, ZooRows rows, string output, QuantizationPrecision precision, bool fixedBatch, QuantizedBackend backend)
+    internal static PostTrainingOptions Options(string path, ZooRows rows, string output, QuantizationPrecision precision, bool fixedBatch, QuantizedBackend backend)
     {
         var options = new PostTrainingOptions
         {

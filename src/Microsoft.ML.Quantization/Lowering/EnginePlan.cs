@@ -22,6 +22,51 @@ internal enum EngineOpKind
     GlobalAveragePool = 7,
     Add = 8,
     Lut = 9,
+    Unary = 10,
+    Binary = 11,
+    Concat = 12,
+    Copy = 13,
+    Pad = 14,
+    Resize = 15,
+    Softmax = 16,
+    LayerNorm = 17,
+    MatMul = 18,
+    ReduceMean = 19,
+    FloatConv = 20,
+}
+
+/// <summary>Functions of <see cref="EngineOpKind.Unary"/> (qatml_engine_unary values).</summary>
+internal enum EngineUnary
+{
+    Relu = 1,
+    Sigmoid = 2,
+    Tanh = 3,
+    HardSigmoid = 4,
+    HardSwish = 5,
+    LeakyRelu = 6,
+    Clip = 7,
+    Erf = 8,
+    Gelu = 9,
+    Exp = 10,
+    Log = 11,
+    Sqrt = 12,
+    Neg = 13,
+    Abs = 14,
+    Reciprocal = 15,
+    Softplus = 16,
+    Identity = 17,
+}
+
+/// <summary>Functions of <see cref="EngineOpKind.Binary"/> (qatml_engine_binary values).</summary>
+internal enum EngineBinary
+{
+    Add = 1,
+    Sub = 2,
+    Mul = 3,
+    Div = 4,
+    Pow = 5,
+    Max = 6,
+    Min = 7,
 }
 
 /// <summary>Per-tensor quantization of an activation.</summary>

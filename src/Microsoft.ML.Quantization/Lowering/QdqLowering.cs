@@ -12,13 +12,16 @@ internal sealed record LoweringResult(EnginePlan? Plan, InputSpec[] Inputs, Outp
 /// <summary>
 /// Lowers a QDQ ONNX model (what PostTraining writes, or a QAT export of the same form) to a native engine plan, the
 /// way ONNX Runtime's QDQ fusions group nodes: "DQ inputs -> op -> Q" becomes one integer op (Conv/Gemm/MatMul with the
-/// fused requantization, MaxPool, AveragePool, GlobalAveragePool, Add, Relu/Clip as a 256-entry table), the
-/// QuantizeLinear of a graph input a quantize op, the DequantizeLinear of a graph output a dequantize op, and
-/// Flatten/Reshape/Squeeze/Unsqueeze views. Every node that fits none of these is named with the reason. Shapes are
-/// inferred here and checked against the weights, so an inconsistent model fails with a message naming the node
-/// before any native call (the native loader checks them again).
+/// fused requantization, pools, Add/Mul with broadcasting, Concat, MatMul of two activations, Resize and data movement
+/// on the integers, elementwise functions as 256-entry tables); a node the model leaves in float runs as a float op
+/// of a float segment (DequantizeLinear -> float ops -> QuantizeLinear, QdqLowering.Float.cs); the QuantizeLinear of
+/// a float value a quantize op, the DequantizeLinear of a graph output a dequantize op, and
+/// Flatten/Reshape/Squeeze/Unsqueeze views. Every node that fits none of these is named with the reason (the root
+/// causes only: nodes that merely depend on an unsupported node are not listed). Shapes are inferred here and checked
+/// against the weights, so an inconsistent model fails with a message naming the node before any native call (the
+/// native loader checks them again).
 /// </summary>
-internal sealed class QdqLowering
+internal sealed partial class QdqLowering
 {
     private readonly OnnxGraph _g;
     private readonly GraphIndex _index; // the lowering reads the graph only: lookups through one index keep it linear
@@ -30,12 +33,16 @@ internal sealed class QdqLowering
     private readonly Dictionary<string, QTensor> _quantized = new(StringComparer.Ordinal);       // integer activations
     private readonly Dictionary<string, (QTensor Source, EngineQuant Quant)> _dqActivation = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OnnxNode> _dqConstant = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, (int Id, long[] Dims)> _floatInputs = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, FTensor> _float = new(StringComparer.Ordinal);       // float values (inputs, float ops, dequantized activations)
     private readonly HashSet<OnnxNode> _done = [];
     private readonly Dictionary<string, List<OnnxNode>> _consumers;
+    private readonly long _opset;
 
     /// <summary>An integer activation: the engine tensor holding it, its logical per-row shape, type and quantization.</summary>
     private sealed record QTensor(int Id, long[] Dims, EngineType Type, EngineQuant Quant);
+
+    /// <summary>A float value: the engine tensor holding it and its logical per-row shape.</summary>
+    private sealed record FTensor(int Id, long[] Dims);
 
     private QdqLowering(OnnxModel model, string modelName)
     {
@@ -43,6 +50,7 @@ internal sealed class QdqLowering
         _index = _g.Index();
         _modelName = modelName;
         _consumers = _g.ConsumerMap();
+        _opset = model.DefaultOpset;
     }
 
     /// <summary>Lowers <paramref name="model"/>; inputs and outputs default to the graph's (columns named like the tensors).</summary>
@@ -83,10 +91,10 @@ internal sealed class QdqLowering
             long[] dims = row.Select(d => (long)d).ToArray();
             int id = _plan.AddTensor(EngineType.Float32, dims);
             _plan.Inputs.Add(id);
-            _floatInputs[b.TensorName] = (id, dims);
+            _float[b.TensorName] = new FTensor(id, dims);
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
         }
-        foreach (var extra in runtimeInputs.Where(i => !_floatInputs.ContainsKey(i.Name) && !_failed.Contains(i.Name)))
+        foreach (var extra in runtimeInputs.Where(i => !_float.ContainsKey(i.Name) && !_failed.Contains(i.Name)))
         {
             _rootCauses.Add(($"graph input '{extra.Name}'", "it is not bound to a column"));
             _failed.Add(extra.Name);
@@ -116,23 +124,38 @@ internal sealed class QdqLowering
 
         var outputs = new List<OutputSpec>();
         var outBindings = outputBindings.Count > 0 ? outputBindings : _g.Outputs.Select(o => new OnnxColumnBinding(o.Name, o.Name)).ToList();
+        var planOutputs = new HashSet<int>();
         foreach (var b in outBindings)
         {
-            if (!_dqActivation.TryGetValue(b.TensorName, out var source))
+            int id;
+            long[] dims;
+            if (_dqActivation.TryGetValue(b.TensorName, out var source))
+            {
+                dims = source.Source.Dims;
+                id = _plan.AddTensor(EngineType.Float32, dims);
+                var w = new PayloadWriter();
+                w.U32((uint)source.Source.Id);
+                w.U32((uint)id);
+                w.Quant(source.Quant);
+                _plan.Ops.Add(new EngineOp(EngineOpKind.Dequantize, b.TensorName, w.ToArray()));
+            }
+            else if (_float.TryGetValue(b.TensorName, out var value))
+            {
+                // A float output: the tensor a float op wrote, copied when it is a plan input, another output or a view.
+                dims = value.Dims;
+                id = _plan.Inputs.Contains(value.Id) || planOutputs.Contains(value.Id) || !_plan.Tensors[value.Id].Dims.SequenceEqual(value.Dims)
+                    ? CopyTensor(value.Id, value.Dims, EngineType.Float32, $"output '{b.TensorName}'")
+                    : value.Id;
+            }
+            else
             {
                 if (_failed.Contains(b.TensorName))
                     _knockOn++;
                 else
-                    _rootCauses.Add(($"output '{b.TensorName}'", "it is not the DequantizeLinear of an integer activation the engine computes"));
+                    _rootCauses.Add(($"output '{b.TensorName}'", "it is neither a float value nor the DequantizeLinear of an integer activation the engine computes"));
                 continue;
             }
-            long[] dims = source.Source.Dims;
-            int id = _plan.AddTensor(EngineType.Float32, dims);
-            var w = new PayloadWriter();
-            w.U32((uint)source.Source.Id);
-            w.U32((uint)id);
-            w.Quant(source.Quant);
-            _plan.Ops.Add(new EngineOp(EngineOpKind.Dequantize, b.TensorName, w.ToArray()));
+            planOutputs.Add(id);
             _plan.Outputs.Add(id);
             outputs.Add(new OutputSpec(b.ColumnName, b.TensorName, dims.Select(d => checked((int)d)).ToArray()));
         }
@@ -167,18 +190,88 @@ internal sealed class QdqLowering
                 VisitDequantize(node);
                 return;
             case "QuantizeLinear":
-                VisitInputQuantize(node);
+                VisitQuantize(node);
                 return;
             case "Clip" when _quantized.ContainsKey(node.Inputs[0]):
                 VisitIntegerClip(node);
                 return;
-            case "Conv" or "Gemm" or "MatMul" or "MaxPool" or "AveragePool" or "GlobalAveragePool" or "Add"
-                or "Flatten" or "Reshape" or "Squeeze" or "Unsqueeze" or "Relu" or "Clip" or "Identity":
+            case "Split" when TryIntegerSplit(node):
+                return;
+        }
+        string why = "";
+        if (IntegerUnitOps.Contains(node.OpType) && IsIntegerUnit(node, out why))
+        {
+            int ops = _plan.Ops.Count, tensors = _plan.Tensors.Count;
+            try
+            {
                 VisitUnit(node);
                 return;
-            default:
-                throw new NotSupportedException($"op type {node.OpType} is not supported by the native engine");
+            }
+            catch (NotSupportedException e) when (FloatOps.Contains(node.OpType))
+            {
+                // No integer form for these operands: the float op, if the values are there (what the unit began is undone).
+                _plan.Ops.RemoveRange(ops, _plan.Ops.Count - ops);
+                _plan.Tensors.RemoveRange(tensors, _plan.Tensors.Count - tensors);
+                why = e.Message;
+            }
         }
+        if (!FloatOps.Contains(node.OpType))
+            throw new NotSupportedException(IntegerUnitOps.Contains(node.OpType)
+                ? $"{why}, and the engine has no float {node.OpType}"
+                : $"op type {node.OpType} is not supported by the native engine");
+        try
+        {
+            VisitFloat(node);
+        }
+        catch (NotSupportedException e) when (why.Length > 0)
+        {
+            throw new NotSupportedException($"{why}; as a float op: {e.Message}");
+        }
+    }
+
+    /// <summary>Ops with an integer form "DequantizeLinear inputs -> op -> one QuantizeLinear".</summary>
+    private static readonly HashSet<string> IntegerUnitOps = new(StringComparer.Ordinal)
+    {
+        "Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Mul", "Concat", "Flatten", "Reshape", "Squeeze",
+        "Unsqueeze", "Relu", "Clip", "Identity", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Erf", "Exp", "Neg", "Abs",
+        "Softplus", "Transpose", "Slice", "Pad", "DepthToSpace", "SpaceToDepth", "Resize", "Dropout",
+    };
+
+    /// <summary>
+    /// Whether <paramref name="node"/> is "DequantizeLinear inputs -> node -> one QuantizeLinear": one output, read by
+    /// exactly one QuantizeLinear, and every activation input the DequantizeLinear of an integer activation.
+    /// </summary>
+    private bool IsIntegerUnit(OnnxNode node, out string why)
+    {
+        why = "";
+        if (node.Outputs.Count(o => o.Length > 0) != 1)
+        {
+            why = "it has more than one output";
+            return false;
+        }
+        string y = node.Outputs[0];
+        var users = _consumers.GetValueOrDefault(y) ?? [];
+        if (_index.IsGraphOutput(y) || users.Count != 1 || users[0].OpType != "QuantizeLinear" || users[0].Domain.Length != 0)
+        {
+            why = $"its output '{y}' is not quantized by exactly one QuantizeLinear";
+            return false;
+        }
+        string? input = node.OpType is "Add" or "Mul" && node.Inputs.Count == 2 && !_dqActivation.ContainsKey(node.Inputs[0])
+            ? node.Inputs[1]  // a constant first operand: Binary swaps them
+            : node.Inputs.FirstOrDefault();
+        if (string.IsNullOrEmpty(input) || !_dqActivation.ContainsKey(input))
+        {
+            why = $"input 0 ('{input}') is not the DequantizeLinear of an integer activation";
+            return false;
+        }
+        if (node.OpType is "Add" or "Mul" or "Concat" or "MatMul")
+            for (int i = 0; i < node.Inputs.Count; i++)
+                if (node.Inputs[i].Length > 0 && !_dqActivation.ContainsKey(node.Inputs[i]) && !_dqConstant.ContainsKey(node.Inputs[i]))
+                {
+                    why = $"input {i} ('{node.Inputs[i]}') is neither the DequantizeLinear of an integer activation nor of a constant";
+                    return false;
+                }
+        return true;
     }
 
     // ---- Q / DQ ------------------------------------------------------------------------------------------------
@@ -199,11 +292,13 @@ internal sealed class QdqLowering
         _dqActivation[dq.Outputs[0]] = (source, quant);
     }
 
-    private void VisitInputQuantize(OnnxNode q)
+    /// <summary>The QuantizeLinear of a float value (a graph input, or the output of a float op): a quantize op.</summary>
+    private void VisitQuantize(OnnxNode q)
     {
-        if (!_floatInputs.TryGetValue(q.Inputs[0], out var input))
-            throw new NotSupportedException($"quantizes '{q.Inputs[0]}', which is not a graph input (only graph inputs are quantized from float)");
+        if (!_float.ContainsKey(q.Inputs[0]) && !_dqActivation.ContainsKey(q.Inputs[0]))
+            throw new NotSupportedException($"quantizes '{q.Inputs[0]}', which is not a float value the engine computes");
         var (type, quant) = ActivationQuant(q, 1, 2);
+        var input = Materialize(FloatOf(q.Inputs[0]));
         int id = _plan.AddTensor(type, input.Dims);
         var w = new PayloadWriter();
         w.U32((uint)input.Id);
@@ -237,22 +332,21 @@ internal sealed class QdqLowering
 
     private void VisitUnit(OnnxNode node)
     {
-        if (node.Outputs.Count(o => o.Length > 0) != 1)
-            throw new NotSupportedException("has more than one output");
-        string y = node.Outputs[0];
-        var users = _consumers.GetValueOrDefault(y) ?? [];
-        if (_index.IsGraphOutput(y) || users.Count != 1 || users[0].OpType != "QuantizeLinear" || users[0].Domain.Length != 0)
-            throw new NotSupportedException($"its output '{y}' is not quantized by exactly one QuantizeLinear (the engine has no float ops)");
-        OnnxNode q = users[0];
+        OnnxNode q = _consumers[node.Outputs[0]][0];
         var (outType, outQuant) = ActivationQuant(q, 1, 2);
         QTensor result = node.OpType switch
         {
             "Conv" => Conv(node, outType, outQuant),
+            "ConvTranspose" => IntegerConvTranspose(node, outType, outQuant),
+            "MatMul" when _dqActivation.ContainsKey(node.Inputs[1]) => ActivationMatMul(node, outType, outQuant),
             "Gemm" or "MatMul" => Gemm(node, outType, outQuant),
             "MaxPool" or "AveragePool" => Pool(node, outType, outQuant),
             "GlobalAveragePool" => GlobalAveragePool(node, outType, outQuant),
-            "Add" => Add(node, outType, outQuant),
-            "Relu" or "Clip" or "Identity" => Elementwise(node, outType, outQuant),
+            "Add" or "Mul" => Binary(node, outType, outQuant),
+            "Concat" => IntegerConcat(node, outType, outQuant),
+            "Relu" or "Clip" or "Identity" or "Dropout" or "Sigmoid" or "Tanh" or "HardSigmoid" or "HardSwish" or "LeakyRelu" or "Erf" or "Exp"
+                or "Neg" or "Abs" or "Softplus" => Elementwise(node, outType, outQuant),
+            "Transpose" or "Slice" or "Pad" or "DepthToSpace" or "SpaceToDepth" or "Resize" => IntegerMovement(node, outType, outQuant),
             _ => View(node, outType, outQuant),
         };
         _quantized[q.Outputs[0]] = result;
@@ -484,51 +578,22 @@ internal sealed class QdqLowering
         return new QTensor(id, outDims, outType, outQuant);
     }
 
-    private QTensor Add(OnnxNode node, EngineType outType, EngineQuant outQuant)
-    {
-        var (a, aq) = Activation(node, 0);
-        var (b, bq) = Activation(node, 1);
-        if (!a.Dims.SequenceEqual(b.Dims))
-            throw new NotSupportedException($"broadcasting Add ([{string.Join(", ", a.Dims)}] + [{string.Join(", ", b.Dims)}]) is not supported");
-        if (a.Type != outType || b.Type != outType)
-            throw new NotSupportedException("Add needs one integer type for both inputs and the output");
-        int id = _plan.AddTensor(outType, a.Dims);
-        var w = new PayloadWriter();
-        w.U32((uint)a.Id);
-        w.U32((uint)b.Id);
-        w.U32((uint)id);
-        w.Quant(aq);
-        w.Quant(bq);
-        w.Quant(outQuant);
-        Emit(EngineOpKind.Add, node.Describe, w);
-        return new QTensor(id, a.Dims, outType, outQuant);
-    }
-
-    /// <summary>Relu / Clip / Identity between a DQ and a Q: Q(f(DQ(x))) for each of the 256 input values, as ONNX Runtime computes it in float.</summary>
+    /// <summary>An elementwise function between a DQ and a Q: Q(f(DQ(x))) for each of the 256 input values, as ONNX Runtime computes it in float.</summary>
     private QTensor Elementwise(OnnxNode node, EngineType outType, EngineQuant outQuant)
     {
         var (x, xq) = Activation(node, 0);
         Func<float, float> f = node.OpType switch
         {
-            "Relu" => v => Math.Max(v, 0f),
-            "Identity" => v => v,
-            _ => ClipFunction(node),
+            "Identity" or "Dropout" => v => v,
+            "Clip" => ClipFunction(node),
+            _ => UnaryFunction(node),
         };
         return Table(node, x, xq, outType, outQuant, f);
     }
 
     private Func<float, float> ClipFunction(OnnxNode node)
     {
-        float lo = float.NegativeInfinity, hi = float.PositiveInfinity;
-        if (node.HasAttribute("min") || node.HasAttribute("max"))
-        {
-            lo = node.GetFloat("min", lo);
-            hi = node.GetFloat("max", hi);
-        }
-        if (node.Inputs.Count > 1 && node.Inputs[1].Length > 0)
-            lo = FloatScalar(node, 1);
-        if (node.Inputs.Count > 2 && node.Inputs[2].Length > 0)
-            hi = FloatScalar(node, 2);
+        var (_, lo, hi) = ClipBounds(node);
         return v => Math.Min(Math.Max(v, lo), hi);
     }
 
@@ -563,19 +628,7 @@ internal sealed class QdqLowering
     }
 
     private QTensor Table(OnnxNode node, QTensor x, EngineQuant xq, EngineType outType, EngineQuant outQuant, Func<float, float> f)
-    {
-        var (lo, hi) = outType == EngineType.UInt8 ? (0, 255) : (-128, 127);
-        var table = new byte[256];
-        for (int b = 0; b < 256; b++)
-        {
-            int v = x.Type == EngineType.UInt8 ? b : (sbyte)b;
-            float real = f((float)(v - xq.ZeroPoint) * xq.Scale);                 // DequantizeLinear, then the op
-            float q = float.IsNaN(real) ? 0f : MathF.Round(real / outQuant.Scale, MidpointRounding.ToEven);   // QuantizeLinear
-            int r = (int)Math.Clamp(q + outQuant.ZeroPoint, lo, hi);
-            table[b] = (byte)r;
-        }
-        return EmitTable(node.Describe, x, outType, outQuant, table);
-    }
+        => EmitTable(node.Describe, x, outType, outQuant, RequantizeTable(x.Type, xq, outType, outQuant, f));
 
     private QTensor EmitTable(string source, QTensor x, EngineType outType, EngineQuant outQuant, byte[] table)
     {
@@ -592,19 +645,27 @@ internal sealed class QdqLowering
     private QTensor View(OnnxNode node, EngineType outType, EngineQuant outQuant)
     {
         var (x, xq) = Activation(node, 0);
-        long rowSize = x.Dims.Aggregate(1L, (a, b) => a * b);
+        long[] dims = ViewDims(node, x.Dims);
+        if (x.Type != outType || !xq.SameAs(outQuant))
+            return Table(node, x with { Dims = dims }, xq, outType, outQuant, f => f);
+        return x with { Dims = dims, Quant = outQuant };
+    }
+
+    /// <summary>The per-row shape after a Flatten / Reshape / Squeeze / Unsqueeze of a row of <paramref name="x"/>.</summary>
+    private long[] ViewDims(OnnxNode node, long[] x)
+    {
+        long rowSize = x.Aggregate(1L, (a, b) => a * b);
         long[] dims = node.OpType switch
         {
             "Flatten" => node.GetInt("axis", 1) == 1 ? [rowSize] : throw new NotSupportedException("Flatten with axis != 1 is not supported"),
             "Reshape" => ReshapeDims(node, rowSize),
-            "Squeeze" => SqueezeDims(node, x.Dims, squeeze: true),
-            _ => SqueezeDims(node, x.Dims, squeeze: false),
+            "Squeeze" => SqueezeDims(node, x, squeeze: true),
+            "Unsqueeze" => SqueezeDims(node, x, squeeze: false),
+            _ => x,  // Identity, Dropout
         };
         if (dims.Length is < 1 or > 4 || dims.Aggregate(1L, (a, b) => a * b) != rowSize)
             throw new NotSupportedException($"the reshaped row [{string.Join(", ", dims)}] is not 1 to 4 dimensions of {rowSize} elements");
-        if (x.Type != outType || !xq.SameAs(outQuant))
-            return Table(node, x with { Dims = dims }, xq, outType, outQuant, f => f);
-        return x with { Dims = dims, Quant = outQuant };
+        return dims;
     }
 
     private long[] ReshapeDims(OnnxNode node, long rowSize)
@@ -657,13 +718,18 @@ internal sealed class QdqLowering
     /// tensor it aliases is copied (identity table) so shape-aware ops see the right dimensions.
     /// </summary>
     private QTensor Materialize(QTensor x)
+        => _plan.Tensors[x.Id].Dims.SequenceEqual(x.Dims) ? x : x with { Id = CopyTensor(x.Id, x.Dims, x.Type, "reshape copy") };
+
+    private FTensor Materialize(FTensor x)
+        => _plan.Tensors[x.Id].Dims.SequenceEqual(x.Dims) ? x : x with { Id = CopyTensor(x.Id, x.Dims, EngineType.Float32, "reshape copy") };
+
+    /// <summary>A new tensor of <paramref name="dims"/> holding the elements of tensor <paramref name="id"/> (one COPY op).</summary>
+    private int CopyTensor(int id, long[] dims, EngineType type, string source)
     {
-        if (_plan.Tensors[x.Id].Dims.SequenceEqual(x.Dims))
-            return x;
-        var identity = new byte[256];
-        for (int b = 0; b < 256; b++)
-            identity[b] = (byte)b;
-        return EmitTable("reshape copy", x, x.Type, x.Quant, identity);
+        long count = dims.Aggregate(1L, (a, b) => a * b);
+        int copy = _plan.AddTensor(type, dims);
+        EmitCopy(id, copy, [count], 0, [1], source);
+        return copy;
     }
 
     private void Emit(EngineOpKind kind, string source, PayloadWriter payload) => _plan.Ops.Add(new EngineOp(kind, source, payload.ToArray()));

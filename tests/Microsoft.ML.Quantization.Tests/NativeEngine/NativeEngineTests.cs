@@ -127,12 +127,12 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
     {
         var context = new MLContext(seed: 1);
         IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value.Take(50));
-        // A Softmax on the logits stays float: the engine has no float ops.
+        // A Cos on the logits stays float, and the engine has no Cos (float or integer).
         var model = OnnxModel.Load(TestData.FmnistNet);
         var g = model.Graph;
         string logits = g.Outputs[0].Name, raw = g.FreshName("raw_logits");
         g.Producer(logits)!.Outputs[0] = raw;
-        g.AddNode("Softmax", [raw], [logits], "softmax").SetInt("axis", -1);
+        g.AddNode("Cos", [raw], [logits], "cosine");
         PostTrainingOptions Options(bool allow) => new()
         {
             ModelBytes = model.ToBytes(), IntraOpNumThreads = 1, SampleCount = 50, Backend = QuantizedBackend.Native, AllowBackendFallback = allow,
@@ -141,14 +141,14 @@ public sealed class NativeEngineTests(ITestOutputHelper output)
         {
             Assert.Equal(QuantizedBackend.OnnxRuntime, fallback.Backend);
             Assert.Equal(QuantizedBackend.Native, fallback.RequestedBackend);
-            Assert.Contains("node 'softmax' (Softmax)", fallback.BackendFallbackReason);
-            // The root cause once, then a count of what fails only because it reads the Softmax's output.
+            Assert.Contains("node 'cosine' (Cos)", fallback.BackendFallbackReason);
+            // The root cause once, then a count of what fails only because it reads the Cos's output.
             Assert.Matches(@"; \d+ more nodes or outputs depend on those$", fallback.BackendFallbackReason);
             Assert.DoesNotContain("QuantizeLinear", fallback.BackendFallbackReason);
             Assert.Null(fallback.NativeWeightBytes);
         }
         var error = Assert.Throws<NotSupportedException>(() => context.Quantization.PostTraining(Options(false)).Fit(calibration));
-        Assert.Contains("op type Softmax is not supported by the native engine: node 'softmax' (Softmax)", error.Message);
+        Assert.Contains("op type Cos is not supported by the native engine: node 'cosine' (Cos)", error.Message);
 
         // The plain model runs natively and scores like ONNX Runtime.
         var plain = new PostTrainingOptions { ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, SampleCount = 50, BatchSize = 13, AllowBackendFallback = false };

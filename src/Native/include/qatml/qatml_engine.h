@@ -55,6 +55,41 @@
  *   GLOBAL_AVGPOOL u32 x, y; q x; q y. x is [C, H, W]; y must have C elements.
  *   ADD          u32 a, b, y; q a; q b; q y. Same element count and type everywhere.
  *   LUT          u32 x, y; u8 table[256]. y[i] = table[byte of x[i]]; same element count.
+ * Float segments (ops the model leaves in float run between a DEQUANTIZE and a QUANTIZE of intermediate tensors)
+ * and the ops of wider models:
+ *   UNARY        u32 x, y; u32 func (qatml_engine_unary); f32 alpha, beta. FLOAT32 in and out, same element count.
+ *                HARD_SIGMOID: max(0, min(1, alpha x + beta)); HARD_SWISH: x max(0, min(1, x / 6 + 0.5));
+ *                LEAKY_RELU: x < 0 ? alpha x : x; CLIP: min(max(x, alpha), beta); GELU: 0.5 x (1 + erf(x / sqrt 2)).
+ *   BINARY       u32 a, b, y; u32 func (qatml_engine_binary); u32 b_const;
+ *                [b_const: u32 rank (1..4); i64 dims[rank]; values: f32 (float ops) or the bytes of a's type];
+ *                [8-bit y: q a; q b; q y]. NumPy broadcasting over the per-row shapes (right-aligned; a constant b
+ *                has no batch dimension); y's shape is the broadcast shape. FLOAT32: every func; UINT8 / INT8 (a, b
+ *                and y one type): ADD (QLinearAdd's formula, as the ADD op) and MUL (QLinearMul: the exact product,
+ *                float(product) * ((sa * sb) / sy) + zy, rounded and saturated).
+ *   CONCAT       u32 y; u32 axis (of the per-row shape); u32 count (1..1024); count x { u32 x; u32 has_table;
+ *                [u8 table[256]] }. One type; 8-bit inputs may carry a table (requantization to y's
+ *                quantization); the shapes agree except along axis, whose sizes add up to y's.
+ *   COPY         u32 x, y; u32 rank (1..6); i64 dims[rank]; i64 offset; i64 strides[rank]. y (dense, in the order of
+ *                dims) = x[offset + sum_k i_k strides[k]] per row; one type; every read inside x's row: Transpose,
+ *                Slice, Split (one COPY per output), DepthToSpace, Expand.
+ *   PAD          u32 x, y; i64 pads[2 * rank of x] (begins, then ends; >= 0); i64 steps[rank of x] (>= 1); u32 value
+ *                (float: its f32 bits; 8-bit: the byte). y is filled with value, then x element i of each dim lands
+ *                at begin + i * step (steps > 1 insert value between elements: the zero insertion of ConvTranspose);
+ *                y's dims are begin + (x - 1) * step + 1 + end.
+ *   RESIZE       u32 x, y; u32 mode (1 nearest, 2 bilinear). x [C, H, W], y [C, OH, OW] (one type).
+ *                nearest: i32 rows[OH], cols[OW] (the source row and column of each output);
+ *                bilinear: per output row i32 y0, y1, f32 dy; per output column i32 x0, x1, f32 dx:
+ *                (1-dy)(1-dx) x[y0,x0] + (1-dy) dx x[y0,x1] + dy (1-dx) x[y1,x0] + dy dx x[y1,x1] in float (8-bit:
+ *                rounded half to even and saturated).
+ *   SOFTMAX      u32 x, y; u32 axis. FLOAT32; over `axis` of the per-row shape (max subtracted first).
+ *   LAYERNORM    u32 x, y; u32 axis; f32 epsilon; u32 has_bias; f32 scale[n]; [f32 bias[n]] (n: the product of the
+ *                dims from axis on). FLOAT32; mean and variance over those dims.
+ *   MATMUL       u32 a, b, y; [8-bit y: q a; q b; q y]. a [.., M, K], b [.., K, N] (activations; leading dims equal or
+ *                b's absent), y [.., M, N]. FLOAT32, or 8-bit a and b (any of UINT8 / INT8) with an 8-bit y: the exact
+ *                int32 sum of (a - za)(b - zb), requantized with (sa * sb) / sy.
+ *   REDUCE_MEAN  u32 x, y; u32 axis; u32 count. FLOAT32; the mean over count dims from axis on (y keeps the others).
+ *   FLOAT_CONV   u32 x, y; i64 M, C/g, kH, kW, groups, sh, sw, pt, pl, pb, pr, dh, dw; u32 has_bias;
+ *                f32 weights[M, C/g, kH, kW]; [f32 bias[M]]. A float32 convolution (x [C, H, W], y [M, OH, OW]).
  */
 #ifndef QATML_QATML_ENGINE_H
 #define QATML_QATML_ENGINE_H
@@ -75,8 +110,51 @@ typedef enum qatml_engine_op {
     QATML_ENGINE_OP_AVGPOOL = 6,
     QATML_ENGINE_OP_GLOBAL_AVGPOOL = 7,
     QATML_ENGINE_OP_ADD = 8,
-    QATML_ENGINE_OP_LUT = 9
+    QATML_ENGINE_OP_LUT = 9,
+    QATML_ENGINE_OP_UNARY = 10,
+    QATML_ENGINE_OP_BINARY = 11,
+    QATML_ENGINE_OP_CONCAT = 12,
+    QATML_ENGINE_OP_COPY = 13,
+    QATML_ENGINE_OP_PAD = 14,
+    QATML_ENGINE_OP_RESIZE = 15,
+    QATML_ENGINE_OP_SOFTMAX = 16,
+    QATML_ENGINE_OP_LAYERNORM = 17,
+    QATML_ENGINE_OP_MATMUL = 18,
+    QATML_ENGINE_OP_REDUCE_MEAN = 19,
+    QATML_ENGINE_OP_FLOAT_CONV = 20
 } qatml_engine_op;
+
+/* UNARY functions. */
+typedef enum qatml_engine_unary {
+    QATML_UNARY_RELU = 1,
+    QATML_UNARY_SIGMOID = 2,
+    QATML_UNARY_TANH = 3,
+    QATML_UNARY_HARD_SIGMOID = 4,
+    QATML_UNARY_HARD_SWISH = 5,
+    QATML_UNARY_LEAKY_RELU = 6,
+    QATML_UNARY_CLIP = 7,
+    QATML_UNARY_ERF = 8,
+    QATML_UNARY_GELU = 9,
+    QATML_UNARY_EXP = 10,
+    QATML_UNARY_LOG = 11,
+    QATML_UNARY_SQRT = 12,
+    QATML_UNARY_NEG = 13,
+    QATML_UNARY_ABS = 14,
+    QATML_UNARY_RECIPROCAL = 15,
+    QATML_UNARY_SOFTPLUS = 16,
+    QATML_UNARY_IDENTITY = 17
+} qatml_engine_unary;
+
+/* BINARY functions (8-bit: ADD and MUL). */
+typedef enum qatml_engine_binary {
+    QATML_BINARY_ADD = 1,
+    QATML_BINARY_SUB = 2,
+    QATML_BINARY_MUL = 3,
+    QATML_BINARY_DIV = 4,
+    QATML_BINARY_POW = 5,
+    QATML_BINARY_MAX = 6,
+    QATML_BINARY_MIN = 7
+} qatml_engine_binary;
 
 #define QATML_ENGINE_PLAN_VERSION 1
 

@@ -1,6 +1,8 @@
 // Contexts: a device and a thread count that work is bound to.
 #include "internal.h"
 
+#include "core/thread_pool.h"
+
 #include <memory>
 
 struct qatml_context {
@@ -8,12 +10,14 @@ struct qatml_context {
     qatml_device device{};
     int32_t num_threads = 1;
     qatml::CudaContextState* cuda = nullptr;
+    std::unique_ptr<qatml::ThreadPool> pool;  // CPU contexts of more than one thread: started once, here
     ~qatml_context() { qatml::cuda_context_close(cuda); }
 };
 
 namespace qatml {
 qatml_status cuda_check_device(int32_t index, const char* function);  // cuda/ or cuda_stub.cpp
 CudaContextState* context_cuda_state(const qatml_context* ctx) { return ctx ? ctx->cuda : nullptr; }
+ThreadPool* context_thread_pool(const qatml_context* ctx) { return ctx ? ctx->pool.get() : nullptr; }
 }  // namespace qatml
 
 extern "C" {
@@ -48,6 +52,7 @@ QATML_API qatml_status qatml_context_create(const qatml_device* device, int32_t 
         }
         ctx->device = *device;
         ctx->num_threads = num_threads == 0 ? 1 : num_threads;
+        if (device->kind == QATML_DEVICE_CPU && ctx->num_threads > 1) ctx->pool = std::make_unique<qatml::ThreadPool>(ctx->num_threads);
         qatml::register_handle(ctx.get(), qatml::HandleKind::Context);
         *out_context = ctx.release();
         return QATML_OK;

@@ -28,7 +28,9 @@ qatml_status guarded(const char* function, Body&& body) noexcept {
 }
 
 // Kinds of opaque handle. Each handle object starts with its kind so the registry can tell them apart.
-enum class HandleKind : uint32_t { Context = 0x51430001u, PackedWeights = 0x51430002u, Engine = 0x51430003u };
+enum class HandleKind : uint32_t { Context = 0x51430001u,
+                                   PackedWeights = 0x51430002u,
+                                   Engine = 0x51430003u };
 
 // Registry of live handles: lets every entry reject NULL, destroyed and foreign pointers without
 // dereferencing them. Registration costs a mutex and a hash insert; only create/destroy and
@@ -38,22 +40,22 @@ bool unregister_handle(const void* handle, HandleKind kind);
 bool is_live_handle(const void* handle, HandleKind kind);
 
 // Validates a handle argument; on failure sets the error and returns false.
-#define QATML_CHECK_HANDLE(ptr, kind, fn)                                                         \
-    do {                                                                                           \
-        if ((ptr) == nullptr)                                                                      \
-            return ::qatml::fail(QATML_INVALID_HANDLE, "%s: handle '%s' is NULL", fn, #ptr);      \
-        if (!::qatml::is_live_handle((ptr), (kind)))                                               \
-            return ::qatml::fail(QATML_INVALID_HANDLE,                                             \
-                                 "%s: handle '%s' (%p) is not a live handle of this kind "        \
-                                 "(destroyed, foreign or corrupted)",                              \
-                                 fn, #ptr, static_cast<const void*>(ptr));                         \
-    } while (0)
+#define QATML_CHECK_HANDLE(ptr, kind, fn)                                              \
+  do {                                                                                 \
+    if ((ptr) == nullptr)                                                              \
+      return ::qatml::fail(QATML_INVALID_HANDLE, "%s: handle '%s' is NULL", fn, #ptr); \
+    if (!::qatml::is_live_handle((ptr), (kind)))                                       \
+      return ::qatml::fail(QATML_INVALID_HANDLE,                                       \
+                           "%s: handle '%s' (%p) is not a live handle of this kind "   \
+                           "(destroyed, foreign or corrupted)",                        \
+                           fn, #ptr, static_cast<const void*>(ptr));                   \
+  } while (0)
 
-#define QATML_CHECK_NOT_NULL(ptr, fn)                                                              \
-    do {                                                                                           \
-        if ((ptr) == nullptr)                                                                      \
-            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: argument '%s' is NULL", fn, #ptr);  \
-    } while (0)
+#define QATML_CHECK_NOT_NULL(ptr, fn)                                                      \
+  do {                                                                                     \
+    if ((ptr) == nullptr)                                                                  \
+      return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: argument '%s' is NULL", fn, #ptr); \
+  } while (0)
 
 // CUDA contexts (src/cuda/cuda_context.cpp; core/cuda_stub.cpp in CPU builds): each owns a stream, its device
 // arenas and pinned host staging. Opened when a CUDA context is created, closed when it is destroyed.
@@ -61,6 +63,10 @@ struct CudaContextState;
 qatml_status cuda_context_open(int32_t index, CudaContextState** out, const char* function);
 void cuda_context_close(CudaContextState* state);
 CudaContextState* context_cuda_state(const qatml_context* ctx);  // NULL for CPU contexts
+
+// The persistent worker threads of a CPU context of more than one thread (thread_pool.h); NULL otherwise.
+class ThreadPool;
+ThreadPool* context_thread_pool(const qatml_context* ctx);
 
 // CPU dispatch, also used by the kernels. Features are the CPU's (read once) less the test-only mask.
 uint32_t cpu_features();

@@ -149,7 +149,7 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         case QATML_ENGINE_OP_GEMM:
             break;
         default:
-            return fail(QATML_INTERNAL, "%s: op %d: unknown kind %d", fn, index, op.kind);
+            return fail(QATML_UNSUPPORTED, "%s: op %d (kind %d) has no CUDA kernel yet; load the plan without a CUDA context to run it on the CPU", fn, index, op.kind);
     }
 
     // CONV / GEMM: geometry of the reduction and of the output.

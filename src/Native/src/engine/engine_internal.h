@@ -1,9 +1,11 @@
-// The loaded form of an engine plan (engine.cpp), shared with the device plan runner (src/cuda): tensors with
+// The loaded form of an engine plan (plan_loader.cpp), shared with the device plan runner (src/cuda): tensors with
 // their liveness and arena offsets, ops with their validated parameters, and the hooks a device runner provides.
+// The CPU runs its own program compiled from it (cpu_program.h: fused steps with prepared kernels).
 #pragma once
 
 #include "kernels/abi_util.h"
 
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -35,8 +37,8 @@ struct Op {
     qatml_conv2d_params p{};  // conv / pools (batch set per run)
     int64_t kh = 1, kw = 1, k = 0, n = 0;
     int32_t count_include_pad = 0;
-    qatml_packed_weights* w = nullptr;
-    int pool = 0;  // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pads
+    std::unique_ptr<qatml_packed_weights> w;  // packed at load for the engine's CPU path
+    int pool = 0;                             // CONV: a fused MaxPool (fuse_conv_maxpool): 2 = 2x2 stride 2, 3 = 3x3 stride 2 with pool_pads
     int64_t pool_pads[4] = {0, 0, 0, 0};
     std::vector<int32_t> bias;
     std::vector<float> mult;
@@ -48,9 +50,25 @@ struct Op {
     uint32_t trans_b = 0;                // GEMM: weights are [N, K]
     int64_t groups = 1, cpg = 0;         // CONV: groups, input channels per group
     std::vector<int32_t> w_zero_points;  // empty: all zero
+    // Every tensor the op reads (x, b, the inputs of a CONCAT), in order; passes use it for readers and liveness.
+    std::vector<uint32_t> inputs;
+    // UNARY / BINARY function and parameters; the int64 parameters (shapes, strides, axes) and byte or float data
+    // (constants, tables, resize maps) of the wider ops, as the loader validated them (see cpu_program.h).
+    int32_t func = 0;
+    bool b_const = false;  // BINARY: b is the constant in data, not a tensor
+    float alpha = 0.0f, beta = 0.0f;
+    std::vector<int64_t> params;
+    std::vector<uint8_t> data;
 };
 
 }  // namespace plan
+
+namespace engine {
+struct CpuProgram;  // cpu_program.h
+struct CpuProgramDeleter {
+    void operator()(CpuProgram* p) const;
+};
+}  // namespace engine
 
 // Device plan runners (src/cuda/cuda_engine.cpp; core/cuda_stub.cpp in CPU builds). An engine created on a
 // CUDA context is loaded for the CPU as usual and also attached to that device (weights uploaded once).
@@ -67,18 +85,19 @@ struct qatml_engine {
     std::vector<qatml::plan::Tensor> tensors;
     std::vector<qatml::plan::Op> ops;
     std::vector<uint32_t> inputs, outputs;
+    // Activation memory of the plan as loaded (tensor offsets; what a device runner uses), and the packed weights.
     int64_t arena_per_row = 0, naive_per_row = 0, weight_bytes = 0;
+    int32_t isa = QATML_ISA_SCALAR;                                                    // the CPU path the weights were packed for at load
+    std::unique_ptr<qatml::engine::CpuProgram, qatml::engine::CpuProgramDeleter> cpu;  // what a CPU run executes
     mutable std::mutex pool_mutex;
     mutable std::vector<qatml::kernels::AlignedBuffer*> pool;  // idle arenas
-    // QATML_ENGINE_PROFILE=1: accumulated seconds per op, runs and rows (under pool_mutex).
+    // QATML_ENGINE_PROFILE=1: accumulated seconds per CPU step, runs and rows (under pool_mutex).
     mutable std::vector<double> profile_seconds;
     mutable int64_t profile_runs = 0, profile_rows = 0;
     qatml_device device{QATML_DEVICE_CPU, 0};  // where it was created; CUDA engines also run on the CPU
     qatml::DeviceEngine* device_engine = nullptr;
 
     ~qatml_engine() {
-        for (qatml::plan::Op& op : ops)
-            if (op.w) qatml_packed_weights_destroy(op.w);
         for (qatml::kernels::AlignedBuffer* a : pool) delete a;
         if (device_engine) qatml::cuda_engine_release(device_engine);
     }

@@ -17,19 +17,19 @@ namespace kernels {
 
 constexpr int64_t kMaxElements = int64_t(1) << 40;
 
-#define QATML_CHECK_POSITIVE(v, fn)                                                                     \
-    do {                                                                                                \
-        if ((v) <= 0 || (v) > ::qatml::kernels::kMaxElements)                                          \
-            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' = %lld must be in 1..2^40", fn, #v,   \
-                                 static_cast<long long>(v));                                            \
-    } while (0)
+#define QATML_CHECK_POSITIVE(v, fn)                                                              \
+  do {                                                                                           \
+    if ((v) <= 0 || (v) > ::qatml::kernels::kMaxElements)                                        \
+      return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' = %lld must be in 1..2^40", fn, #v, \
+                           static_cast<long long>(v));                                           \
+  } while (0)
 
-#define QATML_CHECK_ALIGNED(ptr, align, fn)                                                              \
-    do {                                                                                                \
-        if ((ptr) != nullptr && reinterpret_cast<uintptr_t>(ptr) % (align) != 0)                        \
-            return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' (%p) is not aligned to %d bytes", fn,  \
-                                 #ptr, static_cast<const void*>(ptr), static_cast<int>(align));          \
-    } while (0)
+#define QATML_CHECK_ALIGNED(ptr, align, fn)                                                        \
+  do {                                                                                             \
+    if ((ptr) != nullptr && reinterpret_cast<uintptr_t>(ptr) % (align) != 0)                       \
+      return ::qatml::fail(QATML_INVALID_ARGUMENT, "%s: '%s' (%p) is not aligned to %d bytes", fn, \
+                           #ptr, static_cast<const void*>(ptr), static_cast<int>(align));          \
+  } while (0)
 
 // a*b(*c) with overflow and range check; false and error set on failure.
 bool checked_mul(const char* fn, const char* what, int64_t a, int64_t b, int64_t* out, int limit_log2 = 40);
@@ -108,9 +108,18 @@ inline void store_out(const Epilogue& e, int32_t acc, int64_t channel, void* out
         static_cast<int32_t*>(out)[index] = acc;
     } else {
         const int32_t v = requant_one(acc, e.mult[static_cast<size_t>(channel)], e.zp, e.lo, e.hi);
-        if (e.out_type == QATML_TYPE_UINT8) static_cast<uint8_t*>(out)[index] = static_cast<uint8_t>(v);
-        else static_cast<int8_t*>(out)[index] = static_cast<int8_t>(v);
+        if (e.out_type == QATML_TYPE_UINT8)
+            static_cast<uint8_t*>(out)[index] = static_cast<uint8_t>(v);
+        else
+            static_cast<int8_t*>(out)[index] = static_cast<int8_t>(v);
     }
+}
+// Weight i of an INT8 array or a packed INT4 one (first element in the low nibble), as int8.
+inline int8_t weight_at(const void* w, int32_t type, int64_t i) {
+    if (type == QATML_TYPE_INT8) return static_cast<const int8_t*>(w)[i];
+    const uint8_t byte = static_cast<const uint8_t*>(w)[i >> 1];
+    const int v = (i & 1) ? (byte >> 4) : (byte & 0x0f);
+    return static_cast<int8_t>(v >= 8 ? v - 16 : v);
 }
 inline int64_t elem_size(int32_t type) { return type == QATML_TYPE_INT32 || type == QATML_TYPE_FLOAT32 ? 4 : 1; }
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -140,11 +149,11 @@ struct qatml_packed_weights {
     int mr = 1, nr = 1;
     int64_t k = 0, n = 0, k4 = 0;  // reduction length (per group) and output channels (all groups)
     int64_t groups = 1, cpg = 0, kh = 1, kw = 1, mpg = 0;
-    int64_t quads = 0;                 // conv, fast ISAs: input channels per group in groups of 4 (K order)
-    std::vector<int8_t> plain;         // scalar / depthwise: GEMM [K, N]; conv [M, K]
+    int64_t quads = 0;                     // conv, fast ISAs: input channels per group in groups of 4 (K order)
+    std::vector<int8_t> plain;             // scalar / depthwise: GEMM [K, N]; conv [M, K]
     qatml::kernels::AlignedBuffer packed;  // GEMM: vector panels; conv: broadcast tiles per group
-    int64_t group_stride = 0;          // conv: bytes between groups in `packed`
-    std::vector<int32_t> wsum, zw;     // per channel: sum of weights, weight zero point
+    int64_t group_stride = 0;              // conv: bytes between groups in `packed`
+    std::vector<int32_t> wsum, zw;         // per channel: sum of weights, weight zero point
     bool has_zw = false;
     bool depthwise = false;
     // conv, AVX-512 VNNI, 2-3 input channels per group: a second packing for the channel-lane kernel over HWC

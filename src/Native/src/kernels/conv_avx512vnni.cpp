@@ -9,7 +9,7 @@
 // GCC 12 warns inside its own AVX-512 intrinsics (their deliberately undefined pass-through operand, GCC
 // PR 105593, fixed in GCC 13) once they are inlined into the fully unrolled lane tiles.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
+#  pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
@@ -111,12 +111,16 @@ void row_tile(const ConvCall& c, const Epi& e, int64_t r0, int64_t q0) {
 
 // Pixel blocks of 3 vectors; a remainder of 4 runs as 2 + 2 (a 1-vector tile does one vpdpbusd per
 // broadcast, half the rate of the wider tiles; a 7x7 output plane is 4 vectors).
-inline int64_t block_vectors(int64_t left) { return left == 4 ? 2 : left < kMaxNV ? left : kMaxNV; }
+inline int64_t block_vectors(int64_t left) { return left == 4 ? 2 : left < kMaxNV ? left
+                                                                                  : kMaxNV; }
 
 void block(const ConvCall& c, const Epi& e, int64_t r0, int64_t v0, int64_t nv) {
-    if (nv == 3) row_tile<3>(c, e, r0, v0 * 16);
-    else if (nv == 2) row_tile<2>(c, e, r0, v0 * 16);
-    else row_tile<1>(c, e, r0, v0 * 16);
+    if (nv == 3)
+        row_tile<3>(c, e, r0, v0 * 16);
+    else if (nv == 2)
+        row_tile<2>(c, e, r0, v0 * 16);
+    else
+        row_tile<1>(c, e, r0, v0 * 16);
 }
 
 // ---- output channels in lanes ----
@@ -128,7 +132,7 @@ constexpr int kLanesNV = 4;  // vectors of 16 channels per tile
 // first pass over a row block otherwise waits on them: deep layers' weights come from L3 or memory).
 // POOL: the pixels are 2x2 windows (4 consecutive entries each); one output per window, the max of its
 // four int32 results (requantization is monotonic: the caller checks the multipliers are > 0).
-template <int PX, int NV, bool POOL = false>
+template <int PX, int NV, bool POOL = false, bool RES = false>
 __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, int64_t r0, int64_t p0, const uint8_t* pf,
                                           const uint8_t* pf_end) {
     __m512i acc[PX][NV];
@@ -164,6 +168,17 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
     for (int i = 0; i < PX; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) _mm512_store_si512(sums[i][j], acc[i][j]);
+    __m512 res_rc, res_rr, res_lf, res_hf;
+    __m512i res_zc, res_zr, res_zy;
+    if (RES) {
+        res_rc = _mm512_set1_ps(c.res_rc);
+        res_rr = _mm512_set1_ps(c.res_rr);
+        res_lf = _mm512_set1_ps(static_cast<float>(c.res_lo - c.res_zy));
+        res_hf = _mm512_set1_ps(static_cast<float>(c.res_hi - c.res_zy));
+        res_zc = _mm512_set1_epi32(c.res_zc);
+        res_zr = _mm512_set1_epi32(c.res_zr);
+        res_zy = _mm512_set1_epi32(c.res_zy);
+    }
     for (int j = 0; j < NV; ++j) {
         const int64_t r = r0 + 16 * j;
         const __m512i add = _mm512_loadu_si512(c.rowadd + r);
@@ -181,27 +196,38 @@ __attribute__((noinline)) void lanes_tile(const ConvLanesCall& c, const Epi& e, 
             }
             __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), mult);
             f = _mm512_min_ps(_mm512_max_ps(f, e.lo_f), e.hi_f);
-            const __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
-            const int64_t o = POOL ? p0 / 4 + i : p0 + i;
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(c.out + o * c.out_pixel_stride + r), _mm512_cvtepi32_epi8(y));
+            __m512i y = _mm512_add_epi32(_mm512_cvtps_epi32(f), e.zp);
+            const int64_t at = c.out_offsets[POOL ? p0 / 4 + i : p0 + i] + r;
+            if (RES) {  // QLinearAdd with the residual, in the order of the scalar add (add_one)
+                const __m128i rb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.residual + at));
+                const __m512i rv = c.residual_signed ? _mm512_cvtepi8_epi32(rb) : _mm512_cvtepu8_epi32(rb);
+                const __m512 pc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(y, res_zc)), res_rc);
+                const __m512 pr = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(rv, res_zr)), res_rr);
+                __m512 v = _mm512_add_ps(pc, pr);
+                v = _mm512_min_ps(_mm512_max_ps(v, res_lf), res_hf);
+                y = _mm512_add_epi32(_mm512_cvtps_epi32(v), res_zy);
+            }
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(c.out + at), _mm512_cvtepi32_epi8(y));
         }
     }
 }
 
 // Pixels in balanced tiles of at most kLanesPX (49 pixels: 4 x 6 + 5 x 5, not 8 x 6 + a 1-pixel tile
 // that runs at a quarter of the rate).
-template <int NV>
+template <int NV, bool RES>
 void lanes_row_block(const ConvLanesCall& c, const Epi& e, int64_t r0) {
     const int64_t tiles = (c.pixels + kLanesPX - 1) / kLanesPX, small = c.pixels / tiles, big = c.pixels % tiles;
     const int64_t block = c.k4 * kConvPack * 4;
     const int64_t next = r0 + 16 * NV, next_blocks = c.rows - next < 16 * kLanesNV ? (c.rows - next) / 16 : kLanesNV;
     const uint8_t* pf = c.weights + (next / kConvPack) * block;
     const uint8_t* pf_end = next < c.rows ? pf + next_blocks * block : pf;
-    if (c.pool) {  // windows of 4 pixels: tiles of 2 windows (1 when 64 channels: 4 x 4 accumulators)
+    if (!RES && c.pool) {  // windows of 4 pixels: tiles of 2 windows (1 when 64 channels: 4 x 4 accumulators)
         constexpr int kWin = NV <= 2 ? 2 : 1;
         for (int64_t p0 = 0; p0 < c.pixels; p0 += 4 * kWin) {
-            if (kWin == 2 && p0 + 8 <= c.pixels) lanes_tile<8, NV, true>(c, e, r0, p0, pf, pf_end);
-            else lanes_tile<4, NV, true>(c, e, r0, p0, pf, pf_end);
+            if (kWin == 2 && p0 + 8 <= c.pixels)
+                lanes_tile<8, NV, true>(c, e, r0, p0, pf, pf_end);
+            else
+                lanes_tile<4, NV, true>(c, e, r0, p0, pf, pf_end);
             pf += c.k4 * 64;
         }
         return;
@@ -209,12 +235,12 @@ void lanes_row_block(const ConvLanesCall& c, const Epi& e, int64_t r0) {
     for (int64_t t = 0, p0 = 0; t < tiles; ++t) {
         const int64_t px = small + (t < big ? 1 : 0);
         switch (px) {
-            case 6: lanes_tile<6, NV>(c, e, r0, p0, pf, pf_end); break;
-            case 5: lanes_tile<5, NV>(c, e, r0, p0, pf, pf_end); break;
-            case 4: lanes_tile<4, NV>(c, e, r0, p0, pf, pf_end); break;
-            case 3: lanes_tile<3, NV>(c, e, r0, p0, pf, pf_end); break;
-            case 2: lanes_tile<2, NV>(c, e, r0, p0, pf, pf_end); break;
-            default: lanes_tile<1, NV>(c, e, r0, p0, pf, pf_end); break;
+            case 6: lanes_tile<6, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
+            case 5: lanes_tile<5, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
+            case 4: lanes_tile<4, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
+            case 3: lanes_tile<3, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
+            case 2: lanes_tile<2, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
+            default: lanes_tile<1, NV, false, RES>(c, e, r0, p0, pf, pf_end); break;
         }
         p0 += px;
         pf += c.k4 * 64;
@@ -229,11 +255,12 @@ void conv_avx512vnni_lanes(const ConvLanesCall& c) {
     e.hi_f = _mm512_set1_ps(static_cast<float>(c.hi - c.zp));
     e.zp = _mm512_set1_epi32(c.zp);
     for (int64_t r0 = 0; r0 < c.rows; r0 += 16 * kLanesNV) {
+        const bool res = c.residual != nullptr;
         switch ((c.rows - r0) / 16) {
-            case 1: lanes_row_block<1>(c, e, r0); break;
-            case 2: lanes_row_block<2>(c, e, r0); break;
-            case 3: lanes_row_block<3>(c, e, r0); break;
-            default: lanes_row_block<4>(c, e, r0); break;
+            case 1: res ? lanes_row_block<1, true>(c, e, r0) : lanes_row_block<1, false>(c, e, r0); break;
+            case 2: res ? lanes_row_block<2, true>(c, e, r0) : lanes_row_block<2, false>(c, e, r0); break;
+            case 3: res ? lanes_row_block<3, true>(c, e, r0) : lanes_row_block<3, false>(c, e, r0); break;
+            default: res ? lanes_row_block<4, true>(c, e, r0) : lanes_row_block<4, false>(c, e, r0); break;
         }
     }
 }
@@ -241,7 +268,8 @@ void conv_avx512vnni_lanes(const ConvLanesCall& c) {
 namespace {
 // First `count` bytes (0..64) of a 64-byte vector.
 __attribute__((always_inline)) inline __mmask64 byte_mask(int64_t count) {
-    return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0) : (__mmask64(1) << count) - 1;
+    return count >= 64 ? ~__mmask64(0) : count <= 0 ? __mmask64(0)
+                                                    : (__mmask64(1) << count) - 1;
 }
 
 // 64 pixels of 4 byte planes -> 4 x 4 bytes per pixel: bytes, then words, interleaved within 128-bit lanes
@@ -288,8 +316,10 @@ void interleave4_avx512(const uint8_t* const src[4], int64_t n, int64_t step, ui
         for (int k = 0; k < 4; ++k) {
             const int64_t bytes = 4 * m - 64 * k;
             if (bytes <= 0) break;
-            if (bytes >= 64) _mm512_storeu_si512(d + 64 * k, out[k]);
-            else _mm512_mask_storeu_epi8(d + 64 * k, byte_mask(bytes), out[k]);
+            if (bytes >= 64)
+                _mm512_storeu_si512(d + 64 * k, out[k]);
+            else
+                _mm512_mask_storeu_epi8(d + 64 * k, byte_mask(bytes), out[k]);
         }
     }
 }
@@ -322,7 +352,7 @@ void transpose_16x64_avx512(const uint8_t* src, int64_t src_stride, uint8_t* dst
     __m512i r[16], t[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
-    // Bytes, words, dwords, qwords interleaved within each 128-bit lane (the SSE2 16 x 16 transpose, four at once).
+        // Bytes, words, dwords, qwords interleaved within each 128-bit lane (the SSE2 16 x 16 transpose, four at once).
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
         t[i] = _mm512_unpacklo_epi8(r[2 * i], r[2 * i + 1]);

@@ -17,23 +17,23 @@ void isa_tile(int isa, int* mr, int* nr);
 
 // One GEMM over packed operands: out[r, c] = epilogue(sum_k bc[r, k] * vec[c, k]).
 struct GemmCall {
-    const uint8_t* bc;      // broadcast operand tiles (rows)
-    const uint8_t* vec;     // vector operand panels (cols)
-    int64_t rows, cols, k4; // k4 = padded K / 4
-    bool bc_signed;         // true: broadcast bytes are s8 and vector bytes u8 (conv); false: the reverse
+    const uint8_t* bc;       // broadcast operand tiles (rows)
+    const uint8_t* vec;      // vector operand panels (cols)
+    int64_t rows, cols, k4;  // k4 = padded K / 4
+    bool bc_signed;          // true: broadcast bytes are s8 and vector bytes u8 (conv); false: the reverse
     // Epilogue: x = acc + rowadd[r] + coladd[c] (+ rowmul[r] * colmul[c] when rowmul != nullptr).
     // Arrays are padded to a multiple of MR (row arrays) / NR (column arrays).
     const int32_t* rowadd;
     const int32_t* coladd;
     const int32_t* rowmul;
     const int32_t* colmul;
-    const float* mult;      // per channel (padded); channel = row if mult_per_row else column
+    const float* mult;  // per channel (padded); channel = row if mult_per_row else column
     bool mult_per_row;
-    int out_type;           // QATML_TYPE_INT32 / UINT8 / INT8
-    int32_t zp;             // output zero point
-    int32_t lo, hi;         // final clamp in output units (type range intersected with the clamp)
+    int out_type;    // QATML_TYPE_INT32 / UINT8 / INT8
+    int32_t zp;      // output zero point
+    int32_t lo, hi;  // final clamp in output units (type range intersected with the clamp)
     void* out;
-    int64_t ldc;            // elements
+    int64_t ldc;  // elements
     // K blocking: the reduction runs in blocks of at most kc4 groups (0 = all of K at once); partial
     // sums go through `scratch` (int32, rows rounded up to MR x cols rounded up to NR, row stride
     // scratch_ld), which the caller allocates when kc4 < k4.
@@ -46,7 +46,7 @@ void gemm_avx512vnni(const GemmCall& call);
 
 // Implicit-GEMM convolution (AVX-512 VNNI): out[r, pixel] = epilogue(sum_g w[r, g] . x[pixel, g]) with
 // no im2col. The input of one image and group is stored as byte-interleaved channel quads
-// ([quad][phase][hq][wq][4 channels], see conv.cpp), so the 4 bytes of K group g for virtual pixel q
+// ([quad][phase][hq][wq][4 channels], see conv_internal.h), so the 4 bytes of K group g for virtual pixel q
 // sit at input + k_offsets[g] + 4 q and 16 consecutive pixels are one 64-byte load.
 // Virtual pixel q = oy * wq + ox; columns ox >= OW are computed and dropped by the store masks.
 struct ConvCall {
@@ -57,12 +57,12 @@ struct ConvCall {
     // x = acc + rowadd[r] (+ rowmul[r] * colsum[q] when rowmul != nullptr). Row arrays padded to kConvPack.
     const int32_t* rowadd;
     const int32_t* rowmul;
-    int32_t* colsum;           // per virtual pixel (cols rounded up to 16); filled by the driver
-    const float* mult;         // per row (8-bit outputs)
-    int out_type;              // QATML_TYPE_INT32 / UINT8 / INT8
+    int32_t* colsum;    // per virtual pixel (cols rounded up to 16); filled by the driver
+    const float* mult;  // per row (8-bit outputs)
+    int out_type;       // QATML_TYPE_INT32 / UINT8 / INT8
     int32_t zp, lo, hi;
-    void* out;                 // output of row 0, pixel 0 (NCHW plane of the first channel)
-    int64_t out_row_stride;    // elements between output channels (OH * OW)
+    void* out;               // output of row 0, pixel 0 (NCHW plane of the first channel)
+    int64_t out_row_stride;  // elements between output channels (OH * OW)
     // Per 16 virtual pixels: which lanes are real output pixels, and the output index of the first
     // of them (the real pixels of a vector are consecutive in the output, so one compressed store).
     const uint16_t* store_mask;
@@ -75,7 +75,8 @@ void conv_avx512vnni(const ConvCall& call);
 // The same convolution with output channels in the vector lanes (for small output planes, where
 // 16-pixel vectors would be partly empty): register tile 6 pixels x 64 channels, each pixel's 4 input
 // bytes of a K group broadcast from the interleaved input, the weights one zmm per 16 channels.
-// Writes 8-bit outputs pixel-major: out[p * out_pixel_stride + r] (the caller transposes to NCHW).
+// Writes 8-bit outputs pixel-major: out[out_offsets[p] + r] (a staging the caller transposes to NCHW, or a
+// channels-last tensor).
 struct ConvLanesCall {
     const uint8_t* weights;        // as ConvCall (kConvPack rows per K step)
     const uint8_t* input;          // as ConvCall
@@ -86,7 +87,14 @@ struct ConvLanesCall {
     const float* mult;             // per row, padded
     int32_t zp, lo, hi;            // UINT8 / INT8 output
     uint8_t* out;
-    int64_t out_pixel_stride;      // bytes between pixels (>= rows)
+    const int64_t* out_offsets;  // per output pixel (per window when pooling): where its channel 0 goes in out
+    // Fused QLinearAdd (residual != nullptr, not with pool): the requantized result c and the residual byte r at the
+    // same place in `residual` give clamp(round(float(c - res_zc) * res_rc + float(r - res_zr) * res_rr)) + res_zy,
+    // each product and the sum rounded to float32 (no FMA), clamped to [res_lo, res_hi] - res_zy in float first.
+    const uint8_t* residual;
+    bool residual_signed;
+    int32_t res_zc, res_zr, res_zy, res_lo, res_hi;
+    float res_rc, res_rr;
     // Fused 2x2 max pool: pixel_offsets lists 2x2 windows (4 entries each, pixels a multiple of 4) and
     // the kernel writes one output per window, the max of its four int32 results, requantized once
     // (multipliers are > 0, so requantization is increasing).

@@ -1,7 +1,7 @@
 // QuantizeLinear / DequantizeLinear / requantization (per tensor or per channel) and int4 packing.
 // 8-bit and int32 data run the vectorised loops of the active ISA (simd_kernels.h) on each row of
 // `inner` elements and finish the row with the scalar reference; 4-bit data use the reference only.
-#include "kernels/abi_util.h"
+#include "kernels/kernel_api.h"
 
 using namespace qatml;
 using namespace qatml::kernels;
@@ -71,6 +71,31 @@ inline int32_t get(const void* x, int32_t type, int64_t i) {
 
 }  // namespace
 
+namespace qatml {
+namespace kernels {
+
+void quantize_8bit(const SimdKernels* simd, const float* x, int64_t n, float scale, int32_t zp, int32_t type, void* y) {
+    int32_t lo = 0, hi = 0;
+    type_range(type, &lo, &hi);
+    int64_t i = simd ? simd->quantize(x, n, scale, zp, lo, hi, static_cast<uint8_t*>(y)) : 0;
+    const float lf = static_cast<float>(lo - zp), hf = static_cast<float>(hi - zp);
+    for (; i < n; ++i) {
+        float v = x[i] / scale;
+        v = v >= lf ? v : lf;  // NaN fails the comparison: the type's minimum, as ONNX Runtime gives
+        v = v > hf ? hf : v;
+        put(y, type, i, static_cast<int32_t>(std::nearbyint(v)) + zp);
+    }
+}
+
+void dequantize_values(const SimdKernels* simd, const void* x, int32_t type, int64_t n, float scale, int32_t zp, float* y) {
+    int64_t i = simd ? simd->dequantize(x, type, n, zp, scale, y) : 0;
+    for (; i < n; ++i)
+        y[i] = static_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(get(x, type, i)) - static_cast<uint32_t>(zp))) * scale;
+}
+
+}  // namespace kernels
+}  // namespace qatml
+
 extern "C" {
 
 QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const float* x, int64_t outer,
@@ -100,9 +125,11 @@ QATML_API qatml_status qatml_quantize_linear(const qatml_context* ctx, const flo
                 const int32_t zp = zero_points ? zero_points[c] : 0;
                 const float lf = static_cast<float>(lo - zp), hf = static_cast<float>(hi - zp);
                 const int64_t base = (o * channels + c) * inner;
-                int64_t i = 0;
-                if (simd && !four_bit) i = simd->quantize(x + base, inner, s, zp, lo, hi, static_cast<uint8_t*>(y) + base);
-                for (; i < inner; ++i) {
+                if (!four_bit) {
+                    quantize_8bit(simd, x + base, inner, s, zp, out_type, static_cast<uint8_t*>(y) + base);
+                    continue;
+                }
+                for (int64_t i = 0; i < inner; ++i) {
                     float v = x[base + i] / s;
                     v = v >= lf ? v : lf;  // NaN fails the comparison: the type's minimum, as ONNX Runtime gives
                     v = v > hf ? hf : v;
@@ -140,13 +167,14 @@ QATML_API qatml_status qatml_dequantize_linear(const qatml_context* ctx, const v
                 const float s = scales[c];
                 const int32_t zp = zero_points ? zero_points[c] : 0;
                 const int64_t base = (o * channels + c) * inner;
-                int64_t i = 0;
-                if (simd && !four_bit)
-                    i = simd->dequantize(static_cast<const uint8_t*>(x) + base * elem_size(in_type), in_type, inner, zp, s,
-                                         y + base);
-                for (; i < inner; ++i)
+                if (!four_bit) {
+                    dequantize_values(simd, static_cast<const uint8_t*>(x) + base * elem_size(in_type), in_type, inner, s, zp, y + base);
+                    continue;
+                }
+                for (int64_t i = 0; i < inner; ++i)
                     y[base + i] = static_cast<float>(static_cast<int32_t>(
-                                      static_cast<uint32_t>(get(x, in_type, base + i)) - static_cast<uint32_t>(zp))) * s;
+                                      static_cast<uint32_t>(get(x, in_type, base + i)) - static_cast<uint32_t>(zp))) *
+                        s;
             }
         return QATML_OK;
     });

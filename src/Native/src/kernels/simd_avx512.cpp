@@ -45,6 +45,19 @@ QATML_SIMD void i_store_bytes_partial(uint8_t* p, VI v, int64_t count) {
 QATML_SIMD VI i_add(VI a, VI b) { return _mm512_add_epi32(a, b); }
 QATML_SIMD VI i_sub(VI a, VI b) { return _mm512_sub_epi32(a, b); }
 QATML_SIMD VI i_mullo(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
+QATML_SIMD VI i_min(VI a, VI b) { return _mm512_min_epi32(a, b); }
+QATML_SIMD VI i_max(VI a, VI b) { return _mm512_max_epi32(a, b); }
+// 2L consecutive bytes as L pairs: the even bytes and the odd bytes, each widened to int32 (u8 or s8).
+QATML_SIMD void i_load_pairs(const uint8_t* p, bool is_signed, VI& even, VI& odd) {
+    const VI v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    if (is_signed) {
+        even = _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24);
+        odd = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24);
+    } else {
+        even = _mm512_and_si512(v, _mm512_set1_epi32(0xFF));
+        odd = _mm512_srli_epi32(v, 8);
+    }
+}
 QATML_SIMD VF i_to_f(VI v) { return _mm512_cvtepi32_ps(v); }
 QATML_SIMD VI f_to_i(VF v) { return _mm512_cvtps_epi32(v); }  // MXCSR rounding: nearest even, as nearbyint
 QATML_SIMD VF f_add(VF a, VF b) { return _mm512_add_ps(a, b); }
@@ -150,7 +163,7 @@ void max_pool_3x3s2(const uint8_t* x, int64_t planes, int64_t h, int64_t w, int6
 }
 }  // namespace
 
-const SimdKernels kSimdAvx512 = {quantize,       dequantize,     requantize,     requantize_each, add,
+const SimdKernels kSimdAvx512 = {quantize,       dequantize,     requantize,     requantize_each, add, mul,
                                  max_taps,       sum_taps_bytes, sum_taps_int32, sum_planes,      depthwise_channel,
                                  max_pool_2x2,   max_pool_3x3s2};
 

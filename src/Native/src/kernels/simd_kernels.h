@@ -44,6 +44,9 @@ struct SimdKernels {
     // QLinearAdd: y = clamp(round(float(a - za) * ra + float(b - zb) * rb) + zy).
     int64_t (*add)(const uint8_t* a, const uint8_t* b, int64_t n, bool is_signed, int32_t za, int32_t zb, float ra,
                    float rb, int32_t zy, int32_t lo, int32_t hi, uint8_t* y);
+    // QLinearMul: y = clamp(cvt(float((a - za) * (b - zb)) * ratio + float(zy))) (see simd_body.inc).
+    int64_t (*mul)(const uint8_t* a, const uint8_t* b, int64_t n, bool is_signed, int32_t za, int32_t zb, float ratio, int32_t zy,
+                   int32_t lo, int32_t hi, uint8_t* y);
     // dst[i] = max over t < taps of src[i + t * tap_stride] (u8 or s8 order).
     int64_t (*max_taps)(const uint8_t* src, int64_t taps, int64_t tap_stride, int64_t n, bool is_signed, uint8_t* dst);
     // dst[i] = sum over t < taps of src[i + t * tap_stride] (raw u8 or s8 bytes; int32 elements).

@@ -1,9 +1,42 @@
-// QLinearAdd of two same-shape u8/s8 tensors: the active ISA's vectorised loop, then the scalar
-// reference for the tail.
-#include "kernels/abi_util.h"
+// QLinearAdd of two same-shape u8/s8 tensors (the path's vectorised loop, then the scalar reference for
+// the tail) and 256-entry byte tables.
+#include "kernels/kernel_api.h"
 
 using namespace qatml;
 using namespace qatml::kernels;
+
+namespace qatml {
+namespace kernels {
+
+AddParams add_params(int32_t type, float a_scale, int32_t a_zp, float b_scale, int32_t b_zp, float y_scale, int32_t y_zp) {
+    AddParams p;
+    type_range(type, &p.lo, &p.hi);
+    p.is_signed = type == QATML_TYPE_INT8;
+    p.za = a_zp;
+    p.zb = b_zp;
+    p.zy = y_zp;
+    p.ra = a_scale / y_scale;
+    p.rb = b_scale / y_scale;
+    return p;
+}
+
+void add_8bit(const SimdKernels* simd, const AddParams& p, const void* a, const void* b, int64_t n, void* y) {
+    const uint8_t *a8 = static_cast<const uint8_t*>(a), *b8 = static_cast<const uint8_t*>(b);
+    uint8_t* y8 = static_cast<uint8_t*>(y);
+    int64_t i = simd ? simd->add(a8, b8, n, p.is_signed, p.za, p.zb, p.ra, p.rb, p.zy, p.lo, p.hi, y8) : 0;
+    for (; i < n; ++i) {
+        const int32_t av = p.is_signed ? int32_t(int8_t(a8[i])) : int32_t(a8[i]);
+        const int32_t bv = p.is_signed ? int32_t(int8_t(b8[i])) : int32_t(b8[i]);
+        y8[i] = static_cast<uint8_t>(add_one(p, av, bv));
+    }
+}
+
+void lut_bytes(const uint8_t* table, const uint8_t* x, int64_t n, uint8_t* y) {
+    for (int64_t i = 0; i < n; ++i) y[i] = table[x[i]];
+}
+
+}  // namespace kernels
+}  // namespace qatml
 
 extern "C" {
 
@@ -30,26 +63,9 @@ QATML_API qatml_status qatml_add(const qatml_context* ctx, const void* a, float 
         if ((s = check_scale_ratio(fn, "a_scale", a_scale, "y_scale", y_scale)) != QATML_OK ||
             (s = check_scale_ratio(fn, "b_scale", b_scale, "y_scale", y_scale)) != QATML_OK)
             return s;
-        const float ra = a_scale / y_scale, rb = b_scale / y_scale;
-        const float lf = static_cast<float>(lo - y_zero_point), hf = static_cast<float>(hi - y_zero_point);
-        const bool sg = type == QATML_TYPE_INT8;
         const SimdKernels* simd = active_simd(fn, &s);
         if (s != QATML_OK) return s;
-        int64_t i = 0;
-        if (simd)
-            i = simd->add(static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b), count, sg, a_zero_point,
-                          b_zero_point, ra, rb, y_zero_point, lo, hi, static_cast<uint8_t*>(y));
-        for (; i < count; ++i) {
-            const int32_t av = sg ? int32_t(static_cast<const int8_t*>(a)[i]) : int32_t(static_cast<const uint8_t*>(a)[i]);
-            const int32_t bv = sg ? int32_t(static_cast<const int8_t*>(b)[i]) : int32_t(static_cast<const uint8_t*>(b)[i]);
-            const float pa = static_cast<float>(av - a_zero_point) * ra;  // no FMA: kernels build with -ffp-contract=off
-            const float pb = static_cast<float>(bv - b_zero_point) * rb;
-            float v = pa + pb;
-            v = v < lf ? lf : v;
-            v = v > hf ? hf : v;
-            const int32_t q = static_cast<int32_t>(std::nearbyint(v)) + y_zero_point;
-            if (sg) static_cast<int8_t*>(y)[i] = static_cast<int8_t>(q); else static_cast<uint8_t*>(y)[i] = static_cast<uint8_t>(q);
-        }
+        add_8bit(simd, add_params(type, a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_point), a, b, count, y);
         return QATML_OK;
     });
 }
