@@ -124,8 +124,8 @@ internal static class ModelSaving
     }
 
     private static (List<OnnxColumnBinding> Inputs, List<OnnxColumnBinding> Outputs) Bindings(OnnxModel model, IList<OnnxColumnBinding> inputs, IList<OnnxColumnBinding> outputs)
-        => (inputs.Count > 0 ? [.. inputs] : model.Graph.RuntimeInputs.Select(i => new OnnxColumnBinding(i.Name, i.Name)).ToList(),
-            outputs.Count > 0 ? [.. outputs] : model.Graph.Outputs.Select(o => new OnnxColumnBinding(o.Name, o.Name)).ToList());
+        => ([.. OnnxColumnBinding.OrSameNames(inputs, model.Graph.RuntimeInputs.Select(i => i.Name))],
+            [.. OnnxColumnBinding.OrSameNames(outputs, model.Graph.Outputs.Select(o => o.Name))]);
 
     /// <summary>A schema with no rows: what Fit of ApplyOnnxModel needs to open the model.</summary>
     private sealed class EmptyDataView(DataViewSchema schema) : IDataView
