@@ -4,7 +4,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Samples;

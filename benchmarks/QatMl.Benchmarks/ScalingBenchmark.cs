@@ -45,11 +45,11 @@ internal static class ScalingBenchmark
                 double parse = clock.Elapsed.TotalSeconds;
                 var prepared = PostTrainingEstimator.Prepare(options, "chain");
                 double prepare = clock.Elapsed.TotalSeconds;
-                CalibrationTable table = context.Quantization.Calibrate(PostTrainingEstimator.CalibrationOptions(options, prepared)).Fit(rows).Table;
+                CalibrationTable table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options), rows, prepared).Table;
                 double calibrate = clock.Elapsed.TotalSeconds;
                 QdqResult result = QdqWriter.Quantize(prepared, table, options);
                 double write = clock.Elapsed.TotalSeconds;
-                using (new QuantizedModelTransformer(context, result.Model.ToBytes(), ScoringSettings.From(options), result.Nodes)) { }
+                using (new QuantizedModelTransformer(context, result.Model, options.ToScoringSettings(), result.Nodes)) { }
                 double session = clock.Elapsed.TotalSeconds;
                 GC.KeepAlive(parsed);
 

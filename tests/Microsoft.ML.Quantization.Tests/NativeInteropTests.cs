@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.NativeEngine;
 
 namespace Microsoft.ML.Quantization.Tests;
 

@@ -1,5 +1,5 @@
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.Kernels;
+using Microsoft.ML.Quantization.Tests.NativeKernels;
 using Microsoft.ML.Quantization.Interop;
 using Xunit.Abstractions;
 

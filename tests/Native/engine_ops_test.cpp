@@ -552,6 +552,13 @@ TEST(EngineOps, LoaderRefusesInconsistentPayloads) {
                          w.outputs = {y};
                          qatml_test::pad_op(w, x, y, {1, 0, 1, 0}, 0);
                      })});
+    // axis + count wraps around 2^32 to a small number (a libFuzzer finding): still outside the rank.
+    cases.push_back({"outside the rank", simple([](PlanWriter& w) {
+                         const uint32_t x = w.tensor(QATML_TYPE_FLOAT32, {2, 3}), y = w.tensor(QATML_TYPE_FLOAT32, {2});
+                         w.inputs = {x};
+                         w.outputs = {y};
+                         qatml_test::axis_op(w, QATML_ENGINE_OP_REDUCE_MEAN, x, y, 0xFF000001u, 0x01000000u);
+                     })});
     for (const Case& c : cases) {
         const std::string error = load_error(c.plan);
         EXPECT_NE(error.find(c.expect), std::string::npos) << "expected '" << c.expect << "', got '" << error << "'";

@@ -285,7 +285,7 @@ internal static class ZooBenchmark
         try
         {
             var settings = quantized.Settings;
-            using var engine = Microsoft.ML.Quantization.Inference.NativeEngine.NativeInt8Engine.TryLoad(quantized.QuantizedModel, path, settings.Inputs, settings.Outputs,
+            using var engine = Microsoft.ML.Quantization.NativeEngine.NativeInt8Engine.TryLoad(quantized.QuantizedModel, path, settings.Inputs, settings.Outputs,
                 settings.InputShapes, 1, out IReadOnlyList<string> unsupported);
             string reasons = string.Join("; ", unsupported);
             return engine is not null ? "runs natively" : $"falls back to ONNX Runtime ({reasons.Length} chars of reasons): {Truncate(reasons, 300)}";

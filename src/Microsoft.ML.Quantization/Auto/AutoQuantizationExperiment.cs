@@ -96,7 +96,7 @@ internal sealed class AutoSearch
         _base.CalibrationTable = null;
         _train = train;
         _validation = validation;
-        _name = _base.ModelName(_base.ModelPath);
+        _name = _base.ModelName();
         _accuracy = options.LabelColumnName is not null;
     }
 
@@ -173,9 +173,9 @@ internal sealed class AutoSearch
         _model = PostTrainingEstimator.Prepare(_base, _name);
         OnnxRewrites.NameNodes(_model);
         var observers = new Dictionary<string, TensorObserver>(StringComparer.Ordinal);
-        var calibration = PostTrainingEstimator.CalibrationOptions(_base, _model);
+        var calibration = PostTrainingEstimator.CalibrationOptions(_base);
         calibration.Activations.Method = CalibrationMethod.Auto;   // keeps the histograms every method's ranges come from
-        CalibrationTable observed = ModelCalibrator.Run(_context, calibration, _train, observers).Table;
+        CalibrationTable observed = ModelCalibrator.Run(_context, calibration, _train, _model, observers).Table;
         _tables = new[] { CalibrationMethod.MinMax, CalibrationMethod.Auto }.ToDictionary(m => m, m => Recalibrated(observed, observers, m));
 
         var sample = RowSample.Load(_context, _model, _base, _train, _name);
@@ -328,8 +328,8 @@ internal sealed class AutoSearch
         QuantizationTrial trial;
         try
         {
-            var (bytes, _) = Write(c);
-            var model = OnnxModel.Parse(bytes);
+            OnnxModel model = Write(c).Model;
+            long bytes = model.ToBytes().LongLength;
             using var runner = new SampleRunner(_context, model, 0, _base, _name, _rows) { Reference = _reference };
             var scoring = Stopwatch.StartNew();
             double measured = runner.Measure(null, _accuracy);
@@ -337,7 +337,7 @@ internal sealed class AutoSearch
             double metric = _accuracy ? _floatMetric - measured : measured;
             bool accepted = _accuracy ? measured <= _options.MaxAccuracyDrop : measured >= _options.MinOutputCosine;
             string? why = accepted ? null : _accuracy ? $"accuracy drop {measured:F2} points > {_options.MaxAccuracyDrop}" : $"output cosine {measured:F5} < {_options.MinOutputCosine}";
-            trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes.LongLength, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
+            trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -358,7 +358,7 @@ internal sealed class AutoSearch
         => a.Method == b.Method && a.Precision == b.Precision && a.AdaRound == b.AdaRound && a.Wide.SetEquals(b.Wide) && a.Wide16.SetEquals(b.Wide16) && a.Float.SetEquals(b.Float);
 
     /// <summary>The QDQ model of a configuration (AdaRound's weights learned once per configuration).</summary>
-    private (byte[] Bytes, IReadOnlyList<QuantizedNodeInfo> Nodes) Write(AutoConfiguration c)
+    private QdqResult Write(AutoConfiguration c)
     {
         var options = Options(c);
         var table = _tables[c.Method];
@@ -375,8 +375,7 @@ internal sealed class AutoSearch
             var fresh = AdaRound.Learn(_context, _model, table, options, _train, _name, floatNodes, overrides, _means, null, only, parent?.Weights);
             _learned[c] = learned = parent is null ? fresh : new AdaRoundResult(fresh.Weights, [.. parent.Layers, .. fresh.Layers]);
         }
-        QdqResult result = QdqWriter.Write(QdqPlan.Create(_model.Clone(), table, options, floatNodes, overrides, _means, learned?.Weights));
-        return (result.Model.ToBytes(), result.Nodes);
+        return QdqWriter.Write(QdqPlan.Create(_model.Clone(), table, options, floatNodes, overrides, _means, learned?.Weights));
     }
 
     private AutoQuantizationResult Finish(TimeSpan floatPass)
@@ -394,8 +393,8 @@ internal sealed class AutoSearch
                 AutoQuantizationObjective.Latency => accepted.OrderBy(t => t.Trial.LatencyMilliseconds).ThenByDescending(t => t.Trial.Metric).First(),
                 _ => accepted.OrderByDescending(t => t.Trial.Metric).ThenBy(t => t.Trial.SizeBytes).First(),
             };
-        var (bytes, nodes) = Write(chosen.Configuration);
-        var model = new QuantizedModelTransformer(_context, bytes, ScoringSettings.From(_base), nodes);
+        QdqResult written = Write(chosen.Configuration);
+        var model = new QuantizedModelTransformer(_context, written.Model, _base.ToScoringSettings(), written.Nodes);
         _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({MetricName} {chosen.Trial.Metric:0.#####}).");
         return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], MetricName, _floatMetric, floatPass, _clock.Elapsed);
     }

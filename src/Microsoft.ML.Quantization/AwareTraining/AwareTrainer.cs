@@ -55,13 +55,13 @@ internal static class AwareTrainer
             PostTrainingAccuracy = ptqAccuracy,
             DeployedAccuracy = ptqAccuracy,
         };
-        return (new QuantizedModelTransformer(context, ptqModel, ScoringSettings.From(ptqOptions), ptq.Nodes) { AwareTraining = report }, report);
+        return (new QuantizedModelTransformer(context, ptqModel, ptqOptions.ToScoringSettings(), ptq.Nodes, ptq.Model) { AwareTraining = report }, report);
     }
 
     /// <summary>The graph (checked before any row is read), the rows, and the initial ranges: the deployed graph calibrated on the calibration rows.</summary>
     private static TrainingSetup Prepare(MLContext context, AwareTrainingOptions options, IDataView data)
     {
-        string name = options.ModelName(options.ModelPath);
+        string name = options.ModelName();
         OnnxModel floatGraph = TrainableGraph.Load(options);
         long[] rowDims = TrainableGraph.RowDims(floatGraph);
         string featureColumn = options.FeatureColumnName ?? floatGraph.Graph.RuntimeInputs[0].Name;
@@ -78,7 +78,7 @@ internal static class AwareTrainer
 
         // Initial ranges: calibrate the graph as it will be deployed (BN folded).
         byte[] floatBytes = floatGraph.ToBytes();
-        OnnxModel deployed = PostTrainingEstimator.Prepare(options.ToPostTraining(floatBytes, floatGraph.Graph.RuntimeInputs[0].Name), name);
+        OnnxModel deployed = PostTrainingEstimator.Prepare(options.ToPostTraining(floatBytes, floatGraph.Graph.RuntimeInputs[0].Name), name, floatGraph.Clone());
         CalibrationTable initial = Calibrate(context, options, deployed, calibration, options.CalibrationSampleCount);
         return new TrainingSetup(name, floatGraph, floatBytes, deployed, initial, train, validation, calibration);
     }
@@ -87,12 +87,13 @@ internal static class AwareTrainer
     internal static CalibrationTable Calibrate(MLContext context, AwareTrainingOptions options, OnnxModel deployGraph, TrainingRows rows, int sampleCount)
     {
         int n = Math.Min(rows.Count, sampleCount);
+        // The options name the float model the graph came from (for messages); the calibrator runs deployGraph itself.
         var calibration = new CalibrationEstimatorOptions
         {
-            ModelBytes = deployGraph.ToBytes(), PrepareGraph = false, SampleCount = n, IntraOpNumThreads = options.IntraOpNumThreads,
-            ModelSource = options.ModelName(options.ModelPath),
+            ModelPath = options.ModelPath, ModelBytes = options.ModelBytes, PrepareGraph = false, SampleCount = n, IntraOpNumThreads = options.IntraOpNumThreads,
+            ModelSource = options.ModelName(),
         };
         string inputName = deployGraph.Graph.RuntimeInputs[0].Name;
-        return ModelCalibrator.Run(context, calibration, rows.ToDataView(context, inputName, n)).Table;
+        return ModelCalibrator.Run(context, calibration, rows.ToDataView(context, inputName, n), deployGraph).Table;
     }
 }

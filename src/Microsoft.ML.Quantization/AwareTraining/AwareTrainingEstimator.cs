@@ -1,4 +1,5 @@
 using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 
 namespace Microsoft.ML.Quantization.AwareTraining;
@@ -37,9 +38,9 @@ public sealed class AwareTrainingEstimator : IEstimator<QuantizedModelTransforme
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (_floatScoring is null)
         {
-            byte[] model = OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes);
-            string input = Onnx.OnnxModel.Parse(model, sourceName: _options.ModelName(_options.ModelPath)).Graph.RuntimeInputs[0].Name;
-            _floatScoring = new OnnxModelScoringEstimator(_context, _options.ToPostTraining(model, input).ToScoringOptions(model));
+            OnnxModel model = OnnxModelSource.Load(_options.ModelPath, _options.ModelBytes, _options.ModelName(), out byte[]? runnable);
+            byte[] bytes = runnable ?? model.ToBytes();
+            _floatScoring = new OnnxModelScoringEstimator(_context, _options.ToPostTraining(bytes, model.Graph.RuntimeInputs[0].Name).ToScoringOptions(bytes));
         }
         return _floatScoring.GetOutputSchema(inputSchema);
     }

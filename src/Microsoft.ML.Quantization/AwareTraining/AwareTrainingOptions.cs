@@ -6,16 +6,11 @@ namespace Microsoft.ML.Quantization.AwareTraining;
 /// <summary>
 /// Options of <see cref="AwareTrainingEstimator"/> (<c>mlContext.Quantization.AwareTraining</c>): the float model, the
 /// columns, the quantization scheme, the training schedule and how the result runs (the session settings apply to
-/// the deployed quantized model; a positive IntraOpNumThreads also sets libtorch's process-wide thread count).
+/// the deployed quantized model; a positive IntraOpNumThreads also sets libtorch's process-wide thread count). The model
+/// keeps its BatchNormalization nodes: training simulates their folding.
 /// </summary>
-public sealed class AwareTrainingOptions : OnnxRuntimeOptions
+public sealed class AwareTrainingOptions : OnnxModelOptions
 {
-    /// <summary>Path of the float ONNX model (with BatchNormalization kept, for simulated folding). Set this or <see cref="ModelBytes"/>.</summary>
-    public string? ModelPath { get; set; }
-
-    /// <summary>The float ONNX model itself. Set this or <see cref="ModelPath"/>.</summary>
-    public byte[]? ModelBytes { get; set; }
-
     /// <summary>The Vector&lt;Single&gt; column feeding the model's single input. Null (default): the column named like the input.</summary>
     public string? FeatureColumnName { get; set; }
 
@@ -140,11 +135,9 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
     /// <summary>The clock behind the rows/s figures (tests substitute one).</summary>
     internal TimeProvider Clock { get; set; } = TimeProvider.System;
 
-    internal new void Validate()
+    internal override void Validate()
     {
         base.Validate();
-        if (ModelPath is null && ModelBytes is null)
-            throw new ArgumentException("Set AwareTrainingOptions.ModelPath or ModelBytes.");
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));
         LastLayerPrecision?.Validate(nameof(LastLayerPrecision));
@@ -185,7 +178,7 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
             NativeDevice = NativeDevice,
         };
         CopyTo(o);
-        o.ModelSource = ModelName(ModelPath);
+        o.ModelSource = ModelName();
         if (FeatureColumnName is { } features && features != inputTensor)
             o.Inputs.Add(new OnnxColumnBinding(features, inputTensor));
         return o;
@@ -200,37 +193,3 @@ public sealed class AwareTrainingOptions : OnnxRuntimeOptions
 /// <param name="ValidationAccuracy">Accuracy (fake-quantized model) at the end of the last finished epoch, if validating.</param>
 /// <param name="RowsPerSecond">Training throughput so far.</param>
 public readonly record struct AwareTrainingProgress(int Epoch, long Step, long TotalSteps, double Loss, double? ValidationAccuracy, double RowsPerSecond);
-
-/// <summary>One finished epoch.</summary>
-/// <param name="Epoch">0-based epoch.</param>
-/// <param name="MeanLoss">Mean training loss.</param>
-/// <param name="ValidationAccuracy">Accuracy of the (fake-quantized) model on the validation rows, if any.</param>
-/// <param name="RowsPerSecond">Training throughput: the epoch's rows over its training time (a resumed epoch adds the checkpoint's time to this run's).</param>
-public sealed record EpochReport(int Epoch, double MeanLoss, double? ValidationAccuracy, double RowsPerSecond);
-
-/// <summary>What <c>AwareTraining</c> did: which path it took and why, and how training went.</summary>
-public sealed class AwareTrainingReport
-{
-    internal AwareTrainingReport() { }
-
-    /// <summary>"PostTraining" (PTQ met the budget), "AwareTraining", or "FloatFineTune" (<see cref="AwareTrainingOptions.FloatFineTune"/>).</summary>
-    public string Path { get; internal init; } = "AwareTraining";
-
-    /// <summary>Why that path.</summary>
-    public string Reason { get; internal init; } = "";
-
-    /// <summary>Validation accuracy of the float model, when PTQ was tried first.</summary>
-    public double? FloatAccuracy { get; internal init; }
-
-    /// <summary>Validation accuracy of the PTQ model, when PTQ was tried first.</summary>
-    public double? PostTrainingAccuracy { get; internal init; }
-
-    /// <summary>Validation accuracy of the fake-quantized training model after the last epoch (null for a float fine-tune).</summary>
-    public double? FakeQuantizedAccuracy { get; internal init; }
-
-    /// <summary>Validation accuracy of the deployed model (the transformer's: QDQ, or float after a float fine-tune).</summary>
-    public double? DeployedAccuracy { get; internal init; }
-
-    /// <summary>Per epoch.</summary>
-    public IReadOnlyList<EpochReport> Epochs { get; internal init; } = [];
-}

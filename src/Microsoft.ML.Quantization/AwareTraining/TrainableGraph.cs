@@ -22,23 +22,15 @@ internal static class TrainableGraph
     /// <summary>Reads the options' model and prepares it for training; throws <see cref="NotSupportedException"/> naming what cannot be trained.</summary>
     public static OnnxModel Load(AwareTrainingOptions options)
     {
-        byte[] original = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        OnnxModel model = OnnxModel.Parse(original, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
+        OnnxModel model = OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
         OnnxRewrites.RemoveIdentityAndDropout(model);
         OnnxRewrites.FoldConstants(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
         Check(model);
-        try
-        {
-            OnnxRewrites.MakeBatchSymbolic(model);
-        }
-        catch (InvalidOnnxModelException e)
-        {
-            // Training batches (and the last, shorter one) need a batch dimension that can vary.
-            throw new NotSupportedException($"{model.Describe} cannot be trained: its batch dimension cannot be made symbolic. {e.Message}", e);
-        }
-        return model;
+        // Training batches (and the last, shorter one) need a batch dimension that can vary.
+        return OnnxRewrites.TryMakeBatchSymbolic(model, out InvalidOnnxModelException? failure)
+            ?? throw new NotSupportedException($"{model.Describe} cannot be trained: its batch dimension cannot be made symbolic. {failure!.Message}", failure);
     }
 
     /// <summary>Throws <see cref="NotSupportedException"/> when a node, the inputs or an initializer type cannot be trained.</summary>

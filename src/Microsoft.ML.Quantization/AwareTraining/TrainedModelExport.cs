@@ -27,14 +27,14 @@ internal static class TrainedModelExport
             trained.Graph.SetInitializer(OnnxTensor.FromFloats(init.Name, init.Dims, value.data<float>().ToArray()));
         }
         var exportOptions = options.ToPostTraining(trained.ToBytes(), trained.Graph.RuntimeInputs[0].Name);
-        OnnxModel deployGraph = PostTrainingEstimator.Prepare(exportOptions, setup.Name);
+        OnnxModel deployGraph = PostTrainingEstimator.Prepare(exportOptions, setup.Name, trained);
         if (options.FloatFineTune)
         {
             exportOptions.Backend = QuantizedBackend.OnnxRuntime;   // the native engine runs quantized graphs
-            return new QuantizedModelTransformer(context, deployGraph.ToBytes(), ScoringSettings.From(exportOptions), []);
+            return new QuantizedModelTransformer(context, deployGraph, exportOptions.ToScoringSettings(), []);
         }
         CalibrationTable structure = AwareTrainer.Calibrate(context, options, deployGraph, setup.Train, StructureSampleCount);
         QdqResult written = QdqWriter.Quantize(deployGraph, quantization.TrainedRanges(structure), exportOptions);
-        return new QuantizedModelTransformer(context, written.Model.ToBytes(), ScoringSettings.From(exportOptions), written.Nodes);
+        return new QuantizedModelTransformer(context, written.Model, exportOptions.ToScoringSettings(), written.Nodes);
     }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Quantization.PostTraining;
 using TorchSharp.Modules;
 
 namespace Microsoft.ML.Quantization.AwareTraining;

@@ -1,5 +1,6 @@
 using Microsoft.ML.Runtime;
 using Microsoft.ML.Quantization.Internal;
+using Microsoft.ML.Quantization.PostTraining;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -111,8 +111,8 @@ public sealed class CalibrationTransformer : ITransformer
 
     /// <summary>Saves as an empty (pass-through) TransformerChain plus the table (restored by <c>mlContext.Quantization.LoadModel</c>).</summary>
     void ICanSaveModel.Save(ModelSaveContext ctx)
-        => ModelPersistence.SavePassThrough(ctx, ModelPersistence.CalibrationEntry,
-            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new SavedState(Table.ToJson(), RowsObserved, [.. _inputs]), ModelPersistence.JsonOptions));
+        => ModelSaving.SavePassThrough(ctx, ModelSaving.CalibrationEntry,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new SavedState(Table.ToJson(), RowsObserved, [.. _inputs]), ModelSaving.JsonOptions));
 
     internal sealed record SavedState(string Table, long RowsObserved, List<InputColumn> Inputs);
 }

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Quantization.Calibration;
 /// rows, which tensors and how each is calibrated. Session settings (threads, execution provider, batch size)
 /// come from <see cref="OnnxRuntimeOptions"/>.
 /// </summary>
-public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
+public sealed class CalibrationEstimatorOptions : OnnxBindingOptions
 {
     /// <summary>The default number of rows read: 1000 (the literature's 500 to 1000 representative samples).</summary>
     public const int DefaultSampleCount = 1000;
@@ -17,21 +17,6 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     /// (its <c>DefaultOpTypes</c>), so a table made with the defaults serves PostTraining's <c>CalibrationTable</c>.
     /// </summary>
     public static IReadOnlyCollection<string> DefaultOpTypes { get; } = [.. QuantizableOps.All];
-
-    /// <summary>Path of the float ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
-    public string? ModelPath { get; set; }
-
-    /// <summary>The float ONNX model itself. Set this or <see cref="ModelPath"/>.</summary>
-    public byte[]? ModelBytes { get; set; }
-
-    /// <summary>
-    /// Graph inputs and the columns that feed them. Empty (default): every graph input is fed by the column of
-    /// the same name (a vector of Single whose size is the input's per-row element count).
-    /// </summary>
-    public IList<OnnxColumnBinding> Inputs { get; } = new List<OnnxColumnBinding>();
-
-    /// <summary>Per-row shapes for inputs with symbolic dimensions other than the batch, keyed by tensor name.</summary>
-    public IDictionary<string, int[]> InputShapes { get; } = new Dictionary<string, int[]>();
 
     /// <summary>How many rows to read: at most this many (all of them when the data has fewer). Default <see cref="DefaultSampleCount"/>.</summary>
     public int SampleCount { get; set; } = DefaultSampleCount;
@@ -74,14 +59,11 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     /// <summary>Cancels calibration between batches (Fit throws <see cref="OperationCanceledException"/>). Default none.</summary>
     public CancellationToken CancellationToken { get; set; }
 
-    internal new void Validate()
+    internal override void Validate()
     {
         base.Validate();
-        if (ModelPath is null && ModelBytes is null)
-            throw new ArgumentException("Set CalibrationEstimatorOptions.ModelPath or ModelBytes.");
         if (SampleCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
-        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Activations, nameof(Activations));
         ArgumentNullException.ThrowIfNull(Weights, nameof(Weights));
         Activations.Validate();
@@ -98,9 +80,7 @@ public sealed class CalibrationEstimatorOptions : OnnxRuntimeOptions
     internal OnnxModelScoringOptions ToScoringOptions()
     {
         var scoring = new OnnxModelScoringOptions { ModelPath = ModelPath, ModelBytes = ModelBytes };
-        CopyTo(scoring);
-        foreach (var b in Inputs) scoring.Inputs.Add(b);
-        foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;
+        CopyBindingsTo(scoring);
         return scoring;
     }
 }

@@ -22,19 +22,24 @@ internal static class ModelCalibrator
     /// <summary>Staging budget for one batch of observed activations; the batch shrinks to fit it.</summary>
     internal const long StagingBudgetBytes = 256L << 20;
 
+    /// <summary>Calibrates the model <paramref name="options"/> names.</summary>
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data) => Run(context, options, data, null);
+
     /// <summary>
-    /// Calibrates <paramref name="data"/>; <paramref name="observers"/>, when given, receives each observed activation's
-    /// observer by tensor name, so other methods' ranges can be computed from the same pass.
+    /// Calibrates <paramref name="prepared"/>, a model a caller has read and prepared already (PostTraining's graph; not
+    /// changed here), or, when it is null, the model <paramref name="options"/> names (prepared when <see cref="CalibrationEstimatorOptions.PrepareGraph"/>).
+    /// <paramref name="observers"/>, when given, receives each observed activation's observer by tensor name, so other
+    /// methods' ranges can be computed from the same pass.
     /// </summary>
-    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, IDictionary<string, TensorObserver>? observers = null)
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, OnnxModel? prepared,
+        IDictionary<string, TensorObserver>? observers = null)
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
-        string modelName = options.ModelName(options.ModelPath);
-        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
-        GraphPreparation? preparation = options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
-        if (options.PrepareGraph)
+        string modelName = options.ModelName();
+        OnnxModel model = prepared ?? OnnxModelSource.Load(options.ModelPath, options.ModelBytes);
+        GraphPreparation? preparation = prepared is null && options.PrepareGraph ? OnnxRewrites.PrepareForQuantization(model) : null;
+        if (preparation is not null)
             OnnxRewrites.AnnotateElementTypes(model);
         CalibrationPlan plan = CalibrationPlan.Create(model, options);
         // A model computing inside control flow (If/Loop/Scan branches) may have nothing to observe here; its branches'
@@ -134,7 +139,7 @@ internal static class ModelCalibrator
         var observed = plan.Activations.Where(a => !a.IsGraphInput).ToList();
         foreach (var a in observed)
             scoring.Outputs.Add(new OnnxColumnBinding(a.Name, a.Name));
-        byte[] runnable = OnnxModelSource.PrepareForScoring(model.ToBytes(), options.ModelPath, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes);
+        byte[] runnable = OnnxModelSource.PrepareForScoring(model, observed.Select(a => a.Name), options.BatchSize, modelName, options.InputShapes).ToBytes();
 
         OrtSessionFactory.Result session = OrtSessionFactory.Create(context, runnable, scoring, modelName);
         using var scorer = CreateScorer(session, modelName, scoring);

@@ -13,8 +13,6 @@ public sealed class OnnxModelScoringEstimator : IEstimator<OnnxModelScoringTrans
     internal OnnxModelScoringEstimator(MLContext context, OnnxModelScoringOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (options.ModelPath is null && options.ModelBytes is null)
-            throw new ArgumentException("Set OnnxModelScoringOptions.ModelPath or ModelBytes.", nameof(options));
         options.Validate();
         _context = context;
         _options = options;

@@ -1,3 +1,5 @@
+using Microsoft.ML.Quantization.Onnx;
+
 namespace Microsoft.ML.Quantization.Inference;
 
 /// <summary>
@@ -14,15 +16,22 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     /// <param name="context">The ML.NET context.</param>
     /// <param name="options">What to run and how.</param>
     /// <param name="ownerName">The public type a use after Dispose names (a QuantizedModelTransformer runs its model through this type).</param>
-    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer))
+    /// <param name="parsed">
+    /// <paramref name="options"/>' <see cref="OnnxModelOptions.ModelBytes"/> as the caller holds them parsed (not changed here), or
+    /// null to read the model the options name.
+    /// </param>
+    internal OnnxModelScoringTransformer(MLContext context, OnnxModelScoringOptions options, string ownerName = nameof(OnnxModelScoringTransformer),
+        OnnxModel? parsed = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         Context = context;
-        ModelName = options.ModelName(options.ModelPath);
+        ModelName = options.ModelName();
         InputsOption = options.InputsOptionName;
-        byte[] model = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        ModelBytes = OnnxModelSource.PrepareForScoring(model, options.ModelPath, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
+        byte[]? runnable = options.ModelBytes;
+        OnnxModel model = parsed ?? OnnxModelSource.Load(options.ModelPath, options.ModelBytes, ModelName, out runnable);
+        OnnxModel scored = OnnxModelSource.PrepareForScoring(model, options.Outputs.Select(o => o.TensorName), options.BatchSize, ModelName, options.InputShapes);
+        ModelBytes = ReferenceEquals(scored, model) && runnable is not null ? runnable : scored.ToBytes();
         Options = new OnnxModelScoringOptions { ModelPath = options.ModelPath };
         options.CopyTo(Options);
         foreach (OnnxColumnBinding b in options.Inputs) Options.Inputs.Add(b);
@@ -97,8 +106,8 @@ public sealed class OnnxModelScoringTransformer : ITransformer, IDisposable
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         _scorer.ThrowIfDisposed();
-        ModelPersistence.SaveOnnx(ctx, Context, this, ModelPersistence.ScoringEntry,
-            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelPersistence.JsonOptions));
+        ModelSaving.SaveOnnx(ctx, Context, this, ModelSaving.ScoringEntry,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(ScoringSettings.From(Options), ModelSaving.JsonOptions));
     }
 
     /// <summary>Releases the ONNX Runtime session (after the batches running on it, if any).</summary>

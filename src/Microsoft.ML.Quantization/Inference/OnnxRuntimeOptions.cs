@@ -66,9 +66,6 @@ public class OnnxRuntimeOptions
     /// <summary>What a missing-column error tells the user to set (e.g. "PostTrainingOptions.Inputs").</summary>
     internal virtual string InputsOptionName => InputsOption ?? GetType().Name + ".Inputs";
 
-    /// <summary>What messages call the model: <paramref name="modelPath"/>, the file its bytes came from, or "(model bytes)".</summary>
-    internal string ModelName(string? modelPath) => modelPath ?? ModelSource ?? "(model bytes)";
-
     /// <summary>Copies the session settings, and where the model came from and which option binds its inputs (for messages).</summary>
     internal void CopyTo(OnnxRuntimeOptions other)
     {
@@ -82,7 +79,8 @@ public class OnnxRuntimeOptions
         other.InputsOption = InputsOptionName;
     }
 
-    internal void Validate()
+    /// <summary>Checks the settings; throws naming the bad one. Each options class adds its own checks.</summary>
+    internal virtual void Validate()
     {
         if (BatchSize is < 1 or > MaxBatchSize)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"BatchSize must be between 1 and {MaxBatchSize}.");

@@ -86,9 +86,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
     internal static (InputSpec[] Inputs, OutputSpec[] Outputs, bool FixedBatch) Describe(InferenceSession session, string modelName,
         IList<OnnxColumnBinding> inputBindings, IList<OnnxColumnBinding> outputBindings, IDictionary<string, int[]> declaredShapes, int batchSize)
     {
-        var inputBinding = inputBindings.Count > 0
-            ? inputBindings
-            : session.InputMetadata.Keys.Select(n => new OnnxColumnBinding(n, n)).ToList();
+        var inputBinding = OnnxColumnBinding.OrSameNames(inputBindings, session.InputMetadata.Keys);
         var inputs = new List<InputSpec>();
         bool fixedBatch = false;
         foreach (OnnxColumnBinding b in inputBinding)
@@ -132,9 +130,7 @@ internal sealed class OrtBatchScorer : IBatchScorer, IDisposable
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row, meta.ElementDataType));
         }
 
-        var outputBinding = outputBindings.Count > 0
-            ? outputBindings
-            : session.OutputMetadata.Keys.Select(n => new OnnxColumnBinding(n, n)).ToList();
+        var outputBinding = OnnxColumnBinding.OrSameNames(outputBindings, session.OutputMetadata.Keys);
         var outputs = new List<OutputSpec>();
         foreach (OnnxColumnBinding b in outputBinding)
         {

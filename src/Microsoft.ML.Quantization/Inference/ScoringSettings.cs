@@ -24,8 +24,8 @@ internal sealed record ScoringSettings
     [System.Text.Json.Serialization.JsonIgnore]
     public string? InputsOption { get; init; }
 
-    public static ScoringSettings From(OnnxRuntimeOptions o, IEnumerable<OnnxColumnBinding> inputs, IEnumerable<OnnxColumnBinding> outputs,
-        IDictionary<string, int[]> inputShapes) => new()
+    /// <summary>The session settings and bindings of <paramref name="o"/>, with <paramref name="outputs"/>.</summary>
+    public static ScoringSettings From(OnnxBindingOptions o, IEnumerable<OnnxColumnBinding> outputs) => new()
     {
         ExecutionProvider = o.ExecutionProvider,
         GpuDeviceId = o.GpuDeviceId,
@@ -33,41 +33,32 @@ internal sealed record ScoringSettings
         IntraOpNumThreads = o.IntraOpNumThreads,
         GraphOptimization = o.GraphOptimization,
         BatchSize = o.BatchSize,
-        Inputs = [.. inputs],
+        Inputs = [.. o.Inputs],
         Outputs = [.. outputs],
-        InputShapes = inputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
+        InputShapes = o.InputShapes.ToDictionary(kv => kv.Key, kv => kv.Value),
         InputsOption = o.InputsOptionName,
     };
 
-    public static ScoringSettings From(PostTraining.PostTrainingOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes) with
-    {
-        ModelName = o.ModelName(o.ModelPath) + " (quantized)",
-        Backend = o.Backend,
-        AllowBackendFallback = o.AllowBackendFallback,
-        NativeDevice = o.NativeDevice,
-    };
-
-    public static ScoringSettings From(OnnxModelScoringOptions o) => From(o, o.Inputs, o.Outputs, o.InputShapes);
+    public static ScoringSettings From(OnnxModelScoringOptions o) => From(o, o.Outputs);
 
     /// <summary>
-    /// Checks settings restored from a model zip exactly as the options they came from are checked at construction (same
-    /// messages): nulls a hand-edited JSON may hold, batch size, threads, enums, declared shapes.
+    /// Checks settings restored from a model zip exactly as the scoring options they came from are checked at construction
+    /// (same messages): nulls a hand-edited JSON may hold, batch size, threads, enums, declared shapes. A quantized model's
+    /// settings are checked by <c>PostTrainingOptions.ValidateRestored</c>.
     /// </summary>
-    public void Validate(bool quantized)
+    public void Validate()
+    {
+        ValidateBindings();
+        ToScoringOptions([]).Validate();
+    }
+
+    /// <summary>Throws when a hand-edited JSON left a binding list, a binding or its names null.</summary>
+    public void ValidateBindings()
     {
         if (Inputs is null || Outputs is null || InputShapes is null)
             throw new ArgumentException($"{(Inputs is null ? nameof(Inputs) : Outputs is null ? nameof(Outputs) : nameof(InputShapes))} is null.");
         if (Inputs.Concat(Outputs).Any(b => b?.ColumnName is null || b.TensorName is null))
             throw new ArgumentException("A column binding (or its column or tensor name) is null.");
-        if (!quantized)
-        {
-            ToScoringOptions([]).Validate();
-            return;
-        }
-        var options = new PostTraining.PostTrainingOptions { ModelBytes = [], Backend = Backend, AllowBackendFallback = AllowBackendFallback };
-        ToScoringOptions([]).CopyTo(options);
-        foreach (var kv in InputShapes) options.InputShapes[kv.Key] = kv.Value;
-        options.Validate();
     }
 
     public OnnxModelScoringOptions ToScoringOptions(byte[] model)

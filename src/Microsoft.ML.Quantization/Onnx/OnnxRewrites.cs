@@ -276,7 +276,8 @@ internal static partial class OnnxRewrites
     /// <summary>
     /// Replaces the fixed batch dimension (dim 0 of the runtime inputs) with the symbol <paramref name="dimName"/>
     /// in the inputs, the outputs and every value info that depends on an input. Constant Reshape shapes that
-    /// start with the batch get -1 (or 0); a Reshape or Flatten that folds the batch into another dimension is refused.
+    /// start with the batch get -1 (or 0); a Reshape or Flatten that folds the batch into another dimension is refused,
+    /// before anything changes. Callers go through <see cref="TryMakeBatchSymbolic"/>, the one way QatMl does this.
     /// </summary>
     public static void MakeBatchSymbolic(OnnxModel model, string dimName = "batch")
     {
@@ -307,6 +308,8 @@ internal static partial class OnnxRewrites
                 foreach (string o in node.Outputs)
                     dependent.Add(o);
 
+        // Every refusal comes before the first change, so a refused graph is left as it was.
+        var reshapes = new List<(OnnxNode Node, OnnxTensor Shape, long[] Target)>();
         foreach (var node in graph.Nodes.Where(n => n.Domain.Length == 0 && dependent.Contains(n.Inputs.FirstOrDefault() ?? "")))
         {
             if (node.OpType == "Flatten" && node.GetInt("axis", 1) == 0)
@@ -323,16 +326,21 @@ internal static partial class OnnxRewrites
             if (target.Length > 0 && target[0] == batch && node.GetInt("allowzero", 0) == 0)
             {
                 target[0] = target.Skip(1).Contains(-1) ? 0 : -1;
-                var fixedShape = OnnxTensor.FromInt64(shapeTensor.Name, shapeTensor.Dims, target);
-                if (graph.Consumers(shapeTensor.Name).Count > 1)
-                {
-                    fixedShape.Name = graph.FreshName(shapeTensor.Name + "_batch");
-                    node.Inputs[1] = fixedShape.Name;
-                }
-                graph.SetInitializer(fixedShape);
+                reshapes.Add((node, shapeTensor, target));
                 continue;
             }
             throw new InvalidOnnxModelException($"{model.Describe}: {node.Describe} reshapes to the constant shape [{string.Join(",", target)}], which pins the batch of {batch}; the batch cannot be made symbolic.");
+        }
+
+        foreach (var (node, shapeTensor, target) in reshapes)
+        {
+            var fixedShape = OnnxTensor.FromInt64(shapeTensor.Name, shapeTensor.Dims, target);
+            if (graph.Consumers(shapeTensor.Name).Count > 1)
+            {
+                fixedShape.Name = graph.FreshName(shapeTensor.Name + "_batch");
+                node.Inputs[1] = fixedShape.Name;
+            }
+            graph.SetInitializer(fixedShape);
         }
 
         void Relabel(ValueInfoProto v)
@@ -347,5 +355,42 @@ internal static partial class OnnxRewrites
             Relabel(v);
         foreach (var v in graph.Proto.ValueInfo.Where(v => dependent.Contains(v.Name)))
             Relabel(v);
+    }
+
+    /// <summary>
+    /// The one way QatMl makes a fixed batch symbolic (PostTraining's graph preparation, batched scoring, training):
+    /// <see cref="MakeBatchSymbolic"/> on <paramref name="model"/> itself, and when that is refused on a graph below
+    /// opset 13 (an opset-1-4 Reshape keeps its shape in an attribute), on a copy upgraded to opset 13. Returns the model
+    /// with the symbolic batch (<paramref name="model"/>, or the upgraded copy), or null with the reason when the graph pins
+    /// its batch; <paramref name="model"/> is then unchanged.
+    /// </summary>
+    public static OnnxModel? TryMakeBatchSymbolic(OnnxModel model, out InvalidOnnxModelException? failure)
+    {
+        failure = null;
+        try
+        {
+            MakeBatchSymbolic(model);
+            return model;
+        }
+        catch (InvalidOnnxModelException first) when (model.DefaultOpset < 13)
+        {
+            try
+            {
+                var upgraded = model.Clone();
+                UpgradeOpset(upgraded, 13);
+                MakeBatchSymbolic(upgraded);
+                return upgraded;
+            }
+            catch (InvalidOnnxModelException)
+            {
+                failure = first;
+                return null;
+            }
+        }
+        catch (InvalidOnnxModelException e)
+        {
+            failure = e;
+            return null;
+        }
     }
 }

@@ -29,7 +29,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public QuantizedModelTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        string name = _options.ModelName(_options.ModelPath);
+        string name = _options.ModelName();
         // mlContext.Log messages and ML.NET's progress channel, one checkpoint per stage; calibration reports its rows itself.
         using var progress = new OperationProgress(_context, "QatMl.PostTraining", ["stages"]);
         void Stage(int done, string message)
@@ -84,7 +84,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
         foreach (var n in result.Nodes.Where(n => n.Precision is null))
             progress.Info($"Node '{n.Name}' ({n.OpType}) stays float: {n.Reason}.");
-        var transformer = new QuantizedModelTransformer(_context, result.Model.ToBytes(), ScoringSettings.From(_options), result.Nodes) { Sensitivity = sensitivity };
+        var transformer = new QuantizedModelTransformer(_context, result.Model, _options.ToScoringSettings(), result.Nodes) { Sensitivity = sensitivity };
         try
         {
             transformer.GetOutputSchema(input.Schema);
@@ -105,15 +105,16 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.Read(_options.ModelPath, _options.ModelBytes)));
+        _floatScoring ??= new OnnxModelScoringEstimator(_context, _options.ToScoringOptions(OnnxModelSource.ReadBytes(_options.ModelPath, _options.ModelBytes)));
         return _floatScoring.GetOutputSchema(inputSchema);
     }
 
-    /// <summary>The graph PostTraining quantizes (and Calibrate with default options observes).</summary>
-    internal static OnnxModel Prepare(PostTrainingOptions options, string name)
+    /// <summary>The graph PostTraining quantizes (and Calibrate with default options observes), read from the model <paramref name="options"/> name.</summary>
+    internal static OnnxModel Prepare(PostTrainingOptions options, string name) => Prepare(options, name, OnnxModelSource.Load(options.ModelPath, options.ModelBytes));
+
+    /// <summary>Prepares <paramref name="model"/> (changed in place; the result may be an opset-upgraded copy) the way Fit does.</summary>
+    internal static OnnxModel Prepare(PostTrainingOptions options, string name, OnnxModel model)
     {
-        byte[] bytes = OnnxModelSource.Read(options.ModelPath, options.ModelBytes);
-        OnnxModel model = OnnxModel.Parse(bytes, options.ModelPath is null ? null : Path.GetDirectoryName(Path.GetFullPath(options.ModelPath)), options.ModelPath);
         // Structural problems (no op type, dangling inputs, cycles) named now, not after calibrating.
         OnnxValidator.Validate(model);
         if (IsAlreadyQuantized(model))
@@ -124,14 +125,8 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             OnnxRewrites.EqualizeCrossLayers(model);
         if (model.DefaultOpset < 13)
             OnnxRewrites.UpgradeOpset(model, 13);
-        try
-        {
-            OnnxRewrites.MakeBatchSymbolic(model);
-        }
-        catch (InvalidOnnxModelException)
-        {
-            // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
-        }
+        // A pinned batch stays fixed; scoring then needs BatchSize equal to it and says so.
+        model = OnnxRewrites.TryMakeBatchSymbolic(model, out _) ?? model;
         OnnxRewrites.AnnotateElementTypes(model);
         return model;
     }
@@ -141,14 +136,18 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
                                       || n.OpType is "ConvInteger" or "MatMulInteger" or "MatMulNBits");
 
     private CalibrationTable Calibrate(OnnxModel prepared, IDataView input)
-        => ModelCalibrator.Run(_context, CalibrationOptions(_options, prepared), input).Table;
+        => ModelCalibrator.Run(_context, CalibrationOptions(_options), input, prepared).Table;
 
-    /// <summary>How Fit calibrates the prepared graph: every tensor the quantizer may touch, with the session settings of <paramref name="options"/>.</summary>
-    internal static CalibrationEstimatorOptions CalibrationOptions(PostTrainingOptions options, OnnxModel prepared)
+    /// <summary>
+    /// How Fit calibrates its prepared graph (handed to <see cref="ModelCalibrator.Run(MLContext, CalibrationEstimatorOptions, IDataView, OnnxModel, IDictionary{string, TensorObserver})"/>
+    /// as it is): every tensor the quantizer may touch, with the bindings and session settings of <paramref name="options"/>.
+    /// </summary>
+    internal static CalibrationEstimatorOptions CalibrationOptions(PostTrainingOptions options)
     {
         var calibration = new CalibrationEstimatorOptions
         {
-            ModelBytes = prepared.ToBytes(),
+            ModelPath = options.ModelPath,
+            ModelBytes = options.ModelBytes,
             PrepareGraph = false,
             SampleCount = options.SampleCount,
             // Clipping methods (Percentile, Entropy, Mse, Auto) choose the range for the width the activations get: a 4-bit
@@ -160,7 +159,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             GraphOptimization = options.GraphOptimization,
             Progress = options.Progress,
             CancellationToken = options.CancellationToken,
-            ModelSource = options.ModelName(options.ModelPath),
+            ModelSource = options.ModelName(),
             InputsOption = options.InputsOptionName,
         };
         foreach (var b in options.Inputs) calibration.Inputs.Add(b);

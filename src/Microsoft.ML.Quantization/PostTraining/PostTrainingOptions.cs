@@ -8,7 +8,7 @@ namespace Microsoft.ML.Quantization.PostTraining;
 /// Options of <see cref="PostTrainingEstimator"/> (<c>mlContext.Quantization.PostTraining</c>): the float model, how
 /// it is calibrated, which nodes are quantized to which widths, and how the quantized model runs.
 /// </summary>
-public sealed class PostTrainingOptions : OnnxRuntimeOptions
+public sealed class PostTrainingOptions : OnnxBindingOptions
 {
     /// <summary>
     /// The op types quantized by default: ONNX Runtime's quantizer registry. Compute: Conv, ConvTranspose, Gemm, MatMul
@@ -20,20 +20,8 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// </summary>
     public static IReadOnlyCollection<string> DefaultOpTypes { get; } = [.. QuantizableOps.All];
 
-    /// <summary>Path of the float ONNX model. Set this or <see cref="ModelBytes"/>.</summary>
-    public string? ModelPath { get; set; }
-
-    /// <summary>The float ONNX model itself. Set this or <see cref="ModelPath"/>.</summary>
-    public byte[]? ModelBytes { get; set; }
-
-    /// <summary>Graph inputs and the columns that feed them. Empty (default): columns named like the inputs.</summary>
-    public IList<OnnxColumnBinding> Inputs { get; } = new List<OnnxColumnBinding>();
-
     /// <summary>Tensors exposed as output columns. Empty (default): every graph output, as a column of the same name.</summary>
     public IList<OnnxColumnBinding> Outputs { get; } = new List<OnnxColumnBinding>();
-
-    /// <summary>Per-row shapes for inputs with symbolic dimensions other than the batch, keyed by tensor name.</summary>
-    public IDictionary<string, int[]> InputShapes { get; } = new Dictionary<string, int[]>();
 
     /// <summary>
     /// Ranges from an earlier <c>Calibrate</c> (same model, default graph preparation). Null (default): Fit calibrates
@@ -208,18 +196,15 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
     /// <summary>Whether Fit runs the sensitivity analysis.</summary>
     internal bool AnalyzesSensitivity => MinOutputCosine > 0 || MaxAccuracyDrop is not null;
 
-    internal new void Validate()
+    internal override void Validate()
     {
         base.Validate();
-        if (ModelPath is null && ModelBytes is null)
-            throw new ArgumentException("Set PostTrainingOptions.ModelPath or ModelBytes.");
         if (SampleCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SampleCount), SampleCount, "SampleCount must be at least 1.");
         if (!Enum.IsDefined(Backend))
             throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown backend.");
         if (NativeDevice is { } device && (!Enum.IsDefined(device.Kind) || device.Index < 0 || (device.Kind == ComputeDeviceKind.Cpu && device.Index != 0)))
             throw new ArgumentOutOfRangeException(nameof(NativeDevice), device, "NativeDevice must be the CPU (index 0) or a CUDA device with an ordinal >= 0.");
-        ValidateInputShapes(InputShapes);
         ArgumentNullException.ThrowIfNull(Precision, nameof(Precision));
         Precision.Validate(nameof(Precision));
         FirstLayerPrecision?.Validate(nameof(FirstLayerPrecision));
@@ -285,14 +270,34 @@ public sealed class PostTrainingOptions : OnnxRuntimeOptions
         return false;
     }
 
+    /// <summary>Float scoring of <paramref name="model"/> with these bindings and session settings.</summary>
     internal OnnxModelScoringOptions ToScoringOptions(byte[] model)
     {
         var scoring = new OnnxModelScoringOptions { ModelBytes = model };
-        CopyTo(scoring);
-        scoring.ModelSource = ModelName(ModelPath);
-        foreach (var b in Inputs) scoring.Inputs.Add(b);
+        CopyBindingsTo(scoring);
+        scoring.ModelSource = ModelName();
         foreach (var b in Outputs) scoring.Outputs.Add(b);
-        foreach (var kv in InputShapes) scoring.InputShapes[kv.Key] = kv.Value;
         return scoring;
+    }
+
+    /// <summary>How the quantized model runs: these bindings, session settings and backend (saved with the model).</summary>
+    internal ScoringSettings ToScoringSettings() => ScoringSettings.From(this, Outputs) with
+    {
+        ModelName = ModelName() + " (quantized)",
+        Backend = Backend,
+        AllowBackendFallback = AllowBackendFallback,
+        NativeDevice = NativeDevice,
+    };
+
+    /// <summary>
+    /// Checks the settings of a quantized model restored from a zip exactly as the options they came from were checked
+    /// (same messages): bindings, session settings, backend.
+    /// </summary>
+    internal static void ValidateRestored(ScoringSettings settings)
+    {
+        settings.ValidateBindings();
+        var options = new PostTrainingOptions { ModelBytes = [], Backend = settings.Backend, AllowBackendFallback = settings.AllowBackendFallback };
+        settings.ToScoringOptions([]).CopyBindingsTo(options);
+        options.Validate();
     }
 }

@@ -143,7 +143,7 @@ internal static class QuantizationComparer
         if (options.MeasureLatency)
         {
             progress.Info($"Timing both models: best of {Math.Max(1, options.LatencyRepeats)} passes over the rows after one warm-up.");
-            using var plainFloat = new OnnxModelScoringTransformer(context, Scoring(OnnxModelSource.Read(floatModelFile, null), floatModelFile, [("__out", output)]));
+            using var plainFloat = new OnnxModelScoringTransformer(context, Scoring(OnnxModelSource.ReadBytes(floatModelFile, null), floatModelFile, [("__out", output)]));
             floatTime = Best(options.LatencyRepeats, () => Consume(plainFloat.Transform(data), "__out"));
             string quantColumn = quantized.OutputColumnNames.Contains(output) ? output
                 : settings.Outputs.FirstOrDefault(o => o.TensorName == output)?.ColumnName ?? quantized.OutputColumnNames[0];

@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Runtime;
@@ -22,7 +22,19 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     private readonly NativeBatchScorer? _native;
     private int _disposed;
 
-    internal QuantizedModelTransformer(MLContext context, byte[] quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes)
+    /// <summary>Runs <paramref name="quantizedModel"/>, serialised once here; with ONNX Runtime it is not parsed again.</summary>
+    internal QuantizedModelTransformer(MLContext context, OnnxModel quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes)
+        : this(context, quantizedModel.ToBytes(), settings, nodes, quantizedModel)
+    {
+    }
+
+    /// <param name="context">The ML.NET context.</param>
+    /// <param name="quantizedModel">The QDQ model's bytes.</param>
+    /// <param name="settings">How it runs.</param>
+    /// <param name="nodes">What became of each node of the float graph.</param>
+    /// <param name="parsed"><paramref name="quantizedModel"/> parsed, when the caller has it (the ONNX Runtime backend uses it as it is).</param>
+    internal QuantizedModelTransformer(MLContext context, byte[] quantizedModel, ScoringSettings settings, IReadOnlyList<QuantizedNodeInfo> nodes,
+        OnnxModel? parsed = null)
     {
         Context = context;
         QuantizedModel = quantizedModel;
@@ -33,10 +45,15 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
         };
         Settings = settings;
         Nodes = nodes;
+        // Only the ONNX Runtime backend, created right here, takes the parsed model: a fall-back or a Save after the native
+        // engine reads the bytes again rather than keep a second copy of the model alive.
+        OnnxModel? parsedForOnnxRuntime = settings.Backend == QuantizedBackend.Native ? null : parsed;
         _onnxRuntime = new Lazy<OnnxModelScoringTransformer>(() =>
         {
             ThrowIfDisposed();
-            return new OnnxModelScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer));
+            OnnxModel? model = parsedForOnnxRuntime;
+            parsedForOnnxRuntime = null;
+            return new OnnxModelScoringTransformer(context, settings.ToScoringOptions(quantizedModel), nameof(QuantizedModelTransformer), model);
         });
         if (settings.Backend == QuantizedBackend.Native)
         {
@@ -84,7 +101,7 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     public SensitivityReport? Sensitivity { get; internal set; }
 
     /// <summary>What quantization-aware training did, when this model came from <c>AwareTraining</c> (not saved with the model).</summary>
-    public AwareTraining.AwareTrainingReport? AwareTraining { get; internal set; }
+    public AwareTrainingReport? AwareTraining { get; internal set; }
 
     private IBatchScorer Scorer => _native ?? (IBatchScorer)_onnxRuntime.Value.Scorer;
 
@@ -185,8 +202,8 @@ public sealed class QuantizedModelTransformer : ITransformer, IDisposable
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         ThrowIfDisposed();
-        ModelPersistence.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelPersistence.QuantizedEntry,
-            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelPersistence.JsonOptions));
+        ModelSaving.SaveOnnx(ctx, Context, _onnxRuntime.Value, ModelSaving.QuantizedEntry,
+            JsonSerializer.SerializeToUtf8Bytes(new SavedState(Settings, Nodes) { Sensitivity = Sensitivity }, ModelSaving.JsonOptions));
     }
 
     private void ThrowIfDisposed()

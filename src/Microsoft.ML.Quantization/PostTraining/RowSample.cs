@@ -18,12 +18,11 @@ internal sealed class RowSample
     public static RowSample Load(MLContext context, OnnxModel model, PostTrainingOptions options, IDataView data, string modelName, int? rowCount = null)
     {
         var graph = model.Graph;
-        var inputBindings = options.Inputs.Count > 0 ? options.Inputs : graph.RuntimeInputs.Select(i => new OnnxColumnBinding(i.Name, i.Name)).ToList();
         string[] outputs = options.Outputs.Count > 0 ? [.. options.Outputs.Select(o => o.TensorName)]
             : [.. graph.Outputs.Where(o => o.ElementType == OnnxElementType.Float).Select(o => o.Name)];
         var result = OrtSessionFactory.Create(context, SampleRunner.WithOutputs(model, outputs).ToBytes(), options, modelName);
         using var session = result.Session;
-        var (inputs, _, fixedBatch) = OrtBatchScorer.Describe(session, modelName, inputBindings,
+        var (inputs, _, fixedBatch) = OrtBatchScorer.Describe(session, modelName, options.Inputs,
             outputs.Select(o => new OnnxColumnBinding(o, o)).ToList(), options.InputShapes, options.BatchSize);
         BatchScorerSchema.ValidateInputSchema(inputs, data.Schema, "input", options.InputsOptionName);
 

@@ -3,7 +3,7 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.Lowering;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Tool.Cli;

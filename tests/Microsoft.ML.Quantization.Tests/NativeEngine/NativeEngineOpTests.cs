@@ -1,5 +1,7 @@
 using Google.Protobuf;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.Inference;
+using Microsoft.ML.Quantization.Lowering;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.Onnx.Proto;
 using static Microsoft.ML.Quantization.Tests.NativeEngine.NativeEngineTests;

@@ -1,8 +1,9 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
 using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.Lowering;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Samples;

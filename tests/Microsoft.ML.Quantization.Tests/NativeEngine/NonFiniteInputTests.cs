@@ -1,6 +1,6 @@
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
-using Microsoft.ML.Quantization.Inference.NativeEngine;
+using Microsoft.ML.Quantization.NativeEngine;
 using Microsoft.ML.Quantization.Onnx;
 using Microsoft.ML.Quantization.PostTraining;
 using Xunit.Abstractions;

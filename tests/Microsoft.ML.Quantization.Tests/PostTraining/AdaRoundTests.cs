@@ -29,7 +29,7 @@ public sealed class AdaRoundTests
         IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value);
         var options = Options();
         OnnxModel model = PostTrainingEstimator.Prepare(options, "fmnistnet");
-        CalibrationTable table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options, model), calibration).Table;
+        CalibrationTable table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options), calibration, model).Table;
 
         var result = AdaRound.Learn(context, model, table, options, calibration, "fmnistnet", null, null, null, null);
 

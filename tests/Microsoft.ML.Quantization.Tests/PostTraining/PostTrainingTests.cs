@@ -187,7 +187,7 @@ public sealed class PostTrainingTests : IDisposable
         Assert.True(b >= a + 0.005, $"W4A4 Mse {b:P2} vs MinMax {a:P2}");
         // Fit calibrates the activations at the width they get.
         OnnxModel prepared = PostTrainingEstimator.Prepare(options, "fmnistnet");
-        var table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options, prepared), calibration).Table;
+        var table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options), calibration, prepared).Table;
         Assert.All(table.Where(e => e.Kind == TensorKind.Activation && e.RangeSource is null), e => Assert.Equal(4, e.Bits));
     }
 

@@ -69,11 +69,11 @@ public sealed class LargeGraphTests
         const int flattens = 50_000;
         var options = new PostTrainingOptions { ModelBytes = SyntheticGraphs.Chain(flattens, "Flatten"), SampleCount = 16, BatchSize = 16, IntraOpNumThreads = 1 };
         OnnxModel prepared = PostTrainingEstimator.Prepare(options, "flatten-chain");
-        CalibrationEstimatorOptions calibration = PostTrainingEstimator.CalibrationOptions(options, prepared);
-        var plan = CalibrationPlan.Create(OnnxModel.Parse(calibration.ModelBytes!), calibration);
+        CalibrationEstimatorOptions calibration = PostTrainingEstimator.CalibrationOptions(options);
+        var plan = CalibrationPlan.Create(prepared, calibration);
         Assert.Equal(flattens, plan.Shared.Count);
         Assert.All(plan.Shared, s => Assert.Equal("product", s.Source));
-        CalibrationTable table = ModelCalibrator.Run(context, calibration, data).Table;
+        CalibrationTable table = ModelCalibrator.Run(context, calibration, data, prepared).Table;
         QdqResult result = QdqWriter.Quantize(prepared, table, options);
         var ops = result.Model.Graph.Nodes.GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());
         Assert.Equal(flattens, ops["Flatten"]);

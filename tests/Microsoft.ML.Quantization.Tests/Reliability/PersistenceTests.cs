@@ -66,7 +66,7 @@ public sealed class PersistenceTests : IDisposable
     }
 
     private string TamperedSettings(Action<JsonObject> edit)
-        => Tampered(ModelPersistence.QuantizedEntry, bytes =>
+        => Tampered(ModelSaving.QuantizedEntry, bytes =>
         {
             var json = JsonNode.Parse(bytes)!.AsObject();
             edit(json);
@@ -83,7 +83,7 @@ public sealed class PersistenceTests : IDisposable
     [Fact]
     public void UntamperedZip_Loads()
     {
-        string path = Tampered(ModelPersistence.QuantizedEntry, b => b);
+        string path = Tampered(ModelSaving.QuantizedEntry, b => b);
         var restored = Assert.IsType<QuantizedModelTransformer>(new MLContext(1).Quantization.LoadModel(path, out _));
         Assert.Equal("output cosine", restored.Sensitivity?.Metric);
         restored.Dispose();
@@ -102,7 +102,7 @@ public sealed class PersistenceTests : IDisposable
             foreach (var (key, value) in JsonNode.Parse(patch)!.AsObject())
                 json["Sensitivity"]![key] = value?.DeepClone();
         }));
-        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' ");
+        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelSaving.QuantizedEntry}' ");
         Has(e.Message, expected);
     }
 
@@ -132,7 +132,7 @@ public sealed class PersistenceTests : IDisposable
                 json["Settings"]![key] = value?.DeepClone();
         });
         var e = LoadFails(path);
-        Has(e.Message, $"Model '{path}': QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' holds settings the options refuse");
+        Has(e.Message, $"Model '{path}': QatMl entry 'TransformerChain/{ModelSaving.QuantizedEntry}' holds settings the options refuse");
         Has(e.Message, expected);
     }
 
@@ -159,14 +159,14 @@ public sealed class PersistenceTests : IDisposable
     public void NullSettingsOrNodes_AreRefused(string property, string expected)
     {
         var e = LoadFails(TamperedSettings(json => json[property] = null));
-        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' {expected}");
+        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelSaving.QuantizedEntry}' {expected}");
     }
 
     [Fact]
     public void InvalidJson_IsRefusedNamingTheEntry()
     {
-        var e = LoadFails(Tampered(ModelPersistence.QuantizedEntry, _ => "{ not json"u8.ToArray()));
-        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' is not valid");
+        var e = LoadFails(Tampered(ModelSaving.QuantizedEntry, _ => "{ not json"u8.ToArray()));
+        Has(e.Message, $"QatMl entry 'TransformerChain/{ModelSaving.QuantizedEntry}' is not valid");
     }
 
     [Fact]
@@ -174,7 +174,7 @@ public sealed class PersistenceTests : IDisposable
     {
         // A valid ONNX model, just not the one QatMl saved: ML.NET and LoadModel would run different models.
         byte[] other = File.ReadAllBytes(TestData.FmnistNet);
-        var e = LoadFails(Tampered(ModelPersistence.OnnxModelEntry, _ => [.. BitConverter.GetBytes(other.Length), .. other]));
+        var e = LoadFails(Tampered(ModelSaving.OnnxModelEntry, _ => [.. BitConverter.GetBytes(other.Length), .. other]));
         Has(e.Message, "'TransformerChain/OnnxModel' is not the model QatMl saved (its SHA-256 differs in 'TransformerChain/QatMl.Model.sha256')");
     }
 
@@ -185,23 +185,23 @@ public sealed class PersistenceTests : IDisposable
         new Random(5).NextBytes(garbage);
         byte[] entry = [.. BitConverter.GetBytes(garbage.Length), .. garbage];
         // With the hash left alone: the hash says it.
-        Has(LoadFails(Tampered(ModelPersistence.OnnxModelEntry, _ => entry)).Message, "'TransformerChain/OnnxModel' is not the model QatMl saved");
+        Has(LoadFails(Tampered(ModelSaving.OnnxModelEntry, _ => entry)).Message, "'TransformerChain/OnnxModel' is not the model QatMl saved");
 
         // With the hash updated too: the parser says it, naming the entry.
-        string path = Tampered(ModelPersistence.OnnxModelEntry, _ => entry, "garbage.zip");
+        string path = Tampered(ModelSaving.OnnxModelEntry, _ => entry, "garbage.zip");
         string rehashed = Path.Combine(_dir, "rehashed.zip");
         File.Copy(path, rehashed);
         using (var zip = ZipFile.Open(rehashed, ZipArchiveMode.Update))
         {
-            zip.GetEntry($"TransformerChain/{ModelPersistence.HashEntry}")!.Delete();
-            using var w = zip.CreateEntry($"TransformerChain/{ModelPersistence.HashEntry}").Open();
+            zip.GetEntry($"TransformerChain/{ModelSaving.HashEntry}")!.Delete();
+            using var w = zip.CreateEntry($"TransformerChain/{ModelSaving.HashEntry}").Open();
             w.Write(Encoding.UTF8.GetBytes(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(garbage)) + "  OnnxModel\n"));
         }
         var e = Assert.Throws<InvalidOnnxModelException>(() => new MLContext(1).Quantization.LoadModel(rehashed, out _));
         Has(e.Message, $"ONNX model '{rehashed}:TransformerChain/OnnxModel' is truncated or not an ONNX ModelProto");
 
         // A zip without QatMl entries: ML.NET's own failure, its cause on top.
-        string plain = Tampered(ModelPersistence.QuantizedEntry, _ => null, "plain.zip");
+        string plain = Tampered(ModelSaving.QuantizedEntry, _ => null, "plain.zip");
         using (var zip = ZipFile.Open(plain, ZipArchiveMode.Update))
         {
             zip.GetEntry("TransformerChain/OnnxModel")!.Delete();
@@ -216,8 +216,8 @@ public sealed class PersistenceTests : IDisposable
     [Fact]
     public void MissingHashEntry_IsRefused()
     {
-        var e = LoadFails(Tampered(ModelPersistence.HashEntry, _ => null));
-        Has(e.Message, $"has QatMl settings in 'TransformerChain' but no '{ModelPersistence.HashEntry}' entry beside them");
+        var e = LoadFails(Tampered(ModelSaving.HashEntry, _ => null));
+        Has(e.Message, $"has QatMl settings in 'TransformerChain' but no '{ModelSaving.HashEntry}' entry beside them");
     }
 
     [Fact]
@@ -246,11 +246,11 @@ public sealed class PersistenceTests : IDisposable
         if (args[1] == "lying")
         {
             // .NET's zip reader stops at the declared size (LoadModel's own cap would stop it past 256 MB otherwise).
-            Has(e.Message, $"QatMl entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' is not valid");
+            Has(e.Message, $"QatMl entry 'TransformerChain/{ModelSaving.QuantizedEntry}' is not valid");
         }
         else
         {
-            Has(e.Message, $"entry 'TransformerChain/{ModelPersistence.QuantizedEntry}' is larger than the {ModelPersistence.MaxSettingsBytes} bytes QatMl reads for it (it declares {inflated})");
+            Has(e.Message, $"entry 'TransformerChain/{ModelSaving.QuantizedEntry}' is larger than the {ModelPersistence.MaxSettingsBytes} bytes QatMl reads for it (it declares {inflated})");
         }
         Console.WriteLine(e.Message);
         return 0;
@@ -264,7 +264,7 @@ public sealed class PersistenceTests : IDisposable
             string path = Path.Combine(dir, "bomb.zip");
             using (var zip = ZipFile.Open(path, ZipArchiveMode.Create))
             {
-                using var w = zip.CreateEntry($"TransformerChain/{ModelPersistence.QuantizedEntry}", CompressionLevel.Fastest).Open();
+                using var w = zip.CreateEntry($"TransformerChain/{ModelSaving.QuantizedEntry}", CompressionLevel.Fastest).Open();
                 var spaces = new byte[1 << 20];
                 Array.Fill(spaces, (byte)' ');
                 for (int written = 0; written < inflated; written += spaces.Length)

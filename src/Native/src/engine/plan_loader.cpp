@@ -588,7 +588,7 @@ struct Loader {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x") || !r.get(&axis, "axis") || !r.get(&count, "count")) return false;
                 const Tensor &x = T[op.x], &y = T[op.y];
                 if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (REDUCE_MEAN): input and output must be float32", index);
-                if (count < 1 || axis + count > static_cast<uint32_t>(x.rank)) return r.bad("op %d (REDUCE_MEAN): dims %u..%u outside the rank %d", index, axis, axis + count, x.rank);
+                if (count < 1 || axis >= static_cast<uint32_t>(x.rank) || count > static_cast<uint32_t>(x.rank) - axis) return r.bad("op %d (REDUCE_MEAN): dims %u..%u outside the rank %d", index, axis, axis + count, x.rank);
                 const int64_t n = span(x, static_cast<int>(axis), static_cast<int>(axis + count));
                 if (y.elems * n != x.elems) return r.bad("op %d (REDUCE_MEAN): the output has %lld elements, not %lld", index, (long long)y.elems, (long long)(x.elems / n));
                 op.n = axis;

@@ -1,6 +1,7 @@
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Interop;
 
-namespace Microsoft.ML.Quantization.Inference;
+namespace Microsoft.ML.Quantization.NativeEngine;
 
 /// <summary>A native execution context: the device and thread count that native work is bound to.</summary>
 internal sealed class NativeContext : IDisposable

@@ -1,6 +1,6 @@
 using Microsoft.ML.Quantization.Onnx;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.Lowering;
 
 /// <summary>
 /// The integer units of wider models ("DQ inputs -> op -> Q"): Add and Mul with broadcasting and constant operands,

@@ -1,6 +1,6 @@
 using Microsoft.ML.Quantization.Onnx;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.Lowering;
 
 /// <summary>
 /// Float segments: a node the model leaves in float (no "DQ -> op -> Q" around it) runs as a float op of the engine on

@@ -1,6 +1,7 @@
 using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.NativeEngine;
 
-namespace Microsoft.ML.Quantization.Inference.Kernels;
+namespace Microsoft.ML.Quantization.Tests.NativeKernels;
 
 /// <summary>
 /// The native INT8 kernels (see docs/native-kernels.md): spans in, spans out, the caller owns all memory.

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.Lowering;
 
 /// <summary>Element types of engine tensors (qatml_dtype values).</summary>
 internal enum EngineType

@@ -1,10 +1,12 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.Lowering;
 using Microsoft.ML.Quantization.Onnx;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.NativeEngine;
 
 /// <summary>
 /// A QDQ model loaded into the native INT8 engine: lowered to a plan (<see cref="QdqLowering"/>), weights packed once,

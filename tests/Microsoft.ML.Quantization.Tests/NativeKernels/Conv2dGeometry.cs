@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Quantization.Inference.Kernels;
+namespace Microsoft.ML.Quantization.Tests.NativeKernels;
 
 /// <summary>Geometry of a 2-D convolution or pooling over NCHW activations.</summary>
 /// <param name="Batch">N.</param>

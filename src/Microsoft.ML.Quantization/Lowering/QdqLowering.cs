@@ -1,6 +1,7 @@
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 
-namespace Microsoft.ML.Quantization.Inference.NativeEngine;
+namespace Microsoft.ML.Quantization.Lowering;
 
 /// <summary>The plan of a QDQ model, or why it cannot be run natively.</summary>
 internal sealed record LoweringResult(EnginePlan? Plan, InputSpec[] Inputs, OutputSpec[] Outputs, IReadOnlyList<string> Unsupported)
@@ -61,7 +62,7 @@ internal sealed partial class QdqLowering
     {
         var inputs = new List<InputSpec>();
         var runtimeInputs = _g.RuntimeInputs;
-        var bindings = inputBindings.Count > 0 ? inputBindings : runtimeInputs.Select(i => new OnnxColumnBinding(i.Name, i.Name)).ToList();
+        var bindings = OnnxColumnBinding.OrSameNames(inputBindings, runtimeInputs.Select(i => i.Name));
         foreach (var b in bindings)
         {
             var info = runtimeInputs.FirstOrDefault(i => i.Name == b.TensorName)
@@ -122,7 +123,7 @@ internal sealed partial class QdqLowering
         }
 
         var outputs = new List<OutputSpec>();
-        var outBindings = outputBindings.Count > 0 ? outputBindings : _g.Outputs.Select(o => new OnnxColumnBinding(o.Name, o.Name)).ToList();
+        var outBindings = OnnxColumnBinding.OrSameNames(outputBindings, _g.Outputs.Select(o => o.Name));
         var planOutputs = new HashSet<int>();
         foreach (var b in outBindings)
         {

@@ -1,6 +1,8 @@
+using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Interop;
+using Microsoft.ML.Quantization.NativeEngine;
 
-namespace Microsoft.ML.Quantization.Inference.Kernels;
+namespace Microsoft.ML.Quantization.Tests.NativeKernels;
 
 /// <summary>
 /// Int8 (or int4) weights packed once by the native library for its GEMM or convolution kernels, in the
