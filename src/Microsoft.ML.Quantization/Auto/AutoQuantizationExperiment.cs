@@ -51,7 +51,7 @@ internal sealed record AutoConfiguration(CalibrationMethod Method, QuantizationP
 {
     public string Describe(int weighted)
     {
-        var parts = new List<string> { $"{Precision} {Method}" };
+        var parts = new List<string> { $"{(Precision == QuantizationPrecision.Int8 ? "INT8" : Precision.ToString())} {Method}" };
         if (Precision.WeightBits < 8)
             parts.Add($"{Wide.Count} of {weighted} weighted layers 8-bit");
         if (Wide16.Count > 0)

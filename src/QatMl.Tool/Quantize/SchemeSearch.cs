@@ -1,14 +1,26 @@
+using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Quantization;
 using Microsoft.ML.Quantization.Auto;
 using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Tool.Cli;
 using QatMl.Tool.Data;
+using QatMl.Tool.Report;
 
 namespace QatMl.Tool.Quantize;
 
 /// <summary>The trials run and the one kept.</summary>
-internal sealed record SearchResult(IReadOnlyList<Trial> Trials, Trial Chosen, string Strategy, string Reason);
+/// <param name="Trials">The trials measured with Compare (the chosen one among them).</param>
+/// <param name="Chosen">The trial kept.</param>
+/// <param name="Strategy">How the trials were chosen.</param>
+/// <param name="Reason">Why the chosen one was kept.</param>
+/// <param name="Table">
+/// The report's trial rows when a search measured more trials than it compared (auto: every trial of
+/// mlContext.Quantization.Auto, the row at <paramref name="ChosenRow"/> replaced by the chosen trial's measurements); null:
+/// one row per trial in <paramref name="Trials"/>.
+/// </param>
+/// <param name="ChosenRow">The chosen trial's row in <paramref name="Table"/>.</param>
+internal sealed record SearchResult(IReadOnlyList<Trial> Trials, Trial Chosen, string Strategy, string Reason, IReadOnlyList<TrialSummary>? Table = null, int ChosenRow = -1);
 
 /// <summary>
 /// <c>--precision int8|w4a8</c>: one trial. <c>--precision auto</c>: <c>mlContext.Quantization.Auto</c> against the
@@ -40,6 +52,7 @@ internal static class SchemeSearch
     {
         RunSettings settings = runner.Settings;
         double budget = settings.Budget ?? 0.5;
+        bool accuracy = settings.Metric == QualityMetric.Accuracy && runner.LabelColumn is not null;
         var step = board.Add("search trials (mlContext.Quantization.Auto)", MaxTrials, "trials");
         int done = 0;
         var options = new AutoQuantizationOptions
@@ -49,7 +62,7 @@ internal static class SchemeSearch
                 ModelPath = model.Path, BatchSize = settings.BatchSize, IntraOpNumThreads = settings.Threads, SampleCount = runner.CalibrationRows, Backend = settings.Backend,
             },
             // Accuracy with labels; the agreement and cosine budgets as an output cosine of 1 - budget / 100.
-            LabelColumnName = settings.Metric == QualityMetric.Accuracy ? runner.LabelColumn : null,
+            LabelColumnName = accuracy ? runner.LabelColumn : null,
             MaxAccuracyDrop = budget,
             MinOutputCosine = 1 - budget / 100,
             MaxTrials = MaxTrials,
@@ -57,7 +70,9 @@ internal static class SchemeSearch
             CancellationToken = runner.Cancel,
             Progress = new SyncProgress<QuantizationTrial>(t =>
             {
-                board.Note($"  [grey]trial {t.Index}:[/] {Spectre.Console.Markup.Escape(t.ToString())}");
+                string measured = double.IsNaN(t.Metric) ? t.Reason ?? "failed"
+                    : string.Create(CultureInfo.InvariantCulture, $"{(accuracy ? "accuracy" : "output cosine")} {t.Metric:0.#####}, {t.SizeBytes / 1024.0:F0} KiB, {t.LatencyMilliseconds:F3} ms/row, {(t.Accepted ? "within budget" : t.Reason)}");
+                board.Note($"  [grey]{(double.IsNaN(t.Metric) ? "failed trial" : "trial")} {t.Index}:[/] {Spectre.Console.Markup.Escape($"{t.Configuration}: {measured}")}");
                 step.Report(++done, MaxTrials);
             }),
         };
@@ -72,7 +87,14 @@ internal static class SchemeSearch
         string reason = result.ConstraintMet
             ? $"the smallest of {result.Trials.Count(t => t.Accepted)} accepted trial(s) within the {budget:0.##}-point budget{plain}"
             : $"no trial is within the {budget:0.##}-point budget; the most accurate one";
-        return new SearchResult([chosen], chosen, $"auto: mlContext.Quantization.Auto ({result.Trials.Count} trials, guided by sensitivity; docs/auto.md)", reason);
+        // The report lists every trial that ran, as the search measured it (the agreement and SQNR are not measured there).
+        var ran = result.Trials.Where(t => !double.IsNaN(t.Metric)).ToList();
+        var table = ran.Select(t => new TrialSummary(t.Configuration, t.FixedScheme ? "a plain scheme, tried first" : "a step of the guided search",
+            t.Precision.ToString(), TrialRunner.Method(t.CalibrationMethod), t.FloatNodes.Count, t.SizeBytes,
+            accuracy ? t.Metric / 100 : t.Metric, accuracy ? result.FloatMetric - t.Metric : (1 - t.Metric) * 100, double.NaN,
+            accuracy ? double.NaN : t.Metric, double.NaN, t.LatencyMilliseconds, "ONNX Runtime (search pass)", t.Accepted, false)).ToList();
+        return new SearchResult([chosen], chosen, $"auto: mlContext.Quantization.Auto ({result.Trials.Count} trials, guided by sensitivity; docs/auto.md)", reason,
+            table, ran.IndexOf(best));
     }
 
     private const int MaxTrials = 20;
