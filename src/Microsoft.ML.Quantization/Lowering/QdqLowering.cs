@@ -49,7 +49,8 @@ internal sealed partial class QdqLowering
         _g = model.Graph;
         _index = _g.Index();
         _modelName = modelName;
-        _consumers = _g.ConsumerMap();
+        // A Shape reads no values, only dims the plan fixes (QdqLowering.Shapes): it does not keep its input float.
+        _consumers = _g.ConsumerMap().ToDictionary(kv => kv.Key, kv => kv.Value.Where(n => n.OpType != "Shape" || n.Domain.Length != 0).ToList(), StringComparer.Ordinal);
         _opset = model.DefaultOpset;
     }
 
@@ -184,6 +185,8 @@ internal sealed partial class QdqLowering
     {
         if (node.Domain.Length != 0)
             throw new NotSupportedException($"domain '{node.Domain}' is not supported by the native engine");
+        if (TryShapeValue(node))
+            return;
         switch (node.OpType)
         {
             case "DequantizeLinear":
@@ -670,9 +673,12 @@ internal sealed partial class QdqLowering
 
     private long[] ReshapeDims(OnnxNode node, long rowSize)
     {
-        if (node.Inputs.Count < 2 || !_index.TryGetInitializer(node.Inputs[1], out var shapeTensor))
+        if (node.Inputs.Count < 2 || !TryIntegerValue(node.Inputs[1], out long[] shape))
             throw new NotSupportedException("the target shape is not a constant");
-        long[] shape = shapeTensor.ToInt64Array();
+        if (shape.Skip(1).Contains(BatchSymbol))
+            throw new NotSupportedException("the target shape moves the batch away from the first dimension");
+        if (shape.Length > 0 && shape[0] == BatchSymbol)
+            shape = [0, .. shape[1..]];  // the run's batch, copied from the input
         if (shape.Length < 2 || node.GetInt("allowzero", 0) != 0)
             throw new NotSupportedException("the target shape must keep the batch as its first dimension");
         if (shape[0] is not (0 or -1) && shape[0] < 1)

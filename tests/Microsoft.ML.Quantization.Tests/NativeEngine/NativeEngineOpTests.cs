@@ -301,4 +301,60 @@ public sealed class NativeEngineOpTests
         Assert.Equal($"op type Cos is not supported by the native engine: node '{cos}' (Cos)", result.Unsupported[0]);
         Assert.Matches(@"^\d+ more nodes or outputs depend on those$", result.Unsupported[1]);
     }
+
+    /// <summary>
+    /// The flatten exporters write as shape arithmetic: Shape of an integer unit's output (its float value, read only
+    /// for its dims) -> Gather or Slice -> Unsqueeze / Cast -> Concat with -1 -> Reshape. Evaluated while lowering, the
+    /// batch copied at run time: the model runs natively at several batch sizes.
+    /// </summary>
+    [Theory]
+    [InlineData("gather")]
+    [InlineData("slice")]
+    public void ShapeArithmeticBeforeAReshapeIsEvaluatedWhileLowering(string how)
+    {
+        long[] dims = [3, 4, 5];
+        byte[] model = Model(dims, 0.02f, 128, (g, qdq) =>
+        {
+            g.Node.Add(Node("GlobalAveragePool", ["xq"], "gap"));
+            string gq = qdq("gap", 0.02f, 128);
+            g.Node.Add(Node("Shape", ["gap"], "shp"));
+            if (how == "gather")
+            {
+                g.Initializer.Add(OnnxTensor.FromInt64("first", [], [0]).Proto);
+                g.Node.Add(Node("Gather", ["shp", "first"], "n", ("axis", 0L)));
+                g.Node.Add(Node("Unsqueeze", ["n", Ints(g, "axes", [0])], "batch"));
+            }
+            else
+            {
+                g.Node.Add(Node("Slice", ["shp", Ints(g, "from", [0]), Ints(g, "to", [1])], "n"));
+                g.Node.Add(Node("Cast", ["n"], "batch", ("to", (long)OnnxElementType.Int64)));
+            }
+            g.Node.Add(Node("Concat", ["batch", Ints(g, "rest", [-1])], "target", ("axis", 0L)));
+            g.Node.Add(Node("Reshape", [gq, "target"], "r"));
+        }, outDims: [3]);
+        AssertWithinOneLsb(model, dims, 0.02f);
+        using var engine = NativeInt8Engine.TryLoad(model, "op", [], [], new Dictionary<string, int[]>(), 1, out _)!;
+        foreach (int rows in new[] { 1, 5 })
+        {
+            float[] x = Input(rows, dims, rows), native = new float[rows * 3];
+            engine.Run(rows, [x], [native]);
+            Assert.InRange(MaxLsb(RunOrt(model, x, rows, [3, 4, 5]), native, 0.02f), 0, 1);
+        }
+    }
+
+    [Fact]
+    public void AShapeThatMovesTheBatchIsReportedNotGuessed()
+    {
+        long[] dims = [3, 4, 5];
+        byte[] model = Model(dims, InScale, InZero, (g, qdq) =>
+        {
+            g.Node.Add(Node("Shape", ["xq"], "shp"));
+            g.Node.Add(Node("Slice", ["shp", Ints(g, "from", [0]), Ints(g, "to", [1])], "batch"));
+            g.Node.Add(Node("Concat", [Ints(g, "lead", [-1]), "batch"], "target", ("axis", 0L)));
+            g.Node.Add(Node("Reshape", ["xq", "target"], "r"));
+        }, outDims: [60]);
+        var result = QdqLowering.Lower(OnnxModel.Parse(model), "op", [], [], new Dictionary<string, int[]>());
+        Assert.False(result.Succeeded);
+        Assert.Contains(result.Unsupported, u => u.Contains("the target shape moves the batch away from the first dimension", StringComparison.Ordinal));
+    }
 }
