@@ -84,6 +84,7 @@ internal sealed class AutoSearch
     private float[][] _reference = [];
     private double _floatMetric;
     private List<string> _weighted = [];
+    private bool _onlyWeightedHaveConstants;
 
     public AutoSearch(MLContext context, AutoQuantizationOptions options, IDataView train, IDataView validation)
     {
@@ -181,6 +182,7 @@ internal sealed class AutoSearch
         var sample = RowSample.Load(_context, _model, _base, _train, _name);
         var int8Plan = QdqPlan.Create(_model.Clone(), _tables[CalibrationMethod.MinMax], _base);
         _weighted = [.. int8Plan.ComputeNodes.Where(n => int8Plan.Constants.ContainsKey((n, 1)) && int8Plan.Node(n).OpType is "Conv" or "ConvTranspose" or "Gemm" or "MatMul")];
+        _onlyWeightedHaveConstants = int8Plan.Constants.Keys.All(k => _weighted.Contains(k.Node));
         if (_base.BiasCorrection)
             _means = BiasCorrection.InputMeans(_context, _model, int8Plan, _base, sample, _name);
         _sample = sample;
@@ -319,6 +321,9 @@ internal sealed class AutoSearch
     /// <summary>Writes and scores one configuration (once: a configuration tried before returns its trial).</summary>
     private (QuantizationTrial Trial, AutoConfiguration Configuration)? Try(AutoConfiguration c, bool fixedScheme = false)
     {
+        // Every weighted layer at 8 bits is the 8-bit configuration itself (the other nodes take the same activation width).
+        if (c.Precision.WeightBits < 8 && !c.AdaRound && _onlyWeightedHaveConstants && _weighted.All(n => c.Wide.Contains(n) || c.Float.Contains(n)))
+            c = c with { Precision = new QuantizationPrecision(8, c.Precision.ActivationBits), Wide = Empty };
         foreach (var t in _trials)
             if (Same(t.Configuration, c))
                 return t;
