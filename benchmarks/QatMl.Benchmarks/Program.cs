@@ -16,6 +16,8 @@
 //        write-plan-fixtures OUTDIR [--resnet] (engine plans, inputs and CPU outputs for the native and GPU tests).
 //        ptq-scaling [--sizes 10000,30000,100000] [--ops Identity,Relu,Flatten,Add] (issue 13: PostTraining time against node count).
 //        single-row [--rows N] (issue 14: PredictionEngine latency per row vs a direct ONNX Runtime / native engine call on one row).
+//        adaround [--no-resnet] [--iterations N] [--resnet-rows N] [--scheme W4A8-MinMax] [--verbose] (issue 16: FmnistNet W4A4/W4A8 and ResNet18 W4A8 with AdaRound vs round-to-nearest).
+//        auto [--zoo FOLDER] [--rows N] [--only fmnistnet,resnet18,<zoo names>] [--no-resnet] [--max-trials N] [--adaround] [--trials] (issue 16: mlContext.Quantization.Auto per model beside the best plain scheme).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or
 // github.com/zalandoresearch/fashion-mnist.
@@ -55,6 +57,10 @@ switch (name)
         return EngineProfile.Run(settings, args);
     case "zoo":
         return QatMl.Benchmarks.Zoo.ZooBenchmark.Run(settings, args);
+    case "auto":
+        return AutoBenchmark.Run(settings, args);
+    case "adaround":
+        return AdaRoundBenchmark.Run(settings, args);
     case "single-row":
         return SingleRowBenchmark.Run(settings, args);
     case "write-plan-fixtures":
@@ -65,7 +71,7 @@ switch (name)
         CalibrationBenchmark.MemoryChild(BenchmarkSettings.Parse(args.Skip(2).ToArray()), int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
         break;
     default:
-        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile|single-row|zoo|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
+        Console.Error.WriteLine("usage: QatMl.Benchmarks <scoring|calibration|calibration-memory|ptq-accuracy|ptq-speed|ptq-scaling|qat|qat-speed|engine|engine-profile|single-row|zoo|adaround|auto|write-plan-fixtures> [--data <folder>] [--repeat N] [--model <onnx>]");
         return 2;
 }
 return 0;

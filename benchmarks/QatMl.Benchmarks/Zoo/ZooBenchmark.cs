@@ -118,10 +118,16 @@ internal static class ZooBenchmark
             return Failed("rows missing");
         }
         string output = model.Output(onnx);
-        // One row per run for a pinned batch, or for inputs declared whole (no batch dimension: Silero's state and rate).
-        bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0
-                          || rows.Tensors.Any(t => inputs.FirstOrDefault(i => i.Name == t.Name)?.Shape is { } s && s.Count == t.RowDims.Length);
+        bool fixedBatch = FixedBatch(onnx, rows);
         return [.. Schemes.Select(x => RunScheme(zoo, model, path, rows, output, x.Name, x.Precision, fixedBatch))];
+    }
+
+    /// <summary>One row per run for a pinned batch, or for inputs declared whole (no batch dimension: Silero's state and rate).</summary>
+    internal static bool FixedBatch(OnnxModel onnx, ZooRows rows)
+    {
+        var inputs = onnx.Graph.RuntimeInputs;
+        return inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long batch && batch > 0
+               || rows.Tensors.Any(t => inputs.FirstOrDefault(i => i.Name == t.Name)?.Shape is { } s && s.Count == t.RowDims.Length);
     }
 
     /// <summary>PostTraining's graph preparation (BN folding, constant folding, opset upgrade) and an upgrade to <paramref name="opset"/>.</summary>
@@ -291,7 +297,7 @@ internal static class ZooBenchmark
     }
 
     /// <summary>An exception as one line: type, message (shortened) and the first library frame, where it was thrown.</summary>
-    private static string Failure(Exception e)
+    internal static string Failure(Exception e)
     {
         string? frame = e.StackTrace?.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.Contains("Microsoft.ML.Quantization.", StringComparison.Ordinal));
         return $"FAILED {e.GetType().Name}: {Truncate(e.Message.ReplaceLineEndings(" "), 400)}" + (frame is null ? "" : $" [{Truncate(frame, 160)}]");

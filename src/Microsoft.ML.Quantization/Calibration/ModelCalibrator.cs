@@ -28,8 +28,11 @@ internal static class ModelCalibrator
     /// <summary>
     /// Calibrates <paramref name="prepared"/>, a model a caller has read and prepared already (PostTraining's graph; not
     /// changed here), or, when it is null, the model <paramref name="options"/> names (prepared when <see cref="CalibrationEstimatorOptions.PrepareGraph"/>).
+    /// <paramref name="observers"/>, when given, receives each observed activation's observer by tensor name, so other
+    /// methods' ranges can be computed from the same pass.
     /// </summary>
-    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, OnnxModel? prepared)
+    public static CalibrationRun Run(MLContext context, CalibrationEstimatorOptions options, IDataView data, OnnxModel? prepared,
+        IDictionary<string, TensorObserver>? observers = null)
     {
         options.Validate();
         var clock = Stopwatch.StartNew();
@@ -64,7 +67,7 @@ internal static class ModelCalibrator
         long rows = 0;
         var inputColumns = new List<InputColumn>();
         if (plan.Activations.Count > 0)
-            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns);
+            rows = ObserveActivations(context, options, model, modelName, plan, data, entries, progress, clock, inputColumns, observers);
 
         foreach (SharedActivation shared in plan.Shared)
             if (entries.TryGetValue(shared.Source, out var source))
@@ -129,7 +132,7 @@ internal static class ModelCalibrator
 
     private static long ObserveActivations(MLContext context, CalibrationEstimatorOptions options, OnnxModel model, string modelName,
         CalibrationPlan plan, IDataView data, Dictionary<string, CalibrationTableEntry> entries, OperationProgress progress, Stopwatch clock,
-        List<InputColumn> inputColumns)
+        List<InputColumn> inputColumns, IDictionary<string, TensorObserver>? kept)
     {
         IChannel channel = progress.Channel;
         OnnxModelScoringOptions scoring = options.ToScoringOptions();
@@ -213,12 +216,16 @@ internal static class ModelCalibrator
 
         for (int k = 0; k < inputObservers.Length; k++)
             if (inputObservers[k] is { } o)
+            {
                 entries[scorer.Inputs[k].TensorName] = ToEntry(o, scorer.Inputs[k].TensorName, TensorKind.Activation, null, scorer.Inputs[k].ColumnName);
+                kept?.Add(scorer.Inputs[k].TensorName, o);
+            }
         for (int j = 0; j < outputObservers.Length; j++)
         {
             try
             {
                 entries[observed[j].Name] = ToEntry(outputObservers[j], observed[j].Name, TensorKind.Activation, null);
+                kept?.Add(observed[j].Name, outputObservers[j]);
             }
             catch (ArgumentException e)
             {

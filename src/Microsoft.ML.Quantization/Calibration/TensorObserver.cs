@@ -30,6 +30,27 @@ internal sealed class TensorObserver
             _channels[c] = new ChannelStatistics(histogram, averaging);
     }
 
+    private TensorObserver(CalibrationOptions options, int? channelCount, ChannelStatistics[] channels)
+    {
+        Options = options;
+        ChannelCount = channelCount;
+        _channels = channels;
+    }
+
+    /// <summary>
+    /// The same observations calibrated with another method (the statistics are shared, not copied): one pass with a
+    /// histogram-keeping method (Percentile, Entropy, Mse, Auto) serves MinMax, Percentile, Entropy, Mse and Auto ranges.
+    /// </summary>
+    internal TensorObserver WithMethod(CalibrationMethod method)
+    {
+        if ((method != CalibrationMethod.MinMax && _channels.Any(c => c.Histogram is null)) || method == CalibrationMethod.MovingAverageMinMax)
+            throw new InvalidOperationException($"An observer calibrated with {Options.Method} keeps no statistics for {method}.");
+        var options = Options.Clone();
+        options.Method = method;
+        options.Validate();
+        return new TensorObserver(options, ChannelCount, _channels);
+    }
+
     /// <summary>A copy of the options this observer was created with.</summary>
     public CalibrationOptions Options { get; }
 

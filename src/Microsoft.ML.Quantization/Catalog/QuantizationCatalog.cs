@@ -112,6 +112,28 @@ public sealed class QuantizationCatalog
     }
 
     /// <summary>
+    /// An automatic quantization experiment (in the manner of ML.NET's AutoML): searches precisions, calibration, 8-bit,
+    /// 16-bit and float nodes and AdaRound, guided by a sensitivity ranking, for the smallest model whose accuracy on the
+    /// validation rows drops at most <paramref name="maxAccuracyDrop"/> points (with a label) or whose output cosine is at
+    /// least 0.99 (without one). Run it with <see cref="Auto.AutoQuantizationExperiment.Execute"/>.
+    /// </summary>
+    /// <param name="modelFile">Path of the float ONNX model.</param>
+    /// <param name="labelColumnName">The class label column of a multiclass model, or null to score by output cosine.</param>
+    /// <param name="maxAccuracyDrop">The allowed loss of accuracy in percentage points (with a label).</param>
+    /// <param name="maxTrials">Trials at most.</param>
+    public Auto.AutoQuantizationExperiment Auto(string modelFile, string? labelColumnName = null, double maxAccuracyDrop = 0.5, int maxTrials = 20)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelFile);
+        return new Auto.AutoQuantizationExperiment(Context, new Auto.AutoQuantizationOptions
+        {
+            PostTraining = new PostTrainingOptions { ModelPath = modelFile }, LabelColumnName = labelColumnName, MaxAccuracyDrop = maxAccuracyDrop, MaxTrials = maxTrials,
+        });
+    }
+
+    /// <summary>An automatic quantization experiment, as configured by <paramref name="options"/>.</summary>
+    public Auto.AutoQuantizationExperiment Auto(Auto.AutoQuantizationOptions options) => new(Context, options);
+
+    /// <summary>
     /// Quantization-aware training: fine-tunes the float ONNX model on TorchSharp with fake quantization (INT8 by
     /// default), then exports the same QDQ model PostTraining writes.
     /// </summary>

@@ -72,7 +72,14 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
                     keptFloat[node] = why;
             }
         }
-        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means));
+        IReadOnlyDictionary<string, QuantizedConstant>? learned = null;
+        if (_options.AdaRound)
+        {
+            var adaRound = PostTraining.AdaRound.Learn(_context, model, table, _options, input, name, keptFloat, raised, means, progress.Channel);
+            learned = adaRound.Weights;
+            progress.Info(adaRound.Summary);
+        }
+        QdqResult result = QdqWriter.Write(QdqPlan.Create(model, table, _options, keptFloat, raised, means, learned));
         int quantized = result.Nodes.Count(n => n.Precision is not null);
         Stage(3, $"quantized {quantized} of {result.Nodes.Count} nodes.");
         foreach (var n in result.Nodes.Where(n => n.Precision is null))
@@ -132,7 +139,7 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
         => ModelCalibrator.Run(_context, CalibrationOptions(_options), input, prepared).Table;
 
     /// <summary>
-    /// How Fit calibrates its prepared graph (handed to <see cref="ModelCalibrator.Run(MLContext, CalibrationEstimatorOptions, IDataView, OnnxModel)"/>
+    /// How Fit calibrates its prepared graph (handed to <see cref="ModelCalibrator.Run(MLContext, CalibrationEstimatorOptions, IDataView, OnnxModel, IDictionary{string, TensorObserver})"/>
     /// as it is): every tensor the quantizer may touch, with the bindings and session settings of <paramref name="options"/>.
     /// </summary>
     internal static CalibrationEstimatorOptions CalibrationOptions(PostTrainingOptions options)
@@ -143,7 +150,9 @@ public sealed class PostTrainingEstimator : IEstimator<QuantizedModelTransformer
             ModelBytes = options.ModelBytes,
             PrepareGraph = false,
             SampleCount = options.SampleCount,
-            Activations = new CalibrationOptions { Method = options.CalibrationMethod },
+            // Clipping methods (Percentile, Entropy, Mse, Auto) choose the range for the width the activations get: a 4-bit
+            // tensor clips far more than an 8-bit one.
+            Activations = new CalibrationOptions { Method = options.CalibrationMethod, Bits = Math.Clamp(options.Precision.ActivationBits, 2, 8) },
             WeightsPerChannel = options.WeightsPerChannel,
             IntraOpNumThreads = options.IntraOpNumThreads,
             BatchSize = options.BatchSize,

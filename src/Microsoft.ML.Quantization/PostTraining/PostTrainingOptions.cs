@@ -145,6 +145,23 @@ public sealed class PostTrainingOptions : OnnxBindingOptions
     /// <summary>The alphas SmoothQuant tries. Default 0.25, 0.5, 0.75.</summary>
     public IList<double> SmoothQuantAlphas { get; } = new List<double> { 0.25, 0.5, 0.75 };
 
+    /// <summary>
+    /// AdaRound (Nagel et al. 2020): instead of rounding each weight to the nearest level, learn per weight whether it
+    /// rounds up or down so the layer's output on the calibration rows stays closest to the float one (its input taken
+    /// from the quantized model, the target from the float model; layer by layer in graph order). Applies to the Conv
+    /// (2-D), Gemm and MatMul weights below 8 bits (4-bit weights) left after the sensitivity analysis; a layer keeps
+    /// round-to-nearest when the learned rounding does not lower its error, and <see cref="BiasCorrection"/> still corrects
+    /// the mean shift left (the rounding is learned on few rows). Runs on TorchSharp (the app references TorchSharp-cpu, as
+    /// for AwareTraining). Default false.
+    /// </summary>
+    public bool AdaRound { get; set; }
+
+    /// <summary>AdaRound's optimizer steps per layer. Default 1000.</summary>
+    public int AdaRoundIterations { get; set; } = 1000;
+
+    /// <summary>Calibration rows AdaRound learns from (the first ones, held in memory). Default 256.</summary>
+    public int AdaRoundRowCount { get; set; } = 256;
+
     /// <summary>Calibration settings for individual tensors (used when Fit calibrates).</summary>
     public IDictionary<string, CalibrationOptions> TensorOverrides { get; } = new Dictionary<string, CalibrationOptions>(StringComparer.Ordinal);
 
@@ -202,9 +219,42 @@ public sealed class PostTrainingOptions : OnnxBindingOptions
             throw new ArgumentOutOfRangeException(nameof(SmoothQuantAlphas), "SmoothQuant alphas must be in [0, 1].");
         if (SensitivityRowCount < 1)
             throw new ArgumentOutOfRangeException(nameof(SensitivityRowCount), SensitivityRowCount, "SensitivityRowCount must be at least 1.");
+        if (AdaRoundIterations < 1)
+            throw new ArgumentOutOfRangeException(nameof(AdaRoundIterations), AdaRoundIterations, "AdaRoundIterations must be at least 1.");
+        if (AdaRoundRowCount < 1)
+            throw new ArgumentOutOfRangeException(nameof(AdaRoundRowCount), AdaRoundRowCount, "AdaRoundRowCount must be at least 1.");
         foreach (var (tensor, bits) in TensorBits)
             if (bits is < 2 or > 16)
                 throw new ArgumentOutOfRangeException(nameof(TensorBits), bits, $"TensorBits['{tensor}'] must be between 2 and 16.");
+    }
+
+    /// <summary>A copy with its own lists and maps (the calibration table, node filter and progress are shared).</summary>
+    internal PostTrainingOptions Clone()
+    {
+        var copy = new PostTrainingOptions
+        {
+            ModelPath = ModelPath, ModelBytes = ModelBytes, CalibrationTable = CalibrationTable, CalibrationMethod = CalibrationMethod, SampleCount = SampleCount,
+            Precision = Precision, FirstLayerPrecision = FirstLayerPrecision, LastLayerPrecision = LastLayerPrecision, WeightsPerChannel = WeightsPerChannel,
+            SymmetricActivations = SymmetricActivations, ReduceRange = ReduceRange, NodeFilter = NodeFilter, QuantizeControlFlowWeights = QuantizeControlFlowWeights,
+            SoftmaxUnitRange = SoftmaxUnitRange, MinOutputCosine = MinOutputCosine, MaxAccuracyDrop = MaxAccuracyDrop, LabelColumnName = LabelColumnName,
+            LabelOffset = LabelOffset, SensitivityRowCount = SensitivityRowCount, BiasCorrection = BiasCorrection, CrossLayerEqualization = CrossLayerEqualization,
+            SmoothQuant = SmoothQuant, AdaRound = AdaRound, AdaRoundIterations = AdaRoundIterations, AdaRoundRowCount = AdaRoundRowCount, Backend = Backend,
+            AllowBackendFallback = AllowBackendFallback, NativeDevice = NativeDevice, Progress = Progress, CancellationToken = CancellationToken,
+        };
+        CopyTo(copy);
+        foreach (var b in Inputs) copy.Inputs.Add(b);
+        foreach (var b in Outputs) copy.Outputs.Add(b);
+        foreach (var kv in InputShapes) copy.InputShapes[kv.Key] = kv.Value;
+        copy.OpTypes.Clear();
+        copy.OpTypes.UnionWith(OpTypes);
+        foreach (var kv in NodePrecision) copy.NodePrecision[kv.Key] = kv.Value;
+        foreach (string n in ExcludedNodes) copy.ExcludedNodes.Add(n);
+        copy.ExcludedOpTypes.UnionWith(ExcludedOpTypes);
+        foreach (var kv in TensorBits) copy.TensorBits[kv.Key] = kv.Value;
+        copy.SmoothQuantAlphas.Clear();
+        foreach (double a in SmoothQuantAlphas) copy.SmoothQuantAlphas.Add(a);
+        foreach (var kv in TensorOverrides) copy.TensorOverrides[kv.Key] = kv.Value;
+        return copy;
     }
 
     /// <summary>Activations are symmetric when asked or when the execution provider needs it.</summary>

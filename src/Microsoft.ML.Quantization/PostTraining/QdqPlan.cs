@@ -134,10 +134,12 @@ internal sealed class QdqPlan
     /// <summary>
     /// Plans the quantization of <paramref name="model"/> (its nodes get unique names first). <paramref name="keptFloat"/>
     /// names nodes to leave float with the reason; <paramref name="precisionOverrides"/> wins over every precision option.
+    /// <paramref name="learnedWeights"/> (AdaRound) replaces the round-to-nearest weights of the nodes it names when their
+    /// width and axis match; bias correction then corrects the mean shift the learned rounding leaves (it learned on few rows).
     /// </summary>
     public static QdqPlan Create(OnnxModel model, CalibrationTable table, PostTrainingOptions options,
         IReadOnlyDictionary<string, string>? keptFloat = null, IReadOnlyDictionary<string, QuantizationPrecision>? precisionOverrides = null,
-        IReadOnlyDictionary<string, float[]>? inputMeans = null)
+        IReadOnlyDictionary<string, float[]>? inputMeans = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedWeights = null)
     {
         OnnxRewrites.NameNodes(model);
         var g = model.Graph;
@@ -277,12 +279,17 @@ internal sealed class QdqPlan
                 int constantBits = weight ? Math.Min(p.WeightBits, options.ReduceRange ? 7 : 8) : 8;
                 int? axis = weight && options.WeightsPerChannel ? QuantizableOps.WeightAxis(node, i, tensor) : null;
                 string key = $"{tensor.Name}|{axis}|{constantBits}";
-                if (!quantizedConstants.TryGetValue(key, out var constant))
-                    quantizedConstants[key] = constant = QuantizeConstant(tensor, axis, constantBits, table);
-                plan.Constants[(name, i)] = constant;
+                if (weight && learnedWeights is not null && learnedWeights.TryGetValue(name, out var learned)
+                    && learned.Source.Name == tensor.Name && learned.Axis == axis && learned.Bits == constantBits && learned.Values.Length == tensor.ElementCount)
+                    plan.Constants[(name, i)] = learned;
+                else if (!quantizedConstants.TryGetValue(key, out var constant))
+                    plan.Constants[(name, i)] = quantizedConstants[key] = QuantizeConstant(tensor, axis, constantBits, table);
+                else
+                    plan.Constants[(name, i)] = constant;
+                var stored = plan.Constants[(name, i)];
                 if (IsGatherTable(node, initializers) && i == 0)
                     foreach (string o in outputs[name])
-                        fixedParams[o] = new ActivationQuantization(8, true, new QuantizationParameters(constant.Scales[0], 0));
+                        fixedParams[o] = new ActivationQuantization(8, true, new QuantizationParameters(stored.Scales[0], 0));
             }
         }
 

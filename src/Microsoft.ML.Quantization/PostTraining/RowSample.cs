@@ -14,7 +14,8 @@ internal sealed class RowSample
     public required bool FixedBatch { get; init; }
     public required string[] Outputs { get; init; }
 
-    public static RowSample Load(MLContext context, OnnxModel model, PostTrainingOptions options, IDataView data, string modelName)
+    /// <summary>Reads the first rows (<paramref name="rowCount"/>, or <see cref="PostTrainingOptions.SensitivityRowCount"/> when null) into memory.</summary>
+    public static RowSample Load(MLContext context, OnnxModel model, PostTrainingOptions options, IDataView data, string modelName, int? rowCount = null)
     {
         var graph = model.Graph;
         string[] outputs = options.Outputs.Count > 0 ? [.. options.Outputs.Select(o => o.TensorName)]
@@ -25,7 +26,7 @@ internal sealed class RowSample
             outputs.Select(o => new OnnxColumnBinding(o, o)).ToList(), options.InputShapes, options.BatchSize);
         BatchScorerSchema.ValidateInputSchema(inputs, data.Schema, "input", options.InputsOptionName);
 
-        int wanted = Math.Max(1, options.SensitivityRowCount);
+        int wanted = Math.Max(1, rowCount ?? options.SensitivityRowCount);
         var store = new RowStore(inputs, wanted);
         var columns = inputs.Select(i => data.Schema[i.ColumnName]).ToList();
         DataViewSchema.Column? label = options.MaxAccuracyDrop is null ? null
@@ -91,8 +92,11 @@ internal sealed class SampleRunner : IDisposable
 
     public int Evaluations { get; private set; }
 
+    /// <summary>The shape of each output in the last batch run (its first dimension is that batch's rows).</summary>
+    public long[][] OutputShapes { get; private set; } = [];
+
     /// <summary>Mean row cosine of the worst output against the reference, or the accuracy drop in points.</summary>
-    public double Measure(bool[] quantized, bool accuracy)
+    public double Measure(bool[]? quantized, bool accuracy)
     {
         float[][] reference = Reference!;
         float[][] result = Run(quantized);
@@ -134,7 +138,7 @@ internal sealed class SampleRunner : IDisposable
         return true;
     }
 
-    private static int[] ArgMaxes(float[] output, int rows)
+    internal static int[] ArgMaxes(float[] output, int rows)
     {
         int size = output.Length / rows;
         return [.. Enumerable.Range(0, rows).Select(r => QuantizationComparer.ArgMax(output.AsSpan(r * size, size)))];
@@ -153,15 +157,19 @@ internal sealed class SampleRunner : IDisposable
     }
 
     /// <summary>Every output over all rows, rows in order (a fixed-batch graph runs padded batches).</summary>
-    public float[][] Run(bool[]? quantized)
+    public float[][] Run(bool[]? quantized) => Run(quantized, 0, Rows.Count);
+
+    /// <summary>Every output over rows [<paramref name="first"/>, <paramref name="first"/> + <paramref name="count"/>), rows in order.</summary>
+    public float[][] Run(bool[]? quantized, int first, int count)
     {
         Evaluations++;
         var collected = _outputs.Select(_ => new List<float>()).ToArray();
         using var switches = quantized is null ? null : OrtValue.CreateTensorValueFromMemory(quantized, [_switchCount]);
         string[] names = [.. Rows.Inputs.Select(i => i.TensorName), .. switches is null ? Array.Empty<string>() : [FakeQuantGraph.SwitchInput]];
-        for (int start = 0; start < Rows.Count; start += _chunk)
+        int end = Math.Min(Rows.Count, first + count);
+        for (int start = first; start < end; start += _chunk)
         {
-            int rows = Math.Min(_chunk, Rows.Count - start);
+            int rows = Math.Min(_chunk, end - start);
             int run = Rows.FixedBatch ? _chunk : rows;
             var values = new List<OrtValue>();
             try
@@ -169,6 +177,7 @@ internal sealed class SampleRunner : IDisposable
                 for (int k = 0; k < Rows.Inputs.Length; k++)
                     values.Add(Slice(Rows.Data[k], Rows.Inputs[k], start, rows, run));
                 using var results = _session.Run(_runOptions, names, switches is null ? values : [.. values, switches], _outputs);
+                OutputShapes = [.. results.Select(r => r.GetTensorTypeAndShape().Shape)];
                 for (int o = 0; o < _outputs.Length; o++)
                 {
                     var span = results[o].GetTensorDataAsSpan<float>();

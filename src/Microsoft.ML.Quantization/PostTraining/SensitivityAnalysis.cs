@@ -156,6 +156,21 @@ internal static class SensitivityAnalysis
     /// <summary>What one search found: the ranking (most sensitive first), each node's metric alone, the nodes switched off and the result.</summary>
     private sealed record SearchResult(double All, double[] Alone, int[] Ranked, HashSet<int> Kept, double Final, bool Reached);
 
+    /// <summary>Each flag on alone: its metric, and the flags most sensitive first.</summary>
+    internal static (double[] Alone, int[] Ranked) Rank(SampleRunner runner, int n, bool accuracy, CancellationToken cancel)
+    {
+        var alone = new double[n];
+        var on = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            Array.Clear(on);
+            on[i] = true;
+            alone[i] = runner.Measure(on, accuracy);
+        }
+        return (alone, [.. Enumerable.Range(0, n).OrderBy(i => accuracy ? -alone[i] : alone[i]).ThenBy(i => i)]);
+    }
+
     /// <summary>
     /// With every flag on, then (when that misses the target) each flag on alone: the nodes ranked, and the shortest
     /// most-sensitive prefix switched off that meets the target (doubling, then bisection).
@@ -173,13 +188,7 @@ internal static class SensitivityAnalysis
         if (meets(all) || n == 0)
             return new SearchResult(all, [], [], [], all, meets(all));
 
-        var alone = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            cancel.ThrowIfCancellationRequested();
-            alone[i] = Measure(j => j == i);
-        }
-        int[] ranked = [.. Enumerable.Range(0, n).OrderBy(i => accuracy ? -alone[i] : alone[i]).ThenBy(i => i)];
+        var (alone, ranked) = Rank(runner, n, accuracy, cancel);
         var cache = new Dictionary<int, double> { [0] = all };
         double WithPrefixOff(int k)
         {

@@ -226,6 +226,8 @@ internal sealed class QuantizeCommand(ToolEnvironment environment) : Command<Qua
             var trials = search.Trials.Select(t => new TrialSummary(t.Scheme.Name, t.Scheme.Why, t.Scheme.Precision.ToString() + (t.Scheme.Int8FirstLast ? " (first/last W8A8)" : ""),
                 TrialRunner.Method(t.Scheme.Method), t.Scheme.FloatNodes.Count, t.Bytes, t.Quality, t.Loss, t.Comparison.Top1Agreement, t.Comparison.MeanCosineSimilarity,
                 t.Comparison.OutputSqnrDb, t.Latency.MillisecondsPerRow, t.Latency.Backend, t.MeetsBudget, ReferenceEquals(t, chosen))).ToList();
+            if (search.Table is { } searched && search.ChosenRow >= 0)
+                trials = [.. searched.Select((row, i) => i == search.ChosenRow ? trials.Single(t => t.Chosen) : row)];
             var report = new ReportModel
             {
                 ModelName = Path.GetFileName(model.Path),

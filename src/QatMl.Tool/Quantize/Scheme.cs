@@ -12,6 +12,9 @@ namespace QatMl.Tool.Quantize;
 /// <param name="Why">Why the search tried it.</param>
 internal sealed record Scheme(string Name, QuantizationPrecision Precision, bool Int8FirstLast, CalibrationMethod Method, IReadOnlyList<string> FloatNodes, string Why)
 {
+    /// <summary>The automatic experiment's trial this scheme stands for (its per-node precisions), or null.</summary>
+    public Microsoft.ML.Quantization.Auto.QuantizationTrial? AutoTrial { get; init; }
+
     public static Scheme Int8 { get; } = new("INT8", QuantizationPrecision.Int8, false, CalibrationMethod.MinMax, [], "8-bit weights and activations, MinMax ranges");
 
     public static Scheme W4A8 { get; } = new("W4A8", QuantizationPrecision.W4A8, true, CalibrationMethod.MinMax, [], "4-bit weights (first and last layer 8-bit), 8-bit activations");
@@ -21,8 +24,11 @@ internal sealed record Scheme(string Name, QuantizationPrecision Precision, bool
         var options = new PostTrainingOptions { ModelPath = modelPath, CalibrationTable = table, Precision = Precision };
         if (Int8FirstLast)
             options.FirstLayerPrecision = options.LastLayerPrecision = QuantizationPrecision.Int8;
-        foreach (string node in FloatNodes)
-            options.ExcludedNodes.Add(node);
+        if (AutoTrial is { } trial)
+            trial.ApplyTo(options);
+        else
+            foreach (string node in FloatNodes)
+                options.ExcludedNodes.Add(node);
         return options;
     }
 }

@@ -1,18 +1,31 @@
-using Microsoft.ML.Quantization.Calibration;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Quantization;
+using Microsoft.ML.Quantization.Auto;
+using Microsoft.ML.Quantization.PostTraining;
 using QatMl.Tool.Cli;
 using QatMl.Tool.Data;
+using QatMl.Tool.Report;
 
 namespace QatMl.Tool.Quantize;
 
 /// <summary>The trials run and the one kept.</summary>
-internal sealed record SearchResult(IReadOnlyList<Trial> Trials, Trial Chosen, string Strategy, string Reason);
+/// <param name="Trials">The trials measured with Compare (the chosen one among them).</param>
+/// <param name="Chosen">The trial kept.</param>
+/// <param name="Strategy">How the trials were chosen.</param>
+/// <param name="Reason">Why the chosen one was kept.</param>
+/// <param name="Table">
+/// The report's trial rows when a search measured more trials than it compared (auto: every trial of
+/// mlContext.Quantization.Auto, the row at <paramref name="ChosenRow"/> replaced by the chosen trial's measurements); null:
+/// one row per trial in <paramref name="Trials"/>.
+/// </param>
+/// <param name="ChosenRow">The chosen trial's row in <paramref name="Table"/>.</param>
+internal sealed record SearchResult(IReadOnlyList<Trial> Trials, Trial Chosen, string Strategy, string Reason, IReadOnlyList<TrialSummary>? Table = null, int ChosenRow = -1);
 
 /// <summary>
-/// <c>--precision int8|w4a8</c>: one trial. <c>--precision auto</c>: a fixed-scheme sweep against the budget, built
-/// from the public API (PostTraining options and Compare), not a general search: INT8 first; if it fits, W4A8 (smaller);
-/// if not, INT8 with Percentile then Entropy ranges, then INT8 with the nodes around the worst tensors (lowest SQNR)
-/// kept in float. The smallest trial within budget wins (ties: the more accurate); with none within budget, the most
-/// accurate. A richer automatic experiment can replace <see cref="Auto"/> behind the same <see cref="SearchResult"/>.
+/// <c>--precision int8|w4a8</c>: one trial. <c>--precision auto</c>: <c>mlContext.Quantization.Auto</c> against the
+/// budget (calibration rows train, evaluation rows validate; accuracy with labels, else an output cosine of
+/// 1 - budget / 100); its trials are printed as they end and the chosen model is compared and timed like a fixed scheme.
 /// </summary>
 internal static class SchemeSearch
 {
@@ -37,88 +50,52 @@ internal static class SchemeSearch
 
     private static SearchResult Auto(TrialRunner runner, ModelInfo model, ProgressBoard board)
     {
-        var trials = new List<Trial>();
-        var step = board.Add("search trials", 2, "trials");
-        Trial Try(Scheme scheme, int planned)
+        RunSettings settings = runner.Settings;
+        double budget = settings.Budget ?? 0.5;
+        bool accuracy = settings.Metric == QualityMetric.Accuracy && runner.LabelColumn is not null;
+        var step = board.Add("search trials (mlContext.Quantization.Auto)", MaxTrials, "trials");
+        int done = 0;
+        var options = new AutoQuantizationOptions
         {
-            step.Describe($"search trials ({scheme.Name})");
-            Trial t = runner.Run(scheme);
-            trials.Add(t);
-            board.Note($"  [grey]trial {trials.Count}:[/] {Spectre.Console.Markup.Escape(t.ToString())}");
-            step.Report(trials.Count, planned);
-            return t;
-        }
-
-        try
-        {
-            Trial int8 = Try(Scheme.Int8, 2);
-            if (int8.MeetsBudget != false)
-                Try(Scheme.W4A8, 2);
-            else
+            PostTraining = new PostTrainingOptions
             {
-                Trial best = int8;
-                foreach (var method in new[] { CalibrationMethod.Percentile, CalibrationMethod.Entropy })
-                {
-                    var t = Try(Scheme.Int8 with { Name = $"INT8 {TrialRunner.Method(method)}", Method = method, Why = $"INT8 missed the budget; {TrialRunner.Method(method)} clips outliers" }, 5);
-                    if (t.Loss < best.Loss)
-                        best = t;
-                    if (t.MeetsBudget == true)
-                        break;
-                }
-                if (trials.All(t => t.MeetsBudget != true))
-                {
-                    foreach (int worst in new[] { 1, 3 })
-                    {
-                        string[] nodes = NodesAround(model, best.Comparison.Layers.Take(worst).Select(l => l.TensorName));
-                        if (nodes.Length == 0)
-                            break;
-                        var t = Try(best.Scheme with
-                        {
-                            Name = $"{best.Scheme.Name} + {nodes.Length} float node(s)",
-                            FloatNodes = nodes,
-                            Why = $"keeps the nodes around the {worst} lowest-SQNR tensor(s) in float",
-                        }, trials.Count + (worst == 1 ? 2 : 1));
-                        if (t.MeetsBudget == true)
-                            break;
-                    }
-                }
-            }
-            step.Report(trials.Count, trials.Count);
-            var within = trials.Where(t => t.MeetsBudget == true).ToList();
-            Trial chosen;
-            string reason;
-            if (within.Count > 0)
+                ModelPath = model.Path, BatchSize = settings.BatchSize, IntraOpNumThreads = settings.Threads, SampleCount = runner.CalibrationRows, Backend = settings.Backend,
+            },
+            // Accuracy with labels; the agreement and cosine budgets as an output cosine of 1 - budget / 100.
+            LabelColumnName = accuracy ? runner.LabelColumn : null,
+            MaxAccuracyDrop = budget,
+            MinOutputCosine = 1 - budget / 100,
+            MaxTrials = MaxTrials,
+            ValidationRowCount = runner.EvaluationRows,
+            CancellationToken = runner.Cancel,
+            Progress = new SyncProgress<QuantizationTrial>(t =>
             {
-                chosen = within.OrderBy(t => t.Bytes).ThenByDescending(t => t.Quality).First();
-                reason = $"the smallest of {within.Count} trial(s) within the {runner.Settings.Budget:0.##}-point budget of {runner.Settings.MetricName}";
-            }
-            else
-            {
-                chosen = trials.OrderBy(t => t.Loss).ThenBy(t => t.Bytes).First();
-                reason = $"no trial is within the {runner.Settings.Budget:0.##}-point budget; the most accurate one";
-            }
-            step.Complete($"{trials.Count} trials, kept {chosen.Scheme.Name}");
-            return new SearchResult(trials, chosen, "auto: fixed-scheme sweep (INT8, W4A8; if INT8 misses: Percentile, Entropy, float fallback of the worst tensors)", reason);
-        }
-        catch
-        {
-            foreach (var t in trials)
-                t.Dispose();
-            throw;
-        }
+                string measured = double.IsNaN(t.Metric) ? t.Reason ?? "failed"
+                    : string.Create(CultureInfo.InvariantCulture, $"{(accuracy ? "accuracy" : "output cosine")} {t.Metric:0.#####}, {t.SizeBytes / 1024.0:F0} KiB, {t.LatencyMilliseconds:F3} ms/row, {(t.Accepted ? "within budget" : t.Reason)}");
+                board.Note($"  [grey]{(double.IsNaN(t.Metric) ? "failed trial" : "trial")} {t.Index}:[/] {Spectre.Console.Markup.Escape($"{t.Configuration}: {measured}")}");
+                step.Report(++done, MaxTrials);
+            }),
+        };
+        // Not disposed here: its only resource is the chosen model, which the trial below owns.
+        AutoQuantizationResult result = runner.Context.Quantization.Auto(options).Execute(runner.Calibration, runner.EvaluationData);
+        QuantizationTrial best = result.BestTrial;
+        step.Complete($"{result.Trials.Count} trials, kept #{best.Index} {best.Configuration}");
+        var scheme = new Scheme(best.Configuration, best.Precision, false, best.CalibrationMethod, best.FloatNodes,
+            $"chosen by mlContext.Quantization.Auto among {result.Trials.Count} trials") { AutoTrial = best };
+        Trial chosen = runner.Evaluate(scheme, result.Model);
+        string plain = result.BestFixedScheme is { } p ? $"; the best plain scheme: {p.Configuration}, {p.SizeBytes / 1024.0:F0} KiB" : "; no plain scheme meets the budget";
+        string reason = result.ConstraintMet
+            ? $"the smallest of {result.Trials.Count(t => t.Accepted)} accepted trial(s) within the {budget:0.##}-point budget{plain}"
+            : $"no trial is within the {budget:0.##}-point budget; the most accurate one";
+        // The report lists every trial that ran, as the search measured it (the agreement and SQNR are not measured there).
+        var ran = result.Trials.Where(t => !double.IsNaN(t.Metric)).ToList();
+        var table = ran.Select(t => new TrialSummary(t.Configuration, t.FixedScheme ? "a plain scheme, tried first" : "a step of the guided search",
+            t.Precision.ToString(), TrialRunner.Method(t.CalibrationMethod), t.FloatNodes.Count, t.SizeBytes,
+            accuracy ? t.Metric / 100 : t.Metric, accuracy ? result.FloatMetric - t.Metric : (1 - t.Metric) * 100, double.NaN,
+            accuracy ? double.NaN : t.Metric, double.NaN, t.LatencyMilliseconds, "ONNX Runtime (search pass)", t.Accepted, false)).ToList();
+        return new SearchResult([chosen], chosen, $"auto: mlContext.Quantization.Auto ({result.Trials.Count} trials, guided by sensitivity; docs/auto.md)", reason,
+            table, ran.IndexOf(best));
     }
 
-    /// <summary>The producer and consumers of each tensor (so it is neither written nor read quantized).</summary>
-    private static string[] NodesAround(ModelInfo model, IEnumerable<string> tensors)
-    {
-        var graph = model.Model.Graph;
-        var names = new List<string>();
-        foreach (string tensor in tensors)
-        {
-            if (graph.Producer(tensor) is { } producer && producer.Name.Length > 0)
-                names.Add(producer.Name);
-            names.AddRange(graph.Consumers(tensor).Select(n => n.Name).Where(n => n.Length > 0));
-        }
-        return names.Distinct(StringComparer.Ordinal).ToArray();
-    }
+    private const int MaxTrials = 20;
 }

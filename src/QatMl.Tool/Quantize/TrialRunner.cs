@@ -79,6 +79,18 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
 
     public string? LabelColumn => labelColumn;
 
+    public MLContext Context => context;
+
+    public IDataView Calibration => calibration;
+
+    public int CalibrationRows => calibrationRows;
+
+    public IDataView EvaluationData => evaluation;
+
+    public int EvaluationRows => evaluationRows;
+
+    public CancellationToken Cancel => cancel;
+
     public RunSettings Settings => settings;
 
     /// <summary>The calibration table of <paramref name="method"/>, computed on first use.</summary>
@@ -110,7 +122,12 @@ internal sealed class TrialRunner(MLContext context, ModelInfo model, IDataView 
     {
         CalibrationTable table = Table(scheme.Method);
         PostTrainingOptions options = Configure(scheme.ToOptions(model.Path, table), settings.Backend);
-        QuantizedModelTransformer quantized = context.Quantization.PostTraining(options).Fit(calibration);
+        return Evaluate(scheme, context.Quantization.PostTraining(options).Fit(calibration));
+    }
+
+    /// <summary>Compares and times a quantized model (the trial owns it from here).</summary>
+    public Trial Evaluate(Scheme scheme, QuantizedModelTransformer quantized)
+    {
         try
         {
             cancel.ThrowIfCancellationRequested();

@@ -173,6 +173,25 @@ public sealed class PostTrainingTests : IDisposable
     }
 
     [Fact]
+    public void FourBitActivations_AreCalibratedForFourBits_MseClipsFarMoreAndKeepsMoreAccuracyThanMinMax()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView calibration = context.Data.LoadFromEnumerable(Calibration.Value);
+        IDataView test = context.Data.LoadFromEnumerable(Test.Value);
+        var options = Options(QuantizationPrecision.W4A4);
+        options.MinOutputCosine = 0;
+        using var minMax = context.Quantization.PostTraining(options).Fit(calibration);
+        options.CalibrationMethod = CalibrationMethod.Mse;
+        using var mse = context.Quantization.PostTraining(options).Fit(calibration);
+        double a = Accuracy(context, minMax, test), b = Accuracy(context, mse, test);
+        Assert.True(b >= a + 0.005, $"W4A4 Mse {b:P2} vs MinMax {a:P2}");
+        // Fit calibrates the activations at the width they get.
+        OnnxModel prepared = PostTrainingEstimator.Prepare(options, "fmnistnet");
+        var table = ModelCalibrator.Run(context, PostTrainingEstimator.CalibrationOptions(options), calibration, prepared).Table;
+        Assert.All(table.Where(e => e.Kind == TensorKind.Activation && e.RangeSource is null), e => Assert.Equal(4, e.Bits));
+    }
+
+    [Fact]
     public void BadInput_ClearErrors_NoPartialFiles_UnsupportedOpsListed()
     {
         var context = new MLContext(seed: 1);

@@ -1,0 +1,60 @@
+using Microsoft.ML.Quantization.PostTraining;
+
+namespace Microsoft.ML.Quantization.Auto;
+
+/// <summary>What <see cref="AutoQuantizationExperiment.Execute"/> found: the chosen model, every trial and the Pareto front.</summary>
+public sealed class AutoQuantizationResult : IDisposable
+{
+    internal AutoQuantizationResult(QuantizedModelTransformer model, QuantizationTrial best, IReadOnlyList<QuantizationTrial> trials, string metric, double floatMetric,
+        TimeSpan floatEvaluation, TimeSpan time)
+    {
+        Model = model;
+        BestTrial = best;
+        Trials = trials;
+        Metric = metric;
+        FloatMetric = floatMetric;
+        FloatEvaluationTime = floatEvaluation;
+        Time = time;
+    }
+
+    /// <summary>The chosen configuration's quantized model (Save with <c>mlContext.Model.Save</c>, restore with <c>mlContext.Quantization.LoadModel</c>).</summary>
+    public QuantizedModelTransformer Model { get; }
+
+    /// <summary>The chosen trial: the best by the objective among the accepted ones, or the best metric when none was accepted.</summary>
+    public QuantizationTrial BestTrial { get; }
+
+    /// <summary>Whether <see cref="BestTrial"/> meets the constraint.</summary>
+    public bool ConstraintMet => BestTrial.Accepted;
+
+    /// <summary>Every trial in the order it ran.</summary>
+    public IReadOnlyList<QuantizationTrial> Trials { get; }
+
+    /// <summary>The trials no other trial beats on metric, size and latency together (metric first, then size).</summary>
+    public IReadOnlyList<QuantizationTrial> ParetoFront => [.. Trials.Where(t => !double.IsNaN(t.Metric) && !Trials.Any(u => Dominates(u, t)))
+        .OrderByDescending(t => t.Metric).ThenBy(t => t.SizeBytes)];
+
+    /// <summary>The smallest accepted plain scheme (INT8, W4A8 or W4A4 with MinMax), or null when none met the constraint.</summary>
+    public QuantizationTrial? BestFixedScheme => Trials.Where(t => t.FixedScheme && t.Accepted).OrderBy(t => t.SizeBytes).ThenByDescending(t => t.Metric).FirstOrDefault();
+
+    /// <summary>"accuracy" (percent against the label) or "output cosine".</summary>
+    public string Metric { get; }
+
+    /// <summary>The float model's metric on the validation rows (accuracy; 1 for the output cosine).</summary>
+    public double FloatMetric { get; }
+
+    /// <summary>Wall time of one float scoring pass over the validation rows (the unit the experiment's cost is told in).</summary>
+    public TimeSpan FloatEvaluationTime { get; }
+
+    /// <summary>Wall time of the whole experiment, calibration and preparation included.</summary>
+    public TimeSpan Time { get; }
+
+    /// <summary>The trial table, one line per trial.</summary>
+    public override string ToString() => string.Join(Environment.NewLine, Trials.Select(t => (t == BestTrial ? "* " : "  ") + t));
+
+    private static bool Dominates(QuantizationTrial u, QuantizationTrial t)
+        => !double.IsNaN(u.Metric) && u.Metric >= t.Metric && u.SizeBytes <= t.SizeBytes && u.LatencyMilliseconds <= t.LatencyMilliseconds
+           && (u.Metric > t.Metric || u.SizeBytes < t.SizeBytes || u.LatencyMilliseconds < t.LatencyMilliseconds);
+
+    /// <summary>Disposes <see cref="Model"/>.</summary>
+    public void Dispose() => Model.Dispose();
+}

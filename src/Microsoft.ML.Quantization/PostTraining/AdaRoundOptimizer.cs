@@ -1,0 +1,271 @@
+using System.Runtime.CompilerServices;
+using Microsoft.ML.Quantization.AwareTraining;
+using Microsoft.ML.Quantization.Onnx;
+using TorchSharp;
+using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
+
+namespace Microsoft.ML.Quantization.PostTraining;
+
+/// <summary>
+/// AdaRound's optimisation of one layer on TorchSharp (CPU): each weight w = s (floor(w / s) + h(V)) with the rectified
+/// sigmoid h(V) = clamp(sigmoid(V) (zeta - gamma) + gamma, 0, 1), V initialised so h starts at the weight's fractional
+/// part; Adam minimises the layer's reconstruction error (sum over output channels of the squared error, mean over
+/// output positions) plus lambda * sum(1 - |2h - 1|^beta), beta annealed from 20 to 2 after a 20% warm-up, which
+/// drives every h to 0 or 1. The layer is written as a matrix product over im2col columns (a Conv's input patches, a
+/// Gemm's or MatMul's input rows), sampled when there are many; with few inputs per output (K) the error is exact over
+/// every column through the Gram matrix X^T X, else it is estimated on random batches of columns each step. Only this
+/// class touches libtorch: PostTraining without AdaRound never compiles it.
+/// </summary>
+internal static class AdaRoundOptimizer
+{
+    private const double Zeta = 1.1, Gamma = -0.1;
+    private const double BetaStart = 20, BetaEnd = 2, WarmupFraction = 0.2;
+
+    /// <summary>The optimisation's settings (BRECQ's and AIMET's defaults, with a larger step for fewer iterations).</summary>
+    internal sealed record Settings(int Iterations, int Seed)
+    {
+        public double LearningRate { get; init; } = 1e-2;
+        public double RegularizationWeight { get; init; } = 0.01;
+        public int BatchColumns { get; init; } = 256;
+
+        /// <summary>Floats per column matrix (float input, quantized input): columns are sampled beyond it.</summary>
+        public long ColumnBudget { get; init; } = 1L << 24;
+
+        /// <summary>Largest K (inputs per output) optimised through the Gram matrix.</summary>
+        public int GramLimit { get; init; } = 1024;
+    }
+
+    /// <summary>The learned integers (in the weight's own layout) and the reconstruction errors of both roundings.</summary>
+    internal sealed record Outcome(sbyte[] Values, double NearestError, double LearnedError, int Changed);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static Outcome Learn(OnnxNode node, QuantizedConstant nearest, float[] floatInput, float[] quantizedInput, long[] inputShape, Settings settings)
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        var layer = LayerColumns.Create(node, nearest, inputShape, settings.ColumnBudget, settings.Seed);
+        float[] xf = layer.Gather(floatInput), xq = layer.Gather(quantizedInput);
+        int g = layer.Groups, m = layer.OutputsPerGroup, k = layer.InputsPerOutput, p = layer.Columns;
+        int qmax = (1 << (nearest.Bits - 1)) - 1;
+
+        using var scope = torch.NewDisposeScope();
+        Tensor w = torch.tensor(layer.WeightMatrix(nearest.Source.ToFloatArray()), [g, m, k]);
+        Tensor s = torch.tensor(layer.ScaleMatrix(nearest.Scales), [g, m, 1]);
+        Tensor nearestW = s * torch.tensor(layer.IntegerMatrix(nearest.Values), [g, m, k]);
+        Tensor quantized = torch.tensor(xq, [g, p, k]);
+        Tensor target = torch.tensor(xf, [g, p, k]).bmm(w.transpose(1, 2));   // the float layer's outputs [g, p, m]
+        Tensor ratio = w / s;
+        Tensor floor = ratio.floor();
+        Tensor rest = (ratio - floor).clamp(1e-4, 1 - 1e-4);
+        var v = new Parameter(-torch.log((Zeta - Gamma) / (rest - Gamma) - 1), requires_grad: true);
+
+        bool gram = k <= settings.GramLimit;
+        Tensor? h = null, a = null;
+        double c = 0;
+        if (gram)
+        {
+            h = quantized.transpose(1, 2).bmm(quantized);      // X_q^T X_q [g, k, k]
+            a = target.transpose(1, 2).bmm(quantized);         // Y_f^T X_q [g, m, k]
+            c = target.to(ScalarType.Float64).pow(2).sum().item<double>();
+        }
+        Tensor Weights(Tensor soft) => s * (floor + soft).clamp(-qmax, qmax);
+        Tensor Rectified() => (torch.sigmoid(v) * (Zeta - Gamma) + Gamma).clamp(0, 1);
+
+        var random = new Random(settings.Seed);
+        using var optimizer = optim.Adam([v], settings.LearningRate);
+        int warmup = (int)(WarmupFraction * settings.Iterations);
+        for (int step = 0; step < settings.Iterations; step++)
+        {
+            using var stepScope = torch.NewDisposeScope();
+            Tensor soft = Rectified();
+            Tensor wq = Weights(soft);
+            Tensor reconstruction;
+            if (gram)
+                reconstruction = (c - 2 * (wq * a!).sum() + (wq.bmm(h!) * wq).sum()) / p;
+            else
+            {
+                int batch = Math.Min(settings.BatchColumns, p);
+                Tensor index = torch.tensor(SampleIndices(random, p, batch));
+                Tensor error = target.index_select(1, index) - quantized.index_select(1, index).bmm(wq.transpose(1, 2));
+                reconstruction = error.pow(2).sum() / batch;
+            }
+            Tensor loss = reconstruction;
+            if (step >= warmup)
+            {
+                double beta = BetaEnd + (BetaStart - BetaEnd) * (1 - (double)(step - warmup) / Math.Max(1, settings.Iterations - warmup));
+                loss = loss + settings.RegularizationWeight * (1 - (2 * soft - 1).abs().pow(beta)).sum();
+            }
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+        }
+
+        using (torch.no_grad())
+        {
+            Tensor hard = v.ge(0.0).to(ScalarType.Float32);
+            Tensor learnedW = Weights(hard);
+            double learnedError = Error(learnedW), nearestError = Error(nearestW);
+            float[] integers = (floor + hard).clamp(-qmax, qmax).contiguous().data<float>().ToArray();
+            sbyte[] values = layer.ToWeightLayout(integers);
+            int changed = values.Where((q, i) => q != nearest.Values[i]).Count();
+            return new Outcome(values, nearestError, learnedError, changed);
+        }
+
+        // The exact error over every sampled column, in float64.
+        double Error(Tensor weights)
+        {
+            if (gram)
+            {
+                Tensor wd = weights.to(ScalarType.Float64);
+                return (c - 2 * (wd * a!.to(ScalarType.Float64)).sum().item<double>() + (wd.bmm(h!.to(ScalarType.Float64)) * wd).sum().item<double>()) / p;
+            }
+            double sum = 0;
+            for (int start = 0; start < p; start += 4096)
+            {
+                using var chunk = torch.NewDisposeScope();
+                long length = Math.Min(4096, p - start);
+                Tensor error = target.narrow(1, start, length) - quantized.narrow(1, start, length).bmm(weights.transpose(1, 2));
+                sum += error.to(ScalarType.Float64).pow(2).sum().item<double>();
+            }
+            return sum / p;
+        }
+    }
+
+    private static long[] SampleIndices(Random random, int count, int batch)
+    {
+        var result = new long[batch];
+        for (int i = 0; i < batch; i++)
+            result[i] = random.Next(count);
+        return result;
+    }
+}
+
+/// <summary>
+/// A Conv (2-D), Gemm or MatMul as a grouped matrix product: per group, the weight matrix [outputs, K] times columns of
+/// K inputs (a Conv's input patches over channels and kernel positions, or an input row), columns sampled
+/// (seeded) when the full set is larger than the budget. Managed im2col: padding, stride, dilation and groups as ONNX
+/// defines them, computing only the sampled columns.
+/// </summary>
+internal sealed class LayerColumns
+{
+    private readonly Action<float[], int, int, float[], int>? _patch;   // (input, position, group, target, offset) for Conv
+    private readonly int[] _positions;
+    private readonly bool _transposedWeight;   // the source is [K, N] (Gemm transB=0, MatMul)
+    private readonly int _rowInputs;            // Gemm/MatMul: K values per position
+
+    private LayerColumns(int groups, int outputsPerGroup, int inputsPerOutput, int[] positions, bool transposedWeight, int rowInputs,
+        Action<float[], int, int, float[], int>? patch)
+    {
+        Groups = groups;
+        OutputsPerGroup = outputsPerGroup;
+        InputsPerOutput = inputsPerOutput;
+        _positions = positions;
+        _transposedWeight = transposedWeight;
+        _rowInputs = rowInputs;
+        _patch = patch;
+    }
+
+    public int Groups { get; }
+    public int OutputsPerGroup { get; }
+    public int InputsPerOutput { get; }
+    public int Columns => _positions.Length;
+
+    public static LayerColumns Create(OnnxNode node, QuantizedConstant weight, long[] inputShape, long columnBudget, int seed)
+    {
+        long[] wd = weight.Source.Dims;
+        if (node.OpType == "Conv")
+        {
+            if (inputShape.Length != 4)
+                throw new NotSupportedException($"{node.Describe}: AdaRound needs a 4-D input, got [{string.Join(", ", inputShape)}].");
+            int n = checked((int)inputShape[0]), channels = checked((int)inputShape[1]), height = checked((int)inputShape[2]), width = checked((int)inputShape[3]);
+            int m = checked((int)wd[0]), cg = checked((int)wd[1]), kh = checked((int)wd[2]), kw = checked((int)wd[3]);
+            int groups = checked((int)node.GetInt("group", 1));
+            long[] strides = node.GetInts("strides") ?? [1, 1], dilations = node.GetInts("dilations") ?? [1, 1], pads = node.GetInts("pads") ?? [0, 0, 0, 0];
+            int sh = (int)strides[0], sw = (int)strides[1], dh = (int)dilations[0], dw = (int)dilations[1], top = (int)pads[0], left = (int)pads[1];
+            int outH = (height + top + (int)pads[2] - dh * (kh - 1) - 1) / sh + 1, outW = (width + left + (int)pads[3] - dw * (kw - 1) - 1) / sw + 1;
+            if (cg * groups != channels || m % groups != 0 || outH < 1 || outW < 1)
+                throw new NotSupportedException($"{node.Describe}: its weight [{string.Join(", ", wd)}] does not fit its input [{string.Join(", ", inputShape)}].");
+            int k = cg * kh * kw;
+            int[] positions = Sample((long)n * outH * outW, columnBudget / ((long)groups * k), seed);
+            return new LayerColumns(groups, m / groups, k, positions, false, 0, (x, position, group, target, offset) =>
+            {
+                int row = position / (outH * outW), oy = position / outW % outH, ox = position % outW;
+                int at = offset;
+                for (int c = 0; c < cg; c++)
+                {
+                    int plane = (row * channels + group * cg + c) * height * width;
+                    for (int ky = 0; ky < kh; ky++)
+                    {
+                        int iy = oy * sh - top + ky * dh;
+                        for (int kx = 0; kx < kw; kx++, at++)
+                        {
+                            int ix = ox * sw - left + kx * dw;
+                            target[at] = iy >= 0 && iy < height && ix >= 0 && ix < width ? x[plane + iy * width + ix] : 0f;
+                        }
+                    }
+                }
+            });
+        }
+        // Gemm (transA 0): [rows, K] x B; MatMul: [..., K] x B[K, N].
+        bool transB = node.OpType == "Gemm" && node.GetInt("transB", 0) != 0;
+        int outputs = checked((int)(transB ? wd[0] : wd[1])), inputs = checked((int)(transB ? wd[1] : wd[0]));
+        long total = inputShape.Aggregate(1L, (a, b) => a * b);
+        if (inputShape[^1] != inputs || total % inputs != 0)
+            throw new NotSupportedException($"{node.Describe}: its weight [{string.Join(", ", wd)}] does not fit its input [{string.Join(", ", inputShape)}].");
+        return new LayerColumns(1, outputs, inputs, Sample(total / inputs, columnBudget / inputs, seed), !transB, inputs, null);
+    }
+
+    /// <summary>Every position when they fit the budget, else a seeded sample of them in increasing order.</summary>
+    private static int[] Sample(long count, long budget, int seed)
+    {
+        int total = checked((int)count);
+        int keep = (int)Math.Clamp(budget, 1, total);
+        if (keep == total)
+            return [.. Enumerable.Range(0, total)];
+        var random = new Random(seed);
+        int[] all = [.. Enumerable.Range(0, total)];
+        random.Shuffle(all);
+        return [.. all.Take(keep).Order()];
+    }
+
+    /// <summary>The sampled columns of an input [groups, columns, K].</summary>
+    public float[] Gather(float[] input)
+    {
+        var result = new float[(long)Groups * Columns * InputsPerOutput];
+        for (int group = 0; group < Groups; group++)
+            for (int j = 0; j < Columns; j++)
+            {
+                int offset = (group * Columns + j) * InputsPerOutput;
+                if (_patch is not null)
+                    _patch(input, _positions[j], group, result, offset);
+                else
+                    Array.Copy(input, (long)_positions[j] * _rowInputs, result, offset, _rowInputs);
+            }
+        return result;
+    }
+
+    /// <summary>The weight as [groups, outputs, K] (a Conv's layout already is; [K, N] sources are transposed).</summary>
+    public float[] WeightMatrix(float[] source) => _transposedWeight ? Transpose(source, InputsPerOutput, OutputsPerGroup) : source;
+
+    public float[] IntegerMatrix(sbyte[] source) => WeightMatrix([.. source.Select(v => (float)v)]);
+
+    /// <summary>The scale of each output row: per channel (the weight's output axis) or one for all.</summary>
+    public float[] ScaleMatrix(float[] scales)
+        => [.. Enumerable.Range(0, Groups * OutputsPerGroup).Select(o => scales[scales.Length == 1 ? 0 : o])];
+
+    /// <summary>Integers of the matrix layout back in the weight's own layout.</summary>
+    public sbyte[] ToWeightLayout(float[] matrix)
+    {
+        float[] source = _transposedWeight ? Transpose(matrix, OutputsPerGroup, InputsPerOutput) : matrix;
+        return [.. source.Select(v => (sbyte)v)];
+    }
+
+    private static float[] Transpose(float[] values, int rows, int columns)
+    {
+        var result = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < columns; c++)
+                result[c * rows + r] = values[r * columns + c];
+        return result;
+    }
+}
