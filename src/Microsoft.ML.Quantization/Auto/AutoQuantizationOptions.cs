@@ -61,9 +61,10 @@ public sealed class AutoQuantizationOptions
 
     /// <summary>
     /// Whether the search may try AdaRound on its best 4-bit configuration that misses the constraint (TorchSharp-cpu in the app,
-    /// as for <see cref="PostTrainingOptions.AdaRound"/>; a trial whose AdaRound cannot run is recorded as rejected). Default true.
+    /// as for <see cref="PostTrainingOptions.AdaRound"/>; a trial whose AdaRound cannot run is recorded as rejected). Default false:
+    /// opt-in while AdaRound's memory on large layers is unbounded (9 GB and more on ResNet18, docs/auto.md).
     /// </summary>
-    public bool AdaRound { get; set; } = true;
+    public bool AdaRound { get; set; }
 
     /// <summary>Receives every trial as it ends. Default null.</summary>
     public IProgress<QuantizationTrial>? Progress { get; set; }
