@@ -38,7 +38,7 @@ internal static class EngineProfile
             (model, column, rowSize, rowDims) = (ResNet18Images.ModelPath, ResNet18Images.InputColumn, ResNet18Images.InputSize, [3, 224, 224]);
         }
         using QuantizedModelTransformer int8 = EngineBenchmark.Quantize(context, model, data, fmnist ? 1000 : 64, batch: 16, fmnist ? null : column,
-            QuantizationPrecision.Int8);
+            QuantizationPrecision.Int8, everyNode: true);
         float[] inputs = EngineBenchmark.Column(data, column).Take(rowSize * batch).ToArray();
 
         // ONNX Runtime with its profiler.
