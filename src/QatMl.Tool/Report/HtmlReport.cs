@@ -49,7 +49,8 @@ internal static class HtmlReport
                 Section("summary", "Summary", Summary(m, chosen, qualityName)),
                 Section("trials", "Trials", TrialsTable(m, qualityName), Figure("chart-trials", Charts.Trials(m.Trials, m.MetricName == "accuracy" ? m.FloatAccuracy : 1.0, m.Budget, m.FloatBytes, qualityName)),
                     P("note", "Each point is one quantized model; the marker grows with its latency. A trial is on the Pareto front when no other trial is at once smaller, better and faster. "
-                        + "With --precision auto this is a fixed-scheme sweep: INT8, then W4A8 when INT8 fits, or other calibration and float fallback when it does not.")),
+                        + "With --precision auto these are the trials of mlContext.Quantization.Auto (docs/auto.md), each scored on the evaluation rows by the search itself; "
+                        + "only the kept one is also compared in full (agreement, cosine, SQNR, latency per backend).")),
                 Section("layers", "Per-layer SQNR", m.Layers.Count == 0
                     ? P("note", "No quantized activation to compare.")
                     : Figure("chart-sqnr", Charts.Sqnr(m.Layers)),
@@ -103,7 +104,7 @@ internal static class HtmlReport
     private static XElement TrialsTable(ReportModel m, string qualityName)
         => new("table", Row("th", "trial", "why", qualityName, "lost (points)", "cosine", "SQNR (dB)", "size (KiB)", "ms / row", "budget"),
             m.Trials.Select(t => new XElement("tr", t.Chosen ? new XAttribute("class", "chosen") : null,
-                Cell(t.Name), Cell(t.Why), Num(F($"{Pct(t.Quality)}")), Num(F($"{t.Loss:F2}")), Num(F($"{t.Cosine:F4}")), Num(F($"{t.OutputSqnrDb:F1}")),
+                Cell(t.Name), Cell(t.Why), Num(F($"{Pct(t.Quality)}")), Num(F($"{t.Loss:F2}")), Num(Measured(t.Cosine, "F4")), Num(Measured(t.OutputSqnrDb, "F1")),
                 Num(F($"{t.Bytes / 1024.0:N0}")), Num(F($"{t.MillisecondsPerRow:G4}")),
                 Cell(t.WithinBudget is { } ok ? ok ? "within" : "over" : "–"))));
 
@@ -124,6 +125,9 @@ internal static class HtmlReport
             Pair("backend", m.RequestedBackend == m.Backend ? m.Backend : $"{m.Backend} (asked for {m.RequestedBackend})"),
             Pair("strategy", m.Strategy),
             Pair("kept because", m.ChoiceReason));
+
+    /// <summary>A value, or a dash where the trial did not measure it (the auto search scores one metric per trial).</summary>
+    private static string Measured(double value, string format) => double.IsNaN(value) ? "–" : value.ToString(format, CultureInfo.InvariantCulture);
 
     private static string Pct(double fraction) => (fraction * 100).ToString("0.00", CultureInfo.InvariantCulture) + "%";
 
