@@ -100,7 +100,8 @@ internal static class EngineBenchmark
                     }
                 }
                 Compare(settings, context, model.Name, path, models, timed, inputValues, data.Tensors[0].Size, dims, fixedBatch ? [1] : batches, memory: false);
-                Console.WriteLine($"  {PerTensorDifferences(models.Int8, inputValues, dims, data.HeldOutCount)}");
+                Console.WriteLine($"  INT8 {PerTensorDifferences(models.Int8, inputValues, dims, data.HeldOutCount)}");
+                Console.WriteLine($"  W4A8 {PerTensorDifferences(models.W4A8, inputValues, dims, data.HeldOutCount)}");
             }
             catch (Exception e)
             {
