@@ -334,7 +334,7 @@ internal sealed class AutoSearch
         try
         {
             OnnxModel model = Write(c).Model;
-            long bytes = model.ToBytes().LongLength;
+            long bytes = model.SerializedSize;  // the session below serializes it once
             using var runner = new SampleRunner(_context, model, 0, _base, _name, _rows) { Reference = _reference };
             var scoring = Stopwatch.StartNew();
             double measured = runner.Measure(null, _accuracy);

@@ -95,9 +95,8 @@ internal sealed partial class QdqLowering
         long step = inputs.Length > 4 && inputs[4] is { Length: 1 } steps ? steps[0] : 1;
         if (step != 1)
             throw new NotSupportedException("it slices a shape with a step other than 1");
-        long start = Math.Clamp(starts[0] < 0 ? starts[0] + x.Length : starts[0], 0, x.Length);
-        long end = Math.Clamp(ends[0] < 0 ? ends[0] + x.Length : ends[0], 0, x.Length);
-        return x[(int)start..(int)Math.Max(start, end)];
+        int start = (int)ShapeIndex(starts[0], x.Length), end = (int)ShapeIndex(ends[0], x.Length);
+        return x[start..Math.Max(start, end)];
     }
 
     private static long[] Arithmetic(string op, long[] a, long[] b)

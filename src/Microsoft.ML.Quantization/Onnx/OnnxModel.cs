@@ -115,6 +115,9 @@ internal sealed class OnnxModel
         return model;
     }
 
+    /// <summary>The length of <see cref="ToBytes"/>, computed without serializing.</summary>
+    public long SerializedSize => Proto.CalculateSize();
+
     /// <summary>The serialized model; every tensor inline.</summary>
     public byte[] ToBytes()
     {
