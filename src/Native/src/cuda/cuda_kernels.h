@@ -4,6 +4,7 @@
 
 #include "cuda/igemm.h"
 #include "cuda/ops.h"
+#include "cuda/wide_ops.h"
 
 #include <cuda_runtime.h>
 
@@ -28,6 +29,19 @@ cudaError_t launch_lut(const LutParams& p, cudaStream_t stream);
 cudaError_t launch_pool(const PoolParams& p, cudaStream_t stream);
 cudaError_t launch_global_avgpool(const GlobalPoolParams& p, cudaStream_t stream);
 cudaError_t launch_direct_conv(const DirectConvParams& p, cudaStream_t stream);
+
+// The wider ops (wide_ops.cu); CONCAT is one launch per input.
+cudaError_t launch_unary(const UnaryArgs& p, cudaStream_t stream);
+cudaError_t launch_binary(const BinaryArgs& p, cudaStream_t stream);
+cudaError_t launch_concat_part(const ConcatArgs& p, cudaStream_t stream);
+cudaError_t launch_copy(const CopyArgs& p, cudaStream_t stream);
+cudaError_t launch_pad(const PadArgs& p, cudaStream_t stream);
+cudaError_t launch_resize(const ResizeArgs& p, cudaStream_t stream);
+cudaError_t launch_softmax(const AxisArgs& p, cudaStream_t stream);
+cudaError_t launch_reduce_mean(const AxisArgs& p, cudaStream_t stream);
+cudaError_t launch_layernorm(const AxisArgs& p, cudaStream_t stream);
+cudaError_t launch_matmul(const MatMulArgs& p, cudaStream_t stream);
+cudaError_t launch_float_conv(const FloatConvArgs& p, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace qatml
