@@ -82,6 +82,20 @@ void broadcast_strides(const std::vector<int64_t>& dims, size_t rank, int64_t* s
     }
 }
 
+// The tensors of a one-input op whose arguments name them x / lx / x_row and y / ly / y_row.
+template <typename Args>
+Args one_input(const Stored& x, Stored& y, int64_t rows) {
+    Args a{};
+    a.x = x.bytes.data();
+    a.y = y.bytes.data();
+    a.lx = x.layout;
+    a.ly = y.layout;
+    a.rows = rows;
+    a.x_row = x.elems;
+    a.y_row = y.elems;
+    return a;
+}
+
 template <typename Args, typename Fn>
 void each(const Args& a, int64_t count, Fn fn) {
     for (int64_t i = 0; i < count; ++i) fn(a, i);
@@ -160,14 +174,7 @@ std::vector<float> emulate(const WideCase& c) {
             break;
         }
         case QATML_ENGINE_OP_COPY: {
-            CopyArgs a{};
-            a.x = st[0].bytes.data();
-            a.y = y.bytes.data();
-            a.lx = st[0].layout;
-            a.ly = y.layout;
-            a.rows = rows;
-            a.x_row = st[0].elems;
-            a.y_row = y.elems;
+            CopyArgs a = one_input<CopyArgs>(st[0], y, rows);
             a.rank = static_cast<int32_t>(yt.dims.size());
             a.elem = static_cast<int32_t>(y.esz);
             for (int d = 0; d < a.rank; ++d) {
@@ -179,14 +186,7 @@ std::vector<float> emulate(const WideCase& c) {
             break;
         }
         case QATML_ENGINE_OP_PAD: {
-            PadArgs a{};
-            a.x = st[0].bytes.data();
-            a.y = y.bytes.data();
-            a.lx = st[0].layout;
-            a.ly = y.layout;
-            a.rows = rows;
-            a.x_row = st[0].elems;
-            a.y_row = y.elems;
+            PadArgs a = one_input<PadArgs>(st[0], y, rows);
             a.x_dims[0] = a.y_dims[0] = 1;
             a.begins[0] = 0;
             a.steps[0] = 1;

@@ -11,6 +11,13 @@
 namespace qatml {
 namespace cuda {
 
+// Grid-stride elementwise kernels (ops.cu, wide_ops.cu): threads per block, and the grid for `count` items.
+constexpr int kElementThreads = 256;
+inline unsigned element_blocks(int64_t count) {
+    const int64_t b = (count + kElementThreads - 1) / kElementThreads;
+    return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
+}
+
 // What the tile choice needs to know about a GPU: multiprocessors and resident blocks per configuration.
 struct IgemmDeviceInfo {
     int sms = 0;

@@ -8,13 +8,6 @@ namespace qatml {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t count) {
-    const int64_t b = (count + kThreads - 1) / kThreads;
-    return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
-
 template <typename P, void (*kElement)(const P&, int64_t)>
 __global__ void each_kernel(const P p, int64_t count) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) kElement(p, i);
@@ -23,7 +16,7 @@ __global__ void each_kernel(const P p, int64_t count) {
 template <typename P, void (*kElement)(const P&, int64_t)>
 cudaError_t launch_each(const P& p, int64_t count, cudaStream_t stream) {
     if (count <= 0) return cudaSuccess;
-    each_kernel<P, kElement><<<blocks_for(count), kThreads, 0, stream>>>(p, count);
+    each_kernel<P, kElement><<<element_blocks(count), kElementThreads, 0, stream>>>(p, count);
     return cudaGetLastError();
 }
 
