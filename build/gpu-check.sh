@@ -45,6 +45,9 @@ note "== CTest (CPU and GPU tests)"
 QATML_PLAN_FIXTURES=$fixtures timeout 120 ctest --test-dir "$build" --output-on-failure -j 8 > "$out/ctest.txt" 2>&1
 note "ctest exit $?: $(grep -E 'tests passed|tests failed out of' "$out/ctest.txt" | tail -1), $(grep -c '(Skipped)' "$out/ctest.txt") skipped, $(elapsed)"
 grep -A3 -E '\(Skipped\)|\(Failed\)|\*\*\*Failed' "$out/ctest.txt" | head -20 | tee -a "$summary"
+# The wider ops (UNARY .. FLOAT_CONV) on the GPU against the CPU engine: random one-op plans and the engine tests' plan
+# with every wider op (tests/Native/wide_op_cases.h, engine_plans.h wide_ops_plan).
+note "wider ops on the GPU: $(grep -E 'CudaEngine\.WideOps' "$out/ctest.txt" | sed -E 's/.*(CudaEngine\.[A-Za-z]+) [. ]*\**([A-Za-z]+).*/\1 \2/' | tr '\n' ';')"
 
 note "== benchmarks"
 timeout 90 "$build/out/qatml_cuda_bench" --plans "$fixtures" > "$out/cuda_bench.txt" 2>&1

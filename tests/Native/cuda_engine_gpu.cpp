@@ -4,8 +4,10 @@
 #include "cuda_gpu_util.h"
 #include "igemm_cases.h"
 #include "plan_fixtures.h"
+#include "wide_op_cases.h"
 #include "qatml/qatml.h"
 
+#include <cmath>
 #include <memory>
 #include <thread>
 
@@ -248,6 +250,65 @@ TEST(CudaEngine, ContextsRunOneEngineConcurrently) {
     EXPECT_TRUE(same_bits(ra, cpu));
     EXPECT_TRUE(same_bits(rb, cpu));
     qatml_engine_destroy(e);
+}
+
+// ---- the wider ops (UNARY .. FLOAT_CONV) ---------------------------------------------------------------------------
+
+// Bit for bit, NaN payloads aside; where a transcendental is involved (GPU expf, tanhf, erff, logf, powf differ from
+// libm by a few ulp), within 1e-5 relative + 1e-6 absolute (docs/cuda.md), or one quantization step (steps[o], where an
+// output is requantized downstream of one: a value near a half step may round the other way).
+::testing::AssertionResult agree(const std::vector<std::vector<float>>& gpu, const std::vector<std::vector<float>>& cpu, bool transcendental,
+                                 const std::vector<float>& steps = {}) {
+    if (gpu.size() != cpu.size()) return ::testing::AssertionFailure() << "output counts differ";
+    for (size_t o = 0; o < gpu.size(); ++o)
+        for (size_t i = 0; i < gpu[o].size(); ++i) {
+            const float g = gpu[o][i], c = cpu[o][i];
+            if (std::memcmp(&g, &c, 4) == 0 || (std::isnan(g) && std::isnan(c))) continue;
+            const float step = o < steps.size() ? steps[o] : 0.0f;
+            if (transcendental && std::fabs(g - c) <= 1e-5f * std::fabs(c) + 1e-6f + step) continue;
+            return ::testing::AssertionFailure() << "output " << o << " element " << i << ": GPU " << g << ", CPU " << c;
+        }
+    return ::testing::AssertionSuccess();
+}
+
+std::vector<std::vector<float>> run_plan(const std::vector<uint8_t>& plan, const qatml_context* gpu, const std::vector<std::vector<float>>& in,
+                                         const std::vector<int64_t>& out_sizes, int64_t rows, std::vector<std::vector<float>>* cpu) {
+    qatml_engine* e = nullptr;
+    EXPECT_EQ(qatml_engine_create(gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+    if (!e) return {};
+    auto out = run(e, gpu, in, out_sizes, rows);
+    *cpu = run(e, nullptr, in, out_sizes, rows);
+    qatml_engine_destroy(e);
+    return out;
+}
+
+TEST(CudaEngine, WideOpsMatchTheCpuEngineOnRandomShapes) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    int exact = 0;
+    for (const qatml_test::WideCase& wc : qatml_test::wide_op_cases(qatml_test::seed(), 40)) {
+        std::vector<std::vector<float>> cpu;
+        const auto gpu = run_plan(wc.plan(), c.gpu, wc.inputs, wc.out_sizes, wc.rows, &cpu);
+        EXPECT_TRUE(agree(gpu, cpu, wc.transcendental)) << wc.name;
+        exact += wc.transcendental ? 0 : 1;
+    }
+    EXPECT_GT(exact, 400);
+}
+
+TEST(CudaEngine, WideOpsPlanMatchesTheCpuEngine) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    const std::vector<int64_t> out_sizes = {8 * 12, 8 * 6 * 6, 4 * 9 * 9};
+    for (const bool softmax : {false, true}) {  // without its softmax every op is exact
+        for (const int64_t rows : {int64_t(1), int64_t(19)}) {
+            std::vector<std::vector<float>> in(1, std::vector<float>(static_cast<size_t>(4 * 6 * 6 * rows)));
+            for (size_t i = 0; i < in[0].size(); ++i) in[0][i] = static_cast<float>((i * 53) % 97) / 16.0f - 3.0f;
+            std::vector<std::vector<float>> cpu;
+            const auto gpu = run_plan(qatml_test::wide_ops_plan(softmax), c.gpu, in, out_sizes, rows, &cpu);
+            // Output 1 is requantized (scale 0.05) after the softmax's float path.
+            EXPECT_TRUE(agree(gpu, cpu, softmax, {0.0f, 0.05f, 0.0f})) << (softmax ? "with" : "without") << " the softmax, " << rows << " rows";
+        }
+    }
 }
 
 TEST(CudaEngine, MisuseFailsWithAMessage) {

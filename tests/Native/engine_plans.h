@@ -250,8 +250,9 @@ inline void matmul_op(PlanWriter& w, uint32_t a, uint32_t b, uint32_t y, std::in
 // A plan with every op kind of wider models (a float segment, 8-bit
 // broadcasting, concat, copies, padding, resizes, softmax, layer normalisation,
 // matmuls, reduce mean, a zero insertion and a float convolution): a seed for the fuzzers, and a run every path
-// must agree on. float [4, 6, 6] in; outputs float [8, 12], [8, 6, 6] and [4, 9, 9].
-inline std::vector<uint8_t> wide_ops_plan() {
+// must agree on. float [4, 6, 6] in; outputs float [8, 12], [8, 6, 6] and [4, 9, 9]. softmax = false puts an ABS in the
+// softmax's place (no transcendental anywhere: a GPU run is then bit-identical to the CPU's).
+inline std::vector<uint8_t> wide_ops_plan(bool softmax = true) {
     PlanWriter w;
     const uint32_t t0 = w.tensor(QATML_TYPE_FLOAT32, {4, 6, 6}), t1 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6});
     const uint32_t t2 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6}), t3 = w.tensor(QATML_TYPE_UINT8, {4, 6, 6});
@@ -281,7 +282,10 @@ inline std::vector<uint8_t> wide_ops_plan() {
     std::vector<float> shift(12);
     for (int i = 0; i < 12; ++i) shift[static_cast<size_t>(i)] = 0.25f * static_cast<float>(i) - 1.0f;
     binary_op(w, t9, 0, t10, QATML_BINARY_SUB, {12}, bytes_of(shift));
-    axis_op(w, QATML_ENGINE_OP_SOFTMAX, t10, t11, 2);
+    if (softmax)
+        axis_op(w, QATML_ENGINE_OP_SOFTMAX, t10, t11, 2);
+    else
+        unary_op(w, t10, t11, QATML_UNARY_ABS);
     std::vector<float> scale(12, 1.5f), bias(12, -0.25f);
     layernorm_op(w, t11, t12, 2, 1e-5f, scale, bias);
     matmul_op(w, t12, t11, t13);

@@ -201,22 +201,55 @@ public sealed class NativeEngineOpTests
         AssertWithinOneLsb(model, dims, 0.04f, EngineOpKind.Resize);
     }
 
+    private static readonly long[] AttentionDims = [2, 6, 5];
+
+    // Attention-like: scores = x @ x^T (two activations), softmax (left in float), context = scores @ x.
+    private static byte[] AttentionModel() => Model(AttentionDims, 0.03f, 120, (g, qdq) =>
+    {
+        g.Node.Add(Node("Transpose", ["xq"], "xt", ("perm", new long[] { 0, 1, 3, 2 })));
+        string xt = qdq("xt", InScale, InZero);
+        g.Node.Add(Node("MatMul", ["xq", xt], "scores"));
+        string sq = qdq("scores", 0.3f, 128);
+        g.Node.Add(Node("Softmax", [sq], "probabilities", ("axis", -1L)));
+        string pq = qdq("probabilities", 1f / 255, 0);
+        g.Node.Add(Node("MatMul", [pq, "xq"], "r"));
+    });
+
     [Fact]
     public void MatMulOfTwoActivationsAndASoftmaxFloatSegment()
+        => AssertWithinOneLsb(AttentionModel(), AttentionDims, 0.03f, EngineOpKind.MatMul, EngineOpKind.Softmax);
+
+    [Fact]
+    public void WiderOpsRunOnTheCudaDeviceOrOnTheCpuWithAWarning()
     {
-        long[] dims = [2, 6, 5];
-        // Attention-like: scores = x @ x^T (two activations), softmax (left in float), context = scores @ x.
-        byte[] model = Model(dims, 0.03f, 120, (g, qdq) =>
+        // The plan holds COPY, MATMUL and SOFTMAX: the CUDA runner takes them (docs/cuda.md), so a GPU runs the plan;
+        // without a GPU or a CUDA build the engine loads on the CPU and says why.
+        const int rows = 3;
+        byte[] model = AttentionModel();
+        var warnings = new List<string>();
+        using var requested = NativeInt8Engine.TryLoad(model, "op", [], [], new Dictionary<string, int[]>(), 1, ComputeDevice.Cuda(0), warnings.Add, out var why)
+                              ?? throw new Xunit.Sdk.XunitException("not lowered: " + string.Join("; ", why));
+        using var cpu = NativeInt8Engine.TryLoad(model, "op", [], [], new Dictionary<string, int[]>(), 1, out _)!;
+        Assert.Contains(requested.Ops, o => o.Kind == EngineOpKind.Copy);
+        Assert.Contains(requested.Ops, o => o.Kind == EngineOpKind.MatMul);
+        Assert.Contains(requested.Ops, o => o.Kind == EngineOpKind.Softmax);
+        if (NativeRuntime.CudaCompiled && NativeRuntime.CudaDeviceCount > 0)
         {
-            g.Node.Add(Node("Transpose", ["xq"], "xt", ("perm", new long[] { 0, 1, 3, 2 })));
-            string xt = qdq("xt", InScale, InZero);
-            g.Node.Add(Node("MatMul", ["xq", xt], "scores"));
-            string sq = qdq("scores", 0.3f, 128);
-            g.Node.Add(Node("Softmax", [sq], "probabilities", ("axis", -1L)));
-            string pq = qdq("probabilities", 1f / 255, 0);
-            g.Node.Add(Node("MatMul", [pq, "xq"], "r"));
-        });
-        AssertWithinOneLsb(model, dims, 0.03f, EngineOpKind.MatMul, EngineOpKind.Softmax);
+            Assert.Equal(ComputeDevice.Cuda(0), requested.Device);
+            Assert.Empty(warnings);
+        }
+        else
+        {
+            Assert.Equal(ComputeDevice.Cpu, requested.Device);
+            Assert.Contains(warnings, m => m.Contains("CUDA device 0") && m.Contains("Running on the CPU instead"));
+        }
+        float[] x = Input(rows, AttentionDims, 11);
+        var onDevice = new float[rows * requested.Outputs[0].RowSize];
+        var onCpu = new float[rows * cpu.Outputs[0].RowSize];
+        requested.Run(rows, [x], [onDevice]);
+        cpu.Run(rows, [x], [onCpu]);
+        // The softmax's exp is CUDA's on a GPU (a few ulp from libm's): at most one step of the output's scale apart.
+        Assert.InRange(MaxLsb(onCpu, onDevice, 0.03f), 0, 1);
     }
 
     [Fact]

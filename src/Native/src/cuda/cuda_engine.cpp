@@ -3,7 +3,7 @@
 // the device (an intermediate at offset * batch), and one synchronised call per batch on the context's stream.
 #include "cuda/cuda_context.h"
 #include "cuda/packing.h"
-#include "engine/engine_internal.h"
+#include "engine/cpu_program.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -35,6 +35,17 @@ struct DeviceOp {
     AddParams add{};
     LutParams lut{};  // LUT, or the layout change after a GEMM into scratch
     GlobalPoolParams gpool{};
+    // The wider ops (wide_ops.h): arguments in plan order, built from the CPU's kernel plan of the op.
+    UnaryArgs unary{};
+    BinaryArgs binary{};
+    std::vector<ConcatArgs> concat;  // one per input
+    CopyArgs copy{};
+    PadArgs pad{};
+    ResizeArgs resize{};
+    AxisArgs axis{};
+    int64_t axis_outer = 1;  // SOFTMAX / LAYERNORM / REDUCE_MEAN: groups per row
+    MatMulArgs matmul{};
+    FloatConvArgs fconv{};
 };
 
 // Constants of every op, laid out on the host, then uploaded in one copy. Offsets start past a reserved block, so
@@ -88,6 +99,165 @@ struct DeviceEngine {
 };
 
 namespace {
+
+// The arguments of a wider op (wide_ops.h) from the CPU's kernel plan of it (the same shapes, strides and constants),
+// with the device layouts of its tensors; constants go to `blob`.
+void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, const DeviceEngine& de, Blob& blob) {
+    engine::Step s;
+    engine::prepare_wider_op(*e, op, s, nullptr);
+    const Tensor& tx = e->tensors[op.x];
+    const Tensor& ty = e->tensors[op.y];
+    const Layout lx = de.layouts[op.x], ly = de.layouts[op.y];
+    auto at = [](size_t offset) { return reinterpret_cast<const uint8_t*>(offset); };  // rebased after the upload
+    switch (op.kind) {
+        case QATML_ENGINE_OP_UNARY: d.unary = UnaryArgs{nullptr, nullptr, tx.elems, s.unary.func, s.unary.alpha, s.unary.beta}; return;
+        case QATML_ENGINE_OP_BINARY: {
+            const kernels::BinaryPlan& b = s.binary;
+            BinaryArgs& a = d.binary;
+            a.la = lx;
+            a.lb = op.b_const ? Layout{} : de.layouts[op.b];
+            a.ly = ly;
+            a.a_row = b.a_row;
+            a.b_row = b.b_row;
+            a.y_row = b.y_row;
+            a.rank = b.rank;
+            for (int i = 0; i < 4; ++i) {
+                a.dims[i] = b.dims[i];
+                a.a_strides[i] = b.a_strides[i];
+                a.b_strides[i] = b.b_strides[i];
+            }
+            a.func = b.func;
+            a.type = b.type;
+            a.za = b.add.za;
+            a.zb = b.add.zb;
+            a.zy = b.add.zy;
+            a.lo = b.add.lo;
+            a.hi = b.add.hi;
+            a.ra = b.add.ra;
+            a.rb = b.add.rb;
+            a.mul_ratio = b.mul_ratio;
+            if (op.b_const) a.b = at(blob.add(op.data));
+            return;
+        }
+        case QATML_ENGINE_OP_CONCAT: {
+            const kernels::ConcatPlan& c = s.concat;
+            const int64_t esz = kernels::elem_size(ty.dtype);
+            int64_t start = 0;
+            for (size_t i = 0; i < op.inputs.size(); ++i) {
+                ConcatArgs a{};
+                a.lx = de.layouts[op.inputs[i]];
+                a.ly = ly;
+                a.x_row = c.x_row[i] / esz;
+                a.y_row = c.y_row / esz;
+                a.part = c.part_bytes[i] / esz;
+                a.y_block = c.y_block / esz;
+                a.start = start;
+                a.elem = static_cast<int32_t>(esz);
+                if (c.tables[i]) a.table = at(blob.add(c.tables[i], 256));
+                start += a.part;
+                d.concat.push_back(a);
+            }
+            return;
+        }
+        case QATML_ENGINE_OP_COPY: {
+            const kernels::CopyPlan& c = s.copy;
+            CopyArgs& a = d.copy;
+            a.lx = lx;
+            a.ly = ly;
+            a.x_row = c.x_row;
+            a.y_row = c.y_row;
+            a.rank = c.rank;
+            a.elem = static_cast<int32_t>(c.elem);
+            for (int i = 0; i < 6; ++i) {
+                a.dims[i] = c.dims[i];
+                a.strides[i] = c.strides[i];
+            }
+            a.offset = c.offset;
+            return;
+        }
+        case QATML_ENGINE_OP_PAD: {
+            const kernels::PadPlan& c = s.pad;
+            PadArgs& a = d.pad;
+            a.lx = lx;
+            a.ly = ly;
+            a.x_row = c.x_row;
+            a.y_row = c.y_row;
+            for (int i = 0; i < 4; ++i) {
+                a.x_dims[i] = c.x_dims[i];
+                a.y_dims[i] = c.y_dims[i];
+                a.begins[i] = c.begins[i];
+                a.steps[i] = c.steps[i];
+            }
+            a.elem = static_cast<int32_t>(c.elem);
+            std::memcpy(&a.value, c.value, 4);
+            return;
+        }
+        case QATML_ENGINE_OP_RESIZE: {
+            const kernels::ResizePlan& r = s.resize;
+            ResizeArgs& a = d.resize;
+            a.lx = lx;
+            a.ly = ly;
+            a.c = r.c;
+            a.h = r.h;
+            a.w = r.w;
+            a.oh = r.oh;
+            a.ow = r.ow;
+            a.bilinear = r.bilinear ? 1 : 0;
+            a.type = r.type;
+            a.y0 = reinterpret_cast<const int32_t*>(at(blob.add(r.y0)));
+            a.x0 = reinterpret_cast<const int32_t*>(at(blob.add(r.x0)));
+            if (r.bilinear) {
+                a.y1 = reinterpret_cast<const int32_t*>(at(blob.add(r.y1)));
+                a.x1 = reinterpret_cast<const int32_t*>(at(blob.add(r.x1)));
+                a.dy = reinterpret_cast<const float*>(at(blob.add(r.dy)));
+                a.dx = reinterpret_cast<const float*>(at(blob.add(r.dx)));
+            }
+            return;
+        }
+        case QATML_ENGINE_OP_SOFTMAX:
+        case QATML_ENGINE_OP_LAYERNORM:
+        case QATML_ENGINE_OP_REDUCE_MEAN: {
+            d.axis_outer = s.axis.outer;
+            d.axis.n = s.axis.n;
+            d.axis.inner = s.axis.inner;
+            d.axis.epsilon = s.epsilon;
+            if (s.norm_scale) d.axis.scale = reinterpret_cast<const float*>(at(blob.add(s.norm_scale, static_cast<size_t>(s.axis.n))));
+            if (s.norm_bias) d.axis.bias = reinterpret_cast<const float*>(at(blob.add(s.norm_bias, static_cast<size_t>(s.axis.n))));
+            return;
+        }
+        case QATML_ENGINE_OP_MATMUL: {
+            const kernels::MatMulPlan& m = s.matmul;
+            MatMulArgs& a = d.matmul;
+            a.la = lx;
+            a.lb = de.layouts[op.b];
+            a.ly = ly;
+            a.count = m.count;
+            a.m = m.m;
+            a.k = m.k;
+            a.n = m.n;
+            a.b_shared = m.b_shared ? 1 : 0;
+            a.a_type = m.a_type;
+            a.b_type = m.b_type;
+            a.y_type = m.y_type;
+            a.za = m.za;
+            a.zb = m.zb;
+            a.zy = m.zy;
+            a.lo = m.lo;
+            a.hi = m.hi;
+            a.mult = m.mult;
+            return;
+        }
+        default: {  // FLOAT_CONV
+            const kernels::FloatConvPlan& f = s.float_conv;
+            FloatConvArgs& a = d.fconv;
+            a = FloatConvArgs{nullptr, nullptr, 0, f.c, f.h, f.w, f.m, f.cpg, f.mpg, f.kh, f.kw, f.oh, f.ow, f.sh, f.sw, f.pt, f.pl, f.dh, f.dw,
+                              nullptr, nullptr};
+            a.weights = reinterpret_cast<const float*>(at(blob.add(f.weights, static_cast<size_t>(f.m * f.cpg * f.kh * f.kw))));
+            if (f.bias) a.bias = reinterpret_cast<const float*>(at(blob.add(f.bias, static_cast<size_t>(f.m))));
+            return;
+        }
+    }
+}
 
 // Fills `d` for op `op` (constants appended to `blob`, offsets recorded in the pointers, rebased after upload).
 qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp& d, DeviceEngine& de, Blob& blob, const char* fn) {
@@ -148,6 +318,17 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         case QATML_ENGINE_OP_CONV:
         case QATML_ENGINE_OP_GEMM:
             break;
+        case QATML_ENGINE_OP_UNARY:
+        case QATML_ENGINE_OP_BINARY:
+        case QATML_ENGINE_OP_CONCAT:
+        case QATML_ENGINE_OP_COPY:
+        case QATML_ENGINE_OP_PAD:
+        case QATML_ENGINE_OP_RESIZE:
+        case QATML_ENGINE_OP_SOFTMAX:
+        case QATML_ENGINE_OP_LAYERNORM:
+        case QATML_ENGINE_OP_MATMUL:
+        case QATML_ENGINE_OP_REDUCE_MEAN:
+        case QATML_ENGINE_OP_FLOAT_CONV: prepare_wide_op(e, op, d, de, blob); return QATML_OK;
         default:
             return fail(QATML_UNSUPPORTED, "%s: op %d (kind %d) has no CUDA kernel yet; load the plan without a CUDA context to run it on the CPU", fn, index, op.kind);
     }
@@ -254,6 +435,18 @@ void rebase_op(DeviceOp& d, uint8_t* base) {
     rebase(d.direct.bias, base);
     rebase(d.direct.mult, base);
     rebase(d.lut.table, base);
+    if (d.kind == QATML_ENGINE_OP_BINARY) rebase(d.binary.b, base);  // a constant b (tensors are bound per run)
+    for (ConcatArgs& c : d.concat) rebase(c.table, base);
+    rebase(d.resize.y0, base);
+    rebase(d.resize.y1, base);
+    rebase(d.resize.x0, base);
+    rebase(d.resize.x1, base);
+    rebase(d.resize.dy, base);
+    rebase(d.resize.dx, base);
+    rebase(d.axis.scale, base);
+    rebase(d.axis.bias, base);
+    rebase(d.fconv.weights, base);
+    rebase(d.fconv.bias, base);
 }
 
 // Device pointers of a run.
@@ -281,6 +474,60 @@ P bind(P p, void* x, void* y, int64_t rows) {
     return p;
 }
 
+// A wider op's launch(es) with its tensors bound.
+cudaError_t launch_wide_op(const qatml_engine* e, const Op& op, const DeviceOp& d, const RunMemory& mem, void* x, void* y, cudaStream_t s) {
+    const int64_t n = mem.batch;
+    switch (d.kind) {
+        case QATML_ENGINE_OP_UNARY: {
+            UnaryArgs a = d.unary;
+            a.x = static_cast<const float*>(x);
+            a.y = static_cast<float*>(y);
+            a.count = d.unary.count * n;
+            return launch_unary(a, s);
+        }
+        case QATML_ENGINE_OP_BINARY: {
+            BinaryArgs a = d.binary;
+            a.a = x;
+            if (!op.b_const) a.b = tensor_ptr(e, op.b, mem);
+            a.y = y;
+            a.rows = n;
+            return launch_binary(a, s);
+        }
+        case QATML_ENGINE_OP_CONCAT:
+            for (size_t i = 0; i < d.concat.size(); ++i) {
+                ConcatArgs a = d.concat[i];
+                a.x = tensor_ptr(e, op.inputs[i], mem);
+                a.y = y;
+                a.rows = n;
+                const cudaError_t err = launch_concat_part(a, s);
+                if (err != cudaSuccess) return err;
+            }
+            return cudaSuccess;
+        case QATML_ENGINE_OP_COPY: return launch_copy(bind(d.copy, x, y, n), s);
+        case QATML_ENGINE_OP_PAD: return launch_pad(bind(d.pad, x, y, n), s);
+        case QATML_ENGINE_OP_RESIZE: return launch_resize(bind(d.resize, x, y, n), s);
+        case QATML_ENGINE_OP_SOFTMAX:
+        case QATML_ENGINE_OP_LAYERNORM:
+        case QATML_ENGINE_OP_REDUCE_MEAN: {
+            AxisArgs a = d.axis;
+            a.x = static_cast<const float*>(x);
+            a.y = static_cast<float*>(y);
+            a.groups = d.axis_outer * n;
+            return d.kind == QATML_ENGINE_OP_SOFTMAX ? launch_softmax(a, s) : d.kind == QATML_ENGINE_OP_LAYERNORM ? launch_layernorm(a, s)
+                                                                                                                  : launch_reduce_mean(a, s);
+        }
+        case QATML_ENGINE_OP_MATMUL: {
+            MatMulArgs a = d.matmul;
+            a.a = x;
+            a.b = tensor_ptr(e, op.b, mem);
+            a.y = y;
+            a.rows = n;
+            return launch_matmul(a, s);
+        }
+        default: return launch_float_conv(bind(d.fconv, x, y, n), s);  // FLOAT_CONV
+    }
+}
+
 cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, const RunMemory& mem, const IgemmDeviceInfo& info,
                       cudaStream_t s) {
     const int64_t n = mem.batch;
@@ -301,8 +548,9 @@ cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, co
             p.rows = n;
             return launch_add(p, s);
         }
-        default:
-            break;
+        case QATML_ENGINE_OP_CONV:
+        case QATML_ENGINE_OP_GEMM: break;
+        default: return launch_wide_op(e, op, d, mem, x, y, s);
     }
     // CONV / GEMM
     void* out = d.to_scratch ? mem.scratch : y;

@@ -15,11 +15,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#  define QATML_HD __host__ __device__ __forceinline__
-#else
-#  define QATML_HD inline
-#endif
+#include "kernels/op_math.h"  // QATML_HD
 
 namespace qatml {
 namespace cuda {

@@ -9,14 +9,6 @@ namespace qatml {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-// Grid for a grid-stride loop over `count` items.
-unsigned blocks_for(int64_t count) {
-    const int64_t b = (count + kThreads - 1) / kThreads;
-    return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
-
 __device__ __forceinline__ int32_t load_q(const void* p, int64_t i, int32_t is_signed) {
     return is_signed ? int32_t(static_cast<const int8_t*>(p)[i]) : int32_t(static_cast<const uint8_t*>(p)[i]);
 }
@@ -159,7 +151,7 @@ __global__ void direct_conv_kernel(const DirectConvParams p) {
 
 template <typename P>
 cudaError_t launch_mapped(void (*flat)(P), void (*mapped)(P), const P& p, cudaStream_t stream) {
-    (p.map ? mapped : flat)<<<blocks_for(p.rows * p.elems), kThreads, 0, stream>>>(p);
+    (p.map ? mapped : flat)<<<element_blocks(p.rows * p.elems), kElementThreads, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -175,17 +167,17 @@ cudaError_t launch_add(const AddParams& p, cudaStream_t s) { return launch_mappe
 cudaError_t launch_lut(const LutParams& p, cudaStream_t s) { return launch_mapped(lut_kernel<false>, lut_kernel<true>, p, s); }
 
 cudaError_t launch_pool(const PoolParams& p, cudaStream_t s) {
-    pool_kernel<<<blocks_for(p.rows * p.g.oh * p.g.ow * p.g.c), kThreads, 0, s>>>(p);
+    pool_kernel<<<element_blocks(p.rows * p.g.oh * p.g.ow * p.g.c), kElementThreads, 0, s>>>(p);
     return cudaGetLastError();
 }
 
 cudaError_t launch_global_avgpool(const GlobalPoolParams& p, cudaStream_t s) {
-    global_avgpool_kernel<<<blocks_for(p.rows * p.c), kThreads, 0, s>>>(p);
+    global_avgpool_kernel<<<element_blocks(p.rows * p.c), kElementThreads, 0, s>>>(p);
     return cudaGetLastError();
 }
 
 cudaError_t launch_direct_conv(const DirectConvParams& p, cudaStream_t s) {
-    direct_conv_kernel<<<blocks_for(p.pixels * p.m), kThreads, 0, s>>>(p);
+    direct_conv_kernel<<<element_blocks(p.pixels * p.m), kElementThreads, 0, s>>>(p);
     return cudaGetLastError();
 }
 

@@ -71,6 +71,9 @@ qatml_status load_plan(qatml_engine* e, const uint8_t* plan, int64_t plan_bytes,
 void fuse_conv_maxpool(qatml_engine* e);
 // The CPU program of a loaded (and fused) plan: kernels prepared, memory planned.
 qatml_status build_cpu_program(qatml_engine* e, const char* fn);
+// The kernel plan of one of the wider ops (UNARY .. FLOAT_CONV) in plan order, from the validated op: shapes from the
+// tensors, constants and tables pointing into the op's data. The device runner builds its kernels' arguments from it.
+void prepare_wider_op(const qatml_engine& e, const plan::Op& op, Step& s, const kernels::SimdKernels* simd);
 
 // memory_plan.cpp: offsets per row for items live from step `first` to step `last` (inclusive; bytes <= 0: no
 // memory), greedy best fit in step order, 64-byte aligned. Returns the arena size per row; *naive gets the sum of

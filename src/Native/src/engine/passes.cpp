@@ -266,8 +266,8 @@ private:
     }
 };
 
-// The steps of the ops that are not convolutions, GEMMs, pools or the elementwise ops above: their kernels'
-// plans from the validated op (shapes from the tensors, constants and tables from the op's data).
+}  // namespace
+
 void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKernels* simd) {
     const Tensor &x = e.tensors[op.x], &y = e.tensors[op.y];
     const int64_t esz = elem_size(y.dtype);
@@ -423,8 +423,6 @@ void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKe
         default: break;
     }
 }
-
-}  // namespace
 
 qatml_status build_cpu_program(qatml_engine* e, const char* fn) {
     std::unique_ptr<CpuProgram, CpuProgramDeleter> prog(new CpuProgram());

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "kernels/abi_util.h"
+#include "kernels/op_math.h"
 
 #include <memory>
 #include <vector>
@@ -48,13 +49,7 @@ AddParams add_params(int32_t type, float a_scale, int32_t a_zp, float b_scale, i
 void add_8bit(const SimdKernels* simd, const AddParams& p, const void* a, const void* b, int64_t n, void* y);
 // The scalar QLinearAdd of one pair (the reference every path matches).
 inline int32_t add_one(const AddParams& p, int32_t a, int32_t b) {
-    const float pa = static_cast<float>(a - p.za) * p.ra;  // no FMA: kernels build with -ffp-contract=off
-    const float pb = static_cast<float>(b - p.zb) * p.rb;
-    float v = pa + pb;
-    const float lf = static_cast<float>(p.lo - p.zy), hf = static_cast<float>(p.hi - p.zy);
-    v = v < lf ? lf : v;
-    v = v > hf ? hf : v;
-    return static_cast<int32_t>(std::nearbyint(v)) + p.zy;
+    return math::add_q8(a, b, p.za, p.zb, p.ra, p.rb, p.zy, p.lo, p.hi);  // no FMA: kernels build with -ffp-contract=off
 }
 
 // y[i] = table[x[i]] (any 8-bit types; y may alias x).

@@ -2,6 +2,7 @@
 // dims of a row are merged where both operands stay contiguous, so the inner runs are long; an 8-bit operand that is
 // constant along the inner run is replicated into scratch once per run and the path's vector loop does the rest.
 #include "kernels/kernel_api.h"
+#include "kernels/op_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,17 +12,7 @@ namespace qatml {
 namespace kernels {
 namespace {
 
-float binary_one(int32_t func, float a, float b) {
-    switch (func) {
-        case QATML_BINARY_ADD: return a + b;
-        case QATML_BINARY_SUB: return a - b;
-        case QATML_BINARY_MUL: return a * b;
-        case QATML_BINARY_DIV: return a / b;
-        case QATML_BINARY_POW: return std::pow(a, b);
-        case QATML_BINARY_MAX: return std::max(a, b);
-        default: return std::min(a, b);  // MIN
-    }
-}
+float binary_one(int32_t func, float a, float b) { return math::binary_value(func, a, b); }
 
 void float_run(int32_t func, const float* a, int64_t as, const float* b, int64_t bs, int64_t n, float* y) {
     if (as == 1 && bs == 1) {  // the common shapes as plain loops the compiler vectorises
@@ -71,10 +62,7 @@ void byte_run(const BinaryPlan& p, const uint8_t* a, int64_t as, const uint8_t* 
 }  // namespace
 
 int32_t mul_one(int32_t a, int32_t b, int32_t za, int32_t zb, float ratio, int32_t zy, int32_t lo, int32_t hi) {
-    const float f = static_cast<float>((a - za) * (b - zb)) * ratio + static_cast<float>(zy);  // no FMA (-ffp-contract=off)
-    // cvtps2dq: out of range (and NaN) give INT_MIN, which the clamp turns into the type's minimum.
-    const int32_t q = f >= -2147483648.0f && f < 2147483648.0f ? static_cast<int32_t>(std::nearbyint(f)) : INT32_MIN;
-    return std::min(std::max(q, lo), hi);
+    return math::mul_q8(a, b, za, zb, ratio, zy, lo, hi);
 }
 
 void binary_prepare(BinaryPlan& p, int32_t func, int32_t type, const int64_t* a_dims, int a_rank, const int64_t* b_dims, int b_rank,

@@ -1,6 +1,7 @@
 // Data movement: concat (8-bit inputs requantized through their tables), strided copies (transpose, slice, split,
 // depth-to-space, expand), constant padding and nearest / bilinear resize. Any element type of 1 or 4 bytes.
 #include "kernels/kernel_api.h"
+#include "kernels/op_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -100,8 +101,7 @@ void store(T* y, int64_t i, float v, int32_t lo, int32_t hi) {
     if constexpr (sizeof(T) == 4) {
         y[i] = v;
     } else {
-        const float r = std::nearbyint(std::min(std::max(v, static_cast<float>(lo)), static_cast<float>(hi)));
-        y[i] = static_cast<T>(static_cast<int32_t>(r));
+        y[i] = static_cast<T>(math::saturate_round(v, lo, hi));
     }
 }
 template <typename T>
@@ -125,8 +125,7 @@ void resize_rows(const ResizePlan& p, int64_t rows, const T* x, T* y) {
             for (int64_t ox = 0; ox < p.ow; ++ox) {
                 const int64_t c0 = p.x0[static_cast<size_t>(ox)], c1 = p.x1[static_cast<size_t>(ox)];
                 const float dx = p.dx[static_cast<size_t>(ox)];
-                const float v = (1.0f - dy) * (1.0f - dx) * load(r0, c0) + (1.0f - dy) * dx * load(r0, c1) + dy * (1.0f - dx) * load(r1, c0) +
-                    dy * dx * load(r1, c1);
+                const float v = math::bilinear_value(dy, dx, load(r0, c0), load(r0, c1), load(r1, c0), load(r1, c1));
                 store(yr, ox, v, lo, hi);
             }
         }

@@ -1,6 +1,8 @@
 // Float kernels of the engine's float segments: elementwise functions, softmax, layer normalisation, reduce mean.
-// Plain loops over float32 as ONNX defines the ops (the compiler vectorises the simple ones).
+// Plain loops over float32 as ONNX defines the ops (the compiler vectorises the simple ones); the per-element and
+// per-group arithmetic is op_math.h, shared with the CUDA kernels.
 #include "kernels/kernel_api.h"
+#include "kernels/op_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,27 +10,7 @@
 namespace qatml {
 namespace kernels {
 
-float unary_one(const UnaryParams& p, float x) {
-    switch (p.func) {
-        case QATML_UNARY_RELU: return x > 0.0f ? x : 0.0f;
-        case QATML_UNARY_SIGMOID: return 1.0f / (1.0f + std::exp(-x));
-        case QATML_UNARY_TANH: return std::tanh(x);
-        case QATML_UNARY_HARD_SIGMOID: return std::max(0.0f, std::min(1.0f, p.alpha * x + p.beta));
-        case QATML_UNARY_HARD_SWISH: return x * std::max(0.0f, std::min(1.0f, (1.0f / 6.0f) * x + 0.5f));
-        case QATML_UNARY_LEAKY_RELU: return x < 0.0f ? p.alpha * x : x;
-        case QATML_UNARY_CLIP: return std::min(std::max(x, p.alpha), p.beta);
-        case QATML_UNARY_ERF: return std::erf(x);
-        case QATML_UNARY_GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-        case QATML_UNARY_EXP: return std::exp(x);
-        case QATML_UNARY_LOG: return std::log(x);
-        case QATML_UNARY_SQRT: return std::sqrt(x);
-        case QATML_UNARY_NEG: return -x;
-        case QATML_UNARY_ABS: return std::fabs(x);
-        case QATML_UNARY_RECIPROCAL: return 1.0f / x;
-        case QATML_UNARY_SOFTPLUS: return std::log(std::exp(x) + 1.0f);
-        default: return x;  // IDENTITY
-    }
-}
+float unary_one(const UnaryParams& p, float x) { return math::unary_value(p.func, p.alpha, p.beta, x); }
 
 void unary_f32(const UnaryParams& p, const float* x, int64_t n, float* y) {
     switch (p.func) {  // the common cheap ones as plain loops the compiler vectorises
@@ -53,48 +35,18 @@ void unary_f32(const UnaryParams& p, const float* x, int64_t n, float* y) {
 void softmax_f32(const AxisPlan& p, int64_t rows, const float* x, float* y) {
     const int64_t groups = rows * p.outer;
     for (int64_t g = 0; g < groups; ++g)
-        for (int64_t j = 0; j < p.inner; ++j) {
-            const float* xs = x + g * p.n * p.inner + j;
-            float* ys = y + g * p.n * p.inner + j;
-            float m = xs[0];
-            for (int64_t i = 1; i < p.n; ++i) m = std::max(m, xs[i * p.inner]);
-            float sum = 0.0f;
-            for (int64_t i = 0; i < p.n; ++i) {
-                const float e = std::exp(xs[i * p.inner] - m);
-                ys[i * p.inner] = e;
-                sum += e;
-            }
-            for (int64_t i = 0; i < p.n; ++i) ys[i * p.inner] /= sum;
-        }
+        for (int64_t j = 0; j < p.inner; ++j) math::softmax_values(x + g * p.n * p.inner + j, y + g * p.n * p.inner + j, p.n, p.inner);
 }
 
 void reduce_mean_f32(const AxisPlan& p, int64_t rows, const float* x, float* y) {
     const int64_t groups = rows * p.outer;
     for (int64_t g = 0; g < groups; ++g)
-        for (int64_t j = 0; j < p.inner; ++j) {
-            const float* xs = x + g * p.n * p.inner + j;
-            float sum = 0.0f;
-            for (int64_t i = 0; i < p.n; ++i) sum += xs[i * p.inner];
-            y[g * p.inner + j] = sum / static_cast<float>(p.n);
-        }
+        for (int64_t j = 0; j < p.inner; ++j) y[g * p.inner + j] = math::mean_of(x + g * p.n * p.inner + j, p.n, p.inner);
 }
 
 void layernorm_f32(const AxisPlan& p, float epsilon, const float* scale, const float* bias, int64_t rows, const float* x, float* y) {
     const int64_t groups = rows * p.outer;
-    for (int64_t g = 0; g < groups; ++g) {
-        const float* xs = x + g * p.n;
-        float* ys = y + g * p.n;
-        double sum = 0.0, squares = 0.0;  // double sums: long rows keep their precision
-        for (int64_t i = 0; i < p.n; ++i) {
-            sum += xs[i];
-            squares += static_cast<double>(xs[i]) * xs[i];
-        }
-        const double mean = sum / static_cast<double>(p.n);
-        const double variance = std::max(0.0, squares / static_cast<double>(p.n) - mean * mean);
-        const float inv = static_cast<float>(1.0 / std::sqrt(variance + static_cast<double>(epsilon)));
-        const float fm = static_cast<float>(mean);
-        for (int64_t i = 0; i < p.n; ++i) ys[i] = (xs[i] - fm) * inv * scale[i] + (bias ? bias[i] : 0.0f);
-    }
+    for (int64_t g = 0; g < groups; ++g) math::layernorm_values(x + g * p.n, y + g * p.n, p.n, epsilon, scale, bias);
 }
 
 void float_conv_run(const FloatConvPlan& p, int64_t rows, const float* x, float* y) {

@@ -1,0 +1,265 @@
+// The CUDA kernels of the engine's wider ops (UNARY .. FLOAT_CONV, wide_ops.cu): their parameters and the work of one
+// output element (or one softmax column, one layer-norm group), written once for the device and the host. Plain C++
+// outside nvcc: the CPU tests run these very functions over every element against the CPU engine.
+//
+// Every kernel walks the logical (plan-order) elements of its output row by row and reads and writes through the
+// tensors' layouts (ops.h storage_index): the device runner keeps 8-bit [C, H, W] tensors channels-last, and these
+// ops index in plan order, so a channels-last input or output costs an index map, not a copy. Float tensors are always
+// stored in plan order. Arithmetic: kernels/op_math.h, the CPU kernels' own.
+#pragma once
+
+#include "cuda/igemm.h"
+#include "cuda/ops.h"
+#include "kernels/op_math.h"
+#include "qatml/qatml.h"
+
+namespace qatml {
+namespace cuda {
+
+// Element `e` of a row of `row` elements in layout l: its offset from the tensor's start.
+QATML_HD int64_t element_at(const Layout& l, int64_t row, int64_t row_elems, int64_t e) { return row * row_elems + storage_index(l, e); }
+
+// One element of 1 or 4 bytes.
+QATML_HD void copy_element(const void* x, int64_t xi, void* y, int64_t yi, int32_t elem) {
+    if (elem == 4)
+        static_cast<uint32_t*>(y)[yi] = static_cast<const uint32_t*>(x)[xi];
+    else
+        static_cast<uint8_t*>(y)[yi] = static_cast<const uint8_t*>(x)[xi];
+}
+
+QATML_HD int32_t byte_value(const void* p, int64_t i, int32_t is_signed) {
+    return is_signed ? int32_t(static_cast<const int8_t*>(p)[i]) : int32_t(static_cast<const uint8_t*>(p)[i]);
+}
+
+// ---- UNARY: float32, any shape ----------------------------------------------------------------------------------
+struct UnaryArgs {
+    const float* x;
+    float* y;
+    int64_t count;  // rows * elements
+    int32_t func;
+    float alpha, beta;
+};
+QATML_HD void unary_element(const UnaryArgs& p, int64_t i) { p.y[i] = math::unary_value(p.func, p.alpha, p.beta, p.x[i]); }
+
+// ---- BINARY: NumPy broadcasting over merged dims (kernels::BinaryPlan's) ----------------------------------------
+struct BinaryArgs {
+    const void* a;
+    const void* b;
+    void* y;
+    Layout la, lb, ly;
+    int64_t rows, a_row, b_row, y_row;  // elements per row (b_row 0: a constant)
+    int32_t rank;                       // merged dims, the last one fastest
+    int64_t dims[4], a_strides[4], b_strides[4];
+    int32_t func, type;  // y's type: FLOAT32, UINT8 or INT8 (a and b alike)
+    int32_t za, zb, zy, lo, hi;
+    float ra, rb, mul_ratio;  // 8-bit ADD: a_scale / y_scale, b_scale / y_scale; MUL: (sa * sb) / sy
+};
+QATML_HD void binary_element(const BinaryArgs& p, int64_t i) {
+    const int64_t row = i / p.y_row;
+    int64_t e = i - row * p.y_row, ai = 0, bi = 0;
+    for (int32_t d = p.rank - 1; d >= 0; --d) {
+        const int64_t q = e / p.dims[d], idx = e - q * p.dims[d];
+        ai += idx * p.a_strides[d];
+        bi += idx * p.b_strides[d];
+        e = q;
+    }
+    const int64_t ao = element_at(p.la, row, p.a_row, ai), bo = element_at(p.lb, row, p.b_row, bi);
+    const int64_t yo = element_at(p.ly, row, p.y_row, i - row * p.y_row);
+    if (p.type == QATML_TYPE_FLOAT32) {
+        static_cast<float*>(p.y)[yo] = math::binary_value(p.func, static_cast<const float*>(p.a)[ao], static_cast<const float*>(p.b)[bo]);
+        return;
+    }
+    const int32_t sg = p.type == QATML_TYPE_INT8, av = byte_value(p.a, ao, sg), bv = byte_value(p.b, bo, sg);
+    const int32_t v = p.func == QATML_BINARY_ADD ? math::add_q8(av, bv, p.za, p.zb, p.ra, p.rb, p.zy, p.lo, p.hi)
+                                                 : math::mul_q8(av, bv, p.za, p.zb, p.mul_ratio, p.zy, p.lo, p.hi);
+    static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(v);
+}
+
+// ---- CONCAT: one launch per input, which fills its part of every outer block of y -------------------------------
+struct ConcatArgs {
+    const void* x;
+    void* y;
+    Layout lx, ly;
+    int64_t rows, x_row, y_row;    // elements per row
+    int64_t part, y_block, start;  // elements of x per outer block; of y per block; x's first element in a block
+    int32_t elem;
+    const uint8_t* table;  // 8-bit requantization table (256 bytes) or NULL
+};
+QATML_HD void concat_element(const ConcatArgs& p, int64_t i) {
+    const int64_t row = i / p.x_row, t = i - row * p.x_row, o = t / p.part;
+    const int64_t xo = element_at(p.lx, row, p.x_row, t), yo = element_at(p.ly, row, p.y_row, o * p.y_block + p.start + (t - o * p.part));
+    if (p.table)
+        static_cast<uint8_t*>(p.y)[yo] = p.table[static_cast<const uint8_t*>(p.x)[xo]];
+    else
+        copy_element(p.x, xo, p.y, yo, p.elem);
+}
+
+// ---- COPY: y (dense in dims' order) = x[offset + sum i_k strides[k]] ----------------------------------------------
+struct CopyArgs {
+    const void* x;
+    void* y;
+    Layout lx, ly;
+    int64_t rows, x_row, y_row;
+    int32_t rank, elem;
+    int64_t dims[6], strides[6], offset;
+};
+QATML_HD void copy_op_element(const CopyArgs& p, int64_t i) {
+    const int64_t row = i / p.y_row, ye = i - row * p.y_row;
+    int64_t e = ye, src = p.offset;
+    for (int32_t d = p.rank - 1; d >= 0; --d) {
+        const int64_t q = e / p.dims[d];
+        src += (e - q * p.dims[d]) * p.strides[d];
+        e = q;
+    }
+    copy_element(p.x, element_at(p.lx, row, p.x_row, src), p.y, element_at(p.ly, row, p.y_row, ye), p.elem);
+}
+
+// ---- PAD: y element o comes from x element (o - begin) / step of each dim when that lands on one, else `value` ----
+struct PadArgs {
+    const void* x;
+    void* y;
+    Layout lx, ly;
+    int64_t rows, x_row, y_row;
+    int64_t x_dims[4], y_dims[4], begins[4], steps[4];  // rank 4, leading 1s
+    int32_t elem;
+    uint32_t value;  // one element's bytes (8-bit: the low byte)
+};
+QATML_HD void pad_element(const PadArgs& p, int64_t i) {
+    const int64_t row = i / p.y_row, ye = i - row * p.y_row;
+    int64_t e = ye, src = 0, scale = 1;
+    bool inside = true;
+    for (int32_t d = 3; d >= 0; --d) {
+        const int64_t q = e / p.y_dims[d], t = e - q * p.y_dims[d] - p.begins[d];
+        e = q;
+        if (t < 0 || t % p.steps[d] != 0 || t / p.steps[d] >= p.x_dims[d]) {
+            inside = false;
+            break;
+        }
+        src += (t / p.steps[d]) * scale;
+        scale *= p.x_dims[d];
+    }
+    const int64_t yo = element_at(p.ly, row, p.y_row, ye);
+    if (inside)
+        copy_element(p.x, element_at(p.lx, row, p.x_row, src), p.y, yo, p.elem);
+    else if (p.elem == 4)
+        static_cast<uint32_t*>(p.y)[yo] = p.value;
+    else
+        static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(p.value);
+}
+
+// ---- RESIZE of [C, H, W] rows: nearest (y0, x0) or bilinear (y0, y1, dy; x0, x1, dx) -----------------------------
+struct ResizeArgs {
+    const void* x;
+    void* y;
+    Layout lx, ly;
+    int64_t rows, c, h, w, oh, ow;
+    int32_t bilinear, type;  // type: FLOAT32, UINT8 or INT8
+    const int32_t *y0, *y1, *x0, *x1;
+    const float *dy, *dx;
+};
+QATML_HD float resize_load(const ResizeArgs& p, int64_t row, int64_t ch, int64_t yy, int64_t xx) {
+    const int64_t at = element_at(p.lx, row, p.c * p.h * p.w, (ch * p.h + yy) * p.w + xx);
+    if (p.type == QATML_TYPE_FLOAT32) return static_cast<const float*>(p.x)[at];
+    return static_cast<float>(byte_value(p.x, at, p.type == QATML_TYPE_INT8));
+}
+QATML_HD void resize_element(const ResizeArgs& p, int64_t i) {
+    const int64_t y_row = p.c * p.oh * p.ow, row = i / y_row, ye = i - row * y_row;
+    const int64_t ch = ye / (p.oh * p.ow), oy = (ye / p.ow) % p.oh, ox = ye % p.ow;
+    const int64_t yo = element_at(p.ly, row, y_row, ye);
+    if (!p.bilinear) {
+        copy_element(p.x, element_at(p.lx, row, p.c * p.h * p.w, (ch * p.h + p.y0[oy]) * p.w + p.x0[ox]), p.y, yo, p.type == QATML_TYPE_FLOAT32 ? 4 : 1);
+        return;
+    }
+    const float v = math::bilinear_value(p.dy[oy], p.dx[ox], resize_load(p, row, ch, p.y0[oy], p.x0[ox]), resize_load(p, row, ch, p.y0[oy], p.x1[ox]),
+                                         resize_load(p, row, ch, p.y1[oy], p.x0[ox]), resize_load(p, row, ch, p.y1[oy], p.x1[ox]));
+    if (p.type == QATML_TYPE_FLOAT32)
+        static_cast<float*>(p.y)[yo] = v;
+    else
+        static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(math::saturate_round(v, p.type == QATML_TYPE_INT8 ? -128 : 0, p.type == QATML_TYPE_INT8 ? 127 : 255));
+}
+
+// ---- SOFTMAX / REDUCE_MEAN (one column of n values, inner apart) and LAYERNORM (one group of n) -------------------
+struct AxisArgs {
+    const float* x;
+    float* y;
+    int64_t groups, n, inner;  // groups: rows * outer
+    float epsilon;
+    const float *scale, *bias;  // LAYERNORM
+};
+QATML_HD void softmax_column(const AxisArgs& p, int64_t i) {
+    const int64_t g = i / p.inner, j = i - g * p.inner, at = g * p.n * p.inner + j;
+    math::softmax_values(p.x + at, p.y + at, p.n, p.inner);
+}
+QATML_HD void reduce_mean_column(const AxisArgs& p, int64_t i) {
+    const int64_t g = i / p.inner, j = i - g * p.inner;
+    p.y[i] = math::mean_of(p.x + g * p.n * p.inner + j, p.n, p.inner);
+}
+QATML_HD void layernorm_group(const AxisArgs& p, int64_t g) { math::layernorm_values(p.x + g * p.n, p.y + g * p.n, p.n, p.epsilon, p.scale, p.bias); }
+
+// ---- MATMUL of two activations: per row, count products [M, K] x [K, N] ------------------------------------------
+struct MatMulArgs {
+    const void* a;
+    const void* b;
+    void* y;
+    Layout la, lb, ly;
+    int64_t rows, count, m, k, n;
+    int32_t b_shared;                // one [K, N] matrix for every product of a row
+    int32_t a_type, b_type, y_type;  // y FLOAT32 (a, b too), or 8-bit
+    int32_t za, zb, zy, lo, hi;
+    float mult;  // (sa * sb) / sy
+};
+// Float: the products added in K order from 0 (the CPU kernel's order); 8-bit: the exact sum of (a - za)(b - zb),
+// requantized once.
+QATML_HD void matmul_element(const MatMulArgs& p, int64_t i) {
+    const int64_t mn = p.m * p.n, y_row = p.count * mn, row = i / y_row, ye = i - row * y_row;
+    const int64_t c = ye / mn, r = (ye / p.n) % p.m, col = ye % p.n;
+    const int64_t a_row = p.count * p.m * p.k, b_row = p.b_shared ? p.k * p.n : p.count * p.k * p.n;
+    const int64_t a0 = (c * p.m + r) * p.k, b0 = (p.b_shared ? 0 : c * p.k * p.n) + col;
+    const int64_t yo = element_at(p.ly, row, y_row, ye);
+    if (p.y_type == QATML_TYPE_FLOAT32) {
+        const float* a = static_cast<const float*>(p.a) + row * a_row + a0;
+        const float* b = static_cast<const float*>(p.b) + row * b_row + b0;
+        float acc = 0.0f;
+        for (int64_t kk = 0; kk < p.k; ++kk) acc += a[kk] * b[kk * p.n];
+        static_cast<float*>(p.y)[yo] = acc;
+        return;
+    }
+    uint32_t acc = 0;  // wraps like the CPU's int32 sum
+    for (int64_t kk = 0; kk < p.k; ++kk) {
+        const int32_t av = byte_value(p.a, element_at(p.la, row, a_row, a0 + kk), p.a_type == QATML_TYPE_INT8) - p.za;
+        const int32_t bv = byte_value(p.b, element_at(p.lb, row, b_row, b0 + kk * p.n), p.b_type == QATML_TYPE_INT8) - p.zb;
+        acc += static_cast<uint32_t>(av * bv);
+    }
+    static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(requant(static_cast<int32_t>(acc), p.mult, p.zy, p.lo, p.hi));
+}
+
+// ---- FLOAT_CONV: direct, the bias then every (channel, ky, kx) tap in the CPU kernel's order ------------------------
+struct FloatConvArgs {
+    const float* x;
+    float* y;
+    int64_t rows, c, h, w, m, cpg, mpg, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw;
+    const float* weights;  // [M, C/g, kH, kW]
+    const float* bias;     // M or NULL
+};
+QATML_HD void float_conv_element(const FloatConvArgs& p, int64_t i) {
+    const int64_t plane = p.oh * p.ow, img = i / (p.m * plane), co = (i / plane) % p.m, oy = (i % plane) / p.ow, ox = i % p.ow;
+    const int64_t g = co / p.mpg;
+    float acc = p.bias ? p.bias[co] : 0.0f;
+    for (int64_t ci = 0; ci < p.cpg; ++ci) {
+        const float* xp = p.x + (img * p.c + g * p.cpg + ci) * p.h * p.w;
+        const float* wk = p.weights + (co * p.cpg + ci) * p.kh * p.kw;
+        for (int64_t ky = 0; ky < p.kh; ++ky) {
+            const int64_t iy = oy * p.sh - p.pt + ky * p.dh;
+            if (iy < 0 || iy >= p.h) continue;
+            for (int64_t kx = 0; kx < p.kw; ++kx) {
+                const int64_t ix = ox * p.sw - p.pl + kx * p.dw;
+                if (ix < 0 || ix >= p.w) continue;
+                acc += wk[ky * p.kw + kx] * xp[iy * p.w + ix];
+            }
+        }
+    }
+    p.y[i] = acc;
+}
+
+}  // namespace cuda
+}  // namespace qatml

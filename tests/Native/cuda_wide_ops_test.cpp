@@ -1,0 +1,307 @@
+// The CUDA kernels of the wider ops on the CPU (no GPU needed): every element function of src/cuda/wide_ops.h runs
+// over random one-op plans' tensors, stored as the device runner stores them (packing.h tensor_layout: 8-bit [C, H, W]
+// channels-last), against the CPU engine, bit for bit. On the host the transcendentals are libm's, so every op is
+// exact here; the GPU suite checks the device's own functions.
+#include "cuda/packing.h"
+#include "cuda/wide_ops.h"
+#include "wide_op_cases.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+using namespace qatml::cuda;
+using namespace qatml_test;
+
+namespace {
+
+std::vector<std::vector<float>> run_cpu(const WideCase& c) {
+    const std::vector<uint8_t> plan = c.plan();
+    qatml_engine* e = nullptr;
+    EXPECT_EQ(qatml_engine_create(nullptr, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << c.name << ": " << qatml_last_error();
+    std::vector<std::vector<float>> out;
+    if (!e) return out;
+    std::vector<const float*> in;
+    for (const auto& v : c.inputs) in.push_back(v.data());
+    std::vector<float*> outp;
+    for (int64_t size : c.out_sizes) out.emplace_back(static_cast<size_t>(size * c.rows));
+    for (auto& o : out) outp.push_back(o.data());
+    EXPECT_EQ(qatml_engine_run(e, nullptr, c.rows, in.data(), static_cast<int32_t>(in.size()), outp.data(), static_cast<int32_t>(outp.size())),
+              QATML_OK)
+        << qatml_last_error();
+    qatml_engine_destroy(e);
+    return out;
+}
+
+// A tensor of the case in device storage: rows of its elements, each row in its device layout.
+struct Stored {
+    Layout layout;
+    std::vector<uint8_t> bytes;
+    int64_t elems = 0, esz = 1;
+};
+
+Stored store(const WideTensor& t, int64_t rows) {
+    Stored s;
+    s.layout = tensor_layout(static_cast<int32_t>(t.type), static_cast<int>(t.dims.size()), t.dims.data());
+    s.elems = t.elems();
+    s.esz = t.elem_bytes();
+    s.bytes.assign(static_cast<size_t>(rows * s.elems * s.esz), 0xab);
+    if (t.data.empty()) return s;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t e = 0; e < s.elems; ++e)
+            std::memcpy(&s.bytes[static_cast<size_t>((r * s.elems + storage_index(s.layout, e)) * s.esz)], &t.data[static_cast<size_t>((r * s.elems + e) * s.esz)],
+                        static_cast<size_t>(s.esz));
+    return s;
+}
+
+// The plan output as the engine gives it: float values, or 8-bit values dequantized with the output's zero point.
+std::vector<float> read_back(const WideTensor& t, const Stored& s, int64_t rows) {
+    std::vector<float> out(static_cast<size_t>(rows * s.elems));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t e = 0; e < s.elems; ++e) {
+            const size_t at = static_cast<size_t>((r * s.elems + storage_index(s.layout, e)) * s.esz);
+            float v;
+            if (t.type == QATML_TYPE_FLOAT32)
+                std::memcpy(&v, &s.bytes[at], 4);
+            else
+                v = static_cast<float>((t.type == QATML_TYPE_INT8 ? int32_t(int8_t(s.bytes[at])) : int32_t(s.bytes[at])) - t.zp) * kIoScale;
+            out[static_cast<size_t>(r * s.elems + e)] = v;
+        }
+    return out;
+}
+
+// NumPy strides of dims (right-aligned against rank `rank`) broadcast to y: 0 where the dim is 1.
+void broadcast_strides(const std::vector<int64_t>& dims, size_t rank, int64_t* strides) {
+    int64_t n = 1;
+    for (size_t i = 0; i < rank; ++i) {
+        const size_t d = rank - 1 - i;
+        const int64_t size = i < dims.size() ? dims[dims.size() - 1 - i] : 1;
+        strides[d] = size == 1 ? 0 : n;
+        n *= size;
+    }
+}
+
+// The tensors of a one-input op whose arguments name them x / lx / x_row and y / ly / y_row.
+template <typename Args>
+Args one_input(const Stored& x, Stored& y, int64_t rows) {
+    Args a{};
+    a.x = x.bytes.data();
+    a.y = y.bytes.data();
+    a.lx = x.layout;
+    a.ly = y.layout;
+    a.rows = rows;
+    a.x_row = x.elems;
+    a.y_row = y.elems;
+    return a;
+}
+
+template <typename Args, typename Fn>
+void each(const Args& a, int64_t count, Fn fn) {
+    for (int64_t i = 0; i < count; ++i) fn(a, i);
+}
+
+// Runs the case's op through the device kernel's element function on host memory; returns the op output's bytes.
+std::vector<float> emulate(const WideCase& c) {
+    std::vector<Stored> st;
+    for (const WideTensor& t : c.ops) st.push_back(store(t, c.rows));
+    const WideTensor& yt = c.ops.back();
+    Stored& y = st.back();
+    const int64_t rows = c.rows;
+    switch (c.kind) {
+        case QATML_ENGINE_OP_UNARY: {
+            const UnaryArgs a{reinterpret_cast<const float*>(st[0].bytes.data()), reinterpret_cast<float*>(y.bytes.data()), rows * y.elems,
+                              static_cast<int32_t>(c.ints[0]), c.floats[0], c.floats[1]};
+            each(a, a.count, unary_element);
+            break;
+        }
+        case QATML_ENGINE_OP_BINARY: {
+            const bool constant = c.ints[1] != 0;
+            const WideTensor &at = c.ops[0], &bt = c.ops[1];
+            Stored b = st[1];
+            if (constant) {  // the constant, in plan order, shared by every row
+                b.layout = Layout{};
+                b.bytes = c.blobs[0];
+            }
+            BinaryArgs a{};
+            a.a = st[0].bytes.data();
+            a.b = b.bytes.data();
+            a.y = y.bytes.data();
+            a.la = st[0].layout;
+            a.lb = b.layout;
+            a.ly = y.layout;
+            a.rows = rows;
+            a.a_row = st[0].elems;
+            a.b_row = constant ? 0 : b.elems;
+            a.y_row = y.elems;
+            a.rank = static_cast<int32_t>(yt.dims.size());
+            for (size_t d = 0; d < yt.dims.size(); ++d) a.dims[d] = yt.dims[d];
+            broadcast_strides(at.dims, yt.dims.size(), a.a_strides);
+            broadcast_strides(bt.dims, yt.dims.size(), a.b_strides);
+            a.func = static_cast<int32_t>(c.ints[0]);
+            a.type = static_cast<int32_t>(yt.type);
+            a.za = at.zp;
+            a.zb = bt.zp;
+            a.zy = yt.zp;
+            a.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
+            a.hi = a.lo + 255;
+            a.ra = a.rb = kIoScale / kIoScale;
+            a.mul_ratio = (kIoScale * kIoScale) / c.floats[0];
+            each(a, rows * y.elems, binary_element);
+            break;
+        }
+        case QATML_ENGINE_OP_CONCAT: {
+            const size_t axis = static_cast<size_t>(c.ints[0]);
+            int64_t inner = 1, start = 0;
+            for (size_t d = axis + 1; d < yt.dims.size(); ++d) inner *= yt.dims[d];
+            for (size_t i = 0; i + 1 < c.ops.size(); ++i) {
+                ConcatArgs a{};
+                a.x = st[i].bytes.data();
+                a.y = y.bytes.data();
+                a.lx = st[i].layout;
+                a.ly = y.layout;
+                a.rows = rows;
+                a.x_row = st[i].elems;
+                a.y_row = y.elems;
+                a.part = c.ops[i].dims[axis] * inner;
+                a.y_block = yt.dims[axis] * inner;
+                a.start = start;
+                a.elem = static_cast<int32_t>(y.esz);
+                a.table = c.blobs[i].empty() ? nullptr : c.blobs[i].data();
+                start += a.part;
+                each(a, rows * a.x_row, concat_element);
+            }
+            break;
+        }
+        case QATML_ENGINE_OP_COPY: {
+            CopyArgs a = one_input<CopyArgs>(st[0], y, rows);
+            a.rank = static_cast<int32_t>(yt.dims.size());
+            a.elem = static_cast<int32_t>(y.esz);
+            for (int d = 0; d < a.rank; ++d) {
+                a.dims[d] = c.ints[static_cast<size_t>(d)];
+                a.strides[d] = c.ints[static_cast<size_t>(a.rank + d)];
+            }
+            a.offset = c.ints.back();
+            each(a, rows * y.elems, copy_op_element);
+            break;
+        }
+        case QATML_ENGINE_OP_PAD: {
+            PadArgs a = one_input<PadArgs>(st[0], y, rows);
+            a.x_dims[0] = a.y_dims[0] = 1;
+            a.begins[0] = 0;
+            a.steps[0] = 1;
+            for (int d = 0; d < 3; ++d) {
+                a.x_dims[d + 1] = c.ops[0].dims[static_cast<size_t>(d)];
+                a.y_dims[d + 1] = yt.dims[static_cast<size_t>(d)];
+                a.begins[d + 1] = c.ints[static_cast<size_t>(d)];
+                a.steps[d + 1] = c.ints[static_cast<size_t>(6 + d)];
+            }
+            a.elem = static_cast<int32_t>(y.esz);
+            a.value = static_cast<uint32_t>(c.ints.back());
+            each(a, rows * y.elems, pad_element);
+            break;
+        }
+        case QATML_ENGINE_OP_RESIZE: {
+            ResizeArgs a{};
+            a.x = st[0].bytes.data();
+            a.y = y.bytes.data();
+            a.lx = st[0].layout;
+            a.ly = y.layout;
+            a.rows = rows;
+            a.c = c.ops[0].dims[0];
+            a.h = c.ops[0].dims[1];
+            a.w = c.ops[0].dims[2];
+            a.oh = yt.dims[1];
+            a.ow = yt.dims[2];
+            a.bilinear = static_cast<int32_t>(c.ints[0]);
+            a.type = static_cast<int32_t>(yt.type);
+            a.y0 = reinterpret_cast<const int32_t*>(c.blobs[0].data());
+            a.y1 = reinterpret_cast<const int32_t*>(c.blobs[1].data());
+            a.dy = reinterpret_cast<const float*>(c.blobs[2].data());
+            a.x0 = reinterpret_cast<const int32_t*>(c.blobs[3].data());
+            a.x1 = reinterpret_cast<const int32_t*>(c.blobs[4].data());
+            a.dx = reinterpret_cast<const float*>(c.blobs[5].data());
+            each(a, rows * y.elems, resize_element);
+            break;
+        }
+        case QATML_ENGINE_OP_SOFTMAX:
+        case QATML_ENGINE_OP_REDUCE_MEAN:
+        case QATML_ENGINE_OP_LAYERNORM: {
+            const std::vector<int64_t>& xd = c.ops[0].dims;
+            const int64_t axis = c.ints[0], count = c.kind == QATML_ENGINE_OP_LAYERNORM ? 3 - axis : c.ints[1];
+            AxisArgs a{};
+            a.x = reinterpret_cast<const float*>(st[0].bytes.data());
+            a.y = reinterpret_cast<float*>(y.bytes.data());
+            int64_t outer = 1;
+            a.n = a.inner = 1;
+            for (int64_t d = 0; d < 3; ++d) (d < axis ? outer : d < axis + count ? a.n : a.inner) *= xd[static_cast<size_t>(d)];
+            a.groups = rows * outer;
+            if (c.kind == QATML_ENGINE_OP_LAYERNORM) {
+                a.epsilon = c.floats[0];
+                a.scale = reinterpret_cast<const float*>(c.blobs[0].data());
+                a.bias = c.blobs[1].empty() ? nullptr : reinterpret_cast<const float*>(c.blobs[1].data());
+                each(a, a.groups, layernorm_group);
+            } else {
+                each(a, a.groups * a.inner, c.kind == QATML_ENGINE_OP_SOFTMAX ? softmax_column : reduce_mean_column);
+            }
+            break;
+        }
+        case QATML_ENGINE_OP_MATMUL: {
+            const WideTensor &at = c.ops[0], &bt = c.ops[1];
+            MatMulArgs a{};
+            a.a = st[0].bytes.data();
+            a.b = st[1].bytes.data();
+            a.y = y.bytes.data();
+            a.la = st[0].layout;
+            a.lb = st[1].layout;
+            a.ly = y.layout;
+            a.rows = rows;
+            a.count = at.dims[0];
+            a.m = at.dims[1];
+            a.k = at.dims[2];
+            a.n = yt.dims[2];
+            a.b_shared = bt.dims.size() == 2 && a.count > 1;
+            a.a_type = static_cast<int32_t>(at.type);
+            a.b_type = static_cast<int32_t>(bt.type);
+            a.y_type = static_cast<int32_t>(yt.type);
+            a.za = at.zp;
+            a.zb = bt.zp;
+            a.zy = yt.zp;
+            a.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
+            a.hi = a.lo + 255;
+            a.mult = (kIoScale * kIoScale) / 2.0f;
+            each(a, rows * y.elems, matmul_element);
+            break;
+        }
+        default: {  // FLOAT_CONV
+            const int64_t groups = c.ints[0], cpg = c.ints[1], mpg = c.ints[2], k = c.ints[3], stride = c.ints[4], dil = c.ints[5];
+            const FloatConvArgs a{reinterpret_cast<const float*>(st[0].bytes.data()), reinterpret_cast<float*>(y.bytes.data()), rows,
+                                  groups * cpg, c.ops[0].dims[1], c.ops[0].dims[2], groups * mpg, cpg, mpg, k, k, yt.dims[1], yt.dims[2], stride, stride,
+                                  c.ints[6], c.ints[7], dil, dil, reinterpret_cast<const float*>(c.blobs[0].data()),
+                                  c.blobs[1].empty() ? nullptr : reinterpret_cast<const float*>(c.blobs[1].data())};
+            each(a, rows * y.elems, float_conv_element);
+            break;
+        }
+    }
+    return read_back(yt, y, rows);
+}
+
+TEST(CudaWideOpsEmulation, ElementFunctionsMatchTheCpuEngine) {
+    const std::vector<WideCase> cases = wide_op_cases(qatml_test::seed(), 24);
+    int channels_last = 0;
+    for (const WideCase& c : cases) {
+        for (const WideTensor& t : c.ops)
+            if (tensor_layout(static_cast<int32_t>(t.type), static_cast<int>(t.dims.size()), t.dims.data()).channels_last) ++channels_last;
+        const std::vector<std::vector<float>> cpu = run_cpu(c);
+        ASSERT_EQ(cpu.size(), 1u) << c.name;
+        const std::vector<float> emu = emulate(c);
+        ASSERT_EQ(emu.size(), cpu[0].size()) << c.name;
+        for (size_t i = 0; i < emu.size(); ++i) {
+            const bool both_nan = std::isnan(emu[i]) && std::isnan(cpu[0][i]);
+            ASSERT_TRUE(both_nan || std::memcmp(&emu[i], &cpu[0][i], 4) == 0) << c.name << " element " << i << ": " << emu[i] << " vs the CPU's " << cpu[0][i];
+        }
+    }
+    EXPECT_GT(channels_last, 50) << "the cases exercise channels-last storage";
+}
+
+}  // namespace
