@@ -59,10 +59,9 @@ void im2col_chunk(const FloatConvPlan& p, const float* x, int64_t p0, int64_t co
             }
 }
 
-// One input plane into the zero-padded plane with its columns split into sw phases: padded column c of padded row r
-// at (r * sw + c % sw) * wq + c / sw.
+// One input plane into the interior of the padded plane, its columns split into sw phases: padded column c of padded
+// row r at (r * sw + c % sw) * wq + c / sw. The padding is zeroed once per run (interiors never cover it).
 void fill_phase_plane(const FloatConvPlan& p, const float* plane, float* buf) {
-    std::fill(buf, buf + p.plane_floats, 0.0f);
     for (int64_t iy = 0; iy < p.h; ++iy) {
         const float* xr = plane + iy * p.w;
         float* row = buf + (iy + p.pt) * p.sw * p.wq;
@@ -70,9 +69,12 @@ void fill_phase_plane(const FloatConvPlan& p, const float* plane, float* buf) {
             std::memcpy(row + p.pl, xr, static_cast<size_t>(p.w) * sizeof(float));
             continue;
         }
-        for (int64_t ix = 0; ix < p.w; ++ix) {
-            const int64_t col = ix + p.pl;
-            row[(col % p.sw) * p.wq + col / p.sw] = xr[ix];
+        for (int64_t phase = 0; phase < p.sw; ++phase) {
+            const int64_t first = p.pl + ((phase - p.pl % p.sw) + p.sw) % p.sw;  // first padded column of the phase
+            float* __restrict d = row + phase * p.wq + first / p.sw;
+            const float* __restrict s = xr + (first - p.pl);
+            const int64_t count = first < p.pl + p.w ? (p.pl + p.w - first + p.sw - 1) / p.sw : 0;
+            for (int64_t j = 0; j < count; ++j) d[j] = s[j * p.sw];
         }
     }
 }
@@ -86,6 +88,7 @@ void depthwise_run(const FloatConvPlan& p, int64_t rows, const float* x, float* 
     call.taps = taps;
     call.oh = p.oh;
     call.ow = p.ow;
+    std::fill(buf, buf + p.plane_floats, 0.0f);
     for (int64_t row = 0; row < rows; ++row)
         for (int64_t g = 0; g < p.groups; ++g) {
             fill_phase_plane(p, x + (row * p.c + g) * in_plane, buf);
