@@ -69,6 +69,10 @@ void fill_phase_plane(const FloatConvPlan& p, const float* plane, float* buf) {
             std::memcpy(row + p.pl, xr, static_cast<size_t>(p.w) * sizeof(float));
             continue;
         }
+        if (p.sw == 2) {  // even input columns land in phase pl % 2 from column pl / 2, odd ones in the other from (pl + 1) / 2
+            p.fast->split2(xr, p.w, row + (p.pl % 2) * p.wq + p.pl / 2, row + ((p.pl + 1) % 2) * p.wq + (p.pl + 1) / 2);
+            continue;
+        }
         for (int64_t phase = 0; phase < p.sw; ++phase) {
             const int64_t first = p.pl + ((phase - p.pl % p.sw) + p.sw) % p.sw;  // first padded column of the phase
             float* __restrict d = row + phase * p.wq + first / p.sw;
