@@ -24,18 +24,17 @@ QATML_FLOAT void f_store(float* p, VF v) { _mm256_storeu_ps(p, v); }
 QATML_FLOAT void f_store_n(float* p, VF v, int64_t count) { _mm256_maskstore_ps(p, head_mask(count), v); }
 QATML_FLOAT VF f_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 QATML_FLOAT VF f_add(VF a, VF b) { return _mm256_add_ps(a, b); }
-QATML_FLOAT void f_split2(const float* p, VF* even, VF* odd) {
-    const VF a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
-    // Within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit quarters in order 0, 2, 1, 3.
-    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+// Within 128-bit lanes [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit quarters in the order 0, 2, 1, 3.
+QATML_FLOAT VF f_even(const float* p) {
+    const VF pairs = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 #include "kernels/float_body.inc"
 
 }  // namespace
 
-const FloatKernels kFloatAvx2 = {MR, static_cast<int>(NR), gemm, pack_panel, depthwise, split2};
+const FloatKernels kFloatAvx2 = {MR, static_cast<int>(NR), gemm, pack_panel, depthwise, take_even};
 
 }  // namespace kernels
 }  // namespace qatml

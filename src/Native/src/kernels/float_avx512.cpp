@@ -22,18 +22,16 @@ QATML_FLOAT void f_store(float* p, VF v) { _mm512_storeu_ps(p, v); }
 QATML_FLOAT void f_store_n(float* p, VF v, int64_t count) { _mm512_mask_storeu_ps(p, head_mask(count), v); }
 QATML_FLOAT VF f_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 QATML_FLOAT VF f_add(VF a, VF b) { return _mm512_add_ps(a, b); }
-QATML_FLOAT void f_split2(const float* p, VF* even, VF* odd) {
-    const VF a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
-    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    *even = _mm512_permutex2var_ps(a, ie, b);
-    *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
+QATML_FLOAT VF f_even(const float* p) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 16));
 }
 
 #include "kernels/float_body.inc"
 
 }  // namespace
 
-const FloatKernels kFloatAvx512 = {MR, static_cast<int>(NR), gemm, pack_panel, depthwise, split2};
+const FloatKernels kFloatAvx512 = {MR, static_cast<int>(NR), gemm, pack_panel, depthwise, take_even};
 
 }  // namespace kernels
 }  // namespace qatml

@@ -50,6 +50,8 @@ void im2col_chunk(const FloatConvPlan& p, const float* x, int64_t p0, int64_t co
                         std::fill(out + oxa, out + lo, 0.0f);
                         if (p.sw == 1)
                             std::memcpy(out + lo, xr + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+                        else if (p.sw == 2)
+                            p.fast->take_even(xr + 2 * lo, hi - lo, out + lo);
                         else
                             for (int64_t ox = lo; ox < hi; ++ox) out[ox] = xr[ox * p.sw];
                         std::fill(out + hi, out + oxb, 0.0f);
@@ -70,7 +72,8 @@ void fill_phase_plane(const FloatConvPlan& p, const float* plane, float* buf) {
             continue;
         }
         if (p.sw == 2) {  // even input columns land in phase pl % 2 from column pl / 2, odd ones in the other from (pl + 1) / 2
-            p.fast->split2(xr, p.w, row + (p.pl % 2) * p.wq + p.pl / 2, row + ((p.pl + 1) % 2) * p.wq + (p.pl + 1) / 2);
+            p.fast->take_even(xr, (p.w + 1) / 2, row + (p.pl % 2) * p.wq + p.pl / 2);
+            p.fast->take_even(xr + 1, p.w / 2, row + ((p.pl + 1) % 2) * p.wq + (p.pl + 1) / 2);
             continue;
         }
         for (int64_t phase = 0; phase < p.sw; ++phase) {

@@ -39,8 +39,8 @@ struct FloatKernels {
     // panel[k][j] = src[k * ld + j] for j < cols (<= nr), 0 for cols <= j < nr.
     void (*pack_panel)(const float* src, int64_t ld, int64_t k, int64_t cols, float* panel);
     void (*depthwise)(const FloatDepthwiseCall& call);
-    // even[i] = src[2i], odd[i] = src[2i + 1] for the n floats of src (ceil(n/2) evens, floor(n/2) odds).
-    void (*split2)(const float* src, int64_t n, float* even, float* odd);
+    // dst[i] = src[2i] for i < count (stride-2 columns; reads nothing past src[2 count - 2]).
+    void (*take_even)(const float* src, int64_t count, float* dst);
 };
 
 extern const FloatKernels kFloatAvx512;
