@@ -12,6 +12,9 @@ namespace {
 
 // Bytes of im2col chunk a GEMM chunk may fill (it is read back once per panel, from L2).
 constexpr int64_t kChunkBytes = 256 * 1024;
+// Scratch above this (a padded plane of absurd strides or pads) runs the reference loop instead, which needs none;
+// the same bound as the integer kernels' geometry-sized scratch.
+constexpr int64_t kMaxScratchBytes = int64_t(1) << 31;
 
 const FloatKernels* float_kernels_for(int isa) {
     if (isa >= QATML_ISA_AVX512_VNNI) return &kFloatAvx512;
@@ -124,6 +127,10 @@ void float_conv_prepare(FloatConvPlan& p, int isa) {
         const int64_t hp = std::max(p.h + p.pt, (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1);
         const int64_t wp = std::max(p.w + p.pl, (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1);
         p.wq = (wp + p.sw - 1) / p.sw;
+        if (hp > kMaxScratchBytes / 4 / (p.sw * p.wq)) {  // before the product can overflow
+            p.fast = nullptr;
+            return;
+        }
         p.plane_floats = hp * p.sw * p.wq;
         for (int64_t ky = 0; ky < p.kh; ++ky)
             for (int64_t kx = 0; kx < p.kw; ++kx)
@@ -132,6 +139,10 @@ void float_conv_prepare(FloatConvPlan& p, int isa) {
         return;
     }
     const int64_t mr = p.fast->mr, nr = p.fast->nr, blocks = (p.mpg + mr - 1) / mr;
+    if (k > kMaxScratchBytes / (8 * nr)) {  // the im2col chunk and a panel, nr columns each at least
+        p.fast = nullptr;
+        return;
+    }
     p.packed.assign(static_cast<size_t>(p.groups * blocks * k * mr), 0.0f);
     for (int64_t g = 0; g < p.groups; ++g)
         for (int64_t j = 0; j < p.mpg; ++j) {
