@@ -925,12 +925,10 @@ TEST(KernelsPool, WholePlaneAveragePoolMatchesTheFormula) {
     }
 }
 
-// Kernels up to 258 taps accumulate exactly in float32 FMA chains, larger ones (the last iterations: 17x17 = 289 taps)
-// in int32 with vpmulld; both equal the scalar int32 reference.
 TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
     auto isas = fast_isas();
     if (isas.empty()) GTEST_SKIP();
-    for (int iter = 0; iter < 44; ++iter) {
+    for (int iter = 0; iter < 40; ++iter) {
         ConvCase c{};
         c.p.batch = rnd(1, 2);
         c.groups = c.p.channels = c.m = rnd(1, 6);
@@ -952,12 +950,6 @@ TEST(KernelsSimd, DepthwiseConvMatchesScalar) {
         c.xz = c.x_type == QATML_TYPE_UINT8 ? rnd(0, 255) : rnd(-128, 127);
         c.wzp = iter % 4 == 1;
         c.int4 = iter % 7 == 5;
-        if (iter >= 40) {
-            c.kh = c.kw = 17;
-            c.p.height = rnd(17, 22);
-            c.p.width = rnd(17, 45);
-            c.p.dilation_h = c.p.dilation_w = 1;
-        }
         int64_t oh = 0, ow = 0;
         if (qatml_conv2d_output_size(&c.p, c.kh, c.kw, &oh, &ow) != QATML_OK) continue;
         const int64_t wn = c.m * c.kh * c.kw;

@@ -84,7 +84,6 @@ QATML_SIMD void i_load_pairs(const uint8_t* p, bool is_signed, VI& even, VI& odd
 QATML_SIMD VF i_to_f(VI v) { return _mm256_cvtepi32_ps(v); }
 QATML_SIMD VI f_to_i(VF v) { return _mm256_cvtps_epi32(v); }  // MXCSR rounding: nearest even, as nearbyint
 QATML_SIMD VF f_add(VF a, VF b) { return _mm256_add_ps(a, b); }
-QATML_SIMD VF f_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }  // exact uses only (depthwise)
 QATML_SIMD VF f_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 QATML_SIMD VF f_div(VF a, VF b) { return _mm256_div_ps(a, b); }
 QATML_SIMD VF f_min(VF a, VF b) { return _mm256_min_ps(a, b); }

@@ -61,7 +61,6 @@ QATML_SIMD void i_load_pairs(const uint8_t* p, bool is_signed, VI& even, VI& odd
 QATML_SIMD VF i_to_f(VI v) { return _mm512_cvtepi32_ps(v); }
 QATML_SIMD VI f_to_i(VF v) { return _mm512_cvtps_epi32(v); }  // MXCSR rounding: nearest even, as nearbyint
 QATML_SIMD VF f_add(VF a, VF b) { return _mm512_add_ps(a, b); }
-QATML_SIMD VF f_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }  // exact uses only (depthwise)
 QATML_SIMD VF f_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 QATML_SIMD VF f_div(VF a, VF b) { return _mm512_div_ps(a, b); }
 QATML_SIMD VF f_min(VF a, VF b) { return _mm512_min_ps(a, b); }
