@@ -258,6 +258,50 @@ TEST(EngineOps, QuantizedAddAndMulBroadcastOnEveryPath) {
     }
 }
 
+// Concats and slices of a few bytes per block (detection heads: 2-4 bytes), copied inline rather than by memcpy calls:
+// float parts of 4, 8, 12 and 20 bytes, 8-bit parts of 11 bytes, slices of 8 (float) and 3 (8-bit) bytes.
+TEST(EngineOps, ShortConcatPartsAndSlices) {
+    PlanWriter w;
+    const int64_t widths[4] = {1, 2, 3, 5};
+    std::vector<uint32_t> in;
+    for (int64_t k : widths) in.push_back(w.tensor(QATML_TYPE_FLOAT32, {3, k}));
+    const uint32_t cat = w.tensor(QATML_TYPE_FLOAT32, {3, 11}), slice = w.tensor(QATML_TYPE_FLOAT32, {3, 2});
+    const uint32_t q = w.tensor(QATML_TYPE_UINT8, {3, 11}), qcat = w.tensor(QATML_TYPE_UINT8, {3, 22});
+    const uint32_t qslice = w.tensor(QATML_TYPE_UINT8, {3, 3}), dcat = w.tensor(QATML_TYPE_FLOAT32, {3, 22});
+    const uint32_t dslice = w.tensor(QATML_TYPE_FLOAT32, {3, 3});
+    w.inputs = in;
+    w.outputs = {cat, slice, dcat, dslice};
+    qatml_test::concat_op(w, cat, 1, {{in[0], {}}, {in[1], {}}, {in[2], {}}, {in[3], {}}});
+    qatml_test::copy_op(w, cat, slice, {3, 2}, 1, {11, 1});
+    qatml_test::quantize_op(w, cat, q, 1.0f, 0);
+    qatml_test::concat_op(w, qcat, 1, {{q, {}}, {q, {}}});
+    qatml_test::copy_op(w, qcat, qslice, {3, 3}, 4, {22, 1});
+    qatml_test::quantize_op(w, qcat, dcat, 1.0f, 0, true);
+    qatml_test::quantize_op(w, qslice, dslice, 1.0f, 0, true);
+    const int64_t rows = 2;
+    std::vector<std::vector<float>> xs;
+    for (size_t i = 0; i < 4; ++i) {
+        std::vector<float> v(static_cast<size_t>(rows * 3 * widths[i]));
+        for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>((37 * (j + 11 * i)) % 250);  // integers: quantize exactly
+        xs.push_back(v);
+    }
+    const auto out = run_plan(w.bytes(), rows, xs);
+    ASSERT_EQ(out.size(), 4u);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < 3; ++i) {
+            std::vector<float> line;
+            for (size_t t = 0; t < 4; ++t)
+                for (int64_t j = 0; j < widths[t]; ++j) line.push_back(xs[t][static_cast<size_t>((r * 3 + i) * widths[t] + j)]);
+            for (int64_t j = 0; j < 11; ++j) {
+                EXPECT_EQ(out[0][static_cast<size_t>((r * 3 + i) * 11 + j)], line[static_cast<size_t>(j)]);
+                EXPECT_EQ(out[2][static_cast<size_t>((r * 3 + i) * 22 + j)], line[static_cast<size_t>(j)]);
+                EXPECT_EQ(out[2][static_cast<size_t>((r * 3 + i) * 22 + 11 + j)], line[static_cast<size_t>(j)]);
+            }
+            for (int64_t j = 0; j < 2; ++j) EXPECT_EQ(out[1][static_cast<size_t>((r * 3 + i) * 2 + j)], line[static_cast<size_t>(1 + j)]);
+            for (int64_t j = 0; j < 3; ++j) EXPECT_EQ(out[3][static_cast<size_t>((r * 3 + i) * 3 + j)], line[static_cast<size_t>(4 + j)]);
+        }
+}
+
 TEST(EngineOps, ConcatCopyPadAndResizeMoveTheRightElements) {
     // Concat of [2, 2, 4], [2, 3, 4], [2, 1, 4] along axis 1 (float), then a
     // transpose [2, 6, 4] -> [4, 2, 6] by a copy.
