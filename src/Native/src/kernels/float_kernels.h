@@ -13,8 +13,8 @@ namespace kernels {
 
 // C[r, j] = sum_k A[r, k] B[k, j] + bias[r] for one panel of `cols` <= nr columns and all m rows.
 struct FloatGemmCall {
-    const float* a;     // packed weights: [ceil(m / mr)][k][mr], rows past m zero
-    const float* b;     // one panel: [k][nr], columns past cols zero
+    const float* a;  // packed weights: [ceil(m / mr)][k][mr], rows past m zero
+    const float* b;  // one panel: [k][nr], columns past cols zero
     int64_t m, k, cols;
     const float* bias;  // m values or nullptr
     float* c;           // row r at c + r * ldc
@@ -25,12 +25,12 @@ struct FloatGemmCall {
 // columns are split into stride phases (so every tap reads consecutive floats).
 struct FloatDepthwiseCall {
     const float* plane;
-    int64_t row_step;             // floats between the windows of consecutive output rows
-    const int64_t* tap_offsets;   // taps
-    const float* w;               // taps weights
+    int64_t row_step;            // floats between the windows of consecutive output rows
+    const int64_t* tap_offsets;  // taps
+    const float* w;              // taps weights
     int64_t taps, oh, ow;
     float bias;
-    float* y;                     // oh x ow
+    float* y;  // oh x ow
 };
 
 struct FloatKernels {
