@@ -11,9 +11,10 @@ namespace QatMl.Benchmarks;
 
 /// <summary>
 /// Where the time goes, per node, in ONNX Runtime INT8 and in the native engine on the same QDQ model (ResNet18 or
-/// FmnistNet, one thread, batch 1 by default). ONNX Runtime's own profiler gives its per-kernel times; run with
-/// QATML_ENGINE_PROFILE=1 in the environment to get the engine's per-op table on stderr at exit.
-///   QATML_ENGINE_PROFILE=1 dotnet run --project benchmarks/QatMl.Benchmarks -c Release -- engine-profile [--fmnistnet] [--batch N] [--runs N]
+/// FmnistNet, one thread, batch 1 by default; or a zoo model with its default PTQ, --zoo FOLDER --only NAME [--rows N]).
+/// ONNX Runtime's own profiler gives its per-kernel times; run with QATML_ENGINE_PROFILE=1 in the environment to get
+/// the engine's per-op table on stderr at exit.
+///   QATML_ENGINE_PROFILE=1 dotnet run --project benchmarks/QatMl.Benchmarks -c Release -- engine-profile [--fmnistnet | --zoo FOLDER --only NAME] [--batch N] [--runs N]
 /// </summary>
 internal static class EngineProfile
 {
@@ -27,7 +28,25 @@ internal static class EngineProfile
         string model, column;
         int rowSize;
         int[] rowDims;
-        if (fmnist)
+        QuantizedModelTransformer? zooModel = null;
+        if (ZooOption(args, "--zoo") is { } zooFolder)
+        {
+            string name = ZooOption(args, "--only") ?? throw new ArgumentException("engine-profile --zoo needs --only <model name>");
+            int rows = Arg(args, "--rows", 8);
+            var zoo = new QatMl.Benchmarks.Zoo.ZooContext(context, Path.GetFullPath(zooFolder), settings.DataFolder, rows, rows);
+            QatMl.Benchmarks.Zoo.ZooModel zooEntry = QatMl.Benchmarks.Zoo.ZooModels.All.Single(m => m.Name == name);
+            string path = zooEntry.ModelPath(zoo);
+            Microsoft.ML.Quantization.Onnx.OnnxModel onnx = Microsoft.ML.Quantization.Onnx.OnnxModel.Load(path);
+            QatMl.Benchmarks.Zoo.ZooRows zooRows = zooEntry.Rows(zoo, onnx.Graph.RuntimeInputs[0].Name);
+            if (zooRows.Tensors.Count != 1 || !zooRows.Tensors[0].IsFloat)
+                throw new ArgumentException($"{name}: engine-profile takes models with one float input");
+            bool fixedBatch = onnx.Graph.RuntimeInputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long b && b > 0;
+            zooModel = context.Quantization.PostTraining(QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, zooRows, zooEntry.Output(onnx), QuantizationPrecision.Int8,
+                fixedBatch, QuantizedBackend.OnnxRuntime)).Fit(zooRows.Calibration(context));
+            data = context.Data.Cache(zooRows.HeldOut(context));
+            (model, column, rowSize, rowDims) = (path, zooRows.Tensors[0].Name, zooRows.Tensors[0].Size, zooRows.Tensors[0].RowDims);
+        }
+        else if (fmnist)
         {
             data = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
             (model, column, rowSize, rowDims) = (Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx"), "input", 784, [1, 28, 28]);
@@ -37,7 +56,7 @@ internal static class EngineProfile
             data = context.Data.Cache(ResNet18Images.Load(context, FashionMnist.ReadTest(settings.DataFolder, limit: 64), 64));
             (model, column, rowSize, rowDims) = (ResNet18Images.ModelPath, ResNet18Images.InputColumn, ResNet18Images.InputSize, [3, 224, 224]);
         }
-        using QuantizedModelTransformer int8 = EngineBenchmark.Quantize(context, model, data, fmnist ? 1000 : 64, batch: 16, fmnist ? null : column,
+        using QuantizedModelTransformer int8 = zooModel ?? EngineBenchmark.Quantize(context, model, data, fmnist ? 1000 : 64, batch: 16, fmnist ? null : column,
             QuantizationPrecision.Int8, everyNode: true);
         float[] inputs = EngineBenchmark.Column(data, column).Take(rowSize * batch).ToArray();
 
@@ -98,6 +117,12 @@ internal static class EngineProfile
         }
         File.Delete(profileFile);
         return perNode;
+    }
+
+    private static string? ZooOption(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private static int Arg(string[] args, string name, int fallback)

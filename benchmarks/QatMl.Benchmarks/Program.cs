@@ -9,7 +9,7 @@
 //        qat-speed --train <folder> [--rows 20000] (issue 6: QAT vs float epoch cost, with and without allocator settings);
 //        engine [--no-resnet] [--batch 1,16] [--zoo <zoo folder> [--only a,b] [--rows N]] (native INT8 engine vs ORT INT8
 //        and FP32, W4A8 vs INT8, LSB differences, resident memory; the zoo models beside FmnistNet and ResNet18);
-//        engine-profile [--fmnistnet] [--batch N] [--runs N] (per-node times: ORT's profiler and, with
+//        engine-profile [--fmnistnet | --zoo FOLDER --only NAME] [--batch N] [--runs N] (per-node times: ORT's profiler and, with
 //        QATML_ENGINE_PROFILE=1, the engine's per-op table);
 //        zoo <zoo folder> [--rows N] [--only a,b] (issue 15: public models of several families on real rows, INT8 and
 //        W4A8: fits or why not, cosine, SQNR, task metric, float nodes, size, ORT time, native engine; build/zoo-fetch.md).

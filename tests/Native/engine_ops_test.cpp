@@ -258,6 +258,50 @@ TEST(EngineOps, QuantizedAddAndMulBroadcastOnEveryPath) {
     }
 }
 
+// Concats and slices of a few bytes per block (detection heads: 2-4 bytes), copied inline rather than by memcpy calls:
+// float parts of 4, 8, 12 and 20 bytes, 8-bit parts of 11 bytes, slices of 8 (float) and 3 (8-bit) bytes.
+TEST(EngineOps, ShortConcatPartsAndSlices) {
+    PlanWriter w;
+    const int64_t widths[4] = {1, 2, 3, 5};
+    std::vector<uint32_t> in;
+    for (int64_t k : widths) in.push_back(w.tensor(QATML_TYPE_FLOAT32, {3, k}));
+    const uint32_t cat = w.tensor(QATML_TYPE_FLOAT32, {3, 11}), slice = w.tensor(QATML_TYPE_FLOAT32, {3, 2});
+    const uint32_t q = w.tensor(QATML_TYPE_UINT8, {3, 11}), qcat = w.tensor(QATML_TYPE_UINT8, {3, 22});
+    const uint32_t qslice = w.tensor(QATML_TYPE_UINT8, {3, 3}), dcat = w.tensor(QATML_TYPE_FLOAT32, {3, 22});
+    const uint32_t dslice = w.tensor(QATML_TYPE_FLOAT32, {3, 3});
+    w.inputs = in;
+    w.outputs = {cat, slice, dcat, dslice};
+    qatml_test::concat_op(w, cat, 1, {{in[0], {}}, {in[1], {}}, {in[2], {}}, {in[3], {}}});
+    qatml_test::copy_op(w, cat, slice, {3, 2}, 1, {11, 1});
+    qatml_test::quantize_op(w, cat, q, 1.0f, 0);
+    qatml_test::concat_op(w, qcat, 1, {{q, {}}, {q, {}}});
+    qatml_test::copy_op(w, qcat, qslice, {3, 3}, 4, {22, 1});
+    qatml_test::quantize_op(w, qcat, dcat, 1.0f, 0, true);
+    qatml_test::quantize_op(w, qslice, dslice, 1.0f, 0, true);
+    const int64_t rows = 2;
+    std::vector<std::vector<float>> xs;
+    for (size_t i = 0; i < 4; ++i) {
+        std::vector<float> v(static_cast<size_t>(rows * 3 * widths[i]));
+        for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>((37 * (j + 11 * i)) % 250);  // integers: quantize exactly
+        xs.push_back(v);
+    }
+    const auto out = run_plan(w.bytes(), rows, xs);
+    ASSERT_EQ(out.size(), 4u);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < 3; ++i) {
+            std::vector<float> line;
+            for (size_t t = 0; t < 4; ++t)
+                for (int64_t j = 0; j < widths[t]; ++j) line.push_back(xs[t][static_cast<size_t>((r * 3 + i) * widths[t] + j)]);
+            for (int64_t j = 0; j < 11; ++j) {
+                EXPECT_EQ(out[0][static_cast<size_t>((r * 3 + i) * 11 + j)], line[static_cast<size_t>(j)]);
+                EXPECT_EQ(out[2][static_cast<size_t>((r * 3 + i) * 22 + j)], line[static_cast<size_t>(j)]);
+                EXPECT_EQ(out[2][static_cast<size_t>((r * 3 + i) * 22 + 11 + j)], line[static_cast<size_t>(j)]);
+            }
+            for (int64_t j = 0; j < 2; ++j) EXPECT_EQ(out[1][static_cast<size_t>((r * 3 + i) * 2 + j)], line[static_cast<size_t>(1 + j)]);
+            for (int64_t j = 0; j < 3; ++j) EXPECT_EQ(out[3][static_cast<size_t>((r * 3 + i) * 3 + j)], line[static_cast<size_t>(4 + j)]);
+        }
+}
+
 TEST(EngineOps, ConcatCopyPadAndResizeMoveTheRightElements) {
     // Concat of [2, 2, 4], [2, 3, 4], [2, 1, 4] along axis 1 (float), then a
     // transpose [2, 6, 4] -> [4, 2, 6] by a copy.
@@ -464,19 +508,96 @@ TEST(EngineOps, ZeroInsertionAndFloatConvolution) {
     }
 }
 
+// The float convolution on every path against a double-precision reference, within the error bound of any float32
+// summation order, (K + 2) * 2^-24 * (sum |w x| + |bias|) per output (the paths sum in different orders: the scalar
+// loop from the bias, multiply then add; the SIMD kernels FMA chains from 0, then the bias). AVX2 and AVX-512 run the
+// same chains, so they agree exactly; a row's outputs do not depend on the batch. Shapes: the GEMM with row and column
+// tails and several im2col chunks, 1x1 convolutions read directly, a 7x7 stride-2 stem, grouped, and depthwise with
+// strides, dilation and a channel multiplier.
+TEST(EngineOps, FloatConvolutionOnEveryPathWithinTheSummationBound) {
+    struct Shape {
+        int64_t c, h, w, m, k, stride, groups, dil;
+        std::vector<int64_t> pads;
+    };
+    const std::vector<Shape> shapes = {
+        {5, 9, 11, 13, 3, 1, 1, 1, {1, 1, 1, 1}},   {64, 13, 15, 7, 3, 1, 1, 1, {1, 0, 2, 1}}, {16, 10, 7, 30, 1, 1, 1, 1, {0, 0, 0, 0}},
+        {8, 9, 9, 12, 1, 2, 1, 1, {0, 0, 0, 0}},    {3, 31, 29, 20, 7, 2, 1, 1, {3, 3, 3, 3}}, {6, 8, 10, 9, 3, 2, 3, 2, {2, 1, 0, 2}},
+        {12, 17, 37, 12, 3, 1, 12, 1, {1, 1, 1, 1}}, {6, 20, 45, 6, 3, 2, 6, 1, {1, 1, 1, 1}}, {4, 12, 40, 8, 5, 3, 4, 2, {2, 3, 1, 0}},
+        {8, 11, 70, 8, 3, 2, 8, 1, {0, 2, 1, 1}},
+    };
+    for (size_t si = 0; si < shapes.size(); ++si) {
+        const Shape& s = shapes[si];
+        const int64_t cpg = s.c / s.groups, ext = s.dil * (s.k - 1) + 1;
+        const int64_t oh = (s.h + s.pads[0] + s.pads[2] - ext) / s.stride + 1, ow = (s.w + s.pads[1] + s.pads[3] - ext) / s.stride + 1;
+        PlanWriter w;
+        const uint32_t x = w.tensor(QATML_TYPE_FLOAT32, {s.c, s.h, s.w}), y = w.tensor(QATML_TYPE_FLOAT32, {s.m, oh, ow});
+        w.inputs = {x};
+        w.outputs = {y};
+        const auto weights = random_floats(static_cast<size_t>(s.m * cpg * s.k * s.k), 70u + static_cast<unsigned>(si), -1.0f, 1.0f);
+        const auto bias = random_floats(static_cast<size_t>(s.m), 80u + static_cast<unsigned>(si));
+        qatml_test::float_conv_op(w, x, y, s.m, cpg, s.k, s.stride, {s.pads[0], s.pads[1], s.pads[2], s.pads[3]}, weights, bias, s.groups, s.dil);
+        const int64_t rows = 3, per_row = s.c * s.h * s.w, out_row = s.m * oh * ow;
+        const auto xv = random_floats(static_cast<size_t>(rows * per_row), 90u + static_cast<unsigned>(si));
+        std::vector<double> exact(static_cast<size_t>(rows * out_row)), bound(exact.size());
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t co = 0; co < s.m; ++co)
+                for (int64_t oy = 0; oy < oh; ++oy)
+                    for (int64_t ox = 0; ox < ow; ++ox) {
+                        const int64_t g = co / (s.m / s.groups);
+                        double acc = bias[static_cast<size_t>(co)], mag = std::fabs(acc);
+                        for (int64_t ci = 0; ci < cpg; ++ci)
+                            for (int64_t ky = 0; ky < s.k; ++ky)
+                                for (int64_t kx = 0; kx < s.k; ++kx) {
+                                    const int64_t iy = oy * s.stride - s.pads[0] + ky * s.dil, ix = ox * s.stride - s.pads[1] + kx * s.dil;
+                                    if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
+                                    const double v = double(weights[static_cast<size_t>(((co * cpg + ci) * s.k + ky) * s.k + kx)]) *
+                                                     xv[static_cast<size_t>(r * per_row + ((g * cpg + ci) * s.h + iy) * s.w + ix)];
+                                    acc += v;
+                                    mag += std::fabs(v);
+                                }
+                        const size_t i = static_cast<size_t>(((r * s.m + co) * oh + oy) * ow + ox);
+                        exact[i] = acc;
+                        bound[i] = double(cpg * s.k * s.k + 2) * std::ldexp(1.0, -24) * mag;
+                    }
+        std::vector<std::vector<float>> by_path;
+        for (int isa : qatml_test::every_isa()) {
+            qatml_test::IsaCap cap(isa);
+            const auto out = run_plan(w.bytes(), rows, {xv});
+            ASSERT_EQ(out.size(), 1u);
+            size_t beyond = 0;
+            for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
+            EXPECT_EQ(beyond, 0u) << "shape " << si << ", path " << qatml_isa_name(isa);
+            const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
+            const auto one = run_plan(w.bytes(), 1, {row1});
+            ASSERT_EQ(one.size(), 1u);
+            EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << "shape " << si << ", path " << qatml_isa_name(isa);
+            if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
+        }
+        for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << "shape " << si << ": SIMD paths differ";
+    }
+}
+
 // Every op kind in one plan: each path, batch and thread count gives the same
 // outputs, and rows do not interact.
 TEST(EngineOps, WideOpsPlanAgreesAcrossPathsBatchesAndThreads) {
     const std::vector<uint8_t> plan = qatml_test::wide_ops_plan();
     const int64_t rows = 4;
     const std::vector<float> x = random_floats(static_cast<size_t>(rows * 144), 31, -6.0f, 6.0f);
-    const auto reference = run_plan(plan, rows, {x});
-    ASSERT_EQ(reference.size(), 3u);
+    const auto first = run_plan(plan, rows, {x});
+    ASSERT_EQ(first.size(), 3u);
     qatml_device cpu{QATML_DEVICE_CPU, 0};
     qatml_context* ctx = nullptr;
     ASSERT_EQ(qatml_context_create(&cpu, 3, &ctx), QATML_OK);
     for (int isa : qatml_test::every_isa()) {
         qatml_test::IsaCap cap(isa);
+        const auto reference = run_plan(plan, rows, {x});
+        ASSERT_EQ(reference.size(), 3u);
+        // Integer and elementwise results agree exactly across paths; the float convolution's (output 2) sums in
+        // another order on the SIMD paths (FloatConvolutionOnEveryPathWithinTheSummationBound).
+        EXPECT_EQ(reference[0], first[0]) << qatml_isa_name(isa);
+        EXPECT_EQ(reference[1], first[1]) << qatml_isa_name(isa);
+        for (size_t i = 0; i < first[2].size(); ++i)
+            EXPECT_NEAR(reference[2][i], first[2][i], 1e-5f * (1.0f + std::fabs(first[2][i]))) << qatml_isa_name(isa) << ", value " << i;
         EXPECT_EQ(run_plan(plan, rows, {x}, ctx), reference) << qatml_isa_name(isa) << ", 3 threads";
         const std::vector<float> row2(x.begin() + 2 * 144, x.begin() + 3 * 144);
         const auto one = run_plan(plan, 1, {row2});

@@ -88,6 +88,7 @@ int64_t Step::scratch_bytes(int64_t rows) const {
         case QATML_ENGINE_OP_GLOBAL_AVGPOOL: return global_pool.scratch_bytes;
         case QATML_ENGINE_OP_BINARY: return binary.scratch_bytes;
         case QATML_ENGINE_OP_MATMUL: return matmul.scratch_bytes;
+        case QATML_ENGINE_OP_FLOAT_CONV: return float_conv.scratch_bytes;
         default: return 0;
     }
 }
@@ -418,6 +419,7 @@ void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKe
             f.dw = op.p.dilation_w;
             f.weights = reinterpret_cast<const float*>(op.data.data());
             f.bias = op.count_include_pad ? f.weights + op.n * op.cpg * op.kh * op.kw : nullptr;
+            float_conv_prepare(f, e.isa);
             break;
         }
         default: break;

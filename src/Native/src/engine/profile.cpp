@@ -26,10 +26,11 @@ void step_description(const qatml_engine* e, const Step& s, char* buf, size_t si
     dims(x, xs, sizeof xs);
     dims(y, ys, sizeof ys);
     const Op& op = e->ops[static_cast<size_t>(s.op)];
-    if (s.kind == QATML_ENGINE_OP_CONV || s.kind == QATML_ENGINE_OP_MAXPOOL || s.kind == QATML_ENGINE_OP_AVGPOOL)
-        std::snprintf(buf, size, "%s -> %s k%lldx%lld s%lld p%lld,%lld,%lld,%lld", xs, ys, (long long)op.kh, (long long)op.kw,
+    const bool conv = s.kind == QATML_ENGINE_OP_CONV || s.kind == QATML_ENGINE_OP_FLOAT_CONV;
+    if (conv || s.kind == QATML_ENGINE_OP_MAXPOOL || s.kind == QATML_ENGINE_OP_AVGPOOL)
+        std::snprintf(buf, size, "%s -> %s k%lldx%lld s%lld p%lld,%lld,%lld,%lld g%lld", xs, ys, (long long)op.kh, (long long)op.kw,
                       (long long)op.p.stride_h, (long long)op.p.pad_top, (long long)op.p.pad_left, (long long)op.p.pad_bottom,
-                      (long long)op.p.pad_right);
+                      (long long)op.p.pad_right, (long long)(conv ? op.groups : 1));
     else
         std::snprintf(buf, size, "%s -> %s", xs, ys);
 }

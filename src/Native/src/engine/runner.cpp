@@ -105,7 +105,7 @@ void run_step(const qatml_engine* e, const Step& s, const Chunk& c, const Io& io
             layernorm_f32(s.axis, s.epsilon, s.norm_scale, s.norm_bias, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y));
             return;
         case QATML_ENGINE_OP_FLOAT_CONV:
-            float_conv_run(s.float_conv, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y));
+            float_conv_run(s.float_conv, n, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y), c.scratch);
             return;
         case QATML_ENGINE_OP_MATMUL: matmul_run(s.matmul, n, x, tensor_ptr(e, s.b, c, io), y, c.scratch); return;
         default: return;  // build_cpu_program refuses other kinds

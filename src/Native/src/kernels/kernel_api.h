@@ -164,14 +164,33 @@ struct MatMulPlan {
 void matmul_prepare(MatMulPlan& plan);
 void matmul_run(const MatMulPlan& plan, int64_t rows, const uint8_t* a, const uint8_t* b, uint8_t* y, uint8_t* scratch);
 
-// A float32 convolution of [C, H, W] rows (direct: per output channel, tap by tap over whole output rows).
+// A float32 convolution of [C, H, W] rows. Fast paths (float_conv.cpp, kernels in float_kernels.h): weights packed
+// into the ISA's row tiles once; per image and group an im2col of a chunk of output pixels, packed panel by panel and
+// multiplied by all output channels (1x1 stride-1 convolutions read the input directly); grouped convolutions with
+// one input channel per group (depthwise) run a direct kernel on a zero-padded, stride-phase-split plane. Each output
+// is an FMA chain in K order from 0, then + bias (identical on AVX2 and AVX-512); the scalar path is the reference
+// loop (bias first, multiply then add), so the paths differ by float rounding only.
+struct FloatKernels;
 struct FloatConvPlan {
     int64_t c = 0, h = 0, w = 0, m = 0, cpg = 0, mpg = 0, groups = 1, kh = 1, kw = 1, oh = 0, ow = 0;
     int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
     const float* weights = nullptr;  // [M, C/g, kH, kW]
     const float* bias = nullptr;     // M or nullptr
+    // Set by float_conv_prepare.
+    const FloatKernels* fast = nullptr;  // nullptr: the scalar reference
+    bool depthwise = false;              // C/g == 1 and groups > 1: the direct kernel
+    bool direct_input = false;           // 1x1, stride 1, no padding: panels packed straight from the input
+    std::vector<float> packed;           // GEMM: [groups][ceil(M/g / mr)][K][mr], rows past M/g zero
+    int64_t chunk = 0;                   // GEMM: output pixels per im2col chunk (a multiple of nr)
+    int64_t wq = 0, plane_floats = 0;    // depthwise: columns per stride phase, floats of the padded plane
+    std::vector<int64_t> tap_offsets;    // depthwise: offset of tap (ky, kx) from output (0, 0) in the plane
+    int64_t scratch_bytes = 0;
 };
-void float_conv_run(const FloatConvPlan& plan, int64_t rows, const float* x, float* y);
+// Fixes the path (isa: the engine's) and packs the weights; plan's geometry and weights must be set.
+void float_conv_prepare(FloatConvPlan& plan, int isa);
+void float_conv_run(const FloatConvPlan& plan, int64_t rows, const float* x, float* y, uint8_t* scratch);
+// The scalar reference (direct: per output channel, tap by tap over whole output rows).
+void float_conv_reference(const FloatConvPlan& plan, int64_t rows, const float* x, float* y);
 
 // ---- pooling -----------------------------------------------------------------------------------------------
 

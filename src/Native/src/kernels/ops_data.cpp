@@ -10,6 +10,24 @@
 namespace qatml {
 namespace kernels {
 
+// Runs of at most this many bytes are copied inline (two fixed-size moves that may overlap) rather than by a memcpy
+// call: detection heads concatenate and slice 2-4 bytes per block.
+constexpr int64_t kShortRun = 16;
+inline void copy_short(uint8_t* d, const uint8_t* s, int64_t n) {
+    if (n >= 8) {
+        std::memcpy(d, s, 8);
+        std::memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        std::memcpy(d, s, 4);
+        std::memcpy(d + n - 4, s + n - 4, 4);
+    } else if (n >= 2) {
+        std::memcpy(d, s, 2);
+        std::memcpy(d + n - 2, s + n - 2, 2);
+    } else if (n == 1) {
+        *d = *s;
+    }
+}
+
 void concat_run(const ConcatPlan& p, int64_t rows, const uint8_t* const* xs, uint8_t* y) {
     for (int64_t row = 0; row < rows; ++row) {
         uint8_t* yr = y + row * p.y_row;
@@ -18,10 +36,14 @@ void concat_run(const ConcatPlan& p, int64_t rows, const uint8_t* const* xs, uin
             for (size_t i = 0; i < p.part_bytes.size(); ++i) {
                 const int64_t bytes = p.part_bytes[i];
                 const uint8_t* s = xs[i] + row * p.x_row[i] + o * bytes;
-                if (p.tables[i])
-                    lut_bytes(p.tables[i], s, bytes, d);
-                else
+                if (p.tables[i]) {
+                    const uint8_t* table = p.tables[i];
+                    for (int64_t j = 0; j < bytes; ++j) d[j] = table[s[j]];
+                } else if (bytes <= kShortRun) {
+                    copy_short(d, s, bytes);
+                } else {
                     std::memcpy(d, s, static_cast<size_t>(bytes));
+                }
                 d += bytes;
             }
         }
@@ -46,7 +68,9 @@ void copy_run(const CopyPlan& p, int64_t rows, const uint8_t* x, uint8_t* y) {
                         for (int64_t i4 = 0; i4 < dims[4]; ++i4) {
                             const int64_t base = i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3] + i4 * strides[4];
                             const uint8_t* s = xr + base * es;
-                            if (contiguous) {
+                            if (contiguous && run * es <= kShortRun) {
+                                copy_short(d, s, run * es);
+                            } else if (contiguous) {
                                 std::memcpy(d, s, static_cast<size_t>(run * es));
                             } else if (es == 4) {
                                 for (int64_t j = 0; j < run; ++j) std::memcpy(d + 4 * j, s + j * strides[5] * 4, 4);

@@ -49,7 +49,7 @@ void layernorm_f32(const AxisPlan& p, float epsilon, const float* scale, const f
     for (int64_t g = 0; g < groups; ++g) math::layernorm_values(x + g * p.n, y + g * p.n, p.n, epsilon, scale, bias);
 }
 
-void float_conv_run(const FloatConvPlan& p, int64_t rows, const float* x, float* y) {
+void float_conv_reference(const FloatConvPlan& p, int64_t rows, const float* x, float* y) {
     const int64_t in_plane = p.h * p.w, out_plane = p.oh * p.ow, taps = p.kh * p.kw;
     for (int64_t row = 0; row < rows; ++row)
         for (int64_t co = 0; co < p.m; ++co) {
