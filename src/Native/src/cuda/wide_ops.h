@@ -241,24 +241,25 @@ struct FloatConvArgs {
     const float* weights;  // [M, C/g, kH, kW]
     const float* bias;     // M or NULL
 };
+// The CPU's vector kernels' order (float_body.inc): taps in (ci, ky, kx) order fused-multiply-added onto 0, padding as
+// 0 * w (so even the sign of a zero sum agrees), the bias added last.
 QATML_HD void float_conv_element(const FloatConvArgs& p, int64_t i) {
     const int64_t plane = p.oh * p.ow, img = i / (p.m * plane), co = (i / plane) % p.m, oy = (i % plane) / p.ow, ox = i % p.ow;
     const int64_t g = co / p.mpg;
-    float acc = p.bias ? p.bias[co] : 0.0f;
+    float acc = 0.0f;
     for (int64_t ci = 0; ci < p.cpg; ++ci) {
         const float* xp = p.x + (img * p.c + g * p.cpg + ci) * p.h * p.w;
         const float* wk = p.weights + (co * p.cpg + ci) * p.kh * p.kw;
         for (int64_t ky = 0; ky < p.kh; ++ky) {
             const int64_t iy = oy * p.sh - p.pt + ky * p.dh;
-            if (iy < 0 || iy >= p.h) continue;
             for (int64_t kx = 0; kx < p.kw; ++kx) {
                 const int64_t ix = ox * p.sw - p.pl + kx * p.dw;
-                if (ix < 0 || ix >= p.w) continue;
-                acc += wk[ky * p.kw + kx] * xp[iy * p.w + ix];
+                const float xv = iy < 0 || iy >= p.h || ix < 0 || ix >= p.w ? 0.0f : xp[iy * p.w + ix];
+                acc = math::fma_of(wk[ky * p.kw + kx], xv, acc);
             }
         }
     }
-    p.y[i] = acc;
+    p.y[i] = acc + (p.bias ? p.bias[co] : 0.0f);
 }
 
 }  // namespace cuda

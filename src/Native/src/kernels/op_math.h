@@ -81,6 +81,14 @@ QATML_HD float abs_of(float x) {
     return std::fabs(x);
 #endif
 }
+// a * b + c rounded once, as the CPU's vector FMA (the float convolution's accumulation).
+QATML_HD float fma_of(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+    return __fmaf_rn(a, b, c);
+#else
+    return std::fma(a, b, c);
+#endif
+}
 // Correctly rounded on both sides.
 QATML_HD float sqrt_of(float x) {
 #if defined(__CUDA_ARCH__)
