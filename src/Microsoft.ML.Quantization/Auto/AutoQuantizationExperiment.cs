@@ -73,7 +73,7 @@ internal sealed class AutoSearch
     private readonly PostTrainingOptions _base;
     private readonly IDataView _train, _validation;
     private readonly string _name;
-    private readonly bool _accuracy;
+    private readonly AutoScorer _scorer;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly List<(QuantizationTrial Trial, AutoConfiguration Configuration)> _trials = [];
     private readonly Dictionary<AutoConfiguration, AdaRoundResult> _learned = [];
@@ -98,10 +98,9 @@ internal sealed class AutoSearch
         _train = train;
         _validation = validation;
         _name = _base.ModelName();
-        _accuracy = options.LabelColumnName is not null;
+        // The label column is checked before any work.
+        _scorer = AutoScorer.Create(context, options, validation.Schema);
     }
-
-    private string MetricName => _accuracy ? "accuracy" : "output cosine";
 
     private Action<string> _log = _ => { };
 
@@ -173,6 +172,7 @@ internal sealed class AutoSearch
     {
         _model = PostTrainingEstimator.Prepare(_base, _name);
         OnnxRewrites.NameNodes(_model);
+        _scorer.CheckOutput(_model, RowSample.ScoredOutputs(_model, _base));
         var observers = new Dictionary<string, TensorObserver>(StringComparer.Ordinal);
         var calibration = PostTrainingEstimator.CalibrationOptions(_base);
         calibration.Activations.Method = CalibrationMethod.Auto;   // keeps the histograms every method's ranges come from
@@ -187,19 +187,13 @@ internal sealed class AutoSearch
             _means = BiasCorrection.InputMeans(_context, _model, int8Plan, _base, sample, _name);
         _sample = sample;
 
-        var scoring = _base.Clone();
-        if (_accuracy)
-        {
-            scoring.LabelColumnName = _options.LabelColumnName;
-            scoring.LabelOffset = _options.LabelOffset;
-            scoring.MaxAccuracyDrop = _options.MaxAccuracyDrop;
-        }
-        _rows = RowSample.Load(_context, _model, scoring, _validation, _name, _options.ValidationRowCount);
+        _rows = RowSample.Load(_context, _model, _base, _validation, _name, _options.ValidationRowCount);
         using var runner = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _rows);
         var clock = Stopwatch.StartNew();
         _reference = runner.Run(null);
         floatPass = clock.Elapsed;
-        _floatMetric = _accuracy ? 100.0 * SampleRunner.ArgMaxes(_reference[0], _rows.Count).Where((c, r) => c == _rows.Labels![r]).Count() / _rows.Count : 1;
+        _scorer.Bind(_validation, _reference, runner.OutputShapes, _rows.Count);
+        _floatMetric = _scorer.FloatMetric;
     }
 
     private RowSample _sample = null!;
@@ -333,15 +327,14 @@ internal sealed class AutoSearch
         QuantizationTrial trial;
         try
         {
-            OnnxModel model = Write(c).Model;
-            long bytes = model.SerializedSize;  // the session below serializes it once
-            using var runner = new SampleRunner(_context, model, 0, _base, _name, _rows) { Reference = _reference };
-            var scoring = Stopwatch.StartNew();
-            double measured = runner.Measure(null, _accuracy);
-            double latency = scoring.Elapsed.TotalMilliseconds / _rows.Count;
-            double metric = _accuracy ? _floatMetric - measured : measured;
-            bool accepted = _accuracy ? measured <= _options.MaxAccuracyDrop : measured >= _options.MinOutputCosine;
-            string? why = accepted ? null : _accuracy ? $"accuracy drop {measured:F2} points > {_options.MaxAccuracyDrop}" : $"output cosine {measured:F5} < {_options.MinOutputCosine}";
+            QdqResult written = Write(c);
+            long bytes = written.Model.SerializedSize;  // the session below serializes it once
+            double metric;
+            using (var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows))
+                metric = _scorer.Score(runner.Run(null), _reference, _rows.Count);
+            var (accepted, why) = _scorer.Judge(metric);
+            // Only accepted trials can be chosen; their latency is measured on the backend the result runs on.
+            double latency = accepted ? AutoLatency.Measure(_context, written, _base, _rows) : double.NaN;
             trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
         }
         catch (Exception e) when (e is not OperationCanceledException)
@@ -400,7 +393,7 @@ internal sealed class AutoSearch
             };
         QdqResult written = Write(chosen.Configuration);
         var model = new QuantizedModelTransformer(_context, written.Model, _base.ToScoringSettings(), written.Nodes);
-        _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({MetricName} {chosen.Trial.Metric:0.#####}).");
-        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], MetricName, _floatMetric, floatPass, _clock.Elapsed);
+        _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({_scorer.Name} {chosen.Trial.Metric:0.#####}).");
+        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], _scorer.Metric, _scorer.Name, _floatMetric, floatPass, _clock.Elapsed);
     }
 }
