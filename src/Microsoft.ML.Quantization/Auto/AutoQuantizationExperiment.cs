@@ -329,12 +329,23 @@ internal sealed class AutoSearch
         {
             QdqResult written = Write(c);
             long bytes = written.Model.SerializedSize;  // the session below serializes it once
-            double metric;
-            using (var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows))
-                metric = _scorer.Score(runner.Run(null), _reference, _rows.Count);
+            // On the native engine the validation pass runs there (what the result runs, and fast for 4-bit weights, which ONNX
+            // Runtime executes unfused); otherwise ONNX Runtime scores it, and only an accepted trial gets the backend's latency.
+            using var backend = _base.Backend == QuantizedBackend.Native ? new AutoBackend(_context, written, _base, _rows) : null;
+            float[][]? outputs = backend is { Native: true } ? backend.Run() : null;
+            if (outputs is null)
+            {
+                using var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows);
+                outputs = runner.Run(null);
+            }
+            double metric = _scorer.Score(outputs, _reference, _rows.Count);
             var (accepted, why) = _scorer.Judge(metric);
-            // Only accepted trials can be chosen; their latency is measured on the backend the result runs on.
-            double latency = accepted ? AutoLatency.Measure(_context, written, _base, _rows) : double.NaN;
+            double latency = double.NaN;
+            if (accepted)
+            {
+                using var timed = backend is null ? new AutoBackend(_context, written, _base, _rows) : null;
+                latency = (backend ?? timed)!.Latency();
+            }
             trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
         }
         catch (Exception e) when (e is not OperationCanceledException)
