@@ -165,9 +165,12 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
     /// <summary>Whether the trial learned its 4-bit weights' rounding with AdaRound.</summary>
     public bool AdaRound { get; init; }
 
+    /// <summary>The SmoothQuant alpha the trial smoothed its MatMul/Gemm inputs with (null: not smoothed).</summary>
+    public double? SmoothQuantAlpha { get; init; }
+
     /// <summary>
-    /// Sets <paramref name="options"/> to this trial's configuration (precisions, calibration method, float nodes, AdaRound;
-    /// the sensitivity analysis off), so PostTraining writes the same kind of model, e.g. on another backend.
+    /// Sets <paramref name="options"/> to this trial's configuration (precisions, calibration method, float nodes, AdaRound,
+    /// SmoothQuant with the trial's alpha (PostTraining still compares it with no smoothing); the sensitivity analysis off), so PostTraining writes the same kind of model, e.g. on another backend.
     /// </summary>
     public void ApplyTo(PostTrainingOptions options)
     {
@@ -181,6 +184,12 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
         foreach (string node in FloatNodes)
             options.ExcludedNodes.Add(node);
         options.AdaRound = AdaRound;
+        options.SmoothQuant = SmoothQuantAlpha is not null;
+        if (SmoothQuantAlpha is { } alpha)
+        {
+            options.SmoothQuantAlphas.Clear();
+            options.SmoothQuantAlphas.Add(alpha);
+        }
         options.MinOutputCosine = 0;
         options.MaxAccuracyDrop = null;
     }
