@@ -138,8 +138,8 @@ internal sealed class AutoSearch
         // 2. No 8-bit configuration fits: the most sensitive nodes get 16-bit activations, then stay float.
         if (best8.Configuration is null && Remaining)
         {
-            List<string> ranked = RankInt8(method);
             var start = new AutoConfiguration(method, QuantizationPrecision.Int8, nothing, nothing, nothing, false, smooth);
+            List<string> ranked = RankInt8(start);
             best8 = Shortest(ranked, k => start with { Wide16 = ranked.Take(k).ToHashSet(StringComparer.Ordinal) })
                     ?? Shortest(ranked, k => start with { Float = ranked.Take(k).ToHashSet(StringComparer.Ordinal) })
                     ?? default;
@@ -231,9 +231,10 @@ internal sealed class AutoSearch
     }
 
     /// <summary>Nodes most sensitive first at 8 bits: each node quantized alone on the calibration sample (output cosine).</summary>
-    private List<string> RankInt8(CalibrationMethod method)
+    private List<string> RankInt8(AutoConfiguration start)
     {
-        var plan = QdqPlan.Create(_model.Clone(), _tables[method], _base, inputMeans: _means);
+        var (model, table, means) = Graph(start);
+        var plan = QdqPlan.Create(model.Clone(), table, _base, FloatNodes(start), inputMeans: means);
         var (names, alone) = Rank(FakeQuantGraph.Build(plan));
         return [.. Enumerable.Range(0, names.Count).OrderBy(i => alone[i]).ThenBy(i => i).Select(i => names[i])];
     }
@@ -246,10 +247,10 @@ internal sealed class AutoSearch
     {
         var wide = Options(eight);
         var narrow = Options(eight with { Precision = new QuantizationPrecision(4, eight.Precision.ActivationBits) });
-        var table = _tables[eight.Method];
+        var (model, table, means) = Graph(eight);
         var floatNodes = FloatNodes(eight);
-        var fourPlan = QdqPlan.Create(_model.Clone(), table, narrow, floatNodes, Overrides(eight, 4), _means);
-        var eightPlan = QdqPlan.Create(_model.Clone(), table, wide, floatNodes, Overrides(eight, 8), _means);
+        var fourPlan = QdqPlan.Create(model.Clone(), table, narrow, floatNodes, Overrides(eight, 4), means);
+        var eightPlan = QdqPlan.Create(model.Clone(), table, wide, floatNodes, Overrides(eight, 8), means);
         var fake = FakeQuantGraph.Build(fourPlan, eightPlan);
         var (names, alone) = Rank(fake);
         double LossPerWeight(int i) => (1 - alone[i]) / Math.Max(1, fourPlan.Constants.TryGetValue((names[i], 1), out var w) ? w.Values.Length : 1);
