@@ -20,8 +20,9 @@ namespace Microsoft.ML.Quantization.Auto;
 /// sensitive nodes (k by doubling, then bisection); then 4-bit weights on every layer, and when that misses, on every layer
 /// but the k most sensitive (first and last kept at 8 bits by default; k by doubling and bisection), AdaRound on the
 /// closest miss, and a local refinement that
-/// lowers the remaining 8-bit layers one at a time, least sensitive first. SmoothQuant and quantization-aware training are
-/// not in the search space.
+/// lowers the remaining 8-bit layers one at a time, least sensitive first. SmoothQuant is tried at INT8 where a MatMul/Gemm input
+/// has outlier channels, and kept for the rest of the search when it scores better. Quantization-aware training is not in the
+/// search space.
 /// </remarks>
 public sealed class AutoQuantizationExperiment
 {
@@ -47,7 +48,7 @@ public sealed class AutoQuantizationExperiment
 
 /// <summary>One configuration: calibration, base precision, and the nodes that get 8-bit weights, 16-bit activations or stay float.</summary>
 internal sealed record AutoConfiguration(CalibrationMethod Method, QuantizationPrecision Precision, IReadOnlySet<string> Wide, IReadOnlySet<string> Wide16,
-    IReadOnlySet<string> Float, bool AdaRound)
+    IReadOnlySet<string> Float, bool AdaRound, double? SmoothAlpha = null)
 {
     public string Describe(int weighted)
     {
@@ -58,6 +59,8 @@ internal sealed record AutoConfiguration(CalibrationMethod Method, QuantizationP
             parts.Add($"{Wide16.Count} nodes A16");
         if (Float.Count > 0)
             parts.Add($"{Float.Count} nodes float");
+        if (SmoothAlpha is { } alpha)
+            parts.Add($"SmoothQuant alpha {alpha:0.##}");
         if (AdaRound)
             parts.Add("AdaRound");
         return string.Join(", ", parts);
@@ -73,7 +76,7 @@ internal sealed class AutoSearch
     private readonly PostTrainingOptions _base;
     private readonly IDataView _train, _validation;
     private readonly string _name;
-    private readonly bool _accuracy;
+    private readonly AutoScorer _scorer;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly List<(QuantizationTrial Trial, AutoConfiguration Configuration)> _trials = [];
     private readonly Dictionary<AutoConfiguration, AdaRoundResult> _learned = [];
@@ -98,10 +101,9 @@ internal sealed class AutoSearch
         _train = train;
         _validation = validation;
         _name = _base.ModelName();
-        _accuracy = options.LabelColumnName is not null;
+        // The label column is checked before any work.
+        _scorer = AutoScorer.Create(context, options, validation.Schema);
     }
-
-    private string MetricName => _accuracy ? "accuracy" : "output cosine";
 
     private Action<string> _log = _ => { };
 
@@ -119,13 +121,25 @@ internal sealed class AutoSearch
         Try(new AutoConfiguration(CalibrationMethod.MinMax, QuantizationPrecision.W4A4, nothing, nothing, nothing, false), fixedScheme: true);
         var int8Auto = Try(int8!.Value.Configuration with { Method = CalibrationMethod.Auto });
         CalibrationMethod method = int8Auto is { } a && Better(a.Trial, int8.Value.Trial) ? CalibrationMethod.Auto : CalibrationMethod.MinMax;
-        var best8 = new[] { int8, int8Auto }.Where(t => t is { Trial.Accepted: true }).Select(t => t!.Value).OrderByDescending(t => t.Trial.Metric).FirstOrDefault();
+        var eights = new List<(QuantizationTrial Trial, AutoConfiguration Configuration)?> { int8, int8Auto };
+
+        // SmoothQuant, where a MatMul/Gemm input has outlier channels (transformers): the alpha its fake-quantized graph prefers
+        // on the calibration rows, tried at INT8; when it scores better, the rest of the search keeps it.
+        double? smooth = null;
+        if (Remaining && Smoothing(method).Alpha is { } alpha)
+        {
+            var smoothed = Try(new AutoConfiguration(method, QuantizationPrecision.Int8, nothing, nothing, nothing, false, alpha));
+            eights.Add(smoothed);
+            if (smoothed is { } sq && int8Auto is { } ia && Better(sq.Trial, method == CalibrationMethod.Auto ? ia.Trial : int8.Value.Trial))
+                smooth = alpha;
+        }
+        var best8 = eights.Where(t => t is { Trial.Accepted: true }).Select(t => t!.Value).OrderByDescending(t => t.Trial.Metric).FirstOrDefault();
 
         // 2. No 8-bit configuration fits: the most sensitive nodes get 16-bit activations, then stay float.
         if (best8.Configuration is null && Remaining)
         {
-            List<string> ranked = RankInt8(method);
-            var start = new AutoConfiguration(method, QuantizationPrecision.Int8, nothing, nothing, nothing, false);
+            var start = new AutoConfiguration(method, QuantizationPrecision.Int8, nothing, nothing, nothing, false, smooth);
+            List<string> ranked = RankInt8(start);
             best8 = Shortest(ranked, k => start with { Wide16 = ranked.Take(k).ToHashSet(StringComparer.Ordinal) })
                     ?? Shortest(ranked, k => start with { Float = ranked.Take(k).ToHashSet(StringComparer.Ordinal) })
                     ?? default;
@@ -173,6 +187,7 @@ internal sealed class AutoSearch
     {
         _model = PostTrainingEstimator.Prepare(_base, _name);
         OnnxRewrites.NameNodes(_model);
+        _scorer.CheckOutput(_model, RowSample.ScoredOutputs(_model, _base));
         var observers = new Dictionary<string, TensorObserver>(StringComparer.Ordinal);
         var calibration = PostTrainingEstimator.CalibrationOptions(_base);
         calibration.Activations.Method = CalibrationMethod.Auto;   // keeps the histograms every method's ranges come from
@@ -187,19 +202,13 @@ internal sealed class AutoSearch
             _means = BiasCorrection.InputMeans(_context, _model, int8Plan, _base, sample, _name);
         _sample = sample;
 
-        var scoring = _base.Clone();
-        if (_accuracy)
-        {
-            scoring.LabelColumnName = _options.LabelColumnName;
-            scoring.LabelOffset = _options.LabelOffset;
-            scoring.MaxAccuracyDrop = _options.MaxAccuracyDrop;
-        }
-        _rows = RowSample.Load(_context, _model, scoring, _validation, _name, _options.ValidationRowCount);
+        _rows = RowSample.Load(_context, _model, _base, _validation, _name, _options.ValidationRowCount);
         using var runner = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _rows);
         var clock = Stopwatch.StartNew();
         _reference = runner.Run(null);
         floatPass = clock.Elapsed;
-        _floatMetric = _accuracy ? 100.0 * SampleRunner.ArgMaxes(_reference[0], _rows.Count).Where((c, r) => c == _rows.Labels![r]).Count() / _rows.Count : 1;
+        _scorer.Bind(_validation, _reference, runner.OutputShapes, _rows.Count);
+        _floatMetric = _scorer.FloatMetric;
     }
 
     private RowSample _sample = null!;
@@ -222,9 +231,10 @@ internal sealed class AutoSearch
     }
 
     /// <summary>Nodes most sensitive first at 8 bits: each node quantized alone on the calibration sample (output cosine).</summary>
-    private List<string> RankInt8(CalibrationMethod method)
+    private List<string> RankInt8(AutoConfiguration start)
     {
-        var plan = QdqPlan.Create(_model.Clone(), _tables[method], _base, inputMeans: _means);
+        var (model, table, means) = Graph(start);
+        var plan = QdqPlan.Create(model.Clone(), table, _base, FloatNodes(start), inputMeans: means);
         var (names, alone) = Rank(FakeQuantGraph.Build(plan));
         return [.. Enumerable.Range(0, names.Count).OrderBy(i => alone[i]).ThenBy(i => i).Select(i => names[i])];
     }
@@ -237,10 +247,10 @@ internal sealed class AutoSearch
     {
         var wide = Options(eight);
         var narrow = Options(eight with { Precision = new QuantizationPrecision(4, eight.Precision.ActivationBits) });
-        var table = _tables[eight.Method];
+        var (model, table, means) = Graph(eight);
         var floatNodes = FloatNodes(eight);
-        var fourPlan = QdqPlan.Create(_model.Clone(), table, narrow, floatNodes, Overrides(eight, 4), _means);
-        var eightPlan = QdqPlan.Create(_model.Clone(), table, wide, floatNodes, Overrides(eight, 8), _means);
+        var fourPlan = QdqPlan.Create(model.Clone(), table, narrow, floatNodes, Overrides(eight, 4), means);
+        var eightPlan = QdqPlan.Create(model.Clone(), table, wide, floatNodes, Overrides(eight, 8), means);
         var fake = FakeQuantGraph.Build(fourPlan, eightPlan);
         var (names, alone) = Rank(fake);
         double LossPerWeight(int i) => (1 - alone[i]) / Math.Max(1, fourPlan.Constants.TryGetValue((names[i], 1), out var w) ? w.Values.Length : 1);
@@ -250,9 +260,8 @@ internal sealed class AutoSearch
     /// <summary>The switches of <paramref name="fake"/> most sensitive first, and the output cosine of each alone (in switch order, by name).</summary>
     private (List<string> Switches, double[] Alone) Rank(FakeQuantGraph fake)
     {
-        using var reference = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _sample);
-        float[][] expected = reference.Run(null);
-        using var runner = new SampleRunner(_context, fake.Model, fake.Switches.Count, _base, _name, _sample) { Reference = expected };
+        _sampleReference ??= FloatOutputs();
+        using var runner = new SampleRunner(_context, fake.Model, fake.Switches.Count, _base, _name, _sample) { Reference = _sampleReference };
         var (alone, _) = SensitivityAnalysis.Rank(runner, fake.Switches.Count, accuracy: false, _options.CancellationToken);
         return ([.. fake.Switches], alone);
     }
@@ -306,7 +315,13 @@ internal sealed class AutoSearch
     }
 
     private Dictionary<string, string> FloatNodes(AutoConfiguration c)
-        => c.Float.ToDictionary(n => n, _ => "left float by the automatic search (among the most sensitive nodes)", StringComparer.Ordinal);
+    {
+        var result = c.Float.ToDictionary(n => n, _ => "left float by the automatic search (among the most sensitive nodes)", StringComparer.Ordinal);
+        if (c.SmoothAlpha is not null)
+            foreach (var (node, why) in Smoothing(c.Method).FloatNodes)
+                result[node] = why;
+        return result;
+    }
 
     private Dictionary<string, QuantizationPrecision> Overrides(AutoConfiguration c, int weightBits)
     {
@@ -333,15 +348,25 @@ internal sealed class AutoSearch
         QuantizationTrial trial;
         try
         {
-            OnnxModel model = Write(c).Model;
-            long bytes = model.SerializedSize;  // the session below serializes it once
-            using var runner = new SampleRunner(_context, model, 0, _base, _name, _rows) { Reference = _reference };
-            var scoring = Stopwatch.StartNew();
-            double measured = runner.Measure(null, _accuracy);
-            double latency = scoring.Elapsed.TotalMilliseconds / _rows.Count;
-            double metric = _accuracy ? _floatMetric - measured : measured;
-            bool accepted = _accuracy ? measured <= _options.MaxAccuracyDrop : measured >= _options.MinOutputCosine;
-            string? why = accepted ? null : _accuracy ? $"accuracy drop {measured:F2} points > {_options.MaxAccuracyDrop}" : $"output cosine {measured:F5} < {_options.MinOutputCosine}";
+            QdqResult written = Write(c);
+            long bytes = written.Model.SerializedSize;  // the session below serializes it once
+            // On the native engine the validation pass runs there (what the result runs, and fast for 4-bit weights, which ONNX
+            // Runtime executes unfused); otherwise ONNX Runtime scores it, and only an accepted trial gets the backend's latency.
+            using var backend = _base.Backend == QuantizedBackend.Native ? new AutoBackend(_context, written, _base, _rows) : null;
+            float[][]? outputs = backend is { Native: true } ? backend.Run() : null;
+            if (outputs is null)
+            {
+                using var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows);
+                outputs = runner.Run(null);
+            }
+            double metric = _scorer.Score(outputs, _reference, _rows.Count);
+            var (accepted, why) = _scorer.Judge(metric);
+            double latency = double.NaN;
+            if (accepted)
+            {
+                using var timed = backend is null ? new AutoBackend(_context, written, _base, _rows) : null;
+                latency = (backend ?? timed)!.Latency();
+            }
             trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
         }
         catch (Exception e) when (e is not OperationCanceledException)
@@ -351,7 +376,7 @@ internal sealed class AutoSearch
         trial = trial with
         {
             CalibrationMethod = c.Method, Precision = c.Precision, NodePrecision = Overrides(c, c.Precision.WeightBits), FloatNodes = [.. c.Float.Order(StringComparer.Ordinal)],
-            AdaRound = c.AdaRound,
+            AdaRound = c.AdaRound, SmoothQuantAlpha = c.SmoothAlpha,
         };
         _trials.Add((trial, c));
         _options.Progress?.Report(trial);
@@ -360,27 +385,72 @@ internal sealed class AutoSearch
     }
 
     private static bool Same(AutoConfiguration a, AutoConfiguration b)
-        => a.Method == b.Method && a.Precision == b.Precision && a.AdaRound == b.AdaRound && a.Wide.SetEquals(b.Wide) && a.Wide16.SetEquals(b.Wide16) && a.Float.SetEquals(b.Float);
+        => a.Method == b.Method && a.Precision == b.Precision && a.AdaRound == b.AdaRound && a.SmoothAlpha == b.SmoothAlpha && a.Wide.SetEquals(b.Wide) && a.Wide16.SetEquals(b.Wide16) && a.Float.SetEquals(b.Float);
 
     /// <summary>The QDQ model of a configuration (AdaRound's weights learned once per configuration).</summary>
     private QdqResult Write(AutoConfiguration c)
     {
         var options = Options(c);
-        var table = _tables[c.Method];
+        var (model, table, means) = Graph(c);
         var floatNodes = FloatNodes(c);
         var overrides = Overrides(c, c.Precision.WeightBits);
         AdaRoundResult? learned = null;
         if (c.AdaRound && !_learned.TryGetValue(c, out learned))
         {
             // A configuration that lowers layers of an AdaRound configuration tried before learns only the lowered layers.
-            var parent = _learned.Where(kv => kv.Key.Method == c.Method && kv.Key.Precision == c.Precision && kv.Key.Float.SetEquals(c.Float)
+            var parent = _learned.Where(kv => kv.Key.Method == c.Method && kv.Key.SmoothAlpha == c.SmoothAlpha && kv.Key.Precision == c.Precision && kv.Key.Float.SetEquals(c.Float)
                                               && kv.Key.Wide16.SetEquals(c.Wide16) && kv.Key.Wide.IsSupersetOf(c.Wide))
                 .OrderBy(kv => kv.Key.Wide.Count).Select(kv => kv.Value).FirstOrDefault();
             HashSet<string>? only = parent is null ? null : [.. _weighted.Where(n => !c.Wide.Contains(n) && !parent.Layers.Any(l => l.Node == n))];
-            var fresh = AdaRound.Learn(_context, _model, table, options, _train, _name, floatNodes, overrides, _means, null, only, parent?.Weights);
+            var fresh = AdaRound.Learn(_context, model, table, options, _train, _name, floatNodes, overrides, means, null, only, parent?.Weights);
             _learned[c] = learned = parent is null ? fresh : new AdaRoundResult(fresh.Weights, [.. parent.Layers, .. fresh.Layers]);
         }
-        return QdqWriter.Write(QdqPlan.Create(_model.Clone(), table, options, floatNodes, overrides, _means, learned?.Weights));
+        return QdqWriter.Write(QdqPlan.Create(model.Clone(), table, options, floatNodes, overrides, means, learned?.Weights));
+    }
+
+    /// <summary>The graph, calibration table and bias-correction means of a configuration (SmoothQuant's, when it smooths).</summary>
+    private (OnnxModel Model, CalibrationTable Table, Dictionary<string, float[]>? Means) Graph(AutoConfiguration c)
+    {
+        if (c.SmoothAlpha is null)
+            return (_model, _tables[c.Method], _means);
+        var smooth = Smoothing(c.Method);
+        if (!_smoothMeans.TryGetValue(c.Method, out var means) && _base.BiasCorrection)
+            _smoothMeans[c.Method] = means = BiasCorrection.InputMeans(_context, smooth.Model,
+                QdqPlan.Create(smooth.Model.Clone(), smooth.Table, _base, new Dictionary<string, string>(smooth.FloatNodes)), _base, _sample, _name);
+        return (smooth.Model, smooth.Table, means);
+    }
+
+    /// <summary>
+    /// SmoothQuant on the calibration sample with the calibration method's table (once per method): no alpha when no MatMul/Gemm
+    /// input has outlier channels (<see cref="OutlierRatio"/>) or none beats leaving it unsmoothed.
+    /// </summary>
+    private SmoothQuant.Result Smoothing(CalibrationMethod method)
+    {
+        if (!_smooth.TryGetValue(method, out var result))
+        {
+            _sampleReference ??= FloatOutputs();
+            _smooth[method] = result = SmoothQuant.Apply(_context, _model, _tables[method], Options(new AutoConfiguration(method, QuantizationPrecision.Int8, Empty, Empty, Empty, false)),
+                _sample, _name, _sampleReference, OutlierRatio);
+            _log($"SmoothQuant ({method}): {(result.Alpha is { } a ? $"alpha {a} on {result.Smoothed} MatMul/Gemm weights" : "not tried")} ({result.Summary}).");
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// An activation has outlier channels when its largest channel magnitude is this many times its median one (transformer
+    /// activations reach 100 and more; convolutional features rarely a few tens).
+    /// </summary>
+    internal const double OutlierRatio = 20;
+
+    private readonly Dictionary<CalibrationMethod, SmoothQuant.Result> _smooth = [];
+    private readonly Dictionary<CalibrationMethod, Dictionary<string, float[]>?> _smoothMeans = [];
+    private float[][]? _sampleReference;
+
+    /// <summary>The float model's outputs on the calibration sample (the reference of the rankings and SmoothQuant).</summary>
+    private float[][] FloatOutputs()
+    {
+        using var reference = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _sample);
+        return reference.Run(null);
     }
 
     private AutoQuantizationResult Finish(TimeSpan floatPass)
@@ -400,7 +470,7 @@ internal sealed class AutoSearch
             };
         QdqResult written = Write(chosen.Configuration);
         var model = new QuantizedModelTransformer(_context, written.Model, _base.ToScoringSettings(), written.Nodes);
-        _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({MetricName} {chosen.Trial.Metric:0.#####}).");
-        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], MetricName, _floatMetric, floatPass, _clock.Elapsed);
+        _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({_scorer.Name} {chosen.Trial.Metric:0.#####}).");
+        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], _scorer.Metric, _scorer.Name, _floatMetric, floatPass, _clock.Elapsed);
     }
 }

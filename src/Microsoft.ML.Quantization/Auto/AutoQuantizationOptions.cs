@@ -8,10 +8,13 @@ public enum AutoQuantizationObjective
     /// <summary>The smallest model (bytes of the quantized ONNX model).</summary>
     Size = 0,
 
-    /// <summary>The lowest latency per row, measured on the validation pass with ONNX Runtime and the session settings of <see cref="AutoQuantizationOptions.PostTraining"/>.</summary>
+    /// <summary>
+    /// The lowest latency per row on the backend and thread count of <see cref="AutoQuantizationOptions.PostTraining"/> (Backend,
+    /// IntraOpNumThreads): each accepted trial runs one batch of validation rows through that backend, best of a few runs after a warm-up.
+    /// </summary>
     Latency = 1,
 
-    /// <summary>The best metric (accuracy, or output cosine without a label).</summary>
+    /// <summary>The best metric (<see cref="AutoQuantizationOptions.Metric"/>).</summary>
     Accuracy = 2,
 }
 
@@ -29,20 +32,47 @@ public sealed class AutoQuantizationOptions
     public PostTrainingOptions PostTraining { get; set; } = new();
 
     /// <summary>
-    /// The label column (UInt32, Int32, Int64, Single or a key) of a multiclass model whose first output holds the class
-    /// scores: trials are scored by accuracy (argmax against the label) and held to <see cref="MaxAccuracyDrop"/>. Null
-    /// (default): trials are scored by the output cosine against the float model and held to <see cref="MinOutputCosine"/>.
+    /// How a trial is scored: <see cref="AutoQuantizationMetric.MulticlassAccuracy"/>, <see cref="AutoQuantizationMetric.AreaUnderRocCurve"/>
+    /// and <see cref="AutoQuantizationMetric.RSquared"/> against <see cref="LabelColumnName"/> (ML.NET's evaluators), held to
+    /// <see cref="MaxAccuracyDrop"/>; <see cref="AutoQuantizationMetric.OutputCosine"/> and <see cref="AutoQuantizationMetric.OutputSqnr"/>
+    /// against the float model's outputs, held to <see cref="MinOutputCosine"/> and <see cref="MinOutputSqnr"/>. Null (default):
+    /// multiclass accuracy when <see cref="LabelColumnName"/> is set, the output cosine otherwise.
+    /// </summary>
+    public AutoQuantizationMetric? Metric { get; set; }
+
+    /// <summary>
+    /// The label column of the validation rows for the label metrics: a class index (UInt32, Int32, Int64, Single or a key) for
+    /// multiclass accuracy, Boolean for AUC, Single for R-squared (ML.NET's label types). Null (default): no label; the output
+    /// metrics only. The output metrics ignore it.
     /// </summary>
     public string? LabelColumnName { get; set; }
 
-    /// <summary>Key-typed labels count from 1 in ML.NET; set to 1 to compare argmax with label - 1. Default 0.</summary>
+    /// <summary>Multiclass accuracy: key-typed labels count from 1 in ML.NET; set to 1 to compare argmax with label - 1. Default 0.</summary>
     public int LabelOffset { get; set; }
 
-    /// <summary>With a label: the largest loss of accuracy against the float model on the validation rows, in percentage points. Default 0.5.</summary>
+    /// <summary>
+    /// The model output (a float graph output, or one of <see cref="PostTrainingOptions.Outputs"/>) that holds the score for the label
+    /// metrics: the class scores for multiclass accuracy, the score for AUC, the prediction for R-squared. Null (default): the first output.
+    /// </summary>
+    public string? ScoreOutputName { get; set; }
+
+    /// <summary>
+    /// AUC and R-squared: the value of the score output's row that is the score (e.g. the logit of the positive class of a multiclass
+    /// net used one-vs-rest). Null (default): the score output must have one value per row.
+    /// </summary>
+    public int? ScoreIndex { get; set; }
+
+    /// <summary>
+    /// The largest loss of the label metric against the float model on the validation rows, in the metric's unit: percentage points
+    /// for multiclass accuracy (0.5 is half a point), a fraction for AUC and R-squared (0.005 is half a point). Default 0.5.
+    /// </summary>
     public double MaxAccuracyDrop { get; set; } = 0.5;
 
-    /// <summary>Without a label: the least mean cosine similarity of the outputs (the worst output) on the validation rows. Default 0.99.</summary>
+    /// <summary>Output cosine: the least mean cosine similarity of the outputs (the worst output) on the validation rows. Default 0.99.</summary>
     public double MinOutputCosine { get; set; } = 0.99;
+
+    /// <summary>Output SQNR: the least signal-to-quantization-noise ratio of the outputs (the worst output), in dB. Default 20.</summary>
+    public double MinOutputSqnr { get; set; } = 20;
 
     /// <summary>What to minimise among the configurations that meet the constraint. Default <see cref="AutoQuantizationObjective.Size"/>.</summary>
     public AutoQuantizationObjective Objective { get; set; } = AutoQuantizationObjective.Size;
@@ -72,6 +102,9 @@ public sealed class AutoQuantizationOptions
     /// <summary>Cancels the experiment between trials (and inside calibration). Default none.</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>The metric the experiment scores by (<see cref="Metric"/>, or its default).</summary>
+    internal AutoQuantizationMetric EffectiveMetric => Metric ?? (LabelColumnName is null ? AutoQuantizationMetric.OutputCosine : AutoQuantizationMetric.MulticlassAccuracy);
+
     internal void Validate()
     {
         ArgumentNullException.ThrowIfNull(PostTraining, nameof(PostTraining));
@@ -85,6 +118,15 @@ public sealed class AutoQuantizationOptions
             throw new ArgumentOutOfRangeException(nameof(MinOutputCosine), MinOutputCosine, "MinOutputCosine must be in [-1, 1].");
         if (ValidationRowCount < 1)
             throw new ArgumentOutOfRangeException(nameof(ValidationRowCount), ValidationRowCount, "ValidationRowCount must be at least 1.");
+        if (!double.IsFinite(MinOutputSqnr))
+            throw new ArgumentOutOfRangeException(nameof(MinOutputSqnr), MinOutputSqnr, "MinOutputSqnr must be a finite number of dB.");
+        if (Metric is { } metric && !Enum.IsDefined(metric))
+            throw new ArgumentOutOfRangeException(nameof(Metric), metric, "Unknown metric.");
+        if (EffectiveMetric is AutoQuantizationMetric.MulticlassAccuracy or AutoQuantizationMetric.AreaUnderRocCurve or AutoQuantizationMetric.RSquared
+            && string.IsNullOrEmpty(LabelColumnName))
+            throw new ArgumentException($"Metric {EffectiveMetric} is scored against a label: set {nameof(LabelColumnName)}.", nameof(LabelColumnName));
+        if (ScoreIndex is < 0)
+            throw new ArgumentOutOfRangeException(nameof(ScoreIndex), ScoreIndex, "ScoreIndex must be at least 0.");
         if (!Enum.IsDefined(Objective))
             throw new ArgumentOutOfRangeException(nameof(Objective), Objective, "Unknown objective.");
         PostTraining.Validate();
@@ -94,10 +136,13 @@ public sealed class AutoQuantizationOptions
 /// <summary>One configuration the experiment tried and what it measured on the validation rows.</summary>
 /// <param name="Index">Its place in the experiment, from 1.</param>
 /// <param name="Configuration">The configuration in words (precision, calibration, 8-bit, 16-bit and float nodes, AdaRound).</param>
-/// <param name="Metric">Accuracy in percent (with a label) or mean output cosine; NaN when the trial failed.</param>
+/// <param name="Metric">The metric of <see cref="AutoQuantizationOptions.Metric"/>: accuracy in percent, AUC or R-squared (fractions), mean output cosine or output SQNR in dB; NaN when the trial failed.</param>
 /// <param name="SizeBytes">Bytes of the quantized ONNX model.</param>
-/// <param name="LatencyMilliseconds">Wall time per validation row of the scoring pass (ONNX Runtime, batched).</param>
-/// <param name="Time">The trial's wall time: writing, any AdaRound, the session and the scoring pass.</param>
+/// <param name="LatencyMilliseconds">
+/// Milliseconds per row of one batch on the result's backend and thread count (best of a few runs after a warm-up); measured for
+/// accepted trials only (NaN for the others).
+/// </param>
+/// <param name="Time">The trial's wall time: writing, any AdaRound, the session, the scoring pass and (accepted trials) the latency runs.</param>
 /// <param name="Accepted">Whether it meets the constraint.</param>
 /// <param name="Reason">Why it was not accepted (null when accepted).</param>
 public sealed record QuantizationTrial(int Index, string Configuration, double Metric, long SizeBytes, double LatencyMilliseconds, TimeSpan Time, bool Accepted, string? Reason)
@@ -120,9 +165,12 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
     /// <summary>Whether the trial learned its 4-bit weights' rounding with AdaRound.</summary>
     public bool AdaRound { get; init; }
 
+    /// <summary>The SmoothQuant alpha the trial smoothed its MatMul/Gemm inputs with (null: not smoothed).</summary>
+    public double? SmoothQuantAlpha { get; init; }
+
     /// <summary>
-    /// Sets <paramref name="options"/> to this trial's configuration (precisions, calibration method, float nodes, AdaRound;
-    /// the sensitivity analysis off), so PostTraining writes the same kind of model, e.g. on another backend.
+    /// Sets <paramref name="options"/> to this trial's configuration (precisions, calibration method, float nodes, AdaRound,
+    /// SmoothQuant with the trial's alpha (PostTraining still compares it with no smoothing); the sensitivity analysis off), so PostTraining writes the same kind of model, e.g. on another backend.
     /// </summary>
     public void ApplyTo(PostTrainingOptions options)
     {
@@ -136,11 +184,17 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
         foreach (string node in FloatNodes)
             options.ExcludedNodes.Add(node);
         options.AdaRound = AdaRound;
+        options.SmoothQuant = SmoothQuantAlpha is not null;
+        if (SmoothQuantAlpha is { } alpha)
+        {
+            options.SmoothQuantAlphas.Clear();
+            options.SmoothQuantAlphas.Add(alpha);
+        }
         options.MinOutputCosine = 0;
         options.MaxAccuracyDrop = null;
     }
 
     /// <inheritdoc/>
     public override string ToString()
-        => $"#{Index} {Configuration}: metric {Metric:0.#####}, {SizeBytes / 1024.0:F0} KiB, {LatencyMilliseconds:F3} ms/row, {Time.TotalSeconds:F1} s, {(Accepted ? "accepted" : "rejected: " + Reason)}";
+        => $"#{Index} {Configuration}: metric {Metric:0.#####}, {SizeBytes / 1024.0:F0} KiB, {(double.IsNaN(LatencyMilliseconds) ? "-" : LatencyMilliseconds.ToString("F3", System.Globalization.CultureInfo.InvariantCulture))} ms/row, {Time.TotalSeconds:F1} s, {(Accepted ? "accepted" : "rejected: " + Reason)}";
 }

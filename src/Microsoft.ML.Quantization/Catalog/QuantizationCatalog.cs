@@ -113,9 +113,10 @@ public sealed class QuantizationCatalog
 
     /// <summary>
     /// An automatic quantization experiment (in the manner of ML.NET's AutoML): searches precisions, calibration, 8-bit,
-    /// 16-bit and float nodes and AdaRound, guided by a sensitivity ranking, for the smallest model whose accuracy on the
+    /// 16-bit and float nodes, SmoothQuant and AdaRound, guided by a sensitivity ranking, for the smallest model whose accuracy on the
     /// validation rows drops at most <paramref name="maxAccuracyDrop"/> points (with a label) or whose output cosine is at
-    /// least 0.99 (without one). Run it with <see cref="Auto.AutoQuantizationExperiment.Execute"/>.
+    /// least 0.99 (without one). Run it with <see cref="Auto.AutoQuantizationExperiment.Execute"/>. Binary AUC, regression
+    /// R-squared and the output SQNR: <see cref="Auto.AutoQuantizationOptions.Metric"/> through the options overload.
     /// </summary>
     /// <param name="modelFile">Path of the float ONNX model.</param>
     /// <param name="labelColumnName">The class label column of a multiclass model, or null to score by output cosine.</param>
@@ -130,7 +131,7 @@ public sealed class QuantizationCatalog
         });
     }
 
-    /// <summary>An automatic quantization experiment, as configured by <paramref name="options"/>.</summary>
+    /// <summary>An automatic quantization experiment, as configured by <paramref name="options"/> (checked here; the label column when it runs).</summary>
     public Auto.AutoQuantizationExperiment Auto(Auto.AutoQuantizationOptions options) => new(Context, options);
 
     /// <summary>

@@ -167,7 +167,7 @@ internal static class QuantizationComparer
         };
     }
 
-    private static double Sqnr(double signal, double noise) => noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(signal / noise);
+    internal static double Sqnr(double signal, double noise) => noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(signal / noise);
 
     /// <summary>The index of the largest value; ties go to the lowest index (as the accuracy figures are defined).</summary>
     internal static int ArgMax(ReadOnlySpan<float> v)

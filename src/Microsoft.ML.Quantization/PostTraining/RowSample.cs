@@ -14,12 +14,15 @@ internal sealed class RowSample
     public required bool FixedBatch { get; init; }
     public required string[] Outputs { get; init; }
 
+    /// <summary>The outputs a sample is scored on: <see cref="PostTrainingOptions.Outputs"/>, or every float graph output.</summary>
+    public static string[] ScoredOutputs(OnnxModel model, PostTrainingOptions options)
+        => options.Outputs.Count > 0 ? [.. options.Outputs.Select(o => o.TensorName)]
+            : [.. model.Graph.Outputs.Where(o => o.ElementType == OnnxElementType.Float).Select(o => o.Name)];
+
     /// <summary>Reads the first rows (<paramref name="rowCount"/>, or <see cref="PostTrainingOptions.SensitivityRowCount"/> when null) into memory.</summary>
     public static RowSample Load(MLContext context, OnnxModel model, PostTrainingOptions options, IDataView data, string modelName, int? rowCount = null)
     {
-        var graph = model.Graph;
-        string[] outputs = options.Outputs.Count > 0 ? [.. options.Outputs.Select(o => o.TensorName)]
-            : [.. graph.Outputs.Where(o => o.ElementType == OnnxElementType.Float).Select(o => o.Name)];
+        string[] outputs = ScoredOutputs(model, options);
         var result = OrtSessionFactory.Create(context, SampleRunner.WithOutputs(model, outputs).ToBytes(), options, modelName);
         using var session = result.Session;
         var (inputs, _, fixedBatch) = OrtBatchScorer.Describe(session, modelName, options.Inputs,
@@ -109,6 +112,12 @@ internal sealed class SampleRunner : IDisposable
             int quantCorrect = q.Where((a, r) => a == Rows.Labels![r]).Count();
             return 100.0 * (floatCorrect - quantCorrect) / rows;
         }
+        return WorstMeanCosine(reference, result, rows);
+    }
+
+    /// <summary>The mean row cosine of each output against the reference, the worst output.</summary>
+    internal static double WorstMeanCosine(float[][] reference, float[][] result, int rows)
+    {
         double worst = double.PositiveInfinity;
         for (int o = 0; o < result.Length; o++)
         {
@@ -130,7 +139,7 @@ internal sealed class SampleRunner : IDisposable
         return worst;
     }
 
-    private static bool AllFinite(ReadOnlySpan<float> values)
+    internal static bool AllFinite(ReadOnlySpan<float> values)
     {
         foreach (float v in values)
             if (!float.IsFinite(v))

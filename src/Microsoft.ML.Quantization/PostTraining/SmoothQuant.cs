@@ -18,8 +18,13 @@ internal static class SmoothQuant
 
     internal sealed record Result(OnnxModel Model, CalibrationTable Table, double? Alpha, int Smoothed, IReadOnlyDictionary<string, string> FloatNodes, string Summary);
 
+    /// <summary>
+    /// The best of the alphas and no smoothing by the output cosine of the fake-quantized graph on <paramref name="rows"/>.
+    /// With <paramref name="minOutlierRatio"/> above 0, smooths only when some smoothed activation has outlier channels: its
+    /// largest channel magnitude at least that many times its median channel's.
+    /// </summary>
     public static Result Apply(MLContext context, OnnxModel prepared, CalibrationTable table, PostTrainingOptions options, RowSample rows, string modelName,
-        float[][] reference)
+        float[][] reference, double minOutlierRatio = 0)
     {
         var plan = QdqPlan.Create(prepared.Clone(), table, options);
         // MatMul / Gemm (transA 0) reading an activation with constant 2-D weights, grouped by the activation they read.
@@ -56,6 +61,10 @@ internal static class SmoothQuant
                 stats[group.Key] = ChannelRanges(values[group.Key], k);
         }
 
+        double ratio = stats.Values.Select(OutlierRatio).DefaultIfEmpty(0).Max();
+        if (ratio < minOutlierRatio)
+            return new Result(prepared, table, null, 0, new Dictionary<string, string>(), $"no activation outliers: the largest channel is {ratio:F1}x the median one, under {minOutlierRatio}");
+
         double Measure(OnnxModel model, CalibrationTable t, IReadOnlyDictionary<string, string> floatNodes)
         {
             var fake = FakeQuantGraph.Build(QdqPlan.Create(model.Clone(), t, options, floatNodes));
@@ -75,6 +84,15 @@ internal static class SmoothQuant
                 (best, result) = (score, candidate with { Alpha = alpha });
         }
         return result with { Summary = $"output cosine (all quantized) by alpha: {string.Join(", ", measured)}" };
+    }
+
+    /// <summary>The largest channel magnitude over the median one (a channel's magnitude: max(|min|, |max|)).</summary>
+    private static double OutlierRatio((float[] Min, float[] Max) range)
+    {
+        float[] magnitude = [.. range.Min.Zip(range.Max, (lo, hi) => MathF.Max(-lo, hi))];
+        float max = magnitude.Max();
+        Array.Sort(magnitude);
+        return max / Math.Max(magnitude[magnitude.Length / 2], 1e-6);
     }
 
     /// <summary>The last-axis size of a target's input: MatMul B's rows, Gemm B's K.</summary>

@@ -62,6 +62,7 @@ internal static class SchemeSearch
                 ModelPath = model.Path, BatchSize = settings.BatchSize, IntraOpNumThreads = settings.Threads, SampleCount = runner.CalibrationRows, Backend = settings.Backend,
             },
             // Accuracy with labels; the agreement and cosine budgets as an output cosine of 1 - budget / 100.
+            Metric = accuracy ? AutoQuantizationMetric.MulticlassAccuracy : AutoQuantizationMetric.OutputCosine,
             LabelColumnName = accuracy ? runner.LabelColumn : null,
             MaxAccuracyDrop = budget,
             MinOutputCosine = 1 - budget / 100,
@@ -87,12 +88,14 @@ internal static class SchemeSearch
         string reason = result.ConstraintMet
             ? $"the smallest of {result.Trials.Count(t => t.Accepted)} accepted trial(s) within the {budget:0.##}-point budget{plain}"
             : $"no trial is within the {budget:0.##}-point budget; the most accurate one";
-        // The report lists every trial that ran, as the search measured it (the agreement and SQNR are not measured there).
+        // The report lists every trial that ran, as the search measured it (the agreement and SQNR are not measured there; the
+        // latency, one batch on the chosen backend, only for the trials within the budget).
+        string searchBackend = (settings.Backend == Microsoft.ML.Quantization.Inference.QuantizedBackend.Native ? "native engine" : "ONNX Runtime") + " (search, one batch)";
         var ran = result.Trials.Where(t => !double.IsNaN(t.Metric)).ToList();
         var table = ran.Select(t => new TrialSummary(t.Configuration, t.FixedScheme ? "a plain scheme, tried first" : "a step of the guided search",
             t.Precision.ToString(), TrialRunner.Method(t.CalibrationMethod), t.FloatNodes.Count, t.SizeBytes,
             accuracy ? t.Metric / 100 : t.Metric, accuracy ? result.FloatMetric - t.Metric : (1 - t.Metric) * 100, double.NaN,
-            accuracy ? double.NaN : t.Metric, double.NaN, t.LatencyMilliseconds, "ONNX Runtime (search pass)", t.Accepted, false)).ToList();
+            accuracy ? double.NaN : t.Metric, double.NaN, t.LatencyMilliseconds, searchBackend, t.Accepted, false)).ToList();
         return new SearchResult([chosen], chosen, $"auto: mlContext.Quantization.Auto ({result.Trials.Count} trials, guided by sensitivity; docs/auto.md)", reason,
             table, ran.IndexOf(best));
     }

@@ -88,6 +88,24 @@ public sealed class AutoQuantizationTests
     }
 
     [Fact]
+    public void NativeBackend_TrialsAreScoredOnTheEngineTheResultRunsOn()
+    {
+        var context = new MLContext(seed: 1);
+        IDataView train = context.Data.LoadFromEnumerable(Train.Value), validation = context.Data.LoadFromEnumerable(Validation.Value.Take(300));
+        var options = Options();
+        options.PostTraining.Backend = Microsoft.ML.Quantization.Inference.QuantizedBackend.Native;
+        options.MaxTrials = 4;
+        using var result = context.Quantization.Auto(options).Execute(train, validation);
+        Assert.True(result.ConstraintMet, result.ToString());
+        Assert.Null(result.Model.BackendFallbackReason);
+        Assert.All(result.Trials.Where(t => t.Accepted), t => Assert.True(t.LatencyMilliseconds > 0, t.ToString()));
+        // Compare runs the chosen model on its backend, the native engine: the same accuracy as the trial measured.
+        var comparison = context.Quantization.Compare(TestData.FmnistNet, result.Model, validation,
+            new ComparisonOptions { LabelColumnName = "Label", PerLayer = false, MeasureLatency = false });
+        Assert.Equal(result.BestTrial.Metric, comparison.QuantizedAccuracy!.Value * 100, 6);
+    }
+
+    [Fact]
     public void Cancellation_AndBadOptions_AreReported()
     {
         var context = new MLContext(seed: 1);
