@@ -201,8 +201,14 @@ QATML_API qatml_status qatml_engine_get_info(const qatml_engine* engine, qatml_e
 QATML_API qatml_status qatml_engine_io_row_size(const qatml_engine* engine, int32_t is_output, int32_t index,
                                                 int64_t* out_elements);
 
-/* Runs `batch` rows: inputs[i] is [batch, row elements of input i] float32, outputs[j] likewise
- * (written). input_count / output_count must equal the plan's; buffers must not overlap each other.
+/* The element type (qatml_dtype: FLOAT32, or INT32 / INT64 for token inputs) of input (is_output = 0) or output
+ * (is_output = 1) number `index`: what its buffer holds. */
+QATML_API qatml_status qatml_engine_io_type(const qatml_engine* engine, int32_t is_output, int32_t index, int32_t* out_dtype);
+
+/* Runs `batch` rows: inputs[i] is [batch, row elements of input i] of that input's type (float32, or int32 /
+ * int64 passed through the same pointer array), outputs[j] [batch, row elements] float32 (written).
+ * input_count / output_count must equal the plan's; buffers must not overlap each other. A GATHER index
+ * outside its table fails the run (QATML_INVALID_ARGUMENT naming op, row and value; outputs unspecified).
  * ctx: NULL (one thread), a CPU context whose thread count splits the batch, or a CUDA context of the GPU
  * the engine was created on. */
 QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,

@@ -131,6 +131,20 @@ QATML_API qatml_status qatml_engine_io_row_size(const qatml_engine* engine, int3
     });
 }
 
+QATML_API qatml_status qatml_engine_io_type(const qatml_engine* engine, int32_t is_output, int32_t index, int32_t* out_dtype) {
+    static const char* fn = "qatml_engine_io_type";
+    return guarded(fn, [&]() -> qatml_status {
+        QATML_CHECK_HANDLE(engine, HandleKind::Engine, fn);
+        QATML_CHECK_NOT_NULL(out_dtype, fn);
+        const auto& list = is_output ? engine->outputs : engine->inputs;
+        if (index < 0 || static_cast<size_t>(index) >= list.size())
+            return fail(QATML_INVALID_ARGUMENT, "%s: %s index %d outside 0..%zu", fn, is_output ? "output" : "input", index,
+                        list.size() - 1);
+        *out_dtype = engine->tensors[list[static_cast<size_t>(index)]].dtype;
+        return QATML_OK;
+    });
+}
+
 QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,
                                         const float* const* inputs, int32_t input_count, float* const* outputs,
                                         int32_t output_count) {
