@@ -416,7 +416,8 @@ internal sealed partial class QdqLowering
         if (x.Dims[^1] != k)
             throw Invalid(node, $"input has {x.Dims[^1]} features, the weight expects K = {k}");
         CheckWeightAxis(node, weight, transB ? 0 : 1, n);
-        x = Materialize(x);
+        if (x.Dims.Length > 1)
+            x = Materialize(x);  // [.., K] vectors: the plan tensor needs K last (a flat row is read as one vector as it is)
         long[] outDims = [.. x.Dims[..^1], n];
         int id = _plan.AddTensor(outType, outDims);
         var w = PayloadWriter.OneInput(x.Id, id, xq, outQuant);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Interop;
@@ -37,6 +38,17 @@ internal sealed class NativeInt8Engine : IDisposable
             NativeApi.Check(NativeMethods.qatml_engine_io_row_size(_handle, 0, i, out long n));
             if (n != inputs[i].RowSize)
                 throw new InvalidOperationException($"Native engine input {i} has {n} elements per row, the plan said {inputs[i].RowSize}.");
+            // The caller's buffer is read as the plan input's type: it must be the type the column binding stages.
+            NativeApi.Check(NativeMethods.qatml_engine_io_type(_handle, 0, i, out int dtype));
+            var expected = inputs[i].ElementType switch
+            {
+                TensorElementType.Float => EngineType.Float32,
+                TensorElementType.Int64 => EngineType.Int64,
+                TensorElementType.Int32 => EngineType.Int32,
+                _ => (EngineType)0,
+            };
+            if (dtype != (int)expected)
+                throw new InvalidOperationException($"Native engine input {i} has element type {(EngineType)dtype}, the binding stages {inputs[i].ElementType}.");
         }
     }
 

@@ -315,8 +315,10 @@ struct Loader {
                 if (!i64(&op.k, "K", 1, kMaxDim) || !i64(&op.n, "N", 1, kMaxDim) || !flag(&trans_b, "trans_b") || !r.get(&w_type, "w_type") ||
                     !flag(&has_zp, "has_w_zero_points") || !flag(&has_bias, "has_bias") || !r.get(&scale_count, "scale_count"))
                     return false;
-                // x [.., K] and y [.., N]: m vectors per row.
-                if (x.dims[x.rank - 1] != op.k) return r.bad("op %d (GEMM): input's last dim is %lld, K is %lld", index, (long long)x.dims[x.rank - 1], (long long)op.k);
+                // x [.., K] and y [.., N]: m vectors per row (a row of K elements in any shape is one vector).
+                if (x.elems != op.k && x.dims[x.rank - 1] != op.k)
+                    return r.bad("op %d (GEMM): input has %lld elements per row and last dim %lld, K is %lld", index, (long long)x.elems,
+                                 (long long)x.dims[x.rank - 1], (long long)op.k);
                 if (y.dims[y.rank - 1] != op.n || y.elems / op.n != x.elems / op.k)
                     return r.bad("op %d (GEMM): output must be %lld vectors of N = %lld", index, (long long)(x.elems / op.k), (long long)op.n);
                 if (scale_count != 1 && scale_count != op.n) return r.bad("op %d (GEMM): scale_count %u must be 1 or N = %lld", index, scale_count, (long long)op.n);
