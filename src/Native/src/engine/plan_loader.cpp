@@ -144,6 +144,18 @@ struct Loader {
                          type_name(e->tensors[op.y].dtype), op.y);
         return true;
     }
+    // `floats` float32 weights (and bias) into op.data, each finite.
+    bool finite_weights(Op& op, int index, int64_t floats) {
+        const uint8_t* values = r.bytes(floats * 4, "weights");
+        if (!values) return false;
+        op.data.assign(values, values + floats * 4);
+        for (int64_t i = 0; i < floats; ++i) {
+            float v;
+            std::memcpy(&v, values + 4 * i, 4);
+            if (!std::isfinite(v)) return r.bad("op %d (%s): weight or bias %lld = %g is not finite", index, op_name(op.kind), (long long)i, double(v));
+        }
+        return true;
+    }
     bool same_shape(const Tensor& a, const Tensor& b) { return a.rank == b.rank && std::equal(a.dims, a.dims + a.rank, b.dims); }
     // Elements of the dims [from, to) of t.
     static int64_t span(const Tensor& t, int from, int to) {
@@ -636,15 +648,7 @@ struct Loader {
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total, 31))
                     return r.bad("op %d (FLOAT_CONV): weight size overflows", index);
-                const int64_t floats = total + (has_bias ? m : 0);
-                const uint8_t* values = r.bytes(floats * 4, "weights");
-                if (!values) return false;
-                op.data.assign(values, values + floats * 4);
-                for (int64_t i = 0; i < floats; ++i) {
-                    float v;
-                    std::memcpy(&v, values + 4 * i, 4);
-                    if (!std::isfinite(v)) return r.bad("op %d (FLOAT_CONV): weight or bias %lld = %g is not finite", index, (long long)i, double(v));
-                }
+                if (!finite_weights(op, index, total + (has_bias ? m : 0))) return false;
                 op.n = m;
                 op.groups = groups;
                 op.cpg = cpg;
@@ -716,15 +720,7 @@ struct Loader {
                     return r.bad("op %d (FLOAT_GEMM): x must be [.., K = %lld] and y the same vectors of N = %lld", index, (long long)op.k, (long long)op.n);
                 int64_t total = 0;
                 if (!checked_mul("plan", "K*N", op.k, op.n, &total, 31)) return r.bad("op %d (FLOAT_GEMM): the weights exceed 2^31 elements", index);
-                const int64_t floats = total + (has_bias ? op.n : 0);
-                const uint8_t* values = r.bytes(floats * 4, "weights");
-                if (!values) return false;
-                op.data.assign(values, values + floats * 4);
-                for (int64_t i = 0; i < floats; ++i) {
-                    float v;
-                    std::memcpy(&v, values + 4 * i, 4);
-                    if (!std::isfinite(v)) return r.bad("op %d (FLOAT_GEMM): weight or bias %lld = %g is not finite", index, (long long)i, double(v));
-                }
+                if (!finite_weights(op, index, total + (has_bias ? op.n : 0))) return false;
                 op.count_include_pad = static_cast<int32_t>(has_bias);
                 return define(op.y, index);
             }
