@@ -42,7 +42,7 @@ struct Step {
     kernels::FloatConvPlan float_conv;
     kernels::GatherPlan gather;
     kernels::FloatGemmPlan float_gemm;
-    int64_t vectors = 1;              // GEMM / FLOAT_GEMM: vectors per row ([.., K] inputs)
+    int64_t vectors = 1;             // GEMM / FLOAT_GEMM: vectors per row ([.., K] inputs)
     std::vector<float> float_scale;  // GEMM with a float output: x_scale * w_scale per column
     // Scratch of a run of `rows` rows.
     int64_t scratch_bytes(int64_t rows) const;

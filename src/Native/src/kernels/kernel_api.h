@@ -186,7 +186,7 @@ struct GatherPlan {
     const uint8_t* table = nullptr;
     int64_t rows = 0, row_bytes = 0, count = 0;
     int32_t index_type = QATML_TYPE_INT64;  // of the indices tensor
-    const int64_t* fixed = nullptr;          // constant indices (checked at load), or nullptr
+    const int64_t* fixed = nullptr;         // constant indices (checked at load), or nullptr
 };
 // Returns -1, or the flat position (row * count + i) of the first index outside -rows..rows-1: then nothing after
 // it is written.
