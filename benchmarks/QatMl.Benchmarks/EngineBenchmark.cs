@@ -75,13 +75,13 @@ internal static class EngineBenchmark
                 OnnxModel onnx = OnnxModel.Load(path);
                 var inputs = onnx.Graph.RuntimeInputs;
                 QatMl.Benchmarks.Zoo.ZooRows data = model.Rows(zoo, inputs[0].Name);
-                if (data.Tensors.Count != 1 || !data.Tensors[0].IsFloat)
-                {
-                    Console.WriteLine($"{model.Name}: inputs {string.Join(", ", data.Tensors.Select(t => t.Name))}: the timed call takes one float input; not timed");
-                    continue;
-                }
                 bool fixedBatch = inputs[0].Shape is { Count: > 0 } shape && shape[0].Value is long b && b > 0;
                 string output = model.Output(onnx);
+                if (data.Tensors.Count != 1 || !data.Tensors[0].IsFloat)
+                {
+                    TokenModel(settings, context, model, path, data, output, fixedBatch ? [1] : batches);
+                    continue;
+                }
                 QuantizedModelTransformer Fit(QuantizationPrecision precision)
                     => context.Quantization.PostTraining(QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, precision, fixedBatch, QuantizedBackend.OnnxRuntime))
                         .Fit(data.Calibration(context));
@@ -108,6 +108,59 @@ internal static class EngineBenchmark
                 Console.WriteLine($"{model.Name}: FAILED {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
             }
         }
+    }
+
+    /// <summary>
+    /// A zoo model with several or integer inputs (token ids, masks): PTQ INT8, then the rows through each backend's
+    /// transformer (IDataView; the raw call takes one float buffer), the output difference and the per-tensor comparison.
+    /// </summary>
+    private static void TokenModel(BenchmarkSettings settings, MLContext context, QatMl.Benchmarks.Zoo.ZooModel model, string path,
+        QatMl.Benchmarks.Zoo.ZooRows data, string output, int[] batches)
+    {
+        QuantizedModelTransformer int8 = context.Quantization.PostTraining(
+            QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, QuantizationPrecision.Int8, false, QuantizedBackend.OnnxRuntime)).Fit(data.Calibration(context));
+        Console.WriteLine($"{model.Name} ({model.Family}): inputs {string.Join(", ", data.Tensors.Select(t => $"{t.Name} [{string.Join(", ", t.RowDims)}]"))}; " +
+                          $"PTQ on {data.CalibrationCount} rows, {data.HeldOutCount} rows per pass, one thread, best of {settings.Repeat}; rows/s through IDataView");
+        using (var native = NativeInt8Engine.TryLoad(int8.QuantizedModel, model.Name, int8.Settings.Inputs, int8.Settings.Outputs, int8.Settings.InputShapes, 1,
+                   out IReadOnlyList<string> reasons))
+        {
+            if (native is null)
+            {
+                Console.WriteLine($"  native engine: does not run it: {string.Join("; ", reasons)}");
+                return;
+            }
+            Console.WriteLine($"  native INT8: {native.Ops.Count} plan ops ({native.NativeOpCount} after fusion), packed weights {native.WeightBytes:N0} bytes, activations {native.ArenaBytesPerRow:N0} bytes/row");
+        }
+        IDataView timed = context.Data.Cache(data.HeldOut(context));
+        byte[] floatBytes = File.ReadAllBytes(path);
+        Console.WriteLine($"  {"batch",5} {"ORT FP32",10} {"ORT INT8",10} {"nat INT8",10}   nat/ORT-INT8  nat/ORT-FP32");
+        foreach (int batch in batches)
+        {
+            var transformers = new ITransformer[]
+            {
+                context.Quantization.ScoreOnnxModel((int8.Settings with { BatchSize = batch, IntraOpNumThreads = 1 }).ToScoringOptions(floatBytes)).Fit(timed),
+                new QuantizedModelTransformer(context, int8.QuantizedModel, int8.Settings with { Backend = QuantizedBackend.OnnxRuntime, AllowBackendFallback = false, BatchSize = batch }, int8.Nodes),
+                new QuantizedModelTransformer(context, int8.QuantizedModel, int8.Settings with { Backend = QuantizedBackend.Native, AllowBackendFallback = false, BatchSize = batch }, int8.Nodes),
+            };
+            var speed = transformers.Select(t => data.HeldOutCount / settings.Best(() => ScoringBenchmark.Consume(t.Transform(timed), "zoo_output")).Wall).ToArray();
+            Console.WriteLine($"  {batch,5} {speed[0],10:N0} {speed[1],10:N0} {speed[2],10:N0}   {speed[2] / speed[1],11:F2}x {speed[2] / speed[0],12:F2}x");
+            if (batch == batches[^1])
+            {
+                float[] ort = Column(transformers[1].Transform(timed), "zoo_output"), nat = Column(transformers[2].Transform(timed), "zoo_output");
+                Console.WriteLine($"  outputs over {data.HeldOutCount} rows: native INT8 vs ORT INT8 {Difference(int8, ort, nat)}");
+            }
+            foreach (var t in transformers)
+                (t as IDisposable)?.Dispose();
+        }
+        var inputs = data.Tensors.Select((t, i) => (t.Name, Values: Stack(data, i), t.RowDims)).ToList();
+        Console.WriteLine($"  INT8 {PerTensorDifferences(int8, inputs, data.HeldOutCount)}");
+    }
+
+    /// <summary>Input <paramref name="index"/> of the held-out rows, row after row (float[] or long[]).</summary>
+    private static Array Stack(QatMl.Benchmarks.Zoo.ZooRows data, int index)
+    {
+        var rows = data.Rows.Skip(data.CalibrationCount).Select(r => r[index]).ToList();
+        return data.Tensors[index].IsFloat ? rows.SelectMany(r => (float[])r).ToArray() : rows.SelectMany(r => (long[])r).ToArray();
     }
 
     private static string? Option(string[] args, string name)
@@ -246,6 +299,12 @@ internal static class EngineBenchmark
     /// </summary>
     private static string PerTensorDifferences(QuantizedModelTransformer model, float[] inputs, int[] rowDims, int rows)
     {
+        string input = model.Settings.Inputs.FirstOrDefault()?.TensorName ?? OnnxModel.Parse(model.QuantizedModel).Graph.RuntimeInputs[0].Name;
+        return PerTensorDifferences(model, [(input, inputs, rowDims)], rows);
+    }
+
+    private static string PerTensorDifferences(QuantizedModelTransformer model, IReadOnlyList<(string Tensor, Array Values, int[] RowDims)> inputs, int rows)
+    {
         var onnx = OnnxModel.Parse(model.QuantizedModel);
         var g = onnx.Graph;
         var consumers = g.ConsumerMap();
@@ -255,23 +314,28 @@ internal static class EngineBenchmark
                 pairs.Add((q, dq));
         if (pairs.Count == 0)
             return "per tensor: no quantized activations";
-        string input = model.Settings.Inputs.FirstOrDefault()?.TensorName ?? g.RuntimeInputs[0].Name;
         // ONNX Runtime: the integers of every QuantizeLinear.
         var ortModel = OnnxModel.Parse(model.QuantizedModel);
         ortModel.Graph.AddOutputs(pairs.Select(p => p.Q.Outputs[0]).Where(n => !ortModel.Graph.IsGraphOutput(n)));
         var so = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         using var session = new InferenceSession(ortModel.ToBytes(), so);
-        using var value = OrtValue.CreateTensorValueFromMemory(inputs, [rows, .. rowDims.Select(d => (long)d)]);
+        var values = inputs.Select(i =>
+        {
+            long[] shape = [rows, .. i.RowDims.Select(d => (long)d)];
+            return i.Values is long[] ids ? OrtValue.CreateTensorValueFromMemory(ids, shape) : OrtValue.CreateTensorValueFromMemory((float[])i.Values, shape);
+        }).ToList();
         string[] names = pairs.Select(p => p.Q.Outputs[0]).ToArray();
-        using var results = session.Run(new RunOptions(), [input], [value], names);
+        using var results = session.Run(new RunOptions(), inputs.Select(i => i.Tensor).ToArray(), values, names);
+        foreach (var v in values)
+            v.Dispose();
         // The engine: the DequantizeLinear of each, as outputs of the same lowering.
         var bindings = pairs.Select(p => new OnnxColumnBinding(p.Dq.Outputs[0], p.Dq.Outputs[0])).ToList();
-        var inputBindings = model.Settings.Inputs.Count > 0 ? model.Settings.Inputs : [new OnnxColumnBinding(input, input)];
+        var inputBindings = inputs.Select(i => new OnnxColumnBinding(i.Tensor, i.Tensor)).ToList();
         using var engine = NativeInt8Engine.TryLoad(model.QuantizedModel, "per-tensor", inputBindings, bindings, model.Settings.InputShapes, 1, out var why);
         if (engine is null)
             return $"per tensor: the engine does not load the model with every activation as an output ({string.Join("; ", why)})";
         var native = engine.Outputs.Select(o => new float[rows * o.RowSize]).ToArray();
-        engine.Run(rows, [inputs], native);
+        engine.Run(rows, inputs.Select(i => i.Values).ToArray(), native);
         int within = 0;
         var worst = new List<string>();
         for (int i = 0; i < pairs.Count; i++)

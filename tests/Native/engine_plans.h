@@ -492,4 +492,93 @@ inline std::vector<uint8_t> pooling_plan(float global_y_scale = 0.05f, int64_t a
     return p.b;
 }
 
+// GATHER: rows of `table` (bytes of y's type, rows x row_elements) at the indices tensor, or at the constant indices.
+inline void gather_op(PlanWriter& w, uint32_t indices, uint32_t y, int64_t rows, int64_t row_elements, const std::vector<uint8_t>& table,
+                      const std::vector<int64_t>& constant = {}) {
+    OpBuilder o;
+    o.body.put(y);
+    o.body.put<uint32_t>(constant.empty() ? 0u : 1u);
+    if (constant.empty()) {
+        o.body.put(indices);
+    } else {
+        o.body.put<int64_t>(static_cast<int64_t>(constant.size()));
+        for (int64_t i : constant) o.body.put(i);
+    }
+    o.body.i64s({rows, row_elements});
+    o.body.b.insert(o.body.b.end(), table.begin(), table.end());
+    w.op(QATML_ENGINE_OP_GATHER, o);
+}
+inline void cast_op(PlanWriter& w, uint32_t x, uint32_t y) {
+    OpBuilder o;
+    o.body.put(x);
+    o.body.put(y);
+    w.op(QATML_ENGINE_OP_CAST, o);
+}
+// GEMM of int8 weights [K, N] (per-tensor scale, no bias) over [.., K] rows; y_float: MatMulIntegerToFloat.
+inline void gemm_op(PlanWriter& w, uint32_t x, uint32_t y, float xs, int32_t xz, float ys, int32_t yz, int64_t k, int64_t n, float w_scale,
+                    const std::vector<int8_t>& weights) {
+    OpBuilder o;
+    o.body.put(x);
+    o.body.put(y);
+    o.body.q(xs, xz);
+    o.body.q(ys, yz);
+    o.body.i64s({k, n});
+    for (uint32_t v : {0u, uint32_t(QATML_TYPE_INT8), 0u, 0u, 1u}) o.body.put(v);
+    o.body.put(w_scale);
+    for (int8_t v : weights) o.body.put(v);
+    w.op(QATML_ENGINE_OP_GEMM, o);
+}
+inline void float_gemm_op(PlanWriter& w, uint32_t x, uint32_t y, int64_t k, int64_t n, const std::vector<float>& weights, const std::vector<float>& bias) {
+    OpBuilder o;
+    o.body.put(x);
+    o.body.put(y);
+    o.body.i64s({k, n});
+    o.body.put<uint32_t>(bias.empty() ? 0u : 1u);
+    for (float v : weights) o.body.put(v);
+    for (float v : bias) o.body.put(v);
+    w.op(QATML_ENGINE_OP_FLOAT_GEMM, o);
+}
+
+// A transformer's front in miniature: int64 token ids [5] gather a uint8 table [7 rows x 4]; int32 segments are
+// cast to int64 and gather a float table [2 x 4]; constant position ids [5] gather an int8 table [6 x 4]; the int32
+// mask is cast to float. The token rows go through a GEMM over [5, 4] vectors to uint8 [5, 3] and to float
+// (MatMulIntegerToFloat), then a FLOAT_GEMM [5, 3] x [3, 2] + bias. Outputs (per row): 0 tokens [5, 4] dequantized,
+// 1 segments [5, 4], 2 positions [5, 4] dequantized, 3 mask [5], 4 GEMM uint8 [5, 3] dequantized, 5 FLOAT_GEMM [5, 2].
+struct TokenNet {
+    std::vector<uint8_t> words = std::vector<uint8_t>(28), positions = std::vector<uint8_t>(24);
+    std::vector<float> segments = std::vector<float>(8), fg_w = std::vector<float>(6), fg_b = {0.25f, -0.5f};
+    std::vector<int8_t> gw = std::vector<int8_t>(12);
+    std::vector<int64_t> position_ids = {0, 1, 2, 3, -1};
+    TokenNet() {
+        std::mt19937 r(11);
+        for (auto& v : words) v = static_cast<uint8_t>(r() % 256);
+        for (auto& v : positions) v = static_cast<uint8_t>(r() % 256);
+        for (auto& v : segments) v = static_cast<float>(static_cast<int>(r() % 41) - 20) * 0.125f;
+        for (auto& v : fg_w) v = static_cast<float>(static_cast<int>(r() % 21) - 10) * 0.1f;
+        for (auto& v : gw) v = static_cast<int8_t>(static_cast<int>(r() % 255) - 127);
+    }
+    std::vector<uint8_t> plan() const {
+        PlanWriter w;
+        const uint32_t ids = w.tensor(QATML_TYPE_INT64, {5}), seg = w.tensor(QATML_TYPE_INT32, {5}), mask = w.tensor(QATML_TYPE_INT32, {5});
+        const uint32_t tok = w.tensor(QATML_TYPE_UINT8, {5, 4}), seg64 = w.tensor(QATML_TYPE_INT64, {5}), segv = w.tensor(QATML_TYPE_FLOAT32, {5, 4});
+        const uint32_t pos = w.tensor(QATML_TYPE_INT8, {5, 4}), maskf = w.tensor(QATML_TYPE_FLOAT32, {5});
+        const uint32_t g8 = w.tensor(QATML_TYPE_UINT8, {5, 3}), gf = w.tensor(QATML_TYPE_FLOAT32, {5, 3}), fg = w.tensor(QATML_TYPE_FLOAT32, {5, 2});
+        const uint32_t tok_out = w.tensor(QATML_TYPE_FLOAT32, {5, 4}), pos_out = w.tensor(QATML_TYPE_FLOAT32, {5, 4}), g8_out = w.tensor(QATML_TYPE_FLOAT32, {5, 3});
+        w.inputs = {ids, seg, mask};
+        w.outputs = {tok_out, segv, pos_out, maskf, g8_out, fg};
+        gather_op(w, ids, tok, 7, 4, words);
+        cast_op(w, seg, seg64);
+        gather_op(w, seg64, segv, 2, 4, bytes_of(segments));
+        gather_op(w, 0, pos, 6, 4, positions, position_ids);
+        cast_op(w, mask, maskf);
+        gemm_op(w, tok, g8, 0.02f, 128, 0.05f, 100, 4, 3, 0.01f, gw);
+        gemm_op(w, tok, gf, 0.02f, 128, 1.0f, 0, 4, 3, 0.01f, gw);
+        float_gemm_op(w, gf, fg, 3, 2, fg_w, fg_b);
+        quantize_op(w, tok, tok_out, 0.02f, 128, true);
+        quantize_op(w, pos, pos_out, 0.03f, -3, true);
+        quantize_op(w, g8, g8_out, 0.05f, 100, true);
+        return w.bytes();
+    }
+};
+
 }  // namespace qatml_test

@@ -218,15 +218,15 @@ TEST(Engine, PoolWhosePaddedPlaneExceedsTheScratchLimitIsRejectedAtLoad) {
 TEST(Engine, FuzzedPlansNeverCrash) {
     Net net;
     // The mutations start from the plan whose CONV and MAXPOOL the loader fuses, the one it does not, and the plan with
-    // every op kind of wider models.
-    const std::vector<uint8_t> plans[3] = {net.plan(true), net.plan(false), qatml_test::wide_ops_plan()};
+    // every op kind of wider models, and the plan with integer inputs.
+    const std::vector<uint8_t> plans[4] = {net.plan(true), net.plan(false), qatml_test::wide_ops_plan(), qatml_test::TokenNet().plan()};
     std::mt19937 r(seed());
     const int iterations = std::getenv("QATML_FUZZ_ITERATIONS") ? std::atoi(std::getenv("QATML_FUZZ_ITERATIONS")) : 20000;
     int accepted = 0, rejected = 0;
     const uint8_t boundary[] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x07, 0x08, 0x09, 0x7f, 0x80, 0xfe, 0xff};
     for (int it = 0; it < iterations; ++it) {
         std::vector<uint8_t> m;
-        const std::vector<uint8_t>& plan = plans[(it / 8) % 3];
+        const std::vector<uint8_t>& plan = plans[(it / 8) % 4];
         const int mode = it % 8;
         if (mode == 0) {  // random bytes, sometimes with a valid header
             m.resize(std::uniform_int_distribution<size_t>(0, 600)(r));
@@ -275,7 +275,10 @@ TEST(Engine, FuzzedPlansNeverCrash) {
                 int64_t n = 0;
                 qatml_engine_io_row_size(e, 0, i, &n);
                 small &= n <= (1 << 20);
-                ins[static_cast<size_t>(i)].assign(static_cast<size_t>(small ? 2 * n : 1), 0.5f);
+                // Integer inputs (8 bytes an element at most) hold index 0, inside every table.
+                int32_t type = 0;
+                ASSERT_EQ(qatml_engine_io_type(e, 0, i, &type), QATML_OK);
+                ins[static_cast<size_t>(i)].assign(static_cast<size_t>(small ? 4 * n : 2), type == QATML_TYPE_FLOAT32 ? 0.5f : 0.0f);
                 ip.push_back(ins[static_cast<size_t>(i)].data());
             }
             for (int i = 0; i < info.output_count; ++i) {

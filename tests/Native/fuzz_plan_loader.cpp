@@ -18,7 +18,8 @@ namespace {
 
 bool write_seeds(const std::string& dir) {
     const qatml_test::EngineNet net;
-    const std::vector<uint8_t> seeds[] = {net.plan(true), net.plan(false), qatml_test::pooling_plan(), qatml_test::wide_ops_plan()};
+    const std::vector<uint8_t> seeds[] = {net.plan(true), net.plan(false), qatml_test::pooling_plan(), qatml_test::wide_ops_plan(),
+                                          qatml_test::TokenNet().plan()};
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; ++i) {
         const std::string path = dir + "/seed" + std::to_string(i) + ".qep";
         std::FILE* f = std::fopen(path.c_str(), "wb");
@@ -55,9 +56,12 @@ void run_small(const qatml_engine* e) {
             int64_t n = 0;
             if (qatml_engine_io_row_size(e, is_output, i, &n) != QATML_OK) std::abort();
             if (n > kMaxRow) return;
+            int32_t type = QATML_TYPE_FLOAT32;
+            if (qatml_engine_io_type(e, is_output, i, &type) != QATML_OK) std::abort();
             std::vector<float>& v = (is_output ? outs : ins)[static_cast<size_t>(i)];
-            v.resize(static_cast<size_t>(2 * n));
-            for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(static_cast<int>(k % 17) - 8) * 0.37f;
+            v.resize(static_cast<size_t>(4 * n));  // room for two rows of 8-byte elements
+            // Float values, or index 0 (inside every table) for integer inputs.
+            for (size_t k = 0; k < v.size(); ++k) v[k] = type == QATML_TYPE_FLOAT32 ? static_cast<float>(static_cast<int>(k % 17) - 8) * 0.37f : 0.0f;
             if (is_output) op.push_back(v.data());
             else ip.push_back(v.data());
         }

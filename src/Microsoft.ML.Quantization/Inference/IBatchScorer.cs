@@ -81,6 +81,16 @@ internal static class BatchScorerSchema
         }
     }
 
+    /// <summary>The array type of an input's staging (float[], long[], int[], bool[]).</summary>
+    internal static Type BufferType(TensorElementType type) => type switch
+    {
+        TensorElementType.Float => typeof(float[]),
+        TensorElementType.Int64 => typeof(long[]),
+        TensorElementType.Int32 => typeof(int[]),
+        TensorElementType.Bool => typeof(bool[]),
+        _ => throw new NotSupportedException($"Inputs of type {type} cannot be read from a column."),
+    };
+
     /// <summary>Staging for <paramref name="rows"/> rows of an input, typed as the input.</summary>
     internal static Array CreateInputBuffer(InputSpec input, int rows)
     {

@@ -27,6 +27,10 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(NativeLibraryResolver.LibraryName)]
     internal static partial NativeStatus qatml_engine_io_row_size(EngineHandle engine, int isOutput, int index, out long elements);
 
+    /// <summary>The qatml_dtype of an input or output (FLOAT32 = 4, INT32 = 3, INT64 = 7).</summary>
+    [LibraryImport(NativeLibraryResolver.LibraryName)]
+    internal static partial NativeStatus qatml_engine_io_type(EngineHandle engine, int isOutput, int index, out int dtype);
+
     [LibraryImport(NativeLibraryResolver.LibraryName)]
     internal static partial NativeStatus qatml_engine_run(EngineHandle engine, ContextHandle ctx, long batch, float** inputs, int inputCount,
         float** outputs, int outputCount);

@@ -7,7 +7,9 @@ internal enum EngineType
 {
     UInt8 = 1,
     Int8 = 2,
+    Int32 = 3,
     Float32 = 4,
+    Int64 = 7,
 }
 
 /// <summary>Op kinds of a plan (qatml_engine_op values).</summary>
@@ -33,6 +35,9 @@ internal enum EngineOpKind
     MatMul = 18,
     ReduceMean = 19,
     FloatConv = 20,
+    Gather = 21,
+    Cast = 22,
+    FloatGemm = 23,
 }
 
 /// <summary>Functions of <see cref="EngineOpKind.Unary"/> (qatml_engine_unary values).</summary>

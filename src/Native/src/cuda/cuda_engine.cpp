@@ -316,7 +316,11 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
             return QATML_OK;
         }
         case QATML_ENGINE_OP_CONV:
+            break;
         case QATML_ENGINE_OP_GEMM:
+            // One K-vector per row and an 8-bit output; [.., K] rows and float outputs (transformers) run on the CPU.
+            if (tx.elems != op.k || ty.dtype == QATML_TYPE_FLOAT32)
+                return fail(QATML_UNSUPPORTED, "%s: op %d (GEMM) over [.., K] rows or with a float output has no CUDA kernel yet; load the plan without a CUDA context to run it on the CPU", fn, index);
             break;
         case QATML_ENGINE_OP_UNARY:
         case QATML_ENGINE_OP_BINARY:

@@ -40,6 +40,10 @@ struct Step {
     float epsilon = 0.0f;
     kernels::MatMulPlan matmul;
     kernels::FloatConvPlan float_conv;
+    kernels::GatherPlan gather;
+    kernels::FloatGemmPlan float_gemm;
+    int64_t vectors = 1;             // GEMM / FLOAT_GEMM: vectors per row ([.., K] inputs)
+    std::vector<float> float_scale;  // GEMM with a float output: x_scale * w_scale per column
     // Scratch of a run of `rows` rows.
     int64_t scratch_bytes(int64_t rows) const;
 };
@@ -61,6 +65,7 @@ constexpr int64_t kMaxDim = int64_t(1) << 31;
 
 const char* op_name(int kind);
 inline bool is_q8(int32_t t) { return t == QATML_TYPE_UINT8 || t == QATML_TYPE_INT8; }
+inline bool is_index_type(int32_t t) { return t == QATML_TYPE_INT32 || t == QATML_TYPE_INT64; }
 
 // plan_loader.cpp: validates the plan completely and fills e (tensors, ops, packed weights for e->isa).
 qatml_status load_plan(qatml_engine* e, const uint8_t* plan, int64_t plan_bytes, const char* fn);
@@ -85,6 +90,9 @@ struct Lifetime {
 int64_t plan_offsets(const std::vector<Lifetime>& items, int steps, std::vector<int64_t>* offsets, int64_t* naive);
 // The plan-level memory plan (tensor offsets, e->arena_per_row) device runners use.
 void plan_memory(qatml_engine* e);
+
+// integer_inputs.cpp: the step of a GATHER, CAST or FLOAT_GEMM op.
+void prepare_integer_input_op(const qatml_engine& e, const plan::Op& op, Step& s);
 
 // runner.cpp
 qatml_status run_on_cpu(const qatml_engine* e, const qatml_context* ctx, int64_t batch, const float* const* inputs,

@@ -49,6 +49,21 @@ qatml_status check_run(const qatml_engine* engine, const qatml_context* ctx, int
 
 bool is_cuda(const qatml_context* ctx) { return ctx != nullptr && context_device(ctx).kind == QATML_DEVICE_CUDA; }
 
+// The tensor of input (is_output = 0) or output number `index`, for the io queries (the handle checked first).
+template <typename Read>
+qatml_status io_query(const qatml_engine* engine, int32_t is_output, int32_t index, const void* out, const char* fn, Read read) {
+    return guarded(fn, [&]() -> qatml_status {
+        QATML_CHECK_HANDLE(engine, HandleKind::Engine, fn);
+        QATML_CHECK_NOT_NULL(out, fn);
+        const auto& list = is_output ? engine->outputs : engine->inputs;
+        if (index < 0 || static_cast<size_t>(index) >= list.size())
+            return fail(QATML_INVALID_ARGUMENT, "%s: %s index %d outside 0..%zu", fn, is_output ? "output" : "input", index,
+                        list.size() - 1);
+        read(engine->tensors[list[static_cast<size_t>(index)]]);
+        return QATML_OK;
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -118,17 +133,12 @@ QATML_API qatml_status qatml_engine_get_info(const qatml_engine* engine, qatml_e
 
 QATML_API qatml_status qatml_engine_io_row_size(const qatml_engine* engine, int32_t is_output, int32_t index,
                                                 int64_t* out_elements) {
-    static const char* fn = "qatml_engine_io_row_size";
-    return guarded(fn, [&]() -> qatml_status {
-        QATML_CHECK_HANDLE(engine, HandleKind::Engine, fn);
-        QATML_CHECK_NOT_NULL(out_elements, fn);
-        const auto& list = is_output ? engine->outputs : engine->inputs;
-        if (index < 0 || static_cast<size_t>(index) >= list.size())
-            return fail(QATML_INVALID_ARGUMENT, "%s: %s index %d outside 0..%zu", fn, is_output ? "output" : "input", index,
-                        list.size() - 1);
-        *out_elements = engine->tensors[list[static_cast<size_t>(index)]].elems;
-        return QATML_OK;
-    });
+    return io_query(engine, is_output, index, out_elements, "qatml_engine_io_row_size",
+                    [&](const qatml::plan::Tensor& t) { *out_elements = t.elems; });
+}
+
+QATML_API qatml_status qatml_engine_io_type(const qatml_engine* engine, int32_t is_output, int32_t index, int32_t* out_dtype) {
+    return io_query(engine, is_output, index, out_dtype, "qatml_engine_io_type", [&](const qatml::plan::Tensor& t) { *out_dtype = t.dtype; });
 }
 
 QATML_API qatml_status qatml_engine_run(const qatml_engine* engine, const qatml_context* ctx, int64_t batch,

@@ -82,7 +82,7 @@ Epilogue op_epilogue(const Op& op, int32_t out_type, int64_t channels) {
 int64_t Step::scratch_bytes(int64_t rows) const {
     switch (kind) {
         case QATML_ENGINE_OP_CONV: return conv_scratch_bytes(*conv);
-        case QATML_ENGINE_OP_GEMM: return gemm_scratch_bytes(gemm, rows);
+        case QATML_ENGINE_OP_GEMM: return gemm_scratch_bytes(gemm, rows * vectors);
         case QATML_ENGINE_OP_MAXPOOL:
         case QATML_ENGINE_OP_AVGPOOL: return pool.scratch_bytes;
         case QATML_ENGINE_OP_GLOBAL_AVGPOOL: return global_pool.scratch_bytes;
@@ -420,6 +420,9 @@ void prepare_wider_op(const qatml_engine& e, const Op& op, Step& s, const SimdKe
             f.bias = op.count_include_pad ? f.weights + op.n * op.cpg * op.kh * op.kw : nullptr;
             break;
         }
+        case QATML_ENGINE_OP_GATHER:
+        case QATML_ENGINE_OP_CAST:
+        case QATML_ENGINE_OP_FLOAT_GEMM: prepare_integer_input_op(e, op, s); break;
         default: break;
     }
 }
@@ -475,7 +478,10 @@ qatml_status build_cpu_program(qatml_engine* e, const char* fn) {
                 break;
             }
             case QATML_ENGINE_OP_GEMM:
-                gemm_prepare(s.gemm, op.w.get(), tx.dtype, op.qx.zp, op_epilogue(op, ty.dtype, op.n));
+                // A float output (MatMulIntegerToFloat): int32 sums written in place, then scaled to float.
+                gemm_prepare(s.gemm, op.w.get(), tx.dtype, op.qx.zp, op_epilogue(op, ty.dtype == QATML_TYPE_FLOAT32 ? QATML_TYPE_INT32 : ty.dtype, op.n));
+                s.vectors = tx.elems / op.k;
+                if (ty.dtype == QATML_TYPE_FLOAT32) s.float_scale = s.gemm.ep.mult;
                 break;
             case QATML_ENGINE_OP_MAXPOOL:
             case QATML_ENGINE_OP_AVGPOOL:

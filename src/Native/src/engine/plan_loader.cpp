@@ -37,6 +37,9 @@ const char* op_name(int kind) {
         case QATML_ENGINE_OP_MATMUL: return "MATMUL";
         case QATML_ENGINE_OP_REDUCE_MEAN: return "REDUCE_MEAN";
         case QATML_ENGINE_OP_FLOAT_CONV: return "FLOAT_CONV";
+        case QATML_ENGINE_OP_GATHER: return "GATHER";
+        case QATML_ENGINE_OP_CAST: return "CAST";
+        case QATML_ENGINE_OP_FLOAT_GEMM: return "FLOAT_GEMM";
         default: return "?";
     }
 }
@@ -125,6 +128,31 @@ struct Loader {
         for (int i = 0; i < rank; ++i) {
             const int64_t d = dims[i], yd = y.dims[y.rank - rank + i];
             if (d != 1 && d != yd) return r.bad("op %d (BINARY): %s dim %d is %lld, the output's %lld", index, what, i, (long long)d, (long long)yd);
+        }
+        return true;
+    }
+    // INT32 / INT64 tensors are written only by CAST (or are plan inputs) and read only by GATHER and CAST: no other op's
+    // kernel sees their element size.
+    bool integer_tensors_stay_in_their_ops(const Op& op, int index) {
+        const bool reads_ok = op.kind == QATML_ENGINE_OP_GATHER || op.kind == QATML_ENGINE_OP_CAST;
+        for (uint32_t id : op.inputs)
+            if (is_index_type(e->tensors[id].dtype) && !reads_ok)
+                return r.bad("op %d (%s): reads the %s tensor %u (only GATHER and CAST read integer tensors)", index, op_name(op.kind),
+                             type_name(e->tensors[id].dtype), id);
+        if (is_index_type(e->tensors[op.y].dtype) && op.kind != QATML_ENGINE_OP_CAST)
+            return r.bad("op %d (%s): writes the %s tensor %u (only CAST writes integer tensors)", index, op_name(op.kind),
+                         type_name(e->tensors[op.y].dtype), op.y);
+        return true;
+    }
+    // `floats` float32 weights (and bias) into op.data, each finite.
+    bool finite_weights(Op& op, int index, int64_t floats) {
+        const uint8_t* values = r.bytes(floats * 4, "weights");
+        if (!values) return false;
+        op.data.assign(values, values + floats * 4);
+        for (int64_t i = 0; i < floats; ++i) {
+            float v;
+            std::memcpy(&v, values + 4 * i, 4);
+            if (!std::isfinite(v)) return r.bad("op %d (%s): weight or bias %lld = %g is not finite", index, op_name(op.kind), (long long)i, double(v));
         }
         return true;
     }
@@ -285,14 +313,26 @@ struct Loader {
             case QATML_ENGINE_OP_GEMM: {
                 if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
                 const Tensor &x = T[op.x], &y = T[op.y];
-                if (!is_q8(x.dtype) || !is_q8(y.dtype)) return r.bad("op %d (GEMM): input and output must be uint8/int8", index);
-                if (!qparam(&op.qx, x.dtype, "x quantization") || !qparam(&op.qy, y.dtype, "y quantization")) return false;
+                if (!is_q8(x.dtype) || !(is_q8(y.dtype) || y.dtype == QATML_TYPE_FLOAT32))
+                    return r.bad("op %d (GEMM): input must be uint8/int8, output uint8/int8 or float32", index);
+                if (!qparam(&op.qx, x.dtype, "x quantization")) return false;
+                if (y.dtype == QATML_TYPE_FLOAT32) {
+                    // MatMulIntegerToFloat: no output quantization; the multiplier is x_scale * w_scale.
+                    if (!r.get(&op.qy.scale, "y scale") || !r.get(&op.qy.zp, "y zero point")) return false;
+                    if (op.qy.scale != 1.0f || op.qy.zp != 0) return r.bad("op %d (GEMM): a float32 output has quantization 1, 0", index);
+                } else if (!qparam(&op.qy, y.dtype, "y quantization")) {
+                    return false;
+                }
                 uint32_t trans_b = 0, w_type = 0, has_zp = 0, has_bias = 0, scale_count = 0;
                 if (!i64(&op.k, "K", 1, kMaxDim) || !i64(&op.n, "N", 1, kMaxDim) || !flag(&trans_b, "trans_b") || !r.get(&w_type, "w_type") ||
                     !flag(&has_zp, "has_w_zero_points") || !flag(&has_bias, "has_bias") || !r.get(&scale_count, "scale_count"))
                     return false;
-                if (x.elems != op.k) return r.bad("op %d (GEMM): input has %lld elements per row, K is %lld", index, (long long)x.elems, (long long)op.k);
-                if (y.elems != op.n) return r.bad("op %d (GEMM): output has %lld elements per row, N is %lld", index, (long long)y.elems, (long long)op.n);
+                // x [.., K] and y [.., N]: m vectors per row (a row of K elements in any shape is one vector).
+                if (x.elems != op.k && x.dims[x.rank - 1] != op.k)
+                    return r.bad("op %d (GEMM): input has %lld elements per row and last dim %lld, K is %lld", index, (long long)x.elems,
+                                 (long long)x.dims[x.rank - 1], (long long)op.k);
+                if (y.dims[y.rank - 1] != op.n || y.elems / op.n != x.elems / op.k)
+                    return r.bad("op %d (GEMM): output must be %lld vectors of N = %lld", index, (long long)(x.elems / op.k), (long long)op.n);
                 if (scale_count != 1 && scale_count != op.n) return r.bad("op %d (GEMM): scale_count %u must be 1 or N = %lld", index, scale_count, (long long)op.n);
                 int64_t total = 0;
                 if (!checked_mul("plan", "K*N", op.k, op.n, &total)) return r.bad("op %d (GEMM): weight size overflows", index);
@@ -608,18 +648,79 @@ struct Loader {
                 if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
                     !checked_mul("plan", "M*C/g*kH*kW", t, m, &total, 31))
                     return r.bad("op %d (FLOAT_CONV): weight size overflows", index);
-                const int64_t floats = total + (has_bias ? m : 0);
-                const uint8_t* values = r.bytes(floats * 4, "weights");
-                if (!values) return false;
-                op.data.assign(values, values + floats * 4);
-                for (int64_t i = 0; i < floats; ++i) {
-                    float v;
-                    std::memcpy(&v, values + 4 * i, 4);
-                    if (!std::isfinite(v)) return r.bad("op %d (FLOAT_CONV): weight or bias %lld = %g is not finite", index, (long long)i, double(v));
-                }
+                if (!finite_weights(op, index, total + (has_bias ? m : 0))) return false;
                 op.n = m;
                 op.groups = groups;
                 op.cpg = cpg;
+                op.count_include_pad = static_cast<int32_t>(has_bias);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_GATHER: {
+                uint32_t constant = 0;
+                if (!tensor_id(&op.y, "y") || !flag(&constant, "constant_indices")) return false;
+                const Tensor& y = T[op.y];
+                if (y.dtype != QATML_TYPE_FLOAT32 && !is_q8(y.dtype)) return r.bad("op %d (GATHER): output must be float32, uint8 or int8", index);
+                int64_t count = 0;
+                if (constant) {
+                    if (!i64(&count, "index count", 1, kMaxDim)) return false;
+                    if (count > (r.size - r.pos) / 8) return r.bad("op %d (GATHER): %lld constant indices exceed the payload", index, (long long)count);
+                    op.params.resize(static_cast<size_t>(count));
+                    for (int64_t i = 0; i < count; ++i)
+                        if (!r.get(&op.params[static_cast<size_t>(i)], "index")) return false;
+                    op.x = op.y;  // no tensor read
+                } else {
+                    if (!tensor_id(&op.x, "indices") || !use(op.x, index, "indices")) return false;
+                    const Tensor& ids = T[op.x];
+                    if (ids.dtype != QATML_TYPE_INT32 && ids.dtype != QATML_TYPE_INT64) return r.bad("op %d (GATHER): indices must be int32 or int64", index);
+                    count = ids.elems;
+                }
+                int64_t rows = 0, row_elements = 0, table_elements = 0;
+                if (!i64(&rows, "table rows", 1, kMaxDim) || !i64(&row_elements, "row elements", 1, kMaxDim)) return false;
+                if (!checked_mul("plan", "table elements", rows, row_elements, &table_elements, 31))
+                    return r.bad("op %d (GATHER): the table exceeds 2^31 elements", index);
+                int64_t gathered = 0;
+                if (!checked_mul("plan", "gathered elements", count, row_elements, &gathered) || gathered != y.elems)
+                    return r.bad("op %d (GATHER): %lld indices of %lld elements do not make the output's %lld", index, (long long)count,
+                                 (long long)row_elements, (long long)y.elems);
+                for (int64_t i = 0; i < static_cast<int64_t>(op.params.size()); ++i)
+                    if (op.params[static_cast<size_t>(i)] < -rows || op.params[static_cast<size_t>(i)] >= rows)
+                        return r.bad("op %d (GATHER): constant index %lld = %lld is outside -%lld..%lld", index, (long long)i,
+                                     (long long)op.params[static_cast<size_t>(i)], (long long)rows, (long long)(rows - 1));
+                const int64_t bytes = table_elements * elem_size(y.dtype);
+                const uint8_t* table = r.bytes(bytes, "table");
+                if (!table) return false;
+                op.data.assign(table, table + bytes);
+                if (y.dtype == QATML_TYPE_FLOAT32)
+                    for (int64_t i = 0; i < table_elements; ++i) {
+                        float v;
+                        std::memcpy(&v, table + 4 * i, 4);
+                        if (std::isnan(v)) return r.bad("op %d (GATHER): table value %lld is NaN", index, (long long)i);
+                    }
+                op.k = count;
+                op.n = rows;
+                op.func = static_cast<int32_t>(constant);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_CAST: {
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_INT32 && x.dtype != QATML_TYPE_INT64) return r.bad("op %d (CAST): input must be int32 or int64", index);
+                if ((y.dtype != QATML_TYPE_FLOAT32 && y.dtype != QATML_TYPE_INT32 && y.dtype != QATML_TYPE_INT64) || y.dtype == x.dtype)
+                    return r.bad("op %d (CAST): output must be float32, int32 or int64 of another type than the input", index);
+                if (x.elems != y.elems) return r.bad("op %d (CAST): %lld elements in, %lld out", index, (long long)x.elems, (long long)y.elems);
+                return define(op.y, index);
+            }
+            case QATML_ENGINE_OP_FLOAT_GEMM: {
+                if (!tensor_id(&op.x, "x") || !tensor_id(&op.y, "y") || !use(op.x, index, "x")) return false;
+                const Tensor &x = T[op.x], &y = T[op.y];
+                if (x.dtype != QATML_TYPE_FLOAT32 || y.dtype != QATML_TYPE_FLOAT32) return r.bad("op %d (FLOAT_GEMM): input and output must be float32", index);
+                uint32_t has_bias = 0;
+                if (!i64(&op.k, "K", 1, kMaxDim) || !i64(&op.n, "N", 1, kMaxDim) || !flag(&has_bias, "has_bias")) return false;
+                if (x.dims[x.rank - 1] != op.k || y.dims[y.rank - 1] != op.n || y.elems / op.n != x.elems / op.k)
+                    return r.bad("op %d (FLOAT_GEMM): x must be [.., K = %lld] and y the same vectors of N = %lld", index, (long long)op.k, (long long)op.n);
+                int64_t total = 0;
+                if (!checked_mul("plan", "K*N", op.k, op.n, &total, 31)) return r.bad("op %d (FLOAT_GEMM): the weights exceed 2^31 elements", index);
+                if (!finite_weights(op, index, total + (has_bias ? op.n : 0))) return false;
                 op.count_include_pad = static_cast<int32_t>(has_bias);
                 return define(op.y, index);
             }
@@ -648,8 +749,9 @@ struct Loader {
             Tensor& t = e->tensors[i];
             uint32_t dtype = 0, rank = 0;
             if (!r.get(&dtype, "tensor dtype") || !r.get(&rank, "tensor rank")) return false;
-            if (dtype != QATML_TYPE_FLOAT32 && dtype != QATML_TYPE_UINT8 && dtype != QATML_TYPE_INT8)
-                return r.bad("tensor %u: dtype %u must be FLOAT32, UINT8 or INT8", i, dtype);
+            if (dtype != QATML_TYPE_FLOAT32 && dtype != QATML_TYPE_UINT8 && dtype != QATML_TYPE_INT8 && dtype != QATML_TYPE_INT32 &&
+                dtype != QATML_TYPE_INT64)
+                return r.bad("tensor %u: dtype %u must be FLOAT32, UINT8, INT8, INT32 or INT64", i, dtype);
             if (rank < 1 || rank > 4) return r.bad("tensor %u: rank %u outside 1..4", i, rank);
             t.dtype = static_cast<int32_t>(dtype);
             t.rank = static_cast<int>(rank);
@@ -665,7 +767,7 @@ struct Loader {
             uint32_t id = 0;
             if (!tensor_id(&id, "input")) return false;
             Tensor& t = e->tensors[id];
-            if (t.dtype != QATML_TYPE_FLOAT32) return r.bad("input %u (tensor %u) must be FLOAT32", i, id);
+            if (t.dtype != QATML_TYPE_FLOAT32 && !is_index_type(t.dtype)) return r.bad("input %u (tensor %u) must be FLOAT32, INT32 or INT64", i, id);
             if (t.input_index >= 0) return r.bad("tensor %u is listed as an input twice", id);
             t.input_index = static_cast<int>(i);
             t.def = -1;
@@ -696,6 +798,7 @@ struct Loader {
             whole.status = r.status;
             r = whole;
             if (!ok || r.status != QATML_OK) return false;
+            if (!integer_tensors_stay_in_their_ops(op, static_cast<int>(i))) return false;
         }
         if (r.pos != r.size) return r.bad("%lld trailing bytes after the last op", (long long)(r.size - r.pos));
         for (uint32_t i = 0; i < output_count; ++i)

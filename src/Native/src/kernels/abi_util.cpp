@@ -72,6 +72,7 @@ const char* type_name(int32_t type) {
         case QATML_TYPE_FLOAT32: return "float32";
         case QATML_TYPE_UINT4: return "uint4";
         case QATML_TYPE_INT4: return "int4";
+        case QATML_TYPE_INT64: return "int64";
         default: return "unknown";
     }
 }

@@ -121,7 +121,10 @@ inline int8_t weight_at(const void* w, int32_t type, int64_t i) {
     const int v = (i & 1) ? (byte >> 4) : (byte & 0x0f);
     return static_cast<int8_t>(v >= 8 ? v - 16 : v);
 }
-inline int64_t elem_size(int32_t type) { return type == QATML_TYPE_INT32 || type == QATML_TYPE_FLOAT32 ? 4 : 1; }
+inline int64_t elem_size(int32_t type) {
+    if (type == QATML_TYPE_INT64) return 8;
+    return type == QATML_TYPE_INT32 || type == QATML_TYPE_FLOAT32 ? 4 : 1;
+}
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 inline uint32_t wrap_mul(int32_t a, int32_t b) { return static_cast<uint32_t>(a) * static_cast<uint32_t>(b); }
 

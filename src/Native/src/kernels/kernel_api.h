@@ -173,6 +173,37 @@ struct FloatConvPlan {
 };
 void float_conv_run(const FloatConvPlan& plan, int64_t rows, const float* x, float* y);
 
+// ---- integer inputs: embeddings, casts (ops_gather.cpp) ----------------------------------------------------
+
+// Rows of a table gathered by index: y = table[i] for each of `count` indices per row (from `indices`, an INT32 /
+// INT64 tensor, or the constant `fixed`), `row_bytes` bytes each.
+struct GatherPlan {
+    const uint8_t* table = nullptr;
+    int64_t rows = 0, row_bytes = 0, count = 0;
+    int32_t index_type = QATML_TYPE_INT64;  // of the indices tensor
+    const int64_t* fixed = nullptr;         // constant indices (checked at load), or nullptr
+};
+// Returns -1, or the flat position (row * count + i) of the first index outside -rows..rows-1: then nothing after
+// it is written.
+int64_t gather_run(const GatherPlan& plan, int64_t rows, const uint8_t* indices, uint8_t* y);
+// An index of the given type at position i of `indices`.
+int64_t gather_index(const uint8_t* indices, int32_t type, int64_t i);
+
+// Element conversion between INT32 / INT64 (x) and FLOAT32 / INT32 / INT64 (y).
+void cast_run(int32_t x_type, int32_t y_type, int64_t count, const uint8_t* x, uint8_t* y);
+
+// Integer GEMM with a float output (MatMulIntegerToFloat): the int32 sums the GEMM wrote in place become
+// float(sum) * scale[column] over `vectors` vectors of n.
+void int32_to_scaled_float(const float* scale, int64_t vectors, int64_t n, uint8_t* y);
+
+// A float MatMul with constant weights: y[v, :] = x[v, :] W (+ bias) for `vectors` vectors of K.
+struct FloatGemmPlan {
+    int64_t k = 0, n = 0;
+    const float* weights = nullptr;  // [K, N]
+    const float* bias = nullptr;     // N or nullptr
+};
+void float_gemm_run(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y);
+
 // ---- pooling -----------------------------------------------------------------------------------------------
 
 struct PoolPlan {
