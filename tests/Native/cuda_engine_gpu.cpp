@@ -40,6 +40,24 @@ std::vector<std::vector<float>> run(const qatml_engine* e, const qatml_context* 
     return out;
 }
 
+// The same through qatml_engine_run_device: inputs already on the device, outputs into device buffers, downloaded.
+std::vector<std::vector<float>> run_device(const qatml_engine* e, const qatml_context* gpu, const std::vector<const float*>& device_inputs,
+                                           const std::vector<int64_t>& out_sizes, int64_t rows) {
+    std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
+    std::vector<float*> dptrs;
+    for (int64_t size : out_sizes) {
+        douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
+        dptrs.push_back(douts.back()->as<float>());
+    }
+    EXPECT_EQ(qatml_engine_run_device(e, gpu, rows, device_inputs.data(), static_cast<int32_t>(device_inputs.size()), dptrs.data(),
+                                      static_cast<int32_t>(dptrs.size())),
+              QATML_OK)
+        << qatml_last_error();
+    std::vector<std::vector<float>> got;
+    for (const auto& d : douts) got.push_back(d->download<float>());
+    return got;
+}
+
 bool same_bits(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
     if (a.size() != b.size()) return false;
     for (size_t i = 0; i < a.size(); ++i)
@@ -213,17 +231,7 @@ TEST(CudaEngine, EveryRunnerPathMatchesTheCpuEngine) {
         EXPECT_TRUE(same_bits(run(e, c.gpu, in, out_sizes, rows), cpu));
         // The same through device pointers.
         qatml_test::DeviceBuffer din(in[0]);
-        std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
-        std::vector<float*> dptrs;
-        for (int64_t size : out_sizes) {
-            douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
-            dptrs.push_back(douts.back()->as<float>());
-        }
-        const float* dins[] = {din.as<float>()};
-        ASSERT_EQ(qatml_engine_run_device(e, c.gpu, rows, dins, 1, dptrs.data(), 4), QATML_OK) << qatml_last_error();
-        std::vector<std::vector<float>> got;
-        for (const auto& d : douts) got.push_back(d->download<float>());
-        EXPECT_TRUE(same_bits(got, cpu)) << "device pointers";
+        EXPECT_TRUE(same_bits(run_device(e, c.gpu, {din.as<float>()}, out_sizes, rows), cpu)) << "device pointers";
     }
     qatml_engine_destroy(e);
 }
@@ -388,17 +396,8 @@ TEST(CudaEngine, TokenPlanMatchesTheCpuEngine) {
         EXPECT_TRUE(same_bits(gpu, cpu));
         // The same through device pointers.
         qatml_test::DeviceBuffer did(ids), dseg(segments), dmask(mask);
-        std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
-        std::vector<float*> dptrs;
-        for (int64_t size : out_sizes) {
-            douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
-            dptrs.push_back(douts.back()->as<float>());
-        }
-        const float* dins[] = {did.as<float>(), dseg.as<float>(), dmask.as<float>()};
-        ASSERT_EQ(qatml_engine_run_device(e, c.gpu, rows, dins, 3, dptrs.data(), 6), QATML_OK) << qatml_last_error();
-        std::vector<std::vector<float>> got;
-        for (const auto& d : douts) got.push_back(d->download<float>());
-        EXPECT_TRUE(same_bits(got, cpu)) << "device pointers";
+        EXPECT_TRUE(same_bits(run_device(e, c.gpu, {did.as<float>(), dseg.as<float>(), dmask.as<float>()}, out_sizes, rows), cpu))
+            << "device pointers";
     }
     qatml_engine_destroy(e);
 }

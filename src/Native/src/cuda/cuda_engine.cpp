@@ -539,17 +539,20 @@ P bind(P p, void* x, void* y, int64_t rows) {
     return p;
 }
 
+// The op's arguments with its input and output set and its per-row `count` field multiplied by the rows.
+template <typename P>
+P bind_scaled(P p, void* x, void* y, int64_t P::*count, int64_t rows) {
+    p.x = static_cast<decltype(p.x)>(x);
+    p.y = static_cast<decltype(p.y)>(y);
+    p.*count *= rows;
+    return p;
+}
+
 // A wider op's launch(es) with its tensors bound.
 cudaError_t launch_wide_op(const qatml_engine* e, const Op& op, const DeviceOp& d, const RunMemory& mem, void* x, void* y, cudaStream_t s) {
     const int64_t n = mem.batch;
     switch (d.kind) {
-        case QATML_ENGINE_OP_UNARY: {
-            UnaryArgs a = d.unary;
-            a.x = static_cast<const float*>(x);
-            a.y = static_cast<float*>(y);
-            a.count = d.unary.count * n;
-            return launch_unary(a, s);
-        }
+        case QATML_ENGINE_OP_UNARY: return launch_unary(bind_scaled(d.unary, x, y, &UnaryArgs::count, n), s);
         case QATML_ENGINE_OP_BINARY: {
             BinaryArgs a = d.binary;
             a.a = x;
@@ -597,20 +600,8 @@ cudaError_t launch_wide_op(const qatml_engine* e, const Op& op, const DeviceOp& 
             a.bad = a.fixed ? nullptr : mem.gather_errors + 2 * d.gather_slot;
             return launch_gather(a, s);
         }
-        case QATML_ENGINE_OP_CAST: {
-            CastArgs a = d.cast;
-            a.x = x;
-            a.y = y;
-            a.count = d.cast.count * n;
-            return launch_cast(a, s);
-        }
-        case QATML_ENGINE_OP_FLOAT_GEMM: {
-            FloatGemmArgs a = d.fgemm;
-            a.x = static_cast<const float*>(x);
-            a.y = static_cast<float*>(y);
-            a.vectors = d.fgemm.vectors * n;
-            return launch_float_gemm(a, s);
-        }
+        case QATML_ENGINE_OP_CAST: return launch_cast(bind_scaled(d.cast, x, y, &CastArgs::count, n), s);
+        case QATML_ENGINE_OP_FLOAT_GEMM: return launch_float_gemm(bind_scaled(d.fgemm, x, y, &FloatGemmArgs::vectors, n), s);
         default: return launch_float_conv(bind(d.fconv, x, y, n), s);  // FLOAT_CONV
     }
 }
