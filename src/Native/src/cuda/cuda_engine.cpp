@@ -25,8 +25,8 @@ size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 // An op ready to launch: parameters with every constant pointer set; tensor pointers and rows are set per run.
 struct DeviceOp {
     int kind = 0;
-    bool igemm = false;       // CONV / GEMM on the tensor cores, else the direct kernel
-    bool to_scratch = false;  // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
+    bool igemm = false;         // CONV / GEMM on the tensor cores, else the direct kernel
+    bool to_scratch = false;    // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
     bool from_scratch = false;  // a GEMM over vectors of a channels-last input: `relayout` copies it to plan order first
     int64_t scratch_in = 0;     // from_scratch: bytes per row of that copy (the output's scratch follows it)
     LutParams relayout{};
