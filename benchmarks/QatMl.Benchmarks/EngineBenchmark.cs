@@ -79,7 +79,9 @@ internal static class EngineBenchmark
                 string output = model.Output(onnx);
                 if (data.Tensors.Count != 1 || !data.Tensors[0].IsFloat)
                 {
-                    TokenModel(settings, context, model, path, data, output, fixedBatch ? [1] : batches);
+                    // An input declared as a whole tensor (silero's state and sample rate) has no batch: one row per run.
+                    bool wholeTensors = data.Tensors.Any(t => inputs.FirstOrDefault(i => i.Name == t.Name)?.Shape is { } full && full.Count == t.RowDims.Length);
+                    TokenModel(settings, context, model, path, data, output, fixedBatch || wholeTensors, fixedBatch || wholeTensors ? [1] : batches);
                     continue;
                 }
                 QuantizedModelTransformer Fit(QuantizationPrecision precision)
@@ -115,10 +117,10 @@ internal static class EngineBenchmark
     /// transformer (IDataView; the raw call takes one float buffer), the output difference and the per-tensor comparison.
     /// </summary>
     private static void TokenModel(BenchmarkSettings settings, MLContext context, QatMl.Benchmarks.Zoo.ZooModel model, string path,
-        QatMl.Benchmarks.Zoo.ZooRows data, string output, int[] batches)
+        QatMl.Benchmarks.Zoo.ZooRows data, string output, bool oneRowPerRun, int[] batches)
     {
         QuantizedModelTransformer int8 = context.Quantization.PostTraining(
-            QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, QuantizationPrecision.Int8, false, QuantizedBackend.OnnxRuntime)).Fit(data.Calibration(context));
+            QatMl.Benchmarks.Zoo.ZooBenchmark.Options(path, data, output, QuantizationPrecision.Int8, oneRowPerRun, QuantizedBackend.OnnxRuntime)).Fit(data.Calibration(context));
         Console.WriteLine($"{model.Name} ({model.Family}): inputs {string.Join(", ", data.Tensors.Select(t => $"{t.Name} [{string.Join(", ", t.RowDims)}]"))}; " +
                           $"PTQ on {data.CalibrationCount} rows, {data.HeldOutCount} rows per pass, one thread, best of {settings.Repeat}; rows/s through IDataView");
         using (var native = NativeInt8Engine.TryLoad(int8.QuantizedModel, model.Name, int8.Settings.Inputs, int8.Settings.Outputs, int8.Settings.InputShapes, 1,
