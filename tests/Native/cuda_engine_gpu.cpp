@@ -4,6 +4,7 @@
 #include "cuda_gpu_util.h"
 #include "igemm_cases.h"
 #include "plan_fixtures.h"
+#include "token_op_cases.h"
 #include "wide_op_cases.h"
 #include "qatml/qatml.h"
 
@@ -37,6 +38,24 @@ std::vector<std::vector<float>> run(const qatml_engine* e, const qatml_context* 
               QATML_OK)
         << qatml_last_error();
     return out;
+}
+
+// The same through qatml_engine_run_device: inputs already on the device, outputs into device buffers, downloaded.
+std::vector<std::vector<float>> run_device(const qatml_engine* e, const qatml_context* gpu, const std::vector<const float*>& device_inputs,
+                                           const std::vector<int64_t>& out_sizes, int64_t rows) {
+    std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
+    std::vector<float*> dptrs;
+    for (int64_t size : out_sizes) {
+        douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
+        dptrs.push_back(douts.back()->as<float>());
+    }
+    EXPECT_EQ(qatml_engine_run_device(e, gpu, rows, device_inputs.data(), static_cast<int32_t>(device_inputs.size()), dptrs.data(),
+                                      static_cast<int32_t>(dptrs.size())),
+              QATML_OK)
+        << qatml_last_error();
+    std::vector<std::vector<float>> got;
+    for (const auto& d : douts) got.push_back(d->download<float>());
+    return got;
 }
 
 bool same_bits(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
@@ -212,17 +231,7 @@ TEST(CudaEngine, EveryRunnerPathMatchesTheCpuEngine) {
         EXPECT_TRUE(same_bits(run(e, c.gpu, in, out_sizes, rows), cpu));
         // The same through device pointers.
         qatml_test::DeviceBuffer din(in[0]);
-        std::vector<std::unique_ptr<qatml_test::DeviceBuffer>> douts;
-        std::vector<float*> dptrs;
-        for (int64_t size : out_sizes) {
-            douts.push_back(std::make_unique<qatml_test::DeviceBuffer>(static_cast<size_t>(size * rows) * sizeof(float)));
-            dptrs.push_back(douts.back()->as<float>());
-        }
-        const float* dins[] = {din.as<float>()};
-        ASSERT_EQ(qatml_engine_run_device(e, c.gpu, rows, dins, 1, dptrs.data(), 4), QATML_OK) << qatml_last_error();
-        std::vector<std::vector<float>> got;
-        for (const auto& d : douts) got.push_back(d->download<float>());
-        EXPECT_TRUE(same_bits(got, cpu)) << "device pointers";
+        EXPECT_TRUE(same_bits(run_device(e, c.gpu, {din.as<float>()}, out_sizes, rows), cpu)) << "device pointers";
     }
     qatml_engine_destroy(e);
 }
@@ -326,6 +335,98 @@ TEST(CudaEngine, MisuseFailsWithAMessage) {
     EXPECT_EQ(qatml_engine_run_device(cpu_engine, nullptr, 1, in, 1, out, 4), QATML_INVALID_ARGUMENT);
     EXPECT_NE(std::string(qatml_last_error()).find("CUDA context"), std::string::npos) << qatml_last_error();
     qatml_engine_destroy(cpu_engine);
+}
+
+// ---- integer inputs: GATHER, CAST, FLOAT_GEMM, GEMMs over vectors and with a float output --------------------------
+
+// Random token-op plans (token_op_cases.h) on the GPU and on the CPU, bit for bit: the FLOAT_GEMM too, since the
+// device adds each output's products in the CPU kernel's order (docs/cuda.md).
+TEST(CudaEngine, TokenOpsMatchTheCpuEngineOnRandomShapes) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    std::mt19937 r(qatml_test::seed() + 21);
+    int channels_last_inputs = 0;
+    for (int round = 0; round < 30; ++round) {
+        const qatml_test::TokenOpsCase tc(r, round);
+        SCOPED_TRACE("round " + std::to_string(round));
+        const int64_t gdims[3] = {tc.g0, tc.g1, tc.gk};
+        if (qatml::cuda::tensor_layout(QATML_TYPE_UINT8, 3, gdims).channels_last && tc.g0 * tc.g1 > 1) ++channels_last_inputs;
+        const std::vector<uint8_t> plan = tc.w.bytes();
+        qatml_engine* e = nullptr;
+        ASSERT_EQ(qatml_engine_create(c.gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+        std::string gpu_error, cpu_error;
+        const auto gpu = tc.run(e, c.gpu, &gpu_error);
+        const auto cpu = tc.run(e, nullptr, &cpu_error);
+        EXPECT_EQ(gpu_error, "");
+        EXPECT_EQ(cpu_error, "");
+        EXPECT_TRUE(same_bits(gpu, cpu));
+        qatml_engine_destroy(e);
+    }
+    EXPECT_GT(channels_last_inputs, 3) << "GEMMs over vectors of a channels-last input";
+}
+
+// The engine's token fixture (engine_plans.h TokenNet: int64 and int32 ids, casts, constant position ids, GEMMs over
+// [5, 4] vectors to uint8 and float, a FLOAT_GEMM), host and device pointers, against the CPU engine.
+TEST(CudaEngine, TokenPlanMatchesTheCpuEngine) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    const qatml_test::TokenNet net;
+    const std::vector<uint8_t> plan = net.plan();
+    qatml_engine* e = nullptr;
+    ASSERT_EQ(qatml_engine_create(c.gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+    const std::vector<int64_t> out_sizes = {20, 20, 20, 5, 15, 10};
+    for (const int64_t rows : {int64_t(1), int64_t(6), int64_t(300)}) {
+        SCOPED_TRACE(std::to_string(rows) + " rows");
+        std::vector<int64_t> ids(static_cast<size_t>(5 * rows));
+        std::vector<int32_t> segments(ids.size()), mask(ids.size());
+        for (size_t i = 0; i < ids.size(); ++i) {
+            ids[i] = static_cast<int64_t>((i * 5) % 14) - 7;  // -7..6, negative from the end
+            segments[i] = static_cast<int32_t>(i % 3) - 1;     // -1..1 of 2 rows
+            mask[i] = static_cast<int32_t>((i * 7) % 5) - 2;
+        }
+        const float* in[] = {reinterpret_cast<const float*>(ids.data()), reinterpret_cast<const float*>(segments.data()),
+                             reinterpret_cast<const float*>(mask.data())};
+        std::vector<std::vector<float>> gpu, cpu;
+        for (auto* out : {&gpu, &cpu}) {
+            std::vector<float*> outp;
+            for (int64_t size : out_sizes) out->emplace_back(static_cast<size_t>(size * rows), -7.0f);
+            for (auto& o : *out) outp.push_back(o.data());
+            ASSERT_EQ(qatml_engine_run(e, out == &gpu ? c.gpu : nullptr, rows, in, 3, outp.data(), 6), QATML_OK) << qatml_last_error();
+        }
+        EXPECT_TRUE(same_bits(gpu, cpu));
+        // The same through device pointers.
+        qatml_test::DeviceBuffer did(ids), dseg(segments), dmask(mask);
+        EXPECT_TRUE(same_bits(run_device(e, c.gpu, {did.as<float>(), dseg.as<float>(), dmask.as<float>()}, out_sizes, rows), cpu))
+            << "device pointers";
+    }
+    qatml_engine_destroy(e);
+}
+
+// An index outside its table fails the GPU run with the CPU engine's message (op, row, position, value), never reads
+// outside the table, and leaves the engine usable.
+TEST(CudaEngine, AnIndexOutsideTheTableFailsTheRunAsOnTheCpu) {
+    QATML_REQUIRE_GPU();
+    Contexts c;
+    std::mt19937 r(qatml_test::seed() + 22);
+    for (int round = 0; round < 4; ++round) {
+        qatml_test::TokenOpsCase tc(r, round);
+        const std::vector<uint8_t> plan = tc.w.bytes();
+        qatml_engine* e = nullptr;
+        ASSERT_EQ(qatml_engine_create(c.gpu, plan.data(), static_cast<int64_t>(plan.size()), &e), QATML_OK) << qatml_last_error();
+        const int64_t last = tc.rows * tc.count - 1;
+        tc.set_id(last, round % 2 ? tc.table_rows + 1000000 : -tc.table_rows - 1);
+        std::string gpu_error, cpu_error;
+        tc.run(e, c.gpu, &gpu_error);
+        tc.run(e, nullptr, &cpu_error);
+        EXPECT_NE(cpu_error.find("(GATHER): index"), std::string::npos) << cpu_error;
+        EXPECT_EQ(gpu_error, cpu_error);
+        tc.set_id(last, 0);
+        std::string again;
+        const auto gpu = tc.run(e, c.gpu, &again);
+        EXPECT_EQ(again, "") << "the engine runs again after a failed run";
+        EXPECT_TRUE(same_bits(gpu, tc.run(e, nullptr, &again)));
+        qatml_engine_destroy(e);
+    }
 }
 
 }  // namespace

@@ -139,6 +139,7 @@ void emulate_igemm(const IgemmParams& p, int config) {
                             const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc_at(w, mt, nt)[lane * 4 + i]) +
                                                                    static_cast<uint32_t>(p.coladd[col]));
                             if (p.out_type == QATML_TYPE_INT32) static_cast<int32_t*>(p.c)[row * p.ldc + col] = v;
+                            else if (p.out_type == QATML_TYPE_FLOAT32) static_cast<float*>(p.c)[row * p.ldc + col] = scaled_float(v, p.mult[col]);
                             else static_cast<uint8_t*>(p.c)[row * p.ldc + col] = static_cast<uint8_t>(requant(v, p.mult[col], p.out_zp, p.lo, p.hi));
                         }
         }

@@ -4,12 +4,15 @@
 // exact here; the GPU suite checks the device's own functions.
 #include "cuda/packing.h"
 #include "cuda/wide_ops.h"
+#include "token_op_cases.h"
 #include "wide_op_cases.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <random>
+#include <string>
 
 using namespace qatml::cuda;
 using namespace qatml_test;
@@ -302,6 +305,102 @@ TEST(CudaWideOpsEmulation, ElementFunctionsMatchTheCpuEngine) {
         }
     }
     EXPECT_GT(channels_last, 50) << "the cases exercise channels-last storage";
+}
+
+// ---- integer inputs: GATHER, CAST, FLOAT_GEMM -------------------------------------------------------------------
+
+// The device element functions over the case's tensors as the device runner stores them: outputs 0-3 (the GEMMs are
+// the implicit GEMM's, checked in cuda_layout_test.cpp); `bad` gets y's error slot.
+std::vector<std::vector<float>> emulate(const TokenOpsCase& tc, int64_t bad[2]) {
+    const int64_t rows = tc.rows, count = tc.count, a = tc.a, b = tc.b, table_rows = tc.table_rows, v = tc.v, k = tc.k, n = tc.n;
+    const uint32_t y_type = tc.y_type, index_type = tc.index_type;
+    const int32_t zp = tc.zp;
+    const std::vector<uint8_t>& ids = tc.ids, &table = tc.table, &table2 = tc.table2;
+    const std::vector<int64_t>& fixed = tc.fixed;
+    const std::vector<float>& fx = tc.fx, &fw = tc.fw, &fb = tc.fb;
+    const int64_t dims[3] = {count, a, b}, row_elems = a * b, y_row = count * row_elems;
+    const int32_t esz = y_type == QATML_TYPE_FLOAT32 ? 4 : 1;
+    const Layout ly = tensor_layout(static_cast<int32_t>(y_type), 3, dims);
+    std::vector<uint8_t> y(static_cast<size_t>(rows * y_row * esz), 0xab), yc(y.size(), 0xab);
+    bad[0] = bad[1] = kNoBadIndex;
+    GatherArgs g{ids.data(), nullptr, table.data(), y.data(), ly, rows, count, table_rows, row_elems, static_cast<int32_t>(index_type), esz, bad};
+    each(g, rows * y_row, gather_element);
+    gather_report(g, 0);
+    GatherArgs gc{nullptr, fixed.data(), table2.data(), yc.data(), ly, rows, count, table_rows, row_elems, static_cast<int32_t>(index_type), esz, nullptr};
+    each(gc, rows * y_row, gather_element);
+
+    const int32_t other = index_type == QATML_TYPE_INT32 ? QATML_TYPE_INT64 : QATML_TYPE_INT32;
+    std::vector<uint8_t> c(static_cast<size_t>(rows * count * 8));
+    std::vector<std::vector<float>> out(4);
+    out[2].resize(static_cast<size_t>(rows * count));
+    const CastArgs to_other{ids.data(), c.data(), rows * count, static_cast<int32_t>(index_type), other};
+    each(to_other, rows * count, cast_element);
+    const CastArgs to_float{c.data(), out[2].data(), rows * count, other, QATML_TYPE_FLOAT32};
+    each(to_float, rows * count, cast_element);
+
+    out[3].resize(static_cast<size_t>(rows * v * n));
+    const FloatGemmArgs fg{fx.data(), out[3].data(), rows * v, k, n, fw.data(), fb.data()};
+    each(fg, rows * v * n, float_gemm_element);
+
+    for (int which = 0; which < 2; ++which) {  // plan order, 8-bit values dequantized
+        const std::vector<uint8_t>& stored = which ? yc : y;
+        std::vector<float>& o = out[static_cast<size_t>(which)];
+        o.resize(static_cast<size_t>(rows * y_row));
+        for (int64_t i = 0; i < rows * y_row; ++i) {
+            const int64_t at = element_at(ly, i / y_row, y_row, i % y_row);
+            if (esz == 4)
+                std::memcpy(&o[static_cast<size_t>(i)], &stored[static_cast<size_t>(at * 4)], 4);
+            else
+                o[static_cast<size_t>(i)] = static_cast<float>(byte_value(stored.data(), at, y_type == QATML_TYPE_INT8) - zp) * kIoScale;
+        }
+    }
+    return out;
+}
+
+TEST(CudaWideOpsEmulation, GatherCastAndFloatGemmMatchTheCpuEngine) {
+    std::mt19937 r(qatml_test::seed() + 19);
+    int channels_last = 0;
+    for (int round = 0; round < 24; ++round) {
+        const TokenOpsCase c(r, round);
+        SCOPED_TRACE("round " + std::to_string(round));
+        const int64_t dims[3] = {c.count, c.a, c.b};
+        if (tensor_layout(static_cast<int32_t>(c.y_type), 3, dims).channels_last) ++channels_last;
+        std::string error;
+        const std::vector<std::vector<float>> cpu = c.run_cpu(&error);
+        ASSERT_EQ(error, "");
+        int64_t bad[2];
+        const std::vector<std::vector<float>> emu = emulate(c, bad);
+        EXPECT_EQ(bad[0], kNoBadIndex);
+        ASSERT_EQ(cpu.size(), emu.size() + 2);
+        for (size_t o = 0; o < emu.size(); ++o) {
+            ASSERT_EQ(cpu[o].size(), emu[o].size()) << "output " << o;
+            EXPECT_EQ(std::memcmp(cpu[o].data(), emu[o].data(), cpu[o].size() * 4), 0) << "output " << o;
+        }
+    }
+    EXPECT_GT(channels_last, 2) << "the cases exercise channels-last gather outputs";
+}
+
+// The GATHER error slot holds the first flat position outside the table and its index: what the CPU engine names.
+TEST(CudaWideOpsEmulation, GatherReportsTheFirstIndexOutsideTheTableAsTheCpuEngine) {
+    std::mt19937 r(qatml_test::seed() + 20);
+    for (int round = 0; round < 6; ++round) {
+        TokenOpsCase c(r, round);
+        c.rows = 3;
+        c.ids.assign(static_cast<size_t>(3 * c.count * (c.index_type == QATML_TYPE_INT32 ? 4 : 8)), 0);
+        c.fx.assign(static_cast<size_t>(3 * c.v * c.k), 0.5f);
+        c.gx.assign(static_cast<size_t>(3 * c.g0 * c.g1 * c.gk), 0.5f);
+        const int64_t first = c.count + c.count / 2, value = round % 2 ? c.table_rows : -c.table_rows - 1 - round;
+        c.set_id(first, value);
+        c.set_id(2 * c.count + c.count - 1, c.table_rows + 7);  // a later one
+        std::string error;
+        c.run_cpu(&error);
+        int64_t bad[2];
+        emulate(c, bad);
+        EXPECT_EQ(bad[0], first);
+        EXPECT_EQ(bad[1], value);
+        const std::string named = "index " + std::to_string(value) + " at row 1, position " + std::to_string(first - c.count) + " is outside";
+        EXPECT_NE(error.find(named), std::string::npos) << error << " (expected: " << named << ")";
+    }
 }
 
 }  // namespace

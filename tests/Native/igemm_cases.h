@@ -174,10 +174,19 @@ inline void make_case(const GemmCase& gc, std::mt19937& rng, IgemmCase* t) {
 
     qatml_packed_weights* pw = nullptr;
     ASSERT_EQ(qatml_gemm_pack_b(nullptr, raw.data(), gc.w_type, k, gc.n, gc.trans_b, nullptr, &pw), QATML_OK) << qatml_last_error();
-    const qatml_epilogue ep = epilogue(gc.out_type, bias, mult, yz);
-    t->want.resize(static_cast<size_t>(gc.m * gc.n * (gc.out_type == QATML_TYPE_INT32 ? 4 : 1)));
+    // A float output (the engine's MatMulIntegerToFloat GEMM): the CPU kernel's int32 sums, each float(sum) * mult[col].
+    const bool to_float = gc.out_type == QATML_TYPE_FLOAT32;
+    const qatml_epilogue ep = epilogue(to_float ? QATML_TYPE_INT32 : gc.out_type, bias, mult, yz);
+    t->want.resize(static_cast<size_t>(gc.m * gc.n * (gc.out_type == QATML_TYPE_INT32 || to_float ? 4 : 1)));
     ASSERT_EQ(qatml_gemm(nullptr, gc.m, a.data(), gc.a_type, k, az, pw, &ep, t->want.data(), gc.n), QATML_OK) << qatml_last_error();
     qatml_packed_weights_destroy(pw);
+    if (to_float)
+        for (int64_t i = 0; i < gc.m * gc.n; ++i) {
+            int32_t sum;
+            std::memcpy(&sum, &t->want[static_cast<size_t>(i * 4)], 4);
+            const float f = static_cast<float>(sum) * mult[static_cast<size_t>(i % gc.n)];
+            std::memcpy(&t->want[static_cast<size_t>(i * 4)], &f, 4);
+        }
 
     const int64_t dims[3] = {gc.c, gc.h, gc.w};
     const Layout lx = tensor_layout(gc.a_type, 3, dims);
@@ -217,6 +226,8 @@ inline const std::vector<GemmCase>& small_gemm_cases() {
         {9, 37, 1, 1, 10, true, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_INT32},     // K % 16 != 0: byte gathers
         {17, 8, 3, 3, 20, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_UINT8},    // channels-last input
         {5, 16, 2, 2, 12, true, QATML_TYPE_INT8, QATML_TYPE_INT8, QATML_TYPE_INT8},       // channels-last, dense rows
+        {40, 24, 1, 1, 70, false, QATML_TYPE_UINT8, QATML_TYPE_INT8, QATML_TYPE_FLOAT32},  // float output (MatMulIntegerToFloat)
+        {6, 21, 1, 1, 9, true, QATML_TYPE_INT8, QATML_TYPE_INT4, QATML_TYPE_FLOAT32},      // float output, byte gathers
     };
     return cases;
 }

@@ -6,6 +6,7 @@
 #include "engine/cpu_program.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -24,8 +25,11 @@ size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 // An op ready to launch: parameters with every constant pointer set; tensor pointers and rows are set per run.
 struct DeviceOp {
     int kind = 0;
-    bool igemm = false;       // CONV / GEMM on the tensor cores, else the direct kernel
-    bool to_scratch = false;  // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
+    bool igemm = false;         // CONV / GEMM on the tensor cores, else the direct kernel
+    bool to_scratch = false;    // CONV + fused pool, or a GEMM whose output is channels-last: compute into scratch first
+    bool from_scratch = false;  // a GEMM over vectors of a channels-last input: `relayout` copies it to plan order first
+    int64_t scratch_in = 0;     // from_scratch: bytes per row of that copy (the output's scratch follows it)
+    LutParams relayout{};
     IgemmParams gemm{};
     DirectConvParams direct{};
     int64_t rows_per_row = 1;  // GEMM rows (pixels) per batch row
@@ -46,6 +50,10 @@ struct DeviceOp {
     int64_t axis_outer = 1;  // SOFTMAX / LAYERNORM / REDUCE_MEAN: groups per row
     MatMulArgs matmul{};
     FloatConvArgs fconv{};
+    GatherArgs gather{};
+    int32_t gather_slot = -1;  // GATHER of tensor indices: its error slot in the run's memory
+    CastArgs cast{};
+    FloatGemmArgs fgemm{};
 };
 
 // Constants of every op, laid out on the host, then uploaded in one copy. Offsets start past a reserved block, so
@@ -70,6 +78,16 @@ int32_t type_hi(int32_t t) { return t == QATML_TYPE_INT8 ? 127 : 255; }
 
 int32_t i32(int64_t v) { return static_cast<int32_t>(v); }
 
+// The LUT of a pure layout change.
+const std::array<uint8_t, 256>& identity_table() {
+    static const std::array<uint8_t, 256> table = [] {
+        std::array<uint8_t, 256> t{};
+        for (int i = 0; i < 256; ++i) t[static_cast<size_t>(i)] = static_cast<uint8_t>(i);
+        return t;
+    }();
+    return table;
+}
+
 // Geometry of a window op (convolution or pool) over x [C, H, W] with output plane oh x ow.
 ConvGeom window_geometry(const Op& op, const Tensor& x, int64_t oh, int64_t ow) {
     const qatml_conv2d_params& q = op.p;
@@ -90,6 +108,7 @@ struct DeviceEngine {
     std::vector<DeviceOp> ops;
     std::vector<Layout> layouts;  // per tensor
     int64_t scratch_per_row = 0;  // bytes per row after the arena (fused pools, GEMM layout changes)
+    int32_t gather_slots = 0;     // GATHER ops of tensor indices (an error slot each, after the scratch)
     ~DeviceEngine() {
         if (weights) {
             DeviceGuard guard(device);
@@ -102,7 +121,7 @@ namespace {
 
 // The arguments of a wider op (wide_ops.h) from the CPU's kernel plan of it (the same shapes, strides and constants),
 // with the device layouts of its tensors; constants go to `blob`.
-void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, const DeviceEngine& de, Blob& blob) {
+void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, DeviceEngine& de, Blob& blob) {
     engine::Step s;
     engine::prepare_wider_op(*e, op, s, nullptr);
     const Tensor& tx = e->tensors[op.x];
@@ -247,6 +266,30 @@ void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, const Dev
             a.mult = m.mult;
             return;
         }
+        case QATML_ENGINE_OP_GATHER: {
+            const kernels::GatherPlan& g = s.gather;
+            GatherArgs& a = d.gather;
+            a.ly = ly;
+            a.count = g.count;
+            a.table_rows = g.rows;
+            a.elem = static_cast<int32_t>(kernels::elem_size(ty.dtype));
+            a.row_elems = g.row_bytes / a.elem;
+            a.index_type = g.index_type;
+            a.table = at(blob.add(g.table, static_cast<size_t>(g.rows * g.row_bytes)));
+            if (g.fixed)
+                a.fixed = reinterpret_cast<const int64_t*>(at(blob.add(g.fixed, static_cast<size_t>(g.count))));
+            else
+                d.gather_slot = de.gather_slots++;
+            return;
+        }
+        case QATML_ENGINE_OP_CAST: d.cast = CastArgs{nullptr, nullptr, tx.elems, s.type, s.zp}; return;
+        case QATML_ENGINE_OP_FLOAT_GEMM: {
+            const kernels::FloatGemmPlan& f = s.float_gemm;
+            d.fgemm = FloatGemmArgs{nullptr, nullptr, s.vectors, f.k, f.n, nullptr, nullptr};
+            d.fgemm.weights = reinterpret_cast<const float*>(at(blob.add(f.weights, static_cast<size_t>(f.k * f.n))));
+            if (f.bias) d.fgemm.bias = reinterpret_cast<const float*>(at(blob.add(f.bias, static_cast<size_t>(f.n))));
+            return;
+        }
         default: {  // FLOAT_CONV
             const kernels::FloatConvPlan& f = s.float_conv;
             FloatConvArgs& a = d.fconv;
@@ -332,7 +375,10 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         case QATML_ENGINE_OP_LAYERNORM:
         case QATML_ENGINE_OP_MATMUL:
         case QATML_ENGINE_OP_REDUCE_MEAN:
-        case QATML_ENGINE_OP_FLOAT_CONV: prepare_wide_op(e, op, d, de, blob); return QATML_OK;
+        case QATML_ENGINE_OP_FLOAT_CONV:
+        case QATML_ENGINE_OP_GATHER:
+        case QATML_ENGINE_OP_CAST:
+        case QATML_ENGINE_OP_FLOAT_GEMM: prepare_wide_op(e, op, d, de, blob); return QATML_OK;
         default:
             return fail(QATML_UNSUPPORTED, "%s: op %d (kind %d) has no CUDA kernel yet; load the plan without a CUDA context to run it on the CPU", fn, index, op.kind);
     }
@@ -352,10 +398,20 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         k = op.k;
         g = gemm_geometry(i32(k));
     }
+    // A GEMM runs over x's vectors of K ([.., K] rows), in plan order: a channels-last x of several vectors is copied
+    // to plan order in scratch first (one vector reads its K in storage order through the weights' order instead).
+    const int64_t vectors = conv ? 1 : tx.elems / k;
+    Layout lk = lx;
+    if (vectors > 1 && lx.channels_last) {
+        d.from_scratch = true;
+        d.scratch_in = static_cast<int64_t>(align_up(static_cast<size_t>(tx.elems)));
+        d.relayout = LutParams{nullptr, nullptr, lx, Layout{}, 0, tx.elems, 1, static_cast<const uint8_t*>(offset_ptr(blob.add(identity_table().data(), 256)))};
+        lk = Layout{};
+    }
     if (k > (int64_t(1) << 24) || n > (int64_t(1) << 24) || tx.elems > (int64_t(1) << 30))
         return fail(QATML_UNSUPPORTED, "%s: op %d (%s): K %lld / N %lld exceed the CUDA kernels' limits", fn, index,
                     conv ? "CONV" : "GEMM", (long long)k, (long long)n);
-    d.rows_per_row = conv ? oh * ow : 1;
+    d.rows_per_row = conv ? oh * ow : vectors;
     const int32_t out_lo = type_lo(ty.dtype), out_hi = type_hi(ty.dtype);
     const bool has_wzp = std::any_of(op.w_zero_points.begin(), op.w_zero_points.end(), [](int32_t z) { return z != 0; });
     d.igemm = !has_wzp && op.groups == 1;
@@ -367,7 +423,7 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         const int64_t n_pad = (n + kNPad - 1) / kNPad * kNPad;
         const std::vector<int8_t> b =
             conv ? conv_weights_igemm(op.raw_weights, op.w_type, n, op.cpg, op.kh, op.kw, p.k_pad)
-                 : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lx, p.k_pad);
+                 : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lk, p.k_pad);
         p.b = static_cast<const int8_t*>(offset_ptr(blob.add(b)));
         p.coladd = static_cast<const int32_t*>(
             offset_ptr(blob.add(column_offsets(b.data(), n, n_pad, p.k_pad, op.bias.empty() ? nullptr : op.bias.data(), op.qx.zp))));
@@ -390,7 +446,7 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         p.groups = i32(conv ? op.groups : 1);
         p.mpg = i32(n / p.groups);
         const std::vector<int8_t> w = conv ? conv_weights_direct(op.raw_weights, op.w_type, n, op.cpg, op.kh, op.kw)
-                                           : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lx, i32(k));
+                                           : gemm_weights_igemm(op.raw_weights, op.w_type, k, n, op.trans_b != 0, lk, i32(k));
         p.w = static_cast<const int8_t*>(offset_ptr(blob.add(w)));
         if (has_wzp) p.w_zp = static_cast<const int32_t*>(offset_ptr(blob.add(op.w_zero_points)));
         if (!op.bias.empty()) p.bias = static_cast<const int32_t*>(offset_ptr(blob.add(op.bias)));
@@ -400,10 +456,10 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         p.out_zp = op.qy.zp;
         p.lo = out_lo;
         p.hi = out_hi;
+        p.out_float = ty.dtype == QATML_TYPE_FLOAT32;
     }
     if (conv && op.pool) {  // the max pool fused at load: convolution into scratch, then the pool
         d.to_scratch = true;
-        de.scratch_per_row = std::max<int64_t>(de.scratch_per_row, static_cast<int64_t>(align_up(static_cast<size_t>(n * oh * ow))));
         PoolParams& p = d.pool;
         const int64_t* pads = op.pool_pads;  // top, left, bottom, right
         p.g = ConvGeom{i32(oh), i32(ow), i32(n), i32(ty.dims[1]), i32(ty.dims[2]), op.pool, op.pool, 2, 2, i32(pads[0]), i32(pads[1]), 1, 1, 0};
@@ -416,11 +472,10 @@ qatml_status prepare_op(const qatml_engine* e, const Op& op, int index, DeviceOp
         p.hi = out_hi;
     } else if (!conv && ly.channels_last) {  // a GEMM writes logical order: into scratch, then a layout change
         d.to_scratch = true;
-        de.scratch_per_row = std::max<int64_t>(de.scratch_per_row, static_cast<int64_t>(align_up(static_cast<size_t>(n))));
-        uint8_t identity[256];
-        for (int i = 0; i < 256; ++i) identity[i] = static_cast<uint8_t>(i);
-        d.lut = LutParams{nullptr, nullptr, Layout{}, ly, 0, n, 1, static_cast<const uint8_t*>(offset_ptr(blob.add(identity, 256)))};
+        d.lut = LutParams{nullptr, nullptr, Layout{}, ly, 0, ty.elems, 1, static_cast<const uint8_t*>(offset_ptr(blob.add(identity_table().data(), 256)))};
     }
+    const int64_t scratch_out = d.to_scratch ? static_cast<int64_t>(align_up(static_cast<size_t>(conv ? n * oh * ow : ty.elems))) : 0;
+    de.scratch_per_row = std::max<int64_t>(de.scratch_per_row, d.scratch_in + scratch_out);
     return QATML_OK;
 }
 
@@ -439,6 +494,11 @@ void rebase_op(DeviceOp& d, uint8_t* base) {
     rebase(d.direct.bias, base);
     rebase(d.direct.mult, base);
     rebase(d.lut.table, base);
+    rebase(d.relayout.table, base);
+    rebase(d.gather.table, base);
+    rebase(d.gather.fixed, base);
+    rebase(d.fgemm.weights, base);
+    rebase(d.fgemm.bias, base);
     if (d.kind == QATML_ENGINE_OP_BINARY) rebase(d.binary.b, base);  // a constant b (tensors are bound per run)
     for (ConcatArgs& c : d.concat) rebase(c.table, base);
     rebase(d.resize.y0, base);
@@ -457,9 +517,10 @@ void rebase_op(DeviceOp& d, uint8_t* base) {
 struct RunMemory {
     uint8_t* arena;
     uint8_t* scratch;
-    const float* const* inputs;
+    const float* const* inputs;  // each of its input's type (float32, int32, int64)
     float* const* outputs;
     int64_t batch;
+    int64_t* gather_errors;  // two int64 per GATHER slot (wide_ops.h GatherArgs::bad)
 };
 
 void* tensor_ptr(const qatml_engine* e, uint32_t id, const RunMemory& mem) {
@@ -478,17 +539,20 @@ P bind(P p, void* x, void* y, int64_t rows) {
     return p;
 }
 
+// The op's arguments with its input and output set and its per-row `count` field multiplied by the rows.
+template <typename P>
+P bind_scaled(P p, void* x, void* y, int64_t P::*count, int64_t rows) {
+    p.x = static_cast<decltype(p.x)>(x);
+    p.y = static_cast<decltype(p.y)>(y);
+    p.*count *= rows;
+    return p;
+}
+
 // A wider op's launch(es) with its tensors bound.
 cudaError_t launch_wide_op(const qatml_engine* e, const Op& op, const DeviceOp& d, const RunMemory& mem, void* x, void* y, cudaStream_t s) {
     const int64_t n = mem.batch;
     switch (d.kind) {
-        case QATML_ENGINE_OP_UNARY: {
-            UnaryArgs a = d.unary;
-            a.x = static_cast<const float*>(x);
-            a.y = static_cast<float*>(y);
-            a.count = d.unary.count * n;
-            return launch_unary(a, s);
-        }
+        case QATML_ENGINE_OP_UNARY: return launch_unary(bind_scaled(d.unary, x, y, &UnaryArgs::count, n), s);
         case QATML_ENGINE_OP_BINARY: {
             BinaryArgs a = d.binary;
             a.a = x;
@@ -528,6 +592,16 @@ cudaError_t launch_wide_op(const qatml_engine* e, const Op& op, const DeviceOp& 
             a.rows = n;
             return launch_matmul(a, s);
         }
+        case QATML_ENGINE_OP_GATHER: {
+            GatherArgs a = d.gather;
+            a.indices = a.fixed ? nullptr : x;
+            a.y = y;
+            a.rows = n;
+            a.bad = a.fixed ? nullptr : mem.gather_errors + 2 * d.gather_slot;
+            return launch_gather(a, s);
+        }
+        case QATML_ENGINE_OP_CAST: return launch_cast(bind_scaled(d.cast, x, y, &CastArgs::count, n), s);
+        case QATML_ENGINE_OP_FLOAT_GEMM: return launch_float_gemm(bind_scaled(d.fgemm, x, y, &FloatGemmArgs::vectors, n), s);
         default: return launch_float_conv(bind(d.fconv, x, y, n), s);  // FLOAT_CONV
     }
 }
@@ -557,8 +631,12 @@ cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, co
         default: return launch_wide_op(e, op, d, mem, x, y, s);
     }
     // CONV / GEMM
-    void* out = d.to_scratch ? mem.scratch : y;
+    void* out = d.to_scratch ? mem.scratch + d.scratch_in * n : y;
     cudaError_t err;
+    if (d.from_scratch) {
+        if ((err = launch_lut(bind(d.relayout, x, mem.scratch, n), s)) != cudaSuccess) return err;
+        x = mem.scratch;
+    }
     if (d.igemm) {
         IgemmParams p = d.gemm;
         p.a = static_cast<const uint8_t*>(x);
@@ -573,8 +651,8 @@ cudaError_t launch_op(const qatml_engine* e, const Op& op, const DeviceOp& d, co
         err = launch_direct_conv(p, s);
     }
     if (err != cudaSuccess || !d.to_scratch) return err;
-    if (d.kind == QATML_ENGINE_OP_CONV) return launch_pool(bind(d.pool, mem.scratch, y, n), s);
-    return launch_lut(bind(d.lut, mem.scratch, y, n), s);
+    if (d.kind == QATML_ENGINE_OP_CONV) return launch_pool(bind(d.pool, out, y, n), s);
+    return launch_lut(bind(d.lut, out, y, n), s);
 }
 
 }  // namespace
@@ -623,17 +701,18 @@ qatml_status cuda_engine_run(const qatml_engine* e, const qatml_context* ctx, in
     DeviceGuard guard(cs->device);
     if (guard.status() != cudaSuccess) return cuda_fail(guard.status(), fn, "selecting the device");
 
-    // Device memory: the activation arena of the CPU plan (offset * batch), then the scratch.
+    // Device memory: the activation arena of the CPU plan (offset * batch), then the scratch, then the GATHER error slots.
     const size_t arena_bytes = align_up(static_cast<size_t>(e->arena_per_row * batch));
     const size_t scratch_bytes = align_up(static_cast<size_t>(de->scratch_per_row * batch));
-    cudaError_t err = cs->arena.reserve(std::max<size_t>(arena_bytes + scratch_bytes, kAlign));
+    const size_t error_bytes = static_cast<size_t>(de->gather_slots) * 2 * sizeof(int64_t);
+    cudaError_t err = cs->arena.reserve(std::max<size_t>(arena_bytes + scratch_bytes + align_up(error_bytes), kAlign));
     if (err != cudaSuccess) return cuda_fail(err, fn, "allocating the activation arena");
 
     std::vector<const float*> in(e->inputs.size());
     std::vector<float*> out(e->outputs.size());
     std::vector<size_t> in_at(e->inputs.size()), out_at(e->outputs.size());
     size_t io_bytes = 0;
-    auto row_bytes = [&](uint32_t id) { return static_cast<size_t>(e->tensors[id].elems * batch) * sizeof(float); };
+    auto row_bytes = [&](uint32_t id) { return static_cast<size_t>(e->tensors[id].bytes * batch); };
     if (device_pointers) {
         for (size_t i = 0; i < in.size(); ++i) in[i] = inputs[i];
         for (size_t i = 0; i < out.size(); ++i) out[i] = outputs[i];
@@ -661,7 +740,10 @@ qatml_status cuda_engine_run(const qatml_engine* e, const qatml_context* ctx, in
     }
 
     uint8_t* arena = static_cast<uint8_t*>(cs->arena.data);
-    const RunMemory mem{arena, arena + arena_bytes, in.data(), out.data(), batch};
+    int64_t* gather_errors = reinterpret_cast<int64_t*>(arena + arena_bytes + scratch_bytes);
+    if (error_bytes && (err = cudaMemsetAsync(gather_errors, 0x7f, error_bytes, cs->stream)) != cudaSuccess)  // every slot kNoBadIndex
+        return cuda_fail(err, fn, "clearing the index checks");
+    const RunMemory mem{arena, arena + arena_bytes, in.data(), out.data(), batch, gather_errors};
     for (size_t i = 0; i < e->ops.size(); ++i) {
         if ((err = launch_op(e, e->ops[i], de->ops[i], mem, cs->igemm, cs->stream)) != cudaSuccess) {
             cudaStreamSynchronize(cs->stream);
@@ -677,6 +759,19 @@ qatml_status cuda_engine_run(const qatml_engine* e, const qatml_context* ctx, in
             return cuda_fail(err, fn, "copying the outputs from the device");
     }
     if ((err = cudaStreamSynchronize(cs->stream)) != cudaSuccess) return cuda_fail(err, fn, "running the plan");
+    if (error_bytes) {
+        std::vector<int64_t> errors(error_bytes / sizeof(int64_t));
+        if ((err = cudaMemcpy(errors.data(), gather_errors, error_bytes, cudaMemcpyDeviceToHost)) != cudaSuccess)
+            return cuda_fail(err, fn, "reading the index checks");
+        for (size_t i = 0; i < e->ops.size(); ++i) {  // the first failing GATHER in plan order, as the CPU runner stops there
+            const DeviceOp& d = de->ops[i];
+            if (d.gather_slot < 0 || errors[2 * static_cast<size_t>(d.gather_slot)] == kNoBadIndex) continue;
+            const int64_t flat = errors[2 * static_cast<size_t>(d.gather_slot)], count = d.gather.count, rows = d.gather.table_rows;
+            return fail(QATML_INVALID_ARGUMENT, "%s: op %zu (GATHER): index %lld at row %lld, position %lld is outside the table's rows -%lld..%lld", fn, i,
+                        (long long)errors[2 * static_cast<size_t>(d.gather_slot) + 1], (long long)(flat / count), (long long)(flat % count),
+                        (long long)rows, (long long)(rows - 1));
+        }
+    }
     if (!device_pointers)
         for (size_t i = 0; i < out.size(); ++i)
             std::memcpy(outputs[i], static_cast<uint8_t*>(cs->staging.data) + out_at[i], row_bytes(e->outputs[i]));

@@ -49,6 +49,10 @@ cudaError_t launch_reduce_mean(const AxisArgs& p, cudaStream_t stream);
 cudaError_t launch_layernorm(const AxisArgs& p, cudaStream_t stream);
 cudaError_t launch_matmul(const MatMulArgs& p, cudaStream_t stream);
 cudaError_t launch_float_conv(const FloatConvArgs& p, cudaStream_t stream);
+// GATHER, then (tensor indices) the report of an index outside the table into p.bad[1].
+cudaError_t launch_gather(const GatherArgs& p, cudaStream_t stream);
+cudaError_t launch_cast(const CastArgs& p, cudaStream_t stream);
+cudaError_t launch_float_gemm(const FloatGemmArgs& p, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace qatml

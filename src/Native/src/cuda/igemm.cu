@@ -78,6 +78,8 @@ __device__ __forceinline__ void store_out(const IgemmParams& p, int64_t row, int
     const int64_t at = row * p.ldc + col;
     if (p.out_type == QATML_TYPE_INT32) {
         static_cast<int32_t*>(p.c)[at] = v;
+    } else if (p.out_type == QATML_TYPE_FLOAT32) {
+        static_cast<float*>(p.c)[at] = scaled_float(v, p.mult[col]);
     } else {
         static_cast<uint8_t*>(p.c)[at] = static_cast<uint8_t>(requant(v, p.mult[col], p.out_zp, p.lo, p.hi));
     }

@@ -5,8 +5,9 @@
 //   C[row, col] = epilogue(sum_k A(row, k) * B[col][k])   row < m, col < n
 //
 // A: u8 or s8 activations through one of three loaders (AMode). B: s8 weights [n_pad][k_pad], zero past n and k.
-// Epilogue (per column): acc + coladd[col] (= bias - a_zero_point * sum_k B[col][k], wrapping int32), then INT32, or
-// requantized to u8/s8 exactly as the CPU kernels do (float32 product, clamp, round half to even, + zero point).
+// Epilogue (per column): acc + coladd[col] (= bias - a_zero_point * sum_k B[col][k], wrapping int32), then INT32,
+// requantized to u8/s8 exactly as the CPU kernels do (float32 product, clamp, round half to even, + zero point), or
+// FLOAT32 float(acc) * mult[col] (ONNX Runtime's MatMulIntegerToFloat, as the CPU engine's GEMM with a float output).
 // Convolutions read NHWC activations: rows are output pixels (image, oy, ox), K runs tap-major (ky, kx) then channel,
 // and padding reads the input zero point, which coladd cancels, as the CPU's implicit GEMM does.
 #pragma once
@@ -58,7 +59,7 @@ struct IgemmParams {
     int32_t n, k, k_pad;
     int32_t mode, a_signed;
     int32_t a_zero_point;    // the byte padding reads
-    int32_t out_type;        // QATML_TYPE_INT32 / _UINT8 / _INT8 (qatml_kernels.h values)
+    int32_t out_type;        // QATML_TYPE_INT32 / _UINT8 / _INT8 (qatml_kernels.h values), or FLOAT32 (scaled_float)
     int32_t out_zp, lo, hi;  // 8-bit outputs: zero point and the final clamp
 };
 
@@ -176,6 +177,15 @@ QATML_HD int32_t requant(int32_t acc, float mult, int32_t zp, int32_t lo, int32_
     f = f < lf ? lf : f;
     f = f > hf ? hf : f;
     return static_cast<int32_t>(std::nearbyint(f)) + zp;
+#endif
+}
+
+// kernels::int32_to_scaled_float of one sum: float(acc) * mult, one rounding each (no FMA).
+QATML_HD float scaled_float(int32_t acc, float mult) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(__int2float_rn(acc), mult);
+#else
+    return static_cast<float>(acc) * mult;
 #endif
 }
 

@@ -145,7 +145,10 @@ __global__ void direct_conv_kernel(const DirectConvParams p) {
                 }
             }
         }
-        static_cast<uint8_t*>(p.y)[i] = static_cast<uint8_t>(requant(static_cast<int32_t>(acc), p.mult[oc], p.out_zp, p.lo, p.hi));
+        if (p.out_float)
+            static_cast<float*>(p.y)[i] = scaled_float(static_cast<int32_t>(acc), p.mult[oc]);
+        else
+            static_cast<uint8_t*>(p.y)[i] = static_cast<uint8_t>(requant(static_cast<int32_t>(acc), p.mult[oc], p.out_zp, p.lo, p.hi));
     }
 }
 

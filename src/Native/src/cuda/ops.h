@@ -99,8 +99,9 @@ struct DirectConvParams {
     const int32_t* bias;     // m values or NULL
     const float* mult;       // m values
     int32_t x_signed, xz;
-    void* y;  // [pixels][m]
+    void* y;  // [pixels][m]: 8-bit, or float (out_float: float(acc) * mult, a GEMM's MatMulIntegerToFloat output)
     int32_t out_zp, lo, hi;
+    int32_t out_float;
 };
 
 }  // namespace cuda

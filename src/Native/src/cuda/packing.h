@@ -23,7 +23,7 @@ inline int8_t weight_value(const uint8_t* raw, uint32_t type, int64_t i) {
 // Layout the device runner stores a tensor in (ops.h): channels-last for 8-bit [C, H, W] with C > 1 and H * W > 1.
 inline Layout tensor_layout(int32_t dtype, int rank, const int64_t* dims) {
     Layout l;
-    if (dtype != QATML_TYPE_FLOAT32 && rank == 3 && dims[0] > 1 && dims[1] * dims[2] > 1) {
+    if ((dtype == QATML_TYPE_UINT8 || dtype == QATML_TYPE_INT8) && rank == 3 && dims[0] > 1 && dims[1] * dims[2] > 1) {
         l.channels_last = 1;
         l.c = dims[0];
         l.hw = dims[1] * dims[2];

@@ -41,6 +41,15 @@ cudaError_t launch_matmul(const MatMulArgs& p, cudaStream_t s) {
 cudaError_t launch_float_conv(const FloatConvArgs& p, cudaStream_t s) {
     return launch_each<FloatConvArgs, float_conv_element>(p, p.rows * p.m * p.oh * p.ow, s);
 }
+cudaError_t launch_gather(const GatherArgs& p, cudaStream_t s) {
+    const cudaError_t err = launch_each<GatherArgs, gather_element>(p, p.rows * p.count * p.row_elems, s);
+    if (err != cudaSuccess || p.fixed) return err;
+    return launch_each<GatherArgs, gather_report>(p, 1, s);
+}
+cudaError_t launch_cast(const CastArgs& p, cudaStream_t s) { return launch_each<CastArgs, cast_element>(p, p.count, s); }
+cudaError_t launch_float_gemm(const FloatGemmArgs& p, cudaStream_t s) {
+    return launch_each<FloatGemmArgs, float_gemm_element>(p, p.vectors * p.n, s);
+}
 
 }  // namespace cuda
 }  // namespace qatml

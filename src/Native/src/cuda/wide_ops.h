@@ -1,4 +1,4 @@
-// The CUDA kernels of the engine's wider ops (UNARY .. FLOAT_CONV, wide_ops.cu): their parameters and the work of one
+// The CUDA kernels of the engine's wider ops (UNARY .. FLOAT_CONV, GATHER, CAST, FLOAT_GEMM; wide_ops.cu): their parameters and the work of one
 // output element (or one softmax column, one layer-norm group), written once for the device and the host. Plain C++
 // outside nvcc: the CPU tests run these very functions over every element against the CPU engine.
 //
@@ -260,6 +260,88 @@ QATML_HD void float_conv_element(const FloatConvArgs& p, int64_t i) {
         }
     }
     p.y[i] = acc + (p.bias ? p.bias[co] : 0.0f);
+}
+
+// ---- integer inputs (token ids, masks): GATHER, CAST; FLOAT_GEMM ---------------------------------------------------
+// INT32 / INT64 tensors and float tensors are stored in plan order; only an 8-bit GATHER output may be channels-last.
+
+// No index outside a table (what a run's error slots start as: every byte 0x7f).
+constexpr int64_t kNoBadIndex = 0x7f7f7f7f7f7f7f7fLL;
+
+// Index i of an INT32 / INT64 tensor.
+QATML_HD int64_t index_value(const void* p, int32_t type, int64_t i) {
+    return type == QATML_TYPE_INT32 ? int64_t(static_cast<const int32_t*>(p)[i]) : static_cast<const int64_t*>(p)[i];
+}
+
+// The table row index i names (ONNX: -rows..rows-1, negative from the end), or -1 outside the table.
+QATML_HD int64_t table_row(int64_t i, int64_t rows) {
+    if (i < -rows || i >= rows) return -1;
+    return i < 0 ? i + rows : i;
+}
+
+struct GatherArgs {
+    const void* indices;   // INT32 / INT64 tensor [rows][count], or NULL with fixed
+    const int64_t* fixed;  // constant indices (count, checked at load), or NULL
+    const void* table;     // [table_rows][row_elems] of y's type
+    void* y;
+    Layout ly;
+    int64_t rows, count, table_rows, row_elems;
+    int32_t index_type, elem;  // elem: bytes of y's type (1 or 4)
+    // Error slot: [0] the first flat position (row * count + i) whose index is outside the table, kNoBadIndex if
+    // none; [1] that index (gather_report). Outside the table nothing is read or written.
+    int64_t* bad;
+};
+QATML_HD void gather_element(const GatherArgs& p, int64_t i) {
+    const int64_t y_row = p.count * p.row_elems, row = i / y_row, e = i - row * y_row, pos = e / p.row_elems, j = e - pos * p.row_elems;
+    const int64_t flat = row * p.count + pos;
+    const int64_t src = table_row(p.fixed ? p.fixed[pos] : index_value(p.indices, p.index_type, flat), p.table_rows);
+    if (src >= 0) {
+        copy_element(p.table, src * p.row_elems + j, p.y, element_at(p.ly, row, y_row, e), p.elem);
+        return;
+    }
+#if defined(__CUDA_ARCH__)
+    atomicMin(reinterpret_cast<unsigned long long*>(p.bad), static_cast<unsigned long long>(flat));
+#else
+    if (flat < p.bad[0]) p.bad[0] = flat;
+#endif
+}
+// After the gather (one element): the bad index itself, while the indices tensor still holds it.
+QATML_HD void gather_report(const GatherArgs& p, int64_t) {
+    if (p.bad[0] != kNoBadIndex) p.bad[1] = index_value(p.indices, p.index_type, p.bad[0]);
+}
+
+struct CastArgs {
+    const void* x;
+    void* y;
+    int64_t count;           // rows * elements
+    int32_t x_type, y_type;  // x INT32 / INT64; y FLOAT32, INT32 or INT64
+};
+// kernels::cast_run of one element: int64 -> float rounds to nearest even, int64 -> int32 keeps the low 32 bits.
+QATML_HD void cast_element(const CastArgs& p, int64_t i) {
+    const int64_t v = index_value(p.x, p.x_type, i);
+    if (p.y_type == QATML_TYPE_FLOAT32)
+        static_cast<float*>(p.y)[i] = static_cast<float>(v);
+    else if (p.y_type == QATML_TYPE_INT32)
+        static_cast<int32_t*>(p.y)[i] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v)));
+    else
+        static_cast<int64_t*>(p.y)[i] = v;
+}
+
+struct FloatGemmArgs {
+    const float* x;  // [vectors][k]
+    float* y;        // [vectors][n]
+    int64_t vectors, k, n;
+    const float* weights;  // [k][n]
+    const float* bias;     // n or NULL
+};
+// kernels::float_gemm_run's order: the products added in K order from 0, then the bias (one rounding each).
+QATML_HD void float_gemm_element(const FloatGemmArgs& p, int64_t i) {
+    const int64_t v = i / p.n, j = i - v * p.n;
+    const float* xv = p.x + v * p.k;
+    float acc = 0.0f;
+    for (int64_t kk = 0; kk < p.k; ++kk) acc += xv[kk] * p.weights[kk * p.n + j];
+    if (p.bias) acc += p.bias[j];
+    p.y[i] = acc;
 }
 
 }  // namespace cuda
