@@ -45,7 +45,7 @@ internal static class AdaRound
     /// </summary>
     public static AdaRoundResult Learn(MLContext context, OnnxModel prepared, CalibrationTable table, PostTrainingOptions options, IDataView data, string modelName,
         IReadOnlyDictionary<string, string>? keptFloat, IReadOnlyDictionary<string, QuantizationPrecision>? precisions, IReadOnlyDictionary<string, float[]>? means,
-        IChannel? channel, ISet<string>? only = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedBefore = null)
+        IChannel? channel, ISet<string>? only = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedBefore = null, AdaRoundOptimizer.Settings? settings = null)
     {
         var plan = QdqPlan.Create(prepared.Clone(), table, options, keptFloat, precisions, means);
         var layers = plan.ComputeNodes
@@ -58,7 +58,7 @@ internal static class AdaRound
             return new AdaRoundResult(learned, report);
 
         RowSample rows = RowSample.Load(context, prepared, options, data, modelName, options.AdaRoundRowCount);
-        var settings = new AdaRoundOptimizer.Settings(options.AdaRoundIterations, Seed: 0);
+        settings ??= new AdaRoundOptimizer.Settings(options.AdaRoundIterations, Seed: 0);
         foreach (string name in layers)
         {
             options.CancellationToken.ThrowIfCancellationRequested();
@@ -70,7 +70,10 @@ internal static class AdaRound
             QuantizedConstant nearest = plan.Constants[(name, 1)];
             var (floatInput, shape) = FloatInput(context, prepared, options, rows, modelName, node.Inputs[0]);
             float[] quantizedInput = QuantizedInput(context, prepared, table, options, rows, modelName, keptFloat, precisions, means, learned, name);
-            var outcome = AdaRoundOptimizer.Learn(node, nearest, floatInput, quantizedInput, shape, settings);
+            // The paper's f_a: a Relu that alone reads the output zeroes what the error would otherwise count.
+            var consumers = prepared.Graph.Consumers(node.Outputs[0]);
+            bool relu = consumers.Count == 1 && consumers[0].OpType == "Relu" && consumers[0].Domain.Length == 0 && !prepared.Graph.IsGraphOutput(node.Outputs[0]);
+            var outcome = AdaRoundOptimizer.Learn(node, nearest, floatInput, quantizedInput, shape, relu, OutputGrid(plan, name), settings);
             if (outcome.LearnedError < outcome.NearestError)
                 learned[name] = nearest with { Values = outcome.Values };
             var layer = new AdaRoundLayer(name, outcome.NearestError, outcome.LearnedError, outcome.LearnedError < outcome.NearestError ? outcome.Changed : 0, nearest.Values.Length);
@@ -79,6 +82,19 @@ internal static class AdaRound
                 $"({(learned.ContainsKey(name) ? $"{layer.Changed} of {layer.Weights} weights rounded the other way" : "kept round-to-nearest")}, {rows.Count} rows).");
         }
         return new AdaRoundResult(learned, report);
+    }
+
+    /// <summary>
+    /// The quantization of the layer's output (its folded Relu's output when there is one) when it has fewer than 8 bits:
+    /// at 4 bits the output grid is as coarse as the weights', so the rounding learns against it (QDrop, BRECQ).
+    /// </summary>
+    private static AdaRoundOptimizer.OutputGrid? OutputGrid(QdqPlan plan, string layer)
+    {
+        string output = plan.Folds.TryGetValue(layer, out string? fold) ? plan.Node(fold).Outputs[0] : plan.Node(layer).Outputs[0];
+        if (!plan.Activations.TryGetValue(output, out var quantization) || quantization.Bits >= 8)
+            return null;
+        var (min, max) = QuantizationParameters.GetTypeRange(quantization.Bits, quantization.Signed);
+        return new AdaRoundOptimizer.OutputGrid(quantization.Params.Scale, quantization.Params.ZeroPoint, min, max);
     }
 
     /// <summary>The float model's values of <paramref name="tensor"/> on the rows, and their shape (rows first).</summary>
