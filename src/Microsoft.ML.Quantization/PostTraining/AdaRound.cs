@@ -62,13 +62,18 @@ internal static class AdaRound
         foreach (string name in layers)
         {
             options.CancellationToken.ThrowIfCancellationRequested();
-            // Each layer leaves its activations (hundreds of MB at ResNet18's first layers) and libtorch tensors whose native
-            // memory the GC does not see; without a collection between layers a ResNet18 run grew past 16 GB.
+            // Each layer leaves its activations (hundreds of MB at ResNet18's first layers) and model copies for the GC.
             GC.Collect();
             GC.WaitForPendingFinalizers();
             OnnxNode node = plan.Node(name);
             QuantizedConstant nearest = plan.Constants[(name, 1)];
             var (floatInput, shape) = FloatInput(context, prepared, options, rows, modelName, node.Inputs[0]);
+            if (LayerColumns.Create(node, nearest, shape, 1, 0) is { Underdetermined: true } columns)
+            {
+                channel?.Info(MessageSensitivity.None, "{0}", $"AdaRound '{name}' ({node.OpType}, {nearest.Bits}-bit): kept round-to-nearest, {columns.InputsPerOutput} inputs per output " +
+                    $"and {columns.TotalColumns} columns ({rows.Count} rows) to learn from.");
+                continue;
+            }
             float[] quantizedInput = QuantizedInput(context, prepared, table, options, rows, modelName, keptFloat, precisions, means, learned, name);
             // The paper's f_a: a Relu that alone reads the output zeroes what the error would otherwise count.
             var consumers = prepared.Graph.Consumers(node.Outputs[0]);

@@ -19,7 +19,7 @@ public sealed class AdaRoundTests
     private static PostTrainingOptions Options() => new()
     {
         ModelPath = TestData.FmnistNet, IntraOpNumThreads = 1, SampleCount = 128, MinOutputCosine = 0, Precision = QuantizationPrecision.W4A8,
-        AdaRound = true, AdaRoundRowCount = 32, AdaRoundIterations = 120,
+        AdaRound = true, AdaRoundRowCount = 128, AdaRoundIterations = 120,
     };
 
     [Fact]
@@ -33,7 +33,9 @@ public sealed class AdaRoundTests
 
         var result = AdaRound.Learn(context, model, table, options, calibration, "fmnistnet", null, null, null, null);
 
-        Assert.Equal(["/conv1/Conv", "/conv2/Conv", "/fc1/Gemm", "/fc2/Gemm"], result.Layers.Select(l => l.Node));
+        // fc1 (3136 inputs per output, 128 rows) is under-determined and keeps round-to-nearest.
+        Assert.Equal(["/conv1/Conv", "/conv2/Conv", "/fc2/Gemm"], result.Layers.Select(l => l.Node));
+        Assert.DoesNotContain("/fc1/Gemm", result.Weights.Keys);
         Assert.All(result.Layers, l =>
         {
             Assert.True(l.LearnedError < 0.9 * l.NearestError, $"{l.Node}: {l.NearestError:G4} -> {l.LearnedError:G4}");
