@@ -16,7 +16,7 @@
 //        write-plan-fixtures OUTDIR [--resnet] (engine plans, inputs and CPU outputs for the native and GPU tests).
 //        ptq-scaling [--sizes 10000,30000,100000] [--ops Identity,Relu,Flatten,Add] (issue 13: PostTraining time against node count).
 //        single-row [--rows N] (issue 14: PredictionEngine latency per row vs a direct ONNX Runtime / native engine call on one row).
-//        adaround [--no-resnet] [--iterations N] [--resnet-rows N] [--scheme W4A8-MinMax] [--verbose] (issue 16: FmnistNet W4A4/W4A8 and ResNet18 W4A8 with AdaRound vs round-to-nearest).
+//        adaround [--no-resnet] [--iterations N] [--resnet-rows N (32)] [--resnet-iterations N (500)] [--scheme W4A8-MinMax] [--verbose] [--one-layer] (issue 16: FmnistNet W4A4/W4A8 and ResNet18 W4A8 with AdaRound vs round-to-nearest).
 //        auto [--zoo FOLDER] [--rows N] [--only fmnistnet,resnet18,<zoo names>] [--no-resnet] [--max-trials N] [--adaround] [--trials] (issue 16: mlContext.Quantization.Auto per model beside the best plain scheme).
 // Data: defaults to tests/data/fashion-mnist (the repo ships the 10k test set); the full
 // Fashion-MNIST comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or

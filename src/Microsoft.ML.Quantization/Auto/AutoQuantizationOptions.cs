@@ -92,7 +92,7 @@ public sealed class AutoQuantizationOptions
     /// <summary>
     /// Whether the search may try AdaRound on its best 4-bit configuration that misses the constraint (TorchSharp-cpu in the app,
     /// as for <see cref="PostTrainingOptions.AdaRound"/>; a trial whose AdaRound cannot run is recorded as rejected). Default false:
-    /// opt-in while AdaRound's memory on large layers is unbounded (9 GB and more on ResNet18, docs/auto.md).
+    /// opt-in for its time (minutes per trial on ResNet18-sized models; its memory is bounded, about 2.3 GB there, docs/auto.md).
     /// </summary>
     public bool AdaRound { get; set; }
 

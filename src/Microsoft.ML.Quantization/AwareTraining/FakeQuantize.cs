@@ -160,9 +160,9 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
         Tensor rounded = scaled.round();
         Tensor levels = FakeQuantize.ClampLevels(rounded, z, quantMin, quantMax, inPlace: false);
         Tensor inside = rounded.eq_(levels);
-        // d output / d s = levels - inside * x / s, in place on x / s (bounded first so that Inf * 0 stays 0).
+        // d output / d s = levels - inside * x / s in one pass (x / s bounded first, in place, so that Inf * 0 stays 0).
         double bound = Math.Max(Math.Abs((double)quantMin), Math.Abs((double)quantMax)) + z.abs().max().item<float>() + 1;
-        Tensor scaleGradient = scaled.clamp_(-bound, bound).mul_(inside).sub_(levels).neg_();
+        Tensor scaleGradient = levels.addcmul(scaled.clamp_(-bound, bound), inside, -1);
         Tensor output = levels.mul_(s);
         // Only tensors made here are saved (a caller's tensor changed in place before backward would fail autograd's
         // version check inside the callback); the scale's value only when the zero point learns.
@@ -183,8 +183,14 @@ internal sealed class LearnedRangeFakeQuantize : torch.autograd.SingleTensorFunc
         // New tensors, never the saved ones in place: a second backward (retain_graph) must find them unchanged, and an
         // exception inside this callback would cross native frames.
         Tensor? dx = needX ? grad_output * inside : null;
-        Tensor? ds = needScale ? FakeQuantize.SumTo(grad_output * scaleGradient, (long[])ctx.get_data("scaleShape")).mul_((double)ctx.get_data("gradientScale")) : null;
+        Tensor? ds = needScale ? ScaleGradient(grad_output, scaleGradient, (long[])ctx.get_data("scaleShape")).mul_((double)ctx.get_data("gradientScale")) : null;
         Tensor? dz = needZeroPoint ? FakeQuantize.SumTo(grad_output - grad_output * inside, (long[])ctx.get_data("zeroPointShape")).mul_(saved[2]).neg_() : null;
         return [dx!, ds!, dz!, null!, null!, null!];
     }
+
+    /// <summary>sum(gradient * d output / d s) to the scale's shape: one dot product, without the product's buffer, for a per-tensor scale.</summary>
+    private static Tensor ScaleGradient(Tensor gradient, Tensor scaleGradient, long[] shape)
+        => shape.Aggregate(1L, (p, d) => p * d) == 1 && gradient.is_contiguous()
+            ? gradient.reshape(-1).dot(scaleGradient.reshape(-1)).reshape(shape)
+            : FakeQuantize.SumTo(gradient * scaleGradient, shape);
 }

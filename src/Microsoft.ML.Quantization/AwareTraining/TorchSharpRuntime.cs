@@ -18,6 +18,21 @@ internal static class TorchSharpRuntime
             throw failure;
     }
 
+    private static readonly Lazy<nint> s_mallocTrim = new(() =>
+        OperatingSystem.IsLinux() && NativeLibrary.TryLoad("libc.so.6", out nint libc) && NativeLibrary.TryGetExport(libc, "malloc_trim", out nint trim) ? trim : 0);
+
+    /// <summary>
+    /// Hands the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere). libtorch's tensors of
+    /// megabytes freed and reallocated every step come from glibc's heaps once its adaptive mmap threshold has risen
+    /// past their size, and those heaps keep the freed pages: a loop over 2.4M-weight tensors grew by about 30 MB a step.
+    /// </summary>
+    internal static unsafe void ReleaseFreedMemory()
+    {
+        nint trim = s_mallocTrim.Value;
+        if (trim != 0)
+            ((delegate* unmanaged<nuint, int>)trim)(0);
+    }
+
     private static Exception? TryInitialize()
     {
         try

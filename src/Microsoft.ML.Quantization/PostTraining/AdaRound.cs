@@ -45,7 +45,7 @@ internal static class AdaRound
     /// </summary>
     public static AdaRoundResult Learn(MLContext context, OnnxModel prepared, CalibrationTable table, PostTrainingOptions options, IDataView data, string modelName,
         IReadOnlyDictionary<string, string>? keptFloat, IReadOnlyDictionary<string, QuantizationPrecision>? precisions, IReadOnlyDictionary<string, float[]>? means,
-        IChannel? channel, ISet<string>? only = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedBefore = null)
+        IChannel? channel, ISet<string>? only = null, IReadOnlyDictionary<string, QuantizedConstant>? learnedBefore = null, AdaRoundOptimizer.Settings? settings = null)
     {
         var plan = QdqPlan.Create(prepared.Clone(), table, options, keptFloat, precisions, means);
         var layers = plan.ComputeNodes
@@ -58,19 +58,27 @@ internal static class AdaRound
             return new AdaRoundResult(learned, report);
 
         RowSample rows = RowSample.Load(context, prepared, options, data, modelName, options.AdaRoundRowCount);
-        var settings = new AdaRoundOptimizer.Settings(options.AdaRoundIterations, Seed: 0);
+        settings ??= new AdaRoundOptimizer.Settings(options.AdaRoundIterations, Seed: 0);
         foreach (string name in layers)
         {
             options.CancellationToken.ThrowIfCancellationRequested();
-            // Each layer leaves its activations (hundreds of MB at ResNet18's first layers) and libtorch tensors whose native
-            // memory the GC does not see; without a collection between layers a ResNet18 run grew past 16 GB.
+            // Each layer leaves its activations (hundreds of MB at ResNet18's first layers) and model copies for the GC.
             GC.Collect();
             GC.WaitForPendingFinalizers();
             OnnxNode node = plan.Node(name);
             QuantizedConstant nearest = plan.Constants[(name, 1)];
             var (floatInput, shape) = FloatInput(context, prepared, options, rows, modelName, node.Inputs[0]);
+            if (LayerColumns.Create(node, nearest, shape, 1, 0) is { Underdetermined: true } columns)
+            {
+                channel?.Info(MessageSensitivity.None, "{0}", $"AdaRound '{name}' ({node.OpType}, {nearest.Bits}-bit): kept round-to-nearest, {columns.InputsPerOutput} inputs per output " +
+                    $"and {columns.TotalColumns} columns ({rows.Count} rows) to learn from.");
+                continue;
+            }
             float[] quantizedInput = QuantizedInput(context, prepared, table, options, rows, modelName, keptFloat, precisions, means, learned, name);
-            var outcome = AdaRoundOptimizer.Learn(node, nearest, floatInput, quantizedInput, shape, settings);
+            // The paper's f_a: a Relu that alone reads the output zeroes what the error would otherwise count.
+            var consumers = prepared.Graph.Consumers(node.Outputs[0]);
+            bool relu = consumers.Count == 1 && consumers[0].OpType == "Relu" && consumers[0].Domain.Length == 0 && !prepared.Graph.IsGraphOutput(node.Outputs[0]);
+            var outcome = AdaRoundOptimizer.Learn(node, nearest, floatInput, quantizedInput, shape, relu, OutputGrid(plan, name), settings);
             if (outcome.LearnedError < outcome.NearestError)
                 learned[name] = nearest with { Values = outcome.Values };
             var layer = new AdaRoundLayer(name, outcome.NearestError, outcome.LearnedError, outcome.LearnedError < outcome.NearestError ? outcome.Changed : 0, nearest.Values.Length);
@@ -79,6 +87,19 @@ internal static class AdaRound
                 $"({(learned.ContainsKey(name) ? $"{layer.Changed} of {layer.Weights} weights rounded the other way" : "kept round-to-nearest")}, {rows.Count} rows).");
         }
         return new AdaRoundResult(learned, report);
+    }
+
+    /// <summary>
+    /// The quantization of the layer's output (its folded Relu's output when there is one) when it has fewer than 8 bits:
+    /// at 4 bits the output grid is as coarse as the weights', so the rounding learns against it (QDrop, BRECQ).
+    /// </summary>
+    private static AdaRoundOptimizer.OutputGrid? OutputGrid(QdqPlan plan, string layer)
+    {
+        string output = plan.Folds.TryGetValue(layer, out string? fold) ? plan.Node(fold).Outputs[0] : plan.Node(layer).Outputs[0];
+        if (!plan.Activations.TryGetValue(output, out var quantization) || quantization.Bits >= 8)
+            return null;
+        var (min, max) = QuantizationParameters.GetTypeRange(quantization.Bits, quantization.Signed);
+        return new AdaRoundOptimizer.OutputGrid(quantization.Params.Scale, quantization.Params.ZeroPoint, min, max);
     }
 
     /// <summary>The float model's values of <paramref name="tensor"/> on the rows, and their shape (rows first).</summary>

@@ -150,7 +150,8 @@ public sealed class PostTrainingOptions : OnnxBindingOptions
     /// rounds up or down so the layer's output on the calibration rows stays closest to the float one (its input taken
     /// from the quantized model, the target from the float model; layer by layer in graph order). Applies to the Conv
     /// (2-D), Gemm and MatMul weights below 8 bits (4-bit weights) left after the sensitivity analysis; a layer keeps
-    /// round-to-nearest when the learned rounding does not lower its error, and <see cref="BiasCorrection"/> still corrects
+    /// round-to-nearest when the learned rounding does not lower its error or when it is a Gemm/MatMul with more inputs
+    /// per output than rows to learn from, and <see cref="BiasCorrection"/> still corrects
     /// the mean shift left (the rounding is learned on few rows). Runs on TorchSharp (the app references TorchSharp-cpu, as
     /// for AwareTraining). Default false.
     /// </summary>
