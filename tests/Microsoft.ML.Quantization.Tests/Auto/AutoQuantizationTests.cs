@@ -128,9 +128,4 @@ public sealed class AutoQuantizationTests
         [ColumnName("logits")]
         public float[] Logits { get; set; } = [];
     }
-
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }
