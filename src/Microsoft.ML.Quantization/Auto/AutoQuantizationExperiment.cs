@@ -374,8 +374,8 @@ internal sealed class AutoSearch
             ContinueAfterEpoch = (_, last) => Fits(last.TotalSeconds),
         };
         _base.CopyTo(options);
-        if (wide.Contains(_weighted[0])) options.FirstLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
-        if (wide.Contains(_weighted[^1])) options.LastLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
+        if (_weighted.Count > 0 && wide.Contains(_weighted[0])) options.FirstLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
+        if (_weighted.Count > 0 && wide.Contains(_weighted[^1])) options.LastLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
         string input = _model.Graph.RuntimeInputs[0].Name;
         if (_base.Inputs.FirstOrDefault(b => b.TensorName == input) is { } binding)
             options.FeatureColumnName = binding.ColumnName;
