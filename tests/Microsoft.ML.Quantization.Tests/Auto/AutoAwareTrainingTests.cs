@@ -56,17 +56,7 @@ public sealed class AutoAwareTrainingTests
         Assert.Equal(qat.Metric, comparison.QuantizedAccuracy!.Value * 100, 6);
         Assert.True(comparison.QuantizedAccuracy.Value * 100 >= result.FloatMetric, result.ToString());
 
-        string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"qatml-auto-qat-{Guid.NewGuid():N}.zip");
-        try
-        {
-            context.Model.Save(result.Model, validation.Schema, path);
-            using var restored = Assert.IsType<QuantizedModelTransformer>(context.Quantization.LoadModel(path, out _));
-            Assert.Equal(result.Model.QuantizedModel, restored.QuantizedModel);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        AutoQuantizationTests.AssertSavesAndLoads(context, result.Model, validation.Schema, Validation.Value[0]);
     }
 
     public static TheoryData<string> WithoutTraining => ["disabled", "no label column in the training rows", "no label"];
