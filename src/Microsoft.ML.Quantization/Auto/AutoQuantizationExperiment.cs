@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.ML.Quantization.AwareTraining;
 using Microsoft.ML.Quantization.Calibration;
 using Microsoft.ML.Quantization.Inference;
 using Microsoft.ML.Quantization.Internal;
@@ -21,8 +22,9 @@ namespace Microsoft.ML.Quantization.Auto;
 /// but the k most sensitive (first and last kept at 8 bits by default; k by doubling and bisection), AdaRound on the
 /// closest miss, and a local refinement that
 /// lowers the remaining 8-bit layers one at a time, least sensitive first. SmoothQuant is tried at INT8 where a MatMul/Gemm input
-/// has outlier channels, and kept for the rest of the search when it scores better. Quantization-aware training is not in the
-/// search space.
+/// has outlier channels, and kept for the rest of the search when it scores better. When no trial meets the constraint and the
+/// training rows have a class label, the last trial is quantization-aware training of the closest miss's scheme
+/// (<see cref="AutoQuantizationOptions.AwareTrainingEpochs"/>).
 /// </remarks>
 public sealed class AutoQuantizationExperiment
 {
@@ -88,6 +90,9 @@ internal sealed class AutoSearch
     private double _floatMetric;
     private List<string> _weighted = [];
     private bool _onlyWeightedHaveConstants;
+    private readonly string? _trainingLabel;
+    private QdqResult? _awareTrained;
+    private TimeSpan _floatPass;
 
     public AutoSearch(MLContext context, AutoQuantizationOptions options, IDataView train, IDataView validation)
     {
@@ -103,6 +108,8 @@ internal sealed class AutoSearch
         _name = _base.ModelName();
         // The label column is checked before any work.
         _scorer = AutoScorer.Create(context, options, validation.Schema);
+        // Quantization-aware training can run only on training rows with the class label (its type is checked when it runs).
+        _trainingLabel = options.TrainingLabelColumn is { } label && train.Schema.GetColumnOrNull(label) is not null ? label : null;
     }
 
     private Action<string> _log = _ => { };
@@ -179,6 +186,7 @@ internal sealed class AutoSearch
                         current = better;
                 }
         }
+        TrainLastResort();
         return Finish(floatPass);
     }
 
@@ -206,7 +214,7 @@ internal sealed class AutoSearch
         using var runner = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _rows);
         var clock = Stopwatch.StartNew();
         _reference = runner.Run(null);
-        floatPass = clock.Elapsed;
+        _floatPass = floatPass = clock.Elapsed;
         _scorer.Bind(_validation, _reference, runner.OutputShapes, _rows.Count);
         _floatMetric = _scorer.FloatMetric;
     }
@@ -301,8 +309,105 @@ internal sealed class AutoSearch
         return At(high);
     }
 
-    private bool Remaining => _trials.Count < _options.MaxTrials && !_options.CancellationToken.IsCancellationRequested
+    /// <summary>
+    /// Whether another post-training trial may start: one of MaxTrials is kept for quantization-aware training while it can run
+    /// and no trial has met the constraint.
+    /// </summary>
+    private bool Remaining => _trials.Count < _options.MaxTrials - (AwareTrainingPending && _options.MaxTrials > 1 ? 1 : 0)
+                              && !_options.CancellationToken.IsCancellationRequested
                               && (_options.TimeBudgetSeconds <= 0 || _clock.Elapsed.TotalSeconds < _options.TimeBudgetSeconds);
+
+    private bool AwareTrainingPending => _trainingLabel is not null && !_trials.Any(t => t.Trial.Accepted);
+
+    /// <summary>
+    /// A row of a quantization-aware training epoch (forward and backward through the fake-quantized graph on libtorch) costs about
+    /// this many rows of the float validation pass: the estimate that decides whether an epoch fits the time budget before any ran.
+    /// </summary>
+    internal const double TrainingRowCost = 8;
+
+    /// <summary>Whether work of <paramref name="seconds"/> and the scoring pass after it fit the time budget.</summary>
+    private bool Fits(double seconds)
+        => _options.TimeBudgetSeconds <= 0 || _clock.Elapsed.TotalSeconds + seconds + _floatPass.TotalSeconds <= _options.TimeBudgetSeconds;
+
+    /// <summary>
+    /// The last resort: when no trial met the constraint, quantization-aware training of the closest miss (the rejected trial with
+    /// the best metric) as AwareTraining can express it: its precision, 8-bit weights on the first and last layer where it kept
+    /// them, ranges learned from a MinMax calibration; its other 8-bit layers, 16-bit activations, float nodes, SmoothQuant and
+    /// AdaRound are dropped (the trial's configuration says so). Epochs stop when the next would not fit the time budget.
+    /// </summary>
+    private void TrainLastResort()
+    {
+        if (!AwareTrainingPending || _trials.Count >= _options.MaxTrials)
+            return;
+        _options.CancellationToken.ThrowIfCancellationRequested();
+        var miss = _trials.Where(t => !double.IsNaN(t.Trial.Metric)).OrderByDescending(t => t.Trial.Metric).ThenBy(t => t.Trial.SizeBytes).FirstOrDefault();
+        if (miss.Configuration is not { } from)
+            return;
+        long rows = _train.GetRowCount() ?? CountRows(_train);
+        double epochSeconds = _floatPass.TotalSeconds / _rows.Count * rows * TrainingRowCost;
+        if (!Fits(epochSeconds))
+        {
+            _log($"Quantization-aware training not started: one epoch of {rows} rows is estimated at {epochSeconds:F1} s, beyond the time budget.");
+            return;
+        }
+
+        var precision = from.Precision;
+        var wide = new HashSet<string>(StringComparer.Ordinal);
+        if (precision.WeightBits < 8 && _weighted.Count > 0)
+            foreach (string end in new[] { _weighted[0], _weighted[^1] }.Where(from.Wide.Contains))
+                wide.Add(end);
+        var scheme = new AutoConfiguration(CalibrationMethod.MinMax, precision, wide, Empty, Empty, false);
+        var dropped = new List<string>();
+        if (from.Wide.Count > wide.Count) dropped.Add($"{from.Wide.Count - wide.Count} more layers 8-bit");
+        if (from.Wide16.Count > 0) dropped.Add($"{from.Wide16.Count} nodes A16");
+        if (from.Float.Count > 0) dropped.Add($"{from.Float.Count} nodes float");
+        if (from.SmoothAlpha is not null) dropped.Add("SmoothQuant");
+        if (from.AdaRound) dropped.Add("AdaRound");
+        if (from.Method != CalibrationMethod.MinMax) dropped.Add($"{from.Method} calibration");
+
+        var options = new AwareTrainingOptions
+        {
+            ModelPath = _base.ModelPath, ModelBytes = _base.ModelBytes, LabelColumnName = _trainingLabel!, Epochs = _options.AwareTrainingEpochs,
+            Precision = precision, WeightsPerChannel = _base.WeightsPerChannel, SymmetricActivations = _base.SymmetricActivations,
+            CalibrationSampleCount = _base.SampleCount, Backend = _base.Backend, AllowBackendFallback = _base.AllowBackendFallback, NativeDevice = _base.NativeDevice,
+            CancellationToken = _options.CancellationToken,
+            ContinueAfterEpoch = (_, last) => Fits(last.TotalSeconds),
+        };
+        _base.CopyTo(options);
+        if (_weighted.Count > 0 && wide.Contains(_weighted[0])) options.FirstLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
+        if (_weighted.Count > 0 && wide.Contains(_weighted[^1])) options.LastLayerPrecision = new QuantizationPrecision(8, precision.ActivationBits);
+        string input = _model.Graph.RuntimeInputs[0].Name;
+        if (_base.Inputs.FirstOrDefault(b => b.TensorName == input) is { } binding)
+            options.FeatureColumnName = binding.ColumnName;
+
+        var clock = Stopwatch.StartNew();
+        int epochs = 0;
+        string Describe() => $"QAT {epochs} epoch{(epochs == 1 ? "" : "s")} from #{miss.Trial.Index}: {scheme.Describe(_weighted.Count)}, LSQ ranges"
+                             + (dropped.Count > 0 ? $" (not expressible, dropped: {string.Join(", ", dropped)})" : "");
+        QuantizationTrial trial;
+        try
+        {
+            var (model, report) = AwareTrainer.Fit(_context, options, _train);
+            epochs = report.Epochs.Count;
+            using (model)
+                _awareTrained = new QdqResult(OnnxModel.Parse(model.QuantizedModel, sourceName: _name), model.Nodes);
+            trial = Measure(_awareTrained, Describe(), clock);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            trial = new QuantizationTrial(_trials.Count + 1, Describe(), double.NaN, 0, double.NaN, clock.Elapsed, false, $"failed: {e.Message}");
+        }
+        Record(trial with { AwareTrainingEpochs = epochs }, scheme);
+    }
+
+    private static long CountRows(IDataView data)
+    {
+        long n = 0;
+        using var cursor = data.GetRowCursor([]);
+        while (cursor.MoveNext())
+            n++;
+        return n;
+    }
 
     private static bool Better(QuantizationTrial a, QuantizationTrial b) => a.Metric > b.Metric;
 
@@ -348,31 +453,42 @@ internal sealed class AutoSearch
         QuantizationTrial trial;
         try
         {
-            QdqResult written = Write(c);
-            long bytes = written.Model.SerializedSize;  // the session below serializes it once
-            // On the native engine the validation pass runs there (what the result runs, and fast for 4-bit weights, which ONNX
-            // Runtime executes unfused); otherwise ONNX Runtime scores it, and only an accepted trial gets the backend's latency.
-            using var backend = _base.Backend == QuantizedBackend.Native ? new AutoBackend(_context, written, _base, _rows) : null;
-            float[][]? outputs = backend is { Native: true } ? backend.Run() : null;
-            if (outputs is null)
-            {
-                using var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows);
-                outputs = runner.Run(null);
-            }
-            double metric = _scorer.Score(outputs, _reference, _rows.Count);
-            var (accepted, why) = _scorer.Judge(metric);
-            double latency = double.NaN;
-            if (accepted)
-            {
-                using var timed = backend is null ? new AutoBackend(_context, written, _base, _rows) : null;
-                latency = (backend ?? timed)!.Latency();
-            }
-            trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), metric, bytes, latency, clock.Elapsed, accepted, why) { FixedScheme = fixedScheme };
+            trial = Measure(Write(c), c.Describe(_weighted.Count), clock) with { FixedScheme = fixedScheme };
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             trial = new QuantizationTrial(_trials.Count + 1, c.Describe(_weighted.Count), double.NaN, 0, double.NaN, clock.Elapsed, false, $"failed: {e.Message}") { FixedScheme = fixedScheme };
         }
+        return Record(trial, c);
+    }
+
+    /// <summary>Scores a written model on the validation rows (the result's backend) and times it when it meets the constraint.</summary>
+    private QuantizationTrial Measure(QdqResult written, string configuration, Stopwatch clock)
+    {
+        long bytes = written.Model.SerializedSize;  // the session below serializes it once
+        // On the native engine the validation pass runs there (what the result runs, and fast for 4-bit weights, which ONNX
+        // Runtime executes unfused); otherwise ONNX Runtime scores it, and only an accepted trial gets the backend's latency.
+        using var backend = _base.Backend == QuantizedBackend.Native ? new AutoBackend(_context, written, _base, _rows) : null;
+        float[][]? outputs = backend is { Native: true } ? backend.Run() : null;
+        if (outputs is null)
+        {
+            using var runner = new SampleRunner(_context, written.Model, 0, _base, _name, _rows);
+            outputs = runner.Run(null);
+        }
+        double metric = _scorer.Score(outputs, _reference, _rows.Count);
+        var (accepted, why) = _scorer.Judge(metric);
+        double latency = double.NaN;
+        if (accepted)
+        {
+            using var timed = backend is null ? new AutoBackend(_context, written, _base, _rows) : null;
+            latency = (backend ?? timed)!.Latency();
+        }
+        return new QuantizationTrial(_trials.Count + 1, configuration, metric, bytes, latency, clock.Elapsed, accepted, why);
+    }
+
+    /// <summary>Adds a trial with its configuration's details, and reports it.</summary>
+    private (QuantizationTrial Trial, AutoConfiguration Configuration) Record(QuantizationTrial trial, AutoConfiguration c)
+    {
         trial = trial with
         {
             CalibrationMethod = c.Method, Precision = c.Precision, NodePrecision = Overrides(c, c.Precision.WeightBits), FloatNodes = [.. c.Float.Order(StringComparer.Ordinal)],
@@ -468,7 +584,7 @@ internal sealed class AutoSearch
                 AutoQuantizationObjective.Latency => accepted.OrderBy(t => t.Trial.LatencyMilliseconds).ThenByDescending(t => t.Trial.Metric).First(),
                 _ => accepted.OrderByDescending(t => t.Trial.Metric).ThenBy(t => t.Trial.SizeBytes).First(),
             };
-        QdqResult written = Write(chosen.Configuration);
+        QdqResult written = chosen.Trial.AwareTrainingEpochs > 0 ? _awareTrained! : Write(chosen.Configuration);
         var model = new QuantizedModelTransformer(_context, written.Model, _base.ToScoringSettings(), written.Nodes);
         _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({_scorer.Name} {chosen.Trial.Metric:0.#####}).");
         return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], _scorer.Metric, _scorer.Name, _floatMetric, floatPass, _clock.Elapsed);

@@ -96,6 +96,22 @@ public sealed class AutoQuantizationOptions
     /// </summary>
     public bool AdaRound { get; set; }
 
+    /// <summary>
+    /// Quantization-aware training as the last resort: when no post-training trial meets the constraint, the last trial
+    /// fine-tunes the closest miss's scheme with <c>AwareTraining</c> on the training rows for at most this many epochs (fewer
+    /// when the time budget ends first), and is scored like every other trial. It runs only when the training rows have the
+    /// class label column <see cref="AwareTrainingLabelColumnName"/> (TorchSharp-cpu in the app, as for AwareTraining); while it
+    /// can run, the post-training search keeps one of <see cref="MaxTrials"/> for it until a trial is accepted. 0 turns it off.
+    /// Default 2 (AwareTraining's default).
+    /// </summary>
+    public int AwareTrainingEpochs { get; set; } = 2;
+
+    /// <summary>
+    /// The class label column of the training rows that quantization-aware training learns from. Null (default):
+    /// <see cref="LabelColumnName"/> when the metric is multiclass accuracy, otherwise none (no training).
+    /// </summary>
+    public string? AwareTrainingLabelColumnName { get; set; }
+
     /// <summary>Receives every trial as it ends. Default null.</summary>
     public IProgress<QuantizationTrial>? Progress { get; set; }
 
@@ -104,6 +120,10 @@ public sealed class AutoQuantizationOptions
 
     /// <summary>The metric the experiment scores by (<see cref="Metric"/>, or its default).</summary>
     internal AutoQuantizationMetric EffectiveMetric => Metric ?? (LabelColumnName is null ? AutoQuantizationMetric.OutputCosine : AutoQuantizationMetric.MulticlassAccuracy);
+
+    /// <summary>The class label column quantization-aware training would learn from, or null when it cannot run.</summary>
+    internal string? TrainingLabelColumn => AwareTrainingEpochs == 0 ? null
+        : AwareTrainingLabelColumnName ?? (EffectiveMetric == AutoQuantizationMetric.MulticlassAccuracy ? LabelColumnName : null);
 
     internal void Validate()
     {
@@ -125,6 +145,8 @@ public sealed class AutoQuantizationOptions
         if (EffectiveMetric is AutoQuantizationMetric.MulticlassAccuracy or AutoQuantizationMetric.AreaUnderRocCurve or AutoQuantizationMetric.RSquared
             && string.IsNullOrEmpty(LabelColumnName))
             throw new ArgumentException($"Metric {EffectiveMetric} is scored against a label: set {nameof(LabelColumnName)}.", nameof(LabelColumnName));
+        if (AwareTrainingEpochs < 0)
+            throw new ArgumentOutOfRangeException(nameof(AwareTrainingEpochs), AwareTrainingEpochs, "AwareTrainingEpochs must be 0 (no training) or positive.");
         if (ScoreIndex is < 0)
             throw new ArgumentOutOfRangeException(nameof(ScoreIndex), ScoreIndex, "ScoreIndex must be at least 0.");
         if (!Enum.IsDefined(Objective))
@@ -164,6 +186,12 @@ public sealed record QuantizationTrial(int Index, string Configuration, double M
 
     /// <summary>Whether the trial learned its 4-bit weights' rounding with AdaRound.</summary>
     public bool AdaRound { get; init; }
+
+    /// <summary>
+    /// Epochs of quantization-aware training the trial ran (0: a post-training trial). Such a trial's model has trained weights
+    /// and ranges; <see cref="ApplyTo"/> sets the post-training options of its scheme only.
+    /// </summary>
+    public int AwareTrainingEpochs { get; init; }
 
     /// <summary>The SmoothQuant alpha the trial smoothed its MatMul/Gemm inputs with (null: not smoothed).</summary>
     public double? SmoothQuantAlpha { get; init; }

@@ -132,6 +132,12 @@ public sealed class AwareTrainingOptions : OnnxModelOptions
     /// <summary>Stops training between steps (Fit throws <see cref="OperationCanceledException"/>).</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>
+    /// Asked after every epoch but the last with the epochs done and the last epoch's time: false ends training there (the
+    /// automatic search's time budget). Null: every epoch runs.
+    /// </summary>
+    internal Func<int, TimeSpan, bool>? ContinueAfterEpoch { get; set; }
+
     /// <summary>The clock behind the rows/s figures (tests substitute one).</summary>
     internal TimeProvider Clock { get; set; } = TimeProvider.System;
 

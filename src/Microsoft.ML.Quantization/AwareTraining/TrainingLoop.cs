@@ -81,6 +81,8 @@ internal sealed class TrainingLoop(AwareTrainingOptions options, OnnxTorchModule
             progress.SetMetric(0, lossSum / train.Count);
             progress.SetMetric(1, lastValidation);
             progress.Checkpoint();
+            if (epoch + 1 < options.Epochs && options.ContinueAfterEpoch?.Invoke(epoch + 1, TimeSpan.FromSeconds(epochSeconds)) == false)
+                break;
         }
         return epochs;
     }

@@ -53,15 +53,21 @@ public sealed class AutoQuantizationTests
         Assert.Equal(result.BestTrial.Metric, comparison.QuantizedAccuracy!.Value * 100, 6);
         Assert.Equal(result.FloatMetric, comparison.FloatAccuracy!.Value * 100, 6);
 
+        AssertSavesAndLoads(context, result.Model, validation.Schema, Validation.Value[0]);
+    }
+
+    /// <summary>Saves and loads <paramref name="model"/>: the same QDQ bytes, and the same scores for <paramref name="row"/> through a PredictionEngine.</summary>
+    internal static void AssertSavesAndLoads(MLContext context, QuantizedModelTransformer model, DataViewSchema schema, FashionMnist.Row row)
+    {
         string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"qatml-auto-{Guid.NewGuid():N}.zip");
         try
         {
-            context.Model.Save(result.Model, validation.Schema, path);
+            context.Model.Save(model, schema, path);
             using var restored = Assert.IsType<QuantizedModelTransformer>(context.Quantization.LoadModel(path, out _));
-            Assert.Equal(result.Model.QuantizedModel, restored.QuantizedModel);
+            Assert.Equal(model.QuantizedModel, restored.QuantizedModel);
             var engine = context.Model.CreatePredictionEngine<FashionMnist.Row, Scores>(restored);
-            var direct = context.Model.CreatePredictionEngine<FashionMnist.Row, Scores>(result.Model);
-            Assert.Equal(direct.Predict(Validation.Value[0]).Logits, engine.Predict(Validation.Value[0]).Logits);
+            var direct = context.Model.CreatePredictionEngine<FashionMnist.Row, Scores>(model);
+            Assert.Equal(direct.Predict(row).Logits, engine.Predict(row).Logits);
         }
         finally
         {
@@ -127,10 +133,5 @@ public sealed class AutoQuantizationTests
     {
         [ColumnName("logits")]
         public float[] Logits { get; set; } = [];
-    }
-
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
     }
 }

@@ -303,9 +303,4 @@ public sealed class AutoScoringTests(ITestOutputHelper output)
 
         public float Score { get; set; }
     }
-
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

@@ -321,11 +321,6 @@ public sealed class CalibrateEstimatorTests
         };
     }
 
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
-
     private sealed class CopiedRow
     {
         [Microsoft.ML.Data.ColumnName("input")]
