@@ -20,7 +20,7 @@ struct FloatGemmCall {
     int64_t m, k, cols;
     const float* bias;      // m values or nullptr (then + 0)
     const float* col_bias;  // nr values of this panel (zero past cols) added instead of bias, or nullptr
-    float* c;           // row r at c + r * ldc
+    float* c;               // row r at c + r * ldc
     int64_t ldc;
 };
 
