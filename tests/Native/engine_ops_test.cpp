@@ -508,6 +508,29 @@ TEST(EngineOps, ZeroInsertionAndFloatConvolution) {
     }
 }
 
+// Runs a one-input, one-output float plan on every path: each output within bound[i] of exact[i], row 1 of `rows`
+// equal to that row alone, the SIMD paths equal to each other, and (given a context) its threads equal to one.
+void expect_every_path_within_bound(const std::vector<uint8_t>& plan, int64_t rows, const std::vector<float>& xv, int64_t per_row, int64_t out_row,
+                                    const std::vector<double>& exact, const std::vector<double>& bound, const std::string& what,
+                                    const qatml_context* threads = nullptr) {
+    std::vector<std::vector<float>> by_path;
+    for (int isa : qatml_test::every_isa()) {
+        qatml_test::IsaCap cap(isa);
+        const auto out = run_plan(plan, rows, {xv});
+        ASSERT_EQ(out.size(), 1u);
+        size_t beyond = 0;
+        for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
+        EXPECT_EQ(beyond, 0u) << what << ", path " << qatml_isa_name(isa);
+        const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
+        const auto one = run_plan(plan, 1, {row1});
+        ASSERT_EQ(one.size(), 1u);
+        EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << what << ", path " << qatml_isa_name(isa);
+        if (threads) EXPECT_EQ(run_plan(plan, rows, {xv}, threads), out) << what << ", path " << qatml_isa_name(isa) << ", 3 threads";
+        if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
+    }
+    for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << what << ": SIMD paths differ";
+}
+
 // The float convolution on every path against a double-precision reference, within the error bound of any float32
 // summation order, (K + 2) * 2^-24 * (sum |w x| + |bias|) per output (the paths sum in different orders: the scalar
 // loop from the bias, multiply then add; the SIMD kernels FMA chains from 0, then the bias). AVX2 and AVX-512 run the
@@ -559,21 +582,7 @@ TEST(EngineOps, FloatConvolutionOnEveryPathWithinTheSummationBound) {
                         exact[i] = acc;
                         bound[i] = double(cpg * s.k * s.k + 2) * std::ldexp(1.0, -24) * mag;
                     }
-        std::vector<std::vector<float>> by_path;
-        for (int isa : qatml_test::every_isa()) {
-            qatml_test::IsaCap cap(isa);
-            const auto out = run_plan(w.bytes(), rows, {xv});
-            ASSERT_EQ(out.size(), 1u);
-            size_t beyond = 0;
-            for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
-            EXPECT_EQ(beyond, 0u) << "shape " << si << ", path " << qatml_isa_name(isa);
-            const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
-            const auto one = run_plan(w.bytes(), 1, {row1});
-            ASSERT_EQ(one.size(), 1u);
-            EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << "shape " << si << ", path " << qatml_isa_name(isa);
-            if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
-        }
-        for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << "shape " << si << ": SIMD paths differ";
+        expect_every_path_within_bound(w.bytes(), rows, xv, per_row, out_row, exact, bound, "shape " + std::to_string(si));
     }
 }
 
@@ -614,22 +623,7 @@ TEST(EngineOps, FloatGemmOnEveryPathWithinTheSummationBound) {
                 exact[static_cast<size_t>(v * s.n + j)] = acc;
                 bound[static_cast<size_t>(v * s.n + j)] = double(s.k + 2) * std::ldexp(1.0, -24) * mag;
             }
-        std::vector<std::vector<float>> by_path;
-        for (int isa : qatml_test::every_isa()) {
-            qatml_test::IsaCap cap(isa);
-            const auto out = run_plan(w.bytes(), rows, {xv});
-            ASSERT_EQ(out.size(), 1u);
-            size_t beyond = 0;
-            for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
-            EXPECT_EQ(beyond, 0u) << "shape " << si << ", path " << qatml_isa_name(isa);
-            const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
-            const auto one = run_plan(w.bytes(), 1, {row1});
-            ASSERT_EQ(one.size(), 1u);
-            EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << "shape " << si << ", path " << qatml_isa_name(isa);
-            EXPECT_EQ(run_plan(w.bytes(), rows, {xv}, ctx), out) << "shape " << si << ", path " << qatml_isa_name(isa) << ", 3 threads";
-            if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
-        }
-        for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << "shape " << si << ": SIMD paths differ";
+        expect_every_path_within_bound(w.bytes(), rows, xv, per_row, out_row, exact, bound, "shape " + std::to_string(si), ctx);
     }
     qatml_context_destroy(ctx);
 }
