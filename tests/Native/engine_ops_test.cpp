@@ -508,6 +508,29 @@ TEST(EngineOps, ZeroInsertionAndFloatConvolution) {
     }
 }
 
+// Runs a one-input, one-output float plan on every path: each output within bound[i] of exact[i], row 1 of `rows`
+// equal to that row alone, the SIMD paths equal to each other, and (given a context) its threads equal to one.
+void expect_every_path_within_bound(const std::vector<uint8_t>& plan, int64_t rows, const std::vector<float>& xv, int64_t per_row, int64_t out_row,
+                                    const std::vector<double>& exact, const std::vector<double>& bound, const std::string& what,
+                                    const qatml_context* threads = nullptr) {
+    std::vector<std::vector<float>> by_path;
+    for (int isa : qatml_test::every_isa()) {
+        qatml_test::IsaCap cap(isa);
+        const auto out = run_plan(plan, rows, {xv});
+        ASSERT_EQ(out.size(), 1u);
+        size_t beyond = 0;
+        for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
+        EXPECT_EQ(beyond, 0u) << what << ", path " << qatml_isa_name(isa);
+        const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
+        const auto one = run_plan(plan, 1, {row1});
+        ASSERT_EQ(one.size(), 1u);
+        EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << what << ", path " << qatml_isa_name(isa);
+        if (threads) EXPECT_EQ(run_plan(plan, rows, {xv}, threads), out) << what << ", path " << qatml_isa_name(isa) << ", 3 threads";
+        if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
+    }
+    for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << what << ": SIMD paths differ";
+}
+
 // The float convolution on every path against a double-precision reference, within the error bound of any float32
 // summation order, (K + 2) * 2^-24 * (sum |w x| + |bias|) per output (the paths sum in different orders: the scalar
 // loop from the bias, multiply then add; the SIMD kernels FMA chains from 0, then the bias). AVX2 and AVX-512 run the
@@ -559,22 +582,50 @@ TEST(EngineOps, FloatConvolutionOnEveryPathWithinTheSummationBound) {
                         exact[i] = acc;
                         bound[i] = double(cpg * s.k * s.k + 2) * std::ldexp(1.0, -24) * mag;
                     }
-        std::vector<std::vector<float>> by_path;
-        for (int isa : qatml_test::every_isa()) {
-            qatml_test::IsaCap cap(isa);
-            const auto out = run_plan(w.bytes(), rows, {xv});
-            ASSERT_EQ(out.size(), 1u);
-            size_t beyond = 0;
-            for (size_t i = 0; i < exact.size(); ++i) beyond += std::fabs(double(out[0][i]) - exact[i]) > bound[i];
-            EXPECT_EQ(beyond, 0u) << "shape " << si << ", path " << qatml_isa_name(isa);
-            const std::vector<float> row1(xv.begin() + per_row, xv.begin() + 2 * per_row);
-            const auto one = run_plan(w.bytes(), 1, {row1});
-            ASSERT_EQ(one.size(), 1u);
-            EXPECT_TRUE(std::equal(one[0].begin(), one[0].end(), out[0].begin() + out_row)) << "shape " << si << ", path " << qatml_isa_name(isa);
-            if (isa != QATML_ISA_SCALAR) by_path.push_back(out[0]);
-        }
-        for (size_t p = 1; p < by_path.size(); ++p) EXPECT_EQ(by_path[p], by_path[0]) << "shape " << si << ": SIMD paths differ";
+        expect_every_path_within_bound(w.bytes(), rows, xv, per_row, out_row, exact, bound, "shape " + std::to_string(si));
     }
+}
+
+// The float MatMul with constant weights (FLOAT_GEMM) on every path against a double-precision reference within the
+// same summation bound, (K + 2) * 2^-24 * (sum |x w| + |bias|) per output. The SIMD paths (the convolution's kernels,
+// the vectors of all rows as the tile's rows) agree exactly, and a vector's outputs depend neither on the batch nor on
+// the threads. Shapes: tiny, row and column tails on both tile sizes, no bias, and a K long enough for several chunks
+// of packed vectors.
+TEST(EngineOps, FloatGemmOnEveryPathWithinTheSummationBound) {
+    struct Shape {
+        int64_t vectors, k, n;
+        bool bias;
+    };
+    const std::vector<Shape> shapes = {{5, 3, 2, true}, {7, 37, 45, true}, {13, 64, 96, false}, {11, 384, 70, true}, {20, 2000, 17, true}};
+    qatml_device cpu{QATML_DEVICE_CPU, 0};
+    qatml_context* ctx = nullptr;
+    ASSERT_EQ(qatml_context_create(&cpu, 3, &ctx), QATML_OK);
+    for (size_t si = 0; si < shapes.size(); ++si) {
+        const Shape& s = shapes[si];
+        PlanWriter w;
+        const uint32_t x = w.tensor(QATML_TYPE_FLOAT32, {s.vectors, s.k}), y = w.tensor(QATML_TYPE_FLOAT32, {s.vectors, s.n});
+        w.inputs = {x};
+        w.outputs = {y};
+        const auto weights = random_floats(static_cast<size_t>(s.k * s.n), 100u + static_cast<unsigned>(si), -1.0f, 1.0f);
+        const auto bias = s.bias ? random_floats(static_cast<size_t>(s.n), 110u + static_cast<unsigned>(si)) : std::vector<float>{};
+        qatml_test::float_gemm_op(w, x, y, s.k, s.n, weights, bias);
+        const int64_t rows = 3, per_row = s.vectors * s.k, out_row = s.vectors * s.n;
+        const auto xv = random_floats(static_cast<size_t>(rows * per_row), 120u + static_cast<unsigned>(si));
+        std::vector<double> exact(static_cast<size_t>(rows * out_row)), bound(exact.size());
+        for (int64_t v = 0; v < rows * s.vectors; ++v)
+            for (int64_t j = 0; j < s.n; ++j) {
+                double acc = s.bias ? bias[static_cast<size_t>(j)] : 0.0, mag = std::fabs(acc);
+                for (int64_t kk = 0; kk < s.k; ++kk) {
+                    const double p = double(xv[static_cast<size_t>(v * s.k + kk)]) * weights[static_cast<size_t>(kk * s.n + j)];
+                    acc += p;
+                    mag += std::fabs(p);
+                }
+                exact[static_cast<size_t>(v * s.n + j)] = acc;
+                bound[static_cast<size_t>(v * s.n + j)] = double(s.k + 2) * std::ldexp(1.0, -24) * mag;
+            }
+        expect_every_path_within_bound(w.bytes(), rows, xv, per_row, out_row, exact, bound, "shape " + std::to_string(si), ctx);
+    }
+    qatml_context_destroy(ctx);
 }
 
 // Every op kind in one plan: each path, batch and thread count gives the same

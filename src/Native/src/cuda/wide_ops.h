@@ -334,14 +334,14 @@ struct FloatGemmArgs {
     const float* weights;  // [k][n]
     const float* bias;     // n or NULL
 };
-// kernels::float_gemm_run's order: the products added in K order from 0, then the bias (one rounding each).
+// The CPU's vector kernels' order (float_body.inc's gemm_tile): the products fused-multiply-added onto 0 in K order,
+// then the bias (+0 without one, which also turns an underflowed -0 into +0).
 QATML_HD void float_gemm_element(const FloatGemmArgs& p, int64_t i) {
     const int64_t v = i / p.n, j = i - v * p.n;
     const float* xv = p.x + v * p.k;
     float acc = 0.0f;
-    for (int64_t kk = 0; kk < p.k; ++kk) acc += xv[kk] * p.weights[kk * p.n + j];
-    if (p.bias) acc += p.bias[j];
-    p.y[i] = acc;
+    for (int64_t kk = 0; kk < p.k; ++kk) acc = math::fma_of(xv[kk], p.weights[kk * p.n + j], acc);
+    p.y[i] = acc + (p.bias ? p.bias[j] : 0.0f);
 }
 
 }  // namespace cuda

@@ -33,6 +33,7 @@ void prepare_integer_input_op(const qatml_engine& e, const Op& op, Step& s) {
             f.weights = reinterpret_cast<const float*>(op.data.data());
             f.bias = op.count_include_pad ? f.weights + op.k * op.n : nullptr;
             s.vectors = e.tensors[op.x].elems / op.k;
+            float_gemm_prepare(f, e.isa);
             break;
         }
         default: break;

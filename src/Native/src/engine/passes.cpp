@@ -89,6 +89,7 @@ int64_t Step::scratch_bytes(int64_t rows) const {
         case QATML_ENGINE_OP_BINARY: return binary.scratch_bytes;
         case QATML_ENGINE_OP_MATMUL: return matmul.scratch_bytes;
         case QATML_ENGINE_OP_FLOAT_CONV: return float_conv.scratch_bytes;
+        case QATML_ENGINE_OP_FLOAT_GEMM: return float_gemm_scratch_bytes(float_gemm, rows * vectors);
         default: return 0;
     }
 }

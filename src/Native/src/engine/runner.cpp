@@ -99,7 +99,7 @@ bool run_step(const qatml_engine* e, const Step& s, const Chunk& c, const Io& io
         }
         case QATML_ENGINE_OP_CAST: cast_run(s.type, s.zp, n * s.elements, x, y); return true;
         case QATML_ENGINE_OP_FLOAT_GEMM:
-            float_gemm_run(s.float_gemm, n * s.vectors, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y));
+            float_gemm_run(s.float_gemm, n * s.vectors, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y), c.scratch);
             return true;
         case QATML_ENGINE_OP_MAXPOOL:
         case QATML_ENGINE_OP_AVGPOOL: pool_run(s.pool, n, x, y, c.scratch); return true;

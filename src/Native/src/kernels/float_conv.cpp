@@ -16,12 +16,6 @@ constexpr int64_t kChunkBytes = 256 * 1024;
 // the same bound as the integer kernels' geometry-sized scratch.
 constexpr int64_t kMaxScratchBytes = int64_t(1) << 31;
 
-const FloatKernels* float_kernels_for(int isa) {
-    if (isa >= QATML_ISA_AVX512_VNNI) return &kFloatAvx512;
-    if (isa >= QATML_ISA_AVX2) return &kFloatAvx2;
-    return nullptr;
-}
-
 // Output columns ox whose input column ox * sw + off lies inside a row of w: [*lo, *hi) (possibly empty).
 void valid_columns(const FloatConvPlan& p, int64_t off, int64_t* lo, int64_t* hi) {
     *lo = off >= 0 ? 0 : (-off + p.sw - 1) / p.sw;
@@ -113,6 +107,12 @@ void depthwise_run(const FloatConvPlan& p, int64_t rows, const float* x, float* 
 }
 
 }  // namespace
+
+const FloatKernels* float_kernels_for(int isa) {
+    if (isa >= QATML_ISA_AVX512_VNNI) return &kFloatAvx512;
+    if (isa >= QATML_ISA_AVX2) return &kFloatAvx2;
+    return nullptr;
+}
 
 void float_conv_prepare(FloatConvPlan& p, int isa) {
     p.fast = float_kernels_for(isa);

@@ -11,13 +11,16 @@
 namespace qatml {
 namespace kernels {
 
-// C[r, j] = sum_k A[r, k] B[k, j] + bias[r] for one panel of `cols` <= nr columns and all m rows.
+// C[r, j] = sum_k A[r, k] B[k, j] + bias[r] (or + col_bias[j]) for one panel of `cols` <= nr columns and all m rows.
+// The convolution packs its weights as A (rows: output channels); the float MatMul packs its weights as panels B and
+// its input vectors as A (rows: vectors), with a bias per column.
 struct FloatGemmCall {
-    const float* a;  // packed weights: [ceil(m / mr)][k][mr], rows past m zero
+    const float* a;  // packed rows: [ceil(m / mr)][k][mr], rows past m zero
     const float* b;  // one panel: [k][nr], columns past cols zero
     int64_t m, k, cols;
-    const float* bias;  // m values or nullptr
-    float* c;           // row r at c + r * ldc
+    const float* bias;      // m values or nullptr (then + 0)
+    const float* col_bias;  // nr values of this panel (zero past cols) added instead of bias, or nullptr
+    float* c;               // row r at c + r * ldc
     int64_t ldc;
 };
 
@@ -42,6 +45,9 @@ struct FloatKernels {
     // dst[i] = src[2i] for i < count (stride-2 columns; reads nothing past src[2 count - 2]).
     void (*take_even)(const float* src, int64_t count, float* dst);
 };
+
+// The table of an engine path (isa: QATML_ISA_*), or nullptr below AVX2 (the scalar reference loops).
+const FloatKernels* float_kernels_for(int isa);
 
 extern const FloatKernels kFloatAvx512;
 extern const FloatKernels kFloatAvx2;

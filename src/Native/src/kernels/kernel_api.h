@@ -215,13 +215,25 @@ void cast_run(int32_t x_type, int32_t y_type, int64_t count, const uint8_t* x, u
 // float(sum) * scale[column] over `vectors` vectors of n.
 void int32_to_scaled_float(const float* scale, int64_t vectors, int64_t n, uint8_t* y);
 
-// A float MatMul with constant weights: y[v, :] = x[v, :] W (+ bias) for `vectors` vectors of K.
+// A float MatMul with constant weights: y[v, :] = x[v, :] W (+ bias) for `vectors` vectors of K. Fast paths
+// (float_gemm.cpp): W packed into the float kernels' column panels once, the vectors of all rows of a run packed into
+// their row tiles in scratch; each output an FMA chain in K order from 0, then + bias (identical on AVX2 and AVX-512,
+// for any batch or thread count). The scalar path is the reference loop (0, then += x w in K order, then + bias).
 struct FloatGemmPlan {
     int64_t k = 0, n = 0;
     const float* weights = nullptr;  // [K, N]
     const float* bias = nullptr;     // N or nullptr
+    // Set by float_gemm_prepare.
+    const FloatKernels* fast = nullptr;  // nullptr: the scalar reference
+    std::vector<float> panels;           // [ceil(N / nr)][K][nr], columns past N zero
+    std::vector<float> panel_bias;       // [ceil(N / nr)][nr]: the bias (or zeros), columns past N zero
+    int64_t chunk = 0;                   // vectors packed at a time (a multiple of mr)
 };
-void float_gemm_run(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y);
+// Fixes the path (isa: the engine's) and packs the weights; k, n, weights and bias must be set.
+void float_gemm_prepare(FloatGemmPlan& plan, int isa);
+int64_t float_gemm_scratch_bytes(const FloatGemmPlan& plan, int64_t vectors);
+void float_gemm_run(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y, uint8_t* scratch);
+void float_gemm_reference(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y);
 
 // ---- pooling -----------------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ void int32_to_scaled_float(const float* scale, int64_t vectors, int64_t n, uint8
     }
 }
 
-void float_gemm_run(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y) {
+void float_gemm_reference(const FloatGemmPlan& plan, int64_t vectors, const float* x, float* y) {
     const int64_t k = plan.k, n = plan.n;
     // Blocks of vectors whose outputs stay in L2 (about 256 KiB): each row of W is read once per block, not once per
     // vector (W of a transformer's feed-forward layer is megabytes). Each output sums in k order, then adds the bias.
