@@ -7,6 +7,7 @@
 #include "engine/engine_internal.h"
 #include "kernels/kernel_api.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace qatml {
@@ -54,7 +55,9 @@ struct CpuProgram {
     std::vector<int64_t> offsets;                    // per tensor: arena offset per row; -1 for plan inputs and outputs
     std::vector<kernels::ActivationLayout> layouts;  // per tensor: how an image is stored (channels-last or plain)
     int64_t arena_per_row = 0, naive_per_row = 0;
-    // Arena bytes of a chunk of `rows` rows: activations, then the largest step's scratch (64-byte aligned).
+    // Activation bytes of a chunk of `rows` rows (64-byte aligned): where its scratch starts.
+    int64_t activation_bytes(int64_t rows) const { return kernels::round_up(std::max<int64_t>(arena_per_row, 1) * rows, 64); }
+    // Arena bytes of a chunk of `rows` rows: activations, then the largest step's scratch.
     int64_t arena_bytes(int64_t rows) const;
 };
 

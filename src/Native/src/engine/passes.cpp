@@ -97,7 +97,7 @@ int64_t Step::scratch_bytes(int64_t rows) const {
 int64_t CpuProgram::arena_bytes(int64_t rows) const {
     int64_t scratch = 0;
     for (const Step& s : steps) scratch = std::max(scratch, s.scratch_bytes(rows));
-    return round_up(std::max<int64_t>(arena_per_row, 1) * rows, 64) + scratch;
+    return activation_bytes(rows) + scratch;
 }
 
 namespace {

@@ -194,6 +194,14 @@ struct Loader {
                          (long long)cpg, (long long)groups);
         return spatial(op, x, y, m, index);
     }
+    // *total = M * C/g * kH * kW weights, at most 2^limit_log2.
+    bool conv_weight_count(const Op& op, int index, int64_t m, int64_t cpg, int limit_log2, int64_t* total) {
+        int64_t t = 0;
+        if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
+            !checked_mul("plan", "M*C/g*kH*kW", t, m, total, limit_log2))
+            return r.bad("op %d (%s): weight size overflows", index, op_name(op.kind));
+        return true;
+    }
     bool flag(uint32_t* v, const char* what) {
         if (!r.get(v, what)) return false;
         if (*v > 1) return r.bad("%s = %u must be 0 or 1", what, *v);
@@ -295,10 +303,8 @@ struct Loader {
                 char what[48];
                 std::snprintf(what, sizeof what, "op %d (CONV)", index);
                 if (check_conv_scratch(what, op.p, cpg, op.kh, op.kw, y.dims[1]) != QATML_OK) return r.bad("%s", qatml_last_error());
-                int64_t total = 0, t = 0;
-                if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
-                    !checked_mul("plan", "M*C/g*kH*kW", t, m, &total))
-                    return r.bad("op %d (CONV): weight size overflows", index);
+                int64_t total = 0;
+                if (!conv_weight_count(op, index, m, cpg, 40, &total)) return false;
                 std::vector<float> scales;
                 std::vector<int32_t> zps;
                 const uint8_t* data = nullptr;
@@ -644,10 +650,8 @@ struct Loader {
                 uint32_t has_bias = 0;
                 if (!flag(&has_bias, "has_bias")) return false;
                 if (!conv_shapes(op, index, x, y, m, cpg, groups)) return false;
-                int64_t total = 0, t = 0;
-                if (!checked_mul("plan", "kH*kW", op.kh, op.kw, &t) || !checked_mul("plan", "C/g*kH*kW", t, cpg, &t) ||
-                    !checked_mul("plan", "M*C/g*kH*kW", t, m, &total, 31))
-                    return r.bad("op %d (FLOAT_CONV): weight size overflows", index);
+                int64_t total = 0;
+                if (!conv_weight_count(op, index, m, cpg, 31, &total)) return false;
                 if (!finite_weights(op, index, total + (has_bias ? m : 0))) return false;
                 op.n = m;
                 op.groups = groups;

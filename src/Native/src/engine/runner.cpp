@@ -177,7 +177,7 @@ qatml_status run_on_cpu(const qatml_engine* e, const qatml_context* ctx, int64_t
         const int64_t rows = batch / parts + (i < batch % parts ? 1 : 0);
         arenas.push_back(acquire_arena(e, prog.arena_bytes(rows)));
         uint8_t* arena = arenas.back()->data;
-        chunks[static_cast<size_t>(i)] = Chunk{row, rows, arena, arena + round_up(std::max<int64_t>(prog.arena_per_row, 1) * rows, 64)};
+        chunks[static_cast<size_t>(i)] = Chunk{row, rows, arena, arena + prog.activation_bytes(rows)};
         row += rows;
     }
     const bool prof = !e->profile_seconds.empty();

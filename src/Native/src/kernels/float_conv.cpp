@@ -108,10 +108,15 @@ void depthwise_run(const FloatConvPlan& p, int64_t rows, const float* x, float* 
 
 }  // namespace
 
+// By path, as simd_for_isa: each path's required features (qatml_isa_required_features) include those the table's
+// translation unit is compiled for, so the table runs wherever the path was chosen.
 const FloatKernels* float_kernels_for(int isa) {
-    if (isa >= QATML_ISA_AVX512_VNNI) return &kFloatAvx512;
-    if (isa >= QATML_ISA_AVX2) return &kFloatAvx2;
-    return nullptr;
+    switch (isa) {
+        case QATML_ISA_AVX512_VNNI: return &kFloatAvx512;
+        case QATML_ISA_AVX_VNNI:
+        case QATML_ISA_AVX2: return &kFloatAvx2;
+        default: return nullptr;
+    }
 }
 
 void float_conv_prepare(FloatConvPlan& p, int isa) {

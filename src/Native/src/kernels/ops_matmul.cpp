@@ -45,8 +45,9 @@ void matmul_run(const MatMulPlan& p, int64_t rows, const uint8_t* a, const uint8
             const uint8_t* am = a + (row * p.count + c) * mk;
             const uint8_t* bm = b + row * b_per_row + (p.b_shared ? 0 : c * kn);
             uint8_t* ym = y + (row * p.count + c) * mn;
-            for (int64_t kk = 0; kk < p.k; ++kk)
-                for (int64_t j = 0; j < p.n; ++j) bt[j * p.k + kk] = static_cast<int16_t>(byte_value(bm, kk * p.n + j, bs) - p.zb);
+            if (c == 0 || !p.b_shared)  // a shared B is transposed once per row
+                for (int64_t kk = 0; kk < p.k; ++kk)
+                    for (int64_t j = 0; j < p.n; ++j) bt[j * p.k + kk] = static_cast<int16_t>(byte_value(bm, kk * p.n + j, bs) - p.zb);
             for (int64_t i = 0; i < p.m; ++i) {
                 for (int64_t kk = 0; kk < p.k; ++kk) ar[kk] = static_cast<int16_t>(byte_value(am, i * p.k + kk, as) - p.za);
                 for (int64_t j = 0; j < p.n; ++j) {
