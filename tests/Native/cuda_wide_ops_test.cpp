@@ -85,7 +85,7 @@ void broadcast_strides(const std::vector<int64_t>& dims, size_t rank, int64_t* s
     }
 }
 
-// The tensors of a one-input op whose arguments name them x / lx / x_row and y / ly / y_row.
+// The tensors of a one-input op whose arguments name them x / lx and y / ly.
 template <typename Args>
 Args one_input(const Stored& x, Stored& y, int64_t rows) {
     Args a{};
@@ -94,8 +94,6 @@ Args one_input(const Stored& x, Stored& y, int64_t rows) {
     a.lx = x.layout;
     a.ly = y.layout;
     a.rows = rows;
-    a.x_row = x.elems;
-    a.y_row = y.elems;
     return a;
 }
 
@@ -178,12 +176,7 @@ std::vector<float> emulate(const WideCase& c) {
             break;
         }
         case QATML_ENGINE_OP_COPY: {
-            CopyArgs a{};
-            a.x = st[0].bytes.data();
-            a.y = y.bytes.data();
-            a.lx = st[0].layout;
-            a.ly = y.layout;
-            a.rows = rows;
+            CopyArgs a = one_input<CopyArgs>(st[0], y, rows);
             qatml::kernels::CopyPlan& q = a.plan;
             q.x_row = st[0].elems;
             q.y_row = y.elems;
@@ -199,6 +192,8 @@ std::vector<float> emulate(const WideCase& c) {
         }
         case QATML_ENGINE_OP_PAD: {
             PadArgs a = one_input<PadArgs>(st[0], y, rows);
+            a.x_row = st[0].elems;
+            a.y_row = y.elems;
             a.x_dims[0] = a.y_dims[0] = 1;
             a.begins[0] = 0;
             a.steps[0] = 1;
@@ -214,12 +209,7 @@ std::vector<float> emulate(const WideCase& c) {
             break;
         }
         case QATML_ENGINE_OP_RESIZE: {
-            ResizeArgs a{};
-            a.x = st[0].bytes.data();
-            a.y = y.bytes.data();
-            a.lx = st[0].layout;
-            a.ly = y.layout;
-            a.rows = rows;
+            ResizeArgs a = one_input<ResizeArgs>(st[0], y, rows);
             a.c = c.ops[0].dims[0];
             a.h = c.ops[0].dims[1];
             a.w = c.ops[0].dims[2];
