@@ -85,7 +85,7 @@ void broadcast_strides(const std::vector<int64_t>& dims, size_t rank, int64_t* s
     }
 }
 
-// The tensors of a one-input op whose arguments name them x / lx / x_row and y / ly / y_row.
+// The tensors of a one-input op whose arguments name them x / lx and y / ly.
 template <typename Args>
 Args one_input(const Stored& x, Stored& y, int64_t rows) {
     Args a{};
@@ -94,8 +94,6 @@ Args one_input(const Stored& x, Stored& y, int64_t rows) {
     a.lx = x.layout;
     a.ly = y.layout;
     a.rows = rows;
-    a.x_row = x.elems;
-    a.y_row = y.elems;
     return a;
 }
 
@@ -134,22 +132,23 @@ std::vector<float> emulate(const WideCase& c) {
             a.lb = b.layout;
             a.ly = y.layout;
             a.rows = rows;
-            a.a_row = st[0].elems;
-            a.b_row = constant ? 0 : b.elems;
-            a.y_row = y.elems;
-            a.rank = static_cast<int32_t>(yt.dims.size());
-            for (size_t d = 0; d < yt.dims.size(); ++d) a.dims[d] = yt.dims[d];
-            broadcast_strides(at.dims, yt.dims.size(), a.a_strides);
-            broadcast_strides(bt.dims, yt.dims.size(), a.b_strides);
-            a.func = static_cast<int32_t>(c.ints[0]);
-            a.type = static_cast<int32_t>(yt.type);
-            a.za = at.zp;
-            a.zb = bt.zp;
-            a.zy = yt.zp;
-            a.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
-            a.hi = a.lo + 255;
-            a.ra = a.rb = kIoScale / kIoScale;
-            a.mul_ratio = (kIoScale * kIoScale) / c.floats[0];
+            qatml::kernels::BinaryPlan& q = a.plan;
+            q.a_row = st[0].elems;
+            q.b_row = constant ? 0 : b.elems;
+            q.y_row = y.elems;
+            q.rank = static_cast<int>(yt.dims.size());
+            for (size_t d = 0; d < yt.dims.size(); ++d) q.dims[d] = yt.dims[d];
+            broadcast_strides(at.dims, yt.dims.size(), q.a_strides);
+            broadcast_strides(bt.dims, yt.dims.size(), q.b_strides);
+            q.func = static_cast<int32_t>(c.ints[0]);
+            q.type = static_cast<int32_t>(yt.type);
+            q.add.za = at.zp;
+            q.add.zb = bt.zp;
+            q.add.zy = yt.zp;
+            q.add.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
+            q.add.hi = q.add.lo + 255;
+            q.add.ra = q.add.rb = kIoScale / kIoScale;
+            q.mul_ratio = (kIoScale * kIoScale) / c.floats[0];
             each(a, rows * y.elems, binary_element);
             break;
         }
@@ -178,18 +177,23 @@ std::vector<float> emulate(const WideCase& c) {
         }
         case QATML_ENGINE_OP_COPY: {
             CopyArgs a = one_input<CopyArgs>(st[0], y, rows);
-            a.rank = static_cast<int32_t>(yt.dims.size());
-            a.elem = static_cast<int32_t>(y.esz);
-            for (int d = 0; d < a.rank; ++d) {
-                a.dims[d] = c.ints[static_cast<size_t>(d)];
-                a.strides[d] = c.ints[static_cast<size_t>(a.rank + d)];
+            qatml::kernels::CopyPlan& q = a.plan;
+            q.x_row = st[0].elems;
+            q.y_row = y.elems;
+            q.rank = static_cast<int>(yt.dims.size());
+            q.elem = y.esz;
+            for (int d = 0; d < q.rank; ++d) {
+                q.dims[d] = c.ints[static_cast<size_t>(d)];
+                q.strides[d] = c.ints[static_cast<size_t>(q.rank + d)];
             }
-            a.offset = c.ints.back();
+            q.offset = c.ints.back();
             each(a, rows * y.elems, copy_op_element);
             break;
         }
         case QATML_ENGINE_OP_PAD: {
             PadArgs a = one_input<PadArgs>(st[0], y, rows);
+            a.x_row = st[0].elems;
+            a.y_row = y.elems;
             a.x_dims[0] = a.y_dims[0] = 1;
             a.begins[0] = 0;
             a.steps[0] = 1;
@@ -205,12 +209,7 @@ std::vector<float> emulate(const WideCase& c) {
             break;
         }
         case QATML_ENGINE_OP_RESIZE: {
-            ResizeArgs a{};
-            a.x = st[0].bytes.data();
-            a.y = y.bytes.data();
-            a.lx = st[0].layout;
-            a.ly = y.layout;
-            a.rows = rows;
+            ResizeArgs a = one_input<ResizeArgs>(st[0], y, rows);
             a.c = c.ops[0].dims[0];
             a.h = c.ops[0].dims[1];
             a.w = c.ops[0].dims[2];
@@ -259,20 +258,21 @@ std::vector<float> emulate(const WideCase& c) {
             a.lb = st[1].layout;
             a.ly = y.layout;
             a.rows = rows;
-            a.count = at.dims[0];
-            a.m = at.dims[1];
-            a.k = at.dims[2];
-            a.n = yt.dims[2];
-            a.b_shared = bt.dims.size() == 2 && a.count > 1;
-            a.a_type = static_cast<int32_t>(at.type);
-            a.b_type = static_cast<int32_t>(bt.type);
-            a.y_type = static_cast<int32_t>(yt.type);
-            a.za = at.zp;
-            a.zb = bt.zp;
-            a.zy = yt.zp;
-            a.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
-            a.hi = a.lo + 255;
-            a.mult = (kIoScale * kIoScale) / 2.0f;
+            qatml::kernels::MatMulPlan& q = a.plan;
+            q.count = at.dims[0];
+            q.m = at.dims[1];
+            q.k = at.dims[2];
+            q.n = yt.dims[2];
+            q.b_shared = bt.dims.size() == 2 && q.count > 1;
+            q.a_type = static_cast<int32_t>(at.type);
+            q.b_type = static_cast<int32_t>(bt.type);
+            q.y_type = static_cast<int32_t>(yt.type);
+            q.za = at.zp;
+            q.zb = bt.zp;
+            q.zy = yt.zp;
+            q.lo = yt.type == QATML_TYPE_INT8 ? -128 : 0;
+            q.hi = q.lo + 255;
+            q.mult = (kIoScale * kIoScale) / 2.0f;
             each(a, rows * y.elems, matmul_element);
             break;
         }

@@ -131,30 +131,11 @@ void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, DeviceEng
     switch (op.kind) {
         case QATML_ENGINE_OP_UNARY: d.unary = UnaryArgs{nullptr, nullptr, tx.elems, s.unary.func, s.unary.alpha, s.unary.beta}; return;
         case QATML_ENGINE_OP_BINARY: {
-            const kernels::BinaryPlan& b = s.binary;
             BinaryArgs& a = d.binary;
             a.la = lx;
             a.lb = op.b_const ? Layout{} : de.layouts[op.b];
             a.ly = ly;
-            a.a_row = b.a_row;
-            a.b_row = b.b_row;
-            a.y_row = b.y_row;
-            a.rank = b.rank;
-            for (int i = 0; i < 4; ++i) {
-                a.dims[i] = b.dims[i];
-                a.a_strides[i] = b.a_strides[i];
-                a.b_strides[i] = b.b_strides[i];
-            }
-            a.func = b.func;
-            a.type = b.type;
-            a.za = b.add.za;
-            a.zb = b.add.zb;
-            a.zy = b.add.zy;
-            a.lo = b.add.lo;
-            a.hi = b.add.hi;
-            a.ra = b.add.ra;
-            a.rb = b.add.rb;
-            a.mul_ratio = b.mul_ratio;
+            a.plan = s.binary;
             if (op.b_const) a.b = at(blob.add(op.data));
             return;
         }
@@ -178,22 +159,7 @@ void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, DeviceEng
             }
             return;
         }
-        case QATML_ENGINE_OP_COPY: {
-            const kernels::CopyPlan& c = s.copy;
-            CopyArgs& a = d.copy;
-            a.lx = lx;
-            a.ly = ly;
-            a.x_row = c.x_row;
-            a.y_row = c.y_row;
-            a.rank = c.rank;
-            a.elem = static_cast<int32_t>(c.elem);
-            for (int i = 0; i < 6; ++i) {
-                a.dims[i] = c.dims[i];
-                a.strides[i] = c.strides[i];
-            }
-            a.offset = c.offset;
-            return;
-        }
+        case QATML_ENGINE_OP_COPY: d.copy = CopyArgs{nullptr, nullptr, lx, ly, 0, s.copy}; return;
         case QATML_ENGINE_OP_PAD: {
             const kernels::PadPlan& c = s.pad;
             PadArgs& a = d.pad;
@@ -244,28 +210,7 @@ void prepare_wide_op(const qatml_engine* e, const Op& op, DeviceOp& d, DeviceEng
             if (s.norm_bias) d.axis.bias = reinterpret_cast<const float*>(at(blob.add(s.norm_bias, static_cast<size_t>(s.axis.n))));
             return;
         }
-        case QATML_ENGINE_OP_MATMUL: {
-            const kernels::MatMulPlan& m = s.matmul;
-            MatMulArgs& a = d.matmul;
-            a.la = lx;
-            a.lb = de.layouts[op.b];
-            a.ly = ly;
-            a.count = m.count;
-            a.m = m.m;
-            a.k = m.k;
-            a.n = m.n;
-            a.b_shared = m.b_shared ? 1 : 0;
-            a.a_type = m.a_type;
-            a.b_type = m.b_type;
-            a.y_type = m.y_type;
-            a.za = m.za;
-            a.zb = m.zb;
-            a.zy = m.zy;
-            a.lo = m.lo;
-            a.hi = m.hi;
-            a.mult = m.mult;
-            return;
-        }
+        case QATML_ENGINE_OP_MATMUL: d.matmul = MatMulArgs{nullptr, nullptr, nullptr, lx, de.layouts[op.b], ly, 0, s.matmul}; return;
         case QATML_ENGINE_OP_GATHER: {
             const kernels::GatherPlan& g = s.gather;
             GatherArgs& a = d.gather;

@@ -23,9 +23,9 @@ cudaError_t launch_each(const P& p, int64_t count, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_unary(const UnaryArgs& p, cudaStream_t s) { return launch_each<UnaryArgs, unary_element>(p, p.count, s); }
-cudaError_t launch_binary(const BinaryArgs& p, cudaStream_t s) { return launch_each<BinaryArgs, binary_element>(p, p.rows * p.y_row, s); }
+cudaError_t launch_binary(const BinaryArgs& p, cudaStream_t s) { return launch_each<BinaryArgs, binary_element>(p, p.rows * p.plan.y_row, s); }
 cudaError_t launch_concat_part(const ConcatArgs& p, cudaStream_t s) { return launch_each<ConcatArgs, concat_element>(p, p.rows * p.x_row, s); }
-cudaError_t launch_copy(const CopyArgs& p, cudaStream_t s) { return launch_each<CopyArgs, copy_op_element>(p, p.rows * p.y_row, s); }
+cudaError_t launch_copy(const CopyArgs& p, cudaStream_t s) { return launch_each<CopyArgs, copy_op_element>(p, p.rows * p.plan.y_row, s); }
 cudaError_t launch_pad(const PadArgs& p, cudaStream_t s) { return launch_each<PadArgs, pad_element>(p, p.rows * p.y_row, s); }
 cudaError_t launch_resize(const ResizeArgs& p, cudaStream_t s) {
     return launch_each<ResizeArgs, resize_element>(p, p.rows * p.c * p.oh * p.ow, s);
@@ -36,7 +36,7 @@ cudaError_t launch_reduce_mean(const AxisArgs& p, cudaStream_t s) {
 }
 cudaError_t launch_layernorm(const AxisArgs& p, cudaStream_t s) { return launch_each<AxisArgs, layernorm_group>(p, p.groups, s); }
 cudaError_t launch_matmul(const MatMulArgs& p, cudaStream_t s) {
-    return launch_each<MatMulArgs, matmul_element>(p, p.rows * p.count * p.m * p.n, s);
+    return launch_each<MatMulArgs, matmul_element>(p, p.rows * p.plan.count * p.plan.m * p.plan.n, s);
 }
 cudaError_t launch_float_conv(const FloatConvArgs& p, cudaStream_t s) {
     return launch_each<FloatConvArgs, float_conv_element>(p, p.rows * p.m * p.oh * p.ow, s);

@@ -10,6 +10,7 @@
 
 #include "cuda/igemm.h"
 #include "cuda/ops.h"
+#include "kernels/kernel_api.h"
 #include "kernels/op_math.h"
 #include "qatml/qatml.h"
 
@@ -47,31 +48,29 @@ struct BinaryArgs {
     const void* b;
     void* y;
     Layout la, lb, ly;
-    int64_t rows, a_row, b_row, y_row;  // elements per row (b_row 0: a constant)
-    int32_t rank;                       // merged dims, the last one fastest
-    int64_t dims[4], a_strides[4], b_strides[4];
-    int32_t func, type;  // y's type: FLOAT32, UINT8 or INT8 (a and b alike)
-    int32_t za, zb, zy, lo, hi;
-    float ra, rb, mul_ratio;  // 8-bit ADD: a_scale / y_scale, b_scale / y_scale; MUL: (sa * sb) / sy
+    int64_t rows;
+    kernels::BinaryPlan plan;  // the CPU's: merged dims (the last fastest), strides and rows in elements, 8-bit constants
 };
 QATML_HD void binary_element(const BinaryArgs& p, int64_t i) {
-    const int64_t row = i / p.y_row;
-    int64_t e = i - row * p.y_row, ai = 0, bi = 0;
-    for (int32_t d = p.rank - 1; d >= 0; --d) {
-        const int64_t q = e / p.dims[d], idx = e - q * p.dims[d];
-        ai += idx * p.a_strides[d];
-        bi += idx * p.b_strides[d];
-        e = q;
+    const kernels::BinaryPlan& q = p.plan;
+    const int64_t row = i / q.y_row;
+    int64_t e = i - row * q.y_row, ai = 0, bi = 0;
+    for (int32_t d = q.rank - 1; d >= 0; --d) {
+        const int64_t t = e / q.dims[d], idx = e - t * q.dims[d];
+        ai += idx * q.a_strides[d];
+        bi += idx * q.b_strides[d];
+        e = t;
     }
-    const int64_t ao = element_at(p.la, row, p.a_row, ai), bo = element_at(p.lb, row, p.b_row, bi);
-    const int64_t yo = element_at(p.ly, row, p.y_row, i - row * p.y_row);
-    if (p.type == QATML_TYPE_FLOAT32) {
-        static_cast<float*>(p.y)[yo] = math::binary_value(p.func, static_cast<const float*>(p.a)[ao], static_cast<const float*>(p.b)[bo]);
+    const int64_t ao = element_at(p.la, row, q.a_row, ai), bo = element_at(p.lb, row, q.b_row, bi);
+    const int64_t yo = element_at(p.ly, row, q.y_row, i - row * q.y_row);
+    if (q.type == QATML_TYPE_FLOAT32) {
+        static_cast<float*>(p.y)[yo] = math::binary_value(q.func, static_cast<const float*>(p.a)[ao], static_cast<const float*>(p.b)[bo]);
         return;
     }
-    const int32_t sg = p.type == QATML_TYPE_INT8, av = byte_value(p.a, ao, sg), bv = byte_value(p.b, bo, sg);
-    const int32_t v = p.func == QATML_BINARY_ADD ? math::add_q8(av, bv, p.za, p.zb, p.ra, p.rb, p.zy, p.lo, p.hi)
-                                                 : math::mul_q8(av, bv, p.za, p.zb, p.mul_ratio, p.zy, p.lo, p.hi);
+    const kernels::AddParams& c = q.add;
+    const int32_t sg = q.type == QATML_TYPE_INT8, av = byte_value(p.a, ao, sg), bv = byte_value(p.b, bo, sg);
+    const int32_t v = q.func == QATML_BINARY_ADD ? math::add_q8(av, bv, c.za, c.zb, c.ra, c.rb, c.zy, c.lo, c.hi)
+                                                 : math::mul_q8(av, bv, c.za, c.zb, q.mul_ratio, c.zy, c.lo, c.hi);
     static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(v);
 }
 
@@ -99,19 +98,19 @@ struct CopyArgs {
     const void* x;
     void* y;
     Layout lx, ly;
-    int64_t rows, x_row, y_row;
-    int32_t rank, elem;
-    int64_t dims[6], strides[6], offset;
+    int64_t rows;
+    kernels::CopyPlan plan;  // the CPU's: dims, strides, offset and rows in elements
 };
 QATML_HD void copy_op_element(const CopyArgs& p, int64_t i) {
-    const int64_t row = i / p.y_row, ye = i - row * p.y_row;
-    int64_t e = ye, src = p.offset;
-    for (int32_t d = p.rank - 1; d >= 0; --d) {
-        const int64_t q = e / p.dims[d];
-        src += (e - q * p.dims[d]) * p.strides[d];
-        e = q;
+    const kernels::CopyPlan& q = p.plan;
+    const int64_t row = i / q.y_row, ye = i - row * q.y_row;
+    int64_t e = ye, src = q.offset;
+    for (int32_t d = q.rank - 1; d >= 0; --d) {
+        const int64_t t = e / q.dims[d];
+        src += (e - t * q.dims[d]) * q.strides[d];
+        e = t;
     }
-    copy_element(p.x, element_at(p.lx, row, p.x_row, src), p.y, element_at(p.ly, row, p.y_row, ye), p.elem);
+    copy_element(p.x, element_at(p.lx, row, q.x_row, src), p.y, element_at(p.ly, row, q.y_row, ye), static_cast<int32_t>(q.elem));
 }
 
 // ---- PAD: y element o comes from x element (o - begin) / step of each dim when that lands on one, else `value` ----
@@ -202,35 +201,33 @@ struct MatMulArgs {
     const void* b;
     void* y;
     Layout la, lb, ly;
-    int64_t rows, count, m, k, n;
-    int32_t b_shared;                // one [K, N] matrix for every product of a row
-    int32_t a_type, b_type, y_type;  // y FLOAT32 (a, b too), or 8-bit
-    int32_t za, zb, zy, lo, hi;
-    float mult;  // (sa * sb) / sy
+    int64_t rows;
+    kernels::MatMulPlan plan;  // the CPU's: count products [M, K] x [K, N] per row (b_shared: one [K, N]), types, constants
 };
 // Float: the products added in K order from 0 (the CPU kernel's order); 8-bit: the exact sum of (a - za)(b - zb),
 // requantized once.
 QATML_HD void matmul_element(const MatMulArgs& p, int64_t i) {
-    const int64_t mn = p.m * p.n, y_row = p.count * mn, row = i / y_row, ye = i - row * y_row;
-    const int64_t c = ye / mn, r = (ye / p.n) % p.m, col = ye % p.n;
-    const int64_t a_row = p.count * p.m * p.k, b_row = p.b_shared ? p.k * p.n : p.count * p.k * p.n;
-    const int64_t a0 = (c * p.m + r) * p.k, b0 = (p.b_shared ? 0 : c * p.k * p.n) + col;
+    const kernels::MatMulPlan& q = p.plan;
+    const int64_t mn = q.m * q.n, y_row = q.count * mn, row = i / y_row, ye = i - row * y_row;
+    const int64_t c = ye / mn, r = (ye / q.n) % q.m, col = ye % q.n;
+    const int64_t a_row = q.count * q.m * q.k, b_row = q.b_shared ? q.k * q.n : q.count * q.k * q.n;
+    const int64_t a0 = (c * q.m + r) * q.k, b0 = (q.b_shared ? 0 : c * q.k * q.n) + col;
     const int64_t yo = element_at(p.ly, row, y_row, ye);
-    if (p.y_type == QATML_TYPE_FLOAT32) {
+    if (q.y_type == QATML_TYPE_FLOAT32) {
         const float* a = static_cast<const float*>(p.a) + row * a_row + a0;
         const float* b = static_cast<const float*>(p.b) + row * b_row + b0;
         float acc = 0.0f;
-        for (int64_t kk = 0; kk < p.k; ++kk) acc += a[kk] * b[kk * p.n];
+        for (int64_t kk = 0; kk < q.k; ++kk) acc += a[kk] * b[kk * q.n];
         static_cast<float*>(p.y)[yo] = acc;
         return;
     }
     uint32_t acc = 0;  // wraps like the CPU's int32 sum
-    for (int64_t kk = 0; kk < p.k; ++kk) {
-        const int32_t av = byte_value(p.a, element_at(p.la, row, a_row, a0 + kk), p.a_type == QATML_TYPE_INT8) - p.za;
-        const int32_t bv = byte_value(p.b, element_at(p.lb, row, b_row, b0 + kk * p.n), p.b_type == QATML_TYPE_INT8) - p.zb;
+    for (int64_t kk = 0; kk < q.k; ++kk) {
+        const int32_t av = byte_value(p.a, element_at(p.la, row, a_row, a0 + kk), q.a_type == QATML_TYPE_INT8) - q.za;
+        const int32_t bv = byte_value(p.b, element_at(p.lb, row, b_row, b0 + kk * q.n), q.b_type == QATML_TYPE_INT8) - q.zb;
         acc += static_cast<uint32_t>(av * bv);
     }
-    static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(requant(static_cast<int32_t>(acc), p.mult, p.zy, p.lo, p.hi));
+    static_cast<uint8_t*>(p.y)[yo] = static_cast<uint8_t>(requant(static_cast<int32_t>(acc), q.mult, q.zy, q.lo, q.hi));
 }
 
 // ---- FLOAT_CONV: direct, the bias then every (channel, ky, kx) tap in the CPU kernel's order ------------------------
