@@ -121,8 +121,5 @@ internal static class AdaRoundBenchmark
     }
 
     private static int? Option(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : null;
-    }
+        => BenchmarkSettings.Arg(args, name) is { } value ? int.Parse(value, System.Globalization.CultureInfo.InvariantCulture) : null;
 }

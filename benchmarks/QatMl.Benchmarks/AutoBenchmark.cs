@@ -23,16 +23,16 @@ internal static class AutoBenchmark
 {
     public static int Run(BenchmarkSettings settings, string[] args)
     {
-        int maxTrials = Option(args, "--max-trials") is { } m ? int.Parse(m, CultureInfo.InvariantCulture) : 20;
+        int maxTrials = BenchmarkSettings.Arg(args, "--max-trials") is { } m ? int.Parse(m, CultureInfo.InvariantCulture) : 20;
         bool adaRound = args.Contains("--adaround"), trials = args.Contains("--trials");
-        QuantizedBackend backend = Option(args, "--backend") switch
+        QuantizedBackend backend = BenchmarkSettings.Arg(args, "--backend") switch
         {
             null or "native" => QuantizedBackend.Native,
             "ort" => QuantizedBackend.OnnxRuntime,
             string other => throw new ArgumentException($"--backend: '{other}' is not native or ort."),
         };
         Console.WriteLine($"auto: the result's backend {backend} (trials' latency on it, one thread)");
-        var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+        var only = BenchmarkSettings.Arg(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         var context = new MLContext(seed: 0);
         IProgress<QuantizationTrial>? progress = trials ? new PrintTrial() : null;
@@ -82,9 +82,9 @@ internal static class AutoBenchmark
                 MinOutputCosine = 0.99, MaxTrials = maxTrials, AdaRound = adaRound, Progress = progress,
             }).Execute(context.Data.TakeRows(images, 64), context.Data.SkipRows(images, 64)));
         }
-        if (Option(args, "--zoo") is { } folder)
+        if (BenchmarkSettings.Arg(args, "--zoo") is { } folder)
         {
-            int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
+            int rows = BenchmarkSettings.Arg(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 32;
             var zoo = new ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
             foreach (ZooModel model in ZooModels.All.Where(m => only is null || only.Contains(m.Name)))
                 Report($"{model.Name} (output cosine >= 0.99, {rows} + {rows} rows)", () =>
@@ -114,10 +114,4 @@ internal static class AutoBenchmark
 
     /// <summary>Measured for accepted trials only (the chosen one when the constraint was missed has none).</summary>
     private static string Latency(QuantizationTrial t) => double.IsNaN(t.LatencyMilliseconds) ? "-" : t.LatencyMilliseconds.ToString("F3", CultureInfo.InvariantCulture);
-
-    private static string? Option(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
 }

@@ -21,7 +21,8 @@ internal sealed record BenchmarkSettings(string DataFolder, string ModelsFolder,
         return new BenchmarkSettings(data, models, repeat, args.Contains("--verbose"));
     }
 
-    private static string? Arg(string[] args, string name)
+    /// <summary>The value after <paramref name="name"/> on the command line, or null.</summary>
+    internal static string? Arg(string[] args, string name)
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;

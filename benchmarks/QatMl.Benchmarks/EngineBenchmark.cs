@@ -32,7 +32,7 @@ internal static class EngineBenchmark
     internal static int Run(BenchmarkSettings settings, string[] args)
     {
         var context = new MLContext(seed: 0);
-        int[]? batches = Option(args, "--batch")?.Split(',').Select(b => int.Parse(b, CultureInfo.InvariantCulture)).ToArray();
+        int[]? batches = BenchmarkSettings.Arg(args, "--batch")?.Split(',').Select(b => int.Parse(b, CultureInfo.InvariantCulture)).ToArray();
         string fmnist = Path.Combine(settings.ModelsFolder, "fmnistnet_fp32.onnx");
         IDataView calibration = context.Data.Cache(FashionMnist.Load(context, FashionMnist.ReadCalibration(settings.DataFolder)));
         var testRows = FashionMnist.Rows(FashionMnist.ReadTest(settings.DataFolder, limit: 2048));
@@ -53,7 +53,7 @@ internal static class EngineBenchmark
             Compare(settings, context, "ResNet18", ResNet18Images.ModelPath, resnetModels, resnetImages, pixels, ResNet18Images.InputSize, [3, 224, 224],
                 batches ?? [1, 16]);
         }
-        if (Option(args, "--zoo") is { } zoo)
+        if (BenchmarkSettings.Arg(args, "--zoo") is { } zoo)
             ZooModels(settings, args, zoo, batches ?? [1, 8]);
         return 0;
     }
@@ -61,8 +61,8 @@ internal static class EngineBenchmark
     /// <summary>Every zoo model (except ResNet18, above, unless --only names it: its default PTQ) with one float input: PTQ on real rows, then the same table.</summary>
     private static void ZooModels(BenchmarkSettings settings, string[] args, string folder, int[] batches)
     {
-        int rows = Option(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 16;
-        var only = Option(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+        int rows = BenchmarkSettings.Arg(args, "--rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 16;
+        var only = BenchmarkSettings.Arg(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
         OrtEnv.Instance().EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         var context = new MLContext(seed: 1);
         var zoo = new QatMl.Benchmarks.Zoo.ZooContext(context, Path.GetFullPath(folder), settings.DataFolder, rows, rows);
@@ -163,12 +163,6 @@ internal static class EngineBenchmark
     {
         var rows = data.Rows.Skip(data.CalibrationCount).Select(r => r[index]).ToList();
         return data.Tensors[index].IsFloat ? rows.SelectMany(r => (float[])r).ToArray() : rows.SelectMany(r => (long[])r).ToArray();
-    }
-
-    private static string? Option(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private sealed record Quantized(QuantizedModelTransformer Int8, QuantizedModelTransformer W4A8);

@@ -29,9 +29,9 @@ internal static class EngineProfile
         int rowSize;
         int[] rowDims;
         QuantizedModelTransformer? zooModel = null;
-        if (ZooOption(args, "--zoo") is { } zooFolder)
+        if (BenchmarkSettings.Arg(args, "--zoo") is { } zooFolder)
         {
-            string name = ZooOption(args, "--only") ?? throw new ArgumentException("engine-profile --zoo needs --only <model name>");
+            string name = BenchmarkSettings.Arg(args, "--only") ?? throw new ArgumentException("engine-profile --zoo needs --only <model name>");
             int rows = Arg(args, "--rows", 8);
             var zoo = new QatMl.Benchmarks.Zoo.ZooContext(context, Path.GetFullPath(zooFolder), settings.DataFolder, rows, rows);
             QatMl.Benchmarks.Zoo.ZooModel zooEntry = QatMl.Benchmarks.Zoo.ZooModels.All.Single(m => m.Name == name);
@@ -117,12 +117,6 @@ internal static class EngineProfile
         }
         File.Delete(profileFile);
         return perNode;
-    }
-
-    private static string? ZooOption(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
     private static int Arg(string[] args, string name, int fallback)

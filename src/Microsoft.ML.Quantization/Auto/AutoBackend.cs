@@ -88,8 +88,13 @@ internal sealed class AutoBackend : IDisposable
     private static void Fill<T>(IScoringBatch batch, int input, T[] data, int rowSize, int first, int count)
         where T : unmanaged
     {
+        // SetRow copies the row into the batch, so one buffer serves every row.
+        var row = new T[rowSize];
         for (int r = 0; r < count; r++)
-            batch.SetRow(input, r, new VBuffer<T>(rowSize, data[((first + r) * rowSize)..((first + r + 1) * rowSize)]), first + r);
+        {
+            data.AsSpan((first + r) * rowSize, rowSize).CopyTo(row);
+            batch.SetRow(input, r, new VBuffer<T>(rowSize, row), first + r);
+        }
     }
 
     public void Dispose() => _model.Dispose();

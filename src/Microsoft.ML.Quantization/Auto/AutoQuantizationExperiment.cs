@@ -87,7 +87,6 @@ internal sealed class AutoSearch
     private Dictionary<string, float[]>? _means;
     private RowSample _rows = null!;
     private float[][] _reference = [];
-    private double _floatMetric;
     private List<string> _weighted = [];
     private bool _onlyWeightedHaveConstants;
     private readonly string? _trainingLabel;
@@ -118,7 +117,7 @@ internal sealed class AutoSearch
     {
         using var progress = new OperationProgress(_context, "QatMl.Auto", ["trials"]);
         _log = progress.Info;
-        Prepare(out TimeSpan floatPass);
+        Prepare();
         CancellationToken cancel = _options.CancellationToken;
         var nothing = Empty;
 
@@ -187,11 +186,11 @@ internal sealed class AutoSearch
                 }
         }
         TrainLastResort();
-        return Finish(floatPass);
+        return Finish();
     }
 
     /// <summary>Prepares the graph, calibrates once, loads the validation rows and scores them with the float model.</summary>
-    private void Prepare(out TimeSpan floatPass)
+    private void Prepare()
     {
         _model = PostTrainingEstimator.Prepare(_base, _name);
         OnnxRewrites.NameNodes(_model);
@@ -214,9 +213,8 @@ internal sealed class AutoSearch
         using var runner = new SampleRunner(_context, _model.Clone(), 0, _base, _name, _rows);
         var clock = Stopwatch.StartNew();
         _reference = runner.Run(null);
-        _floatPass = floatPass = clock.Elapsed;
+        _floatPass = clock.Elapsed;
         _scorer.Bind(_validation, _reference, runner.OutputShapes, _rows.Count);
-        _floatMetric = _scorer.FloatMetric;
     }
 
     private RowSample _sample = null!;
@@ -569,7 +567,7 @@ internal sealed class AutoSearch
         return reference.Run(null);
     }
 
-    private AutoQuantizationResult Finish(TimeSpan floatPass)
+    private AutoQuantizationResult Finish()
     {
         var ran = _trials.Where(t => !double.IsNaN(t.Trial.Metric)).ToList();
         if (ran.Count == 0)
@@ -587,6 +585,6 @@ internal sealed class AutoSearch
         QdqResult written = chosen.Trial.AwareTrainingEpochs > 0 ? _awareTrained! : Write(chosen.Configuration);
         var model = new QuantizedModelTransformer(_context, written.Model, _base.ToScoringSettings(), written.Nodes);
         _log($"Automatic quantization of '{_name}': {_trials.Count} trials in {_clock.Elapsed.TotalSeconds:F1} s; chose #{chosen.Trial.Index} {chosen.Trial.Configuration} ({_scorer.Name} {chosen.Trial.Metric:0.#####}).");
-        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], _scorer.Metric, _scorer.Name, _floatMetric, floatPass, _clock.Elapsed);
+        return new AutoQuantizationResult(model, chosen.Trial, [.. _trials.Select(t => t.Trial)], _scorer.Metric, _scorer.Name, _scorer.FloatMetric, _floatPass, _clock.Elapsed);
     }
 }

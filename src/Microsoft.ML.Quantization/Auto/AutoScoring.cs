@@ -151,13 +151,13 @@ internal sealed class AutoScorer
         }
         float[] output = outputs[_scoreOutput];
         int size = output.Length / rows, index = _options.ScoreIndex ?? 0;
-        var scored = Enumerable.Range(0, rows).Select(r => new ScoredRow { Label = (float)_labels[r], IsPositive = _labels[r] != 0, Score = output[r * size + index] });
+        float ScoreOf(int r) => output[r * size + index];
         if (Metric == AutoQuantizationMetric.AreaUnderRocCurve)
         {
-            IDataView binary = _context.Data.LoadFromEnumerable(scored.Select(s => new BinaryRow { Label = s.IsPositive, Score = s.Score, PredictedLabel = s.Score > 0 }));
+            IDataView binary = _context.Data.LoadFromEnumerable(Enumerable.Range(0, rows).Select(r => new BinaryRow { Label = _labels[r] != 0, Score = ScoreOf(r), PredictedLabel = ScoreOf(r) > 0 }));
             return _context.BinaryClassification.EvaluateNonCalibrated(binary, nameof(BinaryRow.Label), nameof(BinaryRow.Score), nameof(BinaryRow.PredictedLabel)).AreaUnderRocCurve;
         }
-        IDataView regression = _context.Data.LoadFromEnumerable(scored.Select(s => new RegressionRow { Label = s.Label, Score = s.Score }));
+        IDataView regression = _context.Data.LoadFromEnumerable(Enumerable.Range(0, rows).Select(r => new RegressionRow { Label = (float)_labels[r], Score = ScoreOf(r) }));
         return _context.Regression.Evaluate(regression, nameof(RegressionRow.Label), nameof(RegressionRow.Score)).RSquared;
     }
 
@@ -239,15 +239,6 @@ internal sealed class AutoScorer
 
     private static ArgumentOutOfRangeException Mismatch(DataViewSchema.Column column, string expected, DataViewType got, AutoQuantizationMetric metric)
         => new("validationData", $"Schema mismatch for label column '{column.Name}': {metric} needs {expected}, got {Internal.SchemaShapes.Describe(got)}.");
-
-    private readonly struct ScoredRow
-    {
-        public float Label { get; init; }
-
-        public bool IsPositive { get; init; }
-
-        public float Score { get; init; }
-    }
 
     private sealed class BinaryRow
     {

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.Quantization.Onnx;
 
 namespace Microsoft.ML.Quantization.Lowering;
@@ -162,8 +163,7 @@ internal sealed partial class QdqLowering
         }
         else
         {
-            int[] q = type == EngineType.UInt8 ? values.ToUInt8Array().Select(v => (int)v).ToArray() : values.ToInt8Array().Select(v => (int)v).ToArray();
-            bytes = q.SelectMany(v => BitConverter.GetBytes((v - quant.ZeroPoint) * quant.Scale)).ToArray();
+            bytes = MemoryMarshal.AsBytes<float>(DequantizedConstant(dq!).Values).ToArray();
             type = EngineType.Float32;
         }
         int id = _plan.AddTensor(type, outDims);

@@ -602,16 +602,9 @@ internal sealed partial class QdqLowering
         Func<float, float> f = node.OpType switch
         {
             "Identity" or "Dropout" => v => v,
-            "Clip" => ClipFunction(node),
             _ => UnaryFunction(node),
         };
         return Table(node, x, xq, outType, outQuant, f);
-    }
-
-    private Func<float, float> ClipFunction(OnnxNode node)
-    {
-        var (_, lo, hi) = ClipBounds(node);
-        return v => Math.Min(Math.Max(v, lo), hi);
     }
 
     private float FloatScalar(OnnxNode node, int index)

@@ -99,7 +99,7 @@ internal sealed class SampleRunner : IDisposable
     public long[][] OutputShapes { get; private set; } = [];
 
     /// <summary>Mean row cosine of the worst output against the reference, or the accuracy drop in points.</summary>
-    public double Measure(bool[]? quantized, bool accuracy)
+    public double Measure(bool[] quantized, bool accuracy)
     {
         float[][] reference = Reference!;
         float[][] result = Run(quantized);
@@ -166,19 +166,15 @@ internal sealed class SampleRunner : IDisposable
     }
 
     /// <summary>Every output over all rows, rows in order (a fixed-batch graph runs padded batches).</summary>
-    public float[][] Run(bool[]? quantized) => Run(quantized, 0, Rows.Count);
-
-    /// <summary>Every output over rows [<paramref name="first"/>, <paramref name="first"/> + <paramref name="count"/>), rows in order.</summary>
-    public float[][] Run(bool[]? quantized, int first, int count)
+    public float[][] Run(bool[]? quantized)
     {
         Evaluations++;
         var collected = _outputs.Select(_ => new List<float>()).ToArray();
         using var switches = quantized is null ? null : OrtValue.CreateTensorValueFromMemory(quantized, [_switchCount]);
         string[] names = [.. Rows.Inputs.Select(i => i.TensorName), .. switches is null ? Array.Empty<string>() : [FakeQuantGraph.SwitchInput]];
-        int end = Math.Min(Rows.Count, first + count);
-        for (int start = first; start < end; start += _chunk)
+        for (int start = 0; start < Rows.Count; start += _chunk)
         {
-            int rows = Math.Min(_chunk, end - start);
+            int rows = Math.Min(_chunk, Rows.Count - start);
             int run = Rows.FixedBatch ? _chunk : rows;
             var values = new List<OrtValue>();
             try
